@@ -1,0 +1,15 @@
+"""funcgrad: models as pure functions, traced to programs and transformed (grad, jvp, vmap, jit).
+
+    import funcgrad as fg, funcgrad.numpy as fnp
+    fg.grad(lambda w, x: fnp.sum(fnp.tanh(x @ w)))(w, x)
+"""
+
+from . import config, core, lax, tree_util
+from . import numpy  # noqa: F401  (installs the array methods of tracers)
+from .core import ConcretizationError, LeakedTracerError, ShapedArray, make_jaxpr
+from .core.avals import float0
+from .transforms.custom import custom_jvp, custom_vjp
+from .transforms.grad import grad, jacrev, stop_gradient, value_and_grad, vjp
+from .transforms.jvp import hessian, jacfwd, jvp, linearize
+
+__version__ = "0.1.0"

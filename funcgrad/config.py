@@ -1,0 +1,84 @@
+"""One place for settings: `fg.config.update(name, value)`, `fg.config.read(name)`.
+
+Each setting can also come from the environment as FUNCGRAD_<NAME> (e.g. FUNCGRAD_DEBUG_NANS=1,
+FUNCGRAD_BACKEND=gpu); a value set with `update` wins over the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+_DEFAULTS = {
+    "debug_nans": False,             # raise at the first primitive that produces a NaN or Inf
+    "explain_cache_misses": False,   # log why jit traced a function again
+    "backend": "cpu",                # default backend for new arrays: "cpu" (NumPy) or "gpu"
+    "log_compiles": False,           # log each jit trace + compile
+}
+_values: dict = {}
+
+
+def _parse(name, text):
+    default = _DEFAULTS[name]
+    if isinstance(default, bool):
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"Environment variable FUNCGRAD_{name.upper()}={text!r} is not a boolean;"
+                         " use 1/0, true/false, yes/no or on/off.")
+    return type(default)(text)
+
+
+def _check(name):
+    if name not in _DEFAULTS:
+        known = ", ".join(sorted(_DEFAULTS))
+        raise KeyError(f"Unknown funcgrad setting {name!r}. Known settings: {known}.")
+
+
+def read(name):
+    """The current value: set by update(), else from FUNCGRAD_<NAME>, else the default."""
+    _check(name)
+    if name in _values:
+        return _values[name]
+    env = os.environ.get(f"FUNCGRAD_{name.upper()}")
+    return _DEFAULTS[name] if env is None else _parse(name, env)
+
+
+def update(name, value):
+    """Set a setting for this process."""
+    _check(name)
+    default = _DEFAULTS[name]
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise TypeError(f"Setting {name!r} takes True or False, got {value!r}.")
+    _values[name] = value
+
+
+def reset(name=None):
+    """Forget values set with update() (all of them, or one)."""
+    if name is None:
+        _values.clear()
+    else:
+        _check(name)
+        _values.pop(name, None)
+
+
+@contextlib.contextmanager
+def setting(name, value):
+    """Temporarily change a setting: `with fg.config.setting("debug_nans", True): ...`."""
+    _check(name)
+    had, old = name in _values, _values.get(name)
+    update(name, value)
+    try:
+        yield
+    finally:
+        if had:
+            _values[name] = old
+        else:
+            _values.pop(name, None)
+
+
+def settings():
+    """All settings and their current values."""
+    return {name: read(name) for name in _DEFAULTS}

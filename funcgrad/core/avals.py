@@ -1,0 +1,107 @@
+"""Abstract values: the shape, dtype and weak type of an array, without its data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_SHORT = {
+    "float16": "f16", "float32": "f32", "float64": "f64",
+    "int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64",
+    "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64",
+    "bool": "bool", "complex64": "c64", "complex128": "c128",
+}
+
+# float0 is the dtype of the cotangent of an integer or boolean input (as in JAX): it has no values.
+float0 = np.dtype([("float0", np.void, 0)])
+
+_SUPPORTED_KINDS = "biufc"
+
+
+class ShapedArray:
+    """The type of an array value in a program: shape, dtype, and whether the dtype is weak.
+
+    A weak type comes from a Python scalar (NEP 50): it gives way to the other operand's dtype.
+    """
+
+    __slots__ = ("shape", "dtype", "weak_type")
+
+    def __init__(self, shape, dtype, weak_type=False):
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self.weak_type = bool(weak_type)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def update(self, shape=None, dtype=None, weak_type=None):
+        return ShapedArray(self.shape if shape is None else shape,
+                           self.dtype if dtype is None else dtype,
+                           self.weak_type if weak_type is None else weak_type)
+
+    def strip_weak_type(self):
+        return self if not self.weak_type else ShapedArray(self.shape, self.dtype, False)
+
+    def __eq__(self, other):
+        return (type(other) is ShapedArray and self.shape == other.shape
+                and self.dtype == other.dtype and self.weak_type == other.weak_type)
+
+    def __hash__(self):
+        return hash((self.shape, self.dtype, self.weak_type))
+
+    def str_short(self):
+        return f"{dtype_short(self.dtype)}[{','.join(map(str, self.shape))}]"
+
+    def __repr__(self):
+        weak = ", weak_type=True" if self.weak_type else ""
+        return f"ShapedArray({self.str_short()}{weak})"
+
+    __str__ = str_short
+
+
+def dtype_short(dtype) -> str:
+    dtype = np.dtype(dtype)
+    return _SHORT.get(dtype.name, dtype.name)
+
+
+def check_dtype(dtype, what="dtype"):
+    """Return `dtype` as a NumPy dtype, or raise a TypeError saying which dtypes are supported."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"{what} {dtype!r} is not a dtype funcgrad understands; use a NumPy "
+                        "numeric dtype such as float32, float64, int32 or bool.") from e
+    if dt.kind not in _SUPPORTED_KINDS or dt.name not in _SHORT:
+        raise TypeError(f"{what} {dt} is not supported: funcgrad arrays hold booleans, integers, "
+                        "floats or complex numbers (no object, string or structured dtypes). "
+                        "Convert the data first, e.g. np.asarray(x, dtype=np.float32).")
+    return dt
+
+
+def is_float(dtype) -> bool:
+    return np.dtype(dtype).kind in "fc"
+
+
+_PY_SCALAR_DTYPE = {bool: np.dtype(bool), int: np.dtype(np.int64), float: np.dtype(np.float64),
+                    complex: np.dtype(np.complex128)}
+PY_SCALARS = (bool, int, float, complex)
+
+
+def get_aval(x) -> ShapedArray:
+    """The abstract value of a concrete array, NumPy scalar or Python scalar (weakly typed)."""
+    t = type(x)
+    if t in _PY_SCALAR_DTYPE:
+        return ShapedArray((), _PY_SCALAR_DTYPE[t], weak_type=t is not bool)
+    aval = getattr(x, "aval", None)
+    if isinstance(aval, ShapedArray):
+        return aval
+    dtype = getattr(x, "dtype", None)
+    shape = getattr(x, "shape", None)
+    if dtype is None or shape is None:
+        raise TypeError(f"Value of type {t.__name__} is not a valid funcgrad array: pass a NumPy "
+                        "array, a Python or NumPy scalar, or a pytree of them.")
+    return ShapedArray(shape, check_dtype(dtype, f"Array of dtype"))

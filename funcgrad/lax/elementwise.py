@@ -1,0 +1,465 @@
+"""Elementwise primitives: unary and binary math, comparisons, logic, select, conversions.
+
+Operands of a binary primitive share one dtype and one shape, except that a rank-0 operand
+broadcasts against the other (so programs read `mul b 2.0:f32[]`). General broadcasting and dtype
+promotion are funcgrad.numpy's job. Each primitive is defined once with all of its rules.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core import Primitive, ShapedArray, bind
+from . import _erf
+from ._batching import elementwise_batch
+from ._util import check_kind, same_dtype, shape_error, weak
+
+FLOAT = "fc"
+REAL_FLOAT = "f"
+NUMBER = "iufc"
+INT = "iu"
+INT_OR_BOOL = "iub"
+ANY = "iufcb"
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces of rules
+
+def zeros_like(x):
+    """Zeros with x's shape and dtype (an array or an aval)."""
+    return full(x.shape, 0, x.dtype)
+
+
+def full(shape, value, dtype):
+    from .structural import broadcast_in_dim
+    return broadcast_in_dim(np.array(value, dtype), tuple(shape), ())
+
+
+def _scalar(value, like):
+    """A rank-0 constant of `like`'s dtype: broadcasts against `like` in binary primitives."""
+    return np.array(value, like.dtype)
+
+
+def unbroadcast(ct, operand_aval):
+    """Sum a cotangent down to a rank-0 operand that was broadcast in a binary primitive."""
+    if operand_aval.shape == () and ct.shape != ():
+        from .structural import reduce_sum
+        return reduce_sum(ct, tuple(range(len(ct.shape))))
+    return ct
+
+
+# ---------------------------------------------------------------------------------------------
+# Unary primitives
+
+def _unary_abstract(name, kinds, out_dtype=None):
+    def rule(x):
+        check_kind(name, x, kinds)
+        return ShapedArray(x.shape, out_dtype or x.dtype, x.weak_type and out_dtype is None)
+    return rule
+
+
+def unary(name, impl, deriv=None, kinds=FLOAT, residuals="in", out_dtype=None, linear=False):
+    """Define an elementwise unary primitive from its derivative `deriv(x, out) -> f'(x)`.
+
+    The Jacobian is diagonal, so the JVP multiplies the tangent by f'(x) and the VJP multiplies the
+    cotangent by the same factor; `linear` primitives (like neg) apply themselves to the tangent.
+    """
+    p = Primitive(name, impl=impl, abstract_eval=_unary_abstract(name, kinds, out_dtype),
+                  residuals="none" if linear else residuals,
+                  differentiable=deriv is not None or linear)
+    p.batch = elementwise_batch(p)
+    if linear:
+        p.jvp = lambda primals, tangents, out: bind(p, tangents[0])
+        p.vjp = lambda ct, primals, out, active: (bind(p, ct),)
+    elif deriv is not None:
+        p.jvp = lambda primals, tangents, out: mul(tangents[0], deriv(primals[0], out))
+        p.vjp = lambda ct, primals, out, active: (mul(ct, deriv(primals[0], out)),)
+    else:
+        p.jvp = lambda primals, tangents, out: None
+        p.vjp = lambda ct, primals, out, active: (None,)
+    return p
+
+
+def _one(x):
+    return _scalar(1, x)
+
+
+neg_p = unary("neg", lambda xp, x: xp.negative(x), kinds=NUMBER, linear=True)
+sign_p = unary("sign", lambda xp, x: xp.sign(x), kinds=NUMBER, deriv=None)
+floor_p = unary("floor", lambda xp, x: xp.floor(x), kinds=REAL_FLOAT)
+ceil_p = unary("ceil", lambda xp, x: xp.ceil(x), kinds=REAL_FLOAT)
+round_p = unary("round", lambda xp, x: xp.round(x), kinds=REAL_FLOAT)  # half to even, as NumPy
+is_finite_p = unary("is_finite", lambda xp, x: xp.isfinite(x), kinds=REAL_FLOAT, out_dtype=bool)
+exp_p = unary("exp", lambda xp, x: xp.exp(x), lambda x, y: y, residuals="out")
+exp2_p = unary("exp2", lambda xp, x: xp.exp2(x),
+               lambda x, y: mul(y, _scalar(math.log(2), y)), residuals="out")
+log_p = unary("log", lambda xp, x: xp.log(x), lambda x, y: div(_one(x), x))
+log1p_p = unary("log1p", lambda xp, x: xp.log1p(x), lambda x, y: div(_one(x), add(x, _one(x))))
+expm1_p = unary("expm1", lambda xp, x: xp.expm1(x), lambda x, y: add(y, _one(y)), residuals="out")
+sin_p = unary("sin", lambda xp, x: xp.sin(x), lambda x, y: cos(x))
+cos_p = unary("cos", lambda xp, x: xp.cos(x), lambda x, y: neg(sin(x)))
+tan_p = unary("tan", lambda xp, x: xp.tan(x), lambda x, y: add(_one(y), mul(y, y)),
+              residuals="out")
+asin_p = unary("asin", lambda xp, x: xp.arcsin(x), lambda x, y: rsqrt(sub(_one(x), mul(x, x))))
+acos_p = unary("acos", lambda xp, x: xp.arccos(x),
+               lambda x, y: neg(rsqrt(sub(_one(x), mul(x, x)))))
+atan_p = unary("atan", lambda xp, x: xp.arctan(x), lambda x, y: div(_one(x), add(_one(x), mul(x, x))))
+sinh_p = unary("sinh", lambda xp, x: xp.sinh(x), lambda x, y: cosh(x))
+cosh_p = unary("cosh", lambda xp, x: xp.cosh(x), lambda x, y: sinh(x))
+tanh_p = unary("tanh", lambda xp, x: xp.tanh(x), lambda x, y: sub(_one(y), mul(y, y)),
+               residuals="out")
+asinh_p = unary("asinh", lambda xp, x: xp.arcsinh(x), lambda x, y: rsqrt(add(mul(x, x), _one(x))))
+acosh_p = unary("acosh", lambda xp, x: xp.arccosh(x),
+                lambda x, y: rsqrt(mul(sub(x, _one(x)), add(x, _one(x)))))
+atanh_p = unary("atanh", lambda xp, x: xp.arctanh(x),
+                lambda x, y: div(_one(x), sub(_one(x), mul(x, x))))
+sqrt_p = unary("sqrt", lambda xp, x: xp.sqrt(x), lambda x, y: div(_scalar(0.5, y), y),
+               residuals="out")
+rsqrt_p = unary("rsqrt", lambda xp, x: xp.reciprocal(xp.sqrt(x)),
+                lambda x, y: mul(_scalar(-0.5, y), div(y, x)), residuals="inout")
+cbrt_p = unary("cbrt", lambda xp, x: xp.cbrt(x),
+               lambda x, y: div(_scalar(1 / 3, y), mul(y, y)), residuals="out")
+logistic_p = unary("logistic", lambda xp, x: _logistic(xp, x),
+                   lambda x, y: mul(y, sub(_one(y), y)), residuals="out")
+erf_p = unary("erf", lambda xp, x: _erf.erf(xp, x),
+              lambda x, y: mul(_scalar(2 / math.sqrt(math.pi), x), exp(neg(mul(x, x)))),
+              kinds=REAL_FLOAT)
+erf_inv_p = unary("erf_inv", lambda xp, x: _erf.erf_inv(xp, x),
+                  lambda x, y: mul(_scalar(math.sqrt(math.pi) / 2, y), exp(mul(y, y))),
+                  kinds=REAL_FLOAT, residuals="out")
+abs_p = unary("abs", lambda xp, x: xp.abs(x), lambda x, y: sign(x), kinds="iuf")
+not_p = unary("not", lambda xp, x: xp.invert(x), kinds=INT_OR_BOOL)
+
+
+def _logistic(xp, x):
+    # exp(-|x|) never overflows: 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0.
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def _integer_pow_abstract(x, *, y):
+    check_kind("integer_pow", x, NUMBER)
+    return ShapedArray(x.shape, x.dtype, x.weak_type)
+
+
+def _integer_pow_impl(xp, x, *, y):
+    if y == 2:
+        return x * x
+    if y < 0 and x.dtype.kind in "iu":
+        raise ValueError("integer_pow: negative exponent of an integer array")
+    return xp.power(x, x.dtype.type(y)) if y >= 0 else xp.reciprocal(xp.power(x, -y))
+
+
+def _integer_pow_deriv(x, y):
+    if y == 0:
+        return zeros_like(x)
+    if y == 1:
+        return full(x.shape, 1, x.dtype)
+    return mul(_scalar(y, x), integer_pow(x, y - 1) if y - 1 != 1 else x)
+
+
+integer_pow_p = Primitive(
+    "integer_pow", impl=_integer_pow_impl, abstract_eval=_integer_pow_abstract,
+    jvp=lambda primals, tangents, out, y: mul(tangents[0], _integer_pow_deriv(primals[0], y)),
+    vjp=lambda ct, primals, out, active, y: (mul(ct, _integer_pow_deriv(primals[0], y)),))
+integer_pow_p.batch = elementwise_batch(integer_pow_p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary primitives
+
+def _binary_abstract(name, kinds, out_dtype=None):
+    def rule(x, y):
+        dt = same_dtype(name, (x, y))
+        check_kind(name, x, kinds)
+        if x.shape == y.shape or y.shape == ():
+            shape = x.shape
+        elif x.shape == ():
+            shape = y.shape
+        else:
+            raise shape_error(name, f"operands must have equal shapes (or one of rank 0), got "
+                              f"{x.str_short()} and {y.str_short()}. funcgrad.numpy broadcasts for "
+                              "you; at the lax level use lax.broadcast_in_dim first.")
+        return ShapedArray(shape, out_dtype or dt, weak((x, y)) and out_dtype is None)
+    return rule
+
+
+def binary(name, impl, partials=None, kinds=NUMBER, residuals="in", out_dtype=None, jvp=None,
+           vjp=None):
+    """Define an elementwise binary primitive from its partial derivatives.
+
+    `partials(x, y, out) -> (df/dx, df/dy)` (either may be None for a zero derivative) gives both
+    the JVP (sum of partial * tangent) and the VJP (cotangent * partial, summed down to a rank-0
+    operand). `jvp`/`vjp` override them where a direct formula is cheaper.
+    """
+    p = Primitive(name, impl=impl, abstract_eval=_binary_abstract(name, kinds, out_dtype),
+                  residuals=residuals, differentiable=partials is not None or vjp is not None)
+    p.batch = elementwise_batch(p)
+
+    def default_jvp(primals, tangents, out):
+        dx, dy = partials(primals[0], primals[1], out)
+        terms = [mul(t, d) for t, d in zip(tangents, (dx, dy)) if t is not None and d is not None]
+        if not terms:
+            return None
+        total = terms[0] if len(terms) == 1 else add(terms[0], terms[1])
+        return _broadcast_to_out(total, out)
+
+    def default_vjp(ct, primals, out, active):
+        x, y = primals
+        dx, dy = partials(x, y, out)
+        return (unbroadcast(mul(ct, dx), x) if active[0] and dx is not None else None,
+                unbroadcast(mul(ct, dy), y) if active[1] and dy is not None else None)
+
+    if partials is None and jvp is None:
+        p.jvp = lambda primals, tangents, out: None
+        p.vjp = lambda ct, primals, out, active: (None, None)
+    else:
+        p.jvp = jvp or default_jvp
+        p.vjp = vjp or default_vjp
+    return p
+
+
+def _broadcast_to_out(t, out):
+    if t.shape != out.shape:
+        from .structural import broadcast_in_dim
+        return broadcast_in_dim(t, out.shape, ())
+    return t
+
+
+def _add_jvp(primals, tangents, out):
+    tx, ty = tangents
+    t = tx if ty is None else ty if tx is None else add(tx, ty)
+    return _broadcast_to_out(t, out)
+
+
+def _sub_jvp(primals, tangents, out):
+    tx, ty = tangents
+    t = neg(ty) if tx is None else tx if ty is None else sub(tx, ty)
+    return _broadcast_to_out(t, out)
+
+
+add_p = binary("add", lambda xp, x, y: xp.add(x, y), residuals="none", jvp=_add_jvp,
+               vjp=lambda ct, p, out, active: (unbroadcast(ct, p[0]) if active[0] else None,
+                                              unbroadcast(ct, p[1]) if active[1] else None))
+sub_p = binary("sub", lambda xp, x, y: xp.subtract(x, y), residuals="none", jvp=_sub_jvp,
+               vjp=lambda ct, p, out, active: (unbroadcast(ct, p[0]) if active[0] else None,
+                                              unbroadcast(neg(ct), p[1]) if active[1] else None))
+mul_p = binary("mul", lambda xp, x, y: xp.multiply(x, y), lambda x, y, out: (y, x),
+               residuals="cross")
+div_p = binary("div", lambda xp, x, y: _div_impl(xp, x, y),
+               lambda x, y, out: (div(_one(y), y), neg(div(x, mul(y, y)))))
+rem_p = binary("rem", lambda xp, x, y: xp.fmod(x, y),
+               lambda x, y, out: (None, neg(round_toward_zero(div(x, y)))), kinds="iuf")
+pow_p = binary("pow", lambda xp, x, y: xp.power(x, y), lambda x, y, out: _pow_partials(x, y, out),
+               kinds=FLOAT, residuals="inout")
+max_p = binary("max", lambda xp, x, y: xp.maximum(x, y),
+               lambda x, y, out: _minmax_partials(gt, x, y), kinds="iufb")
+min_p = binary("min", lambda xp, x, y: xp.minimum(x, y),
+               lambda x, y, out: _minmax_partials(lt, x, y), kinds="iufb")
+atan2_p = binary("atan2", lambda xp, x, y: xp.arctan2(x, y),
+                 lambda x, y, out: _atan2_partials(x, y), kinds=REAL_FLOAT)
+nextafter_p = binary("nextafter", lambda xp, x, y: xp.nextafter(x, y), kinds=REAL_FLOAT)
+
+eq_p = binary("eq", lambda xp, x, y: xp.equal(x, y), kinds=ANY, out_dtype=bool)
+ne_p = binary("ne", lambda xp, x, y: xp.not_equal(x, y), kinds=ANY, out_dtype=bool)
+lt_p = binary("lt", lambda xp, x, y: xp.less(x, y), kinds="iufb", out_dtype=bool)
+le_p = binary("le", lambda xp, x, y: xp.less_equal(x, y), kinds="iufb", out_dtype=bool)
+gt_p = binary("gt", lambda xp, x, y: xp.greater(x, y), kinds="iufb", out_dtype=bool)
+ge_p = binary("ge", lambda xp, x, y: xp.greater_equal(x, y), kinds="iufb", out_dtype=bool)
+and_p = binary("and", lambda xp, x, y: xp.bitwise_and(x, y), kinds=INT_OR_BOOL)
+or_p = binary("or", lambda xp, x, y: xp.bitwise_or(x, y), kinds=INT_OR_BOOL)
+xor_p = binary("xor", lambda xp, x, y: xp.bitwise_xor(x, y), kinds=INT_OR_BOOL)
+shift_left_p = binary("shift_left", lambda xp, x, y: _shift(xp, x, y, "left"), kinds=INT)
+shift_right_logical_p = binary("shift_right_logical",
+                               lambda xp, x, y: _shift(xp, x, y, "logical"), kinds=INT)
+shift_right_arithmetic_p = binary("shift_right_arithmetic",
+                                  lambda xp, x, y: _shift(xp, x, y, "arithmetic"), kinds=INT)
+
+
+def _div_impl(xp, x, y):
+    if x.dtype.kind in "iu":  # C-style division truncating toward zero, as lax.div
+        q = xp.floor_divide(x, y)
+        fix = (xp.remainder(x, y) != 0) & ((x < 0) != (y < 0))
+        return (q + fix.astype(q.dtype)).astype(x.dtype, copy=False)
+    return xp.true_divide(x, y)
+
+
+def _shift(xp, x, y, kind):
+    bits = x.dtype.itemsize * 8
+    big = y >= bits
+    y_safe = xp.where(big, 0, y).astype(x.dtype, copy=False)
+    if kind == "left":
+        out = xp.left_shift(x, y_safe)
+        return xp.where(big, 0, out).astype(x.dtype, copy=False)
+    if kind == "arithmetic" or x.dtype.kind == "u":
+        out = xp.right_shift(x, y_safe)
+        fill = xp.where(x < 0, -1, 0) if x.dtype.kind == "i" else 0
+        return xp.where(big, fill, out).astype(x.dtype, copy=False)
+    udt = np.dtype(f"uint{bits}")
+    out = xp.right_shift(x.astype(udt), y_safe.astype(udt)).astype(x.dtype)
+    return xp.where(big, 0, out).astype(x.dtype, copy=False)
+
+
+def _pow_partials(x, y, out):
+    # d/dx x**y = y * x**(y-1); d/dy = log(x) * x**y, taken as 0 where x == 0 (as JAX does).
+    dx = mul(y, pow(x, sub(y, _one(y))))
+    safe_log = select_n(eq(x, _scalar(0, x)), log(x), zeros_like(x)) if x.shape else log(x)
+    dy = mul(safe_log, out)
+    return dx, dy
+
+
+def _minmax_partials(cmp, x, y):
+    # The winner gets the whole derivative; ties split it evenly (as JAX).
+    shape = x.shape if x.shape else y.shape
+    xb = _bcast(x, shape)
+    yb = _bcast(y, shape)
+    half = full(shape, 0.5, x.dtype)
+    one = full(shape, 1, x.dtype)
+    zero = full(shape, 0, x.dtype)
+    wins_x = select_n(cmp(xb, yb), select_n(eq(xb, yb), zero, half), one)
+    return wins_x, sub(one, wins_x)
+
+
+def _bcast(x, shape):
+    from .structural import broadcast_in_dim
+    return x if x.shape == shape else broadcast_in_dim(x, shape, ())
+
+
+def _atan2_partials(x, y):
+    denom = add(mul(x, x), mul(y, y))
+    return div(y, denom), neg(div(x, denom))
+
+
+# ---------------------------------------------------------------------------------------------
+# select_n, convert_element_type
+
+def _select_n_abstract(pred, *cases):
+    if not cases:
+        raise TypeError("select_n needs at least one case")
+    dt = same_dtype("select_n", cases)
+    shape = cases[0].shape
+    for c in cases[1:]:
+        if c.shape != shape:
+            raise shape_error("select_n", "cases must have equal shapes, got "
+                              + ", ".join(c.str_short() for c in cases))
+    if pred.shape not in ((), shape):
+        raise shape_error("select_n", f"predicate {pred.str_short()} must be rank 0 or have the "
+                          f"cases' shape {cases[0].str_short()}")
+    if len(cases) > 2 and pred.dtype.kind not in "iu" or len(cases) <= 2 and pred.dtype.kind not in "biu":
+        raise TypeError(f"select_n predicate must be bool (2 cases) or integer, got {pred.dtype}")
+    return ShapedArray(shape, dt, weak(cases))
+
+
+def _select_n_impl(xp, pred, *cases):
+    if len(cases) == 1:
+        return cases[0]
+    if len(cases) == 2:
+        return xp.where(pred, cases[1], cases[0])
+    return xp.choose(pred, cases)
+
+
+def _select_n_jvp(primals, tangents, out):
+    pred = primals[0]
+    if all(t is None for t in tangents[1:]):
+        return None
+    ts = [zeros_like(c) if t is None else t for c, t in zip(primals[1:], tangents[1:])]
+    return select_n(pred, *ts)
+
+
+def _select_n_vjp(ct, primals, out, active):
+    pred = primals[0]
+    zero = zeros_like(ct)
+    res = [None]
+    for i in range(1, len(primals)):
+        if active[i]:
+            picks = [zero] * (len(primals) - 1)
+            picks[i - 1] = ct
+            res.append(select_n(pred, *picks))
+        else:
+            res.append(None)
+    return tuple(res)
+
+
+select_n_p = Primitive("select_n", impl=_select_n_impl, abstract_eval=_select_n_abstract,
+                       jvp=_select_n_jvp, vjp=_select_n_vjp, residuals=(0,))
+select_n_p.batch = elementwise_batch(select_n_p)
+
+
+def _convert_abstract(x, *, new_dtype, weak_type=False):
+    return ShapedArray(x.shape, new_dtype, weak_type)
+
+
+def _convert_impl(xp, x, *, new_dtype, weak_type=False):
+    if x.dtype.kind == "c" and np.dtype(new_dtype).kind != "c":
+        x = xp.real(x)
+    return x.astype(new_dtype)
+
+
+def _float_path(a, b):
+    return np.dtype(a).kind in "fc" and np.dtype(b).kind in "fc"
+
+
+convert_element_type_p = Primitive(
+    "convert_element_type", impl=_convert_impl, abstract_eval=_convert_abstract, residuals="none",
+    jvp=lambda primals, tangents, out, new_dtype, weak_type=False: (
+        convert_element_type(tangents[0], new_dtype)
+        if _float_path(primals[0].dtype, new_dtype) else None),
+    vjp=lambda ct, primals, out, active, new_dtype, weak_type=False: (
+        convert_element_type(ct, primals[0].dtype)
+        if _float_path(primals[0].dtype, new_dtype) else None,))
+convert_element_type_p.batch = elementwise_batch(convert_element_type_p)
+
+
+stop_gradient_p = Primitive("stop_gradient", impl=lambda xp, x: x, abstract_eval=lambda x: x,
+                            differentiable=False, jvp=lambda primals, tangents, out: None,
+                            vjp=lambda ct, primals, out, active: (None,))
+stop_gradient_p.batch = elementwise_batch(stop_gradient_p)
+
+
+# ---------------------------------------------------------------------------------------------
+# The lax-level functions: thin wrappers that bind.
+
+def _unary_fn(p):
+    return lambda x: bind(p, x)
+
+
+def _binary_fn(p):
+    return lambda x, y: bind(p, x, y)
+
+
+neg, sign, floor, ceil, round, is_finite = map(_unary_fn, (neg_p, sign_p, floor_p, ceil_p, round_p,
+                                                           is_finite_p))
+exp, exp2, log, log1p, expm1 = map(_unary_fn, (exp_p, exp2_p, log_p, log1p_p, expm1_p))
+sin, cos, tan, asin, acos, atan = map(_unary_fn, (sin_p, cos_p, tan_p, asin_p, acos_p, atan_p))
+sinh, cosh, tanh, asinh, acosh, atanh = map(_unary_fn, (sinh_p, cosh_p, tanh_p, asinh_p, acosh_p,
+                                                        atanh_p))
+sqrt, rsqrt, cbrt, logistic, erf, erf_inv, abs, bitwise_not = map(
+    _unary_fn, (sqrt_p, rsqrt_p, cbrt_p, logistic_p, erf_p, erf_inv_p, abs_p, not_p))
+add, sub, mul, div, rem, pow, max, min, atan2, nextafter = map(
+    _binary_fn, (add_p, sub_p, mul_p, div_p, rem_p, pow_p, max_p, min_p, atan2_p, nextafter_p))
+eq, ne, lt, le, gt, ge = map(_binary_fn, (eq_p, ne_p, lt_p, le_p, gt_p, ge_p))
+bitwise_and, bitwise_or, bitwise_xor = map(_binary_fn, (and_p, or_p, xor_p))
+shift_left, shift_right_logical, shift_right_arithmetic = map(
+    _binary_fn, (shift_left_p, shift_right_logical_p, shift_right_arithmetic_p))
+
+
+def integer_pow(x, y: int):
+    return bind(integer_pow_p, x, y=int(y))
+
+
+def select_n(which, *cases):
+    """cases[which] elementwise: `which` is bool for two cases, an integer index otherwise."""
+    return bind(select_n_p, which, *cases)
+
+
+def convert_element_type(x, new_dtype, weak_type=False):
+    new_dtype = np.dtype(new_dtype)
+    if getattr(x, "dtype", None) == new_dtype and not weak_type:
+        return x
+    return bind(convert_element_type_p, x, new_dtype=new_dtype, weak_type=weak_type)
+
+
+def round_toward_zero(x):
+    return select_n(lt(x, _scalar(0, x)), floor(x), ceil(x))

@@ -1,0 +1,130 @@
+"""Collectives over named axes: psum, pmean, pmax, pmin, all_gather, axis_index.
+
+An axis name is bound by `fg.vmap(..., axis_name=...)`. The collectives are backend-neutral
+primitives: under the vmap that binds their name, the batching rule reduces over the batch axis;
+a value not batched along the name (a constant across the axis) is handled by the eager
+implementation using the axis size from the axis environment. A later multi-process engine can
+give the same primitives an implementation that calls MPI/NCCL.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core import Primitive, ShapedArray, Tracer, bind, current_traces
+from ..core.trace import axis_size
+from . import elementwise as ew
+from . import structural as st
+from ._batching import move_to_front
+
+
+def _collective(name, eager, reduce, jvp, vjp, residuals="none"):
+    p = Primitive(name, abstract_eval=lambda x, *, axis_name: x, residuals=residuals,
+                  impl=lambda xp, x, *, axis_name: eager(x, axis_size(axis_name)),
+                  jvp=jvp, vjp=vjp)
+    p.collective = True
+
+    def batch(vals, dims, *, frame, axis_name):
+        x, d = vals[0], dims[0]
+        if frame.axis_name != axis_name:
+            return bind(p, x, axis_name=axis_name), d
+        return reduce(x, d, frame.axis_size), None
+
+    p.batch = batch
+    return p
+
+
+psum_p = _collective(
+    "psum", lambda x, n: x * x.dtype.type(n), lambda x, d, n: st.reduce_sum(x, (d,)),
+    jvp=lambda primals, tangents, out, *, axis_name: psum(tangents[0], axis_name),
+    vjp=lambda ct, primals, out, active, *, axis_name: (psum(ct, axis_name),))
+pmax_p = _collective(
+    "pmax", lambda x, n: x, lambda x, d, n: st.reduce_max(x, (d,)),
+    jvp=lambda primals, tangents, out, *, axis_name: psum(
+        ew.mul(tangents[0], _winner_weights(primals[0], out, axis_name)), axis_name),
+    vjp=lambda ct, primals, out, active, *, axis_name: (
+        ew.mul(psum(ct, axis_name), _winner_weights(primals[0], out, axis_name)),),
+    residuals="inout")
+pmin_p = _collective(
+    "pmin", lambda x, n: x, lambda x, d, n: st.reduce_min(x, (d,)),
+    jvp=pmax_p.jvp, vjp=pmax_p.vjp, residuals="inout")
+
+
+def _winner_weights(x, out, axis_name):
+    """d out / d x for pmax/pmin: the lanes holding the extremum, split evenly among ties."""
+    hit = ew.convert_element_type(ew.eq(x, out), x.dtype)
+    return ew.div(hit, psum(hit, axis_name))
+
+
+def psum(x, axis_name):
+    """Sum of x over the named axis; every lane gets the total."""
+    return bind(psum_p, x, axis_name=axis_name)
+
+
+def pmean(x, axis_name):
+    """Mean of x over the named axis."""
+    total = psum(x, axis_name)
+    return ew.div(total, np.array(axis_size(axis_name), total.dtype))
+
+
+def pmax(x, axis_name):
+    return bind(pmax_p, x, axis_name=axis_name)
+
+
+def pmin(x, axis_name):
+    return bind(pmin_p, x, axis_name=axis_name)
+
+
+def _all_gather_abstract(x, *, axis_name, axis):
+    shape = list(x.shape)
+    shape.insert(axis, axis_size(axis_name))
+    return ShapedArray(shape, x.dtype, x.weak_type)
+
+
+def _all_gather_batch(vals, dims, *, frame, axis_name, axis):
+    x, d = vals[0], dims[0]
+    if frame.axis_name != axis_name:
+        return bind(all_gather_p, move_to_front(x, d), axis_name=axis_name, axis=axis + 1), 0
+    from ._batching import move_axis
+    return move_axis(x, d, axis), None
+
+
+def _all_gather_eager(xp, x, *, axis_name, axis):
+    n = axis_size(axis_name)
+    return xp.stack([x] * n, axis=axis)
+
+
+def _all_gather_vjp(ct, primals, out, active, *, axis_name, axis):
+    from .indexing import dynamic_slice
+    total = psum(ct, axis_name)
+    idx = axis_index(axis_name)
+    starts = [np.zeros((), np.int64)] * total.ndim
+    starts[axis] = idx
+    sizes = list(total.shape)
+    sizes[axis] = 1
+    piece = dynamic_slice(total, *starts, slice_sizes=tuple(sizes))
+    return (st.squeeze(piece, (axis,)),)
+
+
+all_gather_p = Primitive("all_gather", impl=_all_gather_eager, abstract_eval=_all_gather_abstract,
+                         residuals="none", vjp=_all_gather_vjp,
+                         jvp=lambda primals, tangents, out, *, axis_name, axis: all_gather(
+                             tangents[0], axis_name, axis=axis))
+all_gather_p.collective = True
+all_gather_p.batch = _all_gather_batch
+
+
+def all_gather(x, axis_name, axis=0):
+    """The values of x from every lane of the named axis, stacked along `axis`."""
+    return bind(all_gather_p, x, axis_name=axis_name, axis=int(axis))
+
+
+def axis_index(axis_name):
+    """This lane's position along the named axis (0 ... size-1), as an int32 scalar."""
+    from ..transforms.vmap import BatchTrace
+    for trace in reversed(current_traces()):
+        if isinstance(trace, BatchTrace) and trace.axis_name == axis_name:
+            idx = st.iota(np.int32, trace.axis_size)
+            return Tracer(trace, ShapedArray((), np.int32), idx, 0)
+    axis_size(axis_name)  # raises the unbound-name error
+    raise NameError(f"axis_index({axis_name!r}) needs an enclosing vmap over that axis")

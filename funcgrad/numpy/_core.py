@@ -1,0 +1,187 @@
+"""The machinery under funcgrad.numpy: array conversion, NEP 50 dtype promotion, broadcasting.
+
+Every function of funcgrad.numpy turns its arguments into lax operands here: Python scalars are
+weak (they take the other operand's dtype, as in NumPy 2), arrays are promoted with NumPy's own
+`result_type`, and shapes are broadcast explicitly with `broadcast_in_dim`, so the primitives
+always see operands of one dtype and one shape (a rank-0 operand may stay rank 0).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from .. import lax
+from ..core import Tracer, check_dtype, user_line
+from ..core.avals import PY_SCALARS
+
+_WEAK_STANDIN = {"b": False, "i": 0, "u": 0, "f": 0.0, "c": 0j}
+
+
+def is_array(x):
+    return isinstance(x, (np.ndarray, Tracer)) or hasattr(x, "__cuda_array_interface__")
+
+
+def _promotion_item(x):
+    t = type(x)
+    if t in PY_SCALARS:
+        return x
+    if t is Tracer:
+        return _WEAK_STANDIN[x.dtype.kind] if x.aval.weak_type else x.dtype
+    if t is np.ndarray or t is np.dtype:
+        return x if t is np.dtype else x.dtype
+    if isinstance(x, (type, str, np.dtype)):
+        return np.dtype(x)
+    dtype = getattr(x, "dtype", None)
+    if isinstance(dtype, np.dtype):
+        return dtype
+    return np.asarray(x).dtype
+
+
+def result_type(*args):
+    """The dtype NumPy 2 gives an operation on `args` (NEP 50: Python scalars are weak)."""
+    items = [_promotion_item(a) for a in args if a is not None]
+    try:
+        return np.result_type(*items)
+    except TypeError as e:
+        raise TypeError(f"Cannot combine dtypes {items}{user_line()}: {e}") from e
+
+
+def inexact_dtype(dtype):
+    """The float dtype NumPy computes a float function of `dtype` in (int32 -> float64, ...)."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.kind in "fc" else np.result_type(dtype, np.float16)
+
+
+def asarray(x, dtype=None):
+    """x as an array (a NumPy array, or a tracer inside a transform), optionally converted."""
+    if type(x) is Tracer:
+        return x if dtype is None else lax.convert_element_type(x, check_dtype(dtype))
+    if isinstance(x, np.ndarray) and type(x) is np.ndarray:
+        if dtype is None or x.dtype == dtype:
+            check_dtype(x.dtype, "Array of dtype")
+            return x
+        return x.astype(check_dtype(dtype))
+    if hasattr(x, "__cuda_array_interface__"):
+        return x if dtype is None else x.astype(dtype)
+    if isinstance(x, (list, tuple)) and _contains_tracer(x):
+        from ._shape import stack
+        return stack([asarray(e, dtype) for e in x])
+    arr = np.asarray(x, dtype=None if dtype is None else check_dtype(dtype))
+    check_dtype(arr.dtype, "Array of dtype")
+    return arr
+
+
+def _contains_tracer(x):
+    if type(x) is Tracer:
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(_contains_tracer(e) for e in x)
+    return False
+
+
+def shape_of(x):
+    return () if type(x) in PY_SCALARS else tuple(np.shape(x)) if type(x) is not Tracer else x.shape
+
+
+def broadcast_shapes(*shapes, what="operands"):
+    """NumPy's broadcast of several shapes, with an error that lists them and the user's line."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(-ndim, 0):
+        size = 1
+        for s in shapes:
+            if len(s) >= -i:
+                d = s[i]
+                if d != 1:
+                    if size != 1 and size != d:
+                        listed = " and ".join(str(tuple(s)) for s in shapes)
+                        raise ValueError(
+                            f"Shapes {listed} of the {what} cannot be broadcast together"
+                            f"{user_line()}: axis {ndim + i} has sizes {size} and {d}. Each axis "
+                            "must be equal or 1 (counting from the right); reshape or add axes "
+                            "with x[:, None] to line them up.")
+                    size = d
+        out.append(size)
+    return tuple(out)
+
+
+def broadcast_to(x, shape):
+    """x broadcast to `shape` by NumPy's rules (prepending axes, stretching size-1 axes)."""
+    shape = tuple(int(s) for s in shape)
+    x = asarray(x)
+    if x.shape == shape:
+        return x
+    if x.ndim > len(shape) or broadcast_shapes(x.shape, shape, what="array and target") != shape:
+        raise ValueError(f"Cannot broadcast an array of shape {x.shape} to shape {shape}"
+                         f"{user_line()}.")
+    lead = len(shape) - x.ndim
+    return lax.broadcast_in_dim(x, shape, tuple(range(lead, len(shape))))
+
+
+def promote_args(*args, dtype=None):
+    """Operands of one dtype (NEP 50) and one broadcast shape; rank-0 operands stay rank 0."""
+    dtype = result_type(*args) if dtype is None else np.dtype(dtype)
+    shape = broadcast_shapes(*(shape_of(a) for a in args))
+    out = []
+    for a in args:
+        if type(a) in PY_SCALARS:
+            out.append(_scalar(a, dtype))
+            continue
+        a = asarray(a)
+        if a.dtype != dtype:
+            a = lax.convert_element_type(a, dtype)
+        if a.shape != shape and a.ndim:
+            a = broadcast_to(a, shape)
+        out.append(a)
+    if shape and all(o.ndim == 0 for o in out):
+        out[0] = broadcast_to(out[0], shape)
+    return out
+
+
+def _scalar(value, dtype):
+    try:
+        return np.array(value, dtype)
+    except OverflowError as e:
+        raise OverflowError(f"Python integer {value} is out of bounds for {dtype}{user_line()}"
+                            ) from e
+
+
+def promote_inexact(*args):
+    """Like promote_args, but integers and booleans become floats (as NumPy's float ufuncs)."""
+    return promote_args(*args, dtype=inexact_dtype(result_type(*args)))
+
+
+def promote2(x, y, dtype=None):
+    """promote_args for two operands, with a fast path for NumPy arrays that already agree."""
+    if (type(x) is np.ndarray and type(y) is np.ndarray and x.shape == y.shape
+            and x.dtype == y.dtype and (dtype is None or x.dtype == dtype)):
+        return x, y
+    return promote_args(x, y, dtype=dtype)
+
+
+def canonical_axis(axis, ndim, what="axis"):
+    """An axis in range(ndim) (negative counts from the end), or a clear error."""
+    a = operator.index(axis)
+    if not -ndim <= a < ndim:
+        raise np.exceptions.AxisError(f"{what} {axis} is out of bounds for an array of rank {ndim}"
+                                      f"{user_line()}.")
+    return a % ndim
+
+
+def canonical_axes(axis, ndim):
+    """axis=None / int / tuple as a sorted tuple of distinct axes in range(ndim)."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (tuple, list)):
+        axes = tuple(canonical_axis(a, ndim) for a in axis)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"repeated axis in {tuple(axis)}{user_line()}")
+        return tuple(sorted(axes))
+    return (canonical_axis(axis, ndim),)
+
+
+def convert(x, dtype):
+    """x (already an array or tracer) in `dtype`; no-op when it already has it."""
+    return x if x.dtype == dtype else lax.convert_element_type(x, dtype)

@@ -1,0 +1,1 @@
+"""Transforms: functions in, functions out (grad, jvp, vmap, jit, checkpoint)."""

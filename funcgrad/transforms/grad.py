@@ -1,0 +1,373 @@
+"""Reverse mode: vjp, grad, value_and_grad, jacrev, with `wrt=` masks that prune work.
+
+Called eagerly, the function runs once under a `GradTrace`: its tracers carry their concrete
+values (so Python control flow and print work, DESIGN invariant 2) and each primitive applied to a
+value that depends on a differentiated input is written to a tape with just the residuals its VJP
+rule needs (`Primitive.residuals`). The backward pass walks the tape in reverse, applying VJP rules
+(written with primitives, so the backward pass can itself be traced or differentiated) and drops
+each entry and each cotangent right after use. Inputs masked out by `wrt` are never marked as
+depending on anything, so no tape entry, residual or backward work exists for paths that reach
+only frozen leaves (DESIGN invariant 6). Inside an outer transform the values are that
+transform's tracers, so `make_jaxpr(grad(f))` yields the joint forward+backward program.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from .. import tree_util
+from ..core import (ShapedArray, bind, Trace, Tracer, float0, get_aval, new_trace,
+                    user_line)
+from ..lax import add, stop_gradient_p
+from ._util import arg_name, fun_name, normalize_argnums
+
+
+def _aval_of(v):
+    return v.aval if type(v) is Tracer else ShapedArray(v.shape, v.dtype)
+
+
+def _as_value(x):
+    """A concrete array for a Python or NumPy scalar; arrays and tracers as they are."""
+    if type(x) is np.ndarray or type(x) is Tracer:
+        return x
+    if hasattr(x, "__cuda_array_interface__"):
+        return x
+    return np.asarray(x)
+
+
+class GradTrace(Trace):
+    """Concrete trace that records a tape of the primitives on the path to the outputs."""
+
+    concrete = True
+    name = "grad"
+
+    def __init__(self, level):
+        super().__init__(level)
+        self.tape = []
+        self._ids = itertools.count()
+
+    def new_arg(self, val, active):
+        val = _as_value(val)
+        return Tracer(self, _aval_of(val).strip_weak_type(), val,
+                      next(self._ids) if active else None)
+
+    def lift(self, x):
+        aval = get_aval(x)
+        return Tracer(self, aval, _as_value(x), None)
+
+    def process(self, prim, tracers, params):
+        vals = [t.val for t in tracers]
+        out = prim.bind(*vals, **params)
+        active = tuple(t.aux is not None for t in tracers)
+        if not prim.differentiable or True not in active:
+            if prim.multiple_results:
+                return tuple(Tracer(self, _aval_of(o), o, None) for o in out)
+            return Tracer(self, _aval_of(out), out, None)
+        if prim.multiple_results:
+            out_tracers = tuple(self._out(o) for o in out)
+            out_ids = tuple(t.aux for t in out_tracers)
+            if all(i is None for i in out_ids):
+                return out_tracers
+        else:
+            out_tracers = self._out(out)
+            out_ids = out_tracers.aux
+            if out_ids is None:
+                return out_tracers
+        ins, outs = _residuals(prim.residuals, vals, out, active, prim.multiple_results)
+        self.tape.append((prim, params, tuple(t.aux for t in tracers), out_ids, ins, outs,
+                          active))
+        return out_tracers
+
+    def _out(self, val):
+        aval = _aval_of(val)
+        return Tracer(self, aval, val, next(self._ids) if aval.dtype.kind in "fc" else None)
+
+    def process_custom_jvp(self, fun, jvp_rule, args):
+        from .custom import grad_of_custom_jvp
+        return grad_of_custom_jvp(self, fun, jvp_rule, args)
+
+    def process_custom_vjp(self, fun, fwd, bwd, args, out_tree):
+        from .custom import grad_of_custom_vjp
+        return grad_of_custom_vjp(self, fun, fwd, bwd, args)
+
+
+def _residuals(kind, vals, out, active, multiple):
+    """What the backward pass keeps of an equation's values (avals stand in for the rest)."""
+    if type(kind) is tuple:  # the indices of the inputs to keep
+        ins = [v if i in kind else _aval_of(v) for i, v in enumerate(vals)]
+    elif kind == "in":
+        ins = vals
+    elif kind == "cross":
+        ins = [v if any(a for j, a in enumerate(active) if j != i) else _aval_of(v)
+               for i, v in enumerate(vals)]
+    elif kind == "inout":
+        ins = vals
+    else:
+        ins = [_aval_of(v) for v in vals]
+    if kind in ("out", "inout"):
+        outs = out
+    elif multiple:
+        outs = tuple(_aval_of(o) for o in out)
+    else:
+        outs = _aval_of(out)
+    return ins, outs
+
+
+def backward_pass(tape, seeds, consume):
+    """Propagate cotangents from `seeds` ({tape id: ct}) through the tape, newest entry first.
+
+    With `consume` the tape is emptied as it is walked, so every residual is freed right after the
+    rule that needed it; otherwise it is kept for another pass (vjp_fn may be called again).
+    """
+    cts = dict(seeds)
+    entries = tape if consume else list(tape)
+    while entries:
+        prim, params, in_ids, out_ids, ins, outs, active = entries.pop()
+        if prim.multiple_results:
+            out_cts = [None if i is None else cts.pop(i, None) for i in out_ids]
+            if all(c is None for c in out_cts):
+                continue
+            out_cts = [_zeros(_aval_of(o)) if c is None else c for c, o in zip(out_cts, outs)]
+            ct = tuple(out_cts)
+        else:
+            ct = cts.pop(out_ids, None)
+            if ct is None:
+                continue
+        in_cts = prim.vjp(ct, ins, outs, active, **params)
+        del ct
+        for i, c in zip(in_ids, in_cts):
+            if i is not None and c is not None:
+                prev = cts.get(i)
+                cts[i] = c if prev is None else add(prev, c)
+    return cts
+
+
+def _zeros(aval):
+    return np.zeros(aval.shape, aval.dtype)
+
+
+def _zero_cotangent(val):
+    aval = _aval_of(val)
+    if aval.dtype.kind in "fc":
+        return np.zeros(aval.shape, aval.dtype)
+    return np.zeros(aval.shape, float0)
+
+
+def trace_vjp(fun, primals, active_leaves, has_aux=False):
+    """Run `fun(*primals)` under a GradTrace.
+
+    Returns (out_flat_vals, out_tree, aux, backward) where `backward(out_cts_flat, consume)`
+    returns the flat list of input cotangents (zeros for inactive inputs).
+    """
+    flat, in_tree = tree_util.tree_flatten(primals)
+    with new_trace(GradTrace) as trace:
+        tracers = [trace.new_arg(x, a) for x, a in zip(flat, active_leaves)]
+        out = fun(*tree_util.tree_unflatten(in_tree, tracers))
+        aux = None
+        if has_aux:
+            if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                raise TypeError(f"has_aux=True requires {fun_name(fun)} to return a pair "
+                                f"(output, aux), got {type(out).__name__}.")
+            out, aux = out
+            aux = tree_util.tree_map(
+                lambda x: x.val if type(x) is Tracer and x._trace is trace else x, aux)
+        out_flat, out_tree = tree_util.tree_flatten(out)
+        out_tracers = [trace.to_tracer(o) for o in out_flat]
+    out_vals = [t.val for t in out_tracers]
+    out_ids = [t.aux for t in out_tracers]
+    in_ids = [t.aux for t in tracers]
+    in_vals = [t.val for t in tracers]
+    tape = trace.tape
+    del tracers, out_tracers, trace
+
+    def backward(out_cts, consume):
+        seeds = {}
+        for i, c in zip(out_ids, out_cts):
+            if i is not None and c is not None:
+                seeds[i] = c if i not in seeds else add(seeds[i], c)
+        cts = backward_pass(tape, seeds, consume)
+        return [cts[i] if i is not None and i in cts else _zero_cotangent(v)
+                for i, v in zip(in_ids, in_vals)]
+
+    return out_vals, out_tree, aux, backward, in_tree
+
+
+def _check_cotangent(ct, out, path):
+    ca, oa = _aval_of(_as_value(ct)), _aval_of(out)
+    if ca.shape != oa.shape or (ca.dtype != oa.dtype and oa.dtype.kind in "fc"):
+        raise ValueError(f"vjp_fn: the cotangent at {path or 'the output'} must have the output's "
+                         f"shape and dtype {oa.str_short()}, got {ca.str_short()}{user_line()}.")
+
+
+def vjp(fun, *primals, has_aux=False):
+    """`(out, vjp_fn)` or `(out, vjp_fn, aux)`: vjp_fn(ct) -> a tuple of cotangents, one per
+    primal, for the vector-Jacobian product ct^T J. Integer inputs get float0 zeros (as JAX)."""
+    flat = tree_util.tree_leaves(primals)
+    active = [_aval_of(_as_value(x)).dtype.kind in "fc" for x in flat]
+    out_vals, out_tree, aux, backward, in_tree = trace_vjp(fun, primals, active, has_aux)
+    out = tree_util.tree_unflatten(out_tree, out_vals)
+
+    def vjp_fn(ct):
+        ct_flat, ct_tree = tree_util.tree_flatten(ct)
+        if ct_tree != out_tree:
+            raise ValueError(f"vjp_fn: the cotangent must have the structure of the output "
+                             f"{out_tree}, got {ct_tree}{user_line()}.")
+        paths = [tree_util.keystr(p) for p, _ in tree_util.tree_flatten_with_path(out)[0]]
+        for c, o, p in zip(ct_flat, out_vals, paths):
+            _check_cotangent(c, o, p)
+        cts = backward([_as_value(c) for c in ct_flat], consume=False)
+        return tuple(tree_util.tree_unflatten(in_tree, cts))
+
+    return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
+
+
+def _check_grad_input(fun, i, leaf, path, transform):
+    dtype = _aval_of(_as_value(leaf)).dtype
+    if dtype.kind not in "fc":
+        where = f" at {path}" if path else ""
+        raise TypeError(
+            f"{transform} requires real- or complex-valued (floating point) inputs, but "
+            f"{arg_name(fun, i)}{where} of {fun_name(fun)} has dtype {dtype}{user_line()}. "
+            "Convert it with x.astype(np.float32), move it out of argnums, or use fg.vjp, which "
+            "gives integer inputs float0 zeros.")
+
+
+def _mask_leaves(fun, arg, mask, i):
+    """Expand a (prefix) boolean mask over argument `arg` into one bool per leaf."""
+    if mask is None:
+        return [True] * len(tree_util.tree_leaves(arg))
+    try:
+        leaves = tree_util.tree_broadcast_prefix(mask, arg)
+    except ValueError as e:
+        raise ValueError(f"wrt mask for {arg_name(fun, i)} of {fun_name(fun)} does not match the "
+                         f"argument's structure: {e}") from None
+    for m in leaves:
+        if not isinstance(m, (bool, np.bool_)):
+            raise TypeError(f"wrt mask leaves must be True or False, got {m!r} "
+                            f"({type(m).__name__}) for {arg_name(fun, i)}.")
+    return [bool(m) for m in leaves]
+
+
+def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
+    """`(value, grad)` (or `((value, aux), grad)`) of a function with a scalar float output.
+
+    `wrt` is a boolean pytree (or prefix) shaped like the differentiated argument (a tuple of them
+    when argnums is a tuple): `False` leaves get zero gradients and cost no backward work.
+    """
+
+    def value_and_grad_fun(*args, **kwargs):
+        single, nums = normalize_argnums(fun, argnums, len(args), "grad")
+        masks = (wrt,) if single else (wrt if wrt is not None else (None,) * len(nums))
+        if len(masks) != len(nums):
+            raise ValueError(f"wrt must have one mask per differentiated argument ({len(nums)}), "
+                             f"got {len(masks)}.")
+        diff_args = tuple(args[i] for i in nums)
+        active = []
+        for i, a, m in zip(nums, diff_args, masks):
+            leaf_mask = _mask_leaves(fun, a, m, i)
+            for (path, leaf), on in zip(tree_util.tree_flatten_with_path(a)[0], leaf_mask):
+                if on and not allow_int:
+                    _check_grad_input(fun, i, leaf, tree_util.keystr(path), "grad")
+                active.append(on and _aval_of(_as_value(leaf)).dtype.kind in "fc")
+
+        def partial_fun(*dargs):
+            full = list(args)
+            for i, d in zip(nums, dargs):
+                full[i] = d
+            return fun(*full, **kwargs)
+
+        out_vals, out_tree, aux, backward, in_tree = trace_vjp(partial_fun, diff_args, active,
+                                                              has_aux)
+        if out_tree.num_leaves != 1 or not tree_util.treedef_is_leaf(out_tree):
+            raise TypeError(f"grad requires {fun_name(fun)} to return a single scalar, got a "
+                            f"{out_tree}{user_line()}. Use fg.jacrev or fg.vjp for several "
+                            "outputs, or has_aux=True to return extra values beside the loss.")
+        out = out_vals[0]
+        oa = _aval_of(out)
+        if oa.shape != ():
+            raise TypeError(
+                f"grad requires a scalar (shape ()) output, but {fun_name(fun)} returned an array "
+                f"{oa.str_short()}{user_line()}. Reduce it to a scalar (e.g. .sum() or .mean()), "
+                "or use fg.jacrev for the full Jacobian or fg.vjp for a vector-Jacobian product.")
+        if oa.dtype.kind not in "fc":
+            raise TypeError(f"grad requires a floating-point output, but {fun_name(fun)} returned "
+                            f"{oa.str_short()}{user_line()}.")
+        seed = np.ones((), oa.dtype)
+        cts = backward([seed], consume=True)
+        grads = tree_util.tree_unflatten(in_tree, cts)
+        g = grads[0] if single else tuple(grads)
+        value = (out, aux) if has_aux else out
+        return value, g
+
+    value_and_grad_fun.__name__ = f"value_and_grad({fun_name(fun)})"
+    return value_and_grad_fun
+
+
+def grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
+    """The gradient of a scalar-valued function with respect to argument(s) `argnums`."""
+    vg = value_and_grad(fun, argnums, has_aux, wrt, allow_int)
+
+    def grad_fun(*args, **kwargs):
+        (value, g) = vg(*args, **kwargs)
+        return (g, value[1]) if has_aux else g
+
+    grad_fun.__name__ = f"grad({fun_name(fun)})"
+    return grad_fun
+
+
+def jacrev(fun, argnums=0, has_aux=False):
+    """The Jacobian by reverse mode: one forward pass, one backward pass per output element.
+
+    The result has, for each output leaf and each input leaf, shape out.shape + in.shape.
+    """
+
+    def jac_fun(*args, **kwargs):
+        single, nums = normalize_argnums(fun, argnums, len(args), "jacrev")
+        diff_args = tuple(args[i] for i in nums)
+        for i, a in zip(nums, diff_args):
+            for path, leaf in tree_util.tree_flatten_with_path(a)[0]:
+                _check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacrev")
+
+        def partial_fun(*dargs):
+            full = list(args)
+            for i, d in zip(nums, dargs):
+                full[i] = d
+            return fun(*full, **kwargs)
+
+        n_in = len(tree_util.tree_leaves(diff_args))
+        out_vals, out_tree, aux, backward, in_tree = trace_vjp(partial_fun, diff_args,
+                                                              [True] * n_in, has_aux)
+        in_vals = tree_util.tree_leaves(diff_args)
+        from .. import numpy as fnp
+        per_out = []
+        for k, o in enumerate(out_vals):
+            oa = _aval_of(o)
+            rows = []
+            for e in range(max(oa.size, 0)):
+                seed = np.zeros(oa.size, oa.dtype)
+                seed[e] = 1
+                cts = [None] * len(out_vals)
+                cts[k] = seed.reshape(oa.shape)
+                rows.append(backward(cts, consume=False))
+            blocks = []
+            for j, x in enumerate(in_vals):
+                xa = _aval_of(_as_value(x))
+                if rows:
+                    stacked = fnp.stack([r[j] for r in rows])
+                else:
+                    stacked = np.zeros((0,) + xa.shape, xa.dtype)
+                blocks.append(fnp.reshape(stacked, oa.shape + xa.shape))
+            per_out.append(tree_util.tree_unflatten(in_tree, blocks))
+        per_out = [p[0] if single else tuple(p) for p in per_out]
+        jac = tree_util.tree_unflatten(out_tree, per_out)
+        return (jac, aux) if has_aux else jac
+
+    jac_fun.__name__ = f"jacrev({fun_name(fun)})"
+    return jac_fun
+
+
+def stop_gradient(x):
+    """The identity, with a zero derivative: gradients do not flow through it."""
+    return tree_util.tree_map(lambda leaf: bind(stop_gradient_p, leaf), x)

@@ -1,0 +1,190 @@
+"""Forward mode: jvp, linearize, jacfwd, hessian.
+
+A `JvpTrace` carries, beside each value, its tangent (`Tracer.aux`; None is a symbolic zero).
+Each primitive's JVP rule computes the output tangent with primitives, at the level below, so
+forward mode nests with itself and with reverse mode. `linearize` traces the tangent part into a
+program once: under it the primal values are concrete, so only tangent work is recorded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import tree_util
+from ..core import Trace, Tracer, get_aval, new_trace, trace_to_jaxpr, eval_jaxpr, user_line
+from ._util import fun_name, normalize_argnums
+from .grad import _as_value, _aval_of, _check_grad_input
+
+
+class JvpTrace(Trace):
+    concrete = True
+    name = "jvp"
+
+    def new_arg(self, val, tangent):
+        val = _as_value(val)
+        return Tracer(self, _aval_of(val).strip_weak_type(), val, tangent)
+
+    def lift(self, x):
+        return Tracer(self, get_aval(x), _as_value(x), None)
+
+    def process(self, prim, tracers, params):
+        vals = [t.val for t in tracers]
+        tangents = [t.aux for t in tracers]
+        out = prim.bind(*vals, **params)
+        if not prim.differentiable or all(t is None for t in tangents):
+            t_out = None
+        else:
+            t_out = prim.jvp(vals, tangents, out, **params)
+        if prim.multiple_results:
+            t_out = (None,) * len(out) if t_out is None else t_out
+            return tuple(self._out(o, t) for o, t in zip(out, t_out))
+        return self._out(out, t_out)
+
+    def _out(self, val, tangent):
+        aval = _aval_of(val)
+        if aval.dtype.kind not in "fc":
+            tangent = None
+        return Tracer(self, aval, val, tangent)
+
+    def process_custom_jvp(self, fun, jvp_rule, args):
+        from .custom import jvp_of_custom_jvp
+        return jvp_of_custom_jvp(self, fun, jvp_rule, args)
+
+    def process_custom_vjp(self, fun, fwd, bwd, args, out_tree):
+        raise TypeError(f"can't apply forward-mode autodiff (jvp) to the custom_vjp function "
+                        f"{fun_name(fun)}{user_line()}: it defines only a reverse-mode rule. Use "
+                        "fg.custom_jvp for a rule that works in both modes, or reverse mode "
+                        "(grad, vjp, jacrev).")
+
+
+def _zeros_like_val(v):
+    a = _aval_of(v)
+    return np.zeros(a.shape, a.dtype)
+
+
+def jvp(fun, primals, tangents, has_aux=False):
+    """`(out, tangent_out)`: the value of fun at `primals` and its directional derivative along
+    `tangents` (tuples with the structure of fun's positional arguments)."""
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError("jvp: primals and tangents must be tuples (one entry per positional "
+                        f"argument), got {type(primals).__name__} and {type(tangents).__name__}.")
+    p_flat, p_tree = tree_util.tree_flatten(tuple(primals))
+    t_flat, t_tree = tree_util.tree_flatten(tuple(tangents))
+    if p_tree != t_tree:
+        raise ValueError(f"jvp: tangents must have the structure of primals: {p_tree} vs "
+                         f"{t_tree}{user_line()}.")
+    for p, t in zip(p_flat, t_flat):
+        pa, ta = _aval_of(_as_value(p)), _aval_of(_as_value(t))
+        if pa.shape != ta.shape:
+            raise ValueError(f"jvp: a tangent has shape {ta.shape} but its primal has shape "
+                             f"{pa.shape}{user_line()}; each tangent must match its primal.")
+        if pa.dtype.kind in "fc" and ta.dtype != pa.dtype:
+            raise TypeError(f"jvp: a tangent has dtype {ta.dtype} but its primal has dtype "
+                            f"{pa.dtype}{user_line()}; tangents must have the primal's dtype.")
+    with new_trace(JvpTrace) as trace:
+        tracers = [trace.new_arg(p, _as_value(t) if _aval_of(_as_value(p)).dtype.kind in "fc"
+                                 else None) for p, t in zip(p_flat, t_flat)]
+        out = fun(*tree_util.tree_unflatten(p_tree, tracers))
+        aux = None
+        if has_aux:
+            out, aux = out
+            aux = tree_util.tree_map(
+                lambda x: x.val if type(x) is Tracer and x._trace is trace else x, aux)
+        out_flat, out_tree = tree_util.tree_flatten(out)
+        out_tracers = [trace.to_tracer(o) for o in out_flat]
+        vals = [t.val for t in out_tracers]
+        tans = [t.aux if t.aux is not None else _zeros_like_val(t.val) for t in out_tracers]
+    out = tree_util.tree_unflatten(out_tree, vals)
+    t_out = tree_util.tree_unflatten(out_tree, tans)
+    return (out, t_out, aux) if has_aux else (out, t_out)
+
+
+def linearize(fun, *primals):
+    """`(out, f_jvp)`: f_jvp(*tangents) evaluates the linear map t -> J t without re-running the
+    forward computation: the tangent computation is traced once into a program."""
+    p_flat, p_tree = tree_util.tree_flatten(primals)
+    t_avals = [_aval_of(_as_value(p)).strip_weak_type() for p in p_flat]
+    box = {}
+
+    def tangent_fun(*t_flat):
+        out, t_out = jvp(fun, primals, tree_util.tree_unflatten(p_tree, list(t_flat)))
+        box["out"] = out
+        flat, box["tree"] = tree_util.tree_flatten(t_out)
+        return flat
+
+    closed = trace_to_jaxpr(tangent_fun, t_avals, name="linearize")
+    out, out_tree = box["out"], box["tree"]
+
+    def f_jvp(*tangents):
+        t_flat, t_tree = tree_util.tree_flatten(tangents)
+        if t_tree != p_tree:
+            raise ValueError(f"linearize: f_jvp expects tangents with the structure of the primals"
+                             f" {p_tree}, got {t_tree}.")
+        res = eval_jaxpr(closed.jaxpr, closed.consts, *t_flat)
+        return tree_util.tree_unflatten(out_tree, res)
+
+    f_jvp.jaxpr = closed
+    return out, f_jvp
+
+
+def jacfwd(fun, argnums=0, has_aux=False):
+    """The Jacobian by forward mode: the tangent map is linearized once, then applied to each
+    basis vector of the inputs. Each output leaf gets shape out.shape + in.shape per input leaf."""
+
+    def jac_fun(*args, **kwargs):
+        single, nums = normalize_argnums(fun, argnums, len(args), "jacfwd")
+        diff_args = tuple(args[i] for i in nums)
+        for i, a in zip(nums, diff_args):
+            for path, leaf in tree_util.tree_flatten_with_path(a)[0]:
+                _check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacfwd")
+        aux_box = {}
+
+        def partial_fun(*dargs):
+            full = list(args)
+            for i, d in zip(nums, dargs):
+                full[i] = d
+            out = fun(*full, **kwargs)
+            if has_aux:
+                out, aux_box["aux"] = out
+            return out
+
+        out, f_jvp = linearize(partial_fun, *diff_args)
+        in_flat, in_tree = tree_util.tree_flatten(diff_args)
+        out_flat, out_tree = tree_util.tree_flatten(out)
+        from .. import numpy as fnp
+        columns = []  # per input leaf: list over its elements of flat output tangents
+        for j, x in enumerate(in_flat):
+            xa = _aval_of(_as_value(x))
+            cols = []
+            for e in range(xa.size):
+                ts = [np.zeros(_aval_of(_as_value(v)).shape, _aval_of(_as_value(v)).dtype)
+                      for v in in_flat]
+                basis = np.zeros(xa.size, xa.dtype)
+                basis[e] = 1
+                ts[j] = basis.reshape(xa.shape)
+                cols.append(tree_util.tree_leaves(f_jvp(*tree_util.tree_unflatten(in_tree, ts))))
+            columns.append(cols)
+        per_out = []
+        for k, o in enumerate(out_flat):
+            oa = _aval_of(_as_value(o))
+            blocks = []
+            for j, x in enumerate(in_flat):
+                xa = _aval_of(_as_value(x))
+                if columns[j]:
+                    stacked = fnp.stack([c[k] for c in columns[j]], axis=-1)
+                else:
+                    stacked = np.zeros(oa.shape + (0,), oa.dtype)
+                blocks.append(fnp.reshape(stacked, oa.shape + xa.shape))
+            tree = tree_util.tree_unflatten(in_tree, blocks)
+            per_out.append(tree[0] if single else tuple(tree))
+        jac = tree_util.tree_unflatten(out_tree, per_out)
+        return (jac, aux_box.get("aux")) if has_aux else jac
+
+    jac_fun.__name__ = f"jacfwd({fun_name(fun)})"
+    return jac_fun
+
+
+def hessian(fun, argnums=0, has_aux=False):
+    """The Hessian: forward mode over reverse mode (jacfwd of jacrev), as JAX computes it."""
+    from .grad import jacrev
+    return jacfwd(jacrev(fun, argnums, has_aux=has_aux), argnums, has_aux=has_aux)

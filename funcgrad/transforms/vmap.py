@@ -1,0 +1,169 @@
+"""vmap: batching as a trace. Each tracer holds the batched value and where its batch axis is.
+
+A `BatchTrace` applies each primitive's batching rule (beside its definition in funcgrad/lax) to
+the batched values, so `vmap(f)` runs f once on whole batches: a batched matmul is one
+dot_general with a batch dimension, never a loop. The values live at the level below, so vmap
+nests with itself and with every other transform. Tracers are abstract to Python: a batch of
+values has no single truth value, so `if x > 0` raises ConcretizationError.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import tree_util
+from ..core import Trace, Tracer, get_aval, new_trace, user_line
+from ..core.trace import axis_frame
+from ..lax._batching import move_axis
+from ._util import fun_name
+
+
+class BatchTrace(Trace):
+    name = "vmap"
+
+    def __init__(self, level, axis_size, axis_name):
+        super().__init__(level)
+        self.axis_size = axis_size
+        self.axis_name = axis_name
+
+    def new_arg(self, val, dim):
+        aval = get_aval(val) if type(val) is not Tracer else val.aval
+        if dim is not None:
+            shape = aval.shape[:dim] + aval.shape[dim + 1:]
+            aval = aval.update(shape=shape)
+        return Tracer(self, aval, val, dim)
+
+    def lift(self, x):
+        return Tracer(self, get_aval(x), _as_value(x), None)
+
+    def process(self, prim, tracers, params):
+        vals = [t.val for t in tracers]
+        dims = [t.aux for t in tracers]
+        if all(d is None for d in dims):
+            out, out_dim = prim.bind(*vals, **params), None
+            if prim.multiple_results:
+                out_dim = (None,) * len(out)
+        else:
+            if prim.batch is None:
+                raise NotImplementedError(f"vmap: primitive {prim.name} has no batching rule")
+            if getattr(prim, "collective", False):
+                out, out_dim = prim.batch(vals, dims, frame=self, **params)
+            else:
+                out, out_dim = prim.batch(vals, dims, **params)
+        if prim.multiple_results:
+            return tuple(self._out(o, d) for o, d in zip(out, out_dim))
+        return self._out(out, out_dim)
+
+    def _out(self, val, dim):
+        aval = get_aval(val) if type(val) is not Tracer else val.aval
+        if dim is not None:
+            aval = aval.update(shape=aval.shape[:dim] + aval.shape[dim + 1:])
+        return Tracer(self, aval, val, dim)
+
+
+def _as_value(x):
+    if type(x) is Tracer or isinstance(x, np.ndarray) or hasattr(x, "__cuda_array_interface__"):
+        return x
+    return np.asarray(x)
+
+
+def _flat_axes(axes, tree, what, fun):
+    """One axis (or None) per leaf of `tree`, from an int/None or a pytree prefix of it."""
+    if axes is None or isinstance(axes, int):
+        return [axes] * tree.num_leaves
+    try:
+        return tree_util.tree_broadcast_prefix(axes, tree_util.tree_unflatten(
+            tree, [0] * tree.num_leaves))
+    except ValueError as e:
+        raise ValueError(f"vmap({fun_name(fun)}): {what} must be an int, None, or a pytree "
+                         f"prefix of the {'arguments' if what == 'in_axes' else 'outputs'}: "
+                         f"{e}") from None
+
+
+def vmap(fun, in_axes=0, out_axes=0, axis_size=None, axis_name=None):
+    """Vectorize `fun` over a new leading (or `in_axes`) axis of its arguments.
+
+    in_axes: an int, None (not batched), or a pytree prefix of the positional arguments (a
+    tuple with one entry per argument). out_axes likewise for the outputs; an unbatched output
+    is broadcast when out_axes asks for a batch axis. axis_size is needed when no input is
+    batched; axis_name names the axis for collectives (fg.lax.psum, pmean, ...).
+    """
+    if isinstance(in_axes, list):
+        in_axes = tuple(in_axes)
+
+    def batched_fun(*args, **kwargs):
+        if isinstance(in_axes, tuple) and len(in_axes) != len(args):
+            raise ValueError(f"vmap({fun_name(fun)}): in_axes is a tuple of length "
+                             f"{len(in_axes)} but the function was called with {len(args)} "
+                             f"positional arguments{user_line()}; give one entry per argument "
+                             "(None for an unbatched one).")
+        flat, in_tree = tree_util.tree_flatten(args)
+        axes = _flat_axes(in_axes if isinstance(in_axes, tuple) else in_axes, in_tree,
+                          "in_axes", fun)
+        paths = [tree_util.keystr(p) for p, _ in tree_util.tree_flatten_with_path(args)[0]]
+        norm, sizes = [], []
+        for x, a, path in zip(flat, axes, paths):
+            if a is None:
+                norm.append(None)
+                continue
+            if not isinstance(a, int) or isinstance(a, bool):
+                raise TypeError(f"vmap: in_axes entries must be ints or None, got {a!r} for "
+                                f"argument {path}.")
+            ndim = np.ndim(x) if type(x) is not Tracer else x.ndim
+            if not -ndim <= a < ndim:
+                raise ValueError(f"vmap({fun_name(fun)}): in_axes {a} is out of range for "
+                                 f"argument {path} of rank {ndim}{user_line()}.")
+            a %= ndim
+            norm.append(a)
+            sizes.append((path, a, (np.shape(x) if type(x) is not Tracer else x.shape)[a]))
+        size = _axis_size(fun, sizes, axis_size)
+        kw_flat, kw_tree = tree_util.tree_flatten(kwargs)
+        with axis_frame(axis_name, size), new_trace(BatchTrace, size, axis_name) as trace:
+            tracers = [trace.new_arg(_as_value(x), a) for x, a in zip(flat, norm)]
+            kw_tracers = [trace.new_arg(_as_value(x), 0) for x in kw_flat]
+            out = fun(*tree_util.tree_unflatten(in_tree, tracers),
+                      **tree_util.tree_unflatten(kw_tree, kw_tracers))
+            out_flat, out_tree = tree_util.tree_flatten(out)
+            o_axes = _flat_axes(out_axes, out_tree, "out_axes", fun)
+            results = []
+            for o, oa in zip(out_flat, o_axes):
+                t = trace.to_tracer(o)
+                results.append(_place_out(t.val, t.aux, oa, size, fun))
+        return tree_util.tree_unflatten(out_tree, results)
+
+    batched_fun.__name__ = f"vmap({fun_name(fun)})"
+    return batched_fun
+
+
+def _axis_size(fun, sizes, axis_size):
+    distinct = {s for _, _, s in sizes}
+    if axis_size is not None:
+        distinct.add(int(axis_size))
+    if not distinct:
+        raise ValueError(f"vmap({fun_name(fun)}): no argument is batched (all in_axes are None), "
+                         "so the batch size is unknown: pass axis_size=N.")
+    if len(distinct) > 1:
+        listing = "; ".join(f"argument {p} has size {s} along axis {a}" for p, a, s in sizes)
+        extra = f"; axis_size={axis_size}" if axis_size is not None else ""
+        raise ValueError(f"vmap({fun_name(fun)}) got inconsistent sizes for the mapped axis: "
+                         f"{listing}{extra}{user_line()}. All batched arguments must have the "
+                         "same size along their in_axes.")
+    return distinct.pop()
+
+
+def _place_out(val, dim, out_axis, size, fun):
+    from ..lax import broadcast_in_dim
+    if out_axis is None:
+        if dim is not None:
+            raise ValueError(f"vmap({fun_name(fun)}): out_axes=None for an output that depends "
+                             "on the batched inputs; only unbatched outputs can have out_axes "
+                             "None.")
+        return val
+    ndim = np.ndim(val) + 1 if type(val) is not Tracer else val.ndim + (dim is None)
+    out_axis %= ndim
+    if dim is None:
+        shape = tuple(np.shape(val) if type(val) is not Tracer else val.shape)
+        new_shape = shape[:out_axis] + (size,) + shape[out_axis:]
+        dims = tuple(i for i in range(len(new_shape)) if i != out_axis)
+        return broadcast_in_dim(val, new_shape, dims)
+    return move_axis(val, dim, out_axis)
