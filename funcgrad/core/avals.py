@@ -26,8 +26,8 @@ class ShapedArray:
     __slots__ = ("shape", "dtype", "weak_type")
 
     def __init__(self, shape, dtype, weak_type=False):
-        self.shape = tuple(int(d) for d in shape)
-        self.dtype = np.dtype(dtype)
+        self.shape = shape if type(shape) is tuple else tuple(int(d) for d in shape)
+        self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
         self.weak_type = bool(weak_type)
 
     @property
@@ -68,8 +68,13 @@ def dtype_short(dtype) -> str:
     return _SHORT.get(dtype.name, dtype.name)
 
 
+_VALID_DTYPES = {np.dtype(name) for name in _SHORT}
+
+
 def check_dtype(dtype, what="dtype"):
     """Return `dtype` as a NumPy dtype, or raise a TypeError saying which dtypes are supported."""
+    if dtype in _VALID_DTYPES:
+        return dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
     try:
         dt = np.dtype(dtype)
     except TypeError as e:
@@ -99,9 +104,25 @@ def get_aval(x) -> ShapedArray:
     aval = getattr(x, "aval", None)
     if isinstance(aval, ShapedArray):
         return aval
+    if t is np.ndarray:
+        return shaped_array(x.shape, x.dtype)
     dtype = getattr(x, "dtype", None)
     shape = getattr(x, "shape", None)
     if dtype is None or shape is None:
         raise TypeError(f"Value of type {t.__name__} is not a valid funcgrad array: pass a NumPy "
                         "array, a Python or NumPy scalar, or a pytree of them.")
     return ShapedArray(shape, check_dtype(dtype, f"Array of dtype"))
+
+
+_aval_cache: dict = {}
+
+
+def shaped_array(shape, dtype):
+    """A (strongly typed) ShapedArray, shared between equal requests: avals are immutable."""
+    key = (shape, dtype)
+    aval = _aval_cache.get(key)
+    if aval is None:
+        if len(_aval_cache) > 10000:
+            _aval_cache.clear()
+        aval = _aval_cache[key] = ShapedArray(shape, check_dtype(dtype, "Array of dtype"))
+    return aval

@@ -5,3 +5,5 @@ from .elementwise import abs, max, min, pow, round  # noqa: A004 (lax names shad
 from .structural import *  # noqa: F403
 from .structural import slice  # noqa: A004
 from .parallel import all_gather, axis_index, pmax, pmean, pmin, psum
+from .indexing import *  # noqa: F403
+from . import linalg  # noqa: E402

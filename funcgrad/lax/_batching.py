@@ -41,8 +41,12 @@ def at_front(x, d, size):
     return move_to_front(x, d)
 
 
-def elementwise_batch(prim):
-    """Batching rule for elementwise primitives whose operands share a shape, or are rank 0."""
+def elementwise_batch(prim, scalar_ok=None):
+    """Batching rule for elementwise primitives whose operands share a shape, or are rank 0.
+
+    scalar_ok: the operand positions that may stay rank 0 beside a batched operand (default: all,
+    as for binary primitives; select_n allows it for its predicate only).
+    """
     from ..core import bind
 
     def rule(vals, dims, **params):
@@ -50,8 +54,9 @@ def elementwise_batch(prim):
         batched_dims = {d for d in dims if d is not None}
         batched_ranks = {r for r, d in zip(logical, dims) if d is not None}
         max_rank = max(logical)
+        keep = [r == 0 and (scalar_ok is None or i in scalar_ok) for i, r in enumerate(logical)]
         if (len(batched_dims) == 1 and batched_ranks == {max_rank}
-                and all(r == 0 for r, d in zip(logical, dims) if d is None)):
+                and all(k for k, d in zip(keep, dims) if d is None)):
             return bind(prim, *vals, **params), dims[[d is not None for d in dims].index(True)]
         size = batch_size(vals, dims)
         full = next(tuple(v.shape[1:]) if d == 0 else tuple(s for i, s in enumerate(v.shape)
@@ -60,9 +65,13 @@ def elementwise_batch(prim):
                     for v, d, r in zip(vals, dims, logical) if r == max_rank)
         from .structural import broadcast_in_dim
         new = []
-        for v, d, r in zip(vals, dims, logical):
+        for v, d, r, k in zip(vals, dims, logical, keep):
             if d is None:
-                new.append(v if r == 0 else at_front(v, None, size))
+                if k:
+                    new.append(v)
+                else:
+                    v = at_front(v, None, size)
+                    new.append(v if r == max_rank else broadcast_in_dim(v, (size,) + full, (0,)))
             else:
                 v = move_to_front(v, d)
                 if r < max_rank:

@@ -251,7 +251,7 @@ mul_p = binary("mul", lambda xp, x, y: xp.multiply(x, y), lambda x, y, out: (y, 
 div_p = binary("div", lambda xp, x, y: _div_impl(xp, x, y),
                lambda x, y, out: (div(_one(y), y), neg(div(x, mul(y, y)))))
 rem_p = binary("rem", lambda xp, x, y: xp.fmod(x, y),
-               lambda x, y, out: (None, neg(round_toward_zero(div(x, y)))), kinds="iuf")
+               lambda x, y, out: (_one(x), neg(round_toward_zero(div(x, y)))), kinds="iuf")
 pow_p = binary("pow", lambda xp, x, y: xp.power(x, y), lambda x, y, out: _pow_partials(x, y, out),
                kinds=FLOAT, residuals="inout")
 max_p = binary("max", lambda xp, x, y: xp.maximum(x, y),
@@ -384,7 +384,7 @@ def _select_n_vjp(ct, primals, out, active):
 
 select_n_p = Primitive("select_n", impl=_select_n_impl, abstract_eval=_select_n_abstract,
                        jvp=_select_n_jvp, vjp=_select_n_vjp, residuals=(0,))
-select_n_p.batch = elementwise_batch(select_n_p)
+select_n_p.batch = elementwise_batch(select_n_p, scalar_ok=(0,))
 
 
 def _convert_abstract(x, *, new_dtype, weak_type=False):

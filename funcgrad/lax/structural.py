@@ -112,8 +112,8 @@ transpose_p = _linear(Primitive(
     vjp=lambda ct, primals, out, active, *, permutation: (
         transpose(ct, tuple(np.argsort(permutation))),)),
     lambda t, **p: transpose(t, **p))
-transpose_p.batch = lambda vals, dims, *, permutation: (
-    transpose(move_to_front(vals[0], dims[0]), (0,) + tuple(p + 1 for p in permutation)), 0)
+transpose_p.batch = lambda vals, dims, *, permutation: (  # one transpose: batch axis to front
+    transpose(vals[0], (dims[0],) + tuple(p + (p >= dims[0]) for p in permutation)), 0)
 
 
 def transpose(x, permutation):

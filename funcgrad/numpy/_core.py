@@ -87,6 +87,9 @@ def shape_of(x):
 
 def broadcast_shapes(*shapes, what="operands"):
     """NumPy's broadcast of several shapes, with an error that lists them and the user's line."""
+    first = shapes[0] if shapes else ()
+    if all(s == first for s in shapes):
+        return tuple(first)
     ndim = max((len(s) for s in shapes), default=0)
     out = []
     for i in range(-ndim, 0):
@@ -153,11 +156,23 @@ def promote_inexact(*args):
     return promote_args(*args, dtype=inexact_dtype(result_type(*args)))
 
 
+_PY_NUMBERS = (int, float)
+
+
 def promote2(x, y, dtype=None):
-    """promote_args for two operands, with a fast path for NumPy arrays that already agree."""
-    if (type(x) is np.ndarray and type(y) is np.ndarray and x.shape == y.shape
-            and x.dtype == y.dtype and (dtype is None or x.dtype == dtype)):
-        return x, y
+    """promote_args for two operands, with fast paths for the common eager cases: two NumPy
+    arrays that already agree, and a NumPy array with a Python number."""
+    tx, ty = type(x), type(y)
+    if tx is np.ndarray:
+        if ty is np.ndarray:
+            if x.shape == y.shape and x.dtype == y.dtype and (dtype is None or x.dtype == dtype):
+                return x, y
+        elif ty in _PY_NUMBERS:
+            dt = np.result_type(x.dtype, y) if dtype is None else dtype
+            return (x if x.dtype == dt else lax.convert_element_type(x, dt)), _scalar(y, dt)
+    elif ty is np.ndarray and tx in _PY_NUMBERS:
+        dt = np.result_type(y.dtype, x) if dtype is None else dtype
+        return _scalar(x, dt), (y if y.dtype == dt else lax.convert_element_type(y, dt))
     return promote_args(x, y, dtype=dtype)
 
 

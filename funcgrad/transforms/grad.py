@@ -18,14 +18,15 @@ import itertools
 import numpy as np
 
 from .. import tree_util
-from ..core import (ShapedArray, bind, Trace, Tracer, float0, get_aval, new_trace,
+from ..core import (bind, Trace, Tracer, float0, get_aval, new_trace,
                     user_line)
+from ..core.avals import shaped_array
 from ..lax import add, stop_gradient_p
 from ._util import arg_name, fun_name, normalize_argnums
 
 
 def _aval_of(v):
-    return v.aval if type(v) is Tracer else ShapedArray(v.shape, v.dtype)
+    return v.aval if type(v) is Tracer else shaped_array(v.shape, v.dtype)
 
 
 def _as_value(x):

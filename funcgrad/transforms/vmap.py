@@ -159,7 +159,13 @@ def _place_out(val, dim, out_axis, size, fun):
                              "on the batched inputs; only unbatched outputs can have out_axes "
                              "None.")
         return val
-    ndim = np.ndim(val) + 1 if type(val) is not Tracer else val.ndim + (dim is None)
+    ndim = (val.ndim if hasattr(val, "ndim") else np.ndim(val)) + (dim is None)
+    if not isinstance(out_axis, int) or isinstance(out_axis, bool):
+        raise TypeError(f"vmap({fun_name(fun)}): out_axes entries must be ints or None, got "
+                        f"{out_axis!r}.")
+    if not -ndim <= out_axis < ndim:
+        raise ValueError(f"vmap({fun_name(fun)}): out_axes {out_axis} is out of range for an "
+                         f"output of rank {ndim} (batch axis included).")
     out_axis %= ndim
     if dim is None:
         shape = tuple(np.shape(val) if type(val) is not Tracer else val.shape)

@@ -1,0 +1,141 @@
+"""Code generation for NumPy: an optimized program becomes one straight-line Python function.
+
+The generated function calls each primitive's implementation directly (no per-equation dispatch,
+no tracing), drops every buffer right after its last use (`del`), and computes elementwise
+operations in place (`out=`) into a buffer that is dead after the operation and owned by the
+program: an intermediate the program allocated itself, never a caller's array unless the caller
+donated it, and never a buffer that a view (reshape, transpose, broadcast, slice) may still see.
+The source is kept for inspection (`fg.jit(f).lower(*args).as_text()`).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import numpy as np
+
+from ..core import Literal, Var
+from ..lax import elementwise as ew
+
+# Elementwise primitives whose implementation is one NumPy ufunc: these can write into `out=`.
+# (Integer division and remainder are not plain ufuncs here, so only float operands qualify.)
+_UFUNCS = {
+    ew.neg_p: "negative", ew.exp_p: "exp", ew.exp2_p: "exp2", ew.log_p: "log",
+    ew.log1p_p: "log1p", ew.expm1_p: "expm1", ew.sin_p: "sin", ew.cos_p: "cos", ew.tan_p: "tan",
+    ew.asin_p: "arcsin", ew.acos_p: "arccos", ew.atan_p: "arctan", ew.sinh_p: "sinh",
+    ew.cosh_p: "cosh", ew.tanh_p: "tanh", ew.asinh_p: "arcsinh", ew.acosh_p: "arccosh",
+    ew.atanh_p: "arctanh", ew.sqrt_p: "sqrt", ew.cbrt_p: "cbrt", ew.abs_p: "absolute",
+    ew.floor_p: "floor", ew.ceil_p: "ceil", ew.sign_p: "sign",
+    ew.add_p: "add", ew.sub_p: "subtract", ew.mul_p: "multiply", ew.div_p: "true_divide",
+    ew.max_p: "maximum", ew.min_p: "minimum", ew.pow_p: "power", ew.atan2_p: "arctan2",
+}
+
+# Primitives whose result is a freshly allocated array (safe to overwrite once dead). Everything
+# else may return a view of an input (reshape, transpose, broadcast, slice, ...) or an input
+# itself, so its result is never written in place, and its inputs become "shared".
+_FRESH = {"dot_general", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod",
+          "convert_element_type", "integer_pow", "logistic", "rsqrt", "concatenate", "pad"}
+
+
+def _fresh(prim):
+    return prim in _UFUNCS or prim.name in _FRESH
+
+
+class Compiled:
+    """A generated Python function plus its source text."""
+
+    def __init__(self, fn, source):
+        self.fn = fn
+        self.source = source
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
+def _as_array(x):
+    return x if type(x) is np.ndarray else np.asarray(x)
+
+
+def compile_jaxpr(jaxpr, xp=np, donated=()):
+    """Generate `run(*consts, *args) -> list of outputs` for a Jaxpr.
+
+    `donated`: indices of invars whose buffers the caller gives up (they may be overwritten).
+    """
+    names = {}
+    counter = itertools.count()
+
+    def name_of(v):
+        if type(v) is Literal:
+            key = ("lit", id(v))
+            if key not in names:
+                names[key] = f"lit{next(counter)}"
+                namespace[names[key]] = np.asarray(v.val, v.aval.dtype)
+            return names[key]
+        return names[v]
+
+    namespace = {"_xp": xp, "_asarray": _as_array}
+    params = []
+    for i, v in enumerate(jaxpr.constvars):
+        names[v] = f"c{i}"
+        params.append(names[v])
+    for i, v in enumerate(jaxpr.invars):
+        names[v] = f"a{i}"
+        params.append(names[v])
+
+    owned = {v for i, v in enumerate(jaxpr.invars) if i in donated}
+    shared = set()   # buffers some view may still look at: never written in place
+    frees = jaxpr.frees()
+    out_set = {v for v in jaxpr.outvars if type(v) is Var}
+    lines = []
+    for k, (eqn, dead) in enumerate(zip(jaxpr.eqns, frees)):
+        prim = eqn.primitive
+        ins = [name_of(a) for a in eqn.invars]
+        for j, v in enumerate(eqn.outvars):
+            names[v] = f"v{next(counter)}"
+        outs = ", ".join(names[v] for v in eqn.outvars)
+        if prim.multiple_results:
+            outs += "," if len(eqn.outvars) == 1 else ""
+        target = _inplace_target(eqn, dead, owned, shared, out_set)
+        if target is not None and xp is np:
+            fn = f"np_{_UFUNCS[prim]}"
+            namespace[fn] = getattr(xp, _UFUNCS[prim])
+            call = f"{fn}({', '.join(ins)}, out={names[target]})"
+        else:
+            fn = f"{prim.name}_{k}"
+            namespace[fn] = functools.partial(prim.impl, xp, **eqn.params)
+            call = f"{fn}({', '.join(ins)})"
+            if not prim.multiple_results and eqn.outvars[0].aval.ndim == 0:
+                call = f"_asarray({call})"
+        lines.append(f"    {outs} = {call}")
+        if _fresh(prim) and not prim.multiple_results:
+            owned.add(eqn.outvars[0])
+        elif not _fresh(prim):
+            shared.update(a for a in eqn.invars if type(a) is Var)
+        gone = [names[v] for v in dead]
+        if gone:
+            lines.append(f"    del {', '.join(gone)}")
+    outs = ", ".join(name_of(v) for v in jaxpr.outvars)
+    lines.append(f"    return [{outs}]")
+    source = (f"def run({', '.join(params)}):\n"
+              f"    # generated by funcgrad from a program of {len(jaxpr.eqns)} equations\n"
+              + "\n".join(lines) + "\n")
+    exec(compile(source, "<funcgrad-jit>", "exec"), namespace)
+    return Compiled(namespace["run"], source)
+
+
+def _inplace_target(eqn, dead, owned, shared, out_set):
+    """The input buffer this elementwise equation may overwrite, or None."""
+    prim = eqn.primitive
+    if prim not in _UFUNCS:
+        return None
+    out = eqn.outvars[0].aval
+    if out.ndim == 0 or out.dtype.kind not in "fc":
+        return None
+    dead_set = set(dead)
+    for a in eqn.invars:
+        if (type(a) is Var and a in dead_set and a in owned and a not in shared
+                and a not in out_set and a.aval.shape == out.shape and a.aval.dtype == out.dtype
+                and eqn.invars.count(a) == 1):
+            return a
+    return None

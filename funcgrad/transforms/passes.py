@@ -1,0 +1,779 @@
+"""Program-to-program optimization passes: inlining, DCE, CSE, constant folding, algebraic
+simplification, and grouping of elementwise equations for fusion.
+
+Every pass takes a `ClosedJaxpr` (or a bare `Jaxpr`, whose constants are then unknown) and returns
+a new one of the same kind; the input is never mutated (Var objects are shared). The program's
+input and output avals, its `in_tree`/`out_tree`, and the values it computes are unchanged.
+Primitives with `effectful = True` are never removed, merged, folded or reordered.
+
+    optimize(closed) = dce ∘ simplify ∘ cse ∘ dce ∘ fold_constants ∘ inline, to a fixed point
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import NamedTuple
+
+import numpy as np
+
+from ..core import ClosedJaxpr, Eqn, Jaxpr, Literal, Primitive, Tracer, Var, bind, eval_jaxpr
+from ..lax import elementwise as _ew
+
+__all__ = ["inline", "dce", "cse", "fold_constants", "simplify", "fusion_groups", "fuse",
+           "optimize", "FusionGroup", "is_elementwise", "ELEMENTWISE_PRIMITIVES", "fused_p"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+
+def _effectful(prim) -> bool:
+    return bool(getattr(prim, "effectful", False))
+
+
+def _has_effects(eqn) -> bool:
+    """Whether the equation, or a program in its params (a call body), has an effect."""
+    if _effectful(eqn.primitive):
+        return True
+    for v in eqn.params.values():
+        for body in (v if isinstance(v, (tuple, list)) else (v,)):
+            if isinstance(body, ClosedJaxpr):
+                body = body.jaxpr
+            if isinstance(body, Jaxpr) and any(_has_effects(e) for e in body.eqns):
+                return True
+    return False
+
+
+def _split(program):
+    """(jaxpr, consts, rebuild): `rebuild(jaxpr, consts)` gives a program of the input's kind."""
+    if isinstance(program, ClosedJaxpr):
+        def rebuild(jaxpr, consts):
+            return ClosedJaxpr(jaxpr, consts, program.in_tree, program.out_tree)
+        return program.jaxpr, list(program.consts), rebuild
+    if isinstance(program, Jaxpr):
+        return program, [_UNKNOWN] * len(program.constvars), lambda jaxpr, consts: jaxpr
+    raise TypeError(f"expected a ClosedJaxpr or a Jaxpr, got {type(program).__name__}")
+
+
+class _Unknown:
+    """The value of a constvar of a bare Jaxpr: not known to the pass."""
+
+    def __repr__(self):
+        return "<unknown const>"
+
+
+_UNKNOWN = _Unknown()
+
+
+def _known(value) -> bool:
+    """Whether a const's value may be computed with (not unknown, not a tracer of a trace)."""
+    return value is not _UNKNOWN and type(value) is not Tracer
+
+
+class _Env:
+    """Substitution of atoms for variables, resolved transitively."""
+
+    def __init__(self):
+        self.map = {}
+
+    def __setitem__(self, var, atom):
+        self.map[var] = atom
+
+    def __call__(self, atom):
+        m = self.map
+        while type(atom) is Var and atom in m:
+            atom = m[atom]
+        return atom
+
+
+def _copy_eqn(eqn, env, **changes):
+    return Eqn(changes.get("primitive", eqn.primitive),
+               [env(a) for a in changes.get("invars", eqn.invars)],
+               changes.get("outvars", eqn.outvars), changes.get("params", eqn.params),
+               eqn.source_info)
+
+
+def _literal_value(lit):
+    return np.asarray(lit.val, dtype=lit.aval.dtype)
+
+
+def _literal_key(lit):
+    return ("lit", lit.aval, _literal_value(lit).tobytes())
+
+
+# ---------------------------------------------------------------------------------------------
+# Inlining
+
+def inline(program):
+    """Replace calls of primitives marked `inline_call = True` (with a ClosedJaxpr `jaxpr` param)
+    by the body's equations, renamed, with the body's consts hoisted as new constvars.
+
+    Inlining exposes the body to the other passes (CSE across the call boundary, DCE of unused
+    outputs, folding) and leaves the code generator a flat program. Nested calls are inlined too.
+    """
+    jaxpr, consts, rebuild = _split(program)
+    if not any(_is_inline_call(e) for e in jaxpr.eqns):
+        return rebuild(Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, jaxpr.eqns), consts)
+    constvars = list(jaxpr.constvars)
+    consts = list(consts)
+    env = _Env()
+    eqns = []
+    for eqn in jaxpr.eqns:
+        if not _is_inline_call(eqn):
+            eqns.append(_copy_eqn(eqn, env))
+            continue
+        body = inline(eqn.params["jaxpr"])
+        if body.consts and not isinstance(program, ClosedJaxpr):
+            raise ValueError("inline: a call body has constants, which a bare Jaxpr cannot hold; "
+                             "pass the ClosedJaxpr")
+        inner = {}
+        for v, c in zip(body.jaxpr.constvars, body.consts):
+            nv = Var(v.aval)
+            constvars.append(nv)
+            consts.append(c)
+            inner[v] = nv
+        for v, a in zip(body.jaxpr.invars, eqn.invars):
+            inner[v] = env(a)
+
+        def read(a, inner=inner):
+            return inner[a] if type(a) is Var else a
+
+        for e in body.jaxpr.eqns:
+            outs = [Var(v.aval) for v in e.outvars]
+            inner.update(zip(e.outvars, outs))
+            eqns.append(Eqn(e.primitive, [read(a) for a in e.invars], outs, e.params,
+                            e.source_info or eqn.source_info))
+        for v, a in zip(eqn.outvars, body.jaxpr.outvars):
+            env[v] = read(a)
+    outvars = [env(a) for a in jaxpr.outvars]
+    return rebuild(Jaxpr(constvars, jaxpr.invars, outvars, eqns), consts)
+
+
+def _is_inline_call(eqn):
+    return (getattr(eqn.primitive, "inline_call", False)
+            and isinstance(eqn.params.get("jaxpr"), ClosedJaxpr))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dead-code elimination
+
+def dce(program):
+    """Drop equations none of whose outputs is used (transitively) and constvars no one reads.
+
+    Invars stay, so the signature is unchanged; effectful equations always stay. After grad,
+    this removes forward values that only unused outputs needed.
+    """
+    jaxpr, consts, rebuild = _split(program)
+    live = {v for v in jaxpr.outvars if type(v) is Var}
+    kept = []
+    for eqn in reversed(jaxpr.eqns):
+        if _has_effects(eqn) or any(v in live for v in eqn.outvars):
+            kept.append(eqn)
+            live.update(v for v in eqn.invars if type(v) is Var)
+    pairs = [(v, c) for v, c in zip(jaxpr.constvars, consts) if v in live]
+    new = Jaxpr([v for v, _ in pairs], jaxpr.invars, jaxpr.outvars, kept[::-1])
+    return rebuild(new, [c for _, c in pairs])
+
+
+# ---------------------------------------------------------------------------------------------
+# Common-subexpression elimination
+
+class _Unhashable(Exception):
+    pass
+
+
+def _param_key(value):
+    """A hashable, type-aware key for a param value; raises _Unhashable when there is none."""
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__,) + tuple(_param_key(x) for x in value)
+    if isinstance(value, dict):
+        return ("dict",) + tuple((k, _param_key(v)) for k, v in sorted(value.items()))
+    if isinstance(value, np.dtype):
+        return ("dtype", value.str)
+    if isinstance(value, (Jaxpr, ClosedJaxpr)):
+        return ("program", id(value))
+    try:
+        hash(value)
+    except TypeError:
+        raise _Unhashable from None
+    if isinstance(value, np.ndarray):
+        raise _Unhashable
+    return (type(value), value)
+
+
+def _const_key(value):
+    """Key under which equal constants merge: identity, or contents for small NumPy arrays."""
+    if type(value) is np.ndarray and value.size <= 100_000 and value.dtype.kind in "biufc":
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    return ("id", id(value))
+
+
+def cse(program):
+    """Merge equations with the same primitive, the same inputs (literals compared by value and
+    dtype) and equal params; merge constvars bound to the same (or an equal small) array.
+
+    Traced programs repeat work (the VJP of `sin` recomputes `cos x` the JVP also built, two
+    layers broadcast the same bias); computing it once saves time and memory. Equations with
+    unhashable params and effectful equations are left alone.
+    """
+    jaxpr, consts, rebuild = _split(program)
+    env = _Env()
+    constvars, new_consts, seen_consts = [], [], {}
+    for v, c in zip(jaxpr.constvars, consts):
+        key = _const_key(c) if _known(c) else ("var", v)
+        first = seen_consts.get(key)
+        if first is not None and first.aval == v.aval:
+            env[v] = first
+        else:
+            seen_consts.setdefault(key, v)
+            constvars.append(v)
+            new_consts.append(c)
+    seen = {}
+    eqns = []
+    for eqn in jaxpr.eqns:
+        new = _copy_eqn(eqn, env)
+        key = None
+        if eqn.outvars and not _has_effects(eqn):
+            try:
+                key = (eqn.primitive,
+                       tuple(_literal_key(a) if type(a) is Literal else a for a in new.invars),
+                       _param_key(dict(eqn.params)))
+                hash(key)
+            except (_Unhashable, TypeError):
+                key = None
+        if key is not None:
+            prev = seen.get(key)
+            if prev is not None and all(a.aval == b.aval for a, b in zip(prev, eqn.outvars)):
+                for v, p in zip(eqn.outvars, prev):
+                    env[v] = p
+                continue
+            seen[key] = eqn.outvars
+        eqns.append(new)
+    outvars = [env(a) for a in jaxpr.outvars]
+    return rebuild(Jaxpr(constvars, jaxpr.invars, outvars, eqns), new_consts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Constant folding
+
+_EXPANDING = frozenset({"broadcast_in_dim", "iota"})
+
+
+def fold_constants(program, max_size=100_000, max_expand_size=1024):
+    """Evaluate equations whose inputs are all literals or known constants, at transform time.
+
+    Results become constvars (rank 0: literals). Results with more than `max_size` elements are
+    not folded, nor `broadcast_in_dim`/`iota` results above `max_expand_size`: those are cheap to
+    compute and expensive to store. Rank-0 NumPy constants become literals, which the simplifier
+    and code generators read directly.
+    """
+    jaxpr, consts, rebuild = _split(program)
+    env = _Env()
+    values = {}
+    constvars, new_consts = [], []
+    for v, c in zip(jaxpr.constvars, consts):
+        if isinstance(c, (np.ndarray, np.generic)) and np.ndim(c) == 0 \
+                and c.dtype == v.aval.dtype:
+            env[v] = Literal(np.asarray(c), v.aval)
+            continue
+        constvars.append(v)
+        new_consts.append(c)
+        if _known(c):
+            values[v] = c
+    eqns = []
+    for eqn in jaxpr.eqns:
+        new = _copy_eqn(eqn, env)
+        outs = _try_fold(new, values, max_size, max_expand_size)
+        if outs is None:
+            eqns.append(new)
+            continue
+        for v, out in zip(new.outvars, outs):
+            if v.aval.shape == () and type(out) is np.ndarray:
+                env[v] = Literal(out, v.aval)
+            else:
+                constvars.append(v)
+                new_consts.append(out)
+                values[v] = out
+    outvars = [env(a) for a in jaxpr.outvars]
+    return rebuild(Jaxpr(constvars, jaxpr.invars, outvars, eqns), new_consts)
+
+
+def _try_fold(eqn, values, max_size, max_expand_size):
+    prim = eqn.primitive
+    if prim.impl is None or not eqn.outvars or _has_effects(eqn):
+        return None
+    limit = max_expand_size if prim.name in _EXPANDING else max_size
+    if any(v.aval.size > limit for v in eqn.outvars):
+        return None
+    args = []
+    for a in eqn.invars:
+        if type(a) is Literal:
+            args.append(_literal_value(a))
+        elif a in values:
+            args.append(values[a])
+        else:
+            return None
+    try:
+        with np.errstate(all="ignore"):
+            out = bind(prim, *args, **eqn.params)
+    except Exception:  # leave it to fail (with its proper message) when the program runs
+        return None
+    outs = list(out) if prim.multiple_results else [out]
+    if len(outs) != len(eqn.outvars):
+        return None
+    for o, v in zip(outs, eqn.outvars):
+        if type(o) is Tracer or tuple(getattr(o, "shape", ())) != v.aval.shape \
+                or getattr(o, "dtype", None) != v.aval.dtype:
+            return None
+    return outs
+
+
+# ---------------------------------------------------------------------------------------------
+# Algebraic simplification
+
+def simplify(program):
+    """Algebraic rewrites that remove work, mostly left behind by autodiff and broadcasting:
+
+    `x*1`, `1*x`, `x+0`, `0+x`, `x-0` -> x (the one/zero a literal, a broadcast of one, or a
+    constant array of ones/zeros: the zero cotangents of unused outputs); `0-x` -> `neg x`;
+    `neg (neg x)` -> x; transposes, broadcasts and reshapes of themselves compose into one (or
+    none when the result is the identity); a reshape/convert_element_type to the operand's own
+    type -> x; `convert(convert(x))` -> one conversion when the first one is exact; one-case or
+    same-case `select_n` -> the case; `reduce_sum` over no axes -> x; in binary elementwise
+    equations a full-shape operand holding one value (equal constants, a broadcast of a scalar)
+    is replaced by that rank-0 value.
+    `x*0` is kept: it is NaN for x = inf or NaN. A rewrite to an alias needs equal avals, so
+    output avals never change.
+    """
+    jaxpr, consts, rebuild = _split(program)
+    env = _Env()
+    ctx = _Ctx({v: c for v, c in zip(jaxpr.constvars, consts) if _known(c)})
+    eqns = []
+    for eqn in jaxpr.eqns:
+        new = _copy_eqn(eqn, env)
+        if _has_effects(eqn):
+            rule = None
+        else:
+            new = _scalarize_operands(new, ctx)
+            rule = _RULES.get(eqn.primitive.name)
+        result = rule(new, ctx) if rule is not None and len(new.outvars) == 1 else None
+        if result is None:
+            eqns.append(new)
+            ctx.producers.update((v, new) for v in new.outvars)
+        elif isinstance(result, Eqn):
+            eqns.append(result)
+            ctx.producers[result.outvars[0]] = result
+        else:
+            env[new.outvars[0]] = result
+    outvars = [env(a) for a in jaxpr.outvars]
+    return rebuild(Jaxpr(jaxpr.constvars, jaxpr.invars, outvars, eqns), consts)
+
+
+class _Ctx:
+    """What the rewrite rules may look at: constant values and each variable's defining eqn."""
+
+    def __init__(self, consts):
+        self.consts = consts
+        self.producers = {}
+        self._uniform = {}
+
+    def producer(self, atom, name):
+        eqn = self.producers.get(atom) if type(atom) is Var else None
+        return eqn if eqn is not None and eqn.primitive.name == name else None
+
+    def uniform(self, atom):
+        """The one value all elements of `atom` hold, if known (else None)."""
+        if type(atom) is Literal:
+            v = _literal_value(atom)
+            return v.reshape(()) if v.size == 1 else None
+        if type(atom) is not Var:
+            return None
+        if atom in self._uniform:
+            return self._uniform[atom]
+        val = None
+        c = self.consts.get(atom)
+        if type(c) is np.ndarray and 0 < c.size <= 1_000_000 and c.dtype.kind in "biufc":
+            first = c.reshape(-1)[0]
+            if np.all(c == first):
+                val = first
+        elif isinstance(c, np.generic):
+            val = c
+        else:
+            eqn = self.producers.get(atom)
+            if eqn is not None and eqn.primitive.name in ("broadcast_in_dim", "reshape"):
+                val = self.uniform(eqn.invars[0])
+        self._uniform[atom] = val
+        return val
+
+    def equals(self, atom, k):
+        v = self.uniform(atom)
+        return v is not None and bool(v == k)
+
+
+def _scalarize_operands(eqn, ctx):
+    """In a binary elementwise eqn, read a full-shape operand that holds one value (a constant
+    of equal elements, a broadcast of a literal or of a rank-0 value) as that rank-0 value, which
+    the primitive broadcasts itself: the big constant or the broadcast can then go."""
+    name = eqn.primitive.name
+    if name not in ELEMENTWISE_PRIMITIVES or name == "select_n" or len(eqn.invars) != 2:
+        return eqn
+    shape = eqn.outvars[0].aval.shape
+    if shape == ():
+        return eqn
+    invars = list(eqn.invars)
+    for i in (0, 1):
+        a, other = invars[i], invars[1 - i]
+        if type(a) is not Var or a.aval.shape != shape or other.aval.shape != shape:
+            continue
+        value = ctx.uniform(a)
+        if value is not None:
+            invars[i] = Literal(np.asarray(value, a.aval.dtype),
+                                a.aval.update(shape=(), dtype=a.aval.dtype))
+            continue
+        src = ctx.producer(a, "broadcast_in_dim")
+        if src is not None and src.invars[0].aval.shape == () \
+                and src.invars[0].aval.dtype == a.aval.dtype:
+            invars[i] = src.invars[0]
+    if invars == eqn.invars:
+        return eqn
+    return Eqn(eqn.primitive, invars, eqn.outvars, eqn.params, eqn.source_info)
+
+
+def _alias_if_same(eqn, x):
+    """x if it can stand for eqn's output (equal aval), else None."""
+    return x if x.aval == eqn.outvars[0].aval else None
+
+
+def _mul_rule(eqn, ctx):
+    x, y = eqn.invars
+    if ctx.equals(y, 1) and _alias_if_same(eqn, x) is not None:
+        return x
+    if ctx.equals(x, 1):
+        return _alias_if_same(eqn, y)
+    return None
+
+
+def _add_rule(eqn, ctx):
+    x, y = eqn.invars
+    if ctx.equals(y, 0) and _alias_if_same(eqn, x) is not None:
+        return x
+    if ctx.equals(x, 0):
+        return _alias_if_same(eqn, y)
+    return None
+
+
+def _sub_rule(eqn, ctx):
+    x, y = eqn.invars
+    if ctx.equals(y, 0):
+        return _alias_if_same(eqn, x)
+    if ctx.equals(x, 0) and y.aval == eqn.outvars[0].aval:
+        return Eqn(_ew.neg_p, [y], eqn.outvars, {}, eqn.source_info)
+    return None
+
+
+def _neg_rule(eqn, ctx):
+    inner = ctx.producer(eqn.invars[0], "neg")
+    return _alias_if_same(eqn, inner.invars[0]) if inner is not None else None
+
+
+def _transpose_rule(eqn, ctx):
+    x, perm = eqn.invars[0], tuple(eqn.params["permutation"])
+    inner = ctx.producer(x, "transpose")
+    if inner is not None:
+        x = inner.invars[0]
+        p = tuple(inner.params["permutation"])
+        perm = tuple(p[q] for q in perm)
+    if perm == tuple(range(len(perm))):
+        return _alias_if_same(eqn, x)
+    if inner is None:
+        return None
+    return Eqn(eqn.primitive, [x], eqn.outvars, dict(eqn.params, permutation=perm),
+               eqn.source_info)
+
+
+def _broadcast_rule(eqn, ctx):
+    x = eqn.invars[0]
+    shape, dims = tuple(eqn.params["shape"]), tuple(eqn.params["broadcast_dimensions"])
+    inner = ctx.producer(x, "broadcast_in_dim")
+    if inner is not None:
+        x = inner.invars[0]
+        dims = tuple(dims[d] for d in inner.params["broadcast_dimensions"])
+    if x.aval.shape == shape and dims == tuple(range(len(shape))):
+        return _alias_if_same(eqn, x)
+    if inner is None:
+        return None
+    return Eqn(eqn.primitive, [x], eqn.outvars,
+               dict(eqn.params, shape=shape, broadcast_dimensions=dims), eqn.source_info)
+
+
+def _reshape_rule(eqn, ctx):
+    x = eqn.invars[0]
+    inner = ctx.producer(x, "reshape")
+    if inner is not None:
+        x = inner.invars[0]
+    if x.aval.shape == eqn.outvars[0].aval.shape:
+        return _alias_if_same(eqn, x)
+    if inner is None:
+        return None
+    return Eqn(eqn.primitive, [x], eqn.outvars, eqn.params, eqn.source_info)
+
+
+def _convert_rule(eqn, ctx):
+    x = eqn.invars[0]
+    inner = ctx.producer(x, "convert_element_type")
+    if inner is not None and _exact_cast(inner.invars[0].aval.dtype, x.aval.dtype):
+        x = inner.invars[0]
+    else:
+        inner = None
+    if _alias_if_same(eqn, x) is not None:
+        return x
+    if inner is None:
+        return None
+    return Eqn(eqn.primitive, [x], eqn.outvars, eqn.params, eqn.source_info)
+
+
+def _exact_cast(src, dst) -> bool:
+    """Whether converting dtype src to dst keeps every value exactly (so a later cast of the
+    result equals the same cast of the original)."""
+    src, dst = np.dtype(src), np.dtype(dst)
+    if src == dst or src.kind == "b" and dst.kind in "biufc":
+        return True
+    if src.kind in "iu" and dst.kind in "iu":
+        return np.can_cast(src, dst, "safe")
+    if src.kind in "iu" and dst.kind in "fc":
+        bits = src.itemsize * 8 - (src.kind == "i")
+        return np.finfo(dst).nmant + 1 >= bits
+    if src.kind == "f" and dst.kind in "fc" or src.kind == "c" and dst.kind == "c":
+        return np.finfo(dst).nmant >= np.finfo(src).nmant and \
+            np.finfo(dst).maxexp >= np.finfo(src).maxexp
+    return False
+
+
+def _select_rule(eqn, ctx):
+    cases = eqn.invars[1:]
+    if all(c is cases[0] or _same_literal(c, cases[0]) for c in cases[1:]):
+        return _alias_if_same(eqn, cases[0])
+    return None
+
+
+def _same_literal(a, b):
+    return type(a) is Literal and type(b) is Literal and _literal_key(a) == _literal_key(b)
+
+
+def _reduce_sum_rule(eqn, ctx):
+    return _alias_if_same(eqn, eqn.invars[0]) if not eqn.params["axes"] else None
+
+
+_RULES = {
+    "mul": _mul_rule, "add": _add_rule, "sub": _sub_rule, "neg": _neg_rule,
+    "transpose": _transpose_rule, "broadcast_in_dim": _broadcast_rule, "reshape": _reshape_rule,
+    "convert_element_type": _convert_rule, "select_n": _select_rule,
+    "reduce_sum": _reduce_sum_rule,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Fusion of elementwise equations
+
+ELEMENTWISE_PRIMITIVES = frozenset(
+    p.name for k, p in vars(_ew).items() if k.endswith("_p") and isinstance(p, Primitive))
+
+
+def is_elementwise(prim) -> bool:
+    """Default predicate: the primitive is one of funcgrad.lax.elementwise's."""
+    return prim.name in ELEMENTWISE_PRIMITIVES
+
+
+class FusionGroup(NamedTuple):
+    """Equations (indices, in program order) computable in one pass over `shape`.
+
+    inputs: Vars read by the group and defined outside it (literals stay inline in the eqns);
+    outputs: Vars defined in the group and read after it (by other eqns or as program outputs).
+    Every other value of the group is an intermediate no one else reads.
+    """
+
+    eqns: list
+    inputs: list
+    outputs: list
+    shape: tuple
+
+
+def fusion_groups(program, is_elementwise=is_elementwise, min_size=2):
+    """Group elementwise equations (operands of the output's shape or rank 0) into DAGs that a
+    code generator can compute in one pass each (a NumPy chain with `out=`, a CUDA kernel).
+
+    Equations join the group of an operand's producer (groups of several operands merge) unless
+    that would create a cycle through an equation outside the group, so each group can run as a
+    unit (see `fuse` for an order). Returns the groups of at least `min_size` equations.
+    """
+    jaxpr, _, _ = _split(program)
+    parent = {}  # group id -> group id (union-find)
+
+    def find(g):
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    group_of = {}  # eqn index -> group id
+    producer = {}  # var -> eqn index
+    reach = {}  # var -> group ids that reach it through an equation outside them
+    greach = {}  # group id -> union of reach over its members' inputs
+    for i, eqn in enumerate(jaxpr.eqns):
+        ins = [a for a in eqn.invars if type(a) is Var]
+        through = set()
+        for a in ins:
+            through |= {find(g) for g in reach.get(a, ())}
+        out_shape = eqn.outvars[0].aval.shape if len(eqn.outvars) == 1 else None
+        target = None
+        if out_shape is not None and _fusible(eqn, is_elementwise):
+            cands = []
+            for a in ins:
+                j = producer.get(a)
+                if j is not None and j in group_of:
+                    g = find(group_of[j])
+                    if g not in cands and jaxpr.eqns[j].outvars[0].aval.shape == out_shape:
+                        cands.append(g)
+            cands = [g for g in cands if g not in through]
+            for g in cands:
+                if target is None:
+                    target = g
+                elif not ({find(h) for h in greach[g]} & {target}
+                          or {find(h) for h in greach[target]} & {g}):
+                    parent[g] = target
+                    greach[target] = {find(h) for h in greach[target] | greach[g]}
+            if target is None:
+                target = i
+                parent[i] = i
+                greach[i] = set()
+            group_of[i] = target
+            greach[target] |= through
+        member = find(target) if target is not None else None
+        direct = {find(group_of[producer[a]]) for a in ins
+                  if a in producer and producer[a] in group_of}
+        out_reach = frozenset(through | (direct - {member}))
+        for v in eqn.outvars:
+            producer[v] = i
+            reach[v] = out_reach
+    members = {}
+    for i, g in group_of.items():
+        members.setdefault(find(g), []).append(i)
+    groups = [sorted(m) for m in members.values() if len(m) >= min_size]
+    groups.sort(key=lambda m: m[0])
+    readers = {}  # var -> indices of the eqns reading it (None: a program output)
+    for i, eqn in enumerate(jaxpr.eqns):
+        for a in eqn.invars:
+            if type(a) is Var:
+                readers.setdefault(a, []).append(i)
+    for v in jaxpr.outvars:
+        if type(v) is Var:
+            readers.setdefault(v, []).append(None)
+    return [_describe_group(jaxpr, m, readers) for m in groups]
+
+
+def _fusible(eqn, is_elementwise):
+    if eqn.primitive.multiple_results or len(eqn.outvars) != 1 or _has_effects(eqn):
+        return False
+    if not is_elementwise(eqn.primitive):
+        return False
+    shape = eqn.outvars[0].aval.shape
+    return all(a.aval.shape in (shape, ()) for a in eqn.invars)
+
+
+def _describe_group(jaxpr, idx, readers):
+    inside = set(idx)
+    defined = {v for i in idx for v in jaxpr.eqns[i].outvars}
+    inputs = []
+    for i in idx:
+        for a in jaxpr.eqns[i].invars:
+            if type(a) is Var and a not in defined and a not in inputs:
+                inputs.append(a)
+    outputs = [v for i in idx for v in jaxpr.eqns[i].outvars
+               if any(r is None or r not in inside for r in readers.get(v, ()))]
+    return FusionGroup(idx, inputs, outputs, jaxpr.eqns[idx[0]].outvars[0].aval.shape)
+
+
+def _fused_impl(xp, *args, jaxpr):
+    return eval_jaxpr(jaxpr.jaxpr, jaxpr.consts, *args)
+
+
+fused_p = Primitive("fused", multiple_results=True, impl=_fused_impl,
+                    abstract_eval=lambda *avals, jaxpr: list(jaxpr.out_avals),
+                    differentiable=False)
+fused_p.inline_call = True  # inline() undoes fuse()
+
+
+def fuse(program, is_elementwise=is_elementwise, min_size=2):
+    """The program with each fusion group replaced by one `fused[jaxpr=...]` equation, placed in
+    a valid order (the groups' members need not be consecutive in the input).
+
+    The annotated program is what a code generator walks: a `fused` body is all elementwise.
+    `inline` turns it back into the flat program.
+    """
+    jaxpr, consts, rebuild = _split(program)
+    groups = fusion_groups(program, is_elementwise, min_size)
+    unit_of = {}
+    for gi, g in enumerate(groups):
+        for i in g.eqns:
+            unit_of[i] = ("g", gi)
+    units = {}
+    for i in range(len(jaxpr.eqns)):
+        units.setdefault(unit_of.get(i, ("e", i)), []).append(i)
+    producer = {v: unit_of.get(i, ("e", i)) for i, e in enumerate(jaxpr.eqns) for v in e.outvars}
+    deps = {u: set() for u in units}
+    last_effect = None
+    for i, eqn in enumerate(jaxpr.eqns):
+        u = unit_of.get(i, ("e", i))
+        deps[u].update(producer[a] for a in eqn.invars if type(a) is Var and a in producer)
+        if _has_effects(eqn):
+            if last_effect is not None:
+                deps[u].add(last_effect)
+            last_effect = u
+    for u in deps:
+        deps[u].discard(u)
+    users = {u: [] for u in units}
+    for u, ds in deps.items():
+        for d in ds:
+            users[d].append(u)
+    pending = {u: len(ds) for u, ds in deps.items()}
+    ready = [(units[u][0], u) for u, n in pending.items() if n == 0]
+    heapq.heapify(ready)
+    eqns = []
+    while ready:
+        _, u = heapq.heappop(ready)
+        if u[0] == "e":
+            eqns.append(jaxpr.eqns[u[1]])
+        else:
+            eqns.append(_fused_eqn(jaxpr, groups[u[1]]))
+        for w in users[u]:
+            pending[w] -= 1
+            if pending[w] == 0:
+                heapq.heappush(ready, (units[w][0], w))
+    assert len(eqns) == len(units), "fusion groups form a cycle"
+    return rebuild(Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns), consts)
+
+
+def _fused_eqn(jaxpr, group):
+    body = Jaxpr([], group.inputs, group.outputs, [jaxpr.eqns[i] for i in group.eqns])
+    first = jaxpr.eqns[group.eqns[0]]
+    return Eqn(fused_p, group.inputs, group.outputs, {"jaxpr": ClosedJaxpr(body, [])},
+               first.source_info)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+
+def optimize(program, max_rounds=4):
+    """inline, then dce ∘ simplify ∘ cse ∘ dce ∘ fold_constants until nothing changes (at most
+    `max_rounds` rounds). The result computes the same values with the same signature."""
+    program = inline(program)
+    for _ in range(max_rounds):
+        new = dce(simplify(cse(dce(fold_constants(program)))))
+        if _fingerprint(new) == _fingerprint(program):
+            return new
+        program = new
+    return program
+
+
+def _fingerprint(program):
+    jaxpr, consts, _ = _split(program)
+    return str(jaxpr), tuple(id(c) for c in consts)

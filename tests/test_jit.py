@@ -1,0 +1,169 @@
+"""jit: the signature cache, inspection, generated code, donation, and composition."""
+
+import logging
+
+import numpy as np
+import pytest
+
+import funcgrad as fg
+import funcgrad.numpy as fnp
+from funcgrad.transforms.jit import jit
+
+rng = np.random.default_rng(0)
+
+
+def test_jit_matches_eager_and_caches_per_signature():
+    calls = []
+
+    def f(x, y):
+        calls.append(1)
+        return fnp.sum(fnp.tanh(x @ y)) + 1.0
+
+    jf = jit(f)
+    x, y = rng.normal(size=(3, 4)), rng.normal(size=(4, 2))
+    np.testing.assert_allclose(jf(x, y), f(x, y))
+    jf(x + 1, y)
+    assert len(calls) == 2  # one trace + one eager reference call
+    jf(x.astype(np.float32), y.astype(np.float32))
+    assert len(calls) == 3 and jf._cache_size() == 2
+    jf(np.ones((5, 4)), y)
+    assert jf._cache_size() == 3
+
+
+def test_outputs_are_plain_arrays_and_pytrees():
+    jf = jit(lambda p: {"s": p["a"] * 2, "t": (p["a"].sum(),)})
+    out = jf({"a": np.arange(3.0)})
+    assert type(out["s"]) is np.ndarray and type(out["t"][0]) is np.ndarray
+    np.testing.assert_allclose(out["t"][0], 3.0)
+
+
+def test_static_argnums_and_argnames():
+    def f(x, n, *, mode="sum"):
+        for _ in range(n):
+            x = x * 2
+        return fnp.sum(x) if mode == "sum" else fnp.max(x)
+
+    jf = jit(f, static_argnums=1, static_argnames="mode")
+    x = np.arange(4.0)
+    assert float(jf(x, 3)) == 48.0
+    assert float(jf(x, 3, mode="max")) == 24.0
+    assert jf._cache_size() == 2
+
+
+def test_static_argument_errors():
+    jf = jit(lambda x, n: x * n, static_argnums=1)
+    with pytest.raises(TypeError, match="not hashable"):
+        jf(np.ones(2), [1, 2])
+    with pytest.raises(TypeError, match="static argument 1 is an array"):
+        jf(np.ones(2), np.ones(2))
+
+
+def test_concretization_error_under_jit_names_function_and_fixes():
+    def f(x):
+        if x.sum() > 0:
+            return x
+        return -x
+
+    with pytest.raises(fg.ConcretizationError) as e:
+        jit(f)(np.ones(3))
+    msg = str(e.value)
+    assert "jit(f)" in msg and "test_jit.py" in msg
+    assert "fnp.where" in msg and "lax.cond" in msg and "static_argnums" in msg
+
+
+def test_explain_cache_misses(caplog):
+    jf = jit(lambda x: x * 2)
+    fg.config.update("explain_cache_misses", True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="funcgrad.jit"):
+            jf(np.ones(3))
+            jf(np.ones(4))
+    finally:
+        fg.config.reset("explain_cache_misses")
+    assert any("float64[3] to float64[4]" in r.getMessage() for r in caplog.records)
+
+
+def test_lower_gives_optimized_program_and_source():
+    def f(x):
+        return fnp.sum(fnp.exp(x) * 1.0 + 0.0)
+
+    lowered = jit(f).lower(np.ones(3))
+    text = str(lowered)
+    assert "exp" in text and "mul" not in text and "add" not in text
+    src = lowered.as_text()
+    assert src.startswith("def run(") and "return" in src
+
+
+def test_generated_code_works_in_place_and_frees_buffers():
+    def chain(x):
+        y = fnp.sin(x)
+        y = fnp.tanh(y) * 2.0
+        return fnp.exp(y) + 1.0
+
+    x = rng.normal(size=1000)
+    lowered = jit(chain).lower(x)
+    src = lowered.as_text()
+    assert "out=" in src  # elementwise chain reuses its own buffers
+    assert "out=a0" not in src  # never the caller's array
+    assert "del " in src
+    x_copy = x.copy()
+    np.testing.assert_allclose(jit(chain)(x), chain(x))
+    np.testing.assert_array_equal(x, x_copy)
+
+
+def test_no_in_place_write_into_a_buffer_a_view_still_sees():
+    def f(x):
+        y = x * 2.0
+        v = y.reshape(2, 2)
+        z = fnp.exp(y)  # y dies here, but v (a view of y) is still alive
+        return z.reshape(2, 2) + v
+
+    x = np.arange(4.0)
+    np.testing.assert_allclose(jit(f)(x), f(x))
+
+
+def test_donate_argnums_updates_in_place():
+    def step(params, grads):
+        return [p - 0.1 * g for p, g in zip(params, grads)]
+
+    jstep = jit(step, donate_argnums=0)
+    params = [np.ones(5), np.ones(3)]
+    grads = [np.ones(5), np.ones(3)]
+    expected = step(params, grads)
+    src = jstep.lower(params, grads).as_text()
+    assert "out=a0" in src or "out=a1" in src
+    new = jstep([p.copy() for p in params], grads)
+    for a, b in zip(new, expected):
+        np.testing.assert_allclose(a, b)
+
+
+def test_jit_composes_with_grad_vmap_and_itself():
+    from funcgrad.transforms.vmap import vmap
+
+    def f(w, x):
+        return fnp.sum(fnp.tanh(x @ w) ** 2)
+
+    w, x = rng.normal(size=(3, 2)), rng.normal(size=(4, 3))
+    g = fg.grad(f)(w, x)
+    np.testing.assert_allclose(jit(fg.grad(f))(w, x), g, rtol=1e-12)
+    np.testing.assert_allclose(fg.grad(jit(f))(w, x), g, rtol=1e-12)
+    v, g2 = jit(fg.value_and_grad(f))(w, x)
+    np.testing.assert_allclose(g2, g, rtol=1e-12)
+    per_example = jit(vmap(fg.grad(f), in_axes=(None, 0)))(w, x[:, None, :])
+    loop = np.stack([fg.grad(f)(w, x[i:i + 1]) for i in range(4)])
+    np.testing.assert_allclose(per_example, loop, rtol=1e-10)
+    np.testing.assert_allclose(vmap(jit(lambda r: fnp.sum(r ** 2)))(x), (x ** 2).sum(1))
+    inner = jit(lambda x: x * 2)
+    np.testing.assert_allclose(jit(lambda x: inner(x) + inner(x + 1))(x), 4 * x + 2)
+    np.testing.assert_allclose(fg.grad(fg.grad(jit(fnp.sin)))(0.3), -np.sin(0.3))
+
+
+def test_jit_decorator_form_and_python_scalars():
+    @jit
+    def f(x, s):
+        return x * s
+
+    np.testing.assert_allclose(f(np.ones(2, np.float32), 3.0), [3.0, 3.0])
+    assert f(np.ones(2, np.float32), 3.0).dtype == np.float32  # Python scalars are weak
+    f(np.ones(2, np.float32), 4.0)
+    assert f._cache_size() == 1  # a new Python scalar value does not retrace
