@@ -21,7 +21,6 @@ import numpy as np
 
 from ._common import interleaved, load_note, peak_in_subprocess
 
-
 # ---------------------------------------------------------------------------------------------
 # Models
 

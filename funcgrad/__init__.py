@@ -4,12 +4,20 @@
     fg.grad(lambda w, x: fnp.sum(fnp.tanh(x @ w)))(w, x)
 """
 
-from . import config, core, lax, tree_util
-from . import numpy  # noqa: F401  (installs the array methods of tracers)
+from . import (
+    config,
+    core,
+    lax,
+    nn,  # noqa: E402
+    numpy,  # noqa: F401  (installs the array methods of tracers)
+    tree_util,
+)
 from .core import ConcretizationError, LeakedTracerError, ShapedArray, make_jaxpr
 from .core.avals import float0
 from .transforms.custom import custom_jvp, custom_vjp
 from .transforms.grad import grad, jacrev, stop_gradient, value_and_grad, vjp
+from .transforms.jit import jit
 from .transforms.jvp import hessian, jacfwd, jvp, linearize
+from .transforms.vmap import vmap
 
 __version__ = "0.1.0"

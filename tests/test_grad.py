@@ -120,7 +120,6 @@ def test_perturbation_confusion():
 def test_python_control_flow_and_print(capsys):
     def f(x):
         print("value", x)
-        total = 0.0
         while float(fnp.sum(x)) < 10:
             x = x * 2
         if fnp.sum(x) > 100:

@@ -529,10 +529,7 @@ def public_names():
 
 
 # Failures owed to code outside funcgrad.numpy's part A, kept visible (strict: they must be fixed).
-KNOWN_FAILURES = {
-    "einsum": "lax reduce_sum's implementation widens int32 sums to int64 (xp.sum without "
-              "dtype=), so the evaluated program disagrees with its own abstract dtype",
-}
+KNOWN_FAILURES: dict = {}
 
 
 @pytest.mark.parametrize("c", [pytest.param(c, marks=pytest.mark.xfail(

@@ -89,12 +89,7 @@ MAX_COORDS = 12  # VJP check: coordinates of each input compared with finite dif
 # Work in progress elsewhere that makes a check raise NotImplementedError: (test kind or "*",
 # spec key) -> what is missing. Non-strict, and only for NotImplementedError, so that a wrong
 # number still fails and the entry can go once the work lands (the report shows XPASS).
-PENDING: dict[tuple[str, str], str] = {
-    ("vjp", "all_gather"): "all_gather's VJP uses dynamic_slice, which has no batching rule",
-    ("dot", "all_gather"): "all_gather's VJP uses dynamic_slice, which has no batching rule",
-    ("second_order", "all_gather"): "all_gather's VJP uses dynamic_slice, which has no "
-                                    "batching rule",
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 
 def _ids(kind, keys):

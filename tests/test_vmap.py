@@ -39,8 +39,8 @@ except AttributeError:  # not exported yet
     from funcgrad.transforms.vmap import vmap
 
 # FUNCGRAD_VMAP_EXAMPLES=200 draws more examples per test locally.
-hyp = settings(max_examples=int(os.environ.get("FUNCGRAD_VMAP_EXAMPLES", "4")), deadline=None, derandomize=True, database=None,
-               phases=[Phase.explicit, Phase.generate],
+hyp = settings(max_examples=int(os.environ.get("FUNCGRAD_VMAP_EXAMPLES", "4")), deadline=None,
+               derandomize=True, database=None, phases=[Phase.explicit, Phase.generate],
                suppress_health_check=list(HealthCheck))
 
 
@@ -161,6 +161,97 @@ def test_batching_rule_matches_loop(key, name, cases, apply, data):
         assert sum(extra.values()) <= 4 * len(ops) + 4 * max(o.ndim for o in ops) + 4, prog
 
 
+def _check_against_loop(f, args, in_axes):
+    """vmap(f, in_axes)(*args) == stacking f over the examples (axis 0 of the output)."""
+    size = next(np.shape(a)[ax] for a, ax in zip(args, in_axes) if ax is not None)
+    loop = [f(*[a if ax is None else np.take(a, b, axis=ax) for a, ax in zip(args, in_axes)])
+            for b in range(size)]
+    got = vmap(f, in_axes=in_axes)(*args)
+    if isinstance(got, tuple):
+        for i, g in enumerate(got):
+            np.testing.assert_array_equal(g, np.stack([np.asarray(o[i]) for o in loop]))
+    else:
+        np.testing.assert_array_equal(got, np.stack([np.asarray(o) for o in loop]))
+
+
+_IN_AXES = [(0, None), (None, 0), (0, 0), (-1, 1), (2, -1)]
+_IN_AXES3 = [(0, None, None), (None, 0, None), (None, None, 0), (0, 0, None), (None, 1, 0),
+             (1, 0, -1), (0, 0, 0)]
+
+
+@pytest.mark.parametrize("in_axes", _IN_AXES)
+def test_gather_every_batching_branch(in_axes):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 4, 5, 2))  # batch of 3 along each axis named in in_axes
+    x = np.moveaxis(x, 0, in_axes[0]) if in_axes[0] is not None else x[0]
+    idx = rng.integers(-1, 5, size=(3, 6, 2))  # some out of range: clamped
+    idx = np.moveaxis(idx, 0, in_axes[1]) if in_axes[1] is not None else idx[0]
+    _check_against_loop(lax.gather, (x, idx), in_axes)
+
+
+@pytest.mark.parametrize("mode", ["set", "add", "mul", "min", "max"])
+@pytest.mark.parametrize("in_axes", _IN_AXES3)
+def test_scatter_every_batching_branch(mode, in_axes):
+    rng = np.random.default_rng(1)
+    args = [rng.normal(size=(3, 4, 5, 2)), rng.integers(-1, 5, size=(3, 6, 2)),
+            rng.normal(size=(3, 6, 2))]  # duplicates and out-of-range indices included
+    args = [np.moveaxis(a, 0, ax) if ax is not None else a[0] for a, ax in zip(args, in_axes)]
+    if mode == "set":  # duplicates: NumPy's last-wins order must be kept per example
+        args[1] = args[1] % 3
+    _check_against_loop(lambda o, i, u: lax.scatter(o, i, u, mode=mode), args, in_axes)
+
+
+@pytest.mark.parametrize("in_axes", [(0, None, None), (None, 0, None), (None, None, 0),
+                                     (1, 0, 0), (-1, None, 0)])
+def test_dynamic_slice_every_batching_branch(in_axes):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, 6, 5))
+    args = [x, np.array([-1, 0, 2, 9]), np.array([3, 1, 0, 2], np.int32)]
+    args = [np.moveaxis(a, 0, ax) if ax is not None else a[0] for a, ax in zip(args, in_axes)]
+    f = lambda x, i, j: lax.dynamic_slice(x, i, j, slice_sizes=(3, 2))
+    _check_against_loop(f, args, in_axes)
+    prog = fg.make_jaxpr(vmap(f, in_axes=in_axes))(*args)
+    assert _count(prog)["gather"] + _count(prog)["dynamic_slice"] == 1
+
+
+@pytest.mark.parametrize("in_axes", [(0, None, None, None), (None, 0, None, None),
+                                     (None, None, 0, None), (0, 1, None, 0),
+                                     (None, None, None, 0), (1, None, 0, 0)])
+def test_dynamic_update_slice_every_batching_branch(in_axes):
+    rng = np.random.default_rng(3)
+    args = [rng.normal(size=(4, 6, 5)), rng.normal(size=(4, 3, 2)), np.array([-1, 0, 2, 9]),
+            np.array([3, 1, 0, 4])]
+    args = [np.moveaxis(a, 0, ax) if ax is not None else a[0] for a, ax in zip(args, in_axes)]
+    _check_against_loop(lax.dynamic_update_slice, args, in_axes)
+
+
+@pytest.mark.parametrize("fn", [lax.cumsum, lax.cumprod, lax.cummax, lax.cummin,
+                                lax.cumlogsumexp])
+def test_cumulative_batching_keeps_the_batch_axis(fn):
+    x = np.random.default_rng(4).normal(size=(3, 4, 5))
+    for in_axis in (0, 1, 2):
+        for axis in (0, 1):
+            for reverse in (False, True):
+                f = lambda v, axis=axis, reverse=reverse: fn(v, axis, reverse=reverse)
+                vals = vmap(f, in_axes=in_axis)(x)
+                want = np.stack([f(np.take(x, b, axis=in_axis))
+                                 for b in range(x.shape[in_axis])])
+                np.testing.assert_allclose(vals, want, rtol=1e-12)
+                assert [e.primitive.name for e in fg.make_jaxpr(vmap(f, in_axes=in_axis))(
+                    x).jaxpr.eqns][:1] == [fn.__name__]
+
+
+@pytest.mark.parametrize("in_axes", [(0, None, 0), (1, 1, None), (None, 0, 1), (2, 2, 2)])
+def test_sort_batching_with_mixed_operands(in_axes):
+    rng = np.random.default_rng(5)
+    args = [rng.integers(0, 3, size=(3, 3, 4)).astype(np.float64), rng.normal(size=(3, 3, 4)),
+            rng.normal(size=(3, 3, 4))]
+    args = [np.moveaxis(a, 0, ax) if ax is not None else a[0] for a, ax in zip(args, in_axes)]
+    for dim in (0, 1):
+        sort = lambda *o, dim=dim: lax.sort(*o, dimension=dim, num_keys=2)
+        _check_against_loop(sort, args, in_axes)
+
+
 # ---------------------------------------------------------------------------------------------
 # Programs: what a person would write
 
@@ -210,6 +301,36 @@ def test_program_size_does_not_grow_with_the_batch():
     sizes = {len(fg.make_jaxpr(vmap(f))(np.ones((n, 5)), np.zeros((n, 2, 1), np.int32)).jaxpr.eqns)
              for n in (1, 2, 9)}
     assert len(sizes) == 1
+
+
+def test_numpy_api_functions_batch_into_one_program():
+    fnp = pytest.importorskip("funcgrad.numpy")
+    rng = np.random.default_rng(0)
+
+    def attention(q, k, v):
+        s = fnp.einsum("qd,kd->qk", q, k) / np.sqrt(q.shape[-1])
+        w = fnp.exp(s - fnp.max(s, axis=-1, keepdims=True))
+        return (w / fnp.sum(w, axis=-1, keepdims=True)) @ v
+
+    q, k, v = rng.normal(size=(4, 3, 2)), rng.normal(size=(4, 5, 2)), rng.normal(size=(5, 6))
+    got = vmap(attention, in_axes=(0, 0, None))(q, k, v)
+    np.testing.assert_allclose(got, np.stack([attention(q[b], k[b], v) for b in range(4)]),
+                               rtol=1e-12)
+    counts = _count(fg.make_jaxpr(vmap(attention, in_axes=(0, 0, None)))(q, k, v))
+    assert counts["dot_general"] == 2 and counts["reduce_max"] == 1
+
+    # Per-example dynamic indices and updates, and fnp.where in place of Python control flow.
+    def step(x, i, val):
+        return x.at[i].add(val)[i] + x[i + 1] + fnp.where(x[i] > 0, 1.0, -1.0)
+
+    def reference(x, i, val):
+        y = x.copy()
+        y[i] += val
+        return y[i] + x[i + 1] + np.where(x[i] > 0, 1.0, -1.0)
+
+    x, i, val = rng.normal(size=(4, 6)), np.array([0, 2, 4, 1]), rng.normal(size=4)
+    np.testing.assert_allclose(vmap(step)(x, i, val),
+                               [reference(x[b], i[b], val[b]) for b in range(4)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,10 +500,11 @@ def test_batched_indexing_under_grad():
 def test_collectives_reduce_over_the_named_axis():
     xs = np.array([[1.0, 5.0], [4.0, 2.0], [3.0, 3.0]])
     run = lambda f: vmap(f, axis_name="i")(xs)
-    np.testing.assert_allclose(run(lambda x: lax.psum(x, "i")), np.broadcast_to(xs.sum(0), (3, 2)))
-    np.testing.assert_allclose(run(lambda x: lax.pmean(x, "i")), np.broadcast_to(xs.mean(0), (3, 2)))
-    np.testing.assert_allclose(run(lambda x: lax.pmax(x, "i")), np.broadcast_to(xs.max(0), (3, 2)))
-    np.testing.assert_allclose(run(lambda x: lax.pmin(x, "i")), np.broadcast_to(xs.min(0), (3, 2)))
+    every = lambda v: np.broadcast_to(v, (3, 2))
+    np.testing.assert_allclose(run(lambda x: lax.psum(x, "i")), every(xs.sum(0)))
+    np.testing.assert_allclose(run(lambda x: lax.pmean(x, "i")), every(xs.mean(0)))
+    np.testing.assert_allclose(run(lambda x: lax.pmax(x, "i")), every(xs.max(0)))
+    np.testing.assert_allclose(run(lambda x: lax.pmin(x, "i")), every(xs.min(0)))
     np.testing.assert_allclose(run(lambda x: lax.all_gather(x, "i")),
                                np.broadcast_to(xs, (3, 3, 2)))
     np.testing.assert_allclose(run(lambda x: lax.all_gather(x, "i", axis=1)),
@@ -446,6 +568,8 @@ def test_error_inconsistent_batch_sizes():
     assert "argument [1] has size 4 along axis 1" in msg
     with pytest.raises(ValueError, match="axis_size=5"):
         vmap(lax.neg, axis_size=5)(np.ones(3))
+    with pytest.raises(ValueError, match=r"argument \['s'\] \(keyword\) has size 4 along axis 0"):
+        vmap(lambda x, *, s: lax.mul(x, s))(np.ones(3), s=np.ones(4))
 
 
 def test_error_in_axes_do_not_match_the_arguments():

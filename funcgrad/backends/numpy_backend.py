@@ -91,7 +91,7 @@ def compile_jaxpr(jaxpr, xp=np, donated=()):
     for k, (eqn, dead) in enumerate(zip(jaxpr.eqns, frees)):
         prim = eqn.primitive
         ins = [name_of(a) for a in eqn.invars]
-        for j, v in enumerate(eqn.outvars):
+        for v in eqn.outvars:
             names[v] = f"v{next(counter)}"
         outs = ", ".join(names[v] for v in eqn.outvars)
         if prim.multiple_results:

@@ -111,7 +111,7 @@ def get_aval(x) -> ShapedArray:
     if dtype is None or shape is None:
         raise TypeError(f"Value of type {t.__name__} is not a valid funcgrad array: pass a NumPy "
                         "array, a Python or NumPy scalar, or a pytree of them.")
-    return ShapedArray(shape, check_dtype(dtype, f"Array of dtype"))
+    return ShapedArray(shape, check_dtype(dtype, "Array of dtype"))
 
 
 _aval_cache: dict = {}

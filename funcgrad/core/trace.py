@@ -14,9 +14,17 @@ import contextlib
 
 import numpy as np
 
-from .avals import PY_SCALARS, ShapedArray, get_aval
-from .jaxpr import (ClosedJaxpr, Eqn, Jaxpr, Literal, Var, _source_override, user_line,
-                    user_source_info)
+from .avals import PY_SCALARS, get_aval
+from .jaxpr import (
+    ClosedJaxpr,
+    Eqn,
+    Jaxpr,
+    Literal,
+    Var,
+    _source_override,
+    user_line,
+    user_source_info,
+)
 
 
 class ConcretizationError(TypeError):
@@ -38,7 +46,7 @@ def register_array_namespace(array_type, xp):
 
 
 def array_namespace(args):
-    """The array module (`xp`) for a call: the namespace of its first non-NumPy array, else NumPy."""
+    """The array module (`xp`) of a call: that of its first non-NumPy array, else NumPy."""
     if _namespaces:
         for a in args:
             xp = _namespaces.get(type(a))
@@ -282,7 +290,8 @@ class Tracer:
 
     def __hash__(self):
         raise TypeError(f"Traced arrays are unhashable (got {self.aval.str_short()}). Use a "
-                        "static argument (static_argnums) for values used as dict keys or cache keys.")
+                        "static argument (static_argnums) for values used as dict keys or cache "
+                        "keys.")
 
     def __len__(self):
         if not self.shape:
@@ -392,7 +401,8 @@ def concretization_error(tracer, what):
     stack = transform_stack_str() or trace.name
     return ConcretizationError(
         f"{what} was called on an abstract traced value {tracer.aval.str_short()} inside "
-        f"{stack}{user_line()}. Under jit, vmap and make_jaxpr values are abstract (shape and dtype "
+        f"{stack}{user_line()}. Under jit, vmap and make_jaxpr values are abstract (shape and "
+        "dtype "
         "only), so Python control flow and conversions cannot depend on them. Fixes: use "
         "fnp.where(cond, a, b) for elementwise choices, fg.lax.cond / fg.lax.while_loop for "
         "branches and loops that stay in the program, or mark the argument static "

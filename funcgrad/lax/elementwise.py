@@ -105,7 +105,8 @@ tan_p = unary("tan", lambda xp, x: xp.tan(x), lambda x, y: add(_one(y), mul(y, y
 asin_p = unary("asin", lambda xp, x: xp.arcsin(x), lambda x, y: rsqrt(sub(_one(x), mul(x, x))))
 acos_p = unary("acos", lambda xp, x: xp.arccos(x),
                lambda x, y: neg(rsqrt(sub(_one(x), mul(x, x)))))
-atan_p = unary("atan", lambda xp, x: xp.arctan(x), lambda x, y: div(_one(x), add(_one(x), mul(x, x))))
+atan_p = unary("atan", lambda xp, x: xp.arctan(x),
+               lambda x, y: div(_one(x), add(_one(x), mul(x, x))))
 sinh_p = unary("sinh", lambda xp, x: xp.sinh(x), lambda x, y: cosh(x))
 cosh_p = unary("cosh", lambda xp, x: xp.cosh(x), lambda x, y: sinh(x))
 tanh_p = unary("tanh", lambda xp, x: xp.tanh(x), lambda x, y: sub(_one(y), mul(y, y)),
@@ -347,7 +348,8 @@ def _select_n_abstract(pred, *cases):
     if pred.shape not in ((), shape):
         raise shape_error("select_n", f"predicate {pred.str_short()} must be rank 0 or have the "
                           f"cases' shape {cases[0].str_short()}")
-    if len(cases) > 2 and pred.dtype.kind not in "iu" or len(cases) <= 2 and pred.dtype.kind not in "biu":
+    allowed = "iu" if len(cases) > 2 else "biu"
+    if pred.dtype.kind not in allowed:
         raise TypeError(f"select_n predicate must be bool (2 cases) or integer, got {pred.dtype}")
     return ShapedArray(shape, dt, weak(cases))
 

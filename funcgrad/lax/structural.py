@@ -214,7 +214,7 @@ def _keep_dims_broadcast(ct, x_shape, axes):
 
 
 reduce_sum_p = _linear(Primitive(
-    "reduce_sum", impl=lambda xp, x, *, axes: xp.sum(x, axis=axes),
+    "reduce_sum", impl=lambda xp, x, *, axes: xp.sum(x, axis=axes, dtype=x.dtype),
     abstract_eval=_reduce_abstract("reduce_sum", "iufc"),
     vjp=lambda ct, primals, out, active, *, axes: (
         _keep_dims_broadcast(ct, primals[0].shape, axes),)),
@@ -270,7 +270,7 @@ def _prod_others(x, axes):
 
 
 reduce_prod_p = Primitive(
-    "reduce_prod", impl=lambda xp, x, *, axes: xp.prod(x, axis=axes),
+    "reduce_prod", impl=lambda xp, x, *, axes: xp.prod(x, axis=axes, dtype=x.dtype),
     abstract_eval=_reduce_abstract("reduce_prod", "iufc"), residuals="in",
     jvp=lambda primals, tangents, out, *, axes: reduce_sum(
         ew.mul(tangents[0], _prod_others(primals[0], axes)), axes),
@@ -503,7 +503,8 @@ def _slice_abstract(x, *, start_indices, limit_indices, strides):
 
 def _slice_impl(xp, x, *, start_indices, limit_indices, strides):
     strides = strides or (1,) * x.ndim
-    return x[tuple(slice_builtin(a, b, c) for a, b, c in zip(start_indices, limit_indices, strides))]
+    return x[tuple(slice_builtin(a, b, c)
+                   for a, b, c in zip(start_indices, limit_indices, strides))]
 
 
 def _slice_vjp(ct, primals, out, active, *, start_indices, limit_indices, strides):

@@ -19,6 +19,12 @@ from ..core import Primitive, Tracer, user_line
 from ._util import fun_name, top_trace
 
 
+def _describe_cts(cts):
+    if isinstance(cts, (tuple, list)):
+        return f"{type(cts).__name__} of length {len(cts)}"
+    return type(cts).__name__
+
+
 def _resolve_args(fun, args, kwargs):
     if not kwargs:
         return tuple(args)
@@ -127,7 +133,7 @@ class custom_vjp:
                 raise TypeError(
                     f"custom_vjp {fun_name(self.fun)}: bwd must return a tuple with one cotangent "
                     f"per differentiable argument ({len(diff)}), got "
-                    f"{type(cts).__name__}{'' if not isinstance(cts, (tuple, list)) else f' of length {len(cts)}'}.")
+                    f"{_describe_cts(cts)}.")
             for k, (c, a) in enumerate(zip(cts, diff)):
                 ct_tree = tree_util.tree_structure(c) if c is not None else None
                 a_tree = tree_util.tree_structure(a)

@@ -18,8 +18,7 @@ import itertools
 import numpy as np
 
 from .. import tree_util
-from ..core import (bind, Trace, Tracer, float0, get_aval, new_trace,
-                    user_line)
+from ..core import Trace, Tracer, bind, float0, get_aval, new_trace, user_line
 from ..core.avals import shaped_array
 from ..lax import add, stop_gradient_p
 from ._util import arg_name, fun_name, normalize_argnums
@@ -173,7 +172,7 @@ def trace_vjp(fun, primals, active_leaves, has_aux=False):
                                 f"(output, aux), got {type(out).__name__}.")
             out, aux = out
             aux = tree_util.tree_map(
-                lambda x: x.val if type(x) is Tracer and x._trace is trace else x, aux)
+                lambda x, t=trace: x.val if type(x) is Tracer and x._trace is t else x, aux)
         out_flat, out_tree = tree_util.tree_flatten(out)
         out_tracers = [trace.to_tracer(o) for o in out_flat]
     out_vals = [t.val for t in out_tracers]

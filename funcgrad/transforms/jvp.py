@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import tree_util
-from ..core import Trace, Tracer, get_aval, new_trace, trace_to_jaxpr, eval_jaxpr, user_line
+from ..core import Trace, Tracer, eval_jaxpr, get_aval, new_trace, trace_to_jaxpr, user_line
 from ._util import fun_name, normalize_argnums
 from .grad import _as_value, _aval_of, _check_grad_input
 

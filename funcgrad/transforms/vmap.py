@@ -116,8 +116,16 @@ def vmap(fun, in_axes=0, out_axes=0, axis_size=None, axis_name=None):
             a %= ndim
             norm.append(a)
             sizes.append((path, a, (np.shape(x) if type(x) is not Tracer else x.shape)[a]))
-        size = _axis_size(fun, sizes, axis_size)
         kw_flat, kw_tree = tree_util.tree_flatten(kwargs)
+        for (p, _), x in zip(tree_util.tree_flatten_with_path(kwargs)[0], kw_flat):
+            shape = np.shape(x) if type(x) is not Tracer else x.shape
+            if not shape:  # keyword arguments are batched along axis 0, as in JAX
+                raise ValueError(f"vmap({fun_name(fun)}): keyword argument "
+                                 f"{tree_util.keystr(p)} is rank 0, but keyword arguments are "
+                                 f"batched along axis 0{user_line()}; pass it positionally "
+                                 "with in_axes None to leave it unbatched.")
+            sizes.append((f"{tree_util.keystr(p)} (keyword)", 0, shape[0]))
+        size = _axis_size(fun, sizes, axis_size)
         with axis_frame(axis_name, size), new_trace(BatchTrace, size, axis_name) as trace:
             tracers = [trace.new_arg(_as_value(x), a) for x, a in zip(flat, norm)]
             kw_tracers = [trace.new_arg(_as_value(x), 0) for x in kw_flat]
