@@ -106,7 +106,7 @@ def _count(closed):
 
 # Equations a batching rule may add beyond a transpose or a broadcast: the index column of a
 # batched gather/scatter, the window indices of batched dynamic slices, the per-example padding.
-_LAYOUT = {"transpose", "broadcast_in_dim"}
+_LAYOUT = {"transpose", "broadcast_in_dim", "reshape"}  # layout only: no compute per example
 _EXTRA = {
     **{n: {"iota", "concatenate"} for n in ["gather", "scatter", "scatter_add", "scatter_mul",
                                            "scatter_min", "scatter_max"]},

@@ -103,7 +103,11 @@ def compile_jaxpr(jaxpr, xp=np, donated=()):
             call = f"{fn}({', '.join(ins)}, out={names[target]})"
         else:
             fn = f"{prim.name}_{k}"
-            namespace[fn] = functools.partial(prim.impl, xp, **eqn.params)
+            compile_rule = getattr(prim, "compile_rule", None)
+            if compile_rule is not None:  # e.g. control flow: loops over compiled bodies
+                namespace[fn] = compile_rule(xp, compile_jaxpr, **eqn.params)
+            else:
+                namespace[fn] = functools.partial(prim.impl, xp, **eqn.params)
             call = f"{fn}({', '.join(ins)})"
             if not prim.multiple_results and eqn.outvars[0].aval.ndim == 0:
                 call = f"_asarray({call})"

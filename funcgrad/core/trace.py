@@ -69,6 +69,9 @@ class Primitive:
                                             whether input i needs one; primals and out hold values
                                             where `residuals` keeps them and avals elsewhere
     batch(args, dims, **params)          -> (out, out_dim): the batching rule (vmap)
+    compile_rule(xp, compile_jaxpr, **params) -> callable (optional): how jit's code generator
+                                            runs it (primitives holding sub-programs compile
+                                            their bodies once instead of interpreting them)
     residuals: what a backward pass must keep of this primitive's values: "in", "out", "inout",
       "none" (linear primitives need only shapes) or "cross" (input i kept only when another input
       is active, as for mul and dot_general), or a tuple of the input positions to keep.

@@ -41,42 +41,32 @@ def at_front(x, d, size):
     return move_to_front(x, d)
 
 
-def elementwise_batch(prim, scalar_ok=None):
-    """Batching rule for elementwise primitives whose operands share a shape, or are rank 0.
+def elementwise_batch(prim):
+    """Batching rule for elementwise primitives, whose operands broadcast like NumPy's.
 
-    scalar_ok: the operand positions that may stay rank 0 beside a batched operand (default: all,
-    as for binary primitives; select_n allows it for its predicate only).
+    Batched operands get their batch axis in front and, if their rank is below the others', size-1
+    axes after it, so NumPy's right-aligned broadcasting lines every operand up; unbatched
+    operands stay as they are. When every batched operand already has the batch axis at the same
+    place and unbatched ones are short enough not to reach it, nothing moves at all.
     """
     from ..core import bind
 
     def rule(vals, dims, **params):
         logical = [v.ndim - (d is not None) for v, d in zip(vals, dims)]
-        batched_dims = {d for d in dims if d is not None}
-        batched_ranks = {r for r, d in zip(logical, dims) if d is not None}
-        max_rank = max(logical)
-        keep = [r == 0 and (scalar_ok is None or i in scalar_ok) for i, r in enumerate(logical)]
-        if (len(batched_dims) == 1 and batched_ranks == {max_rank}
-                and all(k for k, d in zip(keep, dims) if d is None)):
-            return bind(prim, *vals, **params), dims[[d is not None for d in dims].index(True)]
-        size = batch_size(vals, dims)
-        full = next(tuple(v.shape[1:]) if d == 0 else tuple(s for i, s in enumerate(v.shape)
-                                                            if i != d)
-                    if d is not None else tuple(v.shape)
-                    for v, d, r in zip(vals, dims, logical) if r == max_rank)
-        from .structural import broadcast_in_dim
+        rank = max(logical)
+        batched = [(d, r) for d, r in zip(dims, logical) if d is not None]
+        d0 = batched[0][0]
+        if (all(d == d0 and r == rank for d, r in batched)
+                and all(r <= rank - d0 for r, d in zip(logical, dims) if d is None)):
+            return bind(prim, *vals, **params), d0
+        from .structural import reshape
         new = []
-        for v, d, r, k in zip(vals, dims, logical, keep):
-            if d is None:
-                if k:
-                    new.append(v)
-                else:
-                    v = at_front(v, None, size)
-                    new.append(v if r == max_rank else broadcast_in_dim(v, (size,) + full, (0,)))
-            else:
+        for v, d, r in zip(vals, dims, logical):
+            if d is not None:
                 v = move_to_front(v, d)
-                if r < max_rank:
-                    v = broadcast_in_dim(v, (size,) + full, (0,))
-                new.append(v)
+                if r < rank:
+                    v = reshape(v, (v.shape[0],) + (1,) * (rank - r) + tuple(v.shape[1:]))
+            new.append(v)
         return bind(prim, *new, **params), 0
 
     return rule

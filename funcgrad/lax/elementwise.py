@@ -1,12 +1,15 @@
 """Elementwise primitives: unary and binary math, comparisons, logic, select, conversions.
 
-Operands of a binary primitive share one dtype and one shape, except that a rank-0 operand
-broadcasts against the other (so programs read `mul b 2.0:f32[]`). General broadcasting and dtype
-promotion are funcgrad.numpy's job. Each primitive is defined once with all of its rules.
+Operands of a binary primitive (and of select_n) share one dtype; their shapes broadcast by
+NumPy's rules, so programs read `mul b 2.0:f32[]` or `add c d` with a bias `d:f32[128]`, with no
+separate broadcast equation, and eager calls go straight to the NumPy ufunc. The VJP sums a
+cotangent back down to each operand's shape. Dtype promotion is funcgrad.numpy's job. Each
+primitive is defined once with all of its rules.
 """
 
 from __future__ import annotations
 
+import builtins
 import math
 
 import numpy as np
@@ -42,12 +45,34 @@ def _scalar(value, like):
     return np.array(value, like.dtype)
 
 
+def broadcast_shapes(name, *avals):
+    """NumPy's broadcast of the operands' shapes, or an error naming them all."""
+    shapes = [a.shape for a in avals]
+    if all(s == shapes[0] for s in shapes):
+        return shapes[0]
+    ndim = builtins.max(len(s) for s in shapes)
+    out = []
+    for i in range(-ndim, 0):
+        sizes = {s[i] for s in shapes if len(s) >= -i} - {1}
+        if len(sizes) > 1:
+            raise shape_error(name, "operand shapes " + " and ".join(a.str_short() for a in avals)
+                              + " cannot be broadcast together (axes must be equal or 1, "
+                              "counting from the right)")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
 def unbroadcast(ct, operand_aval):
-    """Sum a cotangent down to a rank-0 operand that was broadcast in a binary primitive."""
-    if operand_aval.shape == () and ct.shape != ():
-        from .structural import reduce_sum
-        return reduce_sum(ct, tuple(range(len(ct.shape))))
-    return ct
+    """Sum a cotangent down to the shape of an operand that was broadcast in the primitive."""
+    shape = tuple(operand_aval.shape)
+    if tuple(ct.shape) == shape:
+        return ct
+    from .structural import reduce_sum, reshape
+    lead = len(ct.shape) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
+                                      if s == 1 and ct.shape[lead + i] != 1)
+    summed = reduce_sum(ct, axes) if axes else ct
+    return reshape(summed, shape) if tuple(summed.shape) != shape else summed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,14 +200,7 @@ def _binary_abstract(name, kinds, out_dtype=None):
     def rule(x, y):
         dt = same_dtype(name, (x, y))
         check_kind(name, x, kinds)
-        if x.shape == y.shape or y.shape == ():
-            shape = x.shape
-        elif x.shape == ():
-            shape = y.shape
-        else:
-            raise shape_error(name, f"operands must have equal shapes (or one of rank 0), got "
-                              f"{x.str_short()} and {y.str_short()}. funcgrad.numpy broadcasts for "
-                              "you; at the lax level use lax.broadcast_in_dim first.")
+        shape = broadcast_shapes(name, x, y)
         return ShapedArray(shape, out_dtype or dt, weak((x, y)) and out_dtype is None)
     return rule
 
@@ -223,9 +241,11 @@ def binary(name, impl, partials=None, kinds=NUMBER, residuals="in", out_dtype=No
 
 
 def _broadcast_to_out(t, out):
-    if t.shape != out.shape:
+    """A tangent of a broadcast operand, broadcast to the output's shape."""
+    if tuple(t.shape) != tuple(out.shape):
         from .structural import broadcast_in_dim
-        return broadcast_in_dim(t, out.shape, ())
+        lead = len(out.shape) - len(t.shape)
+        return broadcast_in_dim(t, out.shape, tuple(range(lead, len(out.shape))))
     return t
 
 
@@ -313,19 +333,9 @@ def _pow_partials(x, y, out):
 
 def _minmax_partials(cmp, x, y):
     # The winner gets the whole derivative; ties split it evenly (as JAX).
-    shape = x.shape if x.shape else y.shape
-    xb = _bcast(x, shape)
-    yb = _bcast(y, shape)
-    half = full(shape, 0.5, x.dtype)
-    one = full(shape, 1, x.dtype)
-    zero = full(shape, 0, x.dtype)
-    wins_x = select_n(cmp(xb, yb), select_n(eq(xb, yb), zero, half), one)
-    return wins_x, sub(one, wins_x)
-
-
-def _bcast(x, shape):
-    from .structural import broadcast_in_dim
-    return x if x.shape == shape else broadcast_in_dim(x, shape, ())
+    wins_x = select_n(cmp(x, y), select_n(eq(x, y), _scalar(0, x), _scalar(0.5, x)),
+                      _scalar(1, x))
+    return wins_x, sub(_scalar(1, x), wins_x)
 
 
 def _atan2_partials(x, y):
@@ -340,14 +350,7 @@ def _select_n_abstract(pred, *cases):
     if not cases:
         raise TypeError("select_n needs at least one case")
     dt = same_dtype("select_n", cases)
-    shape = cases[0].shape
-    for c in cases[1:]:
-        if c.shape != shape:
-            raise shape_error("select_n", "cases must have equal shapes, got "
-                              + ", ".join(c.str_short() for c in cases))
-    if pred.shape not in ((), shape):
-        raise shape_error("select_n", f"predicate {pred.str_short()} must be rank 0 or have the "
-                          f"cases' shape {cases[0].str_short()}")
+    shape = broadcast_shapes("select_n", pred, *cases)
     allowed = "iu" if len(cases) > 2 else "biu"
     if pred.dtype.kind not in allowed:
         raise TypeError(f"select_n predicate must be bool (2 cases) or integer, got {pred.dtype}")
@@ -356,7 +359,7 @@ def _select_n_abstract(pred, *cases):
 
 def _select_n_impl(xp, pred, *cases):
     if len(cases) == 1:
-        return cases[0]
+        return xp.broadcast_to(cases[0], xp.broadcast_shapes(pred.shape, cases[0].shape))
     if len(cases) == 2:
         return xp.where(pred, cases[1], cases[0])
     return xp.choose(pred, cases)
@@ -366,19 +369,19 @@ def _select_n_jvp(primals, tangents, out):
     pred = primals[0]
     if all(t is None for t in tangents[1:]):
         return None
-    ts = [zeros_like(c) if t is None else t for c, t in zip(primals[1:], tangents[1:])]
-    return select_n(pred, *ts)
+    ts = [np.zeros((), c.dtype) if t is None else t for c, t in zip(primals[1:], tangents[1:])]
+    return _broadcast_to_out(select_n(pred, *ts), out)
 
 
 def _select_n_vjp(ct, primals, out, active):
     pred = primals[0]
-    zero = zeros_like(ct)
+    zero = np.zeros((), ct.dtype)
     res = [None]
     for i in range(1, len(primals)):
         if active[i]:
             picks = [zero] * (len(primals) - 1)
             picks[i - 1] = ct
-            res.append(select_n(pred, *picks))
+            res.append(unbroadcast(select_n(pred, *picks), primals[i]))
         else:
             res.append(None)
     return tuple(res)
@@ -386,7 +389,7 @@ def _select_n_vjp(ct, primals, out, active):
 
 select_n_p = Primitive("select_n", impl=_select_n_impl, abstract_eval=_select_n_abstract,
                        jvp=_select_n_jvp, vjp=_select_n_vjp, residuals=(0,))
-select_n_p.batch = elementwise_batch(select_n_p, scalar_ok=(0,))
+select_n_p.batch = elementwise_batch(select_n_p)
 
 
 def _convert_abstract(x, *, new_dtype, weak_type=False):

@@ -160,12 +160,18 @@ _PY_NUMBERS = (int, float)
 
 
 def promote2(x, y, dtype=None):
-    """promote_args for two operands, with fast paths for the common eager cases: two NumPy
-    arrays that already agree, and a NumPy array with a Python number."""
+    """Two operands converted to their common dtype (NEP 50), shapes left to broadcast.
+
+    Binary primitives broadcast like NumPy, so only the dtypes are made to agree here (and the
+    shapes are checked, for an error that names both and the user's line). Fast paths cover the
+    common eager cases: two NumPy arrays, and a NumPy array with a Python number.
+    """
     tx, ty = type(x), type(y)
     if tx is np.ndarray:
         if ty is np.ndarray:
-            if x.shape == y.shape and x.dtype == y.dtype and (dtype is None or x.dtype == dtype):
+            if x.dtype == y.dtype and (dtype is None or x.dtype == dtype):
+                if x.shape != y.shape:
+                    broadcast_shapes(x.shape, y.shape)
                 return x, y
         elif ty in _PY_NUMBERS:
             dt = np.result_type(x.dtype, y) if dtype is None else dtype
@@ -173,7 +179,17 @@ def promote2(x, y, dtype=None):
     elif ty is np.ndarray and tx in _PY_NUMBERS:
         dt = np.result_type(y.dtype, x) if dtype is None else dtype
         return _scalar(x, dt), (y if y.dtype == dt else lax.convert_element_type(y, dt))
-    return promote_args(x, y, dtype=dtype)
+    dtype = result_type(x, y) if dtype is None else np.dtype(dtype)
+    out = []
+    for a in (x, y):
+        if type(a) in PY_SCALARS:
+            out.append(_scalar(a, dtype))
+            continue
+        a = asarray(a)
+        out.append(a if a.dtype == dtype else lax.convert_element_type(a, dtype))
+    if out[0].shape != out[1].shape:
+        broadcast_shapes(out[0].shape, out[1].shape)
+    return out[0], out[1]
 
 
 def canonical_axis(axis, ndim, what="axis"):
