@@ -21,7 +21,7 @@ from .transforms.grad import stop_gradient
 def relu(x):
     """max(x, 0), with derivative 0 at 0 (as JAX)."""
     x = fnp.asarray(x)
-    return fnp.where(x > 0, x, fnp.zeros_like(x))
+    return fnp.where(x > 0, x, 0)
 
 
 def relu6(x):
@@ -81,8 +81,11 @@ def _axes(axis, ndim):
 
 
 def _finite_max(x, axis):
-    m = fnp.max(x, axis=axis, keepdims=True)
-    return stop_gradient(fnp.where(fnp.isfinite(m), m, fnp.zeros_like(m)))
+    """The max along `axis` (kept), 0 where it is infinite, as a constant for differentiation:
+    the shift cancels in every formula that uses it, so no derivative flows through it (and
+    stopping the gradient first means no backward work or stored residual for it at all)."""
+    m = fnp.max(stop_gradient(x), axis=axis, keepdims=True)
+    return fnp.where(fnp.isfinite(m), m, 0)
 
 
 @partial(custom_jvp, nondiff_argnums=(1, 2))

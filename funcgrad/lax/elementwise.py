@@ -269,8 +269,15 @@ sub_p = binary("sub", lambda xp, x, y: xp.subtract(x, y), residuals="none", jvp=
                                               unbroadcast(neg(ct), p[1]) if active[1] else None))
 mul_p = binary("mul", lambda xp, x, y: xp.multiply(x, y), lambda x, y, out: (y, x),
                residuals="cross")
+def _div_vjp(ct, primals, out, active):
+    x, y = primals
+    return (unbroadcast(div(ct, y), x) if active[0] else None,
+            unbroadcast(neg(mul(ct, div(out, y))), y) if active[1] else None)
+
+
 div_p = binary("div", lambda xp, x, y: _div_impl(xp, x, y),
-               lambda x, y, out: (div(_one(y), y), neg(div(x, mul(y, y)))))
+               lambda x, y, out: (div(_one(y), y), neg(div(out, y))), residuals="inout",
+               vjp=_div_vjp)
 rem_p = binary("rem", lambda xp, x, y: xp.fmod(x, y),
                lambda x, y, out: (_one(x), neg(round_toward_zero(div(x, y)))), kinds="iuf")
 pow_p = binary("pow", lambda xp, x, y: xp.power(x, y), lambda x, y, out: _pow_partials(x, y, out),

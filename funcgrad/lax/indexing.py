@@ -9,6 +9,7 @@ indices are out of range here (funcgrad.numpy wraps them before calling these).
 
 from __future__ import annotations
 
+import math
 import numpy as np
 
 from ..core import Primitive, ShapedArray, bind
@@ -93,7 +94,9 @@ def _gather_impl(xp, operand, indices):
     k = indices.shape[-1]
     if k == 0:  # every batch element reads the whole operand
         return xp.broadcast_to(operand, indices.shape[:-1] + operand.shape)
-    cols = tuple(xp.clip(indices[..., i], 0, operand.shape[i] - 1) for i in range(k))
+    # minimum/maximum rather than clip: the same clamp, without clip's Python-level overhead
+    cols = tuple(xp.minimum(xp.maximum(indices[..., i], 0), operand.shape[i] - 1)
+                 for i in range(k))
     return operand[cols]
 
 
@@ -208,7 +211,7 @@ def _scatter_winners(operand, indices):
     """Boolean mask over the batch: which updates were written (in range, and the last of their
     duplicates): scatter each update's id, then read back which id landed where."""
     batch = indices.shape[:-1]
-    n = int(np.prod(batch, dtype=np.int64))
+    n = math.prod(batch)
     ids = reshape(iota(INDEX, (n,)), batch)
     board = scatter(ew.full(_indexed_dims(operand, indices), -1, INDEX), indices, ids)
     return ew.eq(gather(board, indices), ids)

@@ -4,6 +4,7 @@ dot_general, each defined once with its shape rule, implementation, JVP and VJP.
 
 from __future__ import annotations
 
+import math
 import builtins
 
 import numpy as np
@@ -77,9 +78,9 @@ def broadcast_in_dim(x, shape, broadcast_dimensions):
 # reshape, transpose, squeeze, expand_dims, rev
 
 def _reshape_abstract(x, *, new_sizes):
-    if int(np.prod(new_sizes, dtype=np.int64)) != x.size:
+    if math.prod(new_sizes) != x.size:
         raise shape_error("reshape", f"cannot reshape {x.str_short()} ({x.size} elements) into "
-                          f"shape {tuple(new_sizes)} ({int(np.prod(new_sizes))} elements)")
+                          f"shape {tuple(new_sizes)} ({math.prod(new_sizes)} elements)")
     return ShapedArray(new_sizes, x.dtype, x.weak_type)
 
 
@@ -214,7 +215,7 @@ def _keep_dims_broadcast(ct, x_shape, axes):
 
 
 reduce_sum_p = _linear(Primitive(
-    "reduce_sum", impl=lambda xp, x, *, axes: xp.sum(x, axis=axes, dtype=x.dtype),
+    "reduce_sum", impl=lambda xp, x, *, axes: x.sum(axis=axes, dtype=x.dtype),
     abstract_eval=_reduce_abstract("reduce_sum", "iufc"),
     vjp=lambda ct, primals, out, active, *, axes: (
         _keep_dims_broadcast(ct, primals[0].shape, axes),)),
@@ -239,10 +240,10 @@ def _chooser_weights(x, out, axes):
     return ew.div(hit, _keep_dims_broadcast(counts, x.shape, axes))
 
 
-reduce_max_p = Primitive("reduce_max", impl=lambda xp, x, *, axes: xp.max(x, axis=axes),
+reduce_max_p = Primitive("reduce_max", impl=lambda xp, x, *, axes: x.max(axis=axes),
                          abstract_eval=_reduce_abstract("reduce_max", "iufb"),
                          jvp=_minmax_chooser_jvp, vjp=_minmax_chooser_vjp, residuals="inout")
-reduce_min_p = Primitive("reduce_min", impl=lambda xp, x, *, axes: xp.min(x, axis=axes),
+reduce_min_p = Primitive("reduce_min", impl=lambda xp, x, *, axes: x.min(axis=axes),
                          abstract_eval=_reduce_abstract("reduce_min", "iufb"),
                          jvp=_minmax_chooser_jvp, vjp=_minmax_chooser_vjp, residuals="inout")
 
@@ -258,7 +259,7 @@ def _prod_others(x, axes):
     perm = kept + list(axes)
     xt = transpose(x, perm)
     lead = tuple(xt.shape[:len(kept)])
-    n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    n = math.prod([x.shape[a] for a in axes])
     flat = reshape(xt, lead + (n,))
     ones = ew.full(lead + (1,), 1, x.dtype)
     pre = concatenate([ones, slice(cumprod(flat, axis=len(lead)), (0,) * len(lead) + (0,),
@@ -363,21 +364,22 @@ def _dot_abstract(lhs, rhs, *, dimension_numbers, preferred_element_type=None):
 
 def _dot_impl(xp, lhs, rhs, *, dimension_numbers, preferred_element_type=None):
     (lc, rc), (lb, rb) = dimension_numbers
-    if not lb and len(lc) == 1 and lc[0] == lhs.ndim - 1 and rhs.ndim <= 2 and (
-            rhs.ndim == 1 and rc[0] == 0 or rhs.ndim == 2 and rc[0] == 0):
-        out = xp.matmul(lhs, rhs) if lhs.ndim and rhs.ndim else xp.multiply(lhs, rhs)
+    if not lb and len(lc) == 1 and lhs.ndim and rhs.ndim and rhs.ndim <= 2 and (
+            lc[0] == lhs.ndim - 1 or lhs.ndim == 2):
+        # One contraction, no batch: a matmul, transposing 2-D operands as views if needed.
+        a = lhs if lc[0] == lhs.ndim - 1 else lhs.T
+        b = rhs if rc[0] == 0 else rhs.T
+        out = xp.matmul(a, b)
     else:
         lfree = [i for i in range(lhs.ndim) if i not in lc and i not in lb]
         rfree = [i for i in range(rhs.ndim) if i not in rc and i not in rb]
         bshape = [lhs.shape[i] for i in lb]
         lf = [lhs.shape[i] for i in lfree]
         rf = [rhs.shape[i] for i in rfree]
-        k = int(np.prod([lhs.shape[i] for i in lc], dtype=np.int64))
-        nb = int(np.prod(bshape, dtype=np.int64))
-        a = xp.reshape(xp.transpose(lhs, list(lb) + lfree + list(lc)),
-                       (nb, int(np.prod(lf, dtype=np.int64)), k))
-        b = xp.reshape(xp.transpose(rhs, list(rb) + list(rc) + rfree),
-                       (nb, k, int(np.prod(rf, dtype=np.int64))))
+        k = math.prod(lhs.shape[i] for i in lc)
+        nb = math.prod(bshape)
+        a = xp.reshape(xp.transpose(lhs, list(lb) + lfree + list(lc)), (nb, math.prod(lf), k))
+        b = xp.reshape(xp.transpose(rhs, list(rb) + list(rc) + rfree), (nb, k, math.prod(rf)))
         out = xp.reshape(xp.matmul(a, b), bshape + lf + rf)
     if preferred_element_type is not None:
         out = out.astype(preferred_element_type, copy=False)

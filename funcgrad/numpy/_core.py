@@ -167,13 +167,16 @@ def promote2(x, y, dtype=None):
     common eager cases: two NumPy arrays, and a NumPy array with a Python number.
     """
     tx, ty = type(x), type(y)
+    if (tx is np.ndarray or tx is Tracer) and (ty is np.ndarray or ty is Tracer):
+        if x.dtype == y.dtype and (dtype is None or x.dtype == dtype):
+            if x.shape != y.shape:
+                broadcast_shapes(x.shape, y.shape)
+            return x, y
+    elif tx is Tracer and ty in _PY_NUMBERS and not x.aval.weak_type:
+        dt = np.result_type(x.dtype, y) if dtype is None else dtype
+        return (x if x.dtype == dt else lax.convert_element_type(x, dt)), _scalar(y, dt)
     if tx is np.ndarray:
-        if ty is np.ndarray:
-            if x.dtype == y.dtype and (dtype is None or x.dtype == dtype):
-                if x.shape != y.shape:
-                    broadcast_shapes(x.shape, y.shape)
-                return x, y
-        elif ty in _PY_NUMBERS:
+        if ty in _PY_NUMBERS:
             dt = np.result_type(x.dtype, y) if dtype is None else dtype
             return (x if x.dtype == dt else lax.convert_element_type(x, dt)), _scalar(y, dt)
     elif ty is np.ndarray and tx in _PY_NUMBERS:

@@ -589,9 +589,27 @@ def take_along_axis(arr, indices, axis, mode=None, fill_value=None):
         arr, axis = _ravel(arr), 0
         indices = _ravel(indices)
     axis = _normalize_axis(axis, arr.ndim)
+    if (mode is None and type(indices) is np.ndarray and indices.dtype.kind in "iu"
+            and indices.shape[:axis] + indices.shape[axis + 1:]
+            == arr.shape[:axis] + arr.shape[axis + 1:]):
+        return gather(arr, _concrete_along_axis_coords(indices, arr.shape[axis], axis))
     indices = _index_mode(indices, arr.shape[axis], mode)
     arr, coords = _along_axis_full(arr, indices, axis)
     return gather(arr, coords)
+
+
+def _concrete_along_axis_coords(ind, n, axis):
+    """gather coordinates for NumPy indices that need no broadcasting (the common eager case:
+    picking each row's label), built with a few NumPy calls instead of traced operations."""
+    if ind.size and (ind.min() < -n or ind.max() >= n):
+        bad = ind[(ind < -n) | (ind >= n)].flat[0]
+        raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {n}"
+                         f"{user_line()}")
+    coords = np.empty(ind.shape + (ind.ndim,), INDEX)
+    for i, grid in enumerate(np.ogrid[tuple(slice(0, s) for s in ind.shape)]):
+        coords[..., i] = grid
+    coords[..., axis] = np.where(ind < 0, ind + n, ind)
+    return coords
 
 
 def put_along_axis(arr, indices, values, axis, inplace=False, mode=None):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import builtins
 
+import math
+
 import numpy as np
 
 from .. import lax
@@ -57,7 +59,7 @@ def _no_out(out, name):
 
 
 def _count(shape, axes):
-    return int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    return math.prod(shape[a] for a in axes)
 
 
 def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):  # noqa: A001

@@ -665,8 +665,8 @@ def where(condition, x=None, y=None, /):
         raise ValueError("where: either both or neither of x and y should be given")
     c = _truth(condition)
     x, y = promote2(x, y)
-    shape = broadcast_shapes(c.shape, x.shape, y.shape)
-    return lax.select_n(broadcast_to(c, shape), broadcast_to(y, shape), broadcast_to(x, shape))
+    broadcast_shapes(c.shape, x.shape, y.shape)  # an error naming the shapes, if they clash
+    return lax.select_n(c, y, x)  # select_n broadcasts like NumPy
 
 
 def clip(a, a_min=None, a_max=None, out=None, *, min=None, max=None):  # noqa: A002

@@ -59,8 +59,8 @@ class GradTrace(Trace):
 
     def process(self, prim, tracers, params):
         vals = [t.val for t in tracers]
-        out = prim.bind(*vals, **params)
-        active = tuple(t.aux is not None for t in tracers)
+        out = bind(prim, *vals, **params)
+        active = tuple([t.aux is not None for t in tracers])
         if not prim.differentiable or True not in active:
             if prim.multiple_results:
                 return tuple(Tracer(self, _aval_of(o), o, None) for o in out)
@@ -71,11 +71,17 @@ class GradTrace(Trace):
             if all(i is None for i in out_ids):
                 return out_tracers
         else:
-            out_tracers = self._out(out)
-            out_ids = out_tracers.aux
-            if out_ids is None:
-                return out_tracers
-        ins, outs = _residuals(prim.residuals, vals, out, active, prim.multiple_results)
+            aval = out.aval if type(out) is Tracer else shaped_array(out.shape, out.dtype)
+            if aval.dtype.kind not in "fc":
+                return Tracer(self, aval, out, None)
+            out_ids = next(self._ids)
+            out_tracers = Tracer(self, aval, out, out_ids)
+        kind = prim.residuals
+        if kind == "none":  # linear: only shapes are needed (the common case is fast)
+            ins, outs = [_aval_of(v) for v in vals], (
+                out_tracers.aval if not prim.multiple_results else tuple(t.aval for t in out_tracers))
+        else:
+            ins, outs = _residuals(kind, vals, out, active, prim.multiple_results)
         self.tape.append((prim, params, tuple(t.aux for t in tracers), out_ids, ins, outs,
                           active))
         return out_tracers
