@@ -21,3 +21,4 @@ from .transforms.jvp import hessian, jacfwd, jvp, linearize
 from .transforms.vmap import vmap
 
 __version__ = "0.1.0"
+from . import masks, optim  # noqa: E402  (training layer: uses only the API above)

@@ -97,10 +97,23 @@ def compile_jaxpr(jaxpr, xp=np, donated=()):
         if prim.multiple_results:
             outs += "," if len(eqn.outvars) == 1 else ""
         target = _inplace_target(eqn, dead, owned, shared, out_set)
+        if prim.name == "stop_gradient":  # only matters to autodiff, which is done by now
+            lines.append(f"    {outs} = {ins[0]}")
+            shared.update(a for a in eqn.invars if type(a) is Var)
+            shared.update(eqn.outvars)
+            if dead:
+                lines.append(f"    del {', '.join(names[v] for v in dead)}")
+            continue
         if target is not None and xp is np:
             fn = f"np_{_UFUNCS[prim]}"
             namespace[fn] = getattr(xp, _UFUNCS[prim])
             call = f"{fn}({', '.join(ins)}, out={names[target]})"
+        elif prim in _UFUNCS and eqn.outvars[0].aval.dtype.kind in "fc" and xp is np:
+            fn = f"np_{_UFUNCS[prim]}"  # a plain ufunc call: no wrapper in between
+            namespace[fn] = getattr(xp, _UFUNCS[prim])
+            call = f"{fn}({', '.join(ins)})"
+            if eqn.outvars[0].aval.ndim == 0:
+                call = f"_asarray({call})"
         else:
             fn = f"{prim.name}_{k}"
             compile_rule = getattr(prim, "compile_rule", None)

@@ -10,6 +10,7 @@ indices are out of range here (funcgrad.numpy wraps them before calling these).
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 from ..core import Primitive, ShapedArray, bind
@@ -183,11 +184,10 @@ def _scatter_impl(mode):
         rest = operand.shape[k:]
         idx = indices.reshape(-1, k)
         upd = updates.reshape((-1,) + rest)
-        ok = None
-        for i in range(k):  # drop out-of-range updates, as JAX does
-            ok_i = (idx[:, i] >= 0) & (idx[:, i] < operand.shape[i])
-            ok = ok_i if ok is None else ok & ok_i
-        idx, upd = idx[ok], upd[ok]
+        # Drop out-of-range updates, as JAX does (one vectorized test; filter only if needed).
+        ok = ((idx >= 0) & (idx < xp.asarray(operand.shape[:k], dtype=idx.dtype))).all(axis=1)
+        if not bool(ok.all()):
+            idx, upd = idx[ok], upd[ok]
         cols = tuple(idx[:, i] for i in range(k))
         if mode == "set":
             out[cols] = upd  # NumPy: the last duplicate wins; other backends may pick any

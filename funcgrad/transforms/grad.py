@@ -324,10 +324,12 @@ def grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
 
 
 def jacrev(fun, argnums=0, has_aux=False):
-    """The Jacobian by reverse mode: one forward pass, one backward pass per output element.
+    """The Jacobian by reverse mode: one forward pass, then the backward pass vmapped over the
+    rows of an identity (one batched backward pass per output leaf, no Python loop).
 
     The result has, for each output leaf and each input leaf, shape out.shape + in.shape.
     """
+    from .vmap import vmap
 
     def jac_fun(*args, **kwargs):
         single, nums = normalize_argnums(fun, argnums, len(args), "jacrev")
@@ -345,33 +347,32 @@ def jacrev(fun, argnums=0, has_aux=False):
         n_in = len(tree_util.tree_leaves(diff_args))
         out_vals, out_tree, aux, backward, in_tree = trace_vjp(partial_fun, diff_args,
                                                               [True] * n_in, has_aux)
-        in_vals = tree_util.tree_leaves(diff_args)
-        from .. import numpy as fnp
+        in_avals = [_aval_of(_as_value(x)) for x in tree_util.tree_leaves(diff_args)]
         per_out = []
         for k, o in enumerate(out_vals):
             oa = _aval_of(o)
-            rows = []
-            for e in range(max(oa.size, 0)):
-                seed = np.zeros(oa.size, oa.dtype)
-                seed[e] = 1
+
+            def row(ct, k=k):
                 cts = [None] * len(out_vals)
-                cts[k] = seed.reshape(oa.shape)
-                rows.append(backward(cts, consume=False))
-            blocks = []
-            for j, x in enumerate(in_vals):
-                xa = _aval_of(_as_value(x))
-                if rows:
-                    stacked = fnp.stack([r[j] for r in rows])
-                else:
-                    stacked = np.zeros((0,) + xa.shape, xa.dtype)
-                blocks.append(fnp.reshape(stacked, oa.shape + xa.shape))
-            per_out.append(tree_util.tree_unflatten(in_tree, blocks))
-        per_out = [p[0] if single else tuple(p) for p in per_out]
+                cts[k] = ct
+                return backward(cts, consume=False)
+
+            basis = np.eye(oa.size, dtype=oa.dtype).reshape((oa.size,) + oa.shape)
+            rows = vmap(row)(basis) if oa.size else [
+                np.zeros((0,) + a.shape, a.dtype) for a in in_avals]
+            blocks = [_reshape(r, oa.shape + a.shape) for r, a in zip(rows, in_avals)]
+            tree = tree_util.tree_unflatten(in_tree, blocks)
+            per_out.append(tree[0] if single else tuple(tree))
         jac = tree_util.tree_unflatten(out_tree, per_out)
         return (jac, aux) if has_aux else jac
 
     jac_fun.__name__ = f"jacrev({fun_name(fun)})"
     return jac_fun
+
+
+def _reshape(x, shape):
+    from ..lax import reshape
+    return reshape(x, shape)
 
 
 def stop_gradient(x):

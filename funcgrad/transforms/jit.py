@@ -40,10 +40,11 @@ class Lowered:
 
 
 class _Entry:
-    __slots__ = ("closed", "compiled", "consts", "out_tree", "fn", "has_scalars")
+    __slots__ = ("closed", "compiled", "consts", "out_tree", "fn", "has_scalars", "traced_args")
 
-    def __init__(self, closed, compiled, out_tree, has_scalars):
+    def __init__(self, closed, compiled, out_tree, has_scalars, traced_args):
         self.has_scalars = has_scalars
+        self.traced_args = traced_args
         self.closed = closed
         self.compiled = compiled
         self.consts = list(closed.consts)
@@ -100,11 +101,16 @@ class JitFunction:
         return static_pos, tuple(statics), dyn_args, dyn_kwargs
 
     def _prepare(self, args, kwargs):
-        static_pos, statics, dyn_args, dyn_kwargs = self._split(args, kwargs)
-        flat, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
-        xp = array_namespace(flat)
-        key = (in_tree, tuple(_leaf_key(x) for x in flat), statics, xp.__name__)
-        return key, flat, in_tree, static_pos, statics, xp
+        """The cache key of a call (the backend is part of it through each leaf's type)."""
+        if kwargs or self.static_argnums:
+            static_pos, statics, dyn_args, dyn_kwargs = self._split(args, kwargs)
+            flat, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
+        else:  # the common case, kept short: it is paid on every call
+            static_pos, statics = (), ()
+            flat, in_tree = tree_util.tree_flatten((args, {}))
+        key = (in_tree, tuple([(x.shape, x.dtype) if type(x) is np.ndarray else _leaf_key(x)
+                               for x in flat]), statics)
+        return key, flat, in_tree, static_pos, statics
 
     # -- compile --
     def _compile(self, key, flat, in_tree, static_pos, statics, args, xp):
@@ -133,7 +139,8 @@ class JitFunction:
         compiled = compile_jaxpr(closed.jaxpr, xp=xp if xp is not None else np, donated=donated)
         if config.read("log_compiles"):
             log.warning("Compiled %s for %s", fun_name(self.fun), in_tree)
-        return _Entry(closed, compiled, out_box[0], any(type(x) in PY_SCALARS for x in flat))
+        return _Entry(closed, compiled, out_box[0], any(type(x) in PY_SCALARS for x in flat),
+                      any(type(x) is Tracer for x in flat))
 
     def _donated_leaves(self, args, static_pos, in_tree):
         if not self.donate_argnums:
@@ -151,10 +158,11 @@ class JitFunction:
         return tuple(out)
 
     def _entry(self, args, kwargs):
-        key, flat, in_tree, static_pos, statics, xp = self._prepare(args, kwargs)
+        key, flat, in_tree, static_pos, statics = self._prepare(args, kwargs)
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._compile(key, flat, in_tree, static_pos, statics, args, xp)
+            entry = self._compile(key, flat, in_tree, static_pos, statics, args,
+                                  array_namespace(flat))
             self._cache[key] = entry
         self._last_key = key
         return entry, flat
@@ -162,10 +170,11 @@ class JitFunction:
     # -- call --
     def __call__(self, *args, **kwargs):
         entry, flat = self._entry(args, kwargs)
-        for x in flat:
-            if type(x) is Tracer:
-                outs = eval_jaxpr(entry.closed.jaxpr, entry.consts, *flat)
-                return tree_util.tree_unflatten(entry.out_tree, outs)
+        if entry.traced_args:
+            for x in flat:
+                if type(x) is Tracer:  # inside another transform: run it primitive by primitive
+                    outs = eval_jaxpr(entry.closed.jaxpr, entry.consts, *flat)
+                    return tree_util.tree_unflatten(entry.out_tree, outs)
         if self.donate_argnums:
             flat = _safe_donations(flat, entry.compiled)
         if entry.has_scalars:
@@ -227,7 +236,7 @@ def _explain_miss(jf, old, new, args):
     name = fun_name(jf.fun)
     if old is None:
         return f"jit({name}): tracing for the first time"
-    (otree, oleaves, ostat, oxp), (ntree, nleaves, nstat, nxp) = old, new
+    (otree, oleaves, ostat), (ntree, nleaves, nstat) = old, new
     reasons = []
     if otree != ntree:
         reasons.append(f"the argument structure changed: {otree} -> {ntree}")
@@ -239,8 +248,6 @@ def _explain_miss(jf, old, new, args):
                 reasons.append(f"argument {path} changed from {_describe(a)} to {_describe(b)}")
     if ostat != nstat:
         reasons.append(f"static arguments changed: {ostat} -> {nstat}")
-    if oxp != nxp:
-        reasons.append(f"the backend changed: {oxp} -> {nxp}")
     return f"jit({name}) traced again because " + "; ".join(reasons or ["of an unknown change"])
 
 

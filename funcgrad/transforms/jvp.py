@@ -128,8 +128,11 @@ def linearize(fun, *primals):
 
 
 def jacfwd(fun, argnums=0, has_aux=False):
-    """The Jacobian by forward mode: the tangent map is linearized once, then applied to each
-    basis vector of the inputs. Each output leaf gets shape out.shape + in.shape per input leaf."""
+    """The Jacobian by forward mode: the tangent map is linearized once, then vmapped over the
+    basis vectors of each input leaf. Each output leaf gets shape out.shape + in.shape per input
+    leaf."""
+    from .. import numpy as fnp
+    from .vmap import vmap
 
     def jac_fun(*args, **kwargs):
         single, nums = normalize_argnums(fun, argnums, len(args), "jacfwd")
@@ -151,30 +154,26 @@ def jacfwd(fun, argnums=0, has_aux=False):
         out, f_jvp = linearize(partial_fun, *diff_args)
         in_flat, in_tree = tree_util.tree_flatten(diff_args)
         out_flat, out_tree = tree_util.tree_flatten(out)
-        from .. import numpy as fnp
-        columns = []  # per input leaf: list over its elements of flat output tangents
-        for j, x in enumerate(in_flat):
-            xa = _aval_of(_as_value(x))
-            cols = []
-            for e in range(xa.size):
-                ts = [np.zeros(_aval_of(_as_value(v)).shape, _aval_of(_as_value(v)).dtype)
-                      for v in in_flat]
-                basis = np.zeros(xa.size, xa.dtype)
-                basis[e] = 1
-                ts[j] = basis.reshape(xa.shape)
-                cols.append(tree_util.tree_leaves(f_jvp(*tree_util.tree_unflatten(in_tree, ts))))
-            columns.append(cols)
+        in_avals = [_aval_of(_as_value(x)) for x in in_flat]
+        out_avals = [_aval_of(_as_value(o)) for o in out_flat]
+        zeros = [np.zeros(a.shape, a.dtype) for a in in_avals]
+        columns = []  # per input leaf: the flat output tangents, batched over its basis
+        for j, a in enumerate(in_avals):
+            def column(t, j=j):
+                ts = list(zeros)
+                ts[j] = t
+                return tree_util.tree_leaves(f_jvp(*tree_util.tree_unflatten(in_tree, ts)))
+
+            basis = np.eye(a.size, dtype=a.dtype).reshape((a.size,) + a.shape)
+            columns.append(vmap(column)(basis) if a.size else
+                           [np.zeros((0,) + o.shape, o.dtype) for o in out_avals])
         per_out = []
-        for k, o in enumerate(out_flat):
-            oa = _aval_of(_as_value(o))
+        for k, oa in enumerate(out_avals):
             blocks = []
-            for j, x in enumerate(in_flat):
-                xa = _aval_of(_as_value(x))
-                if columns[j]:
-                    stacked = fnp.stack([c[k] for c in columns[j]], axis=-1)
-                else:
-                    stacked = np.zeros(oa.shape + (0,), oa.dtype)
-                blocks.append(fnp.reshape(stacked, oa.shape + xa.shape))
+            for j, a in enumerate(in_avals):
+                col = columns[j][k]  # (in.size,) + out.shape: move the basis axis last
+                col = fnp.moveaxis(col, 0, -1)
+                blocks.append(fnp.reshape(col, oa.shape + a.shape))
             tree = tree_util.tree_unflatten(in_tree, blocks)
             per_out.append(tree[0] if single else tuple(tree))
         jac = tree_util.tree_unflatten(out_tree, per_out)

@@ -1,0 +1,211 @@
+"""Parameter masks: boolean pytrees shaped like the params, where `True` always means *trainable*.
+
+One mask drives `fg.grad(..., wrt=mask)`, `optim.masked(tx, mask)`, `io.save(..., mask=mask)` and
+`lora.init(...)`. A prefix tree is accepted wherever a mask is (one bool covers a subtree). Paths
+are written `blocks/1/attn/wq`: dict keys, list indices and attribute names joined by `/`.
+
+    mask = masks.mask_from_paths(params, include=["blocks/1/**", "head"])
+    trainable, frozen = masks.partition(params, mask)      # None in the holes
+    params = masks.combine(trainable, frozen)
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Callable
+
+import numpy as np
+
+from . import tree_util as tu
+
+__all__ = ["mask_from_paths", "mask_where", "partition", "combine", "count", "leaf_mask",
+           "paths", "first_difference"]
+
+
+def paths(tree) -> list[str]:
+    """The `/`-joined path of every leaf of `tree`, in flatten order."""
+    return [tu.path_to_str(p) for p, _ in tu.tree_flatten_with_path(tree)[0]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Building masks
+
+
+def _split(pattern: str) -> list[str]:
+    return [s for s in pattern.strip("/").split("/") if s != ""]
+
+
+def _match(pat: list[str], segs: list[str]) -> bool:
+    """Glob match of path segments: `*`/`?`/`[..]` within one segment, `**` across segments."""
+    if not pat:
+        return not segs
+    head = pat[0]
+    if head == "**":
+        return any(_match(pat[1:], segs[i:]) for i in range(len(segs) + 1))
+    return bool(segs) and fnmatchcase(segs[0], head) and _match(pat[1:], segs[1:])
+
+
+def _matches(pat: list[str], segs: list[str]) -> bool:
+    """A pattern selects a leaf when it matches the leaf's path or a subtree above it."""
+    return any(_match(pat, segs[:i]) for i in range(1, len(segs) + 1)) or _match(pat, segs)
+
+
+def _no_match_error(pattern, all_paths, what):
+    shown = ", ".join(all_paths[:6]) + (", ..." if len(all_paths) > 6 else "")
+    return ValueError(f"mask_from_paths: {what} pattern {pattern!r} matches no path; existing "
+                      f"paths include: {shown or '(the tree has no leaves)'}")
+
+
+def mask_from_paths(params, include=None, exclude=()):
+    """Mask that is True for leaves matched by any `include` pattern and by no `exclude` pattern.
+
+    Patterns are globs over `/`-joined paths: `*` matches within one segment (`blocks/*/attn/wq`),
+    `**` across segments (`**/bias`); a pattern naming a subtree (`head`, `blocks/1`) selects all
+    its leaves. `include=None` means every leaf. A pattern that matches nothing raises, naming
+    the pattern and a few existing paths (a typo must not silently freeze or train nothing).
+    """
+    if isinstance(include, str):
+        include = [include]
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    pairs, treedef = tu.tree_flatten_with_path(params)
+    strs = [tu.path_to_str(p) for p, _ in pairs]
+    segs = [[tu.path_to_str((k,)) for k in p] for p, _ in pairs]
+
+    def select(patterns, what):
+        hit = [False] * len(segs)
+        for pattern in patterns:
+            pat = _split(pattern)
+            found = False
+            for i, s in enumerate(segs):
+                if _matches(pat, s):
+                    hit[i] = found = True
+            if not found:
+                raise _no_match_error(pattern, strs, what)
+        return hit
+
+    on = [True] * len(segs) if include is None else select(include, "include")
+    off = select(exclude or (), "exclude")
+    return tu.tree_unflatten(treedef, [a and not b for a, b in zip(on, off)])
+
+
+def mask_where(params, pred: Callable[[str, object], bool]):
+    """Mask from a predicate `pred(path: str, leaf) -> bool`, e.g. `lambda p, x: x.ndim == 2`."""
+    return tu.tree_map_with_path(lambda p, x: bool(pred(tu.path_to_str(p), x)), params)
+
+
+# ----------------------------------------------------------------------------------------------
+# Structure checks
+
+
+def _children(x):
+    """`[(segment, child)]` of a container node, or None for a leaf (None is a childless node)."""
+    if x is None:
+        return []
+    pairs, _ = tu.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)
+    if len(pairs) == 1 and pairs[0][0] == () and pairs[0][1] is x:
+        return None
+    return [(tu.path_to_str(p), c) for p, c in pairs]
+
+
+def _kind(x) -> str:
+    if x is None:
+        return "None"
+    if _children(x) is None:
+        shape = getattr(x, "shape", None)
+        return f"a leaf of shape {tuple(shape)}" if shape is not None else "a leaf"
+    return f"a {type(x).__name__}"
+
+
+def first_difference(a, b, *, names=("the first tree", "the second"), a_is_prefix=False,
+                     check_shapes=False):
+    """`(path, message)` for the first place trees `a` and `b` differ, or None when they match.
+
+    With `a_is_prefix`, a leaf of `a` covers any subtree of `b` (prefix masks, labels).
+    """
+
+    def walk(x, y, path):
+        where = "/".join(path) or "<root>"
+        cx, cy = _children(x), _children(y)
+        if a_is_prefix and cx is None:
+            return None
+        if cx is None and cy is None:
+            if check_shapes:
+                sx, sy = getattr(x, "shape", None), getattr(y, "shape", None)
+                if sx is not None and sy is not None and tuple(sx) != tuple(sy):
+                    return where, (f"at {where!r}: shape {tuple(sx)} in {names[0]}, "
+                                   f"{tuple(sy)} in {names[1]}")
+            return None
+        if cx is None or cy is None or type(x) is not type(y):
+            return where, f"at {where!r}: {_kind(x)} in {names[0]}, {_kind(y)} in {names[1]}"
+        kx, ky = [k for k, _ in cx], [k for k, _ in cy]
+        if kx != ky:
+            for k in kx:
+                if k not in ky:
+                    p = "/".join(path + [k])
+                    return p, f"{p!r} is in {names[0]} but not in {names[1]}"
+            for k in ky:
+                if k not in kx:
+                    p = "/".join(path + [k])
+                    return p, f"{p!r} is in {names[1]} but not in {names[0]}"
+            return where, f"at {where!r}: children {kx} vs {ky}"
+        for (k, c), (_, d) in zip(cx, cy):
+            r = walk(c, d, path + [k])
+            if r is not None:
+                return r
+        return None
+
+    return walk(a, b, [])
+
+
+def leaf_mask(mask, tree, who: str = "mask") -> list[bool]:
+    """One bool per leaf of `tree` from a (prefix) mask or a callable `mask(tree) -> mask`."""
+    if callable(mask):
+        mask = mask(tree)
+    if isinstance(mask, (bool, np.bool_)):
+        return [bool(mask)] * len(tu.tree_leaves(tree))
+    try:
+        leaves = tu.tree_broadcast_prefix(mask, tree)
+    except ValueError:
+        d = first_difference(mask, tree, names=("the mask", "the tree"), a_is_prefix=True)
+        detail = d[1] if d else "structures differ"
+        raise ValueError(f"{who}: the mask does not match the tree's structure: {detail}") from None
+    for m in leaves:
+        if not isinstance(m, (bool, np.bool_)):
+            raise TypeError(f"{who}: mask leaves must be True or False, got {m!r}")
+    return [bool(m) for m in leaves]
+
+
+# ----------------------------------------------------------------------------------------------
+# partition / combine / count
+
+
+def partition(tree, mask):
+    """`(selected, rest)`: the True leaves and the False leaves, each with None in the holes."""
+    leaves, treedef = tu.tree_flatten(tree)
+    on = leaf_mask(mask, tree, "partition")
+    sel = [x if m else None for x, m in zip(leaves, on)]
+    rest = [None if m else x for x, m in zip(leaves, on)]
+    return tu.tree_unflatten(treedef, sel), tu.tree_unflatten(treedef, rest)
+
+
+def combine(*trees):
+    """Merge trees with None holes (as from `partition`): each leaf from the first tree that has
+    one there."""
+    if not trees:
+        raise TypeError("combine needs at least one tree")
+
+    def first(*xs):
+        for x in xs:
+            if x is not None:
+                return x
+        return None
+
+    return tu.tree_map(first, *trees, is_leaf=lambda x: x is None)
+
+
+def count(params, mask=None) -> int:
+    """Number of scalar elements in the True leaves of `mask` (all leaves when mask is None)."""
+    leaves = tu.tree_leaves(params)
+    on = [True] * len(leaves) if mask is None else leaf_mask(mask, params, "count")
+    return int(sum(int(np.prod(np.shape(x))) for x, m in zip(leaves, on) if m))
