@@ -22,7 +22,6 @@ import numpy as np
 
 from ._common import interleaved, load_note, peak_in_subprocess
 
-
 # ---------------------------------------------------------------------------------------------
 # MLP training step with Adam
 

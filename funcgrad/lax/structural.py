@@ -4,8 +4,8 @@ dot_general, each defined once with its shape rule, implementation, JVP and VJP.
 
 from __future__ import annotations
 
-import math
 import builtins
+import math
 
 import numpy as np
 

@@ -9,7 +9,6 @@ are int64 (uint64 for unsigned), means and variances of integers are float64.
 from __future__ import annotations
 
 import builtins
-
 import math
 
 import numpy as np

@@ -78,8 +78,9 @@ class GradTrace(Trace):
             out_tracers = Tracer(self, aval, out, out_ids)
         kind = prim.residuals
         if kind == "none":  # linear: only shapes are needed (the common case is fast)
-            ins, outs = [_aval_of(v) for v in vals], (
-                out_tracers.aval if not prim.multiple_results else tuple(t.aval for t in out_tracers))
+            ins = [_aval_of(v) for v in vals]
+            outs = (tuple(t.aval for t in out_tracers) if prim.multiple_results
+                    else out_tracers.aval)
         else:
             ins, outs = _residuals(kind, vals, out, active, prim.multiple_results)
         self.tape.append((prim, params, tuple(t.aux for t in tracers), out_ids, ins, outs,
