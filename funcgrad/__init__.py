@@ -22,3 +22,4 @@ from .transforms.vmap import vmap
 
 __version__ = "0.1.0"
 from . import masks, optim  # noqa: E402  (training layer: uses only the API above)
+from .transforms.checkpoint import checkpoint, print_saved_residuals, remat  # noqa: E402

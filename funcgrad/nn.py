@@ -18,17 +18,10 @@ from .transforms.custom import custom_jvp
 from .transforms.grad import stop_gradient
 
 
-@custom_jvp
 def relu(x):
-    """max(x, 0), with derivative 0 at 0 (as JAX). The forward pass is one `max`, the
-    derivative one select."""
-    return fnp.maximum(x, 0)
-
-
-@relu.defjvp
-def _relu_jvp(primals, tangents):
-    (x,), (t,) = primals, tangents
-    return relu(x), fnp.where(x > 0, t, 0)
+    """max(x, 0), with derivative 0 at 0 (as JAX): a select, whose derivative is a select."""
+    x = fnp.asarray(x)
+    return fnp.where(x > 0, x, 0)
 
 
 def relu6(x):
@@ -177,3 +170,86 @@ def standardize(x, axis=-1, mean=None, variance=None, epsilon=1e-5):
 
 
 normalize = standardize
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurrent layers, built on fg.lax.scan (one program however long the sequence).
+
+def _init_rng(key):
+    if isinstance(key, np.random.Generator):
+        return key
+    return np.random.default_rng(np.asarray(key).ravel().tolist())
+
+
+def rnn_init(key, n_in, n_hidden, dtype=np.float32):
+    """Parameters of `rnn`: {"wx": (n_in, H), "wh": (H, H), "b": (H,)}, uniform in
+    ±1/sqrt(H) (as PyTorch). `key`: an int seed, a NumPy Generator or a uint32 key array."""
+    rng = _init_rng(key)
+    s = 1.0 / math.sqrt(n_hidden)
+    return {"wx": rng.uniform(-s, s, (n_in, n_hidden)).astype(dtype),
+            "wh": rng.uniform(-s, s, (n_hidden, n_hidden)).astype(dtype),
+            "b": np.zeros(n_hidden, dtype)}
+
+
+def rnn(params, xs, h0=None, activation=None):
+    """Elman RNN over time-major `xs` (T, ..., n_in): h_t = tanh(x_t wx + h_{t-1} wh + b).
+
+    Returns (hs of shape (T, ..., H), final h). The input projection of all steps is one matmul
+    before the scan; the scan carries only h."""
+    act = fnp.tanh if activation is None else activation
+    xs = fnp.asarray(xs)
+    wh = params["wh"]
+    if h0 is None:
+        h0 = fnp.zeros(tuple(xs.shape[1:-1]) + (wh.shape[0],), xs.dtype)
+    xw = xs @ params["wx"] + params["b"]
+
+    def step(h, xw_t):
+        h = act(xw_t + h @ wh)
+        return h, h
+
+    h, hs = lax.scan(step, h0, xw)
+    return hs, h
+
+
+def lstm_init(key, n_in, n_hidden, dtype=np.float32, forget_bias=1.0):
+    """Parameters of `lstm`: {"wx": (n_in, 4H), "wh": (H, 4H), "b": (4H,)} with gates ordered
+    input, forget, cell, output; uniform in ±1/sqrt(H) and the forget gate's bias at
+    `forget_bias` (1.0, as Keras' unit_forget_bias)."""
+    rng = _init_rng(key)
+    s = 1.0 / math.sqrt(n_hidden)
+    b = np.zeros(4 * n_hidden, dtype)
+    b[n_hidden:2 * n_hidden] = forget_bias
+    return {"wx": rng.uniform(-s, s, (n_in, 4 * n_hidden)).astype(dtype),
+            "wh": rng.uniform(-s, s, (n_hidden, 4 * n_hidden)).astype(dtype),
+            "b": b}
+
+
+def lstm(params, xs, h0=None, c0=None):
+    """LSTM over time-major `xs` (T, ..., n_in). Returns (hs of shape (T, ..., H), (h, c)).
+
+    i, f, g, o = split(x_t wx + h wh + b); c = sigmoid(f) c + sigmoid(i) tanh(g);
+    h = sigmoid(o) tanh(c). The input projection of all steps is one matmul before the scan."""
+    xs = fnp.asarray(xs)
+    wh = params["wh"]
+    n_hidden = wh.shape[0]
+    batch = tuple(xs.shape[1:-1])
+    if h0 is None:
+        h0 = fnp.zeros(batch + (n_hidden,), xs.dtype)
+    if c0 is None:
+        c0 = fnp.zeros(batch + (n_hidden,), xs.dtype)
+    xw = xs @ params["wx"] + params["b"]
+    H = n_hidden
+
+    def step(carry, xw_t):
+        h, c = carry
+        z = xw_t + h @ wh
+        i = sigmoid(z[..., :H])
+        f = sigmoid(z[..., H:2 * H])
+        g = fnp.tanh(z[..., 2 * H:3 * H])
+        o = sigmoid(z[..., 3 * H:])
+        c = f * c + i * g
+        h = o * fnp.tanh(c)
+        return (h, c), h
+
+    (h, c), hs = lax.scan(step, (h0, c0), xw)
+    return hs, (h, c)

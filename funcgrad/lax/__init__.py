@@ -7,3 +7,7 @@ from .structural import slice  # noqa: A004
 from .parallel import all_gather, axis_index, pmax, pmean, pmin, psum
 from .indexing import *  # noqa: F403
 from . import linalg  # noqa: E402
+from .control_flow import (  # noqa: E402
+    cond, cond_p, fori_loop, remat_p, scan, scan_p, switch, while_loop, while_p,
+)
+from .control_flow import map  # noqa: E402, A004 (lax's name)

@@ -85,11 +85,13 @@ def _unary_abstract(name, kinds, out_dtype=None):
     return rule
 
 
-def unary(name, impl, deriv=None, kinds=FLOAT, residuals="in", out_dtype=None, linear=False):
+def unary(name, impl, deriv=None, kinds=FLOAT, residuals="in", out_dtype=None, linear=False,
+          scale=None):
     """Define an elementwise unary primitive from its derivative `deriv(x, out) -> f'(x)`.
 
     The Jacobian is diagonal, so the JVP multiplies the tangent by f'(x) and the VJP multiplies the
     cotangent by the same factor; `linear` primitives (like neg) apply themselves to the tangent.
+    `scale(t, x, out) -> t * f'(x)` may give a cheaper direct formula (log: t / x).
     """
     p = Primitive(name, impl=impl, abstract_eval=_unary_abstract(name, kinds, out_dtype),
                   residuals="none" if linear else residuals,
@@ -98,6 +100,9 @@ def unary(name, impl, deriv=None, kinds=FLOAT, residuals="in", out_dtype=None, l
     if linear:
         p.jvp = lambda primals, tangents, out: bind(p, tangents[0])
         p.vjp = lambda ct, primals, out, active: (bind(p, ct),)
+    elif scale is not None:
+        p.jvp = lambda primals, tangents, out: scale(tangents[0], primals[0], out)
+        p.vjp = lambda ct, primals, out, active: (scale(ct, primals[0], out),)
     elif deriv is not None:
         p.jvp = lambda primals, tangents, out: mul(tangents[0], deriv(primals[0], out))
         p.vjp = lambda ct, primals, out, active: (mul(ct, deriv(primals[0], out)),)
@@ -120,7 +125,8 @@ is_finite_p = unary("is_finite", lambda xp, x: xp.isfinite(x), kinds=REAL_FLOAT,
 exp_p = unary("exp", lambda xp, x: xp.exp(x), lambda x, y: y, residuals="out")
 exp2_p = unary("exp2", lambda xp, x: xp.exp2(x),
                lambda x, y: mul(y, _scalar(math.log(2), y)), residuals="out")
-log_p = unary("log", lambda xp, x: xp.log(x), lambda x, y: div(_one(x), x))
+log_p = unary("log", lambda xp, x: xp.log(x), lambda x, y: div(_one(x), x),
+              scale=lambda t, x, y: div(t, x))
 log1p_p = unary("log1p", lambda xp, x: xp.log1p(x), lambda x, y: div(_one(x), add(x, _one(x))))
 expm1_p = unary("expm1", lambda xp, x: xp.expm1(x), lambda x, y: add(y, _one(y)), residuals="out")
 sin_p = unary("sin", lambda xp, x: xp.sin(x), lambda x, y: cos(x))

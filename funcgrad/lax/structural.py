@@ -85,7 +85,7 @@ def _reshape_abstract(x, *, new_sizes):
 
 
 reshape_p = _linear(Primitive(
-    "reshape", impl=lambda xp, x, *, new_sizes: x.reshape(new_sizes),
+    "reshape", impl=lambda xp, x, *, new_sizes: xp.reshape(x, new_sizes),
     abstract_eval=_reshape_abstract,
     vjp=lambda ct, primals, out, active, *, new_sizes: (reshape(ct, primals[0].shape),)),
     lambda t, **p: reshape(t, **p))
@@ -134,8 +134,8 @@ def _squeeze_abstract(x, *, dimensions):
 
 
 squeeze_p = _linear(Primitive(
-    "squeeze", impl=lambda xp, x, *, dimensions: x.reshape(
-        tuple(s for i, s in enumerate(x.shape) if i not in dimensions)),
+    "squeeze", impl=lambda xp, x, *, dimensions: xp.reshape(
+        x, tuple(s for i, s in enumerate(x.shape) if i not in dimensions)),
     abstract_eval=_squeeze_abstract,
     vjp=lambda ct, primals, out, active, *, dimensions: (reshape(ct, primals[0].shape),)),
     lambda t, **p: squeeze(t, **p))
@@ -164,8 +164,8 @@ def _expand_dims_abstract(x, *, dimensions):
 
 
 expand_dims_p = _linear(Primitive(
-    "expand_dims", impl=lambda xp, x, *, dimensions: x.reshape(
-        _expanded_shape(x.shape, dimensions)),
+    "expand_dims", impl=lambda xp, x, *, dimensions: xp.reshape(
+        x, _expanded_shape(x.shape, dimensions)),
     abstract_eval=_expand_dims_abstract,
     vjp=lambda ct, primals, out, active, *, dimensions: (reshape(ct, primals[0].shape),)),
     lambda t, **p: expand_dims(t, **p))
@@ -215,7 +215,7 @@ def _keep_dims_broadcast(ct, x_shape, axes):
 
 
 reduce_sum_p = _linear(Primitive(
-    "reduce_sum", impl=lambda xp, x, *, axes: x.sum(axis=axes, dtype=x.dtype),
+    "reduce_sum", impl=lambda xp, x, *, axes: xp.sum(x, axis=axes, dtype=x.dtype),
     abstract_eval=_reduce_abstract("reduce_sum", "iufc"),
     vjp=lambda ct, primals, out, active, *, axes: (
         _keep_dims_broadcast(ct, primals[0].shape, axes),)),
@@ -240,10 +240,10 @@ def _chooser_weights(x, out, axes):
     return ew.div(hit, _keep_dims_broadcast(counts, x.shape, axes))
 
 
-reduce_max_p = Primitive("reduce_max", impl=lambda xp, x, *, axes: x.max(axis=axes),
+reduce_max_p = Primitive("reduce_max", impl=lambda xp, x, *, axes: xp.max(x, axis=axes),
                          abstract_eval=_reduce_abstract("reduce_max", "iufb"),
                          jvp=_minmax_chooser_jvp, vjp=_minmax_chooser_vjp, residuals="inout")
-reduce_min_p = Primitive("reduce_min", impl=lambda xp, x, *, axes: x.min(axis=axes),
+reduce_min_p = Primitive("reduce_min", impl=lambda xp, x, *, axes: xp.min(x, axis=axes),
                          abstract_eval=_reduce_abstract("reduce_min", "iufb"),
                          jvp=_minmax_chooser_jvp, vjp=_minmax_chooser_vjp, residuals="inout")
 

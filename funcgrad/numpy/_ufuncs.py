@@ -35,6 +35,9 @@ def _c(value, like):
 
 
 def _inexact(x):
+    t = type(x)
+    if (t is Tracer or t is np.ndarray) and x.dtype.kind in "fc":  # the common case, fast
+        return x
     x = asarray(x)
     return convert(x, inexact_dtype(x.dtype))
 

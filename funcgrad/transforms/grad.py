@@ -58,6 +58,9 @@ class GradTrace(Trace):
         return Tracer(self, aval, _as_value(x), None)
 
     def process(self, prim, tracers, params):
+        rule = getattr(prim, "grad_rule", None)  # control flow records its own tape entry
+        if rule is not None and any(t.aux is not None for t in tracers):
+            return rule(self, tracers, params)
         vals = [t.val for t in tracers]
         out = bind(prim, *vals, **params)
         active = tuple([t.aux is not None for t in tracers])

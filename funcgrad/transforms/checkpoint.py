@@ -1,0 +1,166 @@
+"""Rematerialization: `checkpoint` (alias `remat`) and `print_saved_residuals`.
+
+`checkpoint(f)` traces f to a program and applies it as one `remat_p` equation
+(funcgrad/lax/control_flow.py). Reverse mode stores only that equation's inputs; its VJP re-runs
+f's forward under a fresh reverse-mode trace during the backward pass, then backpropagates, so f's
+intermediates live only while its own backward step runs. Under jit the recomputation is part of
+the program's backward half; remat_p is not an inline call, so the optimizer does not merge the
+recomputed forward with the original one.
+
+`print_saved_residuals(f, *args)` lists what the backward pass of f keeps: each array's type, and
+where it came from (an argument, or the user line of the operation that produced it).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .. import tree_util
+from ..core import Tracer, bind, get_aval, new_trace, user_source_info
+from ..lax.control_flow import _aval, _trace_flat, remat_p
+from ._util import fun_name
+from .grad import GradTrace, _as_value
+
+__all__ = ["checkpoint", "remat", "print_saved_residuals", "saved_residuals",
+           "checkpoint_policies"]
+
+
+class checkpoint_policies:
+    """Names of the saving policies (JAX's). Only `nothing_saveable` (the default: save the
+    inputs, recompute everything else) and `everything_saveable` (no rematerialization)."""
+
+    @staticmethod
+    def nothing_saveable(*_, **__):
+        return False
+
+    @staticmethod
+    def everything_saveable(*_, **__):
+        return True
+
+
+def checkpoint(fun=None, *, prevent_cse=True, policy=None, static_argnums=()):
+    """Make `fun`'s backward pass recompute its intermediates instead of storing them.
+
+    The gradient is unchanged; the memory a gradient keeps for `fun` shrinks to its inputs, at
+    the price of running `fun`'s forward once more during the backward pass. Usable as
+    `@fg.checkpoint` or `fg.checkpoint(f, static_argnums=(1,))`.
+    """
+    if fun is None:
+        return functools.partial(checkpoint, prevent_cse=prevent_cse, policy=policy,
+                                 static_argnums=static_argnums)
+    if isinstance(static_argnums, int):
+        static_argnums = (static_argnums,)
+    static_argnums = tuple(static_argnums)
+    if policy is checkpoint_policies.everything_saveable:
+        return fun
+    if policy not in (None, checkpoint_policies.nothing_saveable):
+        raise NotImplementedError("checkpoint: only policy=None (save nothing but the inputs) "
+                                  "and checkpoint_policies.everything_saveable are supported.")
+
+    @functools.wraps(fun)
+    def remat_fun(*args, **kwargs):
+        n = len(args)
+        static = {i % n: args[i] for i in static_argnums if -n <= i < n}
+        dyn = [a for i, a in enumerate(args) if i not in static]
+        flat, in_tree = tree_util.tree_flatten((dyn, kwargs))
+        flat = [_as_value(x) if type(x) is not Tracer else x for x in flat]
+        box = {}
+
+        def flat_fun(*leaves):
+            d, kw = tree_util.tree_unflatten(in_tree, list(leaves))
+            it = iter(d)
+            full = [static[i] if i in static else next(it) for i in range(n)]
+            out_flat, box["tree"] = tree_util.tree_flatten(fun(*full, **kw))
+            return out_flat
+
+        closed, consts = _trace_flat(flat_fun, [_aval(x) for x in flat],
+                                     f"checkpoint({fun_name(fun)})")
+        outs = bind(remat_p, *consts, *flat, jaxpr=closed, prevent_cse=prevent_cse,
+                    policy=None)
+        return tree_util.tree_unflatten(box["tree"], list(outs))
+
+    remat_fun.__name__ = f"checkpoint({fun_name(fun)})"
+    return remat_fun
+
+
+remat = checkpoint
+
+
+# ---------------------------------------------------------------------------------------------
+# What the backward pass keeps
+
+class _SourceGradTrace(GradTrace):
+    """A GradTrace that also notes which operation (and user line) produced each value."""
+
+    def __init__(self, level):
+        super().__init__(level)
+        self.sources = {}
+        self.entry_sources = {}
+
+    def process(self, prim, tracers, params):
+        n = len(self.tape)
+        out = super().process(prim, tracers, params)
+        src = user_source_info()
+        for o in (out if isinstance(out, tuple) else (out,)):
+            if type(o) is Tracer:
+                self.sources[id(o.val)] = (prim.name, src)
+        for entry in self.tape[n:]:
+            self.entry_sources[id(entry)] = (prim.name, src)
+        return out
+
+
+def _arrays_in(x, out):
+    if isinstance(x, (tuple, list)):
+        for y in x:
+            _arrays_in(y, out)
+    elif hasattr(x, "shape") and hasattr(x, "dtype") and not hasattr(x, "str_short"):
+        out.append(x)
+
+
+def saved_residuals(fun, *args, **kwargs):
+    """[(ShapedArray, description)] for every array the backward pass of `fun` keeps, each once.
+
+    All floating-point leaves of `args` are differentiated (as fg.vjp does)."""
+    flat, in_tree = tree_util.tree_flatten(args)
+    paths = [tree_util.keystr(p) for p, _ in tree_util.tree_flatten_with_path(args)[0]]
+    with new_trace(_SourceGradTrace) as trace:
+        tracers = [trace.new_arg(x, get_aval(_as_value(x)).dtype.kind in "fc") for x in flat]
+        fun(*tree_util.tree_unflatten(in_tree, tracers), **kwargs)
+    arg_ids = {id(t.val): p for t, p in zip(tracers, paths)}
+    sources = trace.sources
+    found, seen = [], set()
+    for entry in trace.tape:
+        arrays = []
+        _arrays_in(entry[4], arrays)
+        _arrays_in(entry[5], arrays)
+        for a in arrays:
+            if id(a) in seen:
+                continue
+            seen.add(id(a))
+            aval = get_aval(a)
+            if id(a) in arg_ids:
+                what = f"from the argument {arg_ids[id(a)] or 'x'}"
+            elif id(a) in sources:
+                prim, src = sources[id(a)]
+                what = f"output of {prim}" + (f" from {src}" if src else "")
+            else:
+                prim, src = trace.entry_sources.get(id(entry), ("an operation", None))
+                what = f"kept by {prim}" + (f" from {src}" if src else "")
+                if aval.shape and prim == "scan":
+                    what = f"per-step values stacked by scan from {src}"
+            found.append((aval, what))
+    return found
+
+
+def print_saved_residuals(fun, *args, **kwargs):
+    """Print what the backward pass of `fun` keeps: type and origin of each residual, then the
+    total, so the memory of a gradient can be understood before optimizing it."""
+    res = saved_residuals(fun, *args, **kwargs)
+    total = 0
+    for aval, what in res:
+        nbytes = int(np.prod(aval.shape, dtype=np.int64)) * aval.dtype.itemsize
+        total += nbytes
+        print(f"{aval.str_short():<20} {what}")
+    print(f"total: {len(res)} arrays, {total / 2**20:.2f} MiB")

@@ -1,0 +1,106 @@
+"""fg.checkpoint / fg.remat: same gradients as without, fewer stored residuals; and
+fg.print_saved_residuals."""
+
+import numpy as np
+import pytest
+
+import funcgrad as fg
+import funcgrad.numpy as fnp
+from funcgrad import lax
+from funcgrad.transforms.checkpoint import saved_residuals
+
+RNG = np.random.default_rng(0)
+
+
+def close(a, b, tol=1e-6):
+    for x, y in zip(fg.tree_util.tree_leaves(a), fg.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
+
+
+def layer(h, w):
+    z = h @ w
+    return fnp.tanh(z) * fnp.sin(z) + h
+
+
+def mlp(ws, x, ckpt):
+    f = fg.checkpoint(layer) if ckpt else layer
+    for w in ws:
+        x = f(x, w)
+    return fnp.sum(x ** 2)
+
+
+WS = [RNG.normal(size=(4, 4)) * 0.5 for _ in range(3)]
+X = RNG.normal(size=(2, 4))
+
+
+def test_grad_of_checkpoint_equals_grad():
+    ref = fg.grad(mlp, argnums=(0, 1))(WS, X, False)
+    close(fg.grad(mlp, argnums=(0, 1))(WS, X, True), ref)
+    close(fg.jit(fg.grad(mlp, argnums=(0, 1)), static_argnums=2)(WS, X, True), ref)
+    close(fg.remat(layer)(X, WS[0]), layer(X, WS[0]))
+
+
+def test_higher_order_forward_mode_and_vmap():
+    def f(x, ckpt):
+        return mlp(WS, x, ckpt)
+    v = RNG.normal(size=X.shape)
+    hvp = [fg.jvp(fg.grad(f), (X, c), (v, False))[1] for c in (False, True)]
+    close(hvp[1], hvp[0])
+    gg = [fg.grad(lambda x, c=c: fnp.sum(fg.grad(f)(x, c) ** 2))(X) for c in (False, True)]
+    close(gg[1], gg[0])
+    xs = RNG.normal(size=(3, 2, 4))
+    close(fg.vmap(fg.grad(f), in_axes=(0, None))(xs, True),
+          fg.vmap(fg.grad(f), in_axes=(0, None))(xs, False))
+    close(fg.jvp(lambda x: mlp(WS, x, True), (X,), (v,)),
+          fg.jvp(lambda x: mlp(WS, x, False), (X,), (v,)))
+
+
+def test_saved_residuals_shrink_to_the_inputs():
+    full = saved_residuals(lambda ws, x: mlp(ws, x, False), WS, X)
+    ck = saved_residuals(lambda ws, x: mlp(ws, x, True), WS, X)
+    assert len(ck) < len(full)
+    # checkpointed: the arguments plus the input of each later layer, nothing else
+    assert len(ck) == len(WS) + 1 + len(WS) - 1
+    assert all("argument" in w or "checkpoint" in w or "add" in w for _, w in ck)
+
+
+def test_print_saved_residuals_names_lines(capsys):
+    def f(x):
+        y = fnp.sin(x)
+        return fnp.sum(y * y)
+    fg.print_saved_residuals(f, np.ones(3, np.float32))
+    out = capsys.readouterr().out
+    assert "f32[3]" in out and "from the argument" in out
+    assert "output of sin" in out and "test_checkpoint.py" in out and "total" in out
+
+
+def test_jit_keeps_the_recomputation():
+    g = fg.jit(fg.grad(lambda x: mlp(WS, x, True)))
+    text = str(g.lower(X))
+    assert "checkpoint[" in text
+    # the backward half recomputes each layer's tanh: not merged with the forward by CSE
+    assert text.count("tanh") >= 2 * len(WS)
+
+
+def test_checkpoint_on_a_scan_body():
+    w = RNG.normal(size=(4, 4)) * 0.5
+
+    def f(w, ckpt):
+        body = fg.checkpoint(layer) if ckpt else layer
+        return fnp.sum(lax.scan(lambda h, _: (body(h, w), None), X, None, length=5)[0] ** 2)
+    ref = fg.grad(f)(w, False)
+    close(fg.grad(f)(w, True), ref)
+    close(fg.jit(fg.grad(f), static_argnums=1)(w, True), ref)
+    small = sum(a.size for a, _ in saved_residuals(lambda w: f(w, True), w))
+    big = sum(a.size for a, _ in saved_residuals(lambda w: f(w, False), w))
+    assert small < big
+
+
+def test_static_argnums_and_policies():
+    f = fg.checkpoint(lambda x, n: x * n, static_argnums=1)
+    assert float(fg.grad(f)(2.0, 3)) == 3.0
+    everything = fg.checkpoint(layer, policy=fg.transforms.checkpoint.checkpoint_policies
+                               .everything_saveable)
+    assert everything is layer
+    with pytest.raises(NotImplementedError):
+        fg.checkpoint(layer, policy=lambda *a: True)

@@ -1,0 +1,386 @@
+"""funcgrad.optim: trajectories against Optax's update formulas (written out below, in float64
+NumPy), eagerly and under jit; masks, labels, accumulation, schedules, dtypes and errors."""
+
+import math
+
+import numpy as np
+import pytest
+
+import funcgrad as fg
+import funcgrad.numpy as fnp
+from funcgrad import masks, optim
+from funcgrad import tree_util as tu
+
+STEPS = 6
+
+
+def make_params(dtype=np.float32):
+    rng = np.random.default_rng(0)
+    return {"w": rng.normal(size=(3, 4)).astype(dtype),
+            "b": rng.normal(size=(4,)).astype(dtype),
+            "layers": [{"k": rng.normal(size=(2, 2)).astype(dtype)}]}
+
+
+def grad_seq(params, n=STEPS, seed=1):
+    rng = np.random.default_rng(seed)
+    return [tu.tree_map(lambda p: rng.normal(size=p.shape).astype(p.dtype), params)
+            for _ in range(n)]
+
+
+def run(tx, params, grads, jit=False):
+    """Apply `tx` along a fixed gradient sequence; returns the list of updates and params."""
+    state = tx.init(params)
+    update = fg.jit(tx.update) if jit else tx.update
+    us, ps = [], []
+    for g in grads:
+        u, state = update(g, state, params)
+        params = optim.apply_updates(params, u)
+        us.append(u)
+        ps.append(params)
+    return us, ps, state
+
+
+def run_ref(ref, params, grads):
+    """The same with a per-leaf reference `ref(t, g, p, state_dict) -> update` (float64)."""
+    leaves, treedef = tu.tree_flatten(params)
+    p = [np.asarray(x, np.float64) for x in leaves]
+    states = [{} for _ in leaves]
+    us, ps = [], []
+    for t, g in enumerate(grads, start=1):
+        gl = [np.asarray(x, np.float64) for x in tu.tree_leaves(g)]
+        u = [ref(t, gi, pi, si) for gi, pi, si in zip(gl, p, states)]
+        p = [pi + ui for pi, ui in zip(p, u)]
+        us.append(tu.tree_unflatten(treedef, u))
+        ps.append(tu.tree_unflatten(treedef, p))
+    return us, ps
+
+
+def assert_trees_close(a, b, rtol=2e-5, atol=1e-6):
+    la, lb = tu.tree_leaves(a), tu.tree_leaves(b)
+    assert tu.tree_structure(a) == tu.tree_structure(b)
+    for x, y in zip(la, lb):
+        np.testing.assert_allclose(np.asarray(x, np.float64), y, rtol=rtol, atol=atol)
+
+
+def check(tx, ref, params=None, grads=None):
+    params = make_params() if params is None else params
+    grads = grad_seq(params) if grads is None else grads
+    want_u, want_p = run_ref(ref, params, grads)
+    for jit in (False, True):
+        us, ps, _ = run(tx, params, grads, jit=jit)
+        for u, w in zip(us, want_u):
+            assert_trees_close(u, w)
+        assert_trees_close(ps[-1], want_p[-1])
+        for u, p in zip(tu.tree_leaves(us[-1]), tu.tree_leaves(params)):
+            assert u.dtype == p.dtype
+
+
+# ----------------------------------------------------------------------------------------------
+# Optax's formulas, one leaf at a time
+
+
+def sgd_ref(lr, momentum=None, nesterov=False):
+    def ref(t, g, p, s):
+        if momentum is None:
+            return -lr * g
+        tr = g + momentum * s.get("trace", 0.0)          # trace = g + beta * trace
+        s["trace"] = tr
+        return -lr * (g + momentum * tr if nesterov else tr)
+    return ref
+
+
+def adam_ref(lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, wd=0.0, decay=None):
+    def ref(t, g, p, s):
+        m = s["m"] = b1 * s.get("m", 0.0) + (1 - b1) * g        # m = b1 m + (1-b1) g
+        v = s["v"] = b2 * s.get("v", 0.0) + (1 - b2) * g * g    # v = b2 v + (1-b2) g^2
+        mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)       # bias corrections
+        u = mhat / (np.sqrt(vhat + eps_root) + eps)
+        if decay is None or decay(p):
+            u = u + wd * p                                      # decoupled weight decay
+        lr_t = lr(t - 1) if callable(lr) else lr                # schedule at count = t - 1
+        return -lr_t * u
+    return ref
+
+
+def rmsprop_ref(lr, decay=0.9, eps=1e-8, centered=False):
+    def ref(t, g, p, s):
+        nu = s["nu"] = decay * s.get("nu", 0.0) + (1 - decay) * g * g
+        if centered:
+            mu = s["mu"] = decay * s.get("mu", 0.0) + (1 - decay) * g
+            return -lr * g / np.sqrt(nu - mu * mu + eps)
+        return -lr * g / np.sqrt(nu + eps)                      # Optax: eps inside the root
+    return ref
+
+
+def adagrad_ref(lr, init=0.1, eps=1e-7):
+    def ref(t, g, p, s):
+        acc = s["acc"] = s.get("acc", init) + g * g             # sum of squares
+        return -lr * g / np.sqrt(acc + eps)
+    return ref
+
+
+def lion_ref(lr, b1=0.9, b2=0.99, wd=1e-3):
+    def ref(t, g, p, s):
+        m = s.get("m", 0.0)
+        u = np.sign((1 - b1) * g + b1 * m)                       # interpolate, then sign
+        s["m"] = b2 * m + (1 - b2) * g                           # then update the momentum
+        if p.ndim >= 2:                                          # default mask: matrices only
+            u = u + wd * p
+        return -lr * u
+    return ref
+
+
+def test_sgd():
+    check(optim.sgd(0.1), sgd_ref(0.1))
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum(nesterov):
+    check(optim.momentum(0.1, 0.9, nesterov=nesterov), sgd_ref(0.1, 0.9, nesterov))
+    check(optim.sgd(0.1, momentum=0.8, nesterov=nesterov), sgd_ref(0.1, 0.8, nesterov))
+
+
+def test_adam():
+    check(optim.adam(1e-2), adam_ref(1e-2))
+    check(optim.adam(1e-2, b1=0.8, b2=0.9, eps=1e-3, eps_root=1e-4),
+          adam_ref(1e-2, 0.8, 0.9, 1e-3, 1e-4))
+
+
+def test_adam_with_schedule_uses_count_before_the_update():
+    sched = optim.linear_schedule(0.1, 0.01, 4)
+    check(optim.adam(sched), adam_ref(lambda c: 0.1 + (0.01 - 0.1) * min(c, 4) / 4))
+
+
+def test_adamw_default_mask_skips_biases_and_norm_scales():
+    check(optim.adamw(1e-2, weight_decay=0.1), adam_ref(1e-2, wd=0.1, decay=lambda p: p.ndim >= 2))
+    check(optim.adamw(1e-2, weight_decay=0.1, mask=None), adam_ref(1e-2, wd=0.1))
+    only_w = {"w": True, "b": False, "layers": False}
+    check(optim.adamw(1e-2, weight_decay=0.1, mask=only_w),
+          adam_ref(1e-2, wd=0.1, decay=lambda p: p.shape == (3, 4)))
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_rmsprop(centered):
+    check(optim.rmsprop(1e-2, centered=centered), rmsprop_ref(1e-2, centered=centered))
+
+
+def test_adagrad():
+    check(optim.adagrad(0.1), adagrad_ref(0.1))
+
+
+def test_lion():
+    check(optim.lion(1e-3), lion_ref(1e-3))
+
+
+def test_clip_by_global_norm_then_sgd():
+    params = make_params()
+    grads = grad_seq(params)
+    leaves = [tu.tree_leaves(g) for g in grads]
+    norms = [math.sqrt(sum(float(np.sum(np.float64(x) ** 2)) for x in ls)) for ls in leaves]
+
+    def ref(t, g, p, s):
+        return -0.1 * g * min(1.0, 1.5 / norms[t - 1])          # g * max_norm / max(n, max_norm)
+
+    assert max(norms) > 1.5
+    check(optim.chain(optim.clip_by_global_norm(1.5), optim.sgd(0.1)), ref, params, grads)
+
+
+def test_chain_state_is_a_tuple_of_states_with_int32_counters():
+    tx = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3))
+    state = tx.init(make_params())
+    assert isinstance(state, tuple) and len(state) == 2
+    count = state[1][0].count
+    assert isinstance(count, np.ndarray) and count.dtype == np.int32 and count.shape == ()
+    for leaf in tu.tree_leaves(state):
+        assert isinstance(leaf, np.ndarray)
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedules
+
+
+def test_schedules_follow_optax_formulas():
+    lin = optim.linear_schedule(1.0, 0.0, 10, transition_begin=5)
+    assert [float(lin(c)) for c in (0, 5, 10, 15, 20)] == pytest.approx([1, 1, 0.5, 0, 0])
+    cos = optim.cosine_decay_schedule(2.0, 10, alpha=0.1)
+    for c in (0, 3, 10, 12):
+        t = min(c, 10)
+        assert float(cos(c)) == pytest.approx(2.0 * (0.9 * 0.5 * (1 + math.cos(math.pi * t / 10))
+                                                     + 0.1))
+    wc = optim.warmup_cosine_decay_schedule(0.0, 1.0, 4, 14, end_value=0.1)
+    assert float(wc(0)) == pytest.approx(0.0)
+    assert float(wc(2)) == pytest.approx(0.5)
+    assert float(wc(4)) == pytest.approx(1.0)
+    assert float(wc(9)) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 5 / 10)))
+    assert float(wc(14)) == pytest.approx(0.1)
+    assert float(wc(100)) == pytest.approx(0.1)
+    ex = optim.exponential_decay(1.0, 10, 0.5)
+    assert float(ex(5)) == pytest.approx(0.5 ** 0.5)
+    assert float(optim.exponential_decay(1.0, 10, 0.5, staircase=True)(15)) == pytest.approx(0.5)
+    assert float(optim.exponential_decay(1.0, 10, 0.5, end_value=0.3)(100)) == pytest.approx(0.3)
+    pw = optim.piecewise_constant_schedule(1.0, {3: 0.5, 6: 0.1})
+    assert [float(pw(c)) for c in (0, 2, 3, 5, 6, 9)] == pytest.approx(
+        [1, 1, 0.5, 0.5, 0.05, 0.05])
+    assert optim.constant_schedule(0.3)(7) == 0.3
+
+
+def test_schedules_trace_under_jit():
+    sched = optim.warmup_cosine_decay_schedule(0.0, 1.0, 4, 14)
+    f = fg.jit(sched)
+    for c in (0, 2, 7, 20):
+        assert float(f(np.int32(c))) == pytest.approx(float(sched(c)), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# masked, multi_transform, MultiSteps
+
+
+FROZEN = {"w": False, "b": True, "layers": [{"k": True}]}
+
+
+def test_masked_freezes_false_leaves_with_zero_updates_and_no_state():
+    params = make_params()
+    tx = optim.masked(optim.adamw(1e-2, weight_decay=0.5, mask=None), FROZEN)
+    state = tx.init(params)
+    assert state.inner_state[0].mu["w"] is None              # a hole: no state for frozen leaves
+    us, ps, state = run(tx, params, grad_seq(params))
+    for u in us:
+        assert u["w"].dtype == np.float32 and not np.any(u["w"])   # zero, despite weight decay
+    np.testing.assert_array_equal(ps[-1]["w"], params["w"])
+    assert np.any(ps[-1]["b"] != params["b"])
+    # the trainable leaves follow the plain optimizer run on them alone
+    sub = {"b": params["b"], "layers": params["layers"]}
+    want, _, _ = run(optim.adamw(1e-2, weight_decay=0.5, mask=None), sub,
+                     [{"b": g["b"], "layers": g["layers"]} for g in grad_seq(params)])
+    assert_trees_close(us[-1]["b"], want[-1]["b"])
+
+
+def test_masked_leaves_frozen_leaves_out_of_global_norm_clipping():
+    params = make_params()
+    grads = grad_seq(params)
+    tx = optim.masked(optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(1.0)), FROZEN)
+    us, _, _ = run(tx, params, grads)
+    g = grads[-1]
+    n = math.sqrt(float(np.sum(g["b"].astype(np.float64) ** 2)
+                        + np.sum(g["layers"][0]["k"].astype(np.float64) ** 2)))
+    np.testing.assert_allclose(us[-1]["b"], -g["b"] * min(1.0, 1.0 / n), rtol=1e-5)
+
+
+def test_masked_differs_from_optax_passthrough():
+    # Optax's masked would return the raw gradient for masked-out leaves; ours returns zeros.
+    params = make_params()
+    u, _ = optim.masked(optim.sgd(1.0), FROZEN).update(
+        grad_seq(params)[0], optim.masked(optim.sgd(1.0), FROZEN).init(params), params)
+    assert not np.any(u["w"])
+
+
+def test_masked_with_wrt_mask_and_jit_end_to_end():
+    params = make_params()
+    x = np.random.default_rng(2).normal(size=(5, 3)).astype(np.float32)
+
+    def loss(p):
+        h = fnp.tanh(x @ p["w"] + p["b"])
+        return fnp.sum((h[:, :2] @ p["layers"][0]["k"]) ** 2)
+
+    tx = optim.masked(optim.adam(1e-2), FROZEN)
+
+    @fg.jit
+    def step(p, s):
+        g = fg.grad(loss, wrt=FROZEN)(p)
+        u, s = tx.update(g, s, p)
+        return optim.apply_updates(p, u), s
+
+    p, s = params, tx.init(params)
+    l0 = float(loss(p))
+    for _ in range(20):
+        p, s = step(p, s)
+    assert float(loss(p)) < l0
+    np.testing.assert_array_equal(p["w"], params["w"])
+
+
+def test_masked_prefix_and_callable_masks():
+    params = make_params()
+    g = grad_seq(params)[0]
+    for mask in ({"w": True, "b": False, "layers": False},
+                 lambda p: masks.mask_where(p, lambda path, x: path == "w")):
+        tx = optim.masked(optim.sgd(1.0), mask)
+        u, _ = tx.update(g, tx.init(params), params)
+        np.testing.assert_allclose(u["w"], -g["w"])
+        assert not np.any(u["b"]) and not np.any(u["layers"][0]["k"])
+
+
+def test_multi_transform_labels_per_subtree():
+    params = make_params()
+    labels = {"w": "fast", "b": "slow", "layers": "frozen"}       # a prefix: one label per subtree
+    tx = optim.multi_transform({"fast": optim.sgd(1.0), "slow": optim.sgd(0.1),
+                                "frozen": optim.set_to_zero()}, labels)
+    grads = grad_seq(params)
+    us, ps, _ = run(tx, params, grads)
+    np.testing.assert_allclose(us[0]["w"], -grads[0]["w"], rtol=1e-6)
+    np.testing.assert_allclose(us[0]["b"], -0.1 * grads[0]["b"], rtol=1e-6)
+    assert not np.any(us[0]["layers"][0]["k"])
+    np.testing.assert_array_equal(ps[-1]["layers"][0]["k"], params["layers"][0]["k"])
+    us_jit, _, _ = run(tx, params, grads, jit=True)
+    assert_trees_close(us_jit[-1], tu.tree_map(np.float64, us[-1]))
+    with pytest.raises(KeyError, match="nope"):
+        optim.multi_transform({"a": optim.sgd(1.0)}, {"w": "a", "b": "nope", "layers": "a"}).init(
+            params)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_multisteps_applies_the_inner_optimizer_to_the_mean_every_k(jit):
+    params = make_params()
+    grads = grad_seq(params, 6)
+    k = 3
+    tx = optim.MultiSteps(optim.adam(1e-2), every_k_schedule=k)
+    us, ps, _ = run(tx, params, grads, jit=jit)
+    means = [tu.tree_map(lambda *g: sum(np.float64(x) for x in g) / k, *grads[i:i + k])
+             for i in range(0, 6, k)]
+    want, _, _ = run(optim.adam(1e-2), params, [tu.tree_map(np.float32, m) for m in means])
+    for i, u in enumerate(us):
+        if (i + 1) % k:
+            assert all(not np.any(x) for x in tu.tree_leaves(u))
+        else:
+            assert_trees_close(u, tu.tree_map(np.float64, want[(i + 1) // k - 1]))
+
+
+# ----------------------------------------------------------------------------------------------
+# dtypes and errors
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_updates_keep_each_leafs_dtype(dtype):
+    params = make_params(dtype)
+    for tx in (optim.adam(optim.cosine_decay_schedule(1e-2, 10)), optim.adamw(1e-2),
+               optim.rmsprop(1e-2), optim.adagrad(1e-2), optim.lion(1e-3),
+               optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1, 0.9)),
+               optim.MultiSteps(optim.adam(1e-2), 2), optim.masked(optim.adam(1e-2), FROZEN)):
+        for jit in (False, True):
+            us, ps, _ = run(tx, params, grad_seq(params, 2), jit=jit)
+            for x in tu.tree_leaves(us[-1]) + tu.tree_leaves(ps[-1]):
+                assert x.dtype == dtype
+
+
+def test_update_with_another_tree_names_the_differing_path():
+    params = make_params()
+    tx = optim.adam(1e-3)
+    state = tx.init(params)
+    other = dict(params, layers=[{"q": params["layers"][0]["k"]}])
+    with pytest.raises(ValueError, match="layers/0/k"):
+        tx.update(other, state)
+    resized = dict(params, w=params["w"][:2])
+    with pytest.raises(ValueError, match=r"'w'.*shape \(3, 4\).*\(2, 4\)"):
+        tx.update(resized, state)
+
+
+def test_masked_with_wrong_mask_structure_names_the_path():
+    params = make_params()
+    with pytest.raises(ValueError, match="layers/0/q"):
+        optim.masked(optim.sgd(1.0), {"w": True, "b": True, "layers": [{"q": True}]}).init(params)
+
+
+def test_add_decayed_weights_needs_params():
+    tx = optim.adamw(1e-3)
+    params = make_params()
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update(params, tx.init(params))
