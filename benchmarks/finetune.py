@@ -88,7 +88,16 @@ def fg_loss(params, tokens, labels):
     return -fnp.mean(fnp.take_along_axis(logp, labels[:, None], axis=1))
 
 
-def fg_steps(params):
+def models_loss(params, tokens, labels):
+    """The same loss with the project's `funcgrad.models.transformer_classifier` forward."""
+    import funcgrad.numpy as fnp
+    from funcgrad import models, nn
+
+    logp = nn.log_softmax(models.transformer_classifier.apply(params, tokens, HEADS))
+    return -fnp.mean(fnp.take_along_axis(logp, labels[:, None], axis=1))
+
+
+def fg_steps(params, loss_fn=fg_loss):
     """Jitted steps (a) full and (b) masked, each `(params, state, x, y) -> (params, state, loss)`,
     with their initial optimizer states."""
     import funcgrad as fg
@@ -101,7 +110,7 @@ def fg_steps(params):
     def make(tx, wrt):
         @fg.jit
         def step(p, s, x, y):
-            loss, g = fg.value_and_grad(fg_loss, wrt=wrt)(p, x, y)
+            loss, g = fg.value_and_grad(loss_fn, wrt=wrt)(p, x, y)
             u, s = tx.update(g, s, p)
             return optim.apply_updates(p, u), s, loss
         return step
@@ -156,7 +165,7 @@ def torch_steps(params):
             loss = loss_fn(p, tokens, labels)
             loss.backward()
             opt.step()
-            return loss
+            return loss.detach()
         return step
 
     return make(None), make(TRAINABLE)
@@ -174,10 +183,16 @@ def main(argv=None):
     params = init_params()
     tokens, labels = make_data()
     (full, s_full), (part, s_part), n_train, n_all = fg_steps(params)
+    steps = [("full", full, s_full), ("masked", part, s_part)]
+    try:
+        (m_full, m_s_full), (m_part, m_s_part), _, _ = fg_steps(params, models_loss)
+        steps += [("models full", m_full, m_s_full), ("models masked", m_part, m_s_part)]
+    except ImportError:
+        pass
 
     first = {}
     box = {}
-    for name, step, s in (("full", full, s_full), ("masked", part, s_part)):
+    for name, step, s in steps:
         t0 = time.perf_counter()
         p, s, loss0 = step(params, s, tokens, labels)
         first[name] = time.perf_counter() - t0
@@ -189,7 +204,7 @@ def main(argv=None):
             b[0], b[1], _ = step(b[0], b[1], tokens, labels)
         return run
 
-    fns = {"funcgrad full": runner("full", full), "funcgrad masked": runner("masked", part)}
+    fns = {f"funcgrad {name}": runner(name, step) for name, step, _ in steps}
     torch_note = ""
     try:
         import torch
@@ -208,16 +223,19 @@ def main(argv=None):
           f"heads, seq {SEQ}, batch {BATCH}), Adam")
     print(f"{load_note()}; trainable {n_train:,} of {n_all:,} parameters "
           f"({', '.join(TRAINABLE)})")
-    print(f"initial loss: funcgrad {box['full'][2]:.6f} (masked step {box['masked'][2]:.6f})"
+    print("initial loss: " + ", ".join(f"funcgrad {k} {b[2]:.6f}" for k, b in box.items())
           + (f", torch {torch_loss:.6f}" if torch_loss is not None else ""))
-    print(f"first call (trace + compile + step): full {first['full']:.2f} s, masked "
-          f"{first['masked']:.2f} s\n")
+    print("first call (trace + compile + step): "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in first.items()) + "\n")
     print("| step | median ms | min–max ms |")
     print("| --- | --- | --- |")
     for k, (med, lo, hi) in res.items():
         print(f"| {k} | {med * 1e3:.1f} | {lo * 1e3:.1f}–{hi * 1e3:.1f} |")
     ratio = res["funcgrad masked"][0] / res["funcgrad full"][0]
     print(f"\nfuncgrad masked / full = {ratio:.2f} (target <= 0.6)")
+    if "funcgrad models full" in res:
+        print(f"funcgrad masked / full with funcgrad.models.transformer_classifier = "
+              f"{res['funcgrad models masked'][0] / res['funcgrad models full'][0]:.2f}")
     if "torch full" in res:
         print(f"torch requires_grad=False / full = "
               f"{res['torch frozen'][0] / res['torch full'][0]:.2f}")

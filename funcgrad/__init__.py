@@ -23,3 +23,9 @@ from .transforms.vmap import vmap
 __version__ = "0.1.0"
 from . import masks, optim  # noqa: E402  (training layer: uses only the API above)
 from .transforms.checkpoint import checkpoint, print_saved_residuals, remat  # noqa: E402
+
+# isort: split
+from . import losses, models, random  # noqa: E402  (fg.random, fg.models, fg.losses)
+
+# isort: split
+from . import io, lora  # noqa: E402  (checkpoints and LoRA adapters: fg.io, fg.lora)

@@ -760,3 +760,50 @@ nondiff("qr", "derivative not implemented yet: its rules raise NotImplementedErr
         st.tuples(_BATCH, st.integers(1, 3), st.integers(1, 3), st.booleans()).flatmap(
             lambda t: floats(tuple(t[0]) + (t[1], t[2]))
             .map(lambda a: Case((a,), {"full_matrices": t[3]}))), raises=NotImplementedError)
+
+
+# ---------------------------------------------------------------------------------------------
+# Control flow (funcgrad/lax/control_flow.py): primitives holding sub-programs. The params (the
+# traced bodies) are taken from a make_jaxpr of the public function on fixed shapes.
+
+def _cf_params(prim_name, fn, *example):
+    import funcgrad as fg
+    closed = fg.make_jaxpr(fn)(*example)
+    eqn = [e for e in closed.eqns if e.primitive.name == prim_name][-1]
+    assert eqn.invars == closed.jaxpr.invars, (prim_name, eqn)
+    return eqn.params
+
+
+def _cf_specs():
+    import funcgrad.numpy as fnp
+    from funcgrad import lax
+    from funcgrad.transforms.checkpoint import checkpoint
+
+    def scan_fn(w, init, xs):
+        return lax.scan(lambda c, x: (fnp.sin(c * w) + x, c * x), init, xs)
+    scan_params = _cf_params("scan", scan_fn, 0.5, np.ones(3), np.ones((4, 3)))
+    spec("scan", st.tuples(floats(()), floats((3,)), floats((4, 3))).map(
+        lambda t: Case(t, scan_params)))
+
+    def cond_fn(i, x, w):
+        return lax.switch(i, [lambda x, w: fnp.sin(x) * w, lambda x, w: x * x + w], x, w)
+    cond_params = _cf_params("cond", cond_fn, np.int32(0), np.ones(3), np.ones(3))
+    spec("cond", st.tuples(ints((), 0, 1), floats((3,)), floats((3,))).map(
+        lambda t: Case(t, cond_params)))
+
+    def remat_fn(x, w):
+        return checkpoint(lambda x, w: fnp.sin(x * w) * x)(x, w)
+    remat_params = _cf_params("checkpoint", remat_fn, np.ones(3), np.ones(3))
+    spec("checkpoint", st.tuples(floats((3,)), floats((3,))).map(
+        lambda t: Case(t, remat_params)))
+
+    def while_fn(n, x, k0):
+        return lax.while_loop(lambda c: c[1] < n, lambda c: (fnp.sin(c[0]) * 1.2, c[1] + 1),
+                              (x, k0))
+    while_params = _cf_params("while", while_fn, np.int32(3), np.ones(3), np.int32(0))
+    # operands: the cond's const n, then the carry (x, counter)
+    spec("while", st.tuples(ints((), 0, 3), floats((3,)), st.just(np.int32(0))).map(
+        lambda t: Case(t, while_params)), second_order="reverse mode raises by design")
+
+
+_cf_specs()

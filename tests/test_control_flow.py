@@ -230,7 +230,7 @@ def test_cond_values_and_concrete_grad():
     x, y = rand(3), rand(3)
     for p in (True, False):
         close(lax.cond(p, t, f, x, y), cond_ref(p, x, y))
-        g = fg.grad(lambda x: fnp.sum(lax.cond(p, t, f, x, y)))(x)
+        g = fg.grad(lambda x, p=p: fnp.sum(lax.cond(p, t, f, x, y)))(x)
         close(g, 2 * x if p else np.cos(x) * y)
 
 
@@ -244,8 +244,7 @@ def test_cond_traced_pred_under_jit_and_grad():
     assert jaxpr.count("cond[") == 2   # forward and backward: a branch, not both
     for s in (1.0, -1.0):
         g = fg.jit(fg.grad(loss, argnums=(0, 1)))(x, y, s)
-        ref = fg.grad(lambda x, y: fnp.sum(cond_ref(s > 0, x, y) if False else
-                                           (x * x + y if s > 0 else fnp.sin(x) * y)),
+        ref = fg.grad(lambda x, y, s=s: fnp.sum(x * x + y if s > 0 else fnp.sin(x) * y),
                       argnums=(0, 1))(x, y)
         tree_close(g, ref)
         close(fg.jit(loss)(x, y, s), np.sum(cond_ref(s > 0, x, y)))

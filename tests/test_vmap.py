@@ -115,6 +115,8 @@ _EXTRA = {
     "dynamic_update_slice": {"scatter", "iota", "concatenate", "convert_element_type", "max",
                              "min", "add", "expand_dims"},
     "pad": {"pad", "select_n"},
+    # a batched index runs both branches of the spec (sin*w, x*x+w) and selects per lane
+    "cond": {"select_n", "ne", "min", "max", "reshape", "sin", "mul", "add"},
 }
 
 

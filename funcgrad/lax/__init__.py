@@ -11,3 +11,4 @@ from .control_flow import (  # noqa: E402
     cond, cond_p, fori_loop, remat_p, scan, scan_p, switch, while_loop, while_p,
 )
 from .control_flow import map  # noqa: E402, A004 (lax's name)
+from .conv import conv_general_dilated  # noqa: E402

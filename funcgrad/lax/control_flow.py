@@ -591,8 +591,12 @@ def _while_jvp(primals, tangents, out, *, cond_jaxpr, body_jaxpr, cond_nconsts, 
     return tuple(next(it) if nz else None for nz in k_nz)
 
 
+class WhileReverseModeError(TypeError, NotImplementedError):
+    """Reverse-mode differentiation of a while_loop (not supported, as in JAX)."""
+
+
 def _while_grad(trace, tracers, params):
-    raise TypeError(
+    raise WhileReverseModeError(
         f"Reverse-mode differentiation (grad, vjp, jacrev) does not work through "
         f"fg.lax.while_loop{user_line()}: the number of iterations is only known at run time, so "
         "the values of every step cannot be stored for the backward pass (JAX raises the same "
@@ -699,7 +703,7 @@ def while_loop(cond_fun, body_fun, init_val):
         avals = [_aval(x) for x in init_flat]
         box = {}
 
-        def body(*args):
+        def body(*args, box=box):
             out = body_fun(tree_util.tree_unflatten(in_tree, list(args)))
             leaves, box["tree"] = tree_util.tree_flatten(out)
             return leaves
@@ -1011,8 +1015,18 @@ scan_p = Primitive("scan", multiple_results=True, impl=_scan_impl, abstract_eval
                    jvp=_scan_jvp, vjp=_scan_vjp, batch=_scan_batch, residuals="in")
 scan_p.compile_rule = _scan_compile
 scan_p.grad_rule = _scan_grad
-# Tape-only primitive: a scan's reverse-mode entry, whose residuals are the stacked step values.
-_scan_lin_p = Primitive("scan", multiple_results=True, vjp=_scan_lin_vjp)
+
+
+class _TapeOnly:
+    """A scan's reverse-mode tape entry (never bound, so not a primitive of the lax namespace):
+    its residuals are the stacked step values, its VJP the reverse scan."""
+
+    name = "scan"
+    multiple_results = True
+    vjp = staticmethod(_scan_lin_vjp)
+
+
+_scan_lin_p = _TapeOnly()
 
 
 def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
@@ -1045,7 +1059,7 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
         c_avals = [_aval(x) for x in init_flat]
         box = {}
 
-        def body(*args):
+        def body(*args, box=box):
             c = tree_util.tree_unflatten(in_tree, list(args[:nk]))
             x = tree_util.tree_unflatten(xs_tree, list(args[nk:]))
             out = f(c, x)

@@ -1,0 +1,45 @@
+"""funcgrad.models: ready layers as pairs of pure functions, `init(key, ...) -> params` (a dict
+pytree of arrays) and `apply(params, x, ...)`; every layer is a `Layer(init, apply)`:
+
+    import funcgrad as fg
+    from funcgrad import models
+    params = models.dense.init(fg.random.key(0), 3, 4)     # {"w": (3, 4), "b": (4,)}
+    y = models.dense.apply(params, x)                       # or models.dense(params, x)
+
+Hyperparameters that are not arrays (strides, heads, dropout rate, training) are arguments of
+`apply`; `batch_norm.init` returns (params, state) and its apply returns (y, new_state).
+Stateless layers are plain functions (`max_pool`, `avg_pool`, `dropout(key, x, rate, training)`).
+Initializers are in `models.initializers`; losses and metrics in `funcgrad.losses` (also
+`models.losses`). Written with the public API only.
+"""
+
+from .. import losses
+from . import initializers
+from .layers import (
+    Layer,
+    attention_mask,
+    avg_pool,
+    batch_norm,
+    conv2d,
+    dense,
+    dropout,
+    embedding,
+    layer_norm,
+    max_pool,
+    mlp,
+    multi_head_attention,
+    rms_norm,
+)
+from .transformer import (
+    transformer_block,
+    transformer_classifier,
+    transformer_encoder,
+    transformer_lm,
+)
+
+__all__ = [
+    "Layer", "initializers", "losses", "dense", "mlp", "conv2d", "max_pool", "avg_pool",
+    "layer_norm", "rms_norm", "batch_norm", "embedding", "dropout", "multi_head_attention",
+    "attention_mask", "transformer_block", "transformer_encoder", "transformer_classifier",
+    "transformer_lm",
+]

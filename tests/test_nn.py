@@ -1,0 +1,163 @@
+"""fg.nn activations and normalizers: values against NumPy references, gradients against finite
+differences, stability at extreme inputs (finite values and gradients), dtypes, jit and vmap."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import funcgrad as fg
+import funcgrad.numpy as fnp
+from funcgrad import nn
+
+rng = np.random.default_rng(0)
+erf = np.vectorize(math.erf)
+
+
+def numeric_grad(f, x, eps=1e-6):
+    x = np.asarray(x, np.float64)
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[i] = eps
+        g[i] = (f(x + d) - f(x - d)) / (2 * eps)
+    return g
+
+
+def np_softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def np_logsumexp(x, axis=None, keepdims=False):
+    m = np.max(x, axis=axis, keepdims=True)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+SQRT2PI = math.sqrt(2 / math.pi)
+ELEMENTWISE = {
+    "relu": (nn.relu, lambda x: np.maximum(x, 0)),
+    "gelu_tanh": (nn.gelu, lambda x: 0.5 * x * (1 + np.tanh(SQRT2PI * (x + 0.044715 * x ** 3)))),
+    "gelu_exact": (lambda x: nn.gelu(x, approximate=False),
+                   lambda x: 0.5 * x * (1 + erf(x / math.sqrt(2)))),
+    "silu": (nn.silu, lambda x: x / (1 + np.exp(-x))),
+    "sigmoid": (nn.sigmoid, lambda x: 1 / (1 + np.exp(-x))),
+    "softplus": (nn.softplus, lambda x: np.log1p(np.exp(x))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_values_and_grads(name):
+    f, ref = ELEMENTWISE[name]
+    x = rng.normal(size=(3, 4)) * 2
+    x[np.abs(x) < 1e-3] = 0.5  # keep away from relu's kink for the finite differences
+    np.testing.assert_allclose(f(x), ref(x), rtol=1e-12, atol=1e-12)
+    g = fg.grad(lambda x: fnp.sum(f(x)))(x)
+    np.testing.assert_allclose(g, numeric_grad(lambda v: np.sum(ref(v)), x), rtol=1e-6, atol=1e-8)
+    x32 = x.astype(np.float32)
+    assert f(x32).dtype == np.float32
+    np.testing.assert_allclose(fg.jit(f)(x32), f(x32), rtol=1e-6)
+    np.testing.assert_allclose(fg.vmap(f)(x32), f(x32), rtol=1e-6)
+
+
+def test_relu_derivative_at_zero_is_zero():
+    assert fg.grad(lambda x: nn.relu(x))(0.0) == 0.0
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "softplus", "silu", "gelu_tanh", "gelu_exact"])
+def test_elementwise_extreme_inputs_stay_finite(name):
+    f, _ = ELEMENTWISE[name]
+    x = np.array([-1e4, -100.0, 100.0, 1e4], np.float32)
+    y = f(x)
+    g = fg.grad(lambda v: fnp.sum(f(v)))(x)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(g)), (y, g)
+    np.testing.assert_allclose(g[-1], 1.0 if name != "sigmoid" else 0.0, atol=1e-6)
+
+
+def test_softplus_sigmoid_limits():
+    x = np.array([-1000.0, 0.0, 1000.0])
+    np.testing.assert_allclose(nn.softplus(x), [0.0, math.log(2), 1000.0])
+    np.testing.assert_allclose(nn.sigmoid(x), [0.0, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_softmax_log_softmax_logsumexp(axis):
+    x = rng.normal(size=(3, 4, 5))
+    np.testing.assert_allclose(nn.softmax(x, axis=axis), np_softmax(x, axis), rtol=1e-12)
+    np.testing.assert_allclose(nn.log_softmax(x, axis=axis), np.log(np_softmax(x, axis)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(nn.logsumexp(x, axis=axis), np_logsumexp(x, axis), rtol=1e-12)
+    np.testing.assert_allclose(nn.logsumexp(x, axis=axis, keepdims=True),
+                               np_logsumexp(x, axis, True), rtol=1e-12)
+    np.testing.assert_allclose(nn.logsumexp(x), np_logsumexp(x), rtol=1e-12)
+    np.testing.assert_allclose(np.sum(nn.softmax(x, axis=axis), axis=axis), 1.0)
+
+
+def test_softmax_family_grads_match_finite_differences():
+    x = rng.normal(size=(2, 4))
+    w = rng.normal(size=(2, 4))
+    cases = [
+        (lambda v: fnp.sum(nn.softmax(v) * w), lambda v: np.sum(np_softmax(v) * w)),
+        (lambda v: fnp.sum(nn.log_softmax(v, axis=0) * w),
+         lambda v: np.sum(np.log(np_softmax(v, 0)) * w)),
+        (lambda v: fnp.sum(nn.logsumexp(v, axis=1) * w[:, 0]),
+         lambda v: np.sum(np_logsumexp(v, 1) * w[:, 0])),
+    ]
+    for f, ref in cases:
+        np.testing.assert_allclose(fg.grad(f)(x), numeric_grad(ref, x), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(fg.jvp(f, (x,), (w,))[1],
+                                   np.sum(numeric_grad(ref, x) * w), rtol=1e-6)
+
+
+def test_softmax_family_stable_for_huge_and_infinite_logits():
+    x = np.array([[1e30, 0.0, -1e30], [1000.0, 1000.0, -np.inf]])
+    s = nn.softmax(x)
+    np.testing.assert_allclose(s, [[1, 0, 0], [0.5, 0.5, 0]])
+    np.testing.assert_allclose(nn.logsumexp(x, axis=-1), [1e30, 1000 + math.log(2)])
+    ls = nn.log_softmax(x)
+    np.testing.assert_allclose(ls[1, :2], [-math.log(2)] * 2)
+    w = np.array([[1.0, 2.0, 3.0], [1.0, -1.0, 4.0]])
+    for f in (lambda v: fnp.sum(nn.softmax(v) * w), lambda v: fnp.sum(nn.logsumexp(v, axis=-1))):
+        g = fg.grad(f)(x)
+        assert np.all(np.isfinite(g)), g
+    g = fg.grad(lambda v: fnp.sum(nn.logsumexp(v, axis=-1)))(x)
+    np.testing.assert_allclose(g, s)
+
+
+def test_softmax_under_jit_and_vmap():
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    np.testing.assert_allclose(fg.jit(nn.softmax)(x), nn.softmax(x), rtol=1e-6)
+    np.testing.assert_allclose(fg.vmap(nn.log_softmax)(x), nn.log_softmax(x), rtol=1e-6)
+    np.testing.assert_allclose(fg.vmap(lambda r: nn.logsumexp(r))(x), nn.logsumexp(x, axis=1),
+                               rtol=1e-6)
+    assert nn.softmax(x).dtype == np.float32
+
+
+def test_one_hot():
+    y = np.array([[0, 2], [1, 3]])
+    oh = nn.one_hot(y, 4)
+    assert oh.shape == (2, 2, 4) and oh.dtype == np.float32
+    np.testing.assert_array_equal(oh, np.eye(4, dtype=np.float32)[y])
+    np.testing.assert_array_equal(nn.one_hot(np.array([1, 5, -1]), 3),
+                                  [[0, 1, 0], [0, 0, 0], [0, 0, 0]])  # out of range: all zeros
+    np.testing.assert_array_equal(nn.one_hot(y, 4, axis=0), np.moveaxis(np.eye(4)[y], -1, 0))
+    np.testing.assert_array_equal(fg.jit(lambda v: nn.one_hot(v, 4))(y), oh)
+    assert nn.one_hot(y, 4, dtype=np.int32).dtype == np.int32
+
+
+def test_normalize():
+    x = rng.normal(size=(3, 7)) * 3 + 2
+    ref = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(nn.standardize(x), ref, rtol=1e-10)
+    np.testing.assert_allclose(nn.normalize(x, axis=0),
+                               (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), rtol=1e-10)
+    f = lambda v: fnp.sum(nn.standardize(v) * x)
+    np.testing.assert_allclose(
+        fg.grad(f)(x),
+        numeric_grad(lambda v: np.sum((v - v.mean(-1, keepdims=True))
+                                      / np.sqrt(v.var(-1, keepdims=True) + 1e-5) * x), x),
+        rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(fg.vmap(nn.standardize)(x), ref, rtol=1e-10)

@@ -1,0 +1,298 @@
+"""fg.random: the contract.
+
+  Threefry-2x32     Random123's known-answer vectors; the key/split/uniform streams are JAX's
+  determinism       same key, same numbers; different keys (split, fold_in) differ
+  transforms        eager == jit == each row of vmap over a batch of keys, for every function
+  statistics        moments of uniform / normal (1e5 samples, fixed keys), chi-square of
+                    bucketed bits, frequencies of bernoulli / categorical / randint / choice
+  validity          permutations are permutations, choice without replacement is distinct,
+                    truncated normals stay inside their bounds, dtypes
+  bad input         anything but a uint32[2] key is rejected, naming what is expected
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import funcgrad as fg
+from funcgrad import random
+
+N = 100_000
+
+
+def chi2(counts, expected):
+    counts = np.asarray(counts, np.float64)
+    return float(np.sum((counts - expected) ** 2 / expected))
+
+
+# ---------------------------------------------------------------------------------------------
+# Threefry and the key streams
+
+
+@pytest.mark.parametrize("key,ctr,out", [
+    ((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
+    ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
+    ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
+])
+def test_threefry_known_answers(key, ctr, out):
+    u = lambda v: np.array([v], np.uint32)
+    y0, y1 = random.threefry_2x32(np.uint32(key[0]), np.uint32(key[1]), u(ctr[0]), u(ctr[1]))
+    assert (int(y0[0]), int(y1[0])) == out
+
+
+def test_threefry_under_jit_and_vmap():
+    k0, k1 = np.uint32(0x13198A2E), np.uint32(0x03707344)
+    x0 = np.array([0x243F6A88, 0, 0xFFFFFFFF], np.uint32)
+    x1 = np.array([0x85A308D3, 0, 0xFFFFFFFF], np.uint32)
+    eager = random.threefry_2x32(k0, k1, x0, x1)
+    jitted = fg.jit(lambda a, b: random.threefry_2x32(k0, k1, a, b))(x0, x1)
+    mapped = fg.vmap(lambda a, b: random.threefry_2x32(k0, k1, a, b))(x0, x1)
+    for e, j, m in zip(eager, jitted, mapped):
+        np.testing.assert_array_equal(e, j)
+        np.testing.assert_array_equal(e, m)
+    assert (int(eager[0][0]), int(eager[1][0])) == (0xC4923A9C, 0x483DF7A0)
+
+
+def test_key_from_seed():
+    assert random.key(0).dtype == np.uint32 and random.key(0).shape == (2,)
+    np.testing.assert_array_equal(random.key(42), [0, 42])
+    np.testing.assert_array_equal(random.key(2 ** 32 + 5), [1, 5])
+    np.testing.assert_array_equal(random.key(-1), [2 ** 32 - 1, 2 ** 32 - 1])
+    np.testing.assert_array_equal(fg.jit(random.key)(np.int64(2 ** 32 + 5)), [1, 5])
+    np.testing.assert_array_equal(fg.jit(random.key)(np.int32(7)), [0, 7])
+    assert random.PRNGKey is random.key
+
+
+def test_streams_match_jax():
+    """Values printed by jax.random for PRNGKey(0) / PRNGKey(42) (JAX's default Threefry)."""
+    np.testing.assert_array_equal(random.split(random.key(0)),
+                                  [[4146024105, 967050713], [2718843009, 1272950319]])
+    np.testing.assert_array_equal(random.split(random.key(42)),
+                                  [[2465931498, 3679230171], [255383827, 267815257]])
+    np.testing.assert_array_equal(random.uniform(random.key(0), (3,)),
+                                  np.array([0.9653214, 0.31468165, 0.63302994], np.float32))
+    np.testing.assert_allclose(random.normal(random.key(0), (3,)),
+                               [1.8160863, -0.48262316, 0.33988908], rtol=1e-5)
+
+
+def test_split_and_fold_in_shapes():
+    k = random.key(1)
+    assert random.split(k, 5).shape == (5, 2)
+    assert random.split(k, (2, 3)).shape == (2, 3, 2)
+    assert random.split(k, 5).dtype == np.uint32
+    # The first keys of a longer split are not those of a shorter one: the counters halve.
+    assert random.fold_in(k, 3).shape == (2,)
+    assert random.fold_in(k, 3).dtype == np.uint32
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism
+
+
+def _all(k):
+    """One draw of every function, as a tuple of arrays."""
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.0], np.float32)
+    return (random.bits(k, (5,)), random.bits(k, (3,), np.uint8), random.bits(k, (2,), np.uint64),
+            random.uniform(k, (4,)), random.uniform(k, (3,), np.float64, -2.0, 3.0),
+            random.normal(k, (2, 3)), random.truncated_normal(k, -1.0, 2.0, (4,)),
+            random.bernoulli(k, 0.3, (6,)), random.categorical(k, np.zeros((2, 5))),
+            random.randint(k, (6,), -3, 9), random.permutation(k, 7),
+            random.permutation(k, np.arange(12.0).reshape(4, 3), axis=1, independent=True),
+            random.choice(k, 6, (3,), replace=False), random.choice(k, 5, (4,), p=p),
+            random.choice(k, 5, (3,), replace=False, p=p), random.gumbel(k, (3,)),
+            random.split(k, 3), random.fold_in(k, 12))
+
+
+def test_same_key_same_numbers_and_different_keys_differ():
+    a, b = _all(random.key(3)), _all(random.key(3))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    c = _all(random.key(4))
+    assert sum(not np.array_equal(x, y) for x, y in zip(a, c)) >= len(a) - 3
+    k = random.key(5)
+    k1, k2 = random.split(k)
+    draws = [random.uniform(kk, (8,)) for kk in (k, k1, k2, random.fold_in(k, 0),
+                                                  random.fold_in(k, 1))]
+    for i in range(len(draws)):
+        for j in range(i):
+            assert not np.array_equal(draws[i], draws[j])
+
+
+def test_eager_jit_and_vmap_agree():
+    keys = random.split(random.key(11), 4)
+    jitted = fg.jit(_all)
+    mapped = fg.vmap(_all)(keys)
+    for i in range(4):
+        eager = _all(keys[i])
+        for e, j, m in zip(eager, jitted(keys[i]), mapped):
+            np.testing.assert_array_equal(e, j)
+            np.testing.assert_array_equal(e, m[i])
+            assert e.dtype == j.dtype == m.dtype
+
+
+def test_vmap_normal_over_keys_equals_stacking():
+    keys = random.split(random.key(0), 4)
+    out = fg.vmap(lambda k: random.normal(k, (3, 2)))(keys)
+    np.testing.assert_array_equal(out, np.stack([random.normal(k, (3, 2)) for k in keys]))
+
+
+def test_traced_fold_in_and_seed():
+    k = random.key(9)
+    f = fg.jit(lambda k, i: random.uniform(random.fold_in(k, i), (3,)))
+    np.testing.assert_array_equal(f(k, np.int32(5)), random.uniform(random.fold_in(k, 5), (3,)))
+    steps = fg.vmap(lambda i: random.fold_in(k, i))(np.arange(3))
+    np.testing.assert_array_equal(steps[2], random.fold_in(k, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics (fixed keys: these are deterministic; thresholds are generous, several sigma)
+
+
+def test_uniform_moments_and_range():
+    u = random.uniform(random.key(0), (N,))
+    assert u.dtype == np.float32
+    assert 0.0 <= u.min() and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.005
+    assert abs(u.var() - 1 / 12) < 0.003
+    v = random.uniform(random.key(1), (N,), minval=-3.0, maxval=5.0)
+    assert -3.0 <= v.min() and v.max() < 5.0 and abs(v.mean() - 1.0) < 0.04
+
+
+def test_normal_moments():
+    x = random.normal(random.key(1), (N,)).astype(np.float64)
+    assert x.dtype == np.float64 and np.all(np.isfinite(x))
+    assert abs(x.mean()) < 0.02
+    assert abs(x.var() - 1) < 0.03
+    assert abs(np.mean(x ** 3)) < 0.05
+    assert abs(np.mean(x ** 4) - 3) < 0.15
+    assert abs(np.mean(np.abs(x) < 1.0) - 0.6827) < 0.01
+    d = random.normal(random.key(2), (N,), np.float64)
+    assert d.dtype == np.float64 and abs(d.mean()) < 0.02 and abs(d.var() - 1) < 0.03
+
+
+def test_bits_chi_square():
+    """Top and bottom byte of 32-bit words, and 8-bit draws, are uniform over 256 buckets:
+    chi-square with 255 degrees of freedom (mean 255, sd 22.6); threshold 400."""
+    b = random.bits(random.key(0), (N,))
+    assert b.dtype == np.uint32
+    expected = N / 256
+    assert chi2(np.bincount(b >> 24, minlength=256), expected) < 400
+    assert chi2(np.bincount(b & 255, minlength=256), expected) < 400
+    b8 = random.bits(random.key(1), (N,), np.uint8)
+    assert b8.dtype == np.uint8
+    assert chi2(np.bincount(b8, minlength=256), expected) < 400
+    b64 = random.bits(random.key(2), (N // 2,), np.uint64)
+    assert chi2(np.bincount((b64 >> np.uint64(56)).astype(np.int64), minlength=256),
+                N / 2 / 256) < 400
+    u = random.uniform(random.key(3), (N,))
+    assert chi2(np.histogram(u, 100, (0, 1))[0], N / 100) < 200  # 99 dof
+
+
+def test_truncated_normal():
+    x = random.truncated_normal(random.key(0), -1.0, 2.0, (N,))
+    assert x.dtype == np.float32 and x.min() > -1.0 and x.max() < 2.0
+    # mean of N(0,1) truncated to (a, b): (phi(a) - phi(b)) / (Phi(b) - Phi(a))
+    phi = lambda t: np.exp(-t * t / 2) / np.sqrt(2 * np.pi)
+    mean = (phi(-1.0) - phi(2.0)) / (0.97724987 - 0.15865525)
+    assert abs(x.mean() - mean) < 0.01
+    y = random.truncated_normal(random.key(1), np.array([-1.0, 0.0]), 1.0)
+    assert y.shape == (2,) and y[1] > 0
+
+
+def test_bernoulli_and_categorical_frequencies():
+    b = random.bernoulli(random.key(0), 0.3, (N,))
+    assert b.dtype == bool and abs(b.mean() - 0.3) < 0.006
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    c = random.categorical(random.key(1), np.log(p), shape=(N,))
+    assert c.shape == (N,) and c.min() >= 0 and c.max() <= 3
+    assert chi2(np.bincount(c, minlength=4), N * p) < 25  # 3 dof
+    # batched logits along a non-last axis; an impossible class is never drawn
+    with np.errstate(divide="ignore"):
+        logits = np.log(np.array([[0.5, 0.0], [0.5, 1.0]]))
+    d = random.categorical(random.key(2), logits, axis=0, shape=(1000, 2))
+    assert d.shape == (1000, 2) and np.all(d[:, 1] == 1)
+
+
+def test_randint_range_and_frequencies():
+    r = random.randint(random.key(0), (N,), -3, 7)
+    assert r.dtype == np.int32 and r.min() == -3 and r.max() == 6
+    assert chi2(np.bincount(r + 3, minlength=10), N / 10) < 40  # 9 dof
+    r64 = random.randint(random.key(1), (5,), 0, 2 ** 40, np.int64)
+    assert r64.dtype == np.int64 and r64.max() < 2 ** 40
+    lo = np.array([0, 10, 100])
+    r2 = random.randint(random.key(2), (1000, 3), lo, lo + 5)
+    assert np.all((r2 >= lo) & (r2 < lo + 5))
+
+
+def test_permutation_and_choice():
+    k = random.key(0)
+    p = random.permutation(k, 50)
+    assert sorted(p.tolist()) == list(range(50))
+    x = np.arange(20.0).reshape(5, 4)
+    px = random.permutation(k, x, axis=0)
+    assert sorted(map(tuple, px.tolist())) == sorted(map(tuple, x.tolist()))
+    ind = random.permutation(k, x, axis=1, independent=True)
+    assert all(sorted(row) == sorted(orig) for row, orig in zip(ind.tolist(), x.tolist()))
+    # every position is equally likely to hold element 0
+    firsts = fg.vmap(lambda k: random.permutation(k, 5))(random.split(k, 5000))
+    assert chi2(np.bincount(np.argmax(firsts == 0, axis=1), minlength=5), 1000) < 30
+
+    c = random.choice(k, 10, (8,), replace=False)
+    assert len(set(c.tolist())) == 8
+    w = np.array([0.5, 0.0, 0.25, 0.25])
+    cw = random.choice(random.key(1), 4, (N,), p=w)
+    assert np.all(cw != 1) and chi2(np.bincount(cw, minlength=4)[[0, 2, 3]], N * w[[0, 2, 3]]) < 20
+    cw2 = random.choice(random.key(2), 4, (3,), replace=False, p=w)
+    assert sorted(cw2.tolist()) == [0, 2, 3]
+    rows = random.choice(random.key(3), x, (2,), replace=False)
+    assert rows.shape == (2, 4) and all(r in x.tolist() for r in rows.tolist())
+    with pytest.raises(ValueError, match="without replacement"):
+        random.choice(k, 3, (4,), replace=False)
+
+
+def test_float_dtypes():
+    for dt in (np.float16, np.float32, np.float64):
+        u = random.uniform(random.key(0), (1000,), dt)
+        assert u.dtype == dt and 0 <= u.min() and u.max() < 1
+        assert random.normal(random.key(0), (3,), dt).dtype == dt
+    with pytest.raises(TypeError, match="floating"):
+        random.uniform(random.key(0), (3,), np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize("bad", [
+    np.array([0.0, 1.0], np.float32),
+    np.array([0, 1], np.int32),
+    np.array([1, 2, 3], np.uint32),
+    np.zeros((4, 2), np.uint32),
+    0,
+    [0, 1],
+    None,
+])
+def test_keys_that_are_not_keys_are_rejected(bad):
+    for fn in (lambda k: random.normal(k, (2,)), lambda k: random.split(k),
+               lambda k: random.fold_in(k, 1), lambda k: random.uniform(k),
+               lambda k: random.permutation(k, 3)):
+        with pytest.raises((TypeError, ValueError), match=r"uint32\[2\]"):
+            fn(bad)
+
+
+def test_batched_key_error_suggests_vmap():
+    with pytest.raises(ValueError, match="vmap"):
+        random.normal(random.split(random.key(0), 3), (2,))
+
+
+def test_rejected_under_jit_too():
+    with pytest.raises(TypeError, match=r"uint32\[2\]"):
+        fg.jit(lambda k: random.normal(k, (2,)))(np.zeros(2, np.float32))
+
+
+def test_bad_seed():
+    with pytest.raises(TypeError):
+        random.key(1.5)
+    with pytest.raises(ValueError):
+        random.key(2 ** 70)
