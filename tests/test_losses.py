@@ -113,7 +113,7 @@ def test_mse_and_huber():
         a = np.abs(r)
         ref = np.where(a <= delta, 0.5 * r ** 2, delta * (a - 0.5 * delta))
         np.testing.assert_allclose(losses.huber(p, t, delta, reduction="none"), ref, rtol=1e-12)
-        g = fg.grad(lambda q: losses.huber(q, t, delta, reduction="sum"))(p)
+        g = fg.grad(lambda q, d=delta: losses.huber(q, t, d, reduction="sum"))(p)
         np.testing.assert_allclose(g, np.clip(r, -delta, delta), rtol=1e-12)
     np.testing.assert_allclose(fg.grad(lambda q: losses.mse(q, t))(p), 2 * r / r.size)
     assert fg.grad(lambda q: losses.huber(q, 0.0))(np.zeros(3)).tolist() == [0, 0, 0]

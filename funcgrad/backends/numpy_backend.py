@@ -108,6 +108,8 @@ def compile_jaxpr(jaxpr, xp=np, donated=()):
             fn = f"np_{_UFUNCS[prim]}"
             namespace[fn] = getattr(xp, _UFUNCS[prim])
             call = f"{fn}({', '.join(ins)}, out={names[target]})"
+        elif xp is np and (direct := _direct_call(eqn, ins, namespace)) is not None:
+            call = direct
         elif prim in _UFUNCS and eqn.outvars[0].aval.dtype.kind in "fc" and xp is np:
             fn = f"np_{_UFUNCS[prim]}"  # a plain ufunc call: no wrapper in between
             namespace[fn] = getattr(xp, _UFUNCS[prim])
@@ -139,6 +141,27 @@ def compile_jaxpr(jaxpr, xp=np, donated=()):
               + "\n".join(lines) + "\n")
     exec(compile(source, "<funcgrad-jit>", "exec"), namespace)
     return Compiled(namespace["run"], source)
+
+
+_REDUCERS = {"reduce_sum": "add", "reduce_max": "maximum", "reduce_min": "minimum",
+             "reduce_prod": "multiply"}
+
+
+def _direct_call(eqn, ins, namespace):
+    """NumPy calls written straight into the code for shape operations and reductions, whose
+    static parameters the program already knows (output shapes, axes): no wrapper function."""
+    name = eqn.primitive.name
+    out = eqn.outvars[0].aval
+    if name in ("reshape", "expand_dims", "squeeze"):
+        return f"{ins[0]}.reshape({out.shape!r})"
+    if name in _REDUCERS:
+        fn = f"np_{_REDUCERS[name]}_reduce"
+        namespace[fn] = getattr(np, _REDUCERS[name]).reduce
+        dtype = eqn.invars[0].aval.dtype
+        namespace[f"dt_{dtype.name}"] = dtype
+        call = f"{fn}({ins[0]}, axis={eqn.params['axes']!r}, dtype=dt_{dtype.name})"
+        return f"_asarray({call})" if out.ndim == 0 else call
+    return None
 
 
 def _inplace_target(eqn, dead, owned, shared, out_set):

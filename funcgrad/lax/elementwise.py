@@ -383,8 +383,37 @@ def _select_n_impl(xp, pred, *cases):
     if len(cases) == 1:
         return xp.broadcast_to(cases[0], xp.broadcast_shapes(pred.shape, cases[0].shape))
     if len(cases) == 2:
+        if xp is np:
+            fast = _select_with_zero(pred, *cases)
+            if fast is not None:
+                return fast
         return xp.where(pred, cases[1], cases[0])
     return xp.choose(pred, cases)
+
+
+_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+_SINT = {2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def _select_with_zero(pred, c0, c1):
+    """select_n(pred, 0, x) or select_n(pred, x, 0) (relu and its derivative) as a bitwise AND of
+    x's bit pattern with an all-ones/all-zeros mask: exact for every value (NaN and inf too),
+    and several times faster than np.where in NumPy. None when the pattern does not apply."""
+    if pred.dtype != np.bool_:
+        return None
+    if c0.ndim == 0 and c1.shape == pred.shape and c1.dtype.kind == "f" and not c0:
+        x, keep_where_true = c1, True
+    elif c1.ndim == 0 and c0.shape == pred.shape and c0.dtype.kind == "f" and not c1:
+        x, keep_where_true = c0, False
+    else:
+        return None
+    size = x.dtype.itemsize
+    if size not in _UINT or x.ndim == 0:
+        return None
+    # True -> all ones (-1) when keeping where pred is True; else False -> all ones (0 - 1).
+    mask = (np.negative(pred, dtype=_SINT[size]) if keep_where_true
+            else np.subtract(pred, 1, dtype=_SINT[size]))
+    return np.bitwise_and(x.view(_UINT[size]), mask.view(_UINT[size])).view(x.dtype)
 
 
 def _select_n_jvp(primals, tangents, out):
