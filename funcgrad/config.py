@@ -16,6 +16,19 @@ _DEFAULTS = {
     "log_compiles": False,           # log each jit trace + compile
 }
 _values: dict = {}
+_watchers: dict = {}   # name -> callbacks told the new value (e.g. the core's debug_nans flag)
+
+
+def watch(name, fn):
+    """Call `fn(value)` now and whenever setting `name` changes (for flags read on hot paths)."""
+    _check(name)
+    _watchers.setdefault(name, []).append(fn)
+    fn(read(name))
+
+
+def _notify(name):
+    for fn in _watchers.get(name, ()):
+        fn(read(name))
 
 
 def _parse(name, text):
@@ -53,15 +66,19 @@ def update(name, value):
     if isinstance(default, bool) and not isinstance(value, bool):
         raise TypeError(f"Setting {name!r} takes True or False, got {value!r}.")
     _values[name] = value
+    _notify(name)
 
 
 def reset(name=None):
     """Forget values set with update() (all of them, or one)."""
     if name is None:
         _values.clear()
+        for n in _watchers:
+            _notify(n)
     else:
         _check(name)
         _values.pop(name, None)
+        _notify(name)
 
 
 @contextlib.contextmanager
@@ -77,6 +94,7 @@ def setting(name, value):
             _values[name] = old
         else:
             _values.pop(name, None)
+        _notify(name)
 
 
 def settings():

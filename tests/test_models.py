@@ -181,7 +181,7 @@ def test_conv_general_dilated_layouts_and_lhs_dilation():
     x = rng.normal(size=(2, 5, 4, 3))  # NHWC
     w = rng.normal(size=(2, 3, 3, 4))  # HWIO
     y = lax.conv_general_dilated(x, w, (1, 2), ((1, 1), (0, 2)), lhs_dilation=(2, 1),
-                                 rhs_dilation=(1, 2))
+                                 rhs_dilation=(1, 2), dimension_numbers=("NHWC", "HWIO", "NHWC"))
     ref = np_conv(x, w, (1, 2), ((1, 1), (0, 2)), (1, 2), lhs_dil=(2, 1))
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-12)
     # JAX's default layout (None): NCHW / OIHW / NCHW
@@ -194,9 +194,10 @@ def test_conv_general_dilated_layouts_and_lhs_dilation():
     ref1 = np_conv(x[:, :, :1], w[0][:, None], (2, 1), (same_pads(5, 3, 2), (0, 0)))[:, :, 0]
     np.testing.assert_allclose(y1, ref1, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="feature_group_count"):
-        lax.conv_general_dilated(x, w, (1, 1), "SAME", feature_group_count=2)
+        lax.conv_general_dilated(x, w, (1, 1), "SAME", feature_group_count=2,
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
     with pytest.raises(ValueError, match="padding"):
-        lax.conv_general_dilated(x, w, (1, 1), "FULL")
+        lax.conv_general_dilated(x, w, (1, 1), "FULL", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def test_conv2d_grads_match_finite_differences():

@@ -296,3 +296,22 @@ def test_bad_seed():
         random.key(1.5)
     with pytest.raises(ValueError):
         random.key(2 ** 70)
+
+
+def test_same_numbers_on_the_gpu():
+    """Integer streams are exact on every backend; floats agree to rounding (erf_inv)."""
+    cp = pytest.importorskip("cupy")
+    if not hasattr(fg, "device_put"):
+        pytest.skip("no fg.device_put in this build")
+    try:
+        kg = fg.device_put(random.key(7), "gpu")
+    except Exception as e:  # no usable GPU here
+        pytest.skip(f"no GPU: {e}")
+    kc = random.key(7)
+    for f in (lambda k: random.bits(k, (1000,)), lambda k: random.split(k, 3),
+              lambda k: random.uniform(k, (1000,)), lambda k: random.permutation(k, 50),
+              lambda k: random.randint(k, (100,), 0, 7)):
+        np.testing.assert_array_equal(cp.asnumpy(f(kg)), f(kc))
+        np.testing.assert_array_equal(cp.asnumpy(fg.jit(f)(kg)), f(kc))
+    np.testing.assert_allclose(cp.asnumpy(random.normal(kg, (1000,))),
+                               random.normal(kc, (1000,)), rtol=1e-5, atol=1e-6)

@@ -14,6 +14,7 @@ import contextlib
 
 import numpy as np
 
+from .. import config as _config
 from .avals import PY_SCALARS, get_aval
 from .jaxpr import (
     ClosedJaxpr,
@@ -105,20 +106,98 @@ def bind(prim, *args, **params):
             if top is None or t.level > top.level:
                 top = t
     if top is None:
-        out = prim.impl(array_namespace(args), *args, **params)
+        try:
+            out = prim.impl(array_namespace(args), *args, **params)
+        except Exception as e:
+            add_error_context(e, prim, [_describe(a) for a in args])
+            raise
         if prim.multiple_results:
-            return tuple(o if type(o) is np.ndarray else _as_array(o) for o in out)
-        return out if type(out) is np.ndarray else _as_array(out)
+            out = tuple(o if type(o) is np.ndarray else _as_array(o) for o in out)
+        elif type(out) is not np.ndarray:
+            out = _as_array(out)
+        if _debug_nans:
+            check_nans(prim, args, out)
+        return out
     if not top.alive:
         raise _leak_error(top)
     tracers = [top.to_tracer(a) for a in args]
-    return top.process(prim, tracers, params)
+    try:
+        return top.process(prim, tracers, params)
+    except Exception as e:
+        add_error_context(e, prim, [t.aval.str_short() for t in tracers])
+        raise
 
 
 def _as_array(x):
     if isinstance(x, np.generic) or type(x) in PY_SCALARS:
         return np.asarray(x)
     return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Error context and NaN checking: paid only when something goes wrong (or debug_nans is on).
+
+_PASSTHROUGH = (ConcretizationError, LeakedTracerError, KeyboardInterrupt)
+
+
+def _describe(x):
+    try:
+        return (x.aval if type(x) is Tracer else get_aval(x)).str_short()
+    except Exception:
+        return type(x).__name__
+
+
+def error_context(prim_name, in_descs, source=None):
+    """' in <prim> with inputs f32[3], f32[4] at <file:line> (inside jit > vmap)'."""
+    if source is None:
+        source = user_source_info(3)
+    where = f" at {source}" if source is not None else ""
+    stack = transform_stack_str()
+    inside = f" (inside {stack})" if stack else ""
+    ins = ", ".join(in_descs) if in_descs else "no array inputs"
+    return f"[funcgrad] in {prim_name} with inputs {ins}{where}{inside}"
+
+
+def add_error_context(e, prim, in_descs, source=None):
+    """Append where the error happened to an exception's message, once (the innermost primitive
+    wins), keeping its type and traceback so `except ValueError` still catches it."""
+    if isinstance(e, _PASSTHROUGH) or getattr(e, "_funcgrad_context", False):
+        return
+    try:
+        note = error_context(prim.name, in_descs, source)
+        if e.args and isinstance(e.args[0], str):
+            e.args = (f"{e.args[0]}\n{note}",) + tuple(e.args[1:])
+        elif not e.args:
+            e.args = (note,)
+        else:
+            e.add_note(note)
+        e._funcgrad_context = True
+    except Exception:  # an exception type that refuses new attributes: leave it as it is
+        pass
+
+
+_debug_nans = False
+
+
+def _set_debug_nans(value):
+    global _debug_nans
+    _debug_nans = bool(value)
+
+
+def check_nans(prim, args, out, source=None):
+    """Raise FloatingPointError if a floating output of `prim` holds a NaN or an Inf."""
+    for o in (out if prim.multiple_results else (out,)):
+        dt = getattr(o, "dtype", None)
+        if dt is None or dt.kind not in "fc":
+            continue
+        if not bool(array_namespace((o,)).isfinite(o).all()):
+            kind = "NaN" if bool(array_namespace((o,)).isnan(o).any()) else "Inf"
+            msg = (f"debug_nans: {prim.name} produced a {kind} (output {_describe(o)})\n"
+                   + error_context(prim.name, [_describe(a) for a in args], source)
+                   + "\nTurn the check off with fg.config.update('debug_nans', False).")
+            err = FloatingPointError(msg)
+            err._funcgrad_context = True
+            raise err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,30 +274,42 @@ def _leak_error(trace):
         "a list outside the function, or an object attribute. Return it from the function instead.")
 
 
-# Named axes bound by vmap (and later by multi-process runs), innermost last. A collective over a
+# Named axes bound by vmap (and by multi-process runs), innermost last. A collective over a
 # name whose value is not batched along it sees the axis here (e.g. psum of a constant = x * size).
+# A frame bound by fg.distributed.data_parallel also carries its process group, an opaque object
+# the collectives' implementations call into (see funcgrad/lax/parallel.py).
 _axis_env: list = []
 
 
 @contextlib.contextmanager
-def axis_frame(name, size):
+def axis_frame(name, size, group=None):
     if name is None:
         yield
         return
-    _axis_env.append((name, size))
+    _axis_env.append((name, size, group))
     try:
         yield
     finally:
         _axis_env.pop()
 
 
-def axis_size(name):
-    for n, size in reversed(_axis_env):
-        if n == name:
-            return size
-    bound = ", ".join(repr(n) for n, _ in _axis_env) or "none"
+def _find_frame(name):
+    for frame in reversed(_axis_env):
+        if frame[0] == name:
+            return frame
+    bound = ", ".join(repr(f[0]) for f in _axis_env) or "none"
     raise NameError(f"unbound axis name {name!r}{user_line()}: collectives need an axis bound by "
-                    f"an enclosing fg.vmap(..., axis_name={name!r}) (bound here: {bound}).")
+                    f"an enclosing fg.vmap(..., axis_name={name!r}) or "
+                    f"fg.distributed.data_parallel(..., axis_name={name!r}) (bound here: {bound}).")
+
+
+def axis_size(name):
+    return _find_frame(name)[1]
+
+
+def axis_group(name):
+    """The process group bound to the innermost axis `name`, or None for a vmap axis."""
+    return _find_frame(name)[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,3 +642,6 @@ def eval_jaxpr(jaxpr: Jaxpr, consts, *args):
 def jaxpr_as_fun(closed: ClosedJaxpr):
     """A Python function of the program's flat inputs returning its flat outputs."""
     return lambda *args: eval_jaxpr(closed.jaxpr, closed.consts, *args)
+
+
+_config.watch("debug_nans", _set_debug_nans)

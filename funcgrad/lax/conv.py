@@ -16,7 +16,6 @@ import numpy as np
 from .structural import (
     concatenate,
     dot_general,
-    expand_dims,
     pad,
     reshape,
     slice,
@@ -91,14 +90,14 @@ def _tuple(value, n, name):
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                         rhs_dilation=None, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                         rhs_dilation=None, dimension_numbers=None,
                          feature_group_count=1, batch_group_count=1, precision=None,
                          preferred_element_type=None):
     """General N-d convolution (cross-correlation, as XLA): strides, explicit or SAME/VALID
     padding, input (transposed-conv) and kernel (atrous) dilation, feature groups.
 
-    Layouts default to ("NHWC", "HWIO", "NHWC"); `dimension_numbers=None` means JAX's default
-    ("NCHW", "OIHW", "NCHW") for 2-d. With G = feature_group_count the input has C = G * I
+    Layouts are strings like ("NHWC", "HWIO", "NHWC") (what funcgrad.models uses); the default,
+    None, is JAX's ("NCHW", "OIHW", "NCHW") for 2-d, so code written for JAX moves over as is. With G = feature_group_count the input has C = G * I
     channels, the kernel I input and O = G * O' output features, and output feature o sees
     input group o // O'. `precision` is accepted for JAX compatibility and ignored.
     """
@@ -146,16 +145,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
             + [c]
         cols.append(slice(x, start, limit, [1, *strides, 1]))
     kk = math.prod(k_sp)
-    if kk == 1:
-        patches = expand_dims(cols[0], (nsp + 1,))
-    else:
-        patches = concatenate([expand_dims(p, (nsp + 1,)) for p in cols], nsp + 1)
-    k_axis = nsp + 1
+    patches = cols[0] if kk == 1 else concatenate(cols, nsp + 1)  # (N, *out, K * C)
     if groups == 1:
-        wf = reshape(w, (kk, ci, co))
-        out = dot_general(patches, wf, (((k_axis, k_axis + 1), (0, 1)), ((), ())),
+        # one matmul against w as (K * I, O) (kernel offset major in both)
+        out = dot_general(patches, reshape(w, (kk * ci, co)), (((nsp + 1,), (0,)), ((), ())),
                           preferred_element_type=preferred_element_type)
     else:
+        # patches (N, *out, K, G, I) against w as (K, I, G, O'), batched over the groups G.
+        k_axis = nsp + 1
         patches = reshape(patches, (n, *out_sp, kk, groups, ci))
         wf = reshape(w, (kk, ci, groups, co // groups))
         out = dot_general(patches, wf, (((k_axis, k_axis + 2), (0, 1)), ((k_axis + 1,), (2,))),

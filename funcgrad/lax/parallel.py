@@ -3,8 +3,15 @@
 An axis name is bound by `fg.vmap(..., axis_name=...)`. The collectives are backend-neutral
 primitives: under the vmap that binds their name, the batching rule reduces over the batch axis;
 a value not batched along the name (a constant across the axis) is handled by the eager
-implementation using the axis size from the axis environment. A later multi-process engine can
-give the same primitives an implementation that calls MPI/NCCL.
+implementation using the axis size from the axis environment.
+
+Process axes: `process_axis(name, group)` (used by fg.distributed.data_parallel) binds a name to a
+process group, any object with `rank`, `size`, `allreduce(x, op)` (op: "sum", "max", "min") and
+`allgather(x) -> list of arrays`. The eager implementations then call the group (an MPI or NCCL
+allreduce/allgather); under jit the collective stays one equation of the program and the
+generated code calls the same implementation. Nothing here knows about MPI. Collectives are
+`effectful`, so jit's passes never fold (run at compile time), drop, merge or reorder them: every
+process must issue the same collectives in the same order.
 """
 
 from __future__ import annotations
@@ -12,17 +19,27 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import Primitive, ShapedArray, Tracer, bind, current_traces
-from ..core.trace import axis_size
+from ..core.trace import axis_frame, axis_group, axis_size
 from . import elementwise as ew
 from . import structural as st
 from ._batching import move_to_front
 
 
+def process_axis(name, group):
+    """Bind axis `name` to a process group for the collectives run inside this context."""
+    return axis_frame(name, group.size, group=group)
+
+
 def _collective(name, eager, reduce, jvp, vjp, residuals="none"):
+    def impl(xp, x, *, axis_name):
+        group = axis_group(axis_name)
+        if group is not None:  # a process axis: every process contributes its x
+            return group.allreduce(x, name[1:])
+        return eager(x, axis_size(axis_name))
+
     p = Primitive(name, abstract_eval=lambda x, *, axis_name: x, residuals=residuals,
-                  impl=lambda xp, x, *, axis_name: eager(x, axis_size(axis_name)),
-                  jvp=jvp, vjp=vjp)
-    p.collective = True
+                  impl=impl, jvp=jvp, vjp=vjp)
+    p.collective = p.effectful = True
 
     def batch(vals, dims, *, frame, axis_name):
         x, d = vals[0], dims[0]
@@ -90,6 +107,9 @@ def _all_gather_batch(vals, dims, *, frame, axis_name, axis):
 
 
 def _all_gather_eager(xp, x, *, axis_name, axis):
+    group = axis_group(axis_name)
+    if group is not None:
+        return xp.stack(group.allgather(x), axis=axis)
     n = axis_size(axis_name)
     return xp.stack([x] * n, axis=axis)
 
@@ -110,7 +130,7 @@ all_gather_p = Primitive("all_gather", impl=_all_gather_eager, abstract_eval=_al
                          residuals="none", vjp=_all_gather_vjp,
                          jvp=lambda primals, tangents, out, *, axis_name, axis: all_gather(
                              tangents[0], axis_name, axis=axis))
-all_gather_p.collective = True
+all_gather_p.collective = all_gather_p.effectful = True
 all_gather_p.batch = _all_gather_batch
 
 
@@ -126,5 +146,7 @@ def axis_index(axis_name):
         if isinstance(trace, BatchTrace) and trace.axis_name == axis_name:
             idx = st.iota(np.int32, trace.axis_size)
             return Tracer(trace, ShapedArray((), np.int32), idx, 0)
-    axis_size(axis_name)  # raises the unbound-name error
+    group = axis_group(axis_name)  # raises the unbound-name error
+    if group is not None:
+        return np.asarray(group.rank, np.int32)
     raise NameError(f"axis_index({axis_name!r}) needs an enclosing vmap over that axis")
