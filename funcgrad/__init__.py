@@ -29,3 +29,10 @@ from . import losses, models, random  # noqa: E402  (fg.random, fg.models, fg.lo
 
 # isort: split
 from . import io, lora  # noqa: E402  (checkpoints and LoRA adapters: fg.io, fg.lora)
+
+# isort: split
+from . import distributed  # noqa: E402  (data-parallel training over MPI/NCCL: fg.distributed)
+
+# isort: split
+from . import debug  # noqa: E402  (fg.debug.print / fg.debug.callback)
+from .devices import default_backend, device_put, devices  # noqa: E402

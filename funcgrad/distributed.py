@@ -136,7 +136,9 @@ class MPIGroup(ProcessGroup):
             nccl = None
         if nccl is None or not nccl.available:  # stage through host memory
             host = cupy.asnumpy(x)
-            out = self.allreduce(host, op) if what == "allreduce" else np.stack(self.allgather(host))
+            if what == "allreduce":
+                return cupy.asarray(self.allreduce(host, op))
+            out = np.stack(self.allgather(host))
             return cupy.asarray(out)
         if self._nccl is None:  # one NCCL communicator per group, its id sent over MPI
             uid = nccl.get_unique_id() if self.rank == 0 else None
@@ -161,8 +163,7 @@ def _is_cupy(x):
 
 
 def _under_launcher():
-    return any(int(os.environ.get(v, "1") or 1) > 1 for v in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")) \
-        or any(v in os.environ for v in _LAUNCHER_VARS[1:])
+    return any(v in os.environ for v in _LAUNCHER_VARS)
 
 
 def init(abort_on_error=True):
@@ -181,8 +182,9 @@ def init(abort_on_error=True):
     try:
         from mpi4py import MPI
     except ImportError as e:
-        raise ImportError("funcgrad.distributed: running under an MPI launcher but mpi4py is not "
-                          "installed; pip install 'funcgrad[distributed]' (mpi4py and mpich).") from e
+        raise ImportError("funcgrad.distributed: running under an MPI launcher but mpi4py is "
+                          "not installed; pip install 'funcgrad[distributed]' (mpi4py, mpich)."
+                          ) from e
     _world = MPIGroup(MPI.COMM_WORLD)
     if abort_on_error and _world.size > 1:
         group, previous = _world, sys.excepthook

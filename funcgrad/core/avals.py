@@ -65,9 +65,16 @@ class ShapedArray:
     __str__ = str_short
 
 
+_SHORT_BY_DTYPE: dict = {}
+
+
 def dtype_short(dtype) -> str:
-    dtype = np.dtype(dtype)
-    return _SHORT.get(dtype.name, dtype.name)
+    """'f32' for float32 and so on (cached: printing large programs asks for it a lot)."""
+    short = _SHORT_BY_DTYPE.get(dtype)
+    if short is None:
+        name = np.dtype(dtype).name
+        short = _SHORT_BY_DTYPE[dtype] = _SHORT.get(name, name)
+    return short
 
 
 _VALID_DTYPES = {np.dtype(name) for name in _SHORT}

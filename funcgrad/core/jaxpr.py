@@ -206,7 +206,7 @@ def _pp_param(value, namer, indent):
 
 
 def pp_eqn(eqn, namer, indent):
-    outs = " ".join(namer.typed(v) for v in eqn.outvars)
+    outs = " ".join(namer.typed(v) for v in eqn.outvars) or "_"
     params = " ".join(f"{k}={_pp_param(v, namer, indent)}" for k, v in eqn.params.items()
                       if v is not None)
     params = f"[{params}]" if params else ""

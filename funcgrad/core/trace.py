@@ -147,24 +147,25 @@ def _describe(x):
         return type(x).__name__
 
 
-def error_context(prim_name, in_descs, source=None):
+def error_context(prim_name, in_descs, source=None, stack=None):
     """' in <prim> with inputs f32[3], f32[4] at <file:line> (inside jit > vmap)'."""
     if source is None:
         source = user_source_info(3)
     where = f" at {source}" if source is not None else ""
-    stack = transform_stack_str()
+    if stack is None:
+        stack = transform_stack_str()
     inside = f" (inside {stack})" if stack else ""
     ins = ", ".join(in_descs) if in_descs else "no array inputs"
     return f"[funcgrad] in {prim_name} with inputs {ins}{where}{inside}"
 
 
-def add_error_context(e, prim, in_descs, source=None):
+def add_error_context(e, prim, in_descs, source=None, stack=None):
     """Append where the error happened to an exception's message, once (the innermost primitive
     wins), keeping its type and traceback so `except ValueError` still catches it."""
     if isinstance(e, _PASSTHROUGH) or getattr(e, "_funcgrad_context", False):
         return
     try:
-        note = error_context(prim.name, in_descs, source)
+        note = error_context(prim.name, in_descs, source, stack)
         if e.args and isinstance(e.args[0], str):
             e.args = (f"{e.args[0]}\n{note}",) + tuple(e.args[1:])
         elif not e.args:

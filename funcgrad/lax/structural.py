@@ -369,7 +369,11 @@ def _dot_impl(xp, lhs, rhs, *, dimension_numbers, preferred_element_type=None):
         # One contraction, no batch: a matmul, transposing 2-D operands as views if needed.
         a = lhs if lc[0] == lhs.ndim - 1 else lhs.T
         b = rhs if rc[0] == 0 else rhs.T
-        out = xp.matmul(a, b)
+        if a.ndim > 2:  # fold leading axes into rows: one large GEMM, not a loop of small ones
+            out = xp.reshape(xp.matmul(xp.reshape(a, (-1, a.shape[-1])), b),
+                             a.shape[:-1] + b.shape[1:])
+        else:
+            out = xp.matmul(a, b)
     else:
         lfree = [i for i in range(lhs.ndim) if i not in lc and i not in lb]
         rfree = [i for i in range(rhs.ndim) if i not in rc and i not in rb]

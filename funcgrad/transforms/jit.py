@@ -16,6 +16,7 @@ import logging
 import numpy as np
 
 from .. import config, tree_util
+from ..core import trace as _trace
 from ..core import Tracer, array_namespace, eval_jaxpr, get_aval, trace_to_jaxpr, user_line
 from ..core.avals import PY_SCALARS
 from ._util import fun_name
@@ -73,6 +74,9 @@ class JitFunction:
         self.static_argnums = _as_tuple(static_argnums)
         self.static_argnames = _as_tuple(static_argnames)
         self.donate_argnums = _as_tuple(donate_argnums)
+        if backend is not None:
+            from ..devices import _platform
+            backend = _platform(backend, "backend")
         self.backend = backend
         self._cache = {}
         self._last_key = None
@@ -116,6 +120,9 @@ class JitFunction:
     def _compile(self, key, flat, in_tree, static_pos, statics, args, xp):
         from ..backends.numpy_backend import compile_jaxpr
         from .passes import optimize
+        if self.backend == "gpu":
+            from ..devices import _cupy
+            _cupy()  # raises a clear error when CuPy or a GPU is missing
         if config.read("explain_cache_misses") and self._cache:
             log.warning("%s", _explain_miss(self, self._last_key, key, args))
         n_args = len(args)
@@ -179,7 +186,46 @@ class JitFunction:
             flat = _safe_donations(flat, entry.compiled)
         if entry.has_scalars:
             flat = [np.asarray(x) if type(x) in PY_SCALARS else x for x in flat]
-        outs = entry.fn(*entry.consts, *flat)
+        if _trace._debug_nans:
+            return self._call_checking_nans(entry, flat)
+        try:
+            outs = entry.fn(*entry.consts, *flat)
+        except Exception as e:
+            self._add_context(e, entry)
+            raise
+        return tree_util.tree_unflatten(entry.out_tree, outs)
+
+    def _add_context(self, e, entry):
+        """Name the equation (primitive, input types, the user's line) that raised at run time."""
+        eqn = entry.compiled.eqn_of_error(e)
+        if eqn is not None:
+            outer = _trace.transform_stack_str()
+            stack = f"{outer} > {self.__name__}" if outer else self.__name__
+            _trace.add_error_context(e, eqn.primitive, [v.aval.str_short() for v in eqn.invars],
+                                     eqn.source_info, stack)
+
+    def _call_checking_nans(self, entry, flat):
+        """debug_nans: run the compiled program; if an output holds a NaN or Inf, re-run the
+        program op by op (each primitive checked as it runs) to name the first culprit."""
+        keep = [x.copy() if type(x) is np.ndarray else x for x in flat] if self.donate_argnums \
+            else flat
+        try:
+            outs = entry.fn(*entry.consts, *flat)
+        except Exception as e:
+            self._add_context(e, entry)
+            raise
+        for o in outs:
+            dt = getattr(o, "dtype", None)
+            if dt is not None and dt.kind in "fc" and not bool(np.isfinite(o).all()):
+                try:
+                    eval_jaxpr(entry.closed.jaxpr, entry.consts, *keep)
+                except FloatingPointError as e:
+                    e.args = (f"{e.args[0]}\n(found by re-running {self.__name__} op by op)",)
+                    raise
+                raise FloatingPointError(
+                    f"debug_nans: {self.__name__} returned a NaN or Inf, but re-running its "
+                    "program op by op produced none (the compiled code computes differently, "
+                    f"e.g. in place){user_line()}.")
         return tree_util.tree_unflatten(entry.out_tree, outs)
 
     def lower(self, *args, **kwargs):

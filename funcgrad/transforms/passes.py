@@ -775,5 +775,11 @@ def optimize(program, max_rounds=4):
 
 
 def _fingerprint(program):
+    """A cheap summary that changes whenever a pass changed the program: the equations'
+    primitives, their input and output variables (by identity: passes build new Vars for what
+    they rewrite) and literal values, and the constants."""
     jaxpr, consts, _ = _split(program)
-    return str(jaxpr), tuple(id(c) for c in consts)
+    eqns = tuple((e.primitive.name, tuple(id(v) if type(v) is Var else repr(v) for v in e.invars),
+                  tuple(id(v) for v in e.outvars)) for e in jaxpr.eqns)
+    outs = tuple(id(v) if type(v) is Var else repr(v) for v in jaxpr.outvars)
+    return eqns, outs, tuple(id(v) for v in jaxpr.constvars), tuple(id(c) for c in consts)
