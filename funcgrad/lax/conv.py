@@ -97,9 +97,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     padding, input (transposed-conv) and kernel (atrous) dilation, feature groups.
 
     Layouts are strings like ("NHWC", "HWIO", "NHWC") (what funcgrad.models uses); the default,
-    None, is JAX's ("NCHW", "OIHW", "NCHW") for 2-d, so code written for JAX moves over as is. With G = feature_group_count the input has C = G * I
-    channels, the kernel I input and O = G * O' output features, and output feature o sees
-    input group o // O'. `precision` is accepted for JAX compatibility and ignored.
+    None, is JAX's ("NCHW", "OIHW", "NCHW") for 2-d, so code written for JAX moves over as is.
+    With G = feature_group_count the input has C = G * I channels, the kernel I input and
+    O = G * O' output features, and output feature o sees input group o // O'. `precision` is
+    accepted for JAX compatibility and ignored.
     """
     del precision
     if batch_group_count != 1:
