@@ -374,6 +374,15 @@ def _dot_impl(xp, lhs, rhs, *, dimension_numbers, preferred_element_type=None):
                              a.shape[:-1] + b.shape[1:])
         else:
             out = xp.matmul(a, b)
+    elif not lc:  # no contraction (outer products, per batch): a broadcasting multiply
+        lfree = [i for i in range(lhs.ndim) if i not in lb]
+        rfree = [i for i in range(rhs.ndim) if i not in rb]
+        a = xp.transpose(lhs, list(lb) + lfree)
+        b = xp.transpose(rhs, list(rb) + rfree)
+        nb = len(lb)
+        a = xp.reshape(a, a.shape + (1,) * len(rfree))
+        b = xp.reshape(b, b.shape[:nb] + (1,) * len(lfree) + b.shape[nb:])
+        out = xp.multiply(a, b)
     else:
         lfree = [i for i in range(lhs.ndim) if i not in lc and i not in lb]
         rfree = [i for i in range(rhs.ndim) if i not in rc and i not in rb]
