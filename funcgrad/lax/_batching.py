@@ -7,6 +7,9 @@ would write (a transpose or a broadcast at most, never a loop over examples).
 
 from __future__ import annotations
 
+from ..core import bind
+from . import structural  # circular (structural imports this module): used at call time
+
 
 def batch_size(vals, dims):
     for v, d in zip(vals, dims):
@@ -17,27 +20,24 @@ def batch_size(vals, dims):
 
 def move_to_front(x, d):
     """x with its batch axis d moved to position 0."""
-    from .structural import transpose
     if d == 0:
         return x
     perm = (d,) + tuple(i for i in range(x.ndim) if i != d)
-    return transpose(x, perm)
+    return structural.transpose(x, perm)
 
 
 def move_axis(x, src, dst):
-    from .structural import transpose
     if src == dst:
         return x
     order = [i for i in range(x.ndim) if i != src]
     order.insert(dst, src)
-    return transpose(x, tuple(order))
+    return structural.transpose(x, tuple(order))
 
 
 def at_front(x, d, size):
     """x with a batch axis of `size` at position 0: moved there, or broadcast if unbatched."""
-    from .structural import broadcast_in_dim
     if d is None:
-        return broadcast_in_dim(x, (size,) + tuple(x.shape), tuple(range(1, x.ndim + 1)))
+        return structural.broadcast_in_dim(x, (size,) + tuple(x.shape), tuple(range(1, x.ndim + 1)))
     return move_to_front(x, d)
 
 
@@ -49,8 +49,6 @@ def elementwise_batch(prim):
     operands stay as they are. When every batched operand already has the batch axis at the same
     place and unbatched ones are short enough not to reach it, nothing moves at all.
     """
-    from ..core import bind
-
     def rule(vals, dims, **params):
         logical = [v.ndim - (d is not None) for v, d in zip(vals, dims)]
         rank = max(logical)
@@ -59,13 +57,13 @@ def elementwise_batch(prim):
         if (all(d == d0 and r == rank for d, r in batched)
                 and all(r <= rank - d0 for r, d in zip(logical, dims) if d is None)):
             return bind(prim, *vals, **params), d0
-        from .structural import reshape
         new = []
         for v, d, r in zip(vals, dims, logical):
             if d is not None:
                 v = move_to_front(v, d)
                 if r < rank:
-                    v = reshape(v, (v.shape[0],) + (1,) * (rank - r) + tuple(v.shape[1:]))
+                    v = structural.reshape(
+                        v, (v.shape[0],) + (1,) * (rank - r) + tuple(v.shape[1:]))
             new.append(v)
         return bind(prim, *new, **params), 0
 

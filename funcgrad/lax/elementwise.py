@@ -15,7 +15,10 @@ import math
 import numpy as np
 
 from ..core import Primitive, ShapedArray, bind
-from . import _erf
+from . import (
+    _erf,
+    structural,  # noqa: F401  (circular: used at call time only)
+)
 from ._batching import elementwise_batch
 from ._util import check_kind, same_dtype, shape_error, weak
 
@@ -36,8 +39,7 @@ def zeros_like(x):
 
 
 def full(shape, value, dtype):
-    from .structural import broadcast_in_dim
-    return broadcast_in_dim(np.array(value, dtype), tuple(shape), ())
+    return structural.broadcast_in_dim(np.array(value, dtype), tuple(shape), ())
 
 
 def _scalar(value, like):
@@ -67,12 +69,11 @@ def unbroadcast(ct, operand_aval):
     shape = tuple(operand_aval.shape)
     if tuple(ct.shape) == shape:
         return ct
-    from .structural import reduce_sum, reshape
     lead = len(ct.shape) - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
                                       if s == 1 and ct.shape[lead + i] != 1)
-    summed = reduce_sum(ct, axes) if axes else ct
-    return reshape(summed, shape) if tuple(summed.shape) != shape else summed
+    summed = structural.reduce_sum(ct, axes) if axes else ct
+    return structural.reshape(summed, shape) if tuple(summed.shape) != shape else summed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,9 +259,8 @@ def binary(name, impl, partials=None, kinds=NUMBER, residuals="in", out_dtype=No
 def _broadcast_to_out(t, out):
     """A tangent of a broadcast operand, broadcast to the output's shape."""
     if tuple(t.shape) != tuple(out.shape):
-        from .structural import broadcast_in_dim
         lead = len(out.shape) - len(t.shape)
-        return broadcast_in_dim(t, out.shape, tuple(range(lead, len(out.shape))))
+        return structural.broadcast_in_dim(t, out.shape, tuple(range(lead, len(out.shape))))
     return t
 
 
