@@ -19,12 +19,11 @@ import argparse
 import os
 
 import numpy as np
+from _util import Timer, print_table, progress, save_curves
 
 import funcgrad as fg
 from funcgrad import models, optim
 from funcgrad.losses import softmax_cross_entropy
-
-from _util import Timer, print_table, progress, save_curves
 
 
 def load_data():
@@ -67,7 +66,7 @@ def main(argv=None):
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     if args.quick:
-        args.steps = 30
+        args.steps, args.eps = 30, "0.1"
     eps_list = [float(e) for e in args.eps.split(",")]
 
     x, y, xt, yt = load_data()

@@ -22,13 +22,11 @@ import os
 import struct
 
 import numpy as np
+from _util import Timer, print_table, progress, save_curves
 
 import funcgrad as fg
-import funcgrad.numpy as fnp
 from funcgrad import lora, masks, models, optim
 from funcgrad.losses import softmax_cross_entropy
-
-from _util import Timer, print_table, progress, save_curves
 
 # ---------------------------------------------------------------------------------------------
 # data
@@ -228,8 +226,10 @@ def main(argv=None):
         loss = lambda p, _, xb, yb, apply=apply: softmax_cross_entropy(apply(p, xb), yb)
         params, ls, _ = train(loss, params, None, x_pre, y_pre, args.pretrain_steps, args.lr,
                               args.batch, args.seed, f"{name} pretrain 0-4", args.quiet)
-        print(f"{name}: pretrained on 0-4, test accuracy {accuracy(apply, params, xt_pre, yt_pre):.3f}"
-              f" | before adapting, on 5-9: {accuracy(apply, params, xt_new, yt_new):.3f}")
+        acc_pre = accuracy(apply, params, xt_pre, yt_pre)
+        acc_new = accuracy(apply, params, xt_new, yt_new)
+        print(f"{name}: pretrained on 0-4, test accuracy {acc_pre:.3f} | "
+              f"before adapting, on 5-9: {acc_new:.3f}")
         curves[f"{name} pretrain"] = ls
         r, c = adapt(name, apply, params, x_new, y_new, xt_new, yt_new, args, 5, k_head)
         rows += r

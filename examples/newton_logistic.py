@@ -16,11 +16,10 @@ import argparse
 import os
 
 import numpy as np
+from _util import Timer, print_table, progress, save_curves
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
-
-from _util import Timer, print_table, progress, save_curves
 
 
 def make_data(n, d, seed):

@@ -16,14 +16,13 @@ import argparse
 import os
 
 import numpy as np
+from _util import Timer, print_table, progress, save_curves
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad import models
 from funcgrad.losses import softmax_cross_entropy
 from funcgrad.tree_util import tree_leaves, tree_map
-
-from _util import Timer, print_table, progress, save_curves
 
 
 def load_data():

@@ -19,16 +19,27 @@ _values: dict = {}
 _watchers: dict = {}   # name -> callbacks told the new value (e.g. the core's debug_nans flag)
 
 
+_initial: dict = {}    # a watched setting's value when it was first watched (environment)
+
+
 def watch(name, fn):
-    """Call `fn(value)` now and whenever setting `name` changes (for flags read on hot paths)."""
+    """Call `fn(value)` now and whenever setting `name` changes (for flags read on hot paths).
+
+    A watched setting takes its FUNCGRAD_<NAME> environment value once, when first watched (at
+    import); later changes go through update / reset / setting."""
     _check(name)
+    if name not in _initial:
+        try:
+            _initial[name] = read(name)
+        except ValueError:
+            _initial[name] = _DEFAULTS[name]
     _watchers.setdefault(name, []).append(fn)
-    fn(read(name))
+    fn(_values.get(name, _initial[name]))
 
 
 def _notify(name):
     for fn in _watchers.get(name, ()):
-        fn(read(name))
+        fn(_values.get(name, _initial[name]))
 
 
 def _parse(name, text):

@@ -73,6 +73,8 @@ class Primitive:
     compile_rule(xp, compile_jaxpr, **params) -> callable (optional): how jit's code generator
                                             runs it (primitives holding sub-programs compile
                                             their bodies once instead of interpreting them)
+    effectful (optional attribute): True for primitives with side effects (fg.debug callbacks,
+      collectives): jit's passes never remove, merge, fold or reorder their equations.
     residuals: what a backward pass must keep of this primitive's values: "in", "out", "inout",
       "none" (linear primitives need only shapes) or "cross" (input i kept only when another input
       is active, as for mul and dot_general), or a tuple of the input positions to keep.

@@ -16,8 +16,8 @@ import logging
 import numpy as np
 
 from .. import config, tree_util
-from ..core import trace as _trace
 from ..core import Tracer, array_namespace, eval_jaxpr, get_aval, trace_to_jaxpr, user_line
+from ..core import trace as _trace
 from ..core.avals import PY_SCALARS
 from ._util import fun_name
 
