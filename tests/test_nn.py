@@ -161,3 +161,13 @@ def test_normalize():
                                       / np.sqrt(v.var(-1, keepdims=True) + 1e-5) * x), x),
         rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(fg.vmap(nn.standardize)(x), ref, rtol=1e-10)
+
+
+def test_softplus_and_logaddexp_higher_derivatives_at_ties():
+    # softplus'' (0) = sigmoid'(0) = 1/4; a max/abs formulation would give 0 at x == y.
+    d2 = fg.grad(fg.grad(fg.nn.softplus))(0.0)
+    np.testing.assert_allclose(d2, 0.25, rtol=1e-12)
+    d3 = fg.grad(fg.grad(fg.grad(fg.nn.softplus)))(0.0)
+    np.testing.assert_allclose(d3, 0.0, atol=1e-12)
+    h = fg.hessian(lambda v: fnp.logaddexp(v[0], v[1]))(np.array([0.3, 0.3]))
+    np.testing.assert_allclose(h, [[0.25, -0.25], [-0.25, 0.25]], rtol=1e-12)

@@ -387,9 +387,11 @@ def _logaddexp(x1, x2, log1p_of_exp_neg):
     x, y = _float_binary_operands(x1, x2)
     shape = broadcast_shapes(x.shape, y.shape)
     x, y = broadcast_to(x, shape), broadcast_to(y, shape)
-    top = lax.max(x, y)
-    d = lax.sub(x, y)
-    out = lax.add(top, log1p_of_exp_neg(lax.abs(d)))
+    # big + f(big - small) picked by a select, not built from max/abs: each side is an exact
+    # formula for the whole function, so every derivative order is right, also at x == y.
+    x_big = lax.ge(x, y)
+    big, small = lax.select_n(x_big, y, x), lax.select_n(x_big, x, y)
+    out = lax.add(big, log1p_of_exp_neg(lax.sub(big, small)))
     # Equal infinities (d = nan) give that infinity; a nan input stays nan.
     same_inf = lax.bitwise_and(lax.eq(x, y), lax.eq(lax.abs(x), _c(np.inf, x)))
     return lax.select_n(same_inf, out, x)
