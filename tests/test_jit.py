@@ -167,3 +167,30 @@ def test_jit_decorator_form_and_python_scalars():
     assert f(np.ones(2, np.float32), 3.0).dtype == np.float32  # Python scalars are weak
     f(np.ones(2, np.float32), 4.0)
     assert f._cache_size() == 1  # a new Python scalar value does not retrace
+
+
+def test_broadcasts_feeding_ufuncs_are_left_to_numpy_broadcasting():
+    # x[:, None] * y and x[:, None] + x[:, None] (no full-shape operand: must be materialized)
+    def f(x, y):
+        bx = fnp.broadcast_to(x[:, None], y.shape)
+        twice = fnp.broadcast_to(x[:, None], y.shape) + fnp.broadcast_to(x[:, None], y.shape)
+        return bx * y + fnp.sin(bx), twice
+    x = np.arange(3, dtype=np.float32)
+    y = np.ones((3, 4), np.float32) * 2
+    src = jit(f).lower(x, y).as_text()
+    out, twice = jit(f)(x, y)
+    ref_out, ref_twice = f(x, y)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-6)
+    np.testing.assert_allclose(twice, ref_twice)
+    assert out.shape == twice.shape == (3, 4)
+    assert "reshape((3, 1))" in src
+
+
+def test_outer_product_dot_general_matches_numpy():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3, 2)), rng.normal(size=(2, 4, 5))
+    dn = (((), ()), ((0,), (2,)))  # batch a0 with b2, no contraction
+    out = fg.lax.dot_general(a, b, dn)
+    np.testing.assert_allclose(out, np.einsum("bij,klb->bijkl", a, b), rtol=1e-12)
+    got = jit(lambda a, b: fg.lax.dot_general(a, b, dn))(a, b)
+    np.testing.assert_allclose(got, out, rtol=1e-12)

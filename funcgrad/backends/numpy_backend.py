@@ -95,6 +95,7 @@ def compile_jaxpr(jaxpr, xp=np, donated=()):
         names[v] = f"a{i}"
         params.append(names[v])
 
+    implicit = _implicit_broadcasts(jaxpr) if xp is np else set()
     owned = {v for i, v in enumerate(jaxpr.invars) if i in donated}
     shared = set()   # buffers some view may still look at: never written in place
     frees = jaxpr.frees()
@@ -121,6 +122,8 @@ def compile_jaxpr(jaxpr, xp=np, donated=()):
             fn = f"np_{_UFUNCS[prim]}"
             namespace[fn] = getattr(xp, _UFUNCS[prim])
             call = f"{fn}({', '.join(ins)}, out={names[target]})"
+        elif eqn.outvars and eqn.outvars[0] in implicit:
+            call = f"{ins[0]}.reshape({_expanded_shape(eqn)!r})"  # the ufunc broadcasts it
         elif xp is np and (direct := _direct_call(eqn, ins, namespace)) is not None:
             call = direct
         elif prim in _UFUNCS and eqn.outvars[0].aval.dtype.kind in "fc" and xp is np:
@@ -170,6 +173,8 @@ def _direct_call(eqn, ins, namespace):
     out = eqn.outvars[0].aval
     if name in ("reshape", "expand_dims", "squeeze"):
         return f"{ins[0]}.reshape({out.shape!r})"
+    if name == "broadcast_in_dim" and _expanded_shape(eqn) == out.shape:  # only adds 1-axes
+        return f"{ins[0]}.reshape({out.shape!r})"
     if name in _REDUCERS:
         fn = f"np_{_REDUCERS[name]}_reduce"
         namespace[fn] = getattr(np, _REDUCERS[name]).reduce
@@ -178,6 +183,44 @@ def _direct_call(eqn, ins, namespace):
         call = f"{fn}({ins[0]}, axis={eqn.params['axes']!r}, dtype=dt_{dtype.name})"
         return f"_asarray({call})" if out.ndim == 0 else call
     return None
+
+
+def _expanded_shape(eqn):
+    """broadcast_in_dim's operand reshaped to the output's rank (1 on the new axes)."""
+    shape = [1] * len(eqn.params["shape"])
+    for i, d in enumerate(eqn.params["broadcast_dimensions"]):
+        shape[d] = eqn.invars[0].aval.shape[i]
+    return tuple(shape)
+
+
+def _implicit_broadcasts(jaxpr):
+    """broadcast_in_dim results that need not be materialized: every use is a float ufunc
+    whose output has the broadcast shape and which has another, full-shape operand, so NumPy's
+    own broadcasting of the operand (only reshaped) gives the same result, without the call to
+    np.broadcast_to (microseconds of Python) and with a loop the ufunc runs as fast."""
+    users = {}
+    for e in jaxpr.eqns:
+        for a in e.invars:
+            if type(a) is Var:
+                users.setdefault(a, []).append(e)
+    outs = {v for v in jaxpr.outvars if type(v) is Var}
+    cands = {e.outvars[0] for e in jaxpr.eqns
+             if e.primitive.name == "broadcast_in_dim" and e.outvars[0] not in outs
+             and e.outvars[0] in users}
+    changed = True
+    while changed:  # drop candidates with a use that no full-shape operand anchors
+        changed = False
+        for v in list(cands):
+            for u in users[v]:
+                out = u.outvars[0].aval
+                anchored = any(type(a) is Var and a not in cands and a.aval.shape == out.shape
+                               for a in u.invars)
+                if not (u.primitive in _UFUNCS and out.dtype.kind in "fc"
+                        and out.shape == v.aval.shape and anchored):
+                    cands.discard(v)
+                    changed = True
+                    break
+    return cands
 
 
 def _inplace_target(eqn, dead, owned, shared, out_set):
