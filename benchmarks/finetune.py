@@ -77,7 +77,8 @@ def fg_loss(params, tokens, labels):
         h = layer_norm(x, blk["ln1"])
         a = blk["attn"]
         q, k, v = heads(h @ a["wq"]), heads(h @ a["wk"]), heads(h @ a["wv"])
-        att = nn.softmax(q @ fnp.swapaxes(k, -1, -2) * (1 / np.sqrt(D // HEADS)), axis=-1)
+        # a Python float: an np.float64 scalar would promote the logits to float64 (NEP 50)
+        att = nn.softmax(q @ fnp.swapaxes(k, -1, -2) * float(1 / np.sqrt(D // HEADS)), axis=-1)
         o = fnp.reshape(fnp.transpose(att @ v, (0, 2, 1, 3)), (BATCH, SEQ, D))
         x = x + o @ a["wo"]
         h = layer_norm(x, blk["ln2"])
