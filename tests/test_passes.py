@@ -178,6 +178,54 @@ def test_uniform_operands_become_rank0():
     assert out.eqns[2].invars[1] is out.jaxpr.constvars[0]  # not uniform: kept
 
 
+def test_uniform_operand_of_a_smaller_shape_becomes_rank0():
+    b = Builder()
+    x = b.arg((4, 1, 3))
+    quarter = b.const(np.full((1, 3), 0.25, np.float32))  # broadcast against x by the mul
+    out = P.dce(check(P.simplify, b.build(b(lax.mul_p, x, quarter))))
+    assert prims(out) == ["mul"] and out.consts == []
+    assert float(out.eqns[0].invars[1].val) == 0.25
+
+
+@pytest.mark.parametrize("dims,perm", [
+    ((((1,), (1,)), ((), ())), None),      # x @ I.T: x itself
+    ((((1,), (0,)), ((), ())), None),      # x @ I
+    ((((0,), (0,)), ((), ())), (1, 0)),    # x.T @ I: a transpose
+])
+def test_dot_with_a_constant_identity_is_a_reordering(dims, perm):
+    b = Builder()
+    x = b.arg((3, 3))
+    eye = b.const(np.eye(3, dtype=np.float32))
+    closed = b.build(b(lax.dot_general_p, x, eye, dimension_numbers=dims))
+    out = P.dce(check(P.simplify, closed))
+    assert prims(out) == ([] if perm is None else ["transpose"]) and out.consts == []
+    # and on the left: I @ x contracts I's axis 1 with x's axis 0
+    b = Builder()
+    x = b.arg((3, 5))
+    eye = b.const(np.eye(3, dtype=np.float32))
+    closed = b.build(b(lax.dot_general_p, eye, x, dimension_numbers=(((1,), (0,)), ((), ()))))
+    assert prims(P.dce(check(P.simplify, closed))) == []
+    # not an identity: kept
+    b = Builder()
+    x = b.arg((3, 3))
+    m = b.const(2 * np.eye(3, dtype=np.float32))
+    closed = b.build(b(lax.dot_general_p, x, m, dimension_numbers=dims))
+    assert prims(P.dce(check(P.simplify, closed))) == ["dot_general"]
+
+
+def test_hessian_program_has_no_identity_matmul():
+    X = rng.normal(size=(8, 3)).astype(np.float32)
+
+    def loss(w):
+        return fnp.mean(fg.nn.softplus(X @ w))
+    w = rng.normal(size=3).astype(np.float32)
+    low = fg.jit(fg.hessian(loss)).lower(w)
+    assert str(low).count("dot_general") == 2  # X @ w and the final contraction
+    s = 1 / (1 + np.exp(-(X @ w)))
+    want = (X.T * (s * (1 - s))) @ X / len(X)
+    np.testing.assert_allclose(fg.jit(fg.hessian(loss))(w), want, rtol=1e-5, atol=1e-6)
+
+
 def test_neg_neg():
     closed = fg.make_jaxpr(lambda x: lax.neg(lax.neg(x)))(x34)
     out = check(P.simplify, closed)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core import ClosedJaxpr, Eqn, Jaxpr, Literal, Primitive, Tracer, Var, bind, eval_jaxpr
 from ..lax import elementwise as _ew
+from ..lax import structural as _st
 
 __all__ = ["inline", "dce", "cse", "fold_constants", "simplify", "fusion_groups", "fuse",
            "optimize", "FusionGroup", "is_elementwise", "ELEMENTWISE_PRIMITIVES", "fused_p"]
@@ -339,8 +340,9 @@ def simplify(program):
     none when the result is the identity); a reshape/convert_element_type to the operand's own
     type -> x; `convert(convert(x))` -> one conversion when the first one is exact; one-case or
     same-case `select_n` -> the case; `reduce_sum` over no axes -> x; in binary elementwise
-    equations a full-shape operand holding one value (equal constants, a broadcast of a scalar)
-    is replaced by that rank-0 value.
+    equations an operand holding one value (equal constants, a broadcast of a scalar) is replaced
+    by that rank-0 value when the other operand has the output's shape; a `dot_general` with a
+    constant identity matrix -> a transpose of the other operand (or the operand itself).
     `x*0` is kept: it is NaN for x = inf or NaN. A rewrite to an alias needs equal avals, so
     output avals never change.
     """
@@ -404,6 +406,17 @@ class _Ctx:
         self._uniform[atom] = val
         return val
 
+    def is_identity(self, atom):
+        """Whether `atom` is a known constant square identity matrix."""
+        c = self.consts.get(atom) if type(atom) is Var else None
+        if type(c) is not np.ndarray or c.ndim != 2 or c.shape[0] != c.shape[1] \
+                or c.size > 4_000_000:
+            return False
+        key = ("identity", atom)
+        if key not in self._uniform:
+            self._uniform[key] = bool(np.array_equal(c, np.eye(c.shape[0], dtype=c.dtype)))
+        return self._uniform[key]
+
     def equals(self, atom, k):
         v = self.uniform(atom)
         return v is not None and bool(v == k)
@@ -422,8 +435,8 @@ def _scalarize_operands(eqn, ctx):
     invars = list(eqn.invars)
     for i in (0, 1):
         a, other = invars[i], invars[1 - i]
-        if type(a) is not Var or a.aval.shape != shape or other.aval.shape != shape:
-            continue
+        if type(a) is not Var or other.aval.shape != shape:
+            continue  # (`other` alone gives the output shape, so `a` may become rank 0)
         value = ctx.uniform(a)
         if value is not None:
             invars[i] = Literal(np.asarray(value, a.aval.dtype),
@@ -563,11 +576,32 @@ def _reduce_sum_rule(eqn, ctx):
     return _alias_if_same(eqn, eqn.invars[0]) if not eqn.params["axes"] else None
 
 
+def _dot_general_rule(eqn, ctx):
+    """A contraction with a constant identity matrix (jacfwd's and hessian's basis, once vmap
+    has batched it) is only a reordering of the other operand's axes: a transpose, or nothing."""
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    out = eqn.outvars[0].aval
+    if lb or rb or len(lc) != 1:
+        return None
+    lhs, rhs = eqn.invars
+    for ident_is_rhs, ident, other, oc in ((True, rhs, lhs, lc[0]), (False, lhs, rhs, rc[0])):
+        if type(other) is not Var or other.aval.dtype != out.dtype or not ctx.is_identity(ident):
+            continue
+        free = [i for i in range(other.aval.ndim) if i != oc]
+        # the identity's free axis indexes the contracted axis of `other`
+        perm = tuple(free + [oc] if ident_is_rhs else [oc] + free)
+        if perm == tuple(range(len(perm))):
+            return _alias_if_same(eqn, other)
+        return Eqn(_st.transpose_p, [other], eqn.outvars, {"permutation": perm},
+                   eqn.source_info)
+    return None
+
+
 _RULES = {
     "mul": _mul_rule, "add": _add_rule, "sub": _sub_rule, "neg": _neg_rule,
     "transpose": _transpose_rule, "broadcast_in_dim": _broadcast_rule, "reshape": _reshape_rule,
     "convert_element_type": _convert_rule, "select_n": _select_rule,
-    "reduce_sum": _reduce_sum_rule,
+    "reduce_sum": _reduce_sum_rule, "dot_general": _dot_general_rule,
 }
 
 
