@@ -17,7 +17,8 @@ pytest.importorskip("tqdm", reason="examples need the 'examples' extra (tqdm)")
 pytest.importorskip("sklearn", reason="examples need the 'examples' extra (scikit-learn)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = ["digits_finetune", "per_example_grads", "newton_logistic", "adversarial"]
+EXAMPLES = ["digits_finetune", "char_transformer", "per_example_grads", "newton_logistic",
+            "adversarial"]
 
 
 def run(name, *args, timeout=120):
@@ -37,6 +38,8 @@ def test_help(name):
 
 @pytest.mark.parametrize("name,plots,expect", [
     ("digits_finetune", ["digits_finetune.png"], ["head only", "full", "LoRA"]),
+    ("char_transformer", ["char_transformer.png"],
+     ["samples before fine-tuning", "samples after LoRA", "ppl email", "LoRA r=", "head only"]),
     ("per_example_grads", ["per_example_grads.png"], ["DP-SGD", "max abs difference"]),
     ("newton_logistic", ["newton_logistic.png"], ["Newton", "gradient descent"]),
     ("adversarial", ["adversarial.png", "adversarial_loss.png"], ["FGSM"]),
