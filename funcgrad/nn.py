@@ -19,9 +19,10 @@ from .transforms.grad import stop_gradient
 
 
 def relu(x):
-    """max(x, 0), with derivative 0 at 0 (as JAX): a select, whose derivative is a select."""
+    """max(x, 0), with derivative 0 at 0 (as JAX) and NaN kept NaN: a select, whose derivative
+    is a select (cheaper under eager grad than a custom rule)."""
     x = fnp.asarray(x)
-    return fnp.where(x > 0, x, 0)
+    return fnp.where(x <= 0, 0, x)
 
 
 def relu6(x):

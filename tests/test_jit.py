@@ -194,3 +194,18 @@ def test_outer_product_dot_general_matches_numpy():
     np.testing.assert_allclose(out, np.einsum("bij,klb->bijkl", a, b), rtol=1e-12)
     got = jit(lambda a, b: fg.lax.dot_general(a, b, dn))(a, b)
     np.testing.assert_allclose(got, out, rtol=1e-12)
+
+
+def test_rank0_float_arithmetic_runs_on_scalars_and_returns_arrays():
+    def f(t, x):
+        c = (1 - 0.9 ** t) / 2.0 - (-t) * 0.5
+        return c, x * c
+    t = np.asarray(3.0, np.float32)
+    x = np.ones(3, np.float32)
+    src = jit(f).lower(t, x).as_text()
+    assert " ** " in src and " / " in src  # operators on NumPy scalars, not ufunc calls
+    c, y = jit(f)(t, x)
+    rc, ry = f(t, x)
+    assert type(c) is np.ndarray and c.shape == () and c.dtype == np.float32
+    np.testing.assert_array_equal(c, rc)
+    np.testing.assert_array_equal(y, ry)
