@@ -634,3 +634,24 @@ def test_passes_do_not_mutate_and_keep_the_signature(p):
 
     closed = fg.make_jaxpr(f)(x34, 2.0)
     check(p, closed)
+
+
+def test_select_of_a_comparison_with_its_own_bound_becomes_max_or_min():
+    for cmp, want in ((lax.le_p, "max"), (lax.lt_p, "max"), (lax.ge_p, "min"), (lax.gt_p, "min")):
+        b = Builder()
+        x = b.arg((5,))
+        pred = b(cmp, x, lit(0.0))
+        closed = b.build(b(lax.select_n_p, pred, x, lit(0.0)))
+        out = P.dce(check(P.simplify, closed))
+        assert prims(out) == [want]
+        vals = np.array([np.nan, -1, 0, 2, np.inf], np.float32)
+        np.testing.assert_array_equal(run(out, [vals])[0], run(closed, [vals])[0])
+    # the other orientation (x > 0 ? x : 0 drops NaN) and a different bound are kept
+    b = Builder()
+    x = b.arg((5,))
+    closed = b.build(b(lax.select_n_p, b(lax.gt_p, x, lit(0.0)), lit(0.0), x))
+    assert "select_n" in prims(P.dce(check(P.simplify, closed)))
+    b = Builder()
+    x = b.arg((5,))
+    closed = b.build(b(lax.select_n_p, b(lax.le_p, x, lit(0.0)), x, lit(1.0)))
+    assert "select_n" in prims(P.dce(check(P.simplify, closed)))

@@ -565,7 +565,28 @@ def _select_rule(eqn, ctx):
     cases = eqn.invars[1:]
     if all(c is cases[0] or _same_literal(c, cases[0]) for c in cases[1:]):
         return _alias_if_same(eqn, cases[0])
-    return None
+    return _clamp_rule(eqn, ctx)
+
+
+# select_n(x <= c, x, c) is max(x, c) and select_n(x >= c, x, c) is min(x, c), NaN included
+# (the comparison is False, so x, which max/min propagate); the `>`/`<` forms would not be.
+_CLAMPS = {"le": _ew.max_p, "lt": _ew.max_p, "ge": _ew.min_p, "gt": _ew.min_p}
+
+
+def _clamp_rule(eqn, ctx):
+    """relu written as a select becomes one `max` (one pass instead of a compare and a select)."""
+    if len(eqn.invars) != 3:
+        return None
+    pred, x, c = eqn.invars
+    cmp = ctx.producers.get(pred) if type(pred) is Var else None
+    if cmp is None or cmp.primitive.name not in _CLAMPS or cmp.invars[0] is not x \
+            or type(x) is not Var or x.aval != eqn.outvars[0].aval or x.aval.dtype.kind != "f":
+        return None
+    bound = ctx.uniform(cmp.invars[1])
+    if bound is None or ctx.uniform(c) is None or not bool(ctx.uniform(c) == bound) \
+            or c.aval.shape != ():
+        return None
+    return Eqn(_CLAMPS[cmp.primitive.name], [x, c], eqn.outvars, {}, eqn.source_info)
 
 
 def _same_literal(a, b):
