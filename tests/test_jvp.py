@@ -97,3 +97,20 @@ def test_custom_vjp_under_jvp_is_a_clear_error():
     g.defvjp(lambda x: (x, None), lambda r, c: (c,))
     with pytest.raises(TypeError, match="forward-mode"):
         fg.jvp(g, (1.0,), (1.0,))
+
+
+def test_jacfwd_has_aux_returns_concrete_aux_eagerly_and_under_transforms():
+    def f(q):
+        return fnp.sin(q), {"s": fnp.sum(q), "n": 3}
+    x = np.array([0.5, 1.0])
+    jac, aux = fg.jacfwd(f, has_aux=True)(x)
+    np.testing.assert_allclose(jac, np.diag(np.cos(x)))
+    assert type(aux["s"]) is np.ndarray and float(aux["s"]) == 1.5 and aux["n"] == 3
+    jac2, aux2 = fg.jit(fg.jacfwd(f, has_aux=True))(x)
+    np.testing.assert_allclose(jac2, jac)
+    assert float(aux2["s"]) == 1.5
+    _, aux3 = fg.vmap(fg.jacfwd(f, has_aux=True))(np.stack([x, 2 * x]))
+    np.testing.assert_allclose(aux3["s"], [1.5, 3.0])
+    out, f_jvp, aux4 = fg.linearize(f, x, has_aux=True)
+    np.testing.assert_allclose(f_jvp(np.ones(2)), np.cos(x))
+    assert float(aux4["s"]) == 1.5

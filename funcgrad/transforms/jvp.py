@@ -99,16 +99,20 @@ def jvp(fun, primals, tangents, has_aux=False):
     return (out, t_out, aux) if has_aux else (out, t_out)
 
 
-def linearize(fun, *primals):
+def linearize(fun, *primals, has_aux=False):
     """`(out, f_jvp)`: f_jvp(*tangents) evaluates the linear map t -> J t without re-running the
-    forward computation: the tangent computation is traced once into a program."""
+    forward computation: the tangent computation is traced once into a program. With
+    `has_aux`, fun returns `(out, aux)` and linearize `(out, f_jvp, aux)`."""
     p_flat, p_tree = tree_util.tree_flatten(primals)
     t_avals = [_aval_of(_as_value(p)).strip_weak_type() for p in p_flat]
     box = {}
 
     def tangent_fun(*t_flat):
-        out, t_out = jvp(fun, primals, tree_util.tree_unflatten(p_tree, list(t_flat)))
+        res = jvp(fun, primals, tree_util.tree_unflatten(p_tree, list(t_flat)), has_aux=has_aux)
+        out, t_out = res[:2]
         box["out"] = out
+        if has_aux:
+            box["aux"] = res[2]
         flat, box["tree"] = tree_util.tree_flatten(t_out)
         return flat
 
@@ -124,7 +128,7 @@ def linearize(fun, *primals):
         return tree_util.tree_unflatten(out_tree, res)
 
     f_jvp.jaxpr = closed
-    return out, f_jvp
+    return (out, f_jvp, box["aux"]) if has_aux else (out, f_jvp)
 
 
 def jacfwd(fun, argnums=0, has_aux=False):
@@ -140,18 +144,13 @@ def jacfwd(fun, argnums=0, has_aux=False):
         for i, a in zip(nums, diff_args):
             for path, leaf in tree_util.tree_flatten_with_path(a)[0]:
                 _check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacfwd")
-        aux_box = {}
-
         def partial_fun(*dargs):
             full = list(args)
             for i, d in zip(nums, dargs):
                 full[i] = d
-            out = fun(*full, **kwargs)
-            if has_aux:
-                out, aux_box["aux"] = out
-            return out
+            return fun(*full, **kwargs)
 
-        out, f_jvp = linearize(partial_fun, *diff_args)
+        out, f_jvp, *aux = linearize(partial_fun, *diff_args, has_aux=has_aux)
         in_flat, in_tree = tree_util.tree_flatten(diff_args)
         out_flat, out_tree = tree_util.tree_flatten(out)
         in_avals = [_aval_of(_as_value(x)) for x in in_flat]
@@ -177,7 +176,7 @@ def jacfwd(fun, argnums=0, has_aux=False):
             tree = tree_util.tree_unflatten(in_tree, blocks)
             per_out.append(tree[0] if single else tuple(tree))
         jac = tree_util.tree_unflatten(out_tree, per_out)
-        return (jac, aux_box.get("aux")) if has_aux else jac
+        return (jac, aux[0]) if has_aux else jac
 
     jac_fun.__name__ = f"jacfwd({fun_name(fun)})"
     return jac_fun
