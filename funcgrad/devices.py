@@ -54,8 +54,9 @@ def _cupy():
         raise _gpu_missing(f"CuPy found no CUDA device ({e})") from None
     if n == 0:
         raise _gpu_missing("CuPy found no CUDA device")
+    from .backends.cupy_backend import namespace_for
     from .core import register_array_namespace
-    register_array_namespace(cupy.ndarray, cupy)
+    register_array_namespace(cupy.ndarray, namespace_for(cupy))
     return cupy
 
 

@@ -333,3 +333,11 @@ def test_logsumexp_softmax_nan_free_at_extremes():
     assert np.all(np.isfinite(g3))
     big = np.array([-np.inf, 0.0, 1.0])
     assert np.all(np.isfinite(fg.grad(lambda x: nn.logsumexp(x))(big)))
+
+
+def test_abs_slope_at_zero_and_lax_stop_gradient_follow_jax():
+    # JAX's convention: d|x|/dx = 1 at 0 (the x >= 0 side), not sign(0) = 0.
+    g = fg.grad(lambda a: fnp.sum(fnp.abs(a)))(np.array([0.0, -2.0, 3.0]))
+    np.testing.assert_array_equal(g, [1.0, -1.0, 1.0])
+    g = fg.grad(lambda a: fnp.sum(a * fg.lax.stop_gradient({"k": a})["k"]))(np.array([2.0, 3.0]))
+    np.testing.assert_array_equal(g, [2.0, 3.0])

@@ -505,3 +505,15 @@ def test_second_order_through_cumprod_and_cumlogsumexp():
         rev = fg.grad(lambda y, e=e: total(lax.mul(g(y), e)))(x)  # reverse over reverse
         np.testing.assert_allclose(fwd, fd, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(rev, fd, rtol=1e-6, atol=1e-7)
+
+
+def test_dynamic_slice_takes_jax_positional_signature():
+    x = np.arange(20.0).reshape(4, 5)
+    want = x[1:3, 2:4]
+    np.testing.assert_array_equal(fg.lax.dynamic_slice(x, (1, 2), (2, 2)), want)
+    np.testing.assert_array_equal(fg.lax.dynamic_slice(x, np.array([1, 2]), (2, 2)), want)
+    np.testing.assert_array_equal(fg.lax.dynamic_slice(x, 1, 2, slice_sizes=(2, 2)), want)
+    g = fg.grad(lambda a: (fg.lax.dynamic_slice(a, (1, 2), (2, 2)) ** 2).sum())(x)
+    np.testing.assert_array_equal(g, np.pad(2 * want, ((1, 1), (2, 1))))
+    with pytest.raises(TypeError, match="slice_sizes"):
+        fg.lax.dynamic_slice(x, 1, 2, 3)

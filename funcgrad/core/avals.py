@@ -117,6 +117,8 @@ def get_aval(x) -> ShapedArray:
         return shaped_array(x.shape, x.dtype)
     dtype = getattr(x, "dtype", None)
     shape = getattr(x, "shape", None)
+    if _foreign_dtypes and type(dtype) in _foreign_dtype_types:  # an Array API namespace's
+        dtype = _foreign_dtypes[dtype]
     if dtype is None or shape is None:
         raise TypeError(f"Value of type {t.__name__} is not a valid funcgrad array: pass a NumPy "
                         "array, a Python or NumPy scalar, or a pytree of them.")
@@ -124,6 +126,32 @@ def get_aval(x) -> ShapedArray:
 
 
 _aval_cache: dict = {}
+
+# Dtype objects of other array namespaces (array_api_strict.float32, ...) -> NumPy dtypes, for
+# namespaces whose arrays do not carry NumPy dtypes (see funcgrad/backends/array_api.py).
+_foreign_dtypes: dict = {}
+_foreign_dtype_types: set = set()   # their classes: only those are looked up
+
+
+def register_dtypes(mapping):
+    _foreign_dtypes.update(mapping)
+    _foreign_dtype_types.update(type(k) for k in mapping)
+
+
+def unregister_dtypes(mapping):
+    for k in mapping:
+        _foreign_dtypes.pop(k, None)
+    _foreign_dtype_types.difference_update(type(k) for k in mapping)
+
+
+def numpy_dtype(dtype):
+    """`dtype` as a NumPy dtype: NumPy's and CuPy's arrays already carry one; a registered
+    namespace's dtype is translated."""
+    if type(dtype) is np.dtype:
+        return dtype
+    if _foreign_dtypes and type(dtype) in _foreign_dtype_types:
+        return _foreign_dtypes[dtype]
+    return np.dtype(dtype)
 
 
 def shaped_array(shape, dtype):

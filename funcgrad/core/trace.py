@@ -43,7 +43,13 @@ _namespaces: dict = {}
 
 
 def register_array_namespace(array_type, xp):
+    """Arrays of `array_type` compute with namespace `xp` (CuPy's module, or an adapter such as
+    funcgrad.backends.array_api.ArrayAPINamespace). NumPy arrays need no registration."""
     _namespaces[array_type] = xp
+
+
+def unregister_array_namespace(array_type):
+    _namespaces.pop(array_type, None)
 
 
 def array_namespace(args):
@@ -54,6 +60,17 @@ def array_namespace(args):
             if xp is not None:
                 return xp
     return np
+
+
+def _device_args(args):
+    """(xp, args) for an eager call when other namespaces are registered: NumPy arrays and
+    scalars among arguments of another namespace are host constants, moved over with
+    `xp.asarray` (as JAX moves NumPy constants to the device)."""
+    xp = array_namespace(args)
+    if xp is np:
+        return xp, args
+    return xp, tuple(xp.asarray(a) if isinstance(a, (np.ndarray, np.generic)) else a
+                     for a in args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,8 +125,12 @@ def bind(prim, *args, **params):
             if top is None or t.level > top.level:
                 top = t
     if top is None:
+        if _namespaces:  # a CuPy (or other) array among the arguments?
+            xp, args = _device_args(args)
+        else:
+            xp = np
         try:
-            out = prim.impl(array_namespace(args), *args, **params)
+            out = prim.impl(xp, *args, **params)
         except Exception as e:
             add_error_context(e, prim, [_describe(a) for a in args])
             raise

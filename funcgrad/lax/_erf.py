@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from ._util import astype, dtype_of
+
 _A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02,
       3.20937758913846947e03, 1.85777706184603153e-1)
 _B = (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03,
@@ -46,7 +50,7 @@ _SQRT_PI = math.sqrt(math.pi)
 def _working(xp, x):
     """x as an array in the dtype the computation runs in (float16 is widened to float32)."""
     x = xp.asarray(x)
-    return x.astype(xp.float32) if x.dtype == xp.float16 else x
+    return astype(xp, x, np.float32) if dtype_of(x) == np.float16 else x
 
 
 def _exp_neg_sq(xp, a):
@@ -92,7 +96,7 @@ def erf(xp, x):
     """The error function, elementwise, in x's dtype."""
     w = _working(xp, x)
     erf_a, _ = _erf_erfc(xp, xp.abs(w))
-    return xp.copysign(erf_a, w).astype(xp.asarray(x).dtype, copy=False)
+    return astype(xp, xp.copysign(erf_a, w), dtype_of(xp.asarray(x)), copy=False)
 
 
 def _giles(xp, a):
@@ -133,10 +137,11 @@ def erf_inv(xp, x, steps=None):
     a_safe = xp.where(inside, a, 0)  # keep log() finite on the elements answered below
     c = 1 - a_safe  # exact for a >= 0.5 (Sterbenz), where the refinement uses it
     y = _giles(xp, a_safe)
-    if w.dtype.itemsize >= 8:  # beyond float32's range, Giles' guess would be extrapolated
+    wide = dtype_of(w).itemsize >= 8
+    if wide:  # beyond float32's range, Giles' guess would be extrapolated
         y = xp.where(c < 5e-8, _tail_guess(xp, c), y)
     if steps is None:  # quadratic/cubic convergence: 1 step for float32, 2 for float64
-        steps = 2 if w.dtype.itemsize >= 8 else 1
+        steps = 2 if wide else 1
     log_c = xp.log(c)
     small = a_safe <= 0.5
     for _ in range(steps):
@@ -148,5 +153,5 @@ def erf_inv(xp, x, steps=None):
         # Halley's step on erf would be throttled to about 1/y by its y*f term.
         newton_log = (log_c - xp.log(erfc_y)) * erfc_y / d
         y = y - xp.where(small, halley, newton_log)
-    y = xp.where(inside, y, xp.where(a == 1, xp.inf, xp.nan))
-    return xp.copysign(y, w).astype(xp.asarray(x).dtype, copy=False)
+    y = xp.where(inside, y, xp.where(a == 1, xp.inf, a * xp.nan))  # (+-1 -> inf, else NaN)
+    return astype(xp, xp.copysign(y, w), dtype_of(xp.asarray(x)), copy=False)

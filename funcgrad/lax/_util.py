@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..core import ShapedArray, user_line
+from ..core.avals import numpy_dtype
 
 
 def shape_error(prim_name, msg):
@@ -42,3 +45,28 @@ def normalize_axis(axis, ndim, what="axis"):
 
 def aval(shape, dtype, weak_type=False):
     return ShapedArray(shape, dtype, weak_type)
+
+
+# ---------------------------------------------------------------------------------------------
+# Portable array helpers for implementations: NumPy and CuPy arrays carry NumPy dtypes and an
+# `astype` method; arrays of an Array API standard namespace (the portability check) carry their
+# namespace's dtypes and are cast with the namespace's `astype` function.
+
+def dtype_of(x):
+    """The NumPy dtype of array `x`, whatever its namespace."""
+    d = x.dtype
+    return d if type(d) is np.dtype else numpy_dtype(d)
+
+
+def astype(xp, x, dtype, copy=True):
+    """`x` cast to `dtype` (a NumPy dtype); `copy=False` may return `x` itself."""
+    if type(x) is np.ndarray:
+        return x.astype(dtype, copy=copy)
+    method = getattr(x, "astype", None)
+    return method(dtype, copy=copy) if method is not None else xp.astype(x, dtype, copy=copy)
+
+
+def copy(xp, x):
+    """A fresh, writable copy of array `x`."""
+    method = getattr(x, "copy", None)
+    return method() if method is not None else xp.copy(x)

@@ -15,12 +15,13 @@ import math
 import numpy as np
 
 from ..core import Primitive, ShapedArray, bind
+from ..tree_util import tree_map
 from . import (
     _erf,
     structural,  # noqa: F401  (circular: used at call time only)
 )
 from ._batching import elementwise_batch
-from ._util import check_kind, same_dtype, shape_error, weak
+from ._util import astype, check_kind, dtype_of, same_dtype, shape_error, weak
 
 FLOAT = "fc"
 REAL_FLOAT = "f"
@@ -162,14 +163,16 @@ erf_p = unary("erf", lambda xp, x: _erf.erf(xp, x),
 erf_inv_p = unary("erf_inv", lambda xp, x: _erf.erf_inv(xp, x),
                   lambda x, y: mul(_scalar(math.sqrt(math.pi) / 2, y), exp(mul(y, y))),
                   kinds=REAL_FLOAT, residuals="out")
-abs_p = unary("abs", lambda xp, x: xp.abs(x), lambda x, y: sign(x), kinds="iuf")
+# d|x|/dx is 1 at x = 0 (JAX's convention: the slope of the x >= 0 side), not sign(0) = 0.
+abs_p = unary("abs", lambda xp, x: xp.abs(x),
+              lambda x, y: select_n(ge(x, _scalar(0, x)), _scalar(-1, x), _one(x)), kinds="iuf")
 not_p = unary("not", lambda xp, x: xp.invert(x), kinds=INT_OR_BOOL)
 
 
 def _logistic(xp, x):
     # exp(-|x|) never overflows: 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0.
     e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return astype(xp, xp.where(x >= 0, 1 / (1 + e), e / (1 + e)), dtype_of(x), copy=False)
 
 
 def _integer_pow_abstract(x, *, y):
@@ -178,7 +181,7 @@ def _integer_pow_abstract(x, *, y):
 
 
 def _integer_pow_impl(xp, x, *, y):
-    if y < 0 and x.dtype.kind in "iu":
+    if y < 0 and dtype_of(x).kind in "iu":
         raise ValueError("integer_pow: negative exponent of an integer array")
     n = -y if y < 0 else y
     if n <= 4:  # repeated products: many times faster than a general power for small exponents
@@ -188,9 +191,14 @@ def _integer_pow_impl(xp, x, *, y):
             out = xp.multiply(x, 1)
         else:
             sq = x * x
-            out = sq if n == 2 else sq * x if n == 3 else sq * sq
+            if n == 2:
+                out = sq
+            elif xp is np and sq.ndim:  # the square is ours: reuse its buffer
+                out = np.multiply(sq, x if n == 3 else sq, out=sq)
+            else:
+                out = sq * x if n == 3 else sq * sq
     else:
-        out = xp.power(x, x.dtype.type(n))
+        out = xp.power(x, n)  # a Python int: x's dtype is kept (NEP 50)
     return xp.reciprocal(out) if y < 0 else out
 
 
@@ -322,27 +330,29 @@ shift_right_arithmetic_p = binary("shift_right_arithmetic",
 
 
 def _div_impl(xp, x, y):
-    if x.dtype.kind in "iu":  # C-style division truncating toward zero, as lax.div
+    dt = dtype_of(x)
+    if dt.kind in "iu":  # C-style division truncating toward zero, as lax.div
         q = xp.floor_divide(x, y)
         fix = (xp.remainder(x, y) != 0) & ((x < 0) != (y < 0))
-        return (q + fix.astype(q.dtype)).astype(x.dtype, copy=False)
+        return astype(xp, q + astype(xp, fix, dt), dt, copy=False)
     return xp.true_divide(x, y)
 
 
 def _shift(xp, x, y, kind):
-    bits = x.dtype.itemsize * 8
+    dt = dtype_of(x)
+    bits = dt.itemsize * 8
     big = y >= bits
-    y_safe = xp.where(big, 0, y).astype(x.dtype, copy=False)
+    y_safe = astype(xp, xp.where(big, 0, y), dt, copy=False)
     if kind == "left":
         out = xp.left_shift(x, y_safe)
-        return xp.where(big, 0, out).astype(x.dtype, copy=False)
-    if kind == "arithmetic" or x.dtype.kind == "u":
+        return astype(xp, xp.where(big, 0, out), dt, copy=False)
+    if kind == "arithmetic" or dt.kind == "u":
         out = xp.right_shift(x, y_safe)
-        fill = xp.where(x < 0, -1, 0) if x.dtype.kind == "i" else 0
-        return xp.where(big, fill, out).astype(x.dtype, copy=False)
+        fill = -astype(xp, x < 0, dt) if dt.kind == "i" else 0  # -1 where negative
+        return astype(xp, xp.where(big, fill, out), dt, copy=False)
     udt = np.dtype(f"uint{bits}")
-    out = xp.right_shift(x.astype(udt), y_safe.astype(udt)).astype(x.dtype)
-    return xp.where(big, 0, out).astype(x.dtype, copy=False)
+    out = astype(xp, xp.right_shift(astype(xp, x, udt), astype(xp, y_safe, udt)), dt)
+    return astype(xp, xp.where(big, 0, out), dt, copy=False)
 
 
 def _pow_partials(x, y, out):
@@ -448,9 +458,9 @@ def _convert_abstract(x, *, new_dtype, weak_type=False):
 
 
 def _convert_impl(xp, x, *, new_dtype, weak_type=False):
-    if x.dtype.kind == "c" and np.dtype(new_dtype).kind != "c":
+    if dtype_of(x).kind == "c" and np.dtype(new_dtype).kind != "c":
         x = xp.real(x)
-    return x.astype(new_dtype)
+    return astype(xp, x, new_dtype)
 
 
 def _float_path(a, b):
@@ -472,6 +482,12 @@ stop_gradient_p = Primitive("stop_gradient", impl=lambda xp, x: x, abstract_eval
                             differentiable=False, jvp=lambda primals, tangents, out: None,
                             vjp=lambda ct, primals, out, active: (None,))
 stop_gradient_p.batch = elementwise_batch(stop_gradient_p)
+
+
+def stop_gradient(x):
+    """The identity on a pytree of arrays, with a zero derivative: no gradient flows through
+    it (`fg.stop_gradient`, `fg.lax.stop_gradient`)."""
+    return tree_map(lambda leaf: bind(stop_gradient_p, leaf), x)
 
 
 # ---------------------------------------------------------------------------------------------

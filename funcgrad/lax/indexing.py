@@ -16,7 +16,7 @@ import numpy as np
 from ..core import Primitive, ShapedArray, bind
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_axis, move_to_front
-from ._util import check_kind, normalize_axis, same_dtype, shape_error
+from ._util import astype, check_kind, copy, dtype_of, normalize_axis, same_dtype, shape_error
 from .structural import (
     broadcast_in_dim,
     concatenate,
@@ -98,7 +98,17 @@ def _gather_impl(xp, operand, indices):
     # minimum/maximum rather than clip: the same clamp, without clip's Python-level overhead
     cols = tuple(xp.minimum(xp.maximum(indices[..., i], 0), operand.shape[i] - 1)
                  for i in range(k))
-    return operand[cols]
+    if xp is np:
+        return operand[cols]
+    # Elsewhere one index array per call (all the Array API standard offers): a linear index
+    # into the k leading axes, and `take` along the flattened axis.
+    lead = operand.shape[:k]
+    lin = astype(xp, cols[0], np.int64)
+    for i in range(1, k):
+        lin = lin * lead[i] + astype(xp, cols[i], np.int64)
+    flat = xp.reshape(operand, (math.prod(lead),) + operand.shape[k:])
+    out = xp.take(flat, xp.reshape(lin, (-1,)), axis=0)
+    return xp.reshape(out, indices.shape[:-1] + operand.shape[k:])
 
 
 def _gather_vjp(ct, primals, out, active, **params):
@@ -174,25 +184,47 @@ def _scatter_abstract(name):
     return rule
 
 
+def _scatter_numpy(mode, out, idx, upd, lead):
+    """NumPy's fast path: one flat index (np.ravel_multi_index checks the range in C) into
+    the fresh copy `out`; None when some index is out of range (the caller filters those)."""
+    try:
+        flat = np.ravel_multi_index(tuple(idx[:, i] for i in range(idx.shape[1])), lead)
+    except ValueError:
+        return None
+    view = out.reshape((-1,) + out.shape[len(lead):])  # out is contiguous: a view
+    if mode == "set":
+        view[flat] = upd  # the last duplicate wins
+    else:
+        getattr(np, mode).at(view, flat, upd)
+    return out
+
+
 def _scatter_impl(mode):
     def impl(xp, operand, indices, updates):
         k = indices.shape[-1]
         if k == 0:  # every update applies to the whole operand: index a new leading axis of 1
             zero = xp.zeros(indices.shape[:-1] + (1,), indices.dtype)
-            return impl(xp, operand[None], zero, updates)[0]
-        out = operand.copy()
+            return impl(xp, xp.reshape(operand, (1,) + operand.shape), zero, updates)[0, ...]
+        out = copy(xp, operand)
         rest = operand.shape[k:]
-        idx = indices.reshape(-1, k)
-        upd = updates.reshape((-1,) + rest)
+        idx = xp.reshape(indices, (-1, k))
+        upd = xp.reshape(updates, (-1,) + rest)
+        if xp is np:
+            fast = _scatter_numpy(mode, out, idx, upd, operand.shape[:k])
+            if fast is not None:
+                return fast
         # Drop out-of-range updates, as JAX does (one vectorized test; filter only if needed).
-        ok = ((idx >= 0) & (idx < xp.asarray(operand.shape[:k], dtype=idx.dtype))).all(axis=1)
-        if not bool(ok.all()):
+        ok = xp.all((idx >= 0) & (idx < xp.asarray(operand.shape[:k], dtype=dtype_of(idx))),
+                    axis=1)
+        if xp is not np or not bool(ok.all()):  # (off NumPy, no host round trip to ask)
             idx, upd = idx[ok], upd[ok]
         cols = tuple(idx[:, i] for i in range(k))
+        if xp is not np:  # the namespace's own scatter (CuPy: cupyx.scatter_add, ...)
+            return xp.index_accumulate(mode, out, cols, upd)
         if mode == "set":
-            out[cols] = upd  # NumPy: the last duplicate wins; other backends may pick any
+            out[cols] = upd  # NumPy: the last duplicate wins
         else:
-            getattr(xp, mode).at(out, cols, upd)
+            getattr(np, mode).at(out, cols, upd)
         return out
     return impl
 
@@ -469,7 +501,7 @@ def _dus_abstract(operand, update, *starts):
 
 def _dus_impl(xp, operand, update, *starts):
     begin = _clamped_starts(starts, operand.shape, update.shape)
-    out = operand.copy()
+    out = copy(xp, operand)
     out[tuple(np.s_[b:b + m] for b, m in zip(begin, update.shape))] = update
     return out
 
@@ -515,12 +547,23 @@ dynamic_update_slice_p.batch = _dus_batch
 def _starts(start_indices):
     if len(start_indices) == 1 and isinstance(start_indices[0], (list, tuple)):
         start_indices = tuple(start_indices[0])  # JAX style: one sequence of starts
+    elif len(start_indices) == 1 and getattr(start_indices[0], "ndim", 0) == 1:
+        vec = start_indices[0]  # one 1-D array of starts
+        start_indices = tuple(vec[i] for i in range(vec.shape[0]))
     return tuple(np.asarray(s, INDEX) if isinstance(s, int) else s for s in start_indices)
 
 
-def dynamic_slice(operand, *start_indices, slice_sizes):
+def dynamic_slice(operand, *start_indices, slice_sizes=None):
     """operand[s0:s0+m0, s1:s1+m1, ...] for rank-0 integer starts s (which may be traced);
-    starts are clamped so that the slice fits. Starts may also be given as one sequence."""
+    starts are clamped so that the slice fits. Called as JAX does,
+    `dynamic_slice(operand, start_indices, slice_sizes)` with one sequence (or 1-D array) of
+    starts, or `dynamic_slice(operand, s0, s1, ..., slice_sizes=...)`."""
+    if slice_sizes is None:
+        if len(start_indices) != 2:
+            raise TypeError("dynamic_slice(operand, start_indices, slice_sizes): give the starts "
+                            "as one sequence and the sizes as another (or slice_sizes=...); got "
+                            f"{len(start_indices)} positional arguments after the operand.")
+        start_indices, slice_sizes = start_indices[:1], start_indices[1]
     return bind(dynamic_slice_p, operand, *_starts(start_indices),
                 slice_sizes=tuple(int(m) for m in slice_sizes))
 
@@ -561,8 +604,9 @@ def _accumulate(xp, name, x, axis):
     n, d = x.shape[axis], 1
     lead = (np.s_[:],) * axis
     while d < n:
-        x = xp.concatenate([x[lead + (np.s_[:d],)], fn(x[lead + (np.s_[d:],)],
-                                                       x[lead + (np.s_[:-d],)])], axis=axis)
+        x = xp.concatenate([x[lead + (np.s_[:d], ...)], fn(x[lead + (np.s_[d:], ...)],
+                                                            x[lead + (np.s_[:-d], ...)])],
+                           axis=axis)
         d *= 2
     return x
 

@@ -52,7 +52,8 @@ def _collective(name, eager, reduce, jvp, vjp, residuals="none"):
 
 
 psum_p = _collective(
-    "psum", lambda x, n: x * x.dtype.type(n), lambda x, d, n: st.reduce_sum(x, (d,)),
+    "psum", lambda x, n: x * n,  # a Python int keeps x's dtype (NEP 50)
+    lambda x, d, n: st.reduce_sum(x, (d,)),
     jvp=lambda primals, tangents, out, *, axis_name: psum(tangents[0], axis_name),
     vjp=lambda ct, primals, out, active, *, axis_name: (psum(ct, axis_name),))
 pmax_p = _collective(

@@ -13,7 +13,7 @@ import numpy as np
 from ..core import Primitive, ShapedArray, bind
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_to_front
-from ._util import check_kind, normalize_axis, same_dtype, shape_error, weak
+from ._util import astype, check_kind, normalize_axis, same_dtype, shape_error, weak
 
 slice_builtin = builtins.slice  # this module defines lax.slice
 
@@ -319,10 +319,10 @@ def _arg_abstract(name):
 
 
 argmax_p = Primitive("argmax", abstract_eval=_arg_abstract("argmax"), differentiable=False,
-                     impl=lambda xp, x, *, axis, index_dtype: xp.argmax(x, axis=axis).astype(
+                     impl=lambda xp, x, *, axis, index_dtype: astype(xp, xp.argmax(x, axis=axis),
                          index_dtype))
 argmin_p = Primitive("argmin", abstract_eval=_arg_abstract("argmin"), differentiable=False,
-                     impl=lambda xp, x, *, axis, index_dtype: xp.argmin(x, axis=axis).astype(
+                     impl=lambda xp, x, *, axis, index_dtype: astype(xp, xp.argmin(x, axis=axis),
                          index_dtype))
 
 
@@ -397,7 +397,7 @@ def _dot_impl(xp, lhs, rhs, *, dimension_numbers, preferred_element_type=None):
             # by about 1.5x: per-example weight gradients are exactly this.
             out = einsum(_outer_subscripts(lhs.ndim, rhs.ndim, lb, rb), lhs, rhs)
             if preferred_element_type is not None:
-                out = out.astype(preferred_element_type, copy=False)
+                out = astype(xp, out, preferred_element_type, copy=False)
             return out
         a = xp.transpose(lhs, list(lb) + lfree)
         b = xp.transpose(rhs, list(rb) + rfree)
@@ -417,7 +417,7 @@ def _dot_impl(xp, lhs, rhs, *, dimension_numbers, preferred_element_type=None):
         b = xp.reshape(xp.transpose(rhs, list(rb) + list(rc) + rfree), (nb, k, math.prod(rf)))
         out = xp.reshape(xp.matmul(a, b), bshape + lf + rf)
     if preferred_element_type is not None:
-        out = out.astype(preferred_element_type, copy=False)
+        out = astype(xp, out, preferred_element_type, copy=False)
     return out
 
 

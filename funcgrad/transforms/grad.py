@@ -20,7 +20,7 @@ import numpy as np
 from .. import tree_util
 from ..core import Trace, Tracer, bind, float0, get_aval, new_trace, user_line
 from ..core.avals import shaped_array
-from ..lax import add, stop_gradient_p
+from ..lax import add, stop_gradient, stop_gradient_p  # noqa: F401 (re-exported)
 from ._util import arg_name, fun_name, normalize_argnums
 
 
@@ -379,6 +379,3 @@ def _reshape(x, shape):
     return reshape(x, shape)
 
 
-def stop_gradient(x):
-    """The identity, with a zero derivative: gradients do not flow through it."""
-    return tree_util.tree_map(lambda leaf: bind(stop_gradient_p, leaf), x)

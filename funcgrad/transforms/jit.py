@@ -118,11 +118,11 @@ class JitFunction:
 
     # -- compile --
     def _compile(self, key, flat, in_tree, static_pos, statics, args, xp):
-        from ..backends.numpy_backend import compile_jaxpr
+        from ..backends import check_placement, compiler_for
         from .passes import optimize
-        if self.backend == "gpu":
-            from ..devices import _cupy
-            _cupy()  # raises a clear error when CuPy or a GPU is missing
+        # the namespace to run with (backend="gpu": CuPy, or a clear error when CuPy or a GPU is
+        # missing); a call mixing NumPy and CuPy arrays raises, naming the arguments
+        xp = check_placement(flat, in_tree, xp, self.backend)
         if config.read("explain_cache_misses") and self._cache:
             log.warning("%s", _explain_miss(self, self._last_key, key, args))
         n_args = len(args)
@@ -143,6 +143,7 @@ class JitFunction:
         closed = trace_to_jaxpr(flat_fun, in_avals, name=f"jit({fun_name(self.fun)})")
         closed = optimize(closed)
         donated = self._donated_leaves(args, static_pos, in_tree)
+        compile_jaxpr = compiler_for(xp)  # the backend's code generator
         compiled = compile_jaxpr(closed.jaxpr, xp=xp if xp is not None else np, donated=donated)
         if config.read("log_compiles"):
             log.warning("Compiled %s for %s", fun_name(self.fun), in_tree)

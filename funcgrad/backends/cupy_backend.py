@@ -1,0 +1,500 @@
+"""The CuPy backend: the shared interpreter on the GPU, and jit's fused CUDA kernels.
+
+Three parts:
+
+* `CupyNamespace`: CuPy's module as the `xp` of every primitive's implementation, with overrides
+  only where CuPy differs from NumPy (scatter through `cupyx`, argsort's `kind`). Eager calls and
+  `eval_jaxpr` on CuPy arrays use it (registered by `funcgrad.devices`).
+* `fused_kernel_source(body, name)`: the CUDA C++ source of one `extern "C" __global__` kernel
+  computing a fusion group (an all-elementwise program, see `funcgrad.transforms.passes.fuse`) in
+  one pass: one thread per element, every intermediate in registers. Pure string generation, so
+  it is tested (and compiled with `nvcc`) on machines without a GPU.
+* `compile_jaxpr(jaxpr, xp, donated)`: jit's code generator for CuPy. The program is fused; each
+  fused group becomes one `cupy.RawKernel` (compiled once per program, cached by source), every
+  other equation calls its implementation with CuPy (matmuls go to cuBLAS via `cupy.matmul`).
+  The printable source (`fg.jit(f).lower(x).as_text()`) is the Python driver followed by the
+  CUDA source of each kernel. A kernel that fails to compile raises `KernelCompileError` showing
+  the generated source and the compiler's message.
+
+Host constants a traced function captured (NumPy arrays in the program) are copied to the device
+on the first call of the compiled program and kept with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import numpy as np
+
+from ..core import Literal
+
+__all__ = ["CupyNamespace", "KernelSource", "KernelCompileError", "fused_kernel_source",
+           "compile_jaxpr", "UnsupportedInKernel", "CUDA_TYPES"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The namespace
+
+class CupyNamespace:
+    """CuPy's module, with funcgrad's few overrides; every other name is CuPy's own."""
+
+    def __init__(self, cupy):
+        self._cupy = cupy
+        self.__name__ = "cupy"
+
+    def __getattr__(self, name):
+        return getattr(self._cupy, name)
+
+    def __repr__(self):
+        return "CupyNamespace(cupy)"
+
+    def argsort(self, x, axis=-1, kind=None):
+        # CuPy's argsort is a stable (radix/merge) sort whatever `kind` says.
+        return self._cupy.argsort(x, axis=axis)
+
+    def astype(self, x, dtype, copy=True):
+        return x.astype(dtype, copy=copy)
+
+    def index_accumulate(self, mode, out, cols, updates):
+        """Scatter into `out` (already a copy) at index arrays `cols`: "set" or a ufunc name."""
+        import cupyx
+        cp = self._cupy
+        if mode == "set":
+            out[cols] = updates  # duplicates: one of them wins (as JAX on GPUs)
+            return out
+        fn = {"add": cupyx.scatter_add, "maximum": cupyx.scatter_max,
+              "minimum": cupyx.scatter_min}.get(mode)
+        if fn is not None:
+            fn(out, cols, updates)
+            return out
+        ufunc_at = getattr(getattr(cp, mode, None), "at", None)
+        if ufunc_at is None:
+            raise NotImplementedError(f"scatter with {mode!r} has no CuPy implementation in "
+                                      f"this CuPy version ({cp.__version__})")
+        ufunc_at(out, cols, updates)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA source generation for fusion groups
+
+CUDA_TYPES = {
+    "bool": "bool", "int8": "signed char", "int16": "short", "int32": "int",
+    "int64": "long long", "uint8": "unsigned char", "uint16": "unsigned short",
+    "uint32": "unsigned int", "uint64": "unsigned long long", "float32": "float",
+    "float64": "double",
+}
+_UNSIGNED = {"int8": "unsigned char", "int16": "unsigned short", "int32": "unsigned int",
+             "int64": "unsigned long long"}
+
+
+class UnsupportedInKernel(NotImplementedError):
+    """An equation (or dtype) the CUDA generator does not translate: the group stays unfused."""
+
+
+class KernelSource:
+    """One generated kernel: its name, CUDA source, and how to call it.
+
+    inputs: (name, dtype, is_scalar) per array argument, in order; outputs: (name, dtype).
+    The kernel's parameters are the inputs, then the outputs, then `long long n`.
+    """
+
+    def __init__(self, name, source, inputs, outputs):
+        self.name = name
+        self.source = source
+        self.inputs = inputs
+        self.outputs = outputs
+
+    def __str__(self):
+        return self.source
+
+
+def _ctype(dtype):
+    name = np.dtype(dtype).name
+    t = CUDA_TYPES.get(name)
+    if t is None:
+        raise UnsupportedInKernel(f"dtype {name} has no CUDA kernel translation")
+    return t
+
+
+def _literal(value, dtype):
+    dtype = np.dtype(dtype)
+    v = np.asarray(value, dtype).item()
+    if dtype.kind == "b":
+        return "true" if v else "false"
+    if dtype.kind in "iu":
+        suffix = "ULL" if dtype.kind == "u" else "LL"
+        if dtype.kind == "i" and v == np.iinfo(np.int64).min:
+            return "(-9223372036854775807LL - 1)"
+        return f"(({_ctype(dtype)}){v}{suffix})"
+    if dtype.kind == "f":
+        f32 = dtype.itemsize == 4
+        if math.isnan(v):
+            return "__int_as_float(0x7fc00000)" if f32 else \
+                "__longlong_as_double(0x7ff8000000000000LL)"
+        if math.isinf(v):
+            bits = ("0x7f800000", "0xff800000") if f32 else ("0x7ff0000000000000LL",
+                                                              "0xfff0000000000000LL")
+            fn = "__int_as_float" if f32 else "__longlong_as_double"
+            return f"{fn}({bits[v < 0]})"
+        text = repr(float(v))
+        if "e" not in text and "." not in text:
+            text += ".0"
+        return f"{text}f" if f32 else text
+    raise UnsupportedInKernel(f"literal of dtype {dtype}")
+
+
+# Unary math: CUDA name (the float32 version adds "f": expf, log1pf, ...).
+_MATH1 = {"exp": "exp", "exp2": "exp2", "log": "log", "log1p": "log1p", "expm1": "expm1",
+          "sin": "sin", "cos": "cos", "tan": "tan", "asin": "asin", "acos": "acos",
+          "atan": "atan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "asinh": "asinh",
+          "acosh": "acosh", "atanh": "atanh", "sqrt": "sqrt", "cbrt": "cbrt", "floor": "floor",
+          "ceil": "ceil", "round": "rint", "erf": "erf", "erf_inv": "erfinv"}
+_MATH2 = {"pow": "pow", "atan2": "atan2", "nextafter": "nextafter", "rem": "fmod"}
+_CMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_ARITH = {"add": "+", "sub": "-", "mul": "*"}
+
+
+def _fn(name, dtype):
+    return name + ("f" if np.dtype(dtype) == np.float32 else "")
+
+
+def _expr(eqn, args, in_dtypes, out_dtype):
+    """The C expression computing one elementwise equation from argument expressions `args`."""
+    name = eqn.primitive.name
+    out = np.dtype(out_dtype)
+    t = _ctype(out)
+    kind = np.dtype(in_dtypes[0]).kind if in_dtypes else out.kind
+    a = args[0] if args else None
+    b = args[1] if len(args) > 1 else None
+    if name in _MATH1 and kind == "f":
+        return f"{_fn(_MATH1[name], out)}({a})"
+    if name in _MATH2 and kind == "f":
+        return f"{_fn(_MATH2[name], out)}({a}, {b})"
+    if name in _ARITH:
+        return f"(({t})({a} {_ARITH[name]} {b}))"
+    if name in _CMP:
+        return f"({a} {_CMP[name]} {b})"
+    if name == "neg":
+        return f"(({t})(-{a}))"
+    if name == "stop_gradient":
+        return a
+    if name == "abs":
+        return f"{_fn('fabs', out)}({a})" if kind == "f" else f"(({t})({a} < 0 ? -{a} : {a}))"
+    if name == "sign":
+        s = f"(({t})(({a} > 0) - ({a} < 0)))"
+        return f"({a} != {a} ? {a} : {s})" if kind == "f" else s
+    if name == "is_finite":
+        return f"isfinite({a})"
+    if name == "rsqrt":
+        return f"(({t})1 / {_fn('sqrt', out)}({a}))"
+    if name == "logistic":
+        e = f"{_fn('exp', out)}(-{_fn('fabs', out)}({a}))"
+        return f"({a} >= 0 ? ({t})1 / (({t})1 + {e}) : {e} / (({t})1 + {e}))"
+    if name == "div":
+        if kind == "f":
+            return f"({a} / {b})"
+        return f"(({t})({b} == 0 ? 0 : {a} / {b}))"  # C truncates toward zero, as lax.div
+    if name == "rem" and kind in "iu":
+        return f"(({t})({b} == 0 ? 0 : {a} % {b}))"
+    if name in ("max", "min"):
+        op = ">" if name == "max" else "<"
+        if kind == "f":  # NaN wins, as NumPy's maximum/minimum
+            return f"(({a} {op} {b} || {a} != {a}) ? {a} : {b})"
+        return f"({a} {op} {b} ? {a} : {b})"
+    if name in ("and", "or", "xor"):
+        if kind == "b":
+            return f"({a} {({'and': '&&', 'or': '||', 'xor': '!='})[name]} {b})"
+        return f"(({t})({a} {({'and': '&', 'or': '|', 'xor': '^'})[name]} {b}))"
+    if name == "not":
+        return f"(!{a})" if kind == "b" else f"(({t})(~{a}))"
+    if name.startswith("shift_"):
+        bits = np.dtype(in_dtypes[0]).itemsize * 8
+        big = f"({b} >= {bits} || {b} < 0)"
+        if name == "shift_left":
+            return f"({big} ? ({t})0 : ({t})({a} << {b}))"
+        if name == "shift_right_arithmetic" or kind == "u":
+            fill = f"({t})({a} < 0 ? -1 : 0)" if kind == "i" else f"({t})0"
+            return f"({big} ? {fill} : ({t})({a} >> {b}))"
+        u = _UNSIGNED[np.dtype(in_dtypes[0]).name]
+        return f"({big} ? ({t})0 : ({t})(({u}){a} >> {b}))"
+    if name == "integer_pow":
+        y = eqn.params["y"]
+        n = abs(y)
+        if n == 0:
+            p = f"(({t})1)"
+        else:
+            p = "(" + " * ".join([a] * n) + ")" if n <= 8 else f"{_fn('pow', out)}({a}, {n})"
+        if kind in "iu" and n > 8:
+            raise UnsupportedInKernel("integer_pow of an integer with exponent > 8")
+        return f"(({t})1 / {p})" if y < 0 else f"(({t}){p})"
+    if name == "select_n":
+        pred, cases = args[0], args[1:]
+        if len(cases) == 1:
+            return cases[0]
+        if np.dtype(in_dtypes[0]).kind == "b":
+            return f"({pred} ? {cases[1]} : {cases[0]})"
+        expr = cases[-1]
+        for i in range(len(cases) - 2, -1, -1):
+            expr = f"({pred} == {i} ? {cases[i]} : {expr})"
+        return expr
+    if name == "convert_element_type":
+        if out.kind == "b":
+            return f"({a} != 0)"
+        return f"(({t}){a})"
+    raise UnsupportedInKernel(f"no CUDA translation for {name} on {np.dtype(in_dtypes[0])}")
+
+
+def fused_kernel_source(body, name="fused_kernel"):
+    """CUDA source of one kernel computing the all-elementwise program `body` in one pass.
+
+    `body`: a Jaxpr (or ClosedJaxpr without consts) whose equations are elementwise and whose
+    inputs have the output shape or rank 0 (a fusion group, `passes.fuse`'s `fused` body).
+    Full-shape inputs are read at the thread's element, rank-0 inputs at [0]; literals are
+    written into the code. Raises UnsupportedInKernel for what it cannot translate.
+    """
+    jaxpr = getattr(body, "jaxpr", body)
+    if getattr(body, "consts", None):
+        raise UnsupportedInKernel("a fused body with constants")
+    names = {}
+    inputs, params, lines = [], [], []
+    for k, v in enumerate(jaxpr.invars):
+        names[v] = f"x{k}"
+        scalar = v.aval.ndim == 0
+        inputs.append((f"in{k}", v.aval.dtype, scalar))
+        params.append(f"const {_ctype(v.aval.dtype)}* __restrict__ in{k}")
+        at = "0" if scalar else "i"
+        lines.append(f"        const {_ctype(v.aval.dtype)} x{k} = in{k}[{at}];")
+    counter = itertools.count()
+
+    def arg(a):
+        if type(a) is Literal:
+            return _literal(a.val, a.aval.dtype)
+        return names[a]
+
+    for eqn in jaxpr.eqns:
+        if len(eqn.outvars) != 1:
+            raise UnsupportedInKernel(f"{eqn.primitive.name} has several results")
+        out = eqn.outvars[0]
+        expr = _expr(eqn, [arg(a) for a in eqn.invars], [a.aval.dtype for a in eqn.invars],
+                     out.aval.dtype)
+        names[out] = f"v{next(counter)}"
+        lines.append(f"        const {_ctype(out.aval.dtype)} {names[out]} = {expr};"
+                     f"  // {eqn.primitive.name}")
+    outputs = []
+    for k, v in enumerate(jaxpr.outvars):
+        dt = v.aval.dtype
+        outputs.append((f"out{k}", dt))
+        params.append(f"{_ctype(dt)}* __restrict__ out{k}")
+        lines.append(f"        out{k}[i] = {arg(v)};")
+    params.append("long long n")
+    sig = ",\n    ".join(params)
+    source = (f'extern "C" __global__ void {name}(\n    {sig})\n{{\n'
+              "    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;\n"
+              "         i += (long long)blockDim.x * gridDim.x) {\n"
+              + "\n".join(lines) + "\n    }\n}\n")
+    return KernelSource(name, source, inputs, outputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiling and launching kernels
+
+class KernelCompileError(RuntimeError):
+    """A generated kernel did not compile: the message holds the source and the compiler's."""
+
+
+def compile_error(kernel, message):
+    numbered = "\n".join(f"{i + 1:4d}  {line}" for i, line in
+                         enumerate(kernel.source.splitlines()))
+    return KernelCompileError(
+        f"funcgrad could not compile generated CUDA kernel {kernel.name}.\n"
+        f"Compiler message:\n{message}\n"
+        f"Generated source:\n{numbered}\n"
+        "This is a bug in funcgrad's CUDA code generator: please report it with this message. "
+        "Meanwhile fg.jit(f, backend='gpu') is unaffected for programs without this kernel, and "
+        "eager (un-jitted) calls run without fused kernels.")
+
+
+_raw_kernels: dict = {}   # source -> cupy.RawKernel, shared by every program that generates it
+
+
+class _Launcher:
+    """Calls one fused kernel: allocates its outputs and launches one thread per element."""
+
+    def __init__(self, cupy, kernel, shape):
+        self.cupy = cupy
+        self.kernel = kernel
+        self.shape = tuple(shape)
+        self.size = math.prod(self.shape)
+        self.out_dtypes = [np.dtype(dt) for _, dt in kernel.outputs]
+        raw = _raw_kernels.get(kernel.source)
+        if raw is None:
+            raw = cupy.RawKernel(kernel.source, kernel.name)
+            try:
+                raw.compile()
+            except Exception as e:  # cupy.cuda.compiler.CompileException and friends
+                raise compile_error(kernel, str(e)) from None
+            _raw_kernels[kernel.source] = raw
+        self.raw = raw
+
+    def __call__(self, *args):
+        cp = self.cupy
+        ins = [cp.ascontiguousarray(a) for a in args]
+        outs = [cp.empty(self.shape, dt) for dt in self.out_dtypes]
+        if self.size:
+            block = 256
+            grid = min((self.size + block - 1) // block, 65535 * 8)
+            self.raw((grid,), (block,), (*ins, *outs, np.int64(self.size)))
+        return outs
+
+
+# ---------------------------------------------------------------------------------------------
+# jit's code generator for CuPy
+
+class Compiled:
+    """A generated driver function (plus kernels) and its printable source."""
+
+    def __init__(self, fn, source, kernels, eqn_lines=None):
+        self.fn = fn
+        self.source = source
+        self.kernels = kernels
+        self.eqn_lines = eqn_lines or {}
+
+    def eqn_of_error(self, exc):
+        return None
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
+def _kernel_name(body_eqns, k):
+    names = [e.primitive.name for e in body_eqns][:4]
+    return f"fused{k}_" + "_".join(names)
+
+
+def generate(jaxpr, cupy=None):
+    """(python_source, namespace_entries, kernels) of jit's driver for a program on CuPy.
+
+    Without `cupy` (no GPU) the kernels are generated but not compiled: this is what the
+    source tests use.
+    """
+    from ..transforms.passes import fuse
+    closed = fuse(jaxpr)
+    fused = closed.jaxpr if hasattr(closed, "jaxpr") else closed
+    names = {}
+    counter = itertools.count()
+    namespace = {}
+    lines, kernels = [], []
+    params = []
+    for i, v in enumerate(fused.constvars):
+        names[v] = f"c{i}"
+        params.append(names[v])
+    for i, v in enumerate(fused.invars):
+        names[v] = f"a{i}"
+        params.append(names[v])
+
+    def name_of(a):
+        if type(a) is Literal:
+            key = f"lit{next(counter)}"
+            namespace[key] = np.asarray(a.val, a.aval.dtype)  # moved on first use, see run
+            return key
+        return names[a]
+
+    frees = fused.frees()
+    for k, (eqn, dead) in enumerate(zip(fused.eqns, frees)):
+        prim = eqn.primitive
+        ins = [name_of(a) for a in eqn.invars]
+        for v in eqn.outvars:
+            names[v] = f"v{next(counter)}"
+        outs = ", ".join(names[v] for v in eqn.outvars)
+        if prim.multiple_results:
+            outs += "," if len(eqn.outvars) == 1 else ""
+        fn = f"{prim.name}_{k}"
+        if prim.name == "fused":
+            body = eqn.params["jaxpr"]
+            try:
+                kernel = fused_kernel_source(body, _kernel_name(body.jaxpr.eqns, len(kernels)))
+            except UnsupportedInKernel:
+                kernel = None
+            if kernel is not None:
+                kernels.append(kernel)
+                namespace[fn] = ("kernel", kernel, eqn.outvars[0].aval.shape)
+                lines.append(f"    {outs} = {fn}({', '.join(ins)})  # CUDA kernel {kernel.name}")
+            else:
+                namespace[fn] = ("impl", prim, eqn.params)
+                lines.append(f"    {outs} = {fn}({', '.join(ins)})")
+        else:
+            namespace[fn] = ("impl", prim, eqn.params)
+            lines.append(f"    {outs} = {fn}({', '.join(ins)})" if eqn.outvars
+                         else f"    {fn}({', '.join(ins)})")
+        gone = [names[v] for v in dead]
+        if gone:
+            lines.append(f"    del {', '.join(gone)}")
+    lines.append(f"    return [{', '.join(name_of(v) for v in fused.outvars)}]")
+    source = (f"def run({', '.join(params)}):\n"
+              f"    # generated by funcgrad for CuPy: {len(fused.eqns)} steps, "
+              f"{len(kernels)} fused CUDA kernels\n" + "\n".join(lines) + "\n")
+    return source, namespace, kernels, len(fused.constvars)
+
+
+def compile_jaxpr(jaxpr, xp=None, donated=()):
+    """jit's code generator for CuPy: `run(*consts, *args) -> outputs` (see the module doc)."""
+    from ..devices import _cupy
+    cupy = _cupy()
+    xp = xp if isinstance(xp, CupyNamespace) else namespace_for(cupy)
+    source, entries, kernels, nconsts = generate(jaxpr, cupy)
+    namespace = {}
+    for key, entry in entries.items():
+        if isinstance(entry, np.ndarray):
+            namespace[key] = cupy.asarray(entry)
+        elif entry[0] == "kernel":
+            namespace[key] = _Launcher(cupy, entry[1], entry[2])
+        else:
+            _, prim, params = entry
+            rule = getattr(prim, "compile_rule", None)
+            if rule is not None:
+                namespace[key] = rule(xp, compile_jaxpr, **params)
+            else:
+                namespace[key] = functools.partial(_impl_on_device, prim, xp, cupy, params)
+    exec(compile(source, "<funcgrad-jit-cupy>", "exec"), namespace)
+    inner = namespace["run"]
+    moved = {}   # id of a host constant -> (the constant, its device copy)
+
+    def run(*args):
+        # Host (NumPy) values: the program's captured constants, moved once and kept; Python
+        # scalars and NumPy arguments when jit(backend="gpu") was asked for, moved per call.
+        args = list(args)
+        for i, a in enumerate(args):
+            if type(a) is np.ndarray or isinstance(a, np.generic):
+                if i < nconsts:
+                    hit = moved.get(id(a))
+                    if hit is None or hit[0] is not a:
+                        hit = moved[id(a)] = (a, cupy.asarray(a))
+                    args[i] = hit[1]
+                else:
+                    args[i] = cupy.asarray(a)
+        return inner(*args)
+
+    kernel_text = "".join(f"\n// ---- CUDA kernel {k.name} ----\n{k.source}" for k in kernels)
+    full = source + ("\n/* fused CUDA kernels */" + kernel_text if kernels else "")
+    return Compiled(run, full, kernels)
+
+
+def _impl_on_device(prim, xp, cupy, params, *args):
+    args = [cupy.asarray(a) if isinstance(a, (np.ndarray, np.generic)) else a for a in args]
+    out = prim.impl(xp, *args, **params)
+    if prim.multiple_results:
+        return [o if isinstance(o, cupy.ndarray) else cupy.asarray(o) for o in out]
+    return out if isinstance(out, cupy.ndarray) else cupy.asarray(out)
+
+
+_namespace_cache: dict = {}
+
+
+def namespace_for(cupy):
+    ns = _namespace_cache.get(id(cupy))
+    if ns is None:
+        ns = _namespace_cache[id(cupy)] = CupyNamespace(cupy)
+    return ns

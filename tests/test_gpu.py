@@ -1,0 +1,174 @@
+"""The CuPy backend on a GPU: eager calls, grad, vmap, jit with fused kernels, placement.
+
+These run where CuPy and a CUDA device exist (`FUNCGRAD_BACKEND=gpu pytest tests/test_gpu.py`,
+or plain pytest on a GPU machine) and skip elsewhere with the reason ("CuPy not installed" or "no
+CUDA device"). The placement checks at the bottom need no GPU and always run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import funcgrad as fg
+import funcgrad.numpy as fnp
+from funcgrad.backends import check_placement
+from funcgrad.tree_util import tree_flatten
+
+
+def _gpu_reason():
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy not installed (pip install funcgrad[gpu])"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() == 0:
+            return "no CUDA device"
+    except Exception as e:
+        return f"no CUDA device ({type(e).__name__}: {e})"
+    return None
+
+
+REASON = _gpu_reason()
+gpu = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+
+@pytest.fixture
+def cp():
+    import cupy
+    return cupy
+
+
+def put(x):
+    return fg.device_put(x, "gpu")
+
+
+def _mlp(params, x):
+    for w, b in params[:-1]:
+        x = fg.nn.relu(x @ w + b)
+    w, b = params[-1]
+    return x @ w + b
+
+
+def _params(rng, sizes=(8, 16, 4), dtype=np.float32):
+    return [(rng.normal(0, 0.3, (m, n)).astype(dtype), np.zeros(n, dtype))
+            for m, n in zip(sizes[:-1], sizes[1:])]
+
+
+@gpu
+def test_devices_and_round_trip(cp):
+    assert fg.devices("gpu")[0].platform == "gpu"
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    g = put({"x": x})
+    assert isinstance(g["x"], cp.ndarray)
+    back = fg.device_put(g, "cpu")
+    assert type(back["x"]) is np.ndarray and np.array_equal(back["x"], x)
+
+
+@gpu
+def test_eager_ops_stay_on_the_gpu(cp):
+    x = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
+    gx = put(x)
+    for f in (lambda m: m.tanh(m.asarray(gx if m is fnp else x)) * 2 + 1,
+              lambda m: m.sum(m.exp(gx if m is fnp else x), axis=0),
+              lambda m: (gx if m is fnp else x) @ (gx if m is fnp else x).T):
+        out = f(fnp)
+        assert isinstance(out, cp.ndarray)
+        np.testing.assert_allclose(out.get(), f(np), rtol=1e-5, atol=1e-6)
+
+
+@gpu
+def test_grad_vmap_jit_on_the_gpu(cp):
+    rng = np.random.default_rng(0)
+    params, x = _params(rng), rng.normal(size=(5, 8)).astype(np.float32)
+
+    def loss(p, x):
+        return fnp.mean(_mlp(p, x) ** 2)
+
+    want = fg.grad(loss)(params, x)
+    for fn in (fg.grad(loss), fg.jit(fg.grad(loss))):
+        got = fn(put(params), put(x))
+        for g, w in zip(tree_flatten(got)[0], tree_flatten(want)[0]):
+            assert isinstance(g, cp.ndarray)
+            np.testing.assert_allclose(g.get(), w, rtol=2e-4, atol=1e-6)
+    per_example = fg.vmap(lambda xi: loss(params, xi[None]))(put(x))
+    assert isinstance(per_example, cp.ndarray) and per_example.shape == (5,)
+
+
+@gpu
+def test_jit_fuses_elementwise_chains_into_kernels(cp):
+    def f(x, y):
+        return fnp.tanh(x * 2.0 + y) - fnp.exp(-x) * 0.5
+
+    x, y = np.random.default_rng(1).normal(size=(2, 1000)).astype(np.float32)
+    jf = fg.jit(f)
+    out = jf(put(x), put(y))
+    assert isinstance(out, cp.ndarray)
+    np.testing.assert_allclose(out.get(), f(x, y), rtol=1e-5, atol=1e-6)
+    text = jf.lower(put(x), put(y)).as_text()
+    assert '__global__' in text and "CUDA kernel" in text
+
+
+@gpu
+def test_captured_host_constants_move_once(cp):
+    table = np.arange(10, dtype=np.float32)
+    jf = fg.jit(lambda x: x * table + 1)
+    a = jf(put(np.ones(10, np.float32)))
+    b = jf(put(np.full(10, 2, np.float32)))
+    np.testing.assert_allclose(b.get(), 2 * table + 1)
+    assert isinstance(a, cp.ndarray)
+
+
+@gpu
+def test_mixing_host_and_gpu_arguments_is_an_error(cp):
+    jf = fg.jit(lambda a, b: a + b)
+    with pytest.raises(ValueError, match=r"host \(NumPy\): argument 1.*GPU \(CuPy\): argument 0"):
+        jf(put(np.ones(3)), np.ones(3))
+
+
+@gpu
+def test_jit_backend_gpu_moves_numpy_arguments(cp):
+    out = fg.jit(lambda a: a * 2, backend="gpu")(np.ones(3, np.float32))
+    assert isinstance(out, cp.ndarray)
+
+
+@gpu
+def test_scatter_add_on_the_gpu(cp):
+    from funcgrad.numpy import _IndexUpdateHelper
+    x = put(np.zeros(5, np.float32))
+    out = _IndexUpdateHelper(x)[put(np.array([0, 2, 2]))].add(put(np.ones(3, np.float32)))
+    assert isinstance(out, cp.ndarray)
+    assert out.get().tolist() == [1, 0, 2, 0, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# No GPU needed
+
+class _FakeDeviceArray:
+    """Stands in for a CuPy array: what check_placement looks at is the CUDA array interface."""
+    __cuda_array_interface__ = {}
+
+
+def test_mixing_error_names_the_arguments():
+    flat, tree = tree_flatten(((_FakeDeviceArray(), {"w": np.ones(2)}), {"scale": 2.0}))
+    with pytest.raises(ValueError) as info:
+        check_placement(flat, tree, xp=object())
+    msg = str(info.value)
+    assert "host (NumPy): argument 1 at ['w']" in msg
+    assert "GPU (CuPy): argument 0" in msg
+    assert "device_put" in msg
+
+
+def test_python_scalars_and_numpy_calls_need_no_gpu():
+    flat, tree = tree_flatten(((np.ones(2), 3.0), {}))
+    assert check_placement(flat, tree, xp=np) is np
+
+
+@pytest.mark.skipif(REASON is None, reason="a GPU is present")
+def test_without_a_gpu_the_errors_say_how_to_install():
+    with pytest.raises(RuntimeError, match=r"pip install funcgrad\[gpu\]"):
+        fg.device_put(np.ones(2), "gpu")
+    with pytest.raises(RuntimeError, match=r"pip install funcgrad\[gpu\]"):
+        fg.jit(lambda a: a + 1, backend="gpu")(np.ones(2))
+    with pytest.raises(RuntimeError, match="CuPy"):
+        fg.devices("gpu")
