@@ -94,3 +94,7 @@ def _array_function(func, args, kwargs):
 
 
 _fg_core.set_array_api(_sys.modules[__name__])
+
+# More of NumPy's API (convolve, interp, polynomials, unique and set operations, histograms, ...)
+from ._more import *  # noqa: E402, F403
+from ._more import bool  # noqa: E402, A004 (NumPy's dtype alias)
