@@ -162,7 +162,7 @@ def bits(key, shape=(), dtype=np.uint32):
 
 
 def _bits(key, shape, dtype):
-    dtype = np.dtype(dtype)
+    dtype = _U32 if dtype is None else np.dtype(dtype)  # None: the default, as in JAX
     if dtype.kind != "u":
         raise TypeError(f"fg.random.bits: dtype must be an unsigned integer type, got {dtype}")
     size = math.prod(shape)
@@ -187,7 +187,7 @@ def _bits(key, shape, dtype):
 # Continuous distributions
 
 def _float_dtype(dtype, fn):
-    dtype = np.dtype(dtype)
+    dtype = np.dtype(np.float32 if dtype is None else dtype)  # None: the default, as in JAX
     if dtype.kind != "f":
         raise TypeError(f"fg.random.{fn}: dtype must be a floating type, got {dtype}")
     return dtype
@@ -286,7 +286,7 @@ def randint(key, shape, minval, maxval, dtype=np.int32):
     """Integers uniform on [minval, maxval) (arrays broadcasting to shape), from 64 random bits
     reduced modulo the span (bias below span / 2**64). maxval <= minval gives minval."""
     _check_key(key, "randint")
-    dtype = np.dtype(dtype)
+    dtype = np.dtype(np.int32 if dtype is None else dtype)
     if dtype.kind not in "iu":
         raise TypeError(f"fg.random.randint: dtype must be an integer type, got {dtype}")
     shape = _shape(shape, "randint")

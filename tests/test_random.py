@@ -315,3 +315,12 @@ def test_same_numbers_on_the_gpu():
         np.testing.assert_array_equal(cp.asnumpy(fg.jit(f)(kg)), f(kc))
     np.testing.assert_allclose(cp.asnumpy(random.normal(kg, (1000,))),
                                random.normal(kc, (1000,)), rtol=1e-5, atol=1e-6)
+
+
+def test_dtype_none_means_the_default_as_in_jax():
+    k = fg.random.key(3)
+    assert fg.random.uniform(k, (2,), None).dtype == np.float32
+    assert fg.random.normal(k, (2,), dtype=None).dtype == np.float32
+    assert fg.random.truncated_normal(k, -1.0, 1.0, (2,), None).dtype == np.float32
+    assert fg.random.randint(k, (2,), 0, 5, dtype=None).dtype == np.int32
+    assert fg.random.bits(k, (2,), None).dtype == np.uint32
