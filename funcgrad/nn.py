@@ -91,6 +91,97 @@ def leaky_relu(x, negative_slope=0.01):
     return fnp.where(x >= 0, x, negative_slope * x)
 
 
+def _float(x):
+    x = fnp.asarray(x)
+    return x if x.dtype.kind in "fc" else fnp.asarray(x, np.float64)
+
+
+def identity(x):
+    return fnp.asarray(x)
+
+
+def tanh(x):
+    return fnp.tanh(x)
+
+
+def celu(x, alpha=1.0):
+    """max(x, 0) + alpha * min(expm1(x / alpha), 0)."""
+    x = _float(x)
+    return fnp.where(x > 0, x, alpha * fnp.expm1(fnp.where(x > 0, 0.0, x) / alpha))
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(x):
+    """scale * elu(x, alpha) with the self-normalizing constants."""
+    return _SELU_SCALE * elu(_float(x), _SELU_ALPHA)
+
+
+def glu(x, axis=-1):
+    """Gated linear unit: the first half of `axis` times sigmoid of the second half."""
+    x = _float(x)
+    a, g = fnp.split(x, 2, axis=axis)
+    return a * sigmoid(g)
+
+
+def hard_sigmoid(x):
+    """relu6(x + 3) / 6."""
+    return relu6(_float(x) + 3.0) / 6.0
+
+
+def hard_silu(x):
+    """x * hard_sigmoid(x)."""
+    x = _float(x)
+    return x * hard_sigmoid(x)
+
+
+hard_swish = hard_silu
+
+
+def hard_tanh(x):
+    """x clipped to [-1, 1]."""
+    x = _float(x)
+    return fnp.where(x > 1, 1.0, fnp.where(x < -1, -1.0, x))
+
+
+def log1mexp(x):
+    """log(1 - exp(-x)) for x > 0, accurate for small and large x."""
+    x = _float(x)
+    return fnp.where(x < math.log(2), fnp.log(-fnp.expm1(-x)), fnp.log1p(-fnp.exp(-x)))
+
+
+def mish(x):
+    """x * tanh(softplus(x))."""
+    x = _float(x)
+    return x * fnp.tanh(softplus(x))
+
+
+def soft_sign(x):
+    """x / (1 + |x|)."""
+    x = _float(x)
+    return x / (1 + fnp.abs(x))
+
+
+def sparse_plus(x):
+    """0 for x <= -1, (x + 1)^2 / 4 for |x| < 1, x for x >= 1."""
+    x = _float(x)
+    return fnp.where(x <= -1, 0.0, fnp.where(x >= 1, x, (x + 1) ** 2 / 4))
+
+
+def sparse_sigmoid(x):
+    """The derivative of sparse_plus: clip((x + 1) / 2, 0, 1)."""
+    x = _float(x)
+    return fnp.clip((x + 1) / 2, 0.0, 1.0)
+
+
+def squareplus(x, b=4):
+    """(x + sqrt(x^2 + b)) / 2, a smooth relu."""
+    x = _float(x)
+    return (x + fnp.sqrt(x * x + b)) / 2
+
+
 def _axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
@@ -124,12 +215,44 @@ def _logsumexp_jvp(axis, keepdims, primals, tangents):
     return out, t_out
 
 
-def logsumexp(x, axis=None, keepdims=False):
-    """log(sum(exp(x))) over `axis`, shifted by the maximum so it never overflows."""
+def logsumexp(x, axis=None, b=None, keepdims=False, return_sign=False, where=None):
+    """log(sum(b * exp(x))) over `axis`, shifted by the maximum so it never overflows.
+
+    As JAX's: `b` scales each term (it may be negative: `return_sign=True` then also returns the
+    sign of the sum, and the log is of its magnitude); `where` masks terms out."""
     x = fnp.asarray(x)
     if x.dtype.kind not in "fc":
         x = fnp.asarray(x, np.float64)
-    return _logsumexp(x, _axes(axis, x.ndim), bool(keepdims))
+    axes = _axes(axis, x.ndim)
+    if b is None and where is None and not return_sign:
+        return _logsumexp(x, axes, bool(keepdims))
+    if where is not None:
+        x = fnp.where(where, x, -np.inf)
+    m = _finite_max(x, axes)
+    terms = fnp.exp(x - m)
+    if b is not None:
+        terms = terms * b
+    total = fnp.sum(terms, axis=axes, keepdims=True)
+    sign = fnp.sign(total)
+    out = fnp.log(fnp.abs(total)) + m
+    if not keepdims:
+        out, sign = fnp.squeeze(out, axis=axes), fnp.squeeze(sign, axis=axes)
+    if return_sign:
+        return out, sign
+    return fnp.where(sign < 0, np.nan, out)  # the log of a negative sum, as JAX: NaN
+
+
+def logmeanexp(x, axis=None, where=None, keepdims=False):
+    """log(mean(exp(x))) over `axis` (terms outside `where` left out), without overflow."""
+    x = fnp.asarray(x)
+    if x.dtype.kind not in "fc":
+        x = fnp.asarray(x, np.float64)
+    axes = _axes(axis, x.ndim)
+    if where is None:
+        count = math.prod(x.shape[a] for a in axes)
+    else:
+        count = fnp.sum(fnp.broadcast_to(where, x.shape), axis=axes, keepdims=keepdims)
+    return logsumexp(x, axis=axes, keepdims=keepdims, where=where) - fnp.log(count)
 
 
 @partial(custom_jvp, nondiff_argnums=(1,))
@@ -146,26 +269,70 @@ def _softmax_jvp(axis, primals, tangents):
     return y, y * (t - fnp.sum(y * t, axis=axis, keepdims=True))
 
 
-def softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) along `axis`, stable for large inputs."""
+def softmax(x, axis=-1, where=None):
+    """exp(x) / sum(exp(x)) along `axis`, stable for large inputs; entries outside `where`
+    take no part and come out 0 (as JAX)."""
     x = fnp.asarray(x)
     if x.dtype.kind not in "fc":
         x = fnp.asarray(x, np.float64)
+    if where is not None:
+        return fnp.where(where, _softmax(fnp.where(where, x, -np.inf), _axes(axis, x.ndim)), 0)
     return _softmax(x, _axes(axis, x.ndim))
 
 
-def log_softmax(x, axis=-1):
-    """x - logsumexp(x) along `axis`, computed from the max-shifted input."""
+def log_softmax(x, axis=-1, where=None):
+    """x - logsumexp(x) along `axis`, computed from the max-shifted input; entries outside
+    `where` take no part and come out -inf (as JAX)."""
     x = fnp.asarray(x)
     if x.dtype.kind not in "fc":
         x = fnp.asarray(x, np.float64)
     axes = _axes(axis, x.ndim)
+    if where is not None:
+        x = fnp.where(where, x, -np.inf)
     shifted = x - _finite_max(x, axes)
     return shifted - fnp.log(fnp.sum(fnp.exp(shifted), axis=axes, keepdims=True))
 
 
+def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None,
+                          is_causal=False):
+    """softmax(q k^T * scale + bias, masked) v, with JAX's layout: query (B, T, N, H) or
+    (T, N, H), key and value (B, S, K, H) with N a multiple of K (grouped-query attention);
+    `bias` and boolean `mask` broadcast to (B, N, T, S); `scale` defaults to 1/sqrt(H);
+    `is_causal` masks keys after each query position. Returns the query's shape."""
+    q, k, v = fnp.asarray(query), fnp.asarray(key), fnp.asarray(value)
+    unbatched = q.ndim == 3
+    if unbatched:
+        q, k, v = q[None], k[None], v[None]
+    if q.ndim != 4 or k.ndim != 4 or v.shape != k.shape:
+        raise ValueError(f"dot_product_attention: query {tuple(query.shape)}, key "
+                         f"{tuple(key.shape)} and value {tuple(value.shape)} must be (B, T, N, H),"
+                         " (B, S, K, H) and (B, S, K, H) (or all without B).")
+    B, T, N, H = q.shape
+    S, K = k.shape[1], k.shape[2]
+    if N % K:
+        raise ValueError(f"dot_product_attention: {N} query heads is not a multiple of {K} "
+                         "key/value heads.")
+    scale = 1.0 / math.sqrt(H) if scale is None else scale
+    qg = fnp.reshape(q, (B, T, K, N // K, H))
+    logits = fnp.einsum("btkgh,bskh->bkgts", qg, k) * scale
+    logits = fnp.reshape(logits, (B, N, T, S))
+    if bias is not None:
+        logits = logits + (bias[None] if unbatched and fnp.ndim(bias) == 4 else bias)
+    keep = None
+    if mask is not None:
+        keep = fnp.asarray(mask, bool)
+    if is_causal:
+        causal = np.tril(np.ones((T, S), bool))  # query i sees keys j <= i (as JAX)
+        keep = causal if keep is None else keep & causal
+    weights = softmax(logits, axis=-1, where=keep) if keep is not None else softmax(logits, -1)
+    out = fnp.einsum("bkgts,bskh->btkgh", fnp.reshape(weights, (B, K, N // K, T, S)), v)
+    out = fnp.reshape(out, (B, T, N, H))
+    return out[0] if unbatched else out
+
+
 def one_hot(x, num_classes, dtype=np.float32, axis=-1):
     """1 where `x` equals the class index along a new axis, else 0 (float32 by default)."""
+    dtype = np.float32 if dtype is None else dtype
     x = fnp.asarray(x)
     out_ndim = x.ndim + 1
     axis = axis % out_ndim

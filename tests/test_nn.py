@@ -171,3 +171,95 @@ def test_softplus_and_logaddexp_higher_derivatives_at_ties():
     np.testing.assert_allclose(d3, 0.0, atol=1e-12)
     h = fg.hessian(lambda v: fnp.logaddexp(v[0], v[1]))(np.array([0.3, 0.3]))
     np.testing.assert_allclose(h, [[0.25, -0.25], [-0.25, 0.25]], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The rest of jax.nn's activations, masks and attention
+
+def _np_sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+ACTIVATIONS = {
+    "celu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0))),
+    "selu": lambda v: 1.0507009873554805 * np.where(v > 0, v, 1.6732632423543772 * np.expm1(
+        np.minimum(v, 0))),
+    "hard_sigmoid": lambda v: np.clip(v + 3, 0, 6) / 6,
+    "hard_silu": lambda v: v * np.clip(v + 3, 0, 6) / 6,
+    "hard_tanh": lambda v: np.clip(v, -1, 1),
+    "mish": lambda v: v * np.tanh(np.log1p(np.exp(v))),
+    "soft_sign": lambda v: v / (1 + np.abs(v)),
+    "sparse_plus": lambda v: np.where(v <= -1, 0, np.where(v >= 1, v, (v + 1) ** 2 / 4)),
+    "sparse_sigmoid": lambda v: np.clip((v + 1) / 2, 0, 1),
+    "squareplus": lambda v: (v + np.sqrt(v * v + 4)) / 2,
+    "identity": lambda v: v,
+    "tanh": np.tanh,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_more_activations_match_formulas_and_differentiate(name):
+    x = rng.normal(size=(3, 5)) * 2
+    fn = getattr(nn, name)
+    np.testing.assert_allclose(fn(x), ACTIVATIONS[name](x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fg.grad(lambda v: fnp.sum(fn(v)))(x),
+                               numeric_grad(lambda v: np.sum(ACTIVATIONS[name](v)), x),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_glu_log1mexp_and_logmeanexp():
+    x = rng.normal(size=(4, 6))
+    a, g = x[:, :3], x[:, 3:]
+    np.testing.assert_allclose(nn.glu(x), a * _np_sigmoid(g), rtol=1e-12)
+    np.testing.assert_allclose(nn.glu(x, axis=0), x[:2] * _np_sigmoid(x[2:]), rtol=1e-12)
+    p = np.array([1e-8, 0.1, 0.69, 0.7, 5.0, 40.0])
+    np.testing.assert_allclose(nn.log1mexp(p), np.log(-np.expm1(-p)), rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(nn.logmeanexp(x, axis=1), np.log(np.mean(np.exp(x), axis=1)),
+                               rtol=1e-12)
+
+
+def test_softmax_where_logsumexp_b_and_sign():
+    x = rng.normal(size=(3, 4))
+    keep = np.array([[True, False, True, True]] * 3)
+    e = np.where(keep, np.exp(x), 0)
+    np.testing.assert_allclose(nn.softmax(x, where=keep), e / e.sum(-1, keepdims=True),
+                               rtol=1e-12)
+    logp = nn.log_softmax(x, where=keep)
+    assert np.all(np.isneginf(logp[~keep]))
+    np.testing.assert_allclose(logp[keep], np.log(e / e.sum(-1, keepdims=True))[keep],
+                               rtol=1e-12)
+    b = np.array([1.0, -3.0, 0.5, 0.2])
+    val, sign = nn.logsumexp(x, axis=1, b=b, return_sign=True)
+    total = np.sum(b * np.exp(x), axis=1)
+    np.testing.assert_allclose(val, np.log(np.abs(total)), rtol=1e-12)
+    np.testing.assert_array_equal(sign, np.sign(total))
+    np.testing.assert_allclose(nn.logsumexp(x, axis=0, where=keep),
+                               np.log(np.sum(e, axis=0)), rtol=1e-12)
+
+
+def _np_attention(q, k, v, keep, scale):
+    groups = q.shape[2] // k.shape[2]
+    k, v = np.repeat(k, groups, axis=2), np.repeat(v, groups, axis=2)
+    logits = np.einsum("btnh,bsnh->bnts", q, k) * scale
+    logits = np.where(keep, logits, -np.inf)
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    return np.einsum("bnts,bsnh->btnh", w, v)
+
+
+def test_dot_product_attention_grouped_causal_masked():
+    q, k, v = rng.normal(size=(2, 5, 4, 8)), rng.normal(size=(2, 6, 2, 8)), rng.normal(
+        size=(2, 6, 2, 8))
+    mask = rng.random((2, 1, 5, 6)) > 0.2
+    mask[..., 0] = True
+    causal = np.tril(np.ones((5, 6), bool))
+    got = nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, scale=0.3)
+    np.testing.assert_allclose(got, _np_attention(q, k, v, mask & causal, 0.3), rtol=1e-10)
+    plain = nn.dot_product_attention(q[0], k[0], v[0])
+    np.testing.assert_allclose(plain, _np_attention(q[:1], k[:1], v[:1], True, 8 ** -0.5)[0],
+                               rtol=1e-10)
+    g = fg.grad(lambda a: fnp.sum(nn.dot_product_attention(a, k, v, is_causal=True) ** 2))(q)
+    num = numeric_grad(lambda a: np.sum(_np_attention(a, k, v, causal, 8 ** -0.5) ** 2), q)
+    np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="multiple"):
+        nn.dot_product_attention(q, k[:, :, :1].repeat(3, axis=2), v[:, :, :1].repeat(3, axis=2))
