@@ -18,6 +18,7 @@ from . import elementwise as ew
 from ._batching import at_front, batch_size, move_axis, move_to_front
 from ._util import astype, check_kind, copy, dtype_of, normalize_axis, same_dtype, shape_error
 from .structural import (
+    _reshape,
     broadcast_in_dim,
     concatenate,
     expand_dims,
@@ -207,8 +208,8 @@ def _scatter_impl(mode):
             return impl(xp, xp.reshape(operand, (1,) + operand.shape), zero, updates)[0, ...]
         out = copy(xp, operand)
         rest = operand.shape[k:]
-        idx = xp.reshape(indices, (-1, k))
-        upd = xp.reshape(updates, (-1,) + rest)
+        idx = _reshape(xp, indices, (-1, k))
+        upd = _reshape(xp, updates, (-1,) + rest)
         if xp is np:
             fast = _scatter_numpy(mode, out, idx, upd, operand.shape[:k])
             if fast is not None:

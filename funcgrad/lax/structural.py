@@ -39,11 +39,16 @@ def _broadcast_in_dim_abstract(x, *, shape, broadcast_dimensions):
     return ShapedArray(shape, x.dtype, x.weak_type)
 
 
+def _reshape(xp, x, shape):
+    """x.reshape for NumPy arrays (the method: no Python-level wrapper), xp.reshape elsewhere."""
+    return x.reshape(shape) if type(x) is np.ndarray else xp.reshape(x, shape)
+
+
 def _broadcast_in_dim_impl(xp, x, *, shape, broadcast_dimensions):
     expanded = [1] * len(shape)
     for i, d in enumerate(broadcast_dimensions):
         expanded[d] = x.shape[i]
-    x = xp.reshape(x, expanded)
+    x = _reshape(xp, x, expanded)
     # np.broadcast_to costs microseconds in Python: skip it when only size-1 axes were added.
     return x if tuple(expanded) == tuple(shape) else xp.broadcast_to(x, shape)
 
@@ -88,7 +93,7 @@ def _reshape_abstract(x, *, new_sizes):
 
 
 reshape_p = _linear(Primitive(
-    "reshape", impl=lambda xp, x, *, new_sizes: xp.reshape(x, new_sizes),
+    "reshape", impl=lambda xp, x, *, new_sizes: _reshape(xp, x, new_sizes),
     abstract_eval=_reshape_abstract,
     vjp=lambda ct, primals, out, active, *, new_sizes: (reshape(ct, primals[0].shape),)),
     lambda t, **p: reshape(t, **p))
@@ -114,7 +119,7 @@ transpose_p = _linear(Primitive(
     "transpose", impl=lambda xp, x, *, permutation: xp.transpose(x, permutation),
     abstract_eval=_transpose_abstract,
     vjp=lambda ct, primals, out, active, *, permutation: (
-        transpose(ct, tuple(np.argsort(permutation))),)),
+        transpose(ct, _argsort(list(permutation))),)),
     lambda t, **p: transpose(t, **p))
 transpose_p.batch = lambda vals, dims, *, permutation: (  # one transpose: batch axis to front
     transpose(vals[0], (dims[0],) + tuple(p + (p >= dims[0]) for p in permutation)), 0)
@@ -137,8 +142,8 @@ def _squeeze_abstract(x, *, dimensions):
 
 
 squeeze_p = _linear(Primitive(
-    "squeeze", impl=lambda xp, x, *, dimensions: xp.reshape(
-        x, tuple(s for i, s in enumerate(x.shape) if i not in dimensions)),
+    "squeeze", impl=lambda xp, x, *, dimensions: _reshape(
+        xp, x, tuple(s for i, s in enumerate(x.shape) if i not in dimensions)),
     abstract_eval=_squeeze_abstract,
     vjp=lambda ct, primals, out, active, *, dimensions: (reshape(ct, primals[0].shape),)),
     lambda t, **p: squeeze(t, **p))
@@ -167,8 +172,8 @@ def _expand_dims_abstract(x, *, dimensions):
 
 
 expand_dims_p = _linear(Primitive(
-    "expand_dims", impl=lambda xp, x, *, dimensions: xp.reshape(
-        x, _expanded_shape(x.shape, dimensions)),
+    "expand_dims", impl=lambda xp, x, *, dimensions: _reshape(
+        xp, x, _expanded_shape(x.shape, dimensions)),
     abstract_eval=_expand_dims_abstract,
     vjp=lambda ct, primals, out, active, *, dimensions: (reshape(ct, primals[0].shape),)),
     lambda t, **p: expand_dims(t, **p))
@@ -270,7 +275,7 @@ def _prod_others(x, axes):
     suf = concatenate([slice(cumprod(flat, axis=len(lead), reverse=True),
                              (0,) * len(lead) + (1,), lead + (n,)), ones], len(lead))
     others = reshape(ew.mul(pre, suf), xt.shape)
-    return transpose(others, tuple(np.argsort(perm)))
+    return transpose(others, _argsort(list(perm)))
 
 
 reduce_prod_p = Primitive(
@@ -433,6 +438,11 @@ def _dot_jvp(primals, tangents, out, *, dimension_numbers, preferred_element_typ
     return terms[0] if len(terms) == 1 else ew.add(*terms)
 
 
+def _argsort(values):
+    """The permutation that sorts a short list of ints (np.argsort costs microseconds here)."""
+    return tuple(sorted(range(len(values)), key=values.__getitem__))
+
+
 def _dot_transpose_lhs(ct, lhs_aval, rhs, dimension_numbers):
     """Cotangent of the lhs of dot_general: contract ct with rhs over rhs's free axes."""
     (lc, rc), (lb, rb) = dimension_numbers
@@ -449,7 +459,7 @@ def _dot_transpose_lhs(ct, lhs_aval, rhs, dimension_numbers):
     rc_sorted = sorted(rc)
     lc_by_rc = [lc[list(rc).index(r)] for r in rc_sorted]
     src_order = list(lb) + x_kept + lc_by_rc
-    perm = tuple(int(i) for i in np.argsort(src_order))
+    perm = _argsort(src_order)
     res = transpose(res, perm)
     if res.dtype != lhs_aval.dtype:
         res = ew.convert_element_type(res, lhs_aval.dtype)
@@ -470,7 +480,7 @@ def _dot_transpose_rhs(ct, lhs, rhs_aval, dimension_numbers):
     res = bind(dot_general_p, lhs, ct, dimension_numbers=dims, preferred_element_type=None)
     # res axes: batch, lhs contracting axes in increasing lhs order (paired with rc), y_kept.
     rc_by_lc = [rc[list(lc).index(a)] for a in sorted(lc)]
-    perm = tuple(int(i) for i in np.argsort(list(rb) + rc_by_lc + y_kept))
+    perm = _argsort(list(rb) + rc_by_lc + y_kept)
     res = transpose(res, perm)
     if res.dtype != rhs_aval.dtype:
         res = ew.convert_element_type(res, rhs_aval.dtype)
