@@ -437,3 +437,11 @@ def lstm(params, xs, h0=None, c0=None):
 
     (h, c), hs = lax.scan(step, (h0, c0), xw)
     return hs, (h, c)
+
+
+def __getattr__(name):
+    # fg.nn.initializers, where JAX keeps them (jax.nn.initializers); defined in funcgrad.models
+    if name == "initializers":
+        from .models import initializers
+        return initializers
+    raise AttributeError(f"module 'funcgrad.nn' has no attribute {name!r}")

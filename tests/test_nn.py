@@ -263,3 +263,10 @@ def test_dot_product_attention_grouped_causal_masked():
     np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="multiple"):
         nn.dot_product_attention(q, k[:, :, :1].repeat(3, axis=2), v[:, :, :1].repeat(3, axis=2))
+
+
+def test_initializers_are_reachable_where_jax_keeps_them():
+    init = fg.nn.initializers.glorot_uniform()
+    w = init(fg.random.key(0), (64, 32))
+    assert w.shape == (64, 32) and w.dtype == np.float32
+    assert np.abs(w).max() <= np.sqrt(6 / (64 + 32))
