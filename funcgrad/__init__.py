@@ -34,5 +34,8 @@ from . import io, lora  # noqa: E402  (checkpoints and LoRA adapters: fg.io, fg.
 from . import distributed  # noqa: E402  (data-parallel training over MPI/NCCL: fg.distributed)
 
 # isort: split
-from . import debug  # noqa: E402  (fg.debug.print / fg.debug.callback)
+from . import (
+    debug,  # noqa: E402  (fg.debug.print / fg.debug.callback)
+    scipy,  # noqa: E402  (fg.scipy.special, as jax.scipy.special)
+)
 from .devices import default_backend, device_put, devices  # noqa: E402

@@ -364,5 +364,5 @@ def choice(key, a, shape=(), replace=True, p=None, axis=0):
         else:  # Gumbel-top-k: the k largest log p + gumbel are a sample without replacement
             logp = fnp.where(p > 0, fnp.log(fnp.where(p > 0, p, 1)), -np.inf)
             g = gumbel(key, (n,), p.dtype) + logp
-            ind = fnp.reshape(lax.top_k(g, draws)[1], shape)
+            ind = fnp.reshape(lax.top_k(g, draws)[1].astype(np.int64), shape)  # as above
     return ind if arr is None else fnp.take(arr, ind, axis=axis)

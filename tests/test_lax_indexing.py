@@ -278,8 +278,10 @@ def slice_case(draw):
 
 
 def _clamped(starts, shape, sizes):
+    """JAX's dynamic_slice: a negative start counts from the end once, then all are clamped."""
     return tuple(slice(b, b + m) for b, m in
-                 ((min(max(s, 0), n - m), m) for s, n, m in zip(starts, shape, sizes)))
+                 ((min(max(s + n if s < 0 else s, 0), n - m), m)
+                  for s, n, m in zip(starts, shape, sizes)))
 
 
 @cases

@@ -451,7 +451,7 @@ dynamic_slice_p = Primitive(
     jvp=lambda primals, tangents, out, *, slice_sizes: None if tangents[0] is None else bind(
         dynamic_slice_p, tangents[0], *primals[1:], slice_sizes=slice_sizes),
     vjp=lambda ct, primals, out, active, *, slice_sizes: (
-        dynamic_update_slice(ew.zeros_like(primals[0]), ct, *primals[1:]),
+        dynamic_update_slice(ew.zeros_like(primals[0]), ct, *primals[1:], **_RAW),
     ) + (None,) * (len(primals) - 1))
 
 
@@ -514,13 +514,14 @@ def _dus_jvp(primals, tangents, out):
         return None
     t_op = ew.zeros_like(operand) if t_op is None else t_op
     t_up = ew.zeros_like(update) if t_up is None else t_up
-    return dynamic_update_slice(t_op, t_up, *starts)
+    return dynamic_update_slice(t_op, t_up, *starts, **_RAW)
 
 
 def _dus_vjp(ct, primals, out, active):
     operand, update, *starts = primals
-    ct_op = dynamic_update_slice(ct, ew.zeros_like(update), *starts) if active[0] else None
-    ct_up = dynamic_slice(ct, *starts, slice_sizes=update.shape) if active[1] else None
+    ct_op = dynamic_update_slice(ct, ew.zeros_like(update), *starts, **_RAW) if active[0] \
+        else None
+    ct_up = dynamic_slice(ct, *starts, slice_sizes=update.shape, **_RAW) if active[1] else None
     return (ct_op, ct_up) + (None,) * len(starts)
 
 
@@ -536,13 +537,16 @@ def _dus_batch(vals, dims):
     operand, update = at_front(operand, d_op, size), at_front(update, d_up, size)
     if all(d is None for d in d_starts):
         zero = np.zeros((), starts[0].dtype if starts else INDEX)
-        return dynamic_update_slice(operand, update, zero, *starts), 0
+        return dynamic_update_slice(operand, update, zero, *starts, **_RAW), 0
     # Per-example starts: one scatter of every example's window (clamped, so in range, unique).
     indices = _batched_window_indices(starts, d_starts, operand.shape[1:], update.shape[1:], size)
     return scatter(operand, _with_batch_column(indices, size), update), 0
 
 
 dynamic_update_slice_p.batch = _dus_batch
+
+
+_RAW = {"allow_negative_indices": False}  # rules pass the primitive's own (clamped) starts
 
 
 def _starts(start_indices):
@@ -554,7 +558,7 @@ def _starts(start_indices):
     return tuple(np.asarray(s, INDEX) if isinstance(s, int) else s for s in start_indices)
 
 
-def dynamic_slice(operand, *start_indices, slice_sizes=None):
+def dynamic_slice(operand, *start_indices, slice_sizes=None, allow_negative_indices=True):
     """operand[s0:s0+m0, s1:s1+m1, ...] for rank-0 integer starts s (which may be traced);
     starts are clamped so that the slice fits. Called as JAX does,
     `dynamic_slice(operand, start_indices, slice_sizes)` with one sequence (or 1-D array) of
@@ -565,13 +569,40 @@ def dynamic_slice(operand, *start_indices, slice_sizes=None):
                             "as one sequence and the sizes as another (or slice_sizes=...); got "
                             f"{len(start_indices)} positional arguments after the operand.")
         start_indices, slice_sizes = start_indices[:1], start_indices[1]
-    return bind(dynamic_slice_p, operand, *_starts(start_indices),
+    starts = _starts(start_indices)
+    if allow_negative_indices:
+        starts = _wrapped(starts, operand)
+    return bind(dynamic_slice_p, operand, *starts,
                 slice_sizes=tuple(int(m) for m in slice_sizes))
 
 
-def dynamic_update_slice(operand, update, *start_indices):
+def dynamic_update_slice(operand, update, *start_indices, allow_negative_indices=True):
     """A copy of operand with `update` written at the (clamped) rank-0 integer starts."""
-    return bind(dynamic_update_slice_p, operand, update, *_starts(start_indices))
+    starts = _starts(start_indices)
+    if allow_negative_indices:
+        starts = _wrapped(starts, operand)
+    return bind(dynamic_update_slice_p, operand, update, *starts)
+
+
+def _wrapped(starts, operand):
+    """Negative starts count from the end, once (as JAX's wrappers do); the primitive then
+    clamps. Static starts are wrapped in Python; traced ones with a select."""
+    out = []
+    for s, n in zip(starts, np.shape(operand) if not hasattr(operand, "aval") else
+                    operand.aval.shape):
+        if type(s) is np.ndarray or isinstance(s, np.generic):
+            out.append(s + np.asarray(n, s.dtype) if s < 0 else s)
+        else:
+            out.append(ew.select_n(ew.lt(s, _zero_like(s)), s, ew.add(s, _n_like(s, n))))
+    return tuple(out)
+
+
+def _zero_like(s):
+    return np.zeros((), s.dtype)
+
+
+def _n_like(s, n):
+    return np.asarray(n, s.dtype)
 
 
 # ---------------------------------------------------------------------------------------------

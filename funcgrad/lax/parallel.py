@@ -123,7 +123,7 @@ def _all_gather_vjp(ct, primals, out, active, *, axis_name, axis):
     starts[axis] = idx
     sizes = list(total.shape)
     sizes[axis] = 1
-    piece = dynamic_slice(total, *starts, slice_sizes=tuple(sizes))
+    piece = dynamic_slice(total, *starts, slice_sizes=tuple(sizes), allow_negative_indices=False)
     return (st.squeeze(piece, (axis,)),)
 
 

@@ -320,7 +320,7 @@ def _apply_dyn(x, axes):
               for d in range(x.ndim)]
     starts = [lax.convert_element_type(s, INDEX) for s in starts]
     sizes = [1 if d in dyn else x.shape[d] for d in range(x.ndim)]
-    return dynamic_slice(x, *starts, slice_sizes=sizes)
+    return dynamic_slice(x, *starts, slice_sizes=sizes, allow_negative_indices=False)
 
 
 def _broadcast_indices(arrays):
@@ -484,8 +484,9 @@ def _update_contiguous(x, plan, v, mode):
     if flip:
         v = lax.rev(v, tuple(flip))
     if mode != "set":
-        v = _COMBINE[mode](dynamic_slice(x, *starts, slice_sizes=sizes), v)
-    return dynamic_update_slice(x, v, *starts)
+        v = _COMBINE[mode](dynamic_slice(x, *starts, slice_sizes=sizes,
+                                         allow_negative_indices=False), v)
+    return dynamic_update_slice(x, v, *starts, allow_negative_indices=False)
 
 
 def _coordinates(x, idx):
