@@ -299,3 +299,22 @@ def test_einsum_errors():
         fnp.einsum("ij->k", np.ones((2, 3)))
     with pytest.raises(ValueError):
         fnp.einsum("ijk", np.ones((2, 3)))
+
+
+def test_array_api_linalg_names_match_numpy():
+    r = np.random.default_rng(7)
+    a, b, c, v = r.random((2, 3, 3)), r.random((2, 3, 3)), r.random((3, 4)), r.random(3)
+    la = fnp.linalg
+    for got, want in [
+        (la.matmul(a, b), np.linalg.matmul(a, b)),
+        (la.matrix_transpose(a), np.linalg.matrix_transpose(a)),
+        (la.outer(v, v), np.linalg.outer(v, v)),
+        (la.tensordot(a, c, axes=1), np.linalg.tensordot(a, c, axes=1)),
+        (la.vecdot(a, b), np.linalg.vecdot(a, b)),
+        (la.cross(a, b), np.linalg.cross(a, b)),
+        (la.diagonal(a, offset=1), np.linalg.diagonal(a, offset=1)),
+        (la.trace(a), np.linalg.trace(a)),
+    ]:
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    g = fg.grad(lambda m: fnp.sum(la.vecdot(m, b) ** 2))(a)
+    np.testing.assert_allclose(g, 2 * np.sum(a * b, -1, keepdims=True) * b, rtol=1e-12)

@@ -501,3 +501,54 @@ def cond(x, p=None):
         hi, lo = lax.reduce_max(s, last), lax.reduce_min(s, last)
         return _back(lax.div(hi, lo) if p != -2 else lax.div(lo, hi), dtype)
     return _back(lax.mul(norm(x, p, axis=(-2, -1)), norm(inv(x), p, axis=(-2, -1))), dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# The array API's linalg names for functions fnp already has (as jnp.linalg re-exports them)
+
+def matmul(x1, x2, /):
+    from . import matmul as _matmul
+    return _matmul(x1, x2)
+
+
+def matrix_transpose(x, /):
+    """The last two axes swapped."""
+    from . import swapaxes
+    return swapaxes(x, -1, -2)
+
+
+def outer(x1, x2, /):
+    from . import outer as _outer
+    return _outer(x1, x2)
+
+
+def tensordot(x1, x2, /, *, axes=2):
+    from . import tensordot as _tensordot
+    return _tensordot(x1, x2, axes=axes)
+
+
+def vecdot(x1, x2, /, *, axis=-1):
+    """sum(conj(x1) * x2) along `axis` (the array API's vecdot), broadcasting the rest."""
+    from . import conj, sum
+    return sum(conj(x1) * x2, axis=axis)
+
+
+def cross(x1, x2, /, *, axis=-1):
+    from . import cross as _cross
+    return _cross(x1, x2, axis=axis)
+
+
+def diagonal(x, /, *, offset=0):
+    """The diagonal of each matrix over the last two axes."""
+    from . import diagonal as _diagonal
+    return _diagonal(x, offset=offset, axis1=-2, axis2=-1)
+
+
+def trace(x, /, *, offset=0, dtype=None):
+    """The trace of each matrix over the last two axes."""
+    from . import trace as _trace
+    return _trace(x, offset=offset, axis1=-2, axis2=-1, dtype=dtype)
+
+
+__all__ += ["matmul", "matrix_transpose", "outer", "tensordot", "vecdot", "cross", "diagonal",
+            "trace"]
