@@ -39,3 +39,26 @@ from . import (
     scipy,  # noqa: E402  (fg.scipy.special, as jax.scipy.special)
 )
 from .devices import default_backend, device_put, devices  # noqa: E402
+
+# isort: split
+from . import tree  # noqa: E402  (fg.tree.map, fg.tree.leaves, ... as jax.tree)
+from .core import ShapedArray as ShapeDtypeStruct  # noqa: E402  (JAX's name for an abstract array)
+from .transforms.checkpoint import checkpoint_policies  # noqa: E402
+from .transforms.jit import disable_jit, eval_shape  # noqa: E402
+
+jacobian = jacrev  # JAX's alias
+
+
+def device_get(x):
+    """The arrays of pytree `x` as NumPy arrays on the host (as jax.device_get)."""
+    return device_put(x, "cpu")
+
+
+def block_until_ready(x):
+    """Wait until the arrays of `x` are computed and return `x` (GPU work is asynchronous;
+    NumPy's is not)."""
+    for leaf in tree_util.tree_leaves(x):
+        sync = getattr(getattr(leaf, "device", None), "synchronize", None)
+        if sync is not None:
+            sync()
+    return x

@@ -830,3 +830,39 @@ def treedef_tuple(treedefs: Iterable[PyTreeDef]) -> PyTreeDef:
     treedefs = list(treedefs)
     return PyTreeDef((_TUPLE, None, tuple(t._node for t in treedefs)),
                      sum(t.num_leaves for t in treedefs))
+
+
+# ----------------------------------------------------------------------------------------------
+# JAX's class-decorator registration and functools.partial as a pytree
+
+def register_pytree_node_class(cls):
+    """Class decorator: `cls` flattens with its `tree_flatten()` method -> (children, aux) and
+    rebuilds with the classmethod `tree_unflatten(aux, children)` (JAX's protocol)."""
+    register_pytree_node(cls, lambda x: x.tree_flatten(), cls.tree_unflatten)
+    return cls
+
+
+def register_static(cls):
+    """Class decorator: instances are pytrees with no leaves (the whole value is static aux data,
+    so it must be hashable)."""
+    register_pytree_node(cls, lambda x: ((), x), lambda aux, _: aux)
+    return cls
+
+
+class Partial(functools.partial):
+    """functools.partial that is a pytree: the bound arguments are its leaves and the function
+    is static, so a Partial can be passed through jit, vmap and grad like any other argument."""
+
+    def __new__(cls, func, *args, **kwargs):
+        if isinstance(func, functools.partial):  # flatten nested partials, as JAX does
+            args = func.args + args
+            kwargs = {**func.keywords, **kwargs}
+            func = func.func
+        return super().__new__(cls, func, *args, **kwargs)
+
+
+register_pytree_node(
+    Partial, lambda p: ((p.args, p.keywords), p.func),
+    lambda func, children: Partial(func, *children[0], **children[1]))
+
+__all__ += ["register_pytree_node_class", "register_static", "Partial"]

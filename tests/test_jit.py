@@ -209,3 +209,27 @@ def test_rank0_float_arithmetic_runs_on_scalars_and_returns_arrays():
     assert type(c) is np.ndarray and c.shape == () and c.dtype == np.float32
     np.testing.assert_array_equal(c, rc)
     np.testing.assert_array_equal(y, ry)
+
+
+def test_disable_jit_runs_python_and_eval_shape_computes_nothing():
+    seen = []
+
+    def f(x):
+        seen.append(type(x).__name__)
+        return x * 2
+    jf = jit(f)
+    jf(np.ones(2))
+    with fg.disable_jit():
+        np.testing.assert_array_equal(jf(np.ones(2)), [2.0, 2.0])
+    jf(np.ones(2))  # cached again once re-enabled
+    assert seen == ["Tracer", "ndarray"]
+
+    calls = []
+
+    def g(a, b):
+        calls.append(1)
+        return {"prod": a @ b, "n": (a.sum(), 3)}
+    out = fg.eval_shape(g, fg.ShapeDtypeStruct((2, 3), np.float32), np.ones((3, 4), np.float32))
+    assert out["prod"].shape == (2, 4) and out["prod"].dtype == np.float32
+    assert out["n"][0].shape == () and calls == [1]  # traced once, abstractly
+    assert fg.jacobian is fg.jacrev

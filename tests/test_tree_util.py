@@ -509,3 +509,41 @@ def test_random_trees_roundtrip_and_map_identity(tree):
     assert tree_leaves(numbered) == list(range(len(leaves)))
     assert tu.tree_broadcast_prefix(tree, tree) == leaves
     assert tu.tree_broadcast_prefix(7, tree) == [7] * len(leaves)
+
+
+def test_jax_style_registration_partial_and_the_tree_namespace():
+    import funcgrad as fg
+
+    @fg.tree_util.register_pytree_node_class
+    class Pair:
+        def __init__(self, a, b):
+            self.a, self.b = a, b
+
+        def tree_flatten(self):
+            return (self.a, self.b), "pair"
+
+        @classmethod
+        def tree_unflatten(cls, aux, children):
+            assert aux == "pair"
+            return cls(*children)
+
+    doubled = fg.tree.map(lambda v: v * 2, Pair(1, [2, 3]))
+    assert (doubled.a, doubled.b) == (2, [4, 6])
+
+    @fg.tree_util.register_static
+    class Config:
+        def __init__(self, n):
+            self.n = n
+
+        def __eq__(self, other):
+            return isinstance(other, Config) and other.n == self.n
+
+        def __hash__(self):
+            return hash(self.n)
+
+    assert fg.tree.leaves({"c": Config(3), "x": 1.0}) == [1.0]
+    p = fg.tree_util.Partial(lambda w, x: w * x, np.arange(3.0))
+    assert len(fg.tree.leaves(p)) == 1
+    np.testing.assert_array_equal(fg.jit(lambda f, x: f(x))(p, 2.0), [0.0, 2.0, 4.0])
+    assert fg.tree.reduce(lambda a, b: a + b, [1, (2, 3)]) == 6
+    assert fg.tree.structure([1, 2]) == fg.tree_util.tree_structure([0, 0])

@@ -11,6 +11,7 @@ every transform applies to it: `grad(jit(f))`, `vmap(jit(f))`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -177,6 +178,8 @@ class JitFunction:
 
     # -- call --
     def __call__(self, *args, **kwargs):
+        if _jit_disabled:  # fg.disable_jit(): run the Python function itself
+            return self.fun(*args, **kwargs)
         entry, flat = self._entry(args, kwargs)
         if entry.traced_args:
             for x in flat:
@@ -316,3 +319,40 @@ def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), b
         return lambda f: jit(f, static_argnums=static_argnums, static_argnames=static_argnames,
                              donate_argnums=donate_argnums, backend=backend)
     return JitFunction(fun, static_argnums, static_argnames, donate_argnums, backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# disable_jit and eval_shape
+
+_jit_disabled = False
+
+
+@contextlib.contextmanager
+def disable_jit(disable=True):
+    """Within the block, jitted functions run as plain Python (eagerly, op by op), so `print`,
+    breakpoints and Python control flow on values work in them (as `jax.disable_jit`)."""
+    global _jit_disabled
+    old, _jit_disabled = _jit_disabled, bool(disable)
+    try:
+        yield
+    finally:
+        _jit_disabled = old
+
+
+def eval_shape(fun, *args, **kwargs):
+    """The shapes and dtypes `fun(*args, **kwargs)` would return, as a pytree of ShapedArray
+    (`fg.ShapeDtypeStruct`), found by tracing abstractly: nothing is computed. Arguments may be
+    arrays or ShapeDtypeStructs."""
+    from ..core import ShapedArray
+    flat, in_tree = tree_util.tree_flatten((args, kwargs))
+    avals = [x if isinstance(x, ShapedArray) else get_aval(x) for x in flat]
+    box = {}
+
+    def flat_fun(*leaves):
+        a, kw = tree_util.tree_unflatten(in_tree, list(leaves))
+        out_flat, box["tree"] = tree_util.tree_flatten(fun(*a, **kw))
+        return out_flat
+
+    closed = trace_to_jaxpr(flat_fun, avals, name=f"eval_shape({fun_name(fun)})")
+    return tree_util.tree_unflatten(
+        box["tree"], [ShapedArray(a.shape, a.dtype, a.weak_type) for a in closed.out_avals])
