@@ -410,3 +410,16 @@ def test_unravel_and_ravel_multi_index():
         np.testing.assert_array_equal(got, np.ravel_multi_index(coords, shape, order=order))
     with pytest.raises(ValueError):
         fnp.unravel_index(np.array([60]), shape)
+
+
+@pytest.mark.parametrize("index", [
+    (np.array([1]), slice(0, 0, 2), 0),                 # an empty slice beside an index array
+    (slice(-1, -1, 2), slice(None), np.array([-2, -1])),
+])
+def test_empty_selections_scatter_and_differentiate(index):
+    x = np.arange(12.0).reshape(2, 3, 2)[:, :2, :]
+    want = x.copy()
+    want[index] += 1.5
+    np.testing.assert_array_equal(fg.jit(lambda a: a.at[index].add(1.5))(x), want)
+    g = fg.grad(lambda a: fnp.sum(a[index] ** 2))(x)
+    np.testing.assert_array_equal(g, np.zeros_like(x))

@@ -192,7 +192,7 @@ def _scatter_numpy(mode, out, idx, upd, lead):
         flat = np.ravel_multi_index(tuple(idx[:, i] for i in range(idx.shape[1])), lead)
     except ValueError:
         return None
-    view = out.reshape((-1,) + out.shape[len(lead):])  # out is contiguous: a view
+    view = out.reshape((math.prod(lead),) + out.shape[len(lead):])  # contiguous: a view
     if mode == "set":
         view[flat] = upd  # the last duplicate wins
     else:
@@ -208,8 +208,9 @@ def _scatter_impl(mode):
             return impl(xp, xp.reshape(operand, (1,) + operand.shape), zero, updates)[0, ...]
         out = copy(xp, operand)
         rest = operand.shape[k:]
-        idx = _reshape(xp, indices, (-1, k))
-        upd = _reshape(xp, updates, (-1,) + rest)
+        n = math.prod(indices.shape[:-1])  # (not -1: a zero-size `rest` makes -1 ambiguous)
+        idx = _reshape(xp, indices, (n, k))
+        upd = _reshape(xp, updates, (n,) + rest)
         if xp is np:
             fast = _scatter_numpy(mode, out, idx, upd, operand.shape[:k])
             if fast is not None:
