@@ -378,6 +378,7 @@ spec("expand_dims", st.tuples(shapes(0, 2), st.integers(1, 2)).flatmap(
     lambda t: st.tuples(floats(t[0]), st.lists(st.integers(0, len(t[0]) + t[1] - 1),
                                                min_size=t[1], max_size=t[1], unique=True))
 ).map(lambda t: Case((t[0],), {"dimensions": tuple(sorted(t[1]))})))
+spec("name", shapes().flatmap(floats).map(lambda x: Case((x,), {"name": "h"})))  # identity
 spec("rev", shapes(1, 3).flatmap(lambda s: st.tuples(floats(s), subset(len(s), 1))).map(
     lambda t: Case((t[0],), {"dimensions": t[1]})))
 

@@ -103,5 +103,71 @@ def test_static_argnums_and_policies():
     everything = fg.checkpoint(layer, policy=fg.transforms.checkpoint.checkpoint_policies
                                .everything_saveable)
     assert everything is layer
-    with pytest.raises(NotImplementedError):
-        fg.checkpoint(layer, policy=lambda *a: True)
+    keep_all = fg.checkpoint(layer, policy=lambda *a, **k: True)  # any callable is a policy
+    assert callable(keep_all)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving policies
+
+def _policy_loss(ws, x, policy):
+    def block(w, h):
+        z = fg.checkpoint_name(h @ w, "pre")
+        return fnp.tanh(z) * fnp.sin(z)
+    h = x
+    for w in ws:
+        h = fg.checkpoint(block, policy=policy)(w, h)
+    return fnp.sum(h ** 2)
+
+
+POLICIES = {
+    "none": None,
+    "dots": fg.checkpoint_policies.dots_saveable,
+    "dots_no_batch": fg.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "names": fg.checkpoint_policies.save_only_these_names("pre"),
+    "all_but_names": fg.checkpoint_policies.save_anything_except_these_names("pre"),
+    "both": fg.checkpoint_policies.save_from_both_policies(
+        fg.checkpoint_policies.dots_saveable, fg.checkpoint_policies.save_only_these_names("x")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_policies_keep_the_gradient_under_every_transform(name):
+    r = np.random.default_rng(0)
+    ws = [r.normal(0, 0.3, (6, 6)) for _ in range(3)]
+    x = r.normal(size=(4, 6))
+    policy = POLICIES[name]
+
+    def plain(ws, x):
+        h = x
+        for w in ws:
+            z = h @ w
+            h = fnp.tanh(z) * fnp.sin(z)
+        return fnp.sum(h ** 2)
+    want = fg.grad(plain)(ws, x)
+    for got in (fg.grad(_policy_loss)(ws, x, policy),
+                fg.jit(fg.grad(_policy_loss), static_argnums=2)(ws, x, policy),
+                [g[1] for g in fg.vmap(fg.grad(lambda w, xx: _policy_loss(w, xx, policy)),
+                                       (None, 0))(ws, np.stack([-x, x]))]):
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+def test_dots_saveable_keeps_the_matmuls_and_does_not_recompute_them():
+    from funcgrad.transforms.checkpoint import saved_residuals
+    r = np.random.default_rng(1)
+    ws = [r.normal(0, 0.3, (6, 6)) for _ in range(3)]
+    x = r.normal(size=(4, 6))
+
+    def kept(policy):
+        res = saved_residuals(lambda w: _policy_loss(w, x, policy), ws)
+        return sum(a.size for a, what in res if "argument" not in what)
+
+    def dots(policy):
+        prog = str(fg.make_jaxpr(fg.grad(lambda w: _policy_loss(w, x, policy)))(ws))
+        return prog.count("dot_general")
+    assert kept(None) < kept(fg.checkpoint_policies.dots_saveable)  # it keeps the 3 products
+    assert kept(fg.checkpoint_policies.dots_saveable) - kept(None) == 3 * 4 * 6
+    assert dots(fg.checkpoint_policies.dots_saveable) < dots(None)  # no forward matmul re-run
+    with pytest.raises(TypeError, match="policy"):
+        fg.checkpoint(lambda a: a, policy="dots")

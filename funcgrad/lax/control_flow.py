@@ -181,13 +181,23 @@ def _dependence(jaxpr, active_in):
     return [type(v) is Var and v in act for v in jaxpr.outvars]
 
 
-def _vjp_recompute(closed, primals, active, cts):
+def _vjp_recompute(closed, primals, active, cts, saved=None):
     """Cotangents of the active inputs of a program at `primals` for output cotangents `cts`
-    (None = zero): its forward is re-run under a reverse-mode trace, then backpropagated."""
+    (None = zero): its forward is re-run under a reverse-mode trace, then backpropagated.
+    `saved` ({outvar: value}, from a checkpoint policy) are outputs not recomputed."""
     from ..transforms.grad import GradTrace, backward_pass
     with new_trace(GradTrace) as trace:
         tracers = [trace.new_arg(p, a) for p, a in zip(primals, active)]
-        outs = [trace.to_tracer(o) for o in eval_jaxpr(closed.jaxpr, closed.consts, *tracers)]
+        if saved:
+            def run(eqn, ins, trace=trace):
+                if eqn.outvars[0] in saved:
+                    return trace.record_known(eqn.primitive, [trace.to_tracer(x) for x in ins],
+                                              eqn.params, saved[eqn.outvars[0]])
+                return bind(eqn.primitive, *ins, **eqn.params)
+            outs = [trace.to_tracer(o) for o in _eval_each(closed, tracers, run)]
+        else:
+            outs = [trace.to_tracer(o)
+                    for o in eval_jaxpr(closed.jaxpr, closed.consts, *tracers)]
     seeds = {}
     for o, c in zip(outs, cts):
         if o.aux is not None and c is not None:
@@ -1141,3 +1151,85 @@ remat_p = Primitive("checkpoint", multiple_results=True, impl=_remat_impl,
                     abstract_eval=_remat_abstract, jvp=_remat_jvp, vjp=_remat_vjp,
                     batch=_remat_batch, residuals="in")
 remat_p.compile_rule = _remat_compile
+
+
+# A saving policy (fg.checkpoint(f, policy=...)): the forward pass keeps the outputs of the
+# equations the policy names, and the backward pass recomputes everything else around them.
+
+def _eval_each(closed, args, run):
+    """Evaluate a program with `run(eqn, inputs) -> output(s)` for each equation."""
+    jaxpr = closed.jaxpr
+    env = dict(zip(jaxpr.constvars, closed.consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        out = run(eqn, [env[v] if type(v) is Var else v.val for v in eqn.invars])
+        if eqn.primitive.multiple_results:
+            env.update(zip(eqn.outvars, out))
+        else:
+            env[eqn.outvars[0]] = out
+    return [env[v] if type(v) is Var else v.val for v in jaxpr.outvars]
+
+
+def _policy_saves(policy, eqn):
+    if eqn.primitive.multiple_results or len(eqn.outvars) != 1:
+        return False
+    return bool(policy(eqn.primitive, *[v.aval for v in eqn.invars], **eqn.params))
+
+
+def _remat_grad(trace, tracers, params):
+    """Reverse mode of remat with a saving policy (without one: the generic rule, which keeps
+    only the inputs)."""
+    policy = params["policy"]
+    if policy is None:
+        return NotImplemented
+    closed = params["jaxpr"]
+    vals = [t.val for t in tracers]
+    saved = {}
+
+    def run(eqn, ins):
+        out = bind(eqn.primitive, *ins, **eqn.params)
+        if _policy_saves(policy, eqn):
+            saved[eqn.outvars[0]] = out
+        return out
+
+    outs = _eval_each(closed, vals, run)
+    out_tracers = tuple(trace._out(o) for o in outs)
+    out_ids = tuple(t.aux for t in out_tracers)
+    if any(i is not None for i in out_ids):
+        trace.tape.append((_remat_saved_p, {"jaxpr": closed, "saved": saved},
+                           tuple(t.aux for t in tracers), out_ids, tuple(vals),
+                           tuple(_aval(o) for o in outs),
+                           tuple(t.aux is not None for t in tracers)))
+    return out_tracers
+
+
+class _RematSaved:
+    """The tape entry of a checkpoint with a policy (never bound): its residuals are the inputs
+    and the saved values; its VJP re-runs the rest of the forward, then backpropagates."""
+
+    name = "checkpoint"
+    multiple_results = True
+
+    @staticmethod
+    def vjp(ct, primals, out, active, *, jaxpr, saved):
+        ct = ct if isinstance(ct, (tuple, list)) else (ct,)
+        return tuple(_vjp_recompute(jaxpr, list(primals), list(active), list(ct), saved))
+
+
+_remat_saved_p = _RematSaved()
+remat_p.grad_rule = _remat_grad
+
+
+def _name_batch(vals, dims, *, name):
+    return bind(name_p, vals[0], name=name), dims[0]
+
+
+name_p = Primitive("name", impl=lambda xp, x, *, name: x, abstract_eval=lambda x, *, name: x,
+                   jvp=lambda primals, tangents, out, *, name: tangents[0],
+                   vjp=lambda ct, primals, out, active, *, name: (ct,),
+                   batch=_name_batch, residuals="none")
+
+
+def checkpoint_name(x, name):
+    """`x`, labelled `name` for checkpoint policies (`save_only_these_names`, ...)."""
+    return bind(name_p, x, name=str(name))

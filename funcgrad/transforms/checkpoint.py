@@ -19,17 +19,20 @@ import numpy as np
 
 from .. import tree_util
 from ..core import Tracer, bind, get_aval, new_trace, user_source_info
-from ..lax.control_flow import _aval, _trace_flat, remat_p
+from ..lax.control_flow import _aval, _trace_flat, checkpoint_name, remat_p  # noqa: F401
 from ._util import fun_name
 from .grad import GradTrace, _as_value
 
 __all__ = ["checkpoint", "remat", "print_saved_residuals", "saved_residuals",
-           "checkpoint_policies"]
+           "checkpoint_policies", "checkpoint_name"]
 
 
 class checkpoint_policies:
-    """Names of the saving policies (JAX's). Only `nothing_saveable` (the default: save the
-    inputs, recompute everything else) and `everything_saveable` (no rematerialization)."""
+    """Saving policies (JAX's names): a policy is called as `policy(prim, *input_avals, **params)`
+    for each equation of the checkpointed function and says whether the backward pass keeps its
+    output (True) instead of recomputing it. The default (None, `nothing_saveable`) keeps only
+    the inputs; `dots_saveable` keeps matmul outputs, so the backward pass recomputes only the
+    cheap elementwise work between them."""
 
     @staticmethod
     def nothing_saveable(*_, **__):
@@ -39,13 +42,46 @@ class checkpoint_policies:
     def everything_saveable(*_, **__):
         return True
 
+    @staticmethod
+    def dots_saveable(prim, *_, **__):
+        return prim.name == "dot_general"
+
+    checkpoint_dots = dots_saveable
+
+    @staticmethod
+    def dots_with_no_batch_dims_saveable(prim, *_, **params):
+        return prim.name == "dot_general" and not params["dimension_numbers"][1][0]
+
+    checkpoint_dots_with_no_batch_dims = dots_with_no_batch_dims_saveable
+
+    @staticmethod
+    def save_only_these_names(*names):
+        """Keep the values labelled with fg.checkpoint_name(x, name) for one of `names`."""
+        names = frozenset(names)
+        return lambda prim, *_, **params: prim.name == "name" and params["name"] in names
+
+    @staticmethod
+    def save_any_names_but_these(*names):
+        names = frozenset(names)
+        return lambda prim, *_, **params: prim.name == "name" and params["name"] not in names
+
+    @staticmethod
+    def save_anything_except_these_names(*names):
+        names = frozenset(names)
+        return lambda prim, *_, **params: not (prim.name == "name" and params["name"] in names)
+
+    @staticmethod
+    def save_from_both_policies(policy_1, policy_2):
+        return lambda *a, **k: bool(policy_1(*a, **k)) or bool(policy_2(*a, **k))
+
 
 def checkpoint(fun=None, *, prevent_cse=True, policy=None, static_argnums=()):
     """Make `fun`'s backward pass recompute its intermediates instead of storing them.
 
     The gradient is unchanged; the memory a gradient keeps for `fun` shrinks to its inputs, at
     the price of running `fun`'s forward once more during the backward pass. Usable as
-    `@fg.checkpoint` or `fg.checkpoint(f, static_argnums=(1,))`.
+    `@fg.checkpoint` or `fg.checkpoint(f, static_argnums=(1,))`. `policy` (see
+    `fg.checkpoint_policies`) names values to keep after all, e.g. `dots_saveable`.
     """
     if fun is None:
         return functools.partial(checkpoint, prevent_cse=prevent_cse, policy=policy,
@@ -55,9 +91,12 @@ def checkpoint(fun=None, *, prevent_cse=True, policy=None, static_argnums=()):
     static_argnums = tuple(static_argnums)
     if policy is checkpoint_policies.everything_saveable:
         return fun
-    if policy not in (None, checkpoint_policies.nothing_saveable):
-        raise NotImplementedError("checkpoint: only policy=None (save nothing but the inputs) "
-                                  "and checkpoint_policies.everything_saveable are supported.")
+    if policy is checkpoint_policies.nothing_saveable:
+        policy = None
+    if policy is not None and not callable(policy):
+        raise TypeError(f"checkpoint: policy must be None or a callable "
+                        f"policy(prim, *avals, **params) -> bool (see fg.checkpoint_policies), "
+                        f"got {policy!r}.")
 
     @functools.wraps(fun)
     def remat_fun(*args, **kwargs):
@@ -78,7 +117,7 @@ def checkpoint(fun=None, *, prevent_cse=True, policy=None, static_argnums=()):
         closed, consts = _trace_flat(flat_fun, [_aval(x) for x in flat],
                                      f"checkpoint({fun_name(fun)})")
         outs = bind(remat_p, *consts, *flat, jaxpr=closed, prevent_cse=prevent_cse,
-                    policy=None)
+                    policy=policy)
         return tree_util.tree_unflatten(box["tree"], list(outs))
 
     remat_fun.__name__ = f"checkpoint({fun_name(fun)})"
@@ -135,6 +174,7 @@ def saved_residuals(fun, *args, **kwargs):
         arrays = []
         _arrays_in(entry[4], arrays)
         _arrays_in(entry[5], arrays)
+        _arrays_in(list(entry[1].get("saved", {}).values()), arrays)  # a checkpoint policy's
         for a in arrays:
             if id(a) in seen:
                 continue
@@ -150,6 +190,9 @@ def saved_residuals(fun, *args, **kwargs):
                 what = f"kept by {prim}" + (f" from {src}" if src else "")
                 if aval.shape and prim == "scan":
                     what = f"per-step values stacked by scan from {src}"
+                elif id(a) in {id(v) for v in entry[1].get("saved", {}).values()}:
+                    what = f"saved by the checkpoint policy from {src}" if src else \
+                        "saved by the checkpoint policy"
             found.append((aval, what))
     return found
 

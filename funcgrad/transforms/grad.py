@@ -60,9 +60,18 @@ class GradTrace(Trace):
     def process(self, prim, tracers, params):
         rule = getattr(prim, "grad_rule", None)  # control flow records its own tape entry
         if rule is not None and any(t.aux is not None for t in tracers):
-            return rule(self, tracers, params)
+            out = rule(self, tracers, params)
+            if out is not NotImplemented:
+                return out
         vals = [t.val for t in tracers]
-        out = bind(prim, *vals, **params)
+        return self._record(prim, tracers, params, vals, bind(prim, *vals, **params))
+
+    def record_known(self, prim, tracers, params, out):
+        """`process` for an equation whose output is already known (a value a checkpoint policy
+        saved in the forward pass): the tape entry is recorded, nothing is recomputed."""
+        return self._record(prim, tracers, params, [t.val for t in tracers], out)
+
+    def _record(self, prim, tracers, params, vals, out):
         active = tuple([t.aux is not None for t in tracers])
         if not prim.differentiable or True not in active:
             if prim.multiple_results:

@@ -623,6 +623,8 @@ _RULES = {
     "transpose": _transpose_rule, "broadcast_in_dim": _broadcast_rule, "reshape": _reshape_rule,
     "convert_element_type": _convert_rule, "select_n": _select_rule,
     "reduce_sum": _reduce_sum_rule, "dot_general": _dot_general_rule,
+    # fg.checkpoint_name labels only matter to checkpoint policies, applied before jit's passes
+    "name": lambda eqn, ctx: _alias_if_same(eqn, eqn.invars[0]),
 }
 
 
