@@ -79,15 +79,7 @@ def _adam(tree_util, params, grads, m, v, t, sqrt):
 def bench_mlp_funcgrad(cupy, repeats):
     import funcgrad as fg
     import funcgrad.numpy as fnp
-    from funcgrad import nn
-
-    def loss(params, x, y):
-        h = x
-        for w, b in params[:-1]:
-            h = nn.relu(h @ w + b)
-        w, b = params[-1]
-        logp = nn.log_softmax(h @ w + b)
-        return -fnp.mean(fnp.take_along_axis(logp, y[:, None], axis=1))
+    from benchmarks.autodiff import fg_loss as loss
 
     @fg.jit
     def step(params, m, v, t, x, y):
@@ -119,13 +111,7 @@ def bench_mlp_jax(repeats):
     if not any(d.platform == "gpu" for d in jax.devices()):
         return None, "JAX sees no GPU (install jax[cuda12])"
 
-    def loss(params, x, y):
-        h = x
-        for w, b in params[:-1]:
-            h = jax.nn.relu(h @ w + b)
-        w, b = params[-1]
-        logp = jax.nn.log_softmax(h @ w + b)
-        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+    from benchmarks.peers.jax_impl import _mlp_loss as loss
 
     @jax.jit
     def step(params, m, v, t, x, y):

@@ -21,6 +21,9 @@ import tracemalloc
 import numpy as np
 
 from ._common import interleaved, load_note, peak_in_subprocess
+from .peers import common as C
+from .peers.funcgrad_impl import chain_value_and_grad as fg_chain_value_and_grad
+from .peers.numpy_impl import chain_value_and_grad as numpy_chain
 
 # ---------------------------------------------------------------------------------------------
 # MLP training step with Adam
@@ -42,15 +45,8 @@ B1, B2, EPS, LR = 0.9, 0.999, 1e-8, 1e-3
 def fg_step_fn():
     import funcgrad as fg
     import funcgrad.numpy as fnp
-    from funcgrad import nn
 
-    def loss(params, x, y):
-        h = x
-        for w, b in params[:-1]:
-            h = nn.relu(h @ w + b)
-        w, b = params[-1]
-        logp = nn.log_softmax(h @ w + b)
-        return -fnp.mean(fnp.take_along_axis(logp, y[:, None], axis=1))
+    from .autodiff import fg_loss as loss
 
     def step(params, m, v, t, x, y):
         value, grads = fg.value_and_grad(loss)(params, x, y)
@@ -162,63 +158,13 @@ def _table(res, floor_key, unit=1e3, unit_name="ms"):
 # ---------------------------------------------------------------------------------------------
 # Elementwise chain
 
-N_ELEMENTS = 100_000
-
-
-def _chain_ops(lib):
-    return [lib.sin, lambda x: x * np.float32(0.5), lambda x: x + np.float32(0.1), lib.tanh,
-            lib.exp]
-
-
-def fg_chain_value_and_grad():
-    import funcgrad as fg
-    import funcgrad.numpy as fnp
-    ops = _chain_ops(fnp)
-
-    def chain(x):
-        for i in range(64):
-            x = ops[i % 5](x)
-        return fnp.sum(x)
-
-    return fg.jit(fg.value_and_grad(chain))
-
-
 def numpy_chain_value_and_grad(x):
     """Forward keeping what each derivative needs, then the backward pass by hand."""
-    saved = []
-    for i in range(64):
-        k = i % 5
-        if k == 0:
-            saved.append(x)
-            x = np.sin(x)
-        elif k == 1:
-            x = x * np.float32(0.5)
-        elif k == 2:
-            x = x + np.float32(0.1)
-        elif k == 3:
-            x = np.tanh(x)
-            saved.append(x)
-        else:
-            x = np.exp(x)
-            saved.append(x)
-    value = x.sum()
-    g = np.ones_like(x)
-    for i in range(63, -1, -1):
-        k = i % 5
-        if k == 0:
-            g *= np.cos(saved.pop())
-        elif k == 1:
-            g *= np.float32(0.5)
-        elif k == 3:
-            y = saved.pop()
-            g *= 1 - y * y
-        elif k == 4:
-            g *= saved.pop()
-    return value, g
+    return numpy_chain(x, nosin=False)
 
 
 def _chain_child(impl):
-    x = np.random.default_rng(1).uniform(-1, 1, N_ELEMENTS).astype(np.float32)
+    x = C.chain_setup()
     fn = fg_chain_value_and_grad() if impl == "funcgrad" else numpy_chain_value_and_grad
     fn(x)
     tracemalloc.start()
@@ -231,7 +177,7 @@ def _chain_child(impl):
 
 
 def bench_chain(quick):
-    x = np.random.default_rng(1).uniform(-1, 1, N_ELEMENTS).astype(np.float32)
+    x = C.chain_setup()
     fg_vg = fg_chain_value_and_grad()
     v1, g1 = fg_vg(x)
     v2, g2 = numpy_chain_value_and_grad(x)

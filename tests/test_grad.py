@@ -2,21 +2,11 @@
 
 import numpy as np
 import pytest
+from numeric import numeric_grad
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad import nn
-
-
-def numeric_grad(f, x, eps=1e-6):
-    x = np.asarray(x, np.float64)
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        d = np.zeros_like(x)
-        d[i] = eps
-        g[i] = (f(x + d) - f(x - d)) / (2 * eps)
-    return g
-
 
 rng = np.random.default_rng(0)
 

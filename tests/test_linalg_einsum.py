@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numeric import numeric_grad as numerical_grad
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
@@ -42,13 +43,6 @@ def check(got, expected, dtype):
     np.testing.assert_allclose(got, expected, **tol(dtype))
 
 
-def numerical_grad(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        d = np.zeros_like(x)
-        d[i] = eps
-        g[i] = (f(x + d) - f(x - d)) / (2 * eps)
-    return g
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numeric import numeric_grad
 
 import funcgrad as fg
 from funcgrad import losses
@@ -21,13 +22,6 @@ def np_softmax(x):
     return np.exp(np_log_softmax(x))
 
 
-def numeric_grad(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        d = np.zeros_like(x)
-        d[i] = eps
-        g[i] = (f(x + d) - f(x - d)) / (2 * eps)
-    return g
 
 
 # ---------------------------------------------------------------------------------------------

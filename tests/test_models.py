@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 import pytest
+from numeric import numeric_grad
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
@@ -27,13 +28,6 @@ rng = np.random.default_rng(0)
 KEY = random.key(0)
 
 
-def numeric_grad(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        d = np.zeros_like(x)
-        d[i] = eps
-        g[i] = (f(x + d) - f(x - d)) / (2 * eps)
-    return g
 
 
 def shapes(tree):

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from numeric import numeric_grad
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
@@ -16,14 +17,6 @@ rng = np.random.default_rng(0)
 erf = np.vectorize(math.erf)
 
 
-def numeric_grad(f, x, eps=1e-6):
-    x = np.asarray(x, np.float64)
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        d = np.zeros_like(x)
-        d[i] = eps
-        g[i] = (f(x + d) - f(x - d)) / (2 * eps)
-    return g
 
 
 def np_softmax(x, axis=-1):

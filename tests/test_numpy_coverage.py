@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import pytest
+from numeric import numeric_grad as _fd_grad
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
@@ -694,14 +695,6 @@ def test_partition_contract(shape, kth, axis):
         fnp.partition(np.ones(3), 3)
 
 
-def _fd_grad(f, x, eps=1e-6):
-    x = np.asarray(x, np.float64)
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        d = np.zeros_like(x)
-        d[i] = eps
-        g[i] = (f(x + d) - f(x - d)) / (2 * eps)
-    return g
 
 
 _SMOOTH = {

@@ -12,14 +12,8 @@ LIBRARY = "funcgrad"
 
 
 def _mlp_loss(params, x, y):
-    import funcgrad.numpy as fnp
-    from funcgrad import nn
-    h = x
-    for w, b in params[:-1]:
-        h = nn.relu(h @ w + b)
-    w, b = params[-1]
-    logp = nn.log_softmax(h @ w + b)
-    return -fnp.mean(fnp.take_along_axis(logp, y[:, None], axis=1))
+    from benchmarks.autodiff import fg_loss  # the MLP loss every funcgrad suite uses
+    return fg_loss(params, x, y)
 
 
 def _mlp(name):
@@ -88,7 +82,8 @@ def _hessian(jit):
     return lambda: h(w, X, y)
 
 
-def _chain(nosin):
+def chain_value_and_grad(nosin=False):
+    """fg.jit(fg.value_and_grad(chain)) of the elementwise chain (benchmarks/jit.py uses it)."""
     import funcgrad as fg
     import funcgrad.numpy as fnp
     ops = C.chain_ops(fnp.sin, fnp.tanh, fnp.exp, nosin)
@@ -98,7 +93,11 @@ def _chain(nosin):
             x = ops[i % 5](x)
         return fnp.sum(x)
 
-    f = fg.jit(fg.value_and_grad(chain))
+    return fg.jit(fg.value_and_grad(chain))
+
+
+def _chain(nosin):
+    f = chain_value_and_grad(nosin)
     x = C.chain_setup()
     return lambda: f(x)
 

@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from ..core import Literal
+from .numpy_backend import eqn_names, param_names
 
 __all__ = ["CupyNamespace", "KernelSource", "KernelCompileError", "fused_kernel_source",
            "compile_jaxpr", "UnsupportedInKernel", "CUDA_TYPES"]
@@ -387,13 +388,7 @@ def generate(jaxpr, cupy=None):
     counter = itertools.count()
     namespace = {}
     lines, kernels = [], []
-    params = []
-    for i, v in enumerate(fused.constvars):
-        names[v] = f"c{i}"
-        params.append(names[v])
-    for i, v in enumerate(fused.invars):
-        names[v] = f"a{i}"
-        params.append(names[v])
+    params = param_names(fused, names)
 
     def name_of(a):
         if type(a) is Literal:
@@ -405,12 +400,7 @@ def generate(jaxpr, cupy=None):
     frees = fused.frees()
     for k, (eqn, dead) in enumerate(zip(fused.eqns, frees)):
         prim = eqn.primitive
-        ins = [name_of(a) for a in eqn.invars]
-        for v in eqn.outvars:
-            names[v] = f"v{next(counter)}"
-        outs = ", ".join(names[v] for v in eqn.outvars)
-        if prim.multiple_results:
-            outs += "," if len(eqn.outvars) == 1 else ""
+        ins, outs = eqn_names(eqn, name_of, names, counter)
         fn = f"{prim.name}_{k}"
         if prim.name == "fused":
             body = eqn.params["jaxpr"]

@@ -73,6 +73,26 @@ def _as_array(x):
     return x if type(x) is np.ndarray else np.asarray(x)
 
 
+def param_names(jaxpr, names):
+    """Name the generated function's parameters: c<i> for constants, then a<i> for arguments."""
+    for i, v in enumerate(jaxpr.constvars):
+        names[v] = f"c{i}"
+    for i, v in enumerate(jaxpr.invars):
+        names[v] = f"a{i}"
+    return [names[v] for v in (*jaxpr.constvars, *jaxpr.invars)]
+
+
+def eqn_names(eqn, name_of, names, counter):
+    """(input expressions, assignment target) of one equation; its outputs get new v<n> names."""
+    ins = [name_of(a) for a in eqn.invars]
+    for v in eqn.outvars:
+        names[v] = f"v{next(counter)}"
+    outs = ", ".join(names[v] for v in eqn.outvars)
+    if eqn.primitive.multiple_results and len(eqn.outvars) == 1:
+        outs += ","
+    return ins, outs
+
+
 def compile_jaxpr(jaxpr, xp=np, donated=()):
     """Generate `run(*consts, *args) -> list of outputs` for a Jaxpr.
 
@@ -98,13 +118,7 @@ def compile_jaxpr(jaxpr, xp=np, donated=()):
         return names[key]
 
     namespace = {"_xp": xp, "_asarray": _as_array}
-    params = []
-    for i, v in enumerate(jaxpr.constvars):
-        names[v] = f"c{i}"
-        params.append(names[v])
-    for i, v in enumerate(jaxpr.invars):
-        names[v] = f"a{i}"
-        params.append(names[v])
+    params = param_names(jaxpr, names)
 
     implicit = _implicit_broadcasts(jaxpr) if xp is np else set()
     owned = {v for i, v in enumerate(jaxpr.invars) if i in donated}
@@ -115,12 +129,7 @@ def compile_jaxpr(jaxpr, xp=np, donated=()):
     eqn_lines = {}
     for k, (eqn, dead) in enumerate(zip(jaxpr.eqns, frees)):
         prim = eqn.primitive
-        ins = [name_of(a) for a in eqn.invars]
-        for v in eqn.outvars:
-            names[v] = f"v{next(counter)}"
-        outs = ", ".join(names[v] for v in eqn.outvars)
-        if prim.multiple_results:
-            outs += "," if len(eqn.outvars) == 1 else ""
+        ins, outs = eqn_names(eqn, name_of, names, counter)
         target = _inplace_target(eqn, dead, owned, shared, out_set)
         if prim.name == "stop_gradient":  # only matters to autodiff, which is done by now
             lines.append(f"    {outs} = {ins[0]}")

@@ -13,4 +13,3 @@ from .control_flow import (  # noqa: E402
 from .control_flow import map  # noqa: E402, A004 (lax's name)
 from .conv import conv_general_dilated  # noqa: E402
 from ._more import *  # noqa: E402, F403  (more of jax.lax, composed from the primitives above)
-from ._more import top_k  # noqa: E402  (JAX's: int32 indices, axis=; replaces indexing's)

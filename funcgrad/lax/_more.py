@@ -2,7 +2,7 @@
 
 Each function here is written with existing lax primitives and wrappers only, so it runs
 eagerly on arrays and under grad, jvp, vmap and jit with the rules those primitives already
-have: the matmul and slicing conveniences, clamp/select/square, sort_key_val and top_k,
+have: the matmul and slicing conveniences, clamp/select/square, sort_key_val,
 bitwise reductions and population_count, erfc, reduce_window (pad + strided slices),
 associative_scan (the parallel prefix algorithm), and conv_transpose.
 """
@@ -43,7 +43,7 @@ from .structural import (
 __all__ = [
     "batch_matmul", "broadcast", "clamp", "collapse", "dot", "dynamic_slice_in_dim",
     "dynamic_update_slice_in_dim", "dynamic_index_in_dim", "dynamic_update_index_in_dim",
-    "index_in_dim", "slice_in_dim", "full_like", "select", "square", "sort_key_val", "top_k",
+    "index_in_dim", "slice_in_dim", "full_like", "select", "square", "sort_key_val",
     "reduce_and", "reduce_or", "erfc", "population_count", "reduce_window", "associative_scan",
     "conv_transpose",
 ]
@@ -354,24 +354,6 @@ def sort_key_val(keys, values, dimension=-1, is_stable=True):
     keys, values = _arr(keys), _arr(values)
     dimension = normalize_axis(dimension, keys.ndim)
     return tuple(ix.sort(keys, values, dimension=dimension, is_stable=is_stable, num_keys=1))
-
-
-def top_k(operand, k, *, axis=-1):
-    """(values, int32 indices) of the k largest entries along `axis` (default the last), largest
-    first; ties go to the lower index. The values are differentiable (a gather of operand)."""
-    operand = _arr(operand)
-    k = int(k)
-    if k < 0:
-        raise ValueError(f"k argument to top_k must be nonnegative, got {k}")
-    axis = normalize_axis(axis, operand.ndim)
-    last = operand.ndim - 1
-    if axis != last:
-        perm = tuple(i for i in range(operand.ndim) if i != axis) + (axis,)
-        back = tuple(int(i) for i in np.argsort(perm))
-        vals, idx = top_k(transpose(operand, perm), k)
-        return transpose(vals, back), transpose(idx, back)
-    vals, idx = ix.top_k(operand, k)
-    return vals, ew.convert_element_type(idx, np.int32)
 
 
 # ---------------------------------------------------------------------------------------------

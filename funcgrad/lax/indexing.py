@@ -589,21 +589,13 @@ def _wrapped(starts, operand):
     """Negative starts count from the end, once (as JAX's wrappers do); the primitive then
     clamps. Static starts are wrapped in Python; traced ones with a select."""
     out = []
-    for s, n in zip(starts, np.shape(operand) if not hasattr(operand, "aval") else
-                    operand.aval.shape):
+    for s, n in zip(starts, np.shape(operand)):
+        n = np.asarray(n, s.dtype)
         if type(s) is np.ndarray or isinstance(s, np.generic):
-            out.append(s + np.asarray(n, s.dtype) if s < 0 else s)
+            out.append(s + n if s < 0 else s)
         else:
-            out.append(ew.select_n(ew.lt(s, _zero_like(s)), s, ew.add(s, _n_like(s, n))))
+            out.append(ew.select_n(ew.lt(s, np.zeros((), s.dtype)), s, ew.add(s, n)))
     return tuple(out)
-
-
-def _zero_like(s):
-    return np.zeros((), s.dtype)
-
-
-def _n_like(s, n):
-    return np.asarray(n, s.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -853,16 +845,19 @@ def argsort(x, dimension=-1, is_stable=True):
     return sort(x, iota(INDEX, x.shape, dimension), dimension=dimension, is_stable=is_stable)[1]
 
 
-def top_k(x, k):
-    """(values, indices) of the k largest entries along the last axis, largest first; ties go to
-    the lower index. Values are differentiable (a gather of x)."""
+def top_k(x, k, *, axis=-1):
+    """(values, int32 indices) of the k largest entries along `axis` (the last by default, as
+    JAX's), largest first; ties go to the lower index. Values are differentiable (a gather)."""
+    x = x if hasattr(x, "dtype") else np.asarray(x)
     if x.dtype.kind not in "iuf":
         raise TypeError(f"top_k needs an integer or floating operand, got {x.dtype}")
-    if not 0 <= k <= x.shape[-1]:
-        raise ValueError(f"top_k: k={k} out of range for an axis of size {x.shape[-1]}")
+    axis = normalize_axis(axis, x.ndim)
+    k = int(k)
+    if not 0 <= k <= x.shape[axis]:
+        raise ValueError(f"top_k: k={k} out of range for an axis of size {x.shape[axis]}")
     # Sort by a key that reverses the order: ~x is exact for all integers, -x for floats.
     key = ew.bitwise_not(x) if x.dtype.kind in "iu" else ew.neg(x)
-    axis = x.ndim - 1
-    perm = sort(key, iota(INDEX, x.shape, axis), dimension=axis)[1]
-    idx = slice(perm, (0,) * x.ndim, x.shape[:-1] + (k,))
+    perm = sort(key, iota(np.int32, x.shape, axis), dimension=axis)[1]
+    limit = x.shape[:axis] + (k,) + x.shape[axis + 1:]
+    idx = slice(perm, (0,) * x.ndim, limit)
     return take_along_axis(x, idx, axis), idx

@@ -47,8 +47,13 @@ def _is_concrete(x):
         return False
 
 
-def _concrete(x, what):
-    """x's value as a NumPy array; a clear error for abstract tracers."""
+_CONCRETE_FIX = ("Under jit/vmap/make_jaxpr use fnp.where(mask, x, 0) (keeps the shape), pass "
+                 "size=... where supported (fnp.nonzero(mask, size=n)), or make the mask a "
+                 "static argument.")
+
+
+def _concrete(x, what, fix=_CONCRETE_FIX):
+    """x's value as a NumPy array; for an abstract tracer a clear error ending with `fix`."""
     if type(x) is not Tracer:
         return np.asarray(x)
     try:
@@ -57,9 +62,7 @@ def _concrete(x, what):
         raise ConcretizationError(
             f"{what} needs concrete values, but got an abstract traced array "
             f"{x.aval.str_short()}{user_line()}: its result's shape would depend on the data. "
-            "Under jit/vmap/make_jaxpr use fnp.where(mask, x, 0) (keeps the shape), pass "
-            "size=... where supported (fnp.nonzero(mask, size=n)), or make the mask a static "
-            "argument.") from e
+            + fix) from e
 
 
 def _float_index_error(what):

@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from .. import lax
-from ..core import ConcretizationError, Tracer, user_line
+from ..core import Tracer, user_line
 from ._core import (
     asarray,
     broadcast_shapes,
@@ -77,16 +77,9 @@ def _static_int(x, what):
 
 def _needs_size(what, x):
     """x's concrete value, or a ConcretizationError that points at size=."""
-    if type(x) is not Tracer:
-        return np.asarray(x)
-    try:
-        return np.asarray(x.concrete_value(what))
-    except ConcretizationError as e:
-        raise ConcretizationError(
-            f"{what}: the result's shape depends on the data, but got an abstract traced array "
-            f"{x.aval.str_short()}{user_line()}. Under jit/vmap pass a static size (size=..., "
-            "fill_value=... for the padding; length=... for bincount), or call it outside the "
-            "transform.") from e
+    return _concrete(x, what, "Under jit/vmap pass a static size (size=..., fill_value=... for "
+                              "the padding; length=... for bincount), or call it outside the "
+                              "transform.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,14 @@
+"""Shared test helper: central finite differences (float64), the reference for gradients."""
+
+import numpy as np
+
+
+def numeric_grad(f, x, eps=1e-6):
+    """d f / d x for scalar-valued f, one central difference per element of x."""
+    x = np.asarray(x, np.float64)
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[i] = eps
+        g[i] = (f(x + d) - f(x - d)) / (2 * eps)
+    return g
