@@ -77,3 +77,11 @@ class Timer:
     def median_ms(self):
         ts = sorted(self.times[1:] or self.times)  # the first step includes tracing
         return 1e3 * ts[len(ts) // 2] if ts else float("nan")
+
+
+def add_common_args(ap, seed=0):
+    """The options every example has: --seed, --out (plot directory), --quick, --quiet."""
+    ap.add_argument("--seed", type=int, default=seed)
+    ap.add_argument("--out", default="outputs", help="directory for the plot")
+    ap.add_argument("--quick", action="store_true", help="tiny settings (seconds; for tests)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")

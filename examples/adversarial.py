@@ -19,7 +19,7 @@ import argparse
 import os
 
 import numpy as np
-from _util import Timer, print_table, progress, save_curves
+from _util import Timer, add_common_args, print_table, progress, save_curves
 
 import funcgrad as fg
 from funcgrad import models, optim
@@ -60,10 +60,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--eps", default="0.02,0.05,0.1,0.2", help="comma-separated step sizes")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="outputs", help="directory for the plot")
-    ap.add_argument("--quick", action="store_true", help="tiny settings (seconds; for tests)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_common_args(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.eps = 30, "0.1"

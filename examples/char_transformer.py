@@ -32,7 +32,7 @@ import sys
 import warnings
 
 import numpy as np
-from _util import Timer, print_table, progress, save_curves
+from _util import Timer, add_common_args, print_table, progress, save_curves
 
 import funcgrad as fg
 from funcgrad import lora, masks, models, optim
@@ -257,10 +257,7 @@ def main(argv=None):
     ap.add_argument("--sample-len", type=int, default=120)
     ap.add_argument("--no-baselines", action="store_true",
                     help="skip the head-only and full fine-tuning baselines")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="outputs", help="directory for the plot")
-    ap.add_argument("--quick", action="store_true", help="tiny settings (seconds; for tests)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_common_args(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.pretrain_steps, args.steps, args.batch, args.seq = 30, 10, 8, 32

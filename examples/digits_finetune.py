@@ -22,7 +22,7 @@ import os
 import struct
 
 import numpy as np
-from _util import Timer, print_table, progress, save_curves
+from _util import Timer, add_common_args, print_table, progress, save_curves
 
 import funcgrad as fg
 from funcgrad import lora, masks, models, optim
@@ -200,12 +200,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--rank", type=int, default=4, help="LoRA rank")
-    ap.add_argument("--seed", type=int, default=0)
+    add_common_args(ap)
     ap.add_argument("--mnist", metavar="DIR", help="read MNIST IDX files from DIR instead")
     ap.add_argument("--limit", type=int, default=10000, help="max MNIST examples per split")
-    ap.add_argument("--out", default="outputs", help="directory for the plot")
-    ap.add_argument("--quick", action="store_true", help="tiny settings (seconds; for tests)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     if args.quick:
         args.pretrain_steps, args.steps, args.batch = 20, 10, 32

@@ -16,7 +16,7 @@ import argparse
 import os
 
 import numpy as np
-from _util import Timer, print_table, progress, save_curves
+from _util import Timer, add_common_args, print_table, progress, save_curves
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
@@ -52,10 +52,7 @@ def main(argv=None):
     ap.add_argument("--newton-steps", type=int, default=10)
     ap.add_argument("--gd-steps", type=int, default=500)
     ap.add_argument("--lr", type=float, default=1.0, help="gradient-descent step size")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", default="outputs", help="directory for the plot")
-    ap.add_argument("--quick", action="store_true", help="tiny settings (seconds; for tests)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_common_args(ap, seed=1)
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.d, args.newton_steps, args.gd_steps = 200, 10, 6, 50

@@ -16,7 +16,7 @@ import argparse
 import os
 
 import numpy as np
-from _util import Timer, print_table, progress, save_curves
+from _util import Timer, add_common_args, print_table, progress, save_curves
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
@@ -88,10 +88,7 @@ def main(argv=None):
     ap.add_argument("--clip", type=float, default=1.0, help="per-example L2 clipping norm C")
     ap.add_argument("--noise", type=float, default=1.0, help="noise multiplier (std = noise*C)")
     ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="outputs", help="directory for the plot")
-    ap.add_argument("--quick", action="store_true", help="tiny settings (seconds; for tests)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_common_args(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.batch = 15, 16
