@@ -7,6 +7,8 @@ default backend is the `backend` setting (`FUNCGRAD_BACKEND=gpu` or
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import config, tree_util
@@ -71,8 +73,53 @@ def _platform(name, what="device"):
 
 
 def default_backend():
-    """The platform new arrays go to by default: the `backend` setting ("cpu" or "gpu")."""
+    """The platform new arrays go to, and host (NumPy) data runs on, by default: the `backend`
+    setting ("cpu" or "gpu")."""
     return _platform(config.read("backend"), "backend (the FUNCGRAD_BACKEND setting)")
+
+
+def _set_default_backend(value):
+    """Point the core at the default backend's namespace. A GPU default without CuPy or a device
+    (or an unknown name) is remembered as the error, raised by the first call that needs it, so
+    that `import funcgrad` itself works everywhere."""
+    from .core import trace
+    try:
+        platform = _platform(value, "backend (the FUNCGRAD_BACKEND setting)")
+        if platform == "cpu":
+            trace.set_default_namespace(np)
+        else:
+            from .backends.cupy_backend import namespace_for
+            trace.set_default_namespace(namespace_for(_cupy()))
+    except (ValueError, RuntimeError) as e:
+        trace.set_default_namespace(e)
+
+
+def inputs_on_default_backend(fn):
+    """Decorator for library functions that combine their array arguments with Python operators
+    (`x @ params["w"] + params["b"]`): with a GPU default backend, host (NumPy) arrays among the
+    arguments are copied to the device first, since CuPy's operators refuse NumPy operands.
+    With the CPU default it costs one check per call."""
+    from .core import trace
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if trace._default_xp is not np:
+            xp = trace.default_namespace()
+            args, kwargs = tree_util.tree_map(
+                lambda a: xp.asarray(a) if type(a) is np.ndarray else a, (args, kwargs))
+        return fn(*args, **kwargs)
+    return call
+
+
+def on_default_backend(x, like=None):
+    """A new host array `x` (made by fnp.zeros, arange, ...) placed where new arrays go: on the
+    device of `like` when that is a device array, else on the default backend."""
+    from .core import trace
+    if like is not None and hasattr(like, "__cuda_array_interface__"):
+        return _cupy().asarray(x)
+    if trace._default_xp is np or type(x) is not np.ndarray:
+        return x
+    return trace.default_namespace().asarray(x)
 
 
 def devices(backend=None):
@@ -98,3 +145,6 @@ def device_put(x, device=None):
     dev_id = device.id if isinstance(device, Device) else 0
     with cupy.cuda.Device(dev_id):
         return tree_util.tree_map(cupy.asarray, x)
+
+
+config.watch("backend", _set_default_backend)

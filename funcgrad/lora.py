@@ -82,7 +82,10 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None):
 
 def delta(adapter: Adapter, like):
     """scale * B @ A in the dtype of `like` (the weight it adapts)."""
-    return fnp.asarray(adapter.scale, like.dtype) * (adapter.b @ adapter.a)
+    scale = adapter.scale
+    scale = np.dtype(like.dtype).type(scale) if type(scale) in (int, float) else \
+        fnp.asarray(scale, like.dtype)
+    return scale * (adapter.b @ adapter.a)
 
 
 def _adapted(params, adapters, who):

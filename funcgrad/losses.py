@@ -14,6 +14,8 @@ import numpy as np
 
 from . import nn
 from . import numpy as fnp
+from .core import to_host
+from .devices import inputs_on_default_backend
 
 __all__ = [
     "softmax_cross_entropy", "sigmoid_binary_cross_entropy", "mse", "huber", "accuracy",
@@ -36,6 +38,7 @@ def _float(x):
     return x if x.dtype.kind == "f" else x.astype(np.float32)
 
 
+@inputs_on_default_backend
 def softmax_cross_entropy(logits, labels, label_smoothing=0.0, reduction="mean"):
     """Cross-entropy of softmax(logits) (..., K) against integer `labels` (...), or against
     probability vectors when `labels` has logits' shape and a float dtype.
@@ -65,6 +68,7 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, reduction="mean")
     return _reduce(loss, reduction)
 
 
+@inputs_on_default_backend
 def sigmoid_binary_cross_entropy(logits, labels, reduction="mean"):
     """-z log sigmoid(x) - (1 - z) log(1 - sigmoid(x)) = softplus(x) - x z, for logits x and
     targets z in [0, 1] of the same shape; the gradient is sigmoid(x) - z."""
@@ -73,11 +77,13 @@ def sigmoid_binary_cross_entropy(logits, labels, reduction="mean"):
     return _reduce(nn.softplus(logits) - logits * labels, reduction)
 
 
+@inputs_on_default_backend
 def mse(predictions, targets, reduction="mean"):
     """(predictions - targets)**2, elementwise before the reduction."""
-    return _reduce(fnp.square(_float(predictions) - targets), reduction)
+    return _reduce(fnp.square(_float(predictions) - fnp.asarray(targets)), reduction)
 
 
+@inputs_on_default_backend
 def huber(predictions, targets, delta=1.0, reduction="mean"):
     """0.5 r**2 for |r| <= delta, else delta (|r| - 0.5 delta), r = predictions - targets
     (Optax's huber_loss): quadratic near 0, linear (robust to outliers) beyond delta."""
@@ -103,12 +109,14 @@ def _classes(predictions, labels):
     return predictions, labels
 
 
+@inputs_on_default_backend
 def accuracy(predictions, labels):
     """The fraction of correct predictions (float32)."""
     pred, labels = _classes(predictions, labels)
     return fnp.mean((pred == labels).astype(np.float32))
 
 
+@inputs_on_default_backend
 def confusion_matrix(predictions, labels, num_classes=None):
     """counts[i, j] = number of examples of true class i predicted as j (int64, as
     scikit-learn). `num_classes` is needed under jit (without it: the scores' last axis, or the
@@ -119,13 +127,14 @@ def confusion_matrix(predictions, labels, num_classes=None):
         if scores.ndim == fnp.asarray(labels).ndim + 1:
             num_classes = scores.shape[-1]
         else:
-            num_classes = int(max(np.max(np.asarray(pred), initial=-1),
-                                  np.max(np.asarray(labels), initial=-1))) + 1
+            num_classes = int(max(np.max(to_host(pred), initial=-1),
+                                  np.max(to_host(labels), initial=-1))) + 1
     t = nn.one_hot(fnp.ravel(labels), num_classes, dtype=np.int64)
     p = nn.one_hot(fnp.ravel(pred), num_classes, dtype=np.int64)
     return fnp.matmul(fnp.swapaxes(t, 0, 1), p)
 
 
+@inputs_on_default_backend
 def precision_recall_f1(predictions, labels, num_classes=None):
     """Macro-averaged (precision, recall, f1): per-class values averaged with equal weight over
     the classes that occur in labels or predictions (F1 per class, then averaged, as

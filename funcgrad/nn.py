@@ -14,6 +14,7 @@ import numpy as np
 
 from . import lax
 from . import numpy as fnp
+from .devices import inputs_on_default_backend
 from .transforms.custom import custom_jvp
 from .transforms.grad import stop_gradient
 
@@ -215,6 +216,7 @@ def _logsumexp_jvp(axis, keepdims, primals, tangents):
     return out, t_out
 
 
+@inputs_on_default_backend
 def logsumexp(x, axis=None, b=None, keepdims=False, return_sign=False, where=None):
     """log(sum(b * exp(x))) over `axis`, shifted by the maximum so it never overflows.
 
@@ -293,6 +295,7 @@ def log_softmax(x, axis=-1, where=None):
     return shifted - fnp.log(fnp.sum(fnp.exp(shifted), axis=axes, keepdims=True))
 
 
+@inputs_on_default_backend
 def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None,
                           is_causal=False):
     """softmax(q k^T * scale + bias, masked) v, with JAX's layout: query (B, T, N, H) or
@@ -323,7 +326,7 @@ def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None
         keep = fnp.asarray(mask, bool)
     if is_causal:
         causal = np.tril(np.ones((T, S), bool))  # query i sees keys j <= i (as JAX)
-        keep = causal if keep is None else keep & causal
+        keep = causal if keep is None else fnp.logical_and(keep, causal)
     weights = softmax(logits, axis=-1, where=keep) if keep is not None else softmax(logits, -1)
     out = fnp.einsum("bkgts,bskh->btkgh", fnp.reshape(weights, (B, K, N // K, T, S)), v)
     out = fnp.reshape(out, (B, T, N, H))
@@ -375,6 +378,7 @@ def rnn_init(key, n_in, n_hidden, dtype=np.float32):
             "b": np.zeros(n_hidden, dtype)}
 
 
+@inputs_on_default_backend
 def rnn(params, xs, h0=None, activation=None):
     """Elman RNN over time-major `xs` (T, ..., n_in): h_t = tanh(x_t wx + h_{t-1} wh + b).
 
@@ -408,6 +412,7 @@ def lstm_init(key, n_in, n_hidden, dtype=np.float32, forget_bias=1.0):
             "b": b}
 
 
+@inputs_on_default_backend
 def lstm(params, xs, h0=None, c0=None):
     """LSTM over time-major `xs` (T, ..., n_in). Returns (hs of shape (T, ..., H), (h, c)).
 

@@ -24,6 +24,7 @@ import numpy as np
 from . import masks as _masks
 from . import numpy as fnp
 from . import tree_util as tu
+from .devices import inputs_on_default_backend
 
 __all__ = [
     "GradientTransformation", "chain", "identity", "scale", "scale_by_learning_rate",
@@ -41,6 +42,12 @@ class GradientTransformation(NamedTuple):
 
     init: Callable
     update: Callable
+
+
+def _transformation(init, update):
+    """A GradientTransformation whose update takes host or device leaves alike (with a GPU
+    default backend, host updates and parameters are copied to the device first)."""
+    return GradientTransformation(init, inputs_on_default_backend(update))
 
 
 class EmptyState(NamedTuple):
@@ -94,7 +101,10 @@ class MultiStepsState(NamedTuple):
 
 
 def _cast(x, like):
-    """Scalar/array `x` in the dtype of the leaf `like` (keeps float32 params float32)."""
+    """Scalar/array `x` in the dtype of the leaf `like` (keeps float32 params float32); a
+    Python number becomes a NumPy scalar, which combines with NumPy and CuPy arrays alike."""
+    if type(x) in (int, float):
+        return np.dtype(like.dtype).type(x)
     return fnp.asarray(x, like.dtype)
 
 
@@ -158,12 +168,12 @@ def chain(*transforms) -> GradientTransformation:
             new.append(s)
         return updates, tuple(new)
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def identity() -> GradientTransformation:
     """Pass updates through unchanged."""
-    return GradientTransformation(lambda params: EmptyState(),
+    return _transformation(lambda params: EmptyState(),
                                   lambda updates, state, params=None: (updates, state))
 
 
@@ -173,7 +183,7 @@ def scale(step_size) -> GradientTransformation:
     def update(updates, state, params=None):
         return tu.tree_map(lambda u: u * _cast(step_size, u), updates), state
 
-    return GradientTransformation(lambda params: EmptyState(), update)
+    return _transformation(lambda params: EmptyState(), update)
 
 
 def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
@@ -187,7 +197,7 @@ def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
         return (tu.tree_map(lambda u: u * _cast(s, u), updates),
                 ScaleByScheduleState(_inc(state.count)))
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def scale_by_learning_rate(learning_rate, *, flip_sign=True) -> GradientTransformation:
@@ -212,7 +222,7 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
             out = t
         return out, TraceState(t)
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransformation:
@@ -234,7 +244,7 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransform
 
         return tu.tree_map(step, mu, nu), ScaleByAdamState(count, mu, nu)
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, centered=False):
@@ -257,7 +267,7 @@ def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, centered=False):
             out = tu.tree_map(lambda g, n: g / fnp.sqrt(n + eps), updates, nu)
         return out, ScaleByRmsState(mu, nu)
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def scale_by_rss(initial_accumulator_value=0.1, eps=1e-7) -> GradientTransformation:
@@ -272,7 +282,7 @@ def scale_by_rss(initial_accumulator_value=0.1, eps=1e-7) -> GradientTransformat
         out = tu.tree_map(lambda g, s: fnp.where(s > 0, g / fnp.sqrt(s + eps), 0 * g), updates, s)
         return out, ScaleByRssState(s)
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
@@ -287,7 +297,7 @@ def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
         mu = tu.tree_map(lambda g, m: b2 * m + (1 - b2) * g, updates, state.mu)
         return out, ScaleByLionState(mu)
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def global_norm(tree):
@@ -309,7 +319,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         factor = max_norm / fnp.maximum(norm, max_norm)
         return tu.tree_map(lambda u: u * _cast(factor, u), updates), state
 
-    return GradientTransformation(lambda params: EmptyState(), update)
+    return _transformation(lambda params: EmptyState(), update)
 
 
 def default_decay_mask(params):
@@ -342,7 +352,7 @@ def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransfo
                for i, (u, p) in enumerate(zip(leaves, ps))]
         return tu.tree_unflatten(treedef, out), state
 
-    return GradientTransformation(lambda params: EmptyState(), update)
+    return _transformation(lambda params: EmptyState(), update)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -433,12 +443,12 @@ def masked(inner: GradientTransformation, mask) -> GradientTransformation:
         out = [n if m else fnp.zeros_like(u) for u, n, m in zip(leaves, got, on)]
         return tu.tree_unflatten(treedef, out), MaskedState(inner_state)
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def set_to_zero() -> GradientTransformation:
     """Zero updates and no state: freezes whatever it is applied to (see `multi_transform`)."""
-    return GradientTransformation(
+    return _transformation(
         lambda params: EmptyState(),
         lambda updates, state, params=None: (_zeros_like(updates), state))
 
@@ -485,7 +495,7 @@ def multi_transform(transforms: dict, param_labels) -> GradientTransformation:
                     out[i] = n
         return tu.tree_unflatten(treedef, out), MultiTransformState(new_states)
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 class MultiSteps:
@@ -504,6 +514,7 @@ class MultiSteps:
     def init(self, params):
         return MultiStepsState(_count0(), _count0(), self.opt.init(params), _zeros_like(params))
 
+    @inputs_on_default_backend
     def update(self, updates, state, params=None):
         k = self.every_k_schedule(state.gradient_step)
         n = _inc(state.mini_step)
@@ -524,9 +535,10 @@ class MultiSteps:
         return state.mini_step == 0
 
     def gradient_transformation(self) -> GradientTransformation:
-        return GradientTransformation(self.init, self.update)
+        return _transformation(self.init, self.update)
 
 
+@inputs_on_default_backend
 def apply_updates(params, updates):
     """p + u per leaf, cast back to p's dtype; a None update leaves p unchanged."""
 

@@ -231,7 +231,7 @@ def truncated_normal(key, lower, upper, shape=None, dtype=np.float32):
     lower, upper = fnp.asarray(lower, dtype), fnp.asarray(upper, dtype)
     if shape is None:
         shape = np.broadcast_shapes(lower.shape, upper.shape)
-    s2 = np.array(math.sqrt(2), dtype)
+    s2 = np.dtype(dtype).type(math.sqrt(2))  # a NumPy scalar: fine next to any array type
     a, b = lax.erf(lower / s2), lax.erf(upper / s2)
     u = uniform(key, shape, dtype, a, b)
     out = s2 * lax.erf_inv(u)

@@ -2,6 +2,11 @@
 
 import numpy as np
 
+import funcgrad as fg
+
+# FUNCGRAD_BACKEND=gpu: results are device (CuPy) arrays (see conftest.py)
+GPU_MODE = fg.default_backend() == "gpu"
+
 
 def numeric_grad(f, x, eps=1e-6):
     """d f / d x for scalar-valued f, one central difference per element of x."""
@@ -10,5 +15,5 @@ def numeric_grad(f, x, eps=1e-6):
     for i in np.ndindex(x.shape):
         d = np.zeros_like(x)
         d[i] = eps
-        g[i] = (f(x + d) - f(x - d)) / (2 * eps)
+        g[i] = float(f(x + d) - f(x - d)) / (2 * eps)
     return g

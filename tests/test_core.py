@@ -126,6 +126,7 @@ def test_numpy_ufuncs_and_functions_trace():
     assert "tanh" in names and "add" in names and "reduce_sum" in names
 
 
+@pytest.mark.cpu_only
 def test_eager_lax_returns_ndarrays():
     out = lax.reduce_sum(np.ones(3), (0,))
     assert type(out) is np.ndarray and out.shape == ()

@@ -142,15 +142,51 @@ def test_an_elementwise_chain_is_one_kernel():
     assert [dt for _, dt in k.outputs] == [np.dtype(np.float32)]
 
 
-def test_reductions_and_matmuls_stay_outside_kernels():
+def test_matmuls_stay_outside_kernels_and_reductions_fold_into_their_chain():
     def f(x, w):
         h = fnp.tanh(x @ w + 1.0) * 2.0
         return fnp.sum(fnp.exp(h) - 1.0, axis=1)
 
     kernels, driver = kernels_of(f, arr((4, 3)), arr((3, 5)))
-    assert "dot_general" in driver and "reduce_sum" in driver
-    assert 1 <= len(kernels) <= 2
+    assert "dot_general" in driver
     assert all("dot_general" not in k.source for k in kernels)
+    (red,) = [k for k in kernels if isinstance(k, cb.ReductionSource)]
+    assert "# cupy.ReductionKernel" in driver and red.reduce_expr == "a + b"
+    assert "expf(" in red.preamble and "tanhf(" in red.preamble
+    assert "reduce_sum" not in driver.replace(red.name, "")  # no separate reduction step
+
+
+REDUCTIONS = {
+    "sum_f32": (lambda x, y: fnp.sum(fnp.exp(x) * y, axis=0), (arr((6, 5)), arr((6, 5)))),
+    "max_f64_nan": (lambda x: fnp.max(fnp.tanh(x) + 1.0, axis=1), (arr((3, 4), np.float64),)),
+    "min_int": (lambda i, j: fnp.min(i * 3 - j, axis=(0, 1)), (ints((4, 5)), ints((4, 5)))),
+    "logsumexp_inner": (lambda x: fnp.sum(fnp.exp(x * 2.0 - 1.0), axis=-1), (arr((2, 3, 4)),)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REDUCTIONS))
+def test_reduction_fed_by_a_chain_is_one_reduction_kernel(name):
+    fn, args = REDUCTIONS[name]
+    kernels, driver = kernels_of(fn, *args)
+    (k,) = kernels
+    assert isinstance(k, cb.ReductionSource), driver
+    assert k.out_dtype == np.asarray(fn(*args)).dtype
+    assert k.map_expr.startswith(f"{k.name}_map(") and "__device__" in k.preamble
+    if "max" in name:
+        neg_inf = "__longlong_as_double(0xfff0000000000000LL)"
+        assert "a != a" in k.reduce_expr and k.identity == neg_inf
+    if "min_int" in name:
+        assert k.identity == "((int)2147483647LL)" and "a != a" not in k.reduce_expr
+
+
+def test_a_chain_used_twice_is_stored_then_reduced():
+    def f(x):
+        e = fnp.exp(x) * 2.0
+        return fnp.sum(e, axis=0), e
+
+    kernels, driver = kernels_of(f, arr((3, 4)))
+    assert not any(isinstance(k, cb.ReductionSource) for k in kernels)
+    assert "reduce_sum" in driver
 
 
 @needs_nvcc
@@ -161,6 +197,17 @@ def test_every_fusion_program_compiles_with_nvcc(tmp_path):
         kernels, _ = kernels_of(fn, *args)
         for k in kernels:  # unique names: the programs go into one translation unit
             sources.append(k.source.replace(f" {k.name}(", f" p{i}_{k.name}(", 1))
+    ptx = nvcc_compile(sources, tmp_path)
+    assert ptx.count(".entry") == len(sources)
+
+
+@needs_nvcc
+def test_every_fused_reduction_compiles_with_nvcc(tmp_path):
+    sources = []
+    for name in sorted(REDUCTIONS):
+        fn, args = REDUCTIONS[name]
+        kernels, _ = kernels_of(fn, *args)
+        sources += [k.check_source() for k in kernels]
     ptx = nvcc_compile(sources, tmp_path)
     assert ptx.count(".entry") == len(sources)
 
@@ -216,6 +263,7 @@ def test_literal_formatting():
     assert cb._literal(True, np.bool_) == "true"
 
 
+@pytest.mark.cpu_only
 def test_jit_lowering_on_cpu_is_unchanged():
     """On NumPy inputs jit still uses the NumPy generator (no kernels, no CuPy needed)."""
     f = fg.jit(lambda x: fnp.tanh(x) * 2 + 1)

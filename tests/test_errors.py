@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from numeric import GPU_MODE
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
@@ -200,8 +201,20 @@ def _optim_mismatch():
     return tx.update({"a": x3, "b": x3}, state, {"a": x3})
 
 
+def _gpu_present():
+    try:
+        fg.devices("gpu")
+    except RuntimeError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("name,thunk,exc,words", CASES, ids=[c[0] for c in CASES])
 def test_misuse_message(name, thunk, exc, words, tmp_path):
+    if name == "gpu-without-cupy" and _gpu_present():
+        pytest.skip("a GPU is present")
+    if name == "callback-raises-in-jit" and GPU_MODE:
+        pytest.xfail("the CuPy driver does not yet name the equation a run-time error came from")
     if thunk == "corrupted":
         def thunk():
             return fg.io.load(_corrupt_checkpoint(tmp_path))
@@ -341,6 +354,7 @@ def test_debug_print_without_arguments_under_jit(capsys):
 # ---------------------------------------------------------------------------------------------
 # devices
 
+@pytest.mark.cpu_only
 def test_devices_cpu():
     assert fg.default_backend() == "cpu"
     assert [d.platform for d in fg.devices()] == ["cpu"]

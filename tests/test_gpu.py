@@ -119,6 +119,7 @@ def test_captured_host_constants_move_once(cp):
     assert isinstance(a, cp.ndarray)
 
 
+@pytest.mark.cpu_only
 @gpu
 def test_mixing_host_and_gpu_arguments_is_an_error(cp):
     jf = fg.jit(lambda a, b: a + b)
@@ -159,6 +160,7 @@ def test_mixing_error_names_the_arguments():
     assert "device_put" in msg
 
 
+@pytest.mark.cpu_only
 def test_python_scalars_and_numpy_calls_need_no_gpu():
     flat, tree = tree_flatten(((np.ones(2), 3.0), {}))
     assert check_placement(flat, tree, xp=np) is np

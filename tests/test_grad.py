@@ -20,6 +20,7 @@ def test_grad_scalar_python_float():
     assert np.isclose(fg.grad(lambda x: x * x * x)(2.0), 12.0)
 
 
+@pytest.mark.cpu_only
 def test_value_and_grad_returns_value():
     x = rng.normal(size=4)
     v, g = fg.value_and_grad(lambda x: fnp.sum(x ** 2))(x)
@@ -69,6 +70,7 @@ def test_argnums_tuple_and_pytrees():
     np.testing.assert_allclose(fg.grad(f, argnums=-1)(a, b, c), np.ones(2))
 
 
+@pytest.mark.cpu_only
 def test_has_aux():
     def f(x):
         return fnp.sum(x ** 2), {"mean": fnp.mean(x)}

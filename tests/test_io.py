@@ -56,6 +56,7 @@ def test_file_is_plain_safetensors_with_path_names_and_no_pickle(tmp_path):
     assert b"pickle" not in raw and b"\x80\x04" not in raw[:16]
 
 
+@pytest.mark.cpu_only
 def test_namedtuple_states_and_adapters_load_with_like(tmp_path):
     params = {"w": np.ones((3, 4), np.float32), "b": np.arange(4, dtype=np.float32)}
     tx = optim.adam(1e-3)

@@ -30,6 +30,7 @@ def test_jit_matches_eager_and_caches_per_signature():
     assert jf._cache_size() == 3
 
 
+@pytest.mark.cpu_only
 def test_outputs_are_plain_arrays_and_pytrees():
     jf = jit(lambda p: {"s": p["a"] * 2, "t": (p["a"].sum(),)})
     out = jf({"a": np.arange(3.0)})
@@ -94,6 +95,7 @@ def test_lower_gives_optimized_program_and_source():
     assert src.startswith("def run(") and "return" in src
 
 
+@pytest.mark.cpu_only
 def test_generated_code_works_in_place_and_frees_buffers():
     def chain(x):
         y = fnp.sin(x)
@@ -122,6 +124,7 @@ def test_no_in_place_write_into_a_buffer_a_view_still_sees():
     np.testing.assert_allclose(jit(f)(x), f(x))
 
 
+@pytest.mark.cpu_only
 def test_donate_argnums_updates_in_place():
     def step(params, grads):
         return [p - 0.1 * g for p, g in zip(params, grads)]
@@ -196,6 +199,7 @@ def test_outer_product_dot_general_matches_numpy():
     np.testing.assert_allclose(got, out, rtol=1e-12)
 
 
+@pytest.mark.cpu_only
 def test_rank0_float_arithmetic_runs_on_scalars_and_returns_arrays():
     def f(t, x):
         c = (1 - 0.9 ** t) / 2.0 - (-t) * 0.5

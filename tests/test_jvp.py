@@ -99,6 +99,7 @@ def test_custom_vjp_under_jvp_is_a_clear_error():
         fg.jvp(g, (1.0,), (1.0,))
 
 
+@pytest.mark.cpu_only
 def test_jacfwd_has_aux_returns_concrete_aux_eagerly_and_under_transforms():
     def f(q):
         return fnp.sin(q), {"s": fnp.sum(q), "n": 3}

@@ -30,8 +30,8 @@ def check_grad(f, args, argnums=0, eps=1e-6, rtol=1e-6, atol=1e-8, seed=1):
     out = np.asarray(f(*args))
     w = r.normal(size=out.shape)
 
-    def loss(*a):
-        return fnp.sum(f(*a) * w)
+    def loss(*a):  # fnp.multiply, not `*`: in GPU mode f's result is on the device, w is not
+        return fnp.sum(fnp.multiply(f(*a), w))
 
     grads = fg.grad(loss, argnums)(*args)
     for i, g in zip(argnums, grads):

@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import pytest
+from numeric import GPU_MODE
 from numeric import numeric_grad as _fd_grad
 
 import funcgrad as fg
@@ -113,6 +114,8 @@ def check_same(got, want, rtol, atol, values=True, where=""):
     if not isinstance(want, (np.ndarray, np.generic)):  # finfo, named tuples, ...
         want = np.asarray(want)
     want = np.asarray(want)
+    if GPU_MODE and hasattr(got, "__cuda_array_interface__"):
+        got = got.get()  # FUNCGRAD_BACKEND=gpu: results are device arrays
     assert type(got) is np.ndarray, f"{where}: {type(got).__name__} instead of np.ndarray"
     assert got.shape == want.shape, f"{where}: shape {got.shape} != {want.shape}"
     assert got.dtype == want.dtype, f"{where}: dtype {got.dtype} != {want.dtype}"

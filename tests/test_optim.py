@@ -321,7 +321,7 @@ def test_multi_transform_labels_per_subtree():
     assert not np.any(us[0]["layers"][0]["k"])
     np.testing.assert_array_equal(ps[-1]["layers"][0]["k"], params["layers"][0]["k"])
     us_jit, _, _ = run(tx, params, grads, jit=True)
-    assert_trees_close(us_jit[-1], tu.tree_map(np.float64, us[-1]))
+    assert_trees_close(us_jit[-1], tu.tree_map(lambda a: np.asarray(a, np.float64), us[-1]))
     with pytest.raises(KeyError, match="nope"):
         optim.multi_transform({"a": optim.sgd(1.0)}, {"w": "a", "b": "nope", "layers": "a"}).init(
             params)
@@ -341,7 +341,8 @@ def test_multisteps_applies_the_inner_optimizer_to_the_mean_every_k(jit):
         if (i + 1) % k:
             assert all(not np.any(x) for x in tu.tree_leaves(u))
         else:
-            assert_trees_close(u, tu.tree_map(np.float64, want[(i + 1) // k - 1]))
+            assert_trees_close(u, tu.tree_map(lambda a: np.asarray(a, np.float64),
+                                              want[(i + 1) // k - 1]))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,6 +31,9 @@ from funcgrad.backends import array_api
 from funcgrad.core import Primitive, eval_jaxpr
 from funcgrad.core.trace import axis_frame
 
+# A check of the CPU interpreter on another array namespace: not part of GPU mode's run.
+pytestmark = pytest.mark.cpu_only
+
 S = pytest.importorskip("array_api_strict")
 
 

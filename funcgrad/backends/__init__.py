@@ -27,7 +27,8 @@ def check_placement(flat, in_tree, xp, backend=None):
     and on the GPU when a call mixes NumPy and CuPy arrays (DESIGN invariant 1).
 
     Python scalars are host constants and go anywhere; so are NumPy arrays when the function
-    was jitted with backend="gpu" (they are copied over each call). Constants the function
+    was jitted with backend="gpu" or the default backend is the GPU (they are copied over each
+    call). Constants the function
     captured are not arguments: they are moved once per compiled program.
     """
     if backend == "gpu":
@@ -41,6 +42,9 @@ def check_placement(flat, in_tree, xp, backend=None):
         return xp
     host = [i for i, x in enumerate(flat) if type(x) is np.ndarray]
     if not host:
+        return xp
+    from ..core import trace
+    if trace._default_xp is xp:  # a GPU default backend: host data goes there (copied per call)
         return xp
     from .. import tree_util
     paths = [tree_util.keystr(p) for p, _ in tree_util.tree_flatten_with_path(

@@ -67,15 +67,21 @@ class CupyNamespace:
             return out
         fn = {"add": cupyx.scatter_add, "maximum": cupyx.scatter_max,
               "minimum": cupyx.scatter_min}.get(mode)
-        if fn is not None:
+        if fn is not None and out.dtype.name in _CUPYX_SCATTER_DTYPES:
             fn(out, cols, updates)
             return out
         ufunc_at = getattr(getattr(cp, mode, None), "at", None)
-        if ufunc_at is None:
-            raise NotImplementedError(f"scatter with {mode!r} has no CuPy implementation in "
-                                      f"this CuPy version ({cp.__version__})")
-        ufunc_at(out, cols, updates)
-        return out
+        if ufunc_at is not None:  # CuPy >= 13
+            ufunc_at(out, cols, updates)
+            return out
+        # int64 (and other) scatters older CuPy cannot do on the device: done on the host
+        host = out.get()
+        getattr(np, mode).at(host, tuple(c.get() if hasattr(c, "get") else c for c in cols),
+                             updates.get() if hasattr(updates, "get") else updates)
+        return cp.asarray(host)
+
+
+_CUPYX_SCATTER_DTYPES = {"float16", "float32", "float64", "int32", "uint32", "uint64"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +254,37 @@ def _expr(eqn, args, in_dtypes, out_dtype):
     raise UnsupportedInKernel(f"no CUDA translation for {name} on {np.dtype(in_dtypes[0])}")
 
 
+def _chain_lines(jaxpr, names, indent="        "):
+    """The C statements computing a fusion group's equations, one `const T v<n> = ...;` each,
+    from the inputs already named in `names`; returns (lines, arg) where `arg(v)` is the C
+    expression of a variable or literal."""
+    counter = itertools.count()
+
+    def arg(a):
+        if type(a) is Literal:
+            return _literal(a.val, a.aval.dtype)
+        return names[a]
+
+    lines = []
+    for eqn in jaxpr.eqns:
+        if len(eqn.outvars) != 1:
+            raise UnsupportedInKernel(f"{eqn.primitive.name} has several results")
+        out = eqn.outvars[0]
+        expr = _expr(eqn, [arg(a) for a in eqn.invars], [a.aval.dtype for a in eqn.invars],
+                     out.aval.dtype)
+        names[out] = f"v{next(counter)}"
+        lines.append(f"{indent}const {_ctype(out.aval.dtype)} {names[out]} = {expr};"
+                     f"  // {eqn.primitive.name}")
+    return lines, arg
+
+
+def _group_jaxpr(body):
+    jaxpr = getattr(body, "jaxpr", body)
+    if getattr(body, "consts", None):
+        raise UnsupportedInKernel("a fused body with constants")
+    return jaxpr
+
+
 def fused_kernel_source(body, name="fused_kernel"):
     """CUDA source of one kernel computing the all-elementwise program `body` in one pass.
 
@@ -256,9 +293,7 @@ def fused_kernel_source(body, name="fused_kernel"):
     Full-shape inputs are read at the thread's element, rank-0 inputs at [0]; literals are
     written into the code. Raises UnsupportedInKernel for what it cannot translate.
     """
-    jaxpr = getattr(body, "jaxpr", body)
-    if getattr(body, "consts", None):
-        raise UnsupportedInKernel("a fused body with constants")
+    jaxpr = _group_jaxpr(body)
     names = {}
     inputs, params, lines = [], [], []
     for k, v in enumerate(jaxpr.invars):
@@ -268,22 +303,8 @@ def fused_kernel_source(body, name="fused_kernel"):
         params.append(f"const {_ctype(v.aval.dtype)}* __restrict__ in{k}")
         at = "0" if scalar else "i"
         lines.append(f"        const {_ctype(v.aval.dtype)} x{k} = in{k}[{at}];")
-    counter = itertools.count()
-
-    def arg(a):
-        if type(a) is Literal:
-            return _literal(a.val, a.aval.dtype)
-        return names[a]
-
-    for eqn in jaxpr.eqns:
-        if len(eqn.outvars) != 1:
-            raise UnsupportedInKernel(f"{eqn.primitive.name} has several results")
-        out = eqn.outvars[0]
-        expr = _expr(eqn, [arg(a) for a in eqn.invars], [a.aval.dtype for a in eqn.invars],
-                     out.aval.dtype)
-        names[out] = f"v{next(counter)}"
-        lines.append(f"        const {_ctype(out.aval.dtype)} {names[out]} = {expr};"
-                     f"  // {eqn.primitive.name}")
+    chain, arg = _chain_lines(jaxpr, names)
+    lines += chain
     outputs = []
     for k, v in enumerate(jaxpr.outvars):
         dt = v.aval.dtype
@@ -297,6 +318,96 @@ def fused_kernel_source(body, name="fused_kernel"):
               "         i += (long long)blockDim.x * gridDim.x) {\n"
               + "\n".join(lines) + "\n    }\n}\n")
     return KernelSource(name, source, inputs, outputs)
+
+
+# Reductions a fusion group can feed inside one kernel: (reduce_expr, identity of the kind).
+_REDUCTIONS = {"reduce_sum": "sum", "reduce_max": "max", "reduce_min": "min"}
+
+
+class ReductionSource:
+    """A fusion group and the reduction it feeds, as the parts of one `cupy.ReductionKernel`.
+
+    The group becomes a `__device__` function (the preamble) that the kernel maps over the
+    elements; the mapped values are reduced in registers and shared memory, so the group's
+    full-size result is never written to memory. `source` is the printable CUDA text.
+    """
+
+    def __init__(self, name, preamble, in_params, out_params, map_expr, reduce_expr,
+                 post_map_expr, identity, reduce_type, out_dtype):
+        self.name = name
+        self.preamble = preamble
+        self.in_params = in_params
+        self.out_params = out_params
+        self.map_expr = map_expr
+        self.reduce_expr = reduce_expr
+        self.post_map_expr = post_map_expr
+        self.identity = identity
+        self.reduce_type = reduce_type
+        self.out_dtype = np.dtype(out_dtype)
+
+    @property
+    def source(self):
+        return (f"{self.preamble}"
+                f"// cupy.ReductionKernel {self.name}: in ({self.in_params}) -> "
+                f"out ({self.out_params})\n"
+                f"//   map: {self.map_expr}; reduce: a = {self.reduce_expr}; "
+                f"identity {self.identity}; {self.post_map_expr} ({self.reduce_type} a)\n")
+
+    def check_source(self):
+        """A stand-alone CUDA kernel using every part (preamble, map, reduce, post-map), for
+        compile checks with nvcc where CuPy's own reduction template is not at hand."""
+        ins = [p.split() for p in self.in_params.split(", ")]
+        t = self.reduce_type
+        out_t = CUDA_TYPES[self.out_dtype.name]
+        params = ", ".join(f"const {CUDA_TYPES[d]}* {n}_ptr" for d, n in ins)
+        loads = " ".join(f"const {CUDA_TYPES[d]} {n} = {n}_ptr[j];" for d, n in ins)
+        return (f"{self.preamble}"
+                f'extern "C" __global__ void {self.name}_check({params}, {out_t}* out0_ptr, '
+                "long long n) {\n"
+                f"    {t} a = ({t})({self.identity});\n"
+                f"    for (long long j = 0; j < n; ++j) {{ {loads} const {t} b = ({t})"
+                f"({self.map_expr}); a = ({self.reduce_expr}); }}\n"
+                f"    {out_t} out0; {self.post_map_expr}; out0_ptr[0] = out0;\n}}\n")
+
+    def __str__(self):
+        return self.source
+
+
+def fused_reduction_source(body, reduction, name="fused_reduction"):
+    """The ReductionSource computing `reduction` ("reduce_sum", "reduce_max" or "reduce_min")
+    of the single output of fusion group `body` without storing it. Float sums accumulate in
+    the output's type, as JAX's GPU reductions do; max/min propagate NaN, as NumPy's do."""
+    jaxpr = _group_jaxpr(body)
+    if len(jaxpr.outvars) != 1:
+        raise UnsupportedInKernel("a fusion group with several outputs feeding a reduction")
+    out = jaxpr.outvars[0]
+    dtype = np.dtype(out.aval.dtype)
+    if dtype.kind not in "iuf":
+        raise UnsupportedInKernel(f"{reduction} of {dtype.name} in a fused reduction")
+    t = _ctype(dtype)
+    names = {v: f"x{k}" for k, v in enumerate(jaxpr.invars)}
+    lines, arg = _chain_lines(jaxpr, names, indent="    ")
+    fn = f"{name}_map"
+    params = ", ".join(f"const {_ctype(v.aval.dtype)} x{k}" for k, v in enumerate(jaxpr.invars))
+    preamble = (f"__device__ __forceinline__ {t} {fn}({params}) {{\n"
+                + "".join(line + "\n" for line in lines) + f"    return {arg(out)};\n}}\n")
+    in_params = ", ".join(f"{np.dtype(v.aval.dtype).name} in{k}"
+                          for k, v in enumerate(jaxpr.invars))
+    map_expr = f"{fn}({', '.join(f'in{k}' for k in range(len(jaxpr.invars)))})"
+    kind = _REDUCTIONS[reduction]
+    if kind == "sum":
+        reduce_expr, identity = "a + b", _literal(0, dtype)
+    else:
+        op = ">" if kind == "max" else "<"
+        nan = " || a != a" if dtype.kind == "f" else ""
+        reduce_expr = f"(a {op} b{nan}) ? a : b"
+        if dtype.kind == "f":
+            identity = _literal(-np.inf if kind == "max" else np.inf, dtype)
+        else:
+            info = np.iinfo(dtype)
+            identity = _literal(info.min if kind == "max" else info.max, dtype)
+    return ReductionSource(name, preamble, in_params, f"{dtype.name} out0", map_expr,
+                           reduce_expr, "out0 = a", identity, t, dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,6 +462,30 @@ class _Launcher:
         return outs
 
 
+class _Reducer:
+    """Calls one fused reduction: a `cupy.ReductionKernel` mapping the group over the elements
+    and reducing over `axes` (inputs of rank 0 broadcast)."""
+
+    def __init__(self, cupy, kernel, axes):
+        self.axes = tuple(axes)
+        raw = _raw_kernels.get(kernel.source)
+        if raw is None:
+            raw = _raw_kernels[kernel.source] = cupy.ReductionKernel(
+                kernel.in_params, kernel.out_params, kernel.map_expr, kernel.reduce_expr,
+                kernel.post_map_expr, kernel.identity, name=kernel.name,
+                reduce_type=kernel.reduce_type, preamble=kernel.preamble)
+        self.kernel = kernel
+        self.raw = raw
+
+    def __call__(self, *args):
+        try:
+            return self.raw(*args, axis=self.axes)
+        except Exception as e:
+            if "compil" in type(e).__name__.lower() or "compil" in str(e).lower()[:200]:
+                raise compile_error(self.kernel, str(e)) from None
+            raise
+
+
 # ---------------------------------------------------------------------------------------------
 # jit's code generator for CuPy
 
@@ -370,9 +505,9 @@ class Compiled:
         return self.fn(*args)
 
 
-def _kernel_name(body_eqns, k):
+def _kernel_name(body_eqns, k, prefix="fused"):
     names = [e.primitive.name for e in body_eqns][:4]
-    return f"fused{k}_" + "_".join(names)
+    return f"{prefix}{k}_" + "_".join(names)
 
 
 def generate(jaxpr, cupy=None):
@@ -397,11 +532,33 @@ def generate(jaxpr, cupy=None):
             return key
         return names[a]
 
+    folded = _foldable_reductions(fused)   # fused eqn index -> index of the reduction it feeds
     frees = fused.frees()
     for k, (eqn, dead) in enumerate(zip(fused.eqns, frees)):
         prim = eqn.primitive
-        ins, outs = eqn_names(eqn, name_of, names, counter)
+        if k in folded.values():  # computed with the group that feeds it
+            lines += _dels(dead, names)
+            continue
         fn = f"{prim.name}_{k}"
+        if k in folded:
+            red = fused.eqns[folded[k]]
+            try:
+                body = eqn.params["jaxpr"]
+                kernel = fused_reduction_source(
+                    body, red.primitive.name,
+                    _kernel_name(body.jaxpr.eqns + [red], len(kernels), "fusedreduce"))
+            except UnsupportedInKernel:
+                del folded[k]
+            else:
+                ins = [name_of(a) for a in eqn.invars]
+                outs = names[red.outvars[0]] = f"v{next(counter)}"
+                kernels.append(kernel)
+                namespace[fn] = ("reduction", kernel, red.params["axes"])
+                lines.append(f"    {outs} = {fn}({', '.join(ins)})  # cupy.ReductionKernel "
+                             f"{kernel.name}")
+                lines += _dels(dead, names)
+                continue
+        ins, outs = eqn_names(eqn, name_of, names, counter)
         if prim.name == "fused":
             body = eqn.params["jaxpr"]
             try:
@@ -419,14 +576,41 @@ def generate(jaxpr, cupy=None):
             namespace[fn] = ("impl", prim, eqn.params)
             lines.append(f"    {outs} = {fn}({', '.join(ins)})" if eqn.outvars
                          else f"    {fn}({', '.join(ins)})")
-        gone = [names[v] for v in dead]
-        if gone:
-            lines.append(f"    del {', '.join(gone)}")
+        lines += _dels(dead, names)
     lines.append(f"    return [{', '.join(name_of(v) for v in fused.outvars)}]")
     source = (f"def run({', '.join(params)}):\n"
               f"    # generated by funcgrad for CuPy: {len(fused.eqns)} steps, "
               f"{len(kernels)} fused CUDA kernels\n" + "\n".join(lines) + "\n")
     return source, namespace, kernels, len(fused.constvars)
+
+
+def _foldable_reductions(jaxpr):
+    """{index of a fused equation: index of the reduction it feeds} for each fusion group whose
+    one output is used only by a reduce_sum / reduce_max / reduce_min (and is not a program
+    output): the pair becomes one ReductionKernel and the group's result is never stored."""
+    uses = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for a in eqn.invars:
+            if type(a) is not Literal:
+                uses.setdefault(a, []).append(i)
+    outs = {v for v in jaxpr.outvars if type(v) is not Literal}
+    folded = {}
+    for k, eqn in enumerate(jaxpr.eqns):
+        if eqn.primitive.name != "fused" or len(eqn.outvars) != 1:
+            continue
+        v = eqn.outvars[0]
+        users = uses.get(v, [])
+        if v in outs or len(users) != 1:
+            continue
+        red = jaxpr.eqns[users[0]]
+        if red.primitive.name in _REDUCTIONS and len(red.invars) == 1 and red.params["axes"]:
+            folded[k] = users[0]
+    return folded
+
+
+def _dels(dead, names):
+    gone = [names[v] for v in dead if v in names]
+    return [f"    del {', '.join(gone)}"] if gone else []
 
 
 def compile_jaxpr(jaxpr, xp=None, donated=()):
@@ -441,6 +625,8 @@ def compile_jaxpr(jaxpr, xp=None, donated=()):
             namespace[key] = cupy.asarray(entry)
         elif entry[0] == "kernel":
             namespace[key] = _Launcher(cupy, entry[1], entry[2])
+        elif entry[0] == "reduction":
+            namespace[key] = _Reducer(cupy, entry[1], entry[2])
         else:
             _, prim, params = entry
             rule = getattr(prim, "compile_rule", None)

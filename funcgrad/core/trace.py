@@ -38,28 +38,92 @@ class LeakedTracerError(Exception):
 
 # ---------------------------------------------------------------------------------------------
 # Array namespaces: NumPy by default; backends register others (CuPy) by their array type.
+#
+# Host data (NumPy arrays, Python and NumPy scalars) runs on the default backend: NumPy, or
+# CuPy's namespace when the default backend is "gpu" (FUNCGRAD_BACKEND=gpu), where host inputs
+# are copied to the device as JAX copies them to its default device. Device arrays always run
+# where they are.
 
 _namespaces: dict = {}
+_default_xp = np        # the namespace host data runs with (or the error saying why it cannot)
+_route = False          # True when eager calls must look for device arrays or move host data
+
+
+def _update_route():
+    global _route
+    _route = bool(_namespaces) or _default_xp is not np
 
 
 def register_array_namespace(array_type, xp):
     """Arrays of `array_type` compute with namespace `xp` (CuPy's module, or an adapter such as
     funcgrad.backends.array_api.ArrayAPINamespace). NumPy arrays need no registration."""
     _namespaces[array_type] = xp
+    _update_route()
 
 
 def unregister_array_namespace(array_type):
     _namespaces.pop(array_type, None)
+    _update_route()
+
+
+def set_default_namespace(xp):
+    """The namespace host data runs with (funcgrad.devices sets it from the backend setting);
+    an exception instead of a namespace is raised at the first call that needs it."""
+    global _default_xp
+    _default_xp = xp
+    _update_route()
+
+
+def default_namespace():
+    """The namespace host data runs with, or the error saying why the default backend is
+    unavailable."""
+    if isinstance(_default_xp, Exception):
+        raise _default_xp
+    return _default_xp
 
 
 def array_namespace(args):
-    """The array module (`xp`) of a call: that of its first non-NumPy array, else NumPy."""
+    """The array module (`xp`) of a call: that of its first device (non-NumPy) array, else the
+    default backend's."""
+    if _namespaces:
+        for a in args:
+            xp = _namespaces.get(type(a))
+            if xp is not None:
+                return xp
+    return np if _default_xp is np else default_namespace()
+
+
+def device_namespace(args):
+    """The namespace of the first device (non-NumPy) array among `args`, else NumPy: for code
+    that builds index arrays and other host values next to its inputs."""
     if _namespaces:
         for a in args:
             xp = _namespaces.get(type(a))
             if xp is not None:
                 return xp
     return np
+
+
+def as_value(x):
+    """A concrete value for a transform's tracer: arrays and tracers as they are, Python and
+    NumPy scalars as 0-d arrays; with a GPU default backend, host data goes to the device (as
+    JAX puts the inputs of its transforms on the default device)."""
+    if type(x) is np.ndarray and _default_xp is np or type(x) is Tracer:
+        return x  # the common case first: it is paid per argument of every transform
+    if hasattr(x, "__cuda_array_interface__"):
+        return x
+    if _default_xp is np:
+        return x if isinstance(x, np.ndarray) else np.asarray(x)
+    return default_namespace().asarray(x)
+
+
+def to_host(x):
+    """x's value as a NumPy array, copied from the device when it is a CuPy array: the one
+    explicit device-to-host copy funcgrad makes (for values that decide shapes, control flow
+    or literals of a program)."""
+    if hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
+        return x.get()
+    return np.asarray(x)
 
 
 def _device_args(args):
@@ -125,7 +189,7 @@ def bind(prim, *args, **params):
             if top is None or t.level > top.level:
                 top = t
     if top is None:
-        if _namespaces:  # a CuPy (or other) array among the arguments?
+        if _route:  # a CuPy (or other) array among the arguments, or a GPU default backend?
             xp, args = _device_args(args)
         else:
             xp = np
@@ -154,6 +218,10 @@ def bind(prim, *args, **params):
 def _as_array(x):
     if isinstance(x, np.generic) or type(x) in PY_SCALARS:
         return np.asarray(x)
+    if not _namespaces and hasattr(x, "__cuda_array_interface__"):
+        # CuPy arrays made with cupy itself, before funcgrad's GPU backend was first used
+        from ..devices import _cupy
+        _cupy()
     return x
 
 
@@ -558,7 +626,7 @@ class JaxprTrace(Trace):
             return t
         if type(x) in PY_SCALARS or (getattr(x, "ndim", None) == 0 and type(x) is not Tracer):
             aval = get_aval(x)
-            val = x if type(x) in PY_SCALARS else np.asarray(x)
+            val = x if type(x) in PY_SCALARS else to_host(x)
             return Tracer(self, aval, None, Literal(val, aval))
         aval = get_aval(x) if type(x) is not Tracer else x.aval
         var = Var(aval)

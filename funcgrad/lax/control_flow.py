@@ -38,7 +38,7 @@ from ..core import (
     trace_to_jaxpr,
     user_line,
 )
-from ..core.trace import current_traces
+from ..core.trace import current_traces, to_host
 from . import elementwise as ew
 from . import structural as st
 from ._batching import at_front, batch_size, move_axis, move_to_front
@@ -100,9 +100,9 @@ def _with_extra_invars(closed, avals, front=False):
 def _concrete(x):
     """The concrete value of x, or None when it is abstract (under jit, vmap, make_jaxpr)."""
     if type(x) is not Tracer:
-        return np.asarray(x)
+        return to_host(x)
     try:
-        return np.asarray(x.concrete_value("control flow"))
+        return to_host(x.concrete_value("control flow"))
     except ConcretizationError:
         return None
 

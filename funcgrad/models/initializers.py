@@ -48,9 +48,9 @@ def variance_scaling(scale, mode, distribution, in_axis=-2, out_axis=-1):
         variance = scale / max(1.0, n)
         if distribution == "truncated_normal":
             std = math.sqrt(variance) / _TRUNC_STD
-            return random.truncated_normal(key, -2.0, 2.0, shape, dtype) * np.array(std, dtype)
+            return random.truncated_normal(key, -2.0, 2.0, shape, dtype) * np.dtype(dtype).type(std)
         if distribution == "normal":
-            return random.normal(key, shape, dtype) * np.array(math.sqrt(variance), dtype)
+            return random.normal(key, shape, dtype) * np.dtype(dtype).type(math.sqrt(variance))
         lim = math.sqrt(3 * variance)
         return random.uniform(key, shape, dtype, -lim, lim)
 
@@ -89,13 +89,13 @@ def truncated_normal(stddev=1e-2, lower=-2.0, upper=2.0):
     """stddev * a standard normal truncated to (lower, upper) (not rescaled, as JAX)."""
     def init(key, shape, dtype=np.float32):
         return random.truncated_normal(key, lower, upper, tuple(shape), dtype) \
-            * np.array(stddev, dtype)
+            * np.dtype(dtype).type(stddev)
     return init
 
 
 def normal(stddev=1e-2):
     def init(key, shape, dtype=np.float32):
-        return random.normal(key, tuple(shape), dtype) * np.array(stddev, dtype)
+        return random.normal(key, tuple(shape), dtype) * np.dtype(dtype).type(stddev)
     return init
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import lax, nn, random, stop_gradient
 from .. import numpy as fnp
+from ..devices import inputs_on_default_backend
 from . import initializers as inits
 
 __all__ = [
@@ -58,7 +59,7 @@ def _dense_apply(params, x):
     return y + params["b"] if "b" in params else y
 
 
-dense = Layer(_dense_init, _dense_apply)
+dense = Layer(_dense_init, inputs_on_default_backend(_dense_apply))
 
 
 def _mlp_init(key, sizes, *, use_bias=True, w_init=None, dtype=np.float32):
@@ -81,7 +82,7 @@ def _mlp_apply(params, x, activation=nn.relu, final_activation=None):
     return final_activation(x) if final_activation is not None else x
 
 
-mlp = Layer(_mlp_init, _mlp_apply)
+mlp = Layer(_mlp_init, inputs_on_default_backend(_mlp_apply))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def _conv2d_apply(params, x, stride=1, padding="SAME", dilation=1):
     return y + params["b"] if "b" in params else y
 
 
-conv2d = Layer(_conv2d_init, _conv2d_apply)
+conv2d = Layer(_conv2d_init, inputs_on_default_backend(_conv2d_apply))
 
 
 def _pool(x, window, strides, padding, init_value, combine):
@@ -191,7 +192,7 @@ def _layer_norm_apply(params, x, eps=1e-5):
     return y + params["bias"] if "bias" in params else y
 
 
-layer_norm = Layer(_layer_norm_init, _layer_norm_apply)
+layer_norm = Layer(_layer_norm_init, inputs_on_default_backend(_layer_norm_apply))
 
 
 def _rms_norm_init(key, dim, *, dtype=np.float32):
@@ -204,7 +205,7 @@ def _rms_norm_apply(params, x, eps=1e-6):
     return x * lax.rsqrt(fnp.mean(fnp.square(x), axis=-1, keepdims=True) + eps) * params["scale"]
 
 
-rms_norm = Layer(_rms_norm_init, _rms_norm_apply)
+rms_norm = Layer(_rms_norm_init, inputs_on_default_backend(_rms_norm_apply))
 
 
 def _batch_norm_init(key, dim, *, dtype=np.float32):
@@ -237,7 +238,7 @@ def _batch_norm_apply(params, state, x, training, momentum=0.9, eps=1e-5, axis_n
     return y, new_state
 
 
-batch_norm = Layer(_batch_norm_init, _batch_norm_apply)
+batch_norm = Layer(_batch_norm_init, inputs_on_default_backend(_batch_norm_apply))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ def _embedding_apply(params, ids):
     return fnp.take(params["table"], ids, axis=0)
 
 
-embedding = Layer(_embedding_init, _embedding_apply)
+embedding = Layer(_embedding_init, inputs_on_default_backend(_embedding_apply))
 
 
 def dropout(key, x, rate, training=True):
@@ -347,4 +348,4 @@ def _mha_apply(params, x, num_heads, *, kv=None, mask=None, causal=False, paddin
     return proj("o", out)
 
 
-multi_head_attention = Layer(_mha_init, _mha_apply)
+multi_head_attention = Layer(_mha_init, inputs_on_default_backend(_mha_apply))

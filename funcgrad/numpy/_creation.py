@@ -4,6 +4,9 @@ Arrays made from static values (shapes, Python numbers) are built at once with N
 constants of any program that uses them, exactly as a NumPy array passed in would be. Only values
 computed from traced inputs (fill values, linspace endpoints, lists of tracers) go through lax.
 Default dtypes are NumPy's: float64 for zeros/ones/eye, int64 for arange of ints.
+
+New arrays go where new arrays go (`_new`): on the default backend (the GPU under
+FUNCGRAD_BACKEND=gpu), and `*_like` functions on the device of their prototype.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import lax
-from ..core import Tracer, check_dtype
+from ..core import Tracer, check_dtype, to_host
+from ..core import trace as _trace
+from ..devices import on_default_backend
 from ._core import _contains_tracer, broadcast_to, convert, result_type
 from ._core import asarray as _asarray
 
@@ -39,6 +44,18 @@ _CONSTANTS = ["pi", "e", "inf", "nan", "euler_gamma", "newaxis", "bool_", "int8"
               "issubdtype", "isdtype", "isscalar"]
 
 
+def _new(x, like=None):
+    """A new array built with NumPy, placed on the default backend (or on `like`'s device)."""
+    if _trace._default_xp is np and (like is None or type(like) is np.ndarray):
+        return x  # the common case: NumPy stays NumPy
+    return on_default_backend(x, like)
+
+
+def _on_device(x):
+    return hasattr(x, "__cuda_array_interface__") or (
+        type(x) not in (np.ndarray, Tracer) and hasattr(x, "__array_namespace__"))
+
+
 def _is_traced(*xs):
     return any(type(x) is Tracer for x in xs)
 
@@ -50,15 +67,18 @@ def _shape(shape):
 def asarray(a, dtype=None, order=None, *, copy=None, device=None):
     """a as an array: NumPy arrays pass through, tracers stay tracers, lists of tracers are
     stacked."""
-    return _asarray(a, None if dtype is None else check_dtype(dtype))
+    out = _asarray(a, None if dtype is None else check_dtype(dtype))
+    return out if type(out) is Tracer else _new(out, a)
 
 
 def array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, like=None):  # noqa: A002
     """A new array from `object` (a copy of NumPy arrays; lists of tracers are stacked)."""
     if type(object) is Tracer or (isinstance(object, (list, tuple)) and _contains_tracer(object)):
         x = _asarray(object, None if dtype is None else check_dtype(dtype))
+    elif _on_device(object):  # a device array: copied on its device
+        x = object.astype(check_dtype(dtype) if dtype is not None else object.dtype, copy=True)
     else:
-        x = np.array(object, dtype=dtype, copy=copy, ndmin=0)
+        x = _new(np.array(object, dtype=dtype, copy=copy, ndmin=0))
         check_dtype(x.dtype, "Array of dtype")
     if x.ndim < ndmin:
         x = lax.reshape(x, (1,) * (ndmin - x.ndim) + x.shape)
@@ -80,17 +100,19 @@ def copy(a, order="K", subok=False):
     """A copy of a (tracers are immutable values, returned as they are)."""
     if type(a) is Tracer:
         return a
+    if _on_device(a):
+        return a.copy()
     return np.array(a, copy=True)
 
 
 def zeros(shape, dtype=float, order="C", *, like=None):
     """An array of zeros (float64 by default)."""
-    return np.zeros(_shape(shape), check_dtype(dtype))
+    return _new(np.zeros(_shape(shape), check_dtype(dtype)))
 
 
 def ones(shape, dtype=None, order="C", *, like=None):
     """An array of ones (float64 by default)."""
-    return np.ones(_shape(shape), check_dtype(dtype or float))
+    return _new(np.ones(_shape(shape), check_dtype(dtype or float)))
 
 
 def empty(shape, dtype=float, order="C", *, like=None):
@@ -106,26 +128,27 @@ def full(shape, fill_value, dtype=None, order="C", *, like=None):
         if dtype is not None:
             v = convert(v, check_dtype(dtype))
         return broadcast_to(v, shape)
-    return np.full(shape, fill_value, dtype)
+    return _new(np.full(shape, fill_value, dtype))
 
 
 def _like(a, dtype, shape):
+    on_device = type(a) is Tracer or _on_device(a)
     dt = check_dtype(dtype) if dtype is not None else (
-        a.dtype if type(a) is Tracer else np.asarray(a).dtype)
-    s = (a.shape if type(a) is Tracer else np.shape(a)) if shape is None else _shape(shape)
+        a.dtype if on_device else np.asarray(a).dtype)
+    s = (a.shape if on_device else np.shape(a)) if shape is None else _shape(shape)
     return dt, s
 
 
 def zeros_like(a, dtype=None, order="K", subok=True, shape=None, *, device=None):
     """Zeros with the shape and dtype of a."""
     dt, s = _like(a, dtype, shape)
-    return np.zeros(s, dt)
+    return _new(np.zeros(s, dt), a)
 
 
 def ones_like(a, dtype=None, order="K", subok=True, shape=None, *, device=None):
     """Ones with the shape and dtype of a."""
     dt, s = _like(a, dtype, shape)
-    return np.ones(s, dt)
+    return _new(np.ones(s, dt), a)
 
 
 def empty_like(prototype, dtype=None, order="K", subok=True, shape=None, *, device=None):
@@ -138,12 +161,12 @@ def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, *, d
     dt, s = _like(a, dtype, shape)
     if _is_traced(fill_value):
         return broadcast_to(convert(_asarray(fill_value), dt), s)
-    return np.full(s, fill_value, dt)
+    return _new(np.full(s, fill_value, dt), a)
 
 
 def _static_number(x, what):
     if type(x) is Tracer:
-        v = np.asarray(x.concrete_value(what))
+        v = to_host(x.concrete_value(what))
         return v.item() if v.ndim == 0 else v
     return x
 
@@ -152,7 +175,7 @@ def arange(start=None, stop=None, step=None, dtype=None, *, device=None, like=No
     """Evenly spaced values in [start, stop) (int64 for integer arguments, as NumPy)."""
     args = [_static_number(v, "arange's arguments") for v in (start, stop, step)]
     args = [a for a in args if a is not None]
-    return np.arange(*args, dtype=dtype)
+    return _new(np.arange(*args, dtype=dtype))
 
 
 def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0, *,
@@ -163,7 +186,7 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
         raise ValueError(f"Number of samples, {num}, must be non-negative.")
     if not _is_traced(start, stop):
         out = np.linspace(start, stop, num, endpoint, retstep, dtype, axis)
-        return (out[0], np.asarray(out[1])) if retstep else out
+        return (_new(out[0]), np.asarray(out[1])) if retstep else _new(out)
     from ._shape import moveaxis
     from ._ufuncs import add, multiply, subtract, true_divide
     dt = np.result_type(result_type(start, stop), 1.0)
@@ -191,7 +214,7 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
 def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
     """base ** linspace(start, stop)."""
     if not _is_traced(start, stop, base):
-        return np.logspace(start, stop, num, endpoint, base, dtype, axis)
+        return _new(np.logspace(start, stop, num, endpoint, base, dtype, axis))
     from ._ufuncs import power
     y = power(base, linspace(start, stop, num, endpoint, axis=axis))
     return y if dtype is None else convert(y, np.dtype(dtype))
@@ -200,7 +223,7 @@ def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
 def geomspace(start, stop, num=50, endpoint=True, dtype=None, axis=0):
     """Samples evenly spaced on a log scale from start to stop (positive endpoints)."""
     if not _is_traced(start, stop):
-        return np.geomspace(start, stop, num, endpoint, dtype, axis)
+        return _new(np.geomspace(start, stop, num, endpoint, dtype, axis))
     from ._ufuncs import exp, log
     y = exp(linspace(log(start), log(stop), num, endpoint, axis=axis))
     return y if dtype is None else convert(y, np.dtype(dtype))
@@ -208,17 +231,17 @@ def geomspace(start, stop, num=50, endpoint=True, dtype=None, axis=0):
 
 def eye(N, M=None, k=0, dtype=float, order="C", *, device=None, like=None):
     """A 2-D array with ones on the k-th diagonal."""
-    return np.eye(int(N), None if M is None else int(M), int(k), check_dtype(dtype))
+    return _new(np.eye(int(N), None if M is None else int(M), int(k), check_dtype(dtype)))
 
 
 def identity(n, dtype=None, *, like=None):
     """The n x n identity matrix."""
-    return np.identity(int(n), check_dtype(dtype or float))
+    return _new(np.identity(int(n), check_dtype(dtype or float)))
 
 
 def tri(N, M=None, k=0, dtype=float, *, like=None):
     """Ones at and below the k-th diagonal."""
-    return np.tri(int(N), None if M is None else int(M), int(k), check_dtype(dtype))
+    return _new(np.tri(int(N), None if M is None else int(M), int(k), check_dtype(dtype)))
 
 
 def indices(dimensions, dtype=int, sparse=False):

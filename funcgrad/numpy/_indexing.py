@@ -18,7 +18,7 @@ import operator
 import numpy as np
 
 from .. import lax
-from ..core import ConcretizationError, Tracer, user_line
+from ..core import ConcretizationError, Tracer, device_namespace, to_host, user_line
 from ._core import asarray, broadcast_shapes, broadcast_to, promote_args, result_type
 
 __all__ = [
@@ -55,9 +55,9 @@ _CONCRETE_FIX = ("Under jit/vmap/make_jaxpr use fnp.where(mask, x, 0) (keeps the
 def _concrete(x, what, fix=_CONCRETE_FIX):
     """x's value as a NumPy array; for an abstract tracer a clear error ending with `fix`."""
     if type(x) is not Tracer:
-        return np.asarray(x)
+        return to_host(x)
     try:
-        return np.asarray(x.concrete_value(what))
+        return to_host(x.concrete_value(what))
     except ConcretizationError as e:
         raise ConcretizationError(
             f"{what} needs concrete values, but got an abstract traced array "
@@ -248,11 +248,12 @@ def _normalize_array(a, n, dim):
             zero = np.zeros((), a.dtype)
             a = lax.select_n(lax.lt(a, zero), a, lax.add(a, np.array(n, a.dtype)))
             return lax.convert_element_type(a, INDEX)
-        val = np.asarray(a.concrete_value("an index"))
+        val = to_host(a.concrete_value("an index"))
         _check_bounds(val, n, dim)
         return lax.convert_element_type(lax.select_n(lax.lt(a, np.zeros((), a.dtype)), a,
                                                      lax.add(a, np.array(n, a.dtype))), INDEX)
-    a = np.asarray(a)
+    if not hasattr(a, "__cuda_array_interface__"):  # device indices are wrapped where they are
+        a = np.asarray(a)
     _check_bounds(a, n, dim)
     return np.where(a < 0, a + n, a).astype(INDEX)
 
@@ -330,7 +331,9 @@ def _broadcast_indices(arrays):
     """The advanced index arrays broadcast to one shape and stacked on a last axis (int64)."""
     shape = broadcast_shapes(*(tuple(a.shape) for a in arrays), what="index arrays")
     if all(type(a) is not Tracer for a in arrays):
-        return np.stack([np.broadcast_to(np.asarray(a, INDEX), shape) for a in arrays], -1)
+        xp = device_namespace(arrays)
+        return xp.stack([xp.broadcast_to(xp.asarray(a).astype(INDEX, copy=False), shape)
+                         for a in arrays], -1)
     parts = [lax.expand_dims(broadcast_to(lax.convert_element_type(asarray(a), INDEX), shape),
                              (len(shape),)) for a in arrays]
     return lax.concatenate(parts, len(shape))
@@ -501,7 +504,8 @@ def _coordinates(x, idx):
         grid = np.broadcast_to(np.arange(n, dtype=INDEX).reshape(shape), x.shape)
         grids.append(_getitem(grid, idx))
     if all(type(g) is not Tracer for g in grids):
-        return np.stack([np.asarray(g) for g in grids], -1)
+        xp = device_namespace(grids)
+        return xp.stack([xp.asarray(g) for g in grids], -1)
     nd = grids[0].ndim
     return lax.concatenate([lax.expand_dims(asarray(g), (nd,)) for g in grids], nd)
 
@@ -580,9 +584,10 @@ def _along_axis_full(arr, indices, axis):
     ind = asarray(ind)
     if type(ind) is Tracer:
         return arr, _along_axis_indices(ind, axis)
-    grids = list(np.meshgrid(*[np.arange(s, dtype=INDEX) for s in ind.shape], indexing="ij"))
+    xp = device_namespace([ind])
+    grids = list(xp.meshgrid(*[xp.arange(s, dtype=INDEX) for s in ind.shape], indexing="ij"))
     grids[axis] = ind
-    return arr, np.stack(grids, -1) if grids else np.zeros((0,), INDEX)
+    return arr, xp.stack(grids, -1) if grids else np.zeros((0,), INDEX)
 
 
 def take_along_axis(arr, indices, axis, mode=None, fill_value=None):
@@ -771,7 +776,7 @@ def choose(a, choices, out=None, mode="raise"):
         raise TypeError(f"choose: the index array must be integer, got {a.dtype}")
     if mode == "raise":
         if _is_concrete(a):
-            v = np.asarray(a)
+            v = _concrete(a, "choose's index array")
             if v.size and (v.min() < 0 or v.max() >= n):
                 raise ValueError("invalid entry in choice array")
         else:
@@ -847,7 +852,7 @@ def digitize(x, bins, right=False):
         raise ValueError("digitize: bins must be 1-dimensional")
     side = "left" if right else "right"
     if bins.shape[0] >= 2 and _is_concrete(bins):
-        b = np.asarray(bins)
+        b = _concrete(bins, "digitize's bins")
         inc, dec = np.all(np.diff(b) >= 0), np.all(np.diff(b) <= 0)
         if not (inc or dec):
             raise ValueError("bins must be monotonically increasing or decreasing")
@@ -1019,7 +1024,9 @@ def unravel_index(indices, shape):
     if ind.dtype.kind not in "iu":
         raise TypeError(f"only int indices permitted, got {ind.dtype}")
     if type(ind) is not Tracer:
-        return tuple(np.asarray(i, INDEX) for i in np.unravel_index(ind, shape))
+        xp = device_namespace([ind])
+        return tuple(xp.asarray(i).astype(INDEX, copy=False)
+                     for i in xp.unravel_index(ind, shape))
     total = int(np.prod(shape, dtype=np.int64))
     ind = lax.convert_element_type(ind, INDEX)
     ind = lax.select_n(lax.lt(ind, np.zeros((), INDEX)), ind, lax.add(ind, np.array(total, INDEX)))
@@ -1038,7 +1045,8 @@ def ravel_multi_index(multi_index, dims, mode="raise", order="C"):
         raise ValueError(f"parameter multi_index must be a sequence of length {len(dims)}")
     parts = [asarray(m) for m in multi_index]
     if all(type(p) is not Tracer for p in parts):
-        return np.asarray(np.ravel_multi_index(tuple(parts), dims, mode=mode, order=order),
+        xp = device_namespace(parts)
+        return xp.asarray(xp.ravel_multi_index(tuple(parts), dims, mode=mode, order=order),
                           INDEX)
     if order not in ("C", "F"):
         raise ValueError("order must be 'C' or 'F'")

@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from .. import lax
-from ..core import Tracer, user_line
+from ..core import Tracer, to_host, user_line
 from ._core import (
     asarray,
     broadcast_shapes,
@@ -1069,7 +1069,7 @@ def setxor1d(ar1, ar2, assume_unique=False, *, size=None, fill_value=None):
 
 def _range_check(first, last, what):
     if _is_concrete(first) and _is_concrete(last):
-        f, la = float(np.asarray(first)), float(np.asarray(last))
+        f, la = float(to_host(first)), float(to_host(last))
         if not (np.isfinite(f) and np.isfinite(la)):
             raise ValueError(f"{what} of [{f}, {la}] is not finite")
         if f > la:
@@ -1109,7 +1109,7 @@ def _bin_edges(a, bins, range):  # noqa: A002
     edges = asarray(bins)
     if edges.ndim != 1:
         raise ValueError("`bins` must be 1d, when an array")
-    if _is_concrete(edges) and np.any(np.diff(np.asarray(edges)) < 0):
+    if _is_concrete(edges) and np.any(np.diff(to_host(edges)) < 0):
         raise ValueError("`bins` must increase monotonically, when an array")
     return a, edges
 

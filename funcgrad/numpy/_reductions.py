@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .. import lax
-from ..core import Tracer, user_line
+from ..core import Tracer, to_host, user_line
 from ._core import (
     asarray,
     broadcast_to,
@@ -452,7 +452,7 @@ def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
 def _static_q(q, name):
     if type(q) is Tracer:
         try:
-            return np.asarray(q.concrete_value(f"{name}'s q"))
+            return to_host(q.concrete_value(f"{name}'s q"))
         except TypeError as e:
             raise TypeError(f"{name}: q must be known when tracing (a Python number or NumPy "
                             f"array){user_line()}.") from e

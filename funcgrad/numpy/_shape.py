@@ -14,7 +14,7 @@ import operator
 import numpy as np
 
 from .. import lax
-from ..core import Tracer, user_line
+from ..core import Tracer, to_host, user_line
 from ._core import asarray, canonical_axes, canonical_axis, convert
 from ._core import broadcast_shapes as _broadcast_shapes
 from ._core import broadcast_to as _broadcast_to
@@ -483,7 +483,7 @@ def repeat(a, repeats, axis=None):
         x, axis = ravel(x), 0
     ax = canonical_axis(axis, x.ndim)
     if type(repeats) is Tracer:
-        repeats = np.asarray(repeats.concrete_value("repeat's repeats"))
+        repeats = to_host(repeats.concrete_value("repeat's repeats"))
     r = np.asarray(repeats)
     if r.ndim == 0 or r.size == 1:
         k = int(r.reshape(()))

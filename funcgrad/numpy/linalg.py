@@ -529,8 +529,8 @@ def tensordot(x1, x2, /, *, axes=2):
 
 def vecdot(x1, x2, /, *, axis=-1):
     """sum(conj(x1) * x2) along `axis` (the array API's vecdot), broadcasting the rest."""
-    from . import conj, sum
-    return sum(conj(x1) * x2, axis=axis)
+    from . import conj, multiply, sum
+    return sum(multiply(conj(x1), x2), axis=axis)
 
 
 def cross(x1, x2, /, *, axis=-1):

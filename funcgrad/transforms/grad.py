@@ -18,7 +18,7 @@ import itertools
 import numpy as np
 
 from .. import tree_util
-from ..core import Trace, Tracer, bind, float0, get_aval, new_trace, user_line
+from ..core import Trace, Tracer, as_value, bind, float0, get_aval, new_trace, user_line
 from ..core.avals import shaped_array
 from ..lax import add, stop_gradient, stop_gradient_p  # noqa: F401 (re-exported)
 from ._util import arg_name, fun_name, normalize_argnums
@@ -28,13 +28,7 @@ def _aval_of(v):
     return v.aval if type(v) is Tracer else shaped_array(v.shape, v.dtype)
 
 
-def _as_value(x):
-    """A concrete array for a Python or NumPy scalar; arrays and tracers as they are."""
-    if type(x) is np.ndarray or type(x) is Tracer:
-        return x
-    if hasattr(x, "__cuda_array_interface__"):
-        return x
-    return np.asarray(x)
+_as_value = as_value
 
 
 class GradTrace(Trace):

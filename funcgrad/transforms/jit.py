@@ -114,7 +114,7 @@ class JitFunction:
             static_pos, statics = (), ()
             flat, in_tree = tree_util.tree_flatten((args, {}))
         key = (in_tree, tuple([(x.shape, x.dtype) if type(x) is np.ndarray else _leaf_key(x)
-                               for x in flat]), statics)
+                               for x in flat]), statics, _trace._default_xp)
         return key, flat, in_tree, static_pos, statics
 
     # -- compile --
@@ -123,6 +123,10 @@ class JitFunction:
         from .passes import optimize
         # the namespace to run with (backend="gpu": CuPy, or a clear error when CuPy or a GPU is
         # missing); a call mixing NumPy and CuPy arrays raises, naming the arguments
+        if xp is np and any(hasattr(x, "__cuda_array_interface__") for x in flat):
+            from ..devices import _cupy
+            _cupy()  # CuPy arrays made before funcgrad's GPU backend was first used
+            xp = array_namespace(flat)
         xp = check_placement(flat, in_tree, xp, self.backend)
         if config.read("explain_cache_misses") and self._cache:
             log.warning("%s", _explain_miss(self, self._last_key, key, args))
@@ -286,8 +290,8 @@ def _explain_miss(jf, old, new, args):
     name = fun_name(jf.fun)
     if old is None:
         return f"jit({name}): tracing for the first time"
-    (otree, oleaves, ostat), (ntree, nleaves, nstat) = old, new
-    reasons = []
+    (otree, oleaves, ostat, oxp), (ntree, nleaves, nstat, nxp) = old, new
+    reasons = [] if oxp is nxp else ["the default backend changed"]
     if otree != ntree:
         reasons.append(f"the argument structure changed: {otree} -> {ntree}")
     else:

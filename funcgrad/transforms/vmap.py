@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import tree_util
-from ..core import Trace, Tracer, get_aval, new_trace, user_line
+from ..core import Trace, Tracer, as_value, get_aval, new_trace, user_line
 from ..core.trace import axis_frame
 from ..lax._batching import move_axis
 from ._util import fun_name
@@ -61,10 +61,7 @@ class BatchTrace(Trace):
         return Tracer(self, aval, val, dim)
 
 
-def _as_value(x):
-    if type(x) is Tracer or isinstance(x, np.ndarray) or hasattr(x, "__cuda_array_interface__"):
-        return x
-    return np.asarray(x)
+_as_value = as_value
 
 
 def _flat_axes(axes, tree, what, fun):
