@@ -99,7 +99,12 @@ def bench_mlp_funcgrad(cupy, repeats):
 
     sec = _time(run, cupy.cuda.get_current_stream().synchronize, repeats)
     kernels = step.lower(params, m, v, 1.0, x, y).compiled
-    return sec, len(getattr(kernels, "kernels", []))
+    # the same first step on the CPU (NumPy): the GPU's loss must agree to float32 rounding
+    host_params = init_mlp([784, 512, 512, 10])
+    zeros = [np.zeros_like(p) for p in fg.tree_util.tree_leaves(host_params)]
+    host_loss = float(step(host_params, zeros, zeros, 1.0, *mlp_data())[3])
+    dev_loss = float(step(params, m, v, 1.0, x, y)[3])
+    return sec, len(getattr(kernels, "kernels", [])), (dev_loss, host_loss)
 
 
 def bench_mlp_jax(repeats):
@@ -177,11 +182,13 @@ def main(argv=None):
     name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
     name = name.decode() if isinstance(name, bytes) else name
     print(f"## GPU benchmarks on {name} (CuPy {cupy.__version__})\n")
-    fg_sec, n_kernels = bench_mlp_funcgrad(cupy, repeats)
+    fg_sec, n_kernels, (dev_loss, host_loss) = bench_mlp_funcgrad(cupy, repeats)
     jax_sec, why = bench_mlp_jax(repeats)
     print("### MLP 784-512-512-10 Adam step, batch 1024 (jit, median ms)\n")
     print("| implementation | ms/step |\n| --- | --- |")
     print(f"| funcgrad on CuPy ({n_kernels} fused kernels) | {fg_sec * 1e3:.3f} |")
+    print(f"\nfirst-step loss: GPU {dev_loss:.6f}, CPU (NumPy) {host_loss:.6f}, "
+          f"relative difference {abs(dev_loss - host_loss) / abs(host_loss):.1e}")
     if jax_sec is not None:
         print(f"| JAX (XLA) | {jax_sec * 1e3:.3f} |")
         print(f"\nfuncgrad / JAX = {fg_sec / jax_sec:.2f}")

@@ -104,11 +104,20 @@ def inputs_on_default_backend(fn):
     @functools.wraps(fn)
     def call(*args, **kwargs):
         if trace._default_xp is not np:
-            xp = trace.default_namespace()
-            args, kwargs = tree_util.tree_map(
-                lambda a: xp.asarray(a) if type(a) is np.ndarray else a, (args, kwargs))
+            args = tuple(_host_leaves_moved(a) for a in args)
+            kwargs = {k: _host_leaves_moved(v) for k, v in kwargs.items()}
         return fn(*args, **kwargs)
     return call
+
+
+def _host_leaves_moved(tree):
+    """`tree` with its NumPy leaves on the default backend; itself when it has none (so an
+    argument passed through, like an eval-mode batch-norm state, keeps its identity)."""
+    if not any(type(a) is np.ndarray for a in tree_util.tree_leaves(tree)):
+        return tree
+    from .core import trace
+    xp = trace.default_namespace()
+    return tree_util.tree_map(lambda a: xp.asarray(a) if type(a) is np.ndarray else a, tree)
 
 
 def on_default_backend(x, like=None):

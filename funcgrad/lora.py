@@ -21,6 +21,7 @@ import numpy as np
 from . import masks as _masks
 from . import numpy as fnp
 from . import tree_util as tu
+from .devices import on_default_backend
 
 __all__ = ["Adapter", "init", "apply", "merge", "delta"]
 
@@ -74,8 +75,8 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None):
         dtype = w.dtype if hasattr(w, "dtype") else np.float32
         rows, cols = shape
         bound = 1.0 / np.sqrt(cols)
-        a = rng.uniform(-bound, bound, (rank, cols)).astype(dtype)
-        b = np.zeros((rows, rank), dtype)
+        a = on_default_backend(rng.uniform(-bound, bound, (rank, cols)).astype(dtype), like=w)
+        b = on_default_backend(np.zeros((rows, rank), dtype), like=w)
         out.append(Adapter(a, b, scale))
     return tu.tree_unflatten(treedef, out)
 
@@ -85,7 +86,7 @@ def delta(adapter: Adapter, like):
     scale = adapter.scale
     scale = np.dtype(like.dtype).type(scale) if type(scale) in (int, float) else \
         fnp.asarray(scale, like.dtype)
-    return scale * (adapter.b @ adapter.a)
+    return fnp.multiply(scale, fnp.matmul(adapter.b, adapter.a))  # host or device factors
 
 
 def _adapted(params, adapters, who):
@@ -95,7 +96,7 @@ def _adapted(params, adapters, who):
         if np.shape(w) != (np.shape(ad.b)[0], np.shape(ad.a)[1]):
             raise ValueError(f"{who}: adapter factors {np.shape(ad.b)} @ {np.shape(ad.a)} do not "
                              f"fit a weight of shape {np.shape(w)}")
-        return w + delta(ad, w)
+        return fnp.add(w, delta(ad, w))
 
     try:
         return tu.tree_map(f, adapters, params, is_leaf=_is_adapter_leaf)
@@ -125,5 +126,5 @@ def merge(params, adapters):
     """A new params tree with each adapter folded in (W + scale * B @ A, in W's dtype); the
     other leaves are shared with `params`, which is left unchanged."""
     merged = _adapted(params, adapters, "lora.merge")
-    return tu.tree_map(lambda m, w: fnp.asarray(m, w.dtype) if hasattr(w, "dtype") else m,
-                       merged, params)
+    return tu.tree_map(lambda m, w: fnp.asarray(m, w.dtype) if m is not w and hasattr(w, "dtype")
+                       else m, merged, params)

@@ -18,8 +18,10 @@ def close(a, b, tol=1e-6):
 
 
 def layer(h, w):
-    z = h @ w
-    return fnp.tanh(z) * fnp.sin(z) + h
+    # fnp functions, not @ and +: called eagerly on host arrays, whose results are on the device
+    # in GPU mode (CuPy refuses a NumPy operand)
+    z = fnp.matmul(h, w)
+    return fnp.add(fnp.tanh(z) * fnp.sin(z), h)
 
 
 def mlp(ws, x, ckpt):

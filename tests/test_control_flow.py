@@ -43,7 +43,7 @@ def tree_close(a, b, tol=1e-6):
 
 def cell(carry, x, w):
     h, n = carry
-    h = fnp.tanh(h @ w + x)
+    h = fnp.tanh(fnp.add(fnp.matmul(h, w), x))  # fnp, not @ and +: eager with host w and x
     return (h, n + 1), {"h": h, "s": fnp.sum(h * h)}
 
 

@@ -10,7 +10,6 @@ import re
 
 import numpy as np
 import pytest
-from numeric import GPU_MODE
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
@@ -213,8 +212,6 @@ def _gpu_present():
 def test_misuse_message(name, thunk, exc, words, tmp_path):
     if name == "gpu-without-cupy" and _gpu_present():
         pytest.skip("a GPU is present")
-    if name == "callback-raises-in-jit" and GPU_MODE:
-        pytest.xfail("the CuPy driver does not yet name the equation a run-time error came from")
     if thunk == "corrupted":
         def thunk():
             return fg.io.load(_corrupt_checkpoint(tmp_path))

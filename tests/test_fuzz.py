@@ -24,20 +24,21 @@ from funcgrad import lax
 W = np.array([0.3, -0.7, 0.5])
 H = 1e-3
 
-# (name, funcgrad op, NumPy op): smooth on all of R^3 so finite differences are accurate
+# (name, funcgrad op, NumPy op): smooth on all of R^3 so finite differences are accurate.
+# The funcgrad ops use fnp functions where an operand may be a host array next to a device
+# result (FUNCGRAD_BACKEND=gpu: CuPy refuses NumPy operands in operators).
+M = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, -0.5], [0.2, 0.0, 1.0]])
 OPS = [
     ("sin", fnp.sin, np.sin),
     ("tanh", fnp.tanh, np.tanh),
     ("square", lambda x: x * x, lambda x: x * x),
     ("affine", lambda x: 0.5 * x + 1.0, lambda x: 0.5 * x + 1.0),
     ("exp", lambda x: fnp.exp(0.3 * x), lambda x: np.exp(0.3 * x)),
-    ("center", lambda x: x - fnp.mean(x), lambda x: x - np.mean(x)),
+    ("center", lambda x: fnp.subtract(x, fnp.mean(x)), lambda x: x - np.mean(x)),
     ("reverse", lambda x: x[::-1], lambda x: x[::-1]),
-    ("scale-by-sum", lambda x: x * fnp.sum(x), lambda x: x * np.sum(x)),
+    ("scale-by-sum", lambda x: fnp.multiply(x, fnp.sum(x)), lambda x: x * np.sum(x)),
     ("softplus", lambda x: fnp.log1p(fnp.exp(x)), lambda x: np.log1p(np.exp(x))),
-    ("matvec", lambda x: fnp.asarray(np.array([[1.0, 0.5, 0.0], [0.0, 1.0, -0.5],
-                                               [0.2, 0.0, 1.0]])) @ x,
-     lambda x: np.array([[1.0, 0.5, 0.0], [0.0, 1.0, -0.5], [0.2, 0.0, 1.0]]) @ x),
+    ("matvec", lambda x: fnp.matmul(M, x), lambda x: M @ x),
     ("cond", lambda x: lax.cond(True, fnp.sin, fnp.cos, x), np.sin),
     ("fori", lambda x: lax.fori_loop(0, 2, lambda i, c: fnp.tanh(c) + x, x),
      lambda x: np.tanh(np.tanh(x) + x) + x),
@@ -57,7 +58,7 @@ def _wrap(kind, fn, ref):
         return (lambda x: fnp.sum(fg.vmap(fn)(fnp.stack([x, x / 2 + 0.1]))),
                 lambda x: ref(x) + ref(x / 2 + 0.1))
     if kind == "grad":
-        return (lambda x: fnp.sum(fg.grad(fn)(x) * W), lambda x: _fd(ref, x, W))
+        return (lambda x: fnp.sum(fnp.multiply(fg.grad(fn)(x), W)), lambda x: _fd(ref, x, W))
     if kind == "jvp":
         return lambda x: fg.jvp(fn, (x,), (W,))[1], lambda x: _fd(ref, x, W)
     raise ValueError(kind)

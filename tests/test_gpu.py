@@ -110,6 +110,43 @@ def test_jit_fuses_elementwise_chains_into_kernels(cp):
 
 
 @gpu
+def test_jit_folds_a_reduction_into_the_chain_that_feeds_it(cp):
+    def f(x, i):
+        return (fnp.sum(fnp.exp(x * 2.0 - 1.0), axis=-1),        # float sum over the last axis
+                fnp.max(fnp.tanh(x) + 1.0, axis=0),               # NaN propagates, as NumPy
+                fnp.min(i * 3 - 7, axis=(0, 1)))                  # integer, full reduction
+
+    x = np.random.default_rng(2).normal(size=(64, 33)).astype(np.float32)
+    x[5, 7] = np.nan
+    i = np.arange(24, dtype=np.int32).reshape(4, 6)
+    jf = fg.jit(f)
+    outs = jf(put(x), put(i))
+    want = f(x, i) if not fg.default_backend() == "gpu" else [o.get() for o in f(put(x), put(i))]
+    for o, w in zip(outs, want):
+        assert isinstance(o, cp.ndarray)
+        np.testing.assert_allclose(o.get(), w, rtol=2e-6, atol=1e-6)
+    text = jf.lower(put(x), put(i)).as_text()
+    assert text.count("# cupy.ReductionKernel") == 3, text
+
+
+@gpu
+def test_gpu_default_backend_places_host_data_and_new_arrays_on_the_device(cp):
+    with fg.config.setting("backend", "gpu"):
+        assert fg.default_backend() == "gpu"
+        assert isinstance(fnp.zeros(3), cp.ndarray) and isinstance(fnp.arange(4), cp.ndarray)
+        out = fnp.tanh(np.ones(3))                      # host input: runs on the device
+        assert isinstance(out, cp.ndarray)
+        g = fg.grad(lambda w: fnp.sum(w * w))(np.arange(3.0))
+        assert isinstance(g, cp.ndarray) and np.allclose(g.get(), [0, 2, 4])
+        j = fg.jit(lambda a, b: a * b)(put(np.ones(2)), np.full(2, 3.0))  # mixed: fine here
+        assert isinstance(j, cp.ndarray) and np.allclose(j.get(), 3.0)
+    host = np.ones(2)
+    assert isinstance(fnp.zeros_like(put(host)), cp.ndarray)  # a device prototype: its device
+    if fg.default_backend() == "cpu":
+        assert type(fnp.zeros_like(host)) is np.ndarray       # a host one: the default backend
+
+
+@gpu
 def test_captured_host_constants_move_once(cp):
     table = np.arange(10, dtype=np.float32)
     jf = fg.jit(lambda x: x * table + 1)

@@ -30,11 +30,13 @@ def test_value_and_grad_returns_value():
 
 
 def mlp_loss(params, x, y):
+    # fnp functions, not operators: numeric_grad calls it eagerly on host arrays, whose results
+    # are on the device in GPU mode (CuPy refuses a NumPy operand)
     h = x
     for w, b in params[:-1]:
-        h = fnp.tanh(h @ w + b)
+        h = fnp.tanh(fnp.add(fnp.matmul(h, w), b))
     w, b = params[-1]
-    return fnp.mean((h @ w + b - y) ** 2)
+    return fnp.mean(fnp.subtract(fnp.add(fnp.matmul(h, w), b), y) ** 2)
 
 
 def make_mlp(sizes, dtype=np.float64):

@@ -120,7 +120,7 @@ def test_no_in_place_write_into_a_buffer_a_view_still_sees():
         z = fnp.exp(y)  # y dies here, but v (a view of y) is still alive
         return z.reshape(2, 2) + v
 
-    x = np.arange(4.0)
+    x = fnp.arange(4.0)  # on the default backend, where f's eager reference runs
     np.testing.assert_allclose(jit(f)(x), f(x))
 
 
@@ -172,6 +172,7 @@ def test_jit_decorator_form_and_python_scalars():
     assert f._cache_size() == 1  # a new Python scalar value does not retrace
 
 
+@pytest.mark.cpu_only  # checks the NumPy code generator's source
 def test_broadcasts_feeding_ufuncs_are_left_to_numpy_broadcasting():
     # x[:, None] * y and x[:, None] + x[:, None] (no full-shape operand: must be materialized)
     def f(x, y):

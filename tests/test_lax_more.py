@@ -639,7 +639,7 @@ def test_digamma_properties():
     # psi(1) = -euler_gamma, psi(x + 1) = psi(x) + 1/x, reflection against the recurrence.
     np.testing.assert_allclose(fsp.digamma(np.array([1.0])), [-np.euler_gamma], rtol=1e-15)
     x = np.concatenate([POSITIVE[1:-3], NEGATIVE])
-    np.testing.assert_allclose(fsp.digamma(x + 1), fsp.digamma(x) + 1 / x, rtol=1e-10,
+    np.testing.assert_allclose(fsp.digamma(x + 1), np.asarray(fsp.digamma(x)) + 1 / x, rtol=1e-10,
                                atol=1e-10)
 
 
@@ -651,7 +651,7 @@ def test_special_derivatives():
     check_grad(fsp.digamma, (np.array([0.3, 1.7, 4.2, -0.6, -2.4]),), rtol=1e-5)
     x = x[1:]  # not 1e-8: the recurrence would cancel catastrophically
     trig = fg.vmap(fg.grad(fsp.digamma))(x)  # trigamma: check with the recurrence
-    np.testing.assert_allclose(fg.vmap(fg.grad(fsp.digamma))(x + 1), trig - 1 / x ** 2,
+    np.testing.assert_allclose(fg.vmap(fg.grad(fsp.digamma))(x + 1), np.asarray(trig) - 1 / x ** 2,
                                rtol=1e-9, atol=1e-9)
     # jvp agrees; the third derivative of gammaln needs polygamma(2, x)
     _, t = fg.jvp(fsp.gammaln, (np.array([2.5]),), (np.array([1.0]),))

@@ -208,7 +208,8 @@ def test_jvp_of_eigh_matches_vjp():
     _, tangent = fg.jvp(f, (s,), (t,))
     ct = rng.normal(size=(2, 4))
     _, vjp_fn = fg.vjp(f, s)
-    np.testing.assert_allclose(np.sum(ct * tangent), np.sum(vjp_fn(ct)[0] * t), rtol=1e-10)
+    np.testing.assert_allclose(np.sum(ct * np.asarray(tangent)),
+                               np.sum(np.asarray(vjp_fn(ct)[0]) * t), rtol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------

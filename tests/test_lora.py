@@ -18,9 +18,13 @@ def make_params():
                    "b": np.zeros(3, np.float32)}}
 
 
-def model(p, x):                       # PyTorch layout: W of shape (out, in), y = x @ W.T + b
-    h = fnp.tanh(x @ p["l1"]["w"].T + p["l1"]["b"])
-    return h @ p["l2"]["w"].T + p["l2"]["b"]
+def dense(x, layer):                   # PyTorch layout: W of shape (out, in), y = x @ W.T + b
+    # fnp, not @ and +: called eagerly on host params next to device results in GPU mode
+    return fnp.add(fnp.matmul(x, layer["w"].T), layer["b"])
+
+
+def model(p, x):
+    return dense(fnp.tanh(dense(x, p["l1"])), p["l2"])
 
 
 WEIGHTS = lambda p: masks.mask_from_paths(p, include=["*/w"])   # noqa: E731
@@ -91,7 +95,7 @@ def test_only_adapters_train_under_jit():
     f = lora.apply(model)
 
     def loss(adapters, params):
-        return fnp.mean((f(params, adapters, x) - y) ** 2)
+        return fnp.mean(fnp.subtract(f(params, adapters, x), y) ** 2)
 
     @fg.jit
     def step(adapters, state, params):

@@ -79,7 +79,8 @@ def test_dense_and_mlp():
     p = models.dense.init(KEY, 3, 4)
     assert shapes(p) == {"w": (3, 4), "b": (4,)} and p["w"].dtype == np.float32
     x = rng.normal(size=(5, 3)).astype(np.float32)
-    np.testing.assert_allclose(models.dense.apply(p, x), x @ p["w"] + p["b"], rtol=1e-6)
+    w, b = np.asarray(p["w"]), np.asarray(p["b"])  # the reference on the host
+    np.testing.assert_allclose(models.dense.apply(p, x), x @ w + b, rtol=1e-6)
     np.testing.assert_allclose(models.dense(p, x), models.dense.apply(p, x))
     assert "b" not in models.dense.init(KEY, 3, 4, use_bias=False)
     assert not np.array_equal(models.dense.init(random.key(1), 3, 4)["w"], p["w"])
@@ -89,7 +90,7 @@ def test_dense_and_mlp():
                                "layers/2/b", "layers/2/w"]
     h = x
     for i, layer in enumerate(mp["layers"]):
-        h = h @ layer["w"] + layer["b"]
+        h = h @ np.asarray(layer["w"]) + np.asarray(layer["b"])
         h = np.tanh(h) if i < 2 else h
     np.testing.assert_allclose(models.mlp.apply(mp, x, activation=fnp.tanh), h, rtol=1e-5)
     np.testing.assert_allclose(fg.jit(models.mlp.apply)(mp, x), models.mlp.apply(mp, x),
@@ -118,6 +119,7 @@ def same_pads(size, k, s):
 
 def np_conv(x, w, strides, pads, rhs_dil=(1, 1), lhs_dil=(1, 1), groups=1):
     """Direct NHWC x HWIO convolution (cross-correlation) with a loop over output positions."""
+    x, w = np.asarray(x), np.asarray(w)
     n, h, wd, c = x.shape
     kh, kw, cg, o = w.shape
     if lhs_dil != (1, 1):
@@ -215,7 +217,8 @@ def test_conv2d_grads_match_finite_differences():
                                rtol=1e-6, atol=1e-8)
     # forward mode agrees with reverse mode
     t = rng.normal(size=x.shape)
-    np.testing.assert_allclose(fg.jvp(lambda v: loss(p, v), (x,), (t,))[1], np.sum(gx * t),
+    np.testing.assert_allclose(fg.jvp(lambda v: loss(p, v), (x,), (t,))[1],
+                               np.sum(np.asarray(gx) * t),
                                rtol=1e-9)
 
 
@@ -330,7 +333,8 @@ def test_batch_norm_train_eval_and_state():
     np.testing.assert_allclose(new["mean"], 0.1 * m, rtol=1e-6)
     np.testing.assert_allclose(new["var"], 0.9 + 0.1 * v, rtol=1e-6)
     ye, same = models.batch_norm.apply(params, new, x, training=False)
-    np.testing.assert_allclose(ye, (x - new["mean"]) / np.sqrt(new["var"] + 1e-5), rtol=1e-6)
+    np.testing.assert_allclose(ye, (x - np.asarray(new["mean"])) / np.sqrt(new["var"] + 1e-5),
+                               rtol=1e-6)
     assert same is new
     # gradients flow to the params only through y (the running statistics are stopped)
     g = fg.grad(lambda p: fnp.sum(models.batch_norm.apply(p, state, x, True)[1]["mean"]))(params)
@@ -422,7 +426,9 @@ def test_attention_grads_and_fully_masked_rows():
     p["bq"] = rng.normal(size=d)
     x = rng.normal(size=(t, d))
     ct = rng.normal(size=(t, d))
-    loss = lambda p, x: fnp.sum(models.multi_head_attention.apply(p, x, h, causal=True) * ct)
+    attend = lambda p, x: models.multi_head_attention.apply(p, x, h, causal=True)
+    # fnp.multiply, not *: numeric_grad calls loss eagerly, next to the host array ct
+    loss = lambda p, x: fnp.sum(fnp.multiply(attend(p, x), ct))
     gp, gx = fg.grad(loss, argnums=(0, 1))(p, x)
     for name in ("wq", "wv", "bq"):
         def f(w, name=name):
@@ -550,7 +556,7 @@ def test_transformer_lm_is_causal_and_trains():
     other = models.transformer_lm.apply(p, changed, 4)
     np.testing.assert_allclose(other[:, :5], logits[:, :5], rtol=1e-5, atol=1e-6)
     assert not np.allclose(other[:, 5:], logits[:, 5:])
-    ref = np_encoder(to64(p), tokens, 4, causal=True) @ p["head"]["w"]
+    ref = np_encoder(to64(p), tokens, 4, causal=True) @ np.asarray(p["head"]["w"])
     np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-5)
     tied = models.transformer_lm.init(random.key(3), 13, 8, 16, 32, 1, tie_embeddings=True)
     assert "head" not in tied

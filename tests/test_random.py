@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numeric import GPU_MODE
 
 import funcgrad as fg
 from funcgrad import random
@@ -126,7 +127,12 @@ def test_eager_jit_and_vmap_agree():
     for i in range(4):
         eager = _all(keys[i])
         for e, j, m in zip(eager, jitted(keys[i]), mapped):
-            np.testing.assert_array_equal(e, j)
+            if GPU_MODE and e.dtype.kind == "f":
+                # the jitted fused float32 kernel (normal, truncated_normal, gumbel) may differ
+                # from eager CuPy in the last ulps (its own exp/log/erfinv)
+                np.testing.assert_allclose(e, j, rtol=1e-6)
+            else:
+                np.testing.assert_array_equal(e, j)
             np.testing.assert_array_equal(e, m[i])
             assert e.dtype == j.dtype == m.dtype
 
@@ -221,7 +227,7 @@ def test_randint_range_and_frequencies():
     r64 = random.randint(random.key(1), (5,), 0, 2 ** 40, np.int64)
     assert r64.dtype == np.int64 and r64.max() < 2 ** 40
     lo = np.array([0, 10, 100])
-    r2 = random.randint(random.key(2), (1000, 3), lo, lo + 5)
+    r2 = np.asarray(random.randint(random.key(2), (1000, 3), lo, lo + 5))
     assert np.all((r2 >= lo) & (r2 < lo + 5))
 
 

@@ -53,14 +53,14 @@ class Compiled:
         self.fn = fn
         self.source = source
         self.eqn_lines = eqn_lines or {}  # line of the source -> the equation it runs
+        self.code = fn.__code__           # the generated function whose lines those are
 
     def eqn_of_error(self, exc):
         """The equation whose generated line raised `exc` (for error messages), or None."""
         tb = exc.__traceback__
-        code = self.fn.__code__
         found = None
         while tb is not None:
-            if tb.tb_frame.f_code is code:
+            if tb.tb_frame.f_code is self.code:
                 found = self.eqn_lines.get(tb.tb_lineno)
             tb = tb.tb_next
         return found

@@ -18,7 +18,17 @@ import itertools
 import numpy as np
 
 from .. import tree_util
-from ..core import Trace, Tracer, as_value, bind, float0, get_aval, new_trace, user_line
+from ..core import (
+    Trace,
+    Tracer,
+    as_value,
+    bind,
+    device_namespace,
+    float0,
+    get_aval,
+    new_trace,
+    user_line,
+)
 from ..core.avals import shaped_array
 from ..lax import add, stop_gradient, stop_gradient_p  # noqa: F401 (re-exported)
 from ._util import arg_name, fun_name, normalize_argnums
@@ -307,7 +317,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
         if oa.dtype.kind not in "fc":
             raise TypeError(f"grad requires a floating-point output, but {fun_name(fun)} returned "
                             f"{oa.str_short()}{user_line()}.")
-        seed = np.ones((), oa.dtype)
+        seed = device_namespace([out]).ones((), oa.dtype)  # where the output is
         cts = backward([seed], consume=True)
         grads = tree_util.tree_unflatten(in_tree, cts)
         g = grads[0] if single else tuple(grads)

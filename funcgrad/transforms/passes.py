@@ -16,7 +16,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core import ClosedJaxpr, Eqn, Jaxpr, Literal, Primitive, Tracer, Var, bind, eval_jaxpr
+from ..core import (
+    ClosedJaxpr,
+    Eqn,
+    Jaxpr,
+    Literal,
+    Primitive,
+    Tracer,
+    Var,
+    device_namespace,
+    eval_jaxpr,
+)
 from ..lax import elementwise as _ew
 from ..lax import structural as _st
 
@@ -315,12 +325,15 @@ def _try_fold(eqn, values, max_size, max_expand_size):
             return None
     try:
         with np.errstate(all="ignore"):
-            out = bind(prim, *args, **eqn.params)
+            # on the host (or the device of a device constant), whatever the default backend:
+            # folded scalars become literals of the program
+            out = prim.impl(device_namespace(args), *args, **eqn.params)
     except Exception:  # leave it to fail (with its proper message) when the program runs
         return None
     outs = list(out) if prim.multiple_results else [out]
     if len(outs) != len(eqn.outvars):
         return None
+    outs = [np.asarray(o) if isinstance(o, (np.generic, int, float, bool)) else o for o in outs]
     for o, v in zip(outs, eqn.outvars):
         if type(o) is Tracer or tuple(getattr(o, "shape", ())) != v.aval.shape \
                 or getattr(o, "dtype", None) != v.aval.dtype:
