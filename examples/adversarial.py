@@ -46,11 +46,11 @@ input_grad = fg.jit(fg.grad(loss, argnums=1))
 
 
 def fgsm(params, x, y, eps):
-    return np.clip(x + eps * np.sign(np.asarray(input_grad(params, x, y))), 0.0, 1.0)
+    return np.clip(x + eps * np.sign(fg.device_get(input_grad(params, x, y))), 0.0, 1.0)
 
 
 def accuracy(params, x, y):
-    return float(np.mean(np.argmax(np.asarray(models.mlp.apply(params, x)), -1) == y))
+    return float(np.mean(np.argmax(fg.device_get(models.mlp.apply(params, x)), -1) == y))
 
 
 def main(argv=None):

@@ -214,7 +214,7 @@ def sample(logits_fn, params, vocab, prompt, length, seq, temperature, key):
         ctx = ids[-seq:]
         window = np.zeros((1, seq), np.int32)
         window[0, :len(ctx)] = ctx
-        logits = np.asarray(logits_fn(params, window))[0, len(ctx) - 1]
+        logits = fg.device_get(logits_fn(params, window))[0, len(ctx) - 1]
         if temperature == 0:
             nxt = int(np.argmax(logits))
         else:
@@ -321,7 +321,8 @@ def main(argv=None):
     n_lora = sum(np.size(a) for a in fg.tree_util.tree_leaves(adapters))
     probe = eval_tgt[0][:4]
     adapted_logits = fg.jit(lora.apply(apply))(params, adapters, probe)
-    gap = float(np.max(np.abs(np.asarray(logits_fn(merged, probe)) - np.asarray(adapted_logits))))
+    merged_logits, adapted_logits = fg.device_get((logits_fn(merged, probe), adapted_logits))
+    gap = float(np.max(np.abs(merged_logits - adapted_logits)))
     rows.append(row(f"LoRA r={args.rank}", merged, n_lora, ms))
     curves[f"LoRA r={args.rank} ({args.family})"] = (ft_steps, ls)
     show_samples(f"after LoRA on {args.family}.* (merged weights)", logits_fn, merged, vocab,

@@ -25,6 +25,9 @@ def main():
     y = np.sin(2 * x)
     params = [rng.normal(0, 1, (1, 32)).astype(np.float32), np.zeros(32, np.float32),
               rng.normal(0, 0.2, (32, 1)).astype(np.float32), np.zeros(1, np.float32)]
+    # onto the default backend (a no-op on the CPU; with FUNCGRAD_BACKEND=gpu, once to the GPU,
+    # so that the update below combines device arrays only)
+    params, x, y = fg.device_put((params, x, y))
 
     print("The program funcgrad traces from `loss`:")
     print(fg.make_jaxpr(loss)(params, x, y))

@@ -148,7 +148,7 @@ def train(loss_fn, trainable, frozen, x, y, steps, lr, batch, seed, desc, quiet,
 
 def accuracy(apply, params, x, y):
     logits = fg.jit(apply)(params, x)
-    return float(np.mean(np.argmax(np.asarray(logits), -1) == y))
+    return float(np.mean(np.argmax(fg.device_get(logits), -1) == y))
 
 
 def adapt(name, apply, pre, x, y, xt, yt, args, classes, key):

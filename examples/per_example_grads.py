@@ -77,7 +77,7 @@ def sgd_step(params, x, y, lr):
 
 
 def accuracy(params, x, y):
-    return float(np.mean(np.argmax(np.asarray(models.mlp.apply(params, x)), -1) == y))
+    return float(np.mean(np.argmax(fg.device_get(models.mlp.apply(params, x)), -1) == y))
 
 
 def main(argv=None):
@@ -99,7 +99,8 @@ def main(argv=None):
     # per-example gradients == a Python loop of single-example gradients
     pe = per_example_grads(init, x[:8], y[:8])
     loop = [fg.grad(loss_one)(init, x[i], y[i]) for i in range(8)]
-    err = max(float(np.max(np.abs(np.asarray(a)[i] - np.asarray(b))))
+    pe, loop = fg.device_get((pe, loop))  # NumPy arrays, compared on the host
+    err = max(float(np.max(np.abs(a[i] - b)))
               for i, g in enumerate(loop) for a, b in zip(tree_leaves(pe), tree_leaves(g)))
     print(f"vmap(grad) vs a loop of grad over 8 examples: max abs difference {err:.2e}")
     assert err < 1e-5

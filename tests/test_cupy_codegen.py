@@ -112,6 +112,12 @@ PROGRAMS = {
     "inf_nan_literals": (lambda x: fnp.where(x > 0, x, -fnp.inf) + fnp.where(x < 5, 0.0, fnp.nan),
                          (arr(4),), ["__int_as_float(0xff800000)",
                                         "__longlong_as_double(0x7ff8000000000000LL)"]),
+    "bias_relu": (lambda h, b: fnp.maximum(h + b, 0.0) * 2.0, (arr((4, 5)), arr(5)),
+                  ["in1[(i % 5LL)]", "in0[i]"]),
+    "keepdims_shift": (lambda x, m: fnp.exp(x - m) * 0.5, (arr((3, 4)), arr((3, 1))),
+                       ["in1[(i / 4LL)]"]),
+    "broadcast_3d": (lambda x, c: fnp.tanh(x * c) + 1.0, (arr((2, 3, 4)), arr((3, 1))),
+                     ["in1[((i / 4LL) % 3LL)]"]),
     "adam_update": (lambda p, g, m, v: p - 0.001 * (0.9 * m + 0.1 * g)
                     / (fnp.sqrt(0.999 * v + 0.001 * g * g) + 1e-8),
                     (arr(32), arr(32), arr(32), np.abs(arr(32))), ["sqrtf("]),
@@ -140,6 +146,20 @@ def test_an_elementwise_chain_is_one_kernel():
     k = kernels[0]
     assert [dt for _, dt, _ in k.inputs] == [np.dtype(np.float32)] * 4
     assert [dt for _, dt in k.outputs] == [np.dtype(np.float32)]
+
+
+@pytest.mark.parametrize("in_shape,out_shape", [
+    ((4, 5), (4, 5)), ((), (4, 5)), ((5,), (4, 5)), ((4, 1), (4, 5)), ((1, 5), (4, 5)),
+    ((3, 1, 5), (2, 3, 4, 5)), ((2, 1, 4, 1), (2, 3, 4, 5)), ((1, 1), (3, 2))])
+def test_broadcast_index_matches_numpy(in_shape, out_shape):
+    """The C index expression of a broadcast input, evaluated for every output element, reads
+    the element NumPy's broadcasting reads."""
+    expr = cb.broadcast_index(in_shape, out_shape).replace("LL", "")
+    expr = expr.replace("/", "//")
+    want = np.broadcast_to(np.arange(max(1, int(np.prod(in_shape)))).reshape(in_shape),
+                           out_shape).ravel()
+    got = [eval(expr, {"i": i}) for i in range(int(np.prod(out_shape)))]
+    assert got == list(want)
 
 
 def test_matmuls_stay_outside_kernels_and_reductions_fold_into_their_chain():

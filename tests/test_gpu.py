@@ -110,6 +110,29 @@ def test_jit_fuses_elementwise_chains_into_kernels(cp):
 
 
 @gpu
+def test_kernels_read_broadcast_operands_in_place(cp):
+    """A bias row, a keepdims column and a 3-d broadcast join their chain's kernel."""
+    def f(h, b, x, c):
+        z = fnp.maximum(h + b, 0.0) * 2.0                         # bias + relu: one kernel
+        e = fnp.exp(h - fnp.max(h, axis=1, keepdims=True)) * 0.5  # shifted exp: one kernel
+        return z, e, fnp.tanh(x * c) + 1.0
+
+    rng = np.random.default_rng(3)
+    args = [rng.normal(size=s).astype(np.float32) for s in [(37, 19), (19,), (2, 3, 40), (3, 1)]]
+    jf = fg.jit(f)
+    outs = jf(*put(args))
+    h, b, x, c = args
+    want = [np.maximum(h + b, 0) * 2, np.exp(h - h.max(axis=1, keepdims=True)) * 0.5,
+            np.tanh(x * c) + 1]
+    for o, w in zip(outs, want):
+        np.testing.assert_allclose(o.get(), w, rtol=2e-6, atol=1e-6)
+    text = jf.lower(*put(args)).as_text()
+    driver = text.split("/* fused")[0]
+    assert " = add_" not in driver and " = sub_" not in driver, driver  # inside the kernels
+    assert "% 19LL" in text and "/ 19LL" in text
+
+
+@gpu
 def test_jit_folds_a_reduction_into_the_chain_that_feeds_it(cp):
     def f(x, i):
         return (fnp.sum(fnp.exp(x * 2.0 - 1.0), axis=-1),        # float sum over the last axis

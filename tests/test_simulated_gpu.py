@@ -84,3 +84,10 @@ def test_the_suite_passes_with_the_gpu_as_default_backend():
                      gpu_default=True, timeout=1200)
     assert proc.returncode == 0, out[-6000:]
     assert _counts(out).get("passed", 0) > 1500, out[-2000:]
+
+
+@pytest.mark.parametrize("name", ["demo", "digits_finetune", "newton_logistic",
+                                  "per_example_grads", "adversarial"])
+def test_examples_run_with_the_gpu_as_default_backend(name):
+    proc, out = _run([f"examples/{name}.py", "--quick", "--quiet"], gpu_default=True)
+    assert proc.returncode == 0, out[-4000:]

@@ -290,11 +290,14 @@ def fused_kernel_source(body, name="fused_kernel"):
     """CUDA source of one kernel computing the all-elementwise program `body` in one pass.
 
     `body`: a Jaxpr (or ClosedJaxpr without consts) whose equations are elementwise and whose
-    inputs have the output shape or rank 0 (a fusion group, `passes.fuse`'s `fused` body).
-    Full-shape inputs are read at the thread's element, rank-0 inputs at [0]; literals are
-    written into the code. Raises UnsupportedInKernel for what it cannot translate.
+    inputs have the output shape or broadcast to it (a fusion group, `passes.fuse`'s `fused`
+    body). Full-shape inputs are read at the thread's element, rank-0 inputs at [0], other
+    broadcast inputs (a bias row, a keepdims column) at the element's broadcast index; literals
+    and shapes are written into the code. Raises UnsupportedInKernel for what it cannot
+    translate.
     """
     jaxpr = _group_jaxpr(body)
+    shape = tuple(jaxpr.outvars[0].aval.shape) if jaxpr.outvars else ()
     names = {}
     inputs, params, lines = [], [], []
     for k, v in enumerate(jaxpr.invars):
@@ -302,7 +305,7 @@ def fused_kernel_source(body, name="fused_kernel"):
         scalar = v.aval.ndim == 0
         inputs.append((f"in{k}", v.aval.dtype, scalar))
         params.append(f"const {_ctype(v.aval.dtype)}* __restrict__ in{k}")
-        at = "0" if scalar else "i"
+        at = broadcast_index(tuple(v.aval.shape), shape)
         lines.append(f"        const {_ctype(v.aval.dtype)} x{k} = in{k}[{at}];")
     chain, arg = _chain_lines(jaxpr, names)
     lines += chain
@@ -319,6 +322,27 @@ def fused_kernel_source(body, name="fused_kernel"):
               "         i += (long long)blockDim.x * gridDim.x) {\n"
               + "\n".join(lines) + "\n    }\n}\n")
     return KernelSource(name, source, inputs, outputs)
+
+
+def broadcast_index(in_shape, out_shape, i="i"):
+    """The C expression of the flat (C-order) index into an input of shape `in_shape` that
+    broadcasts NumPy-style to `out_shape`, for the output's flat element `i`."""
+    if in_shape == out_shape:
+        return i
+    if math.prod(in_shape) == 1:
+        return "0"
+    padded = (1,) * (len(out_shape) - len(in_shape)) + in_shape
+    terms = []
+    for d, (s, n) in enumerate(zip(padded, out_shape)):
+        if s == 1:
+            continue
+        out_stride = math.prod(out_shape[d + 1:])
+        in_stride = math.prod(padded[d + 1:])
+        coord = i if out_stride == 1 else f"({i} / {out_stride}LL)"
+        if d > 0:
+            coord = f"({coord} % {n}LL)"
+        terms.append(coord if in_stride == 1 else f"{coord} * {in_stride}LL")
+    return " + ".join(terms)
 
 
 # Reductions a fusion group can feed inside one kernel: (reduce_expr, identity of the kind).
@@ -514,7 +538,7 @@ def generate(jaxpr, cupy=None):
     source tests use.
     """
     from ..transforms.passes import fuse
-    closed = fuse(jaxpr)
+    closed = fuse(jaxpr, broadcast_inputs=True)
     fused = closed.jaxpr if hasattr(closed, "jaxpr") else closed
     names = {}
     counter = itertools.count()

@@ -667,9 +667,11 @@ class FusionGroup(NamedTuple):
     shape: tuple
 
 
-def fusion_groups(program, is_elementwise=is_elementwise, min_size=2):
+def fusion_groups(program, is_elementwise=is_elementwise, min_size=2, broadcast_inputs=False):
     """Group elementwise equations (operands of the output's shape or rank 0) into DAGs that a
     code generator can compute in one pass each (a NumPy chain with `out=`, a CUDA kernel).
+    With `broadcast_inputs`, operands may also broadcast to the output's shape NumPy-style (a
+    bias row, a keepdims statistic): the code generator reads them with broadcast indexing.
 
     Equations join the group of an operand's producer (groups of several operands merge) unless
     that would create a cycle through an equation outside the group, so each group can run as a
@@ -695,7 +697,7 @@ def fusion_groups(program, is_elementwise=is_elementwise, min_size=2):
             through |= {find(g) for g in reach.get(a, ())}
         out_shape = eqn.outvars[0].aval.shape if len(eqn.outvars) == 1 else None
         target = None
-        if out_shape is not None and _fusible(eqn, is_elementwise):
+        if out_shape is not None and _fusible(eqn, is_elementwise, broadcast_inputs):
             cands = []
             for a in ins:
                 j = producer.get(a)
@@ -740,13 +742,22 @@ def fusion_groups(program, is_elementwise=is_elementwise, min_size=2):
     return [_describe_group(jaxpr, m, readers) for m in groups]
 
 
-def _fusible(eqn, is_elementwise):
+def _fusible(eqn, is_elementwise, broadcast_inputs=False):
     if eqn.primitive.multiple_results or len(eqn.outvars) != 1 or _has_effects(eqn):
         return False
     if not is_elementwise(eqn.primitive):
         return False
     shape = eqn.outvars[0].aval.shape
+    if broadcast_inputs:
+        return all(broadcasts_to(a.aval.shape, shape) for a in eqn.invars)
     return all(a.aval.shape in (shape, ()) for a in eqn.invars)
+
+
+def broadcasts_to(shape, target):
+    """Whether `shape` broadcasts to `target` NumPy-style without changing `target`."""
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(shape[::-1], target[::-1]))
 
 
 def _describe_group(jaxpr, idx, readers):
@@ -772,15 +783,16 @@ fused_p = Primitive("fused", multiple_results=True, impl=_fused_impl,
 fused_p.inline_call = True  # inline() undoes fuse()
 
 
-def fuse(program, is_elementwise=is_elementwise, min_size=2):
+def fuse(program, is_elementwise=is_elementwise, min_size=2, broadcast_inputs=False):
     """The program with each fusion group replaced by one `fused[jaxpr=...]` equation, placed in
     a valid order (the groups' members need not be consecutive in the input).
+    `broadcast_inputs`: see `fusion_groups`.
 
     The annotated program is what a code generator walks: a `fused` body is all elementwise.
     `inline` turns it back into the flat program.
     """
     jaxpr, consts, rebuild = _split(program)
-    groups = fusion_groups(program, is_elementwise, min_size)
+    groups = fusion_groups(program, is_elementwise, min_size, broadcast_inputs)
     unit_of = {}
     for gi, g in enumerate(groups):
         for i in g.eqns:
