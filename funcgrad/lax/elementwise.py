@@ -391,7 +391,8 @@ def _select_n_abstract(pred, *cases):
 
 def _select_n_impl(xp, pred, *cases):
     if len(cases) == 1:
-        return xp.broadcast_to(cases[0], xp.broadcast_shapes(pred.shape, cases[0].shape))
+        # shape arithmetic is host work (CuPy and the array API have no broadcast_shapes)
+        return xp.broadcast_to(cases[0], np.broadcast_shapes(pred.shape, cases[0].shape))
     if len(cases) == 2:
         if xp is np:
             fast = _select_with_zero(pred, *cases)
