@@ -29,6 +29,7 @@ import numpy as np
 from . import numpy as fnp
 from . import optim as _optim
 from . import tree_util as tu
+from .core import device_namespace
 from .lax import parallel as _parallel
 from .transforms.grad import value_and_grad
 from .transforms.jit import jit as _jit
@@ -283,7 +284,8 @@ def broadcast(tree, root=0, group=None):
         return tree
     out = list(leaves)
     for idx in _by_dtype(leaves):
-        buf = g.bcast(np.concatenate([np.ravel(np.asarray(leaves[i])) for i in idx]), root)
+        xp = device_namespace([leaves[i] for i in idx])  # device leaves: a device buffer
+        buf = g.bcast(xp.concatenate([xp.ravel(xp.asarray(leaves[i])) for i in idx]), root)
         start = 0
         for i in idx:
             n = int(np.prod(np.shape(leaves[i]), dtype=np.int64))

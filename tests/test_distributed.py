@@ -151,7 +151,7 @@ def test_train_step_on_one_process_is_plain_training():
     p, s = w, tx.init(w)
     for _ in range(3):
         p, s, val = step(p, s, x, y)
-    ref = w
+    ref = fnp.asarray(w)  # where the step computes (the device when the GPU is the default)
     for _ in range(3):
         ref = ref - 0.1 * fg.grad(loss)(ref, x, y)
     np.testing.assert_allclose(p, ref, rtol=1e-6)
@@ -201,7 +201,8 @@ WORKER = textwrap.dedent("""
 def _launch(tmp_path, nprocs, steps=5, fail_at=-1):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HYDRA_IFACE="lo", OMP_NUM_THREADS="1",
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path, HYDRA_IFACE="lo", OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1")
     args = [sys.executable, str(script), str(tmp_path), str(steps), str(fail_at), str(nprocs)]
     if nprocs > 1:

@@ -23,7 +23,8 @@ EXAMPLES = ["digits_finetune", "char_transformer", "per_example_grads", "newton_
 
 def run(name, *args, timeout=120):
     path = os.path.join(ROOT, "examples", f"{name}.py")
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=ROOT)
+    env = dict(os.environ, MPLBACKEND="Agg",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, path, *args], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=timeout)
     assert proc.returncode == 0, f"{name} {args} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
