@@ -29,6 +29,11 @@ NOTEBOOKS["01_transforms_tour"] = [
 funcgrad traces a Python function into a small typed program, a **jaxpr**, and every transform
 (`grad`, `vmap`, `jit`) is a function from a program to a program. Here is one function and the
 programs the transforms make of it, side by side.
+
+Inputs can be NumPy arrays: they run on funcgrad's default backend, and results come back as
+that backend's arrays (NumPy on the CPU, CuPy with `FUNCGRAD_BACKEND=gpu`). Host-side NumPy
+work on results, such as `np.testing`, starts with `fg.device_get`, which fetches a pytree of
+results as NumPy arrays (and passes NumPy arrays through).
 """),
     code("""
 import numpy as np
@@ -74,7 +79,8 @@ program it runs.
     code("""
 jf = fg.jit(fg.grad(f))
 print(jf.lower(w, x))
-np.testing.assert_allclose(jf(w, x), fg.grad(f)(w, x), rtol=1e-6)
+got, want = fg.device_get((jf(w, x), fg.grad(f)(w, x)))   # NumPy copies, to compare on the host
+np.testing.assert_allclose(got, want, rtol=1e-6)
 """),
     md("""
 ## Side by side, and composed
@@ -110,6 +116,7 @@ import time
 import numpy as np
 
 import funcgrad as fg
+import funcgrad.numpy as fnp
 from funcgrad import models
 from funcgrad.losses import softmax_cross_entropy
 from funcgrad.tree_util import tree_leaves, tree_map
@@ -131,15 +138,16 @@ print(tree_map(lambda a: a.shape, g))      # every leaf gains a leading axis of 
     md("Check against a Python loop, and compare the time."),
     code("""
 loop = [fg.grad(loss_one)(params, x[i], y[i]) for i in range(len(x))]
-for i, gi in enumerate(loop):
-    for a, b in zip(tree_leaves(g), tree_leaves(gi)):
+g_np, loop_np = fg.device_get((g, loop))   # NumPy copies of the results, to compare on the host
+for i, gi in enumerate(loop_np):
+    for a, b in zip(tree_leaves(g_np), tree_leaves(gi)):
         np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6)
 
 def timeit(fn, n=5):
-    fn()
+    fg.block_until_ready(fn())              # GPU work is asynchronous: wait for it to finish
     t0 = time.perf_counter()
     for _ in range(n):
-        fn()
+        fg.block_until_ready(fn())
     return (time.perf_counter() - t0) / n * 1e3
 
 print(f"vmap(grad): {timeit(lambda: per_example(params, x, y)):.2f} ms")
@@ -154,14 +162,16 @@ before averaging bounds any single example's influence.
 """),
     code("""
 batch_grad = fg.grad(lambda p: softmax_cross_entropy(models.mlp.apply(p, x), y))(params)
-for a, b in zip(tree_leaves(g), tree_leaves(batch_grad)):
+for a, b in zip(tree_leaves(g_np), tree_leaves(fg.device_get(batch_grad))):
     np.testing.assert_allclose(a.mean(0), b, rtol=1e-4, atol=1e-6)
 
-norms = np.sqrt(sum((np.asarray(a).reshape(len(x), -1) ** 2).sum(1) for a in tree_leaves(g)))
-C = float(np.median(norms))
-factor = np.minimum(1.0, C / norms)
-clipped = tree_map(lambda a: (a * factor.reshape((-1,) + (1,) * (a.ndim - 1))).mean(0), g)
-print("per-example norms: min %.3f  median %.3f  max %.3f" % (norms.min(), C, norms.max()))
+# the clipping runs where the gradients are, with funcgrad.numpy
+norms = fnp.sqrt(sum(fnp.sum(a.reshape(len(x), -1) ** 2, axis=1) for a in tree_leaves(g)))
+C = float(fnp.median(norms))
+factor = fnp.minimum(1.0, C / norms)
+clipped = tree_map(lambda a: fnp.mean(a * factor.reshape((-1,) + (1,) * (a.ndim - 1)), axis=0), g)
+print("per-example norms: min %.3f  median %.3f  max %.3f"
+      % (float(fnp.min(norms)), C, float(fnp.max(norms))))
 """),
 ]
 
@@ -254,8 +264,9 @@ for _ in range(30):
     adapters, s, l = step(adapters, s)
 print("LoRA: final loss", float(l))
 merged = lora.merge(params, adapters)       # the adapted model as plain params again
-np.testing.assert_allclose(loss(merged, tokens, labels), lora_loss(adapters, tokens, labels),
-                           rtol=1e-4)
+np.testing.assert_allclose(
+    *fg.device_get((loss(merged, tokens, labels), lora_loss(adapters, tokens, labels))),
+    rtol=1e-4)
 """),
 ]
 
@@ -320,17 +331,22 @@ f = lambda x: fnp.sum(softsign(x) ** 2)
 x64 = np.linspace(-3, 3, 7) + 0.1
 
 def fd(f, x, eps=1e-6):
+    # central differences, assembled on the host from NumPy copies of f's results
     e = np.eye(len(x))
-    return np.array([(f(x + eps * e[i]) - f(x - eps * e[i])) / (2 * eps) for i in range(len(x))])
+    diffs = [f(x + eps * e[i]) - f(x - eps * e[i]) for i in range(len(x))]
+    return np.array(fg.device_get(diffs)) / (2 * eps)
+
+def check(actual, desired, **tol):
+    np.testing.assert_allclose(*fg.device_get((actual, desired)), **tol)
 
 g = fg.grad(f)(x64)
-np.testing.assert_allclose(g, fd(f, x64), rtol=1e-6)                      # reverse mode
+check(g, fd(f, x64), rtol=1e-6)                                           # reverse mode
 _, t = fg.jvp(f, (x64,), (np.ones_like(x64),))
-np.testing.assert_allclose(t, g.sum(), rtol=1e-6)                         # forward mode
-np.testing.assert_allclose(fg.hessian(f)(x64), fd(fg.grad(f), x64), rtol=1e-5, atol=1e-8)
+check(t, g.sum(), rtol=1e-6)                                              # forward mode
+check(fg.hessian(f)(x64), fd(fg.grad(f), x64), rtol=1e-5, atol=1e-8)
 xs = np.stack([x64, 2 * x64])
-np.testing.assert_allclose(fg.vmap(fg.grad(f))(xs), np.stack([g, fg.grad(f)(2 * x64)]))
-np.testing.assert_allclose(fg.jit(fg.vmap(fg.grad(f)))(xs), fg.vmap(fg.grad(f))(xs))
+check(fg.vmap(fg.grad(f))(xs), fnp.stack([g, fg.grad(f)(2 * x64)]))
+check(fg.jit(fg.vmap(fg.grad(f)))(xs), fg.vmap(fg.grad(f))(xs))
 print("grad, jvp, hessian, vmap and jit all agree")
 """),
     md("""

@@ -74,13 +74,12 @@ def test_gpu_benchmark_runs_on_the_simulator():
 
 
 def test_the_suite_passes_with_the_gpu_as_default_backend():
-    """`FUNCGRAD_BACKEND=gpu pytest` on the simulator: every test of the library runs with CuPy
-    arrays (the examples, notebooks, README and MPI runs, which start their own processes, and
-    the tests marked cpu_only are left out)."""
+    """`FUNCGRAD_BACKEND=gpu pytest` on the simulator: every test runs with CuPy arrays, the
+    MPI runs and the notebooks included (the examples run in the test below; the tests marked
+    cpu_only skip)."""
     proc, out = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-x",
                       "tests/", "--ignore=tests/test_examples.py",
-                      "--ignore=tests/test_notebooks.py", "--ignore=tests/test_distributed.py",
-                      "--ignore=tests/test_readme.py", "--ignore=tests/test_simulated_gpu.py"],
+                      "--ignore=tests/test_simulated_gpu.py"],
                      gpu_default=True, timeout=1200)
     assert proc.returncode == 0, out[-6000:]
     assert _counts(out).get("passed", 0) > 1500, out[-2000:]

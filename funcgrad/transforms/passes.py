@@ -26,6 +26,7 @@ from ..core import (
     Var,
     device_namespace,
     eval_jaxpr,
+    to_host,
 )
 from ..lax import elementwise as _ew
 from ..lax import structural as _st
@@ -383,6 +384,14 @@ def simplify(program):
     return rebuild(Jaxpr(jaxpr.constvars, jaxpr.invars, outvars, eqns), consts)
 
 
+def _host_const(c, limit):
+    """A program constant as NumPy, for the simplifier to inspect: device (CuPy) constants of at
+    most `limit` elements are fetched once, at compile time; others are returned as they are."""
+    if hasattr(c, "__cuda_array_interface__") and c.size <= limit:
+        return to_host(c)
+    return c
+
+
 class _Ctx:
     """What the rewrite rules may look at: constant values and each variable's defining eqn."""
 
@@ -405,7 +414,7 @@ class _Ctx:
         if atom in self._uniform:
             return self._uniform[atom]
         val = None
-        c = self.consts.get(atom)
+        c = _host_const(self.consts.get(atom), 1_000_000)
         if type(c) is np.ndarray and 0 < c.size <= 1_000_000 and c.dtype.kind in "biufc":
             first = c.reshape(-1)[0]
             if np.all(c == first):
@@ -421,13 +430,13 @@ class _Ctx:
 
     def is_identity(self, atom):
         """Whether `atom` is a known constant square identity matrix."""
-        c = self.consts.get(atom) if type(atom) is Var else None
-        if type(c) is not np.ndarray or c.ndim != 2 or c.shape[0] != c.shape[1] \
-                or c.size > 4_000_000:
-            return False
         key = ("identity", atom)
         if key not in self._uniform:
-            self._uniform[key] = bool(np.array_equal(c, np.eye(c.shape[0], dtype=c.dtype)))
+            c = _host_const(self.consts.get(atom), 4_000_000) if type(atom) is Var else None
+            self._uniform[key] = (
+                type(c) is np.ndarray and c.ndim == 2 and c.shape[0] == c.shape[1]
+                and c.size <= 4_000_000
+                and bool(np.array_equal(c, np.eye(c.shape[0], dtype=c.dtype))))
         return self._uniform[key]
 
     def equals(self, atom, k):
