@@ -42,7 +42,7 @@ def to_host(x):
     """CuPy arrays (also inside lists, tuples and dicts) fetched to NumPy; the rest as it is."""
     if hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
         return x.get()
-    if isinstance(x, (list, tuple)) and type(x) in (list, tuple):
+    if type(x) in (list, tuple):
         return type(x)(to_host(e) for e in x)
     if type(x) is dict:
         return {k: to_host(v) for k, v in x.items()}

@@ -1,6 +1,6 @@
 """The CuPy backend: the shared interpreter on the GPU, and jit's fused CUDA kernels.
 
-Three parts:
+The parts:
 
 * `CupyNamespace`: CuPy's module as the `xp` of every primitive's implementation, with overrides
   only where CuPy differs from NumPy (scatter through `cupyx`, argsort's `kind`). Eager calls and
@@ -9,8 +9,11 @@ Three parts:
   computing a fusion group (an all-elementwise program, see `funcgrad.transforms.passes.fuse`) in
   one pass: one thread per element, every intermediate in registers. Pure string generation, so
   it is tested (and compiled with `nvcc`) on machines without a GPU.
-* `compile_jaxpr(jaxpr, xp, donated)`: jit's code generator for CuPy. The program is fused; each
-  fused group becomes one `cupy.RawKernel` (compiled once per program, cached by source), every
+* `fused_reduction_source(body, reduction)`: a fusion group and the reduction it feeds as the
+  parts of one `cupy.ReductionKernel` (the group is a `__device__` function in the preamble).
+* `compile_jaxpr(jaxpr, xp, donated)`: jit's code generator for CuPy. The program is fused (with
+  broadcast operands read in place); each fused group becomes one `cupy.RawKernel`, or with the
+  reduction it alone feeds one `cupy.ReductionKernel` (compiled once, cached by source); every
   other equation calls its implementation with CuPy (matmuls go to cuBLAS via `cupy.matmul`).
   The printable source (`fg.jit(f).lower(x).as_text()`) is the Python driver followed by the
   CUDA source of each kernel. A kernel that fails to compile raises `KernelCompileError` showing
@@ -32,8 +35,9 @@ from ..core import Literal
 from . import numpy_backend
 from .numpy_backend import eqn_names, param_names
 
-__all__ = ["CupyNamespace", "KernelSource", "KernelCompileError", "fused_kernel_source",
-           "compile_jaxpr", "UnsupportedInKernel", "CUDA_TYPES"]
+__all__ = ["CupyNamespace", "KernelSource", "ReductionSource", "KernelCompileError",
+           "fused_kernel_source", "fused_reduction_source", "broadcast_index", "compile_jaxpr",
+           "UnsupportedInKernel", "CUDA_TYPES"]
 
 
 # ---------------------------------------------------------------------------------------------
