@@ -43,7 +43,7 @@ def nvcc_compile(sources, tmp_path):
     cu = tmp_path / "kernels.cu"
     cu.write_text("\n".join(sources))
     arch = os.environ.get("FUNCGRAD_NVCC_ARCH", "compute_80")
-    proc = subprocess.run([NVCC, "--ptx", f"-arch={arch}", "-std=c++17", "-o",
+    proc = subprocess.run([NVCC, "--ptx", f"-arch={arch}", "-std=c++17", *cb.KERNEL_OPTIONS, "-o",
                            str(tmp_path / "kernels.ptx"), str(cu)],
                           capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
@@ -250,7 +250,7 @@ def test_kernel_compile_error_shows_source_and_message():
     k = kernels[0]
 
     class FakeRawKernel:
-        def __init__(self, source, name):
+        def __init__(self, source, name, options=()):
             self.source = source
 
         def compile(self):

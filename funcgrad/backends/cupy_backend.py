@@ -460,6 +460,10 @@ def compile_error(kernel, message):
 
 _raw_kernels: dict = {}   # source -> cupy.RawKernel, shared by every program that generates it
 
+# No fused multiply-add contraction: each operation of a fused chain rounds as it does when CuPy
+# runs it alone, so jit and eager calls (and debug_nans' op-by-op re-run) agree bit for bit.
+KERNEL_OPTIONS = ("--fmad=false",)
+
 
 class _Launcher:
     """Calls one fused kernel: allocates its outputs and launches one thread per element."""
@@ -472,7 +476,7 @@ class _Launcher:
         self.out_dtypes = [np.dtype(dt) for _, dt in kernel.outputs]
         raw = _raw_kernels.get(kernel.source)
         if raw is None:
-            raw = cupy.RawKernel(kernel.source, kernel.name)
+            raw = cupy.RawKernel(kernel.source, kernel.name, options=KERNEL_OPTIONS)
             try:
                 raw.compile()
             except Exception as e:  # cupy.cuda.compiler.CompileException and friends
@@ -502,7 +506,8 @@ class _Reducer:
             raw = _raw_kernels[kernel.source] = cupy.ReductionKernel(
                 kernel.in_params, kernel.out_params, kernel.map_expr, kernel.reduce_expr,
                 kernel.post_map_expr, kernel.identity, name=kernel.name,
-                reduce_type=kernel.reduce_type, preamble=kernel.preamble)
+                reduce_type=kernel.reduce_type, preamble=kernel.preamble,
+                options=KERNEL_OPTIONS)
         self.kernel = kernel
         self.raw = raw
 
