@@ -460,8 +460,9 @@ def compile_error(kernel, message):
 
 _raw_kernels: dict = {}   # source -> cupy.RawKernel, shared by every program that generates it
 
-# No fused multiply-add contraction: each operation of a fused chain rounds as it does when CuPy
-# runs it alone, so jit and eager calls (and debug_nans' op-by-op re-run) agree bit for bit.
+# No fused multiply-add contraction: each arithmetic operation of a fused chain rounds as it does
+# when CuPy runs it alone, so jit and eager calls (and debug_nans' op-by-op re-run) differ only
+# where a primitive's kernel formula differs from its CuPy implementation.
 KERNEL_OPTIONS = ("--fmad=false",)
 
 
