@@ -113,7 +113,7 @@ def as_value(x):
     if hasattr(x, "__cuda_array_interface__"):
         return x
     if _default_xp is np:
-        return x if isinstance(x, np.ndarray) else np.asarray(x)
+        return np.asarray(x)  # scalars, lists, ndarray subclasses: a plain array
     return default_namespace().asarray(x)
 
 
