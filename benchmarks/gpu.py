@@ -142,25 +142,11 @@ def bench_mlp_jax(repeats):
 
 def bench_transformer(cupy, repeats):
     import funcgrad as fg
-    import funcgrad.numpy as fnp
-    from funcgrad import losses, models, optim
+    from benchmarks.jit import transformer_workload
 
-    init, apply = models.transformer_classifier.init, models.transformer_classifier.apply
-    params = fg.device_put(init(fg.random.key(0)), "gpu")
-    tx = optim.adam(1e-3)
-    opt_state = fg.device_put(tx.init(params), "gpu")
-    rng = np.random.default_rng(1)
-    tokens = fg.device_put(rng.integers(0, 256, size=(16, 64)), "gpu")
-    labels = fg.device_put(rng.integers(0, 10, size=16), "gpu")
-
-    @fg.jit
-    def step(params, opt_state, tokens, labels):
-        def loss(p):
-            return fnp.mean(losses.softmax_cross_entropy(apply(p, tokens), labels))
-        value, grads = fg.value_and_grad(loss)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optim.apply_updates(params, updates), opt_state, value
-
+    step, *inputs = transformer_workload()
+    step = fg.jit(step)
+    params, opt_state, tokens, labels = fg.device_put(inputs, "gpu")
     state = [params, opt_state]
 
     def run():

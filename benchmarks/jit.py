@@ -223,19 +223,15 @@ def bench_dispatch(quick):
     return extra
 
 
-def bench_compile():
+def transformer_workload():
+    """The 2-block transformer classifier's Adam training step (not jitted) and its inputs on
+    the host: (step, params, opt_state, tokens, labels). Shared with benchmarks/gpu.py."""
     import funcgrad as fg
-    try:
-        from funcgrad import models, optim
-        init, apply = models.transformer_classifier.init, models.transformer_classifier.apply
-    except (ImportError, AttributeError):
-        print("\n(compile latency needs funcgrad.models.transformer_classifier: skipped)")
-        return None
     import funcgrad.numpy as fnp
-    from funcgrad import losses
+    from funcgrad import losses, models, optim
+    init, apply = models.transformer_classifier.init, models.transformer_classifier.apply
     params = init(fg.random.key(0))
     tx = optim.adam(1e-3)
-    opt_state = tx.init(params)
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, 256, size=(16, 64))
     labels = rng.integers(0, 10, size=16)
@@ -247,6 +243,16 @@ def bench_compile():
         updates, opt_state = tx.update(grads, opt_state, params)
         return optim.apply_updates(params, updates), opt_state, value
 
+    return step, params, tx.init(params), tokens, labels
+
+
+def bench_compile():
+    import funcgrad as fg
+    try:
+        step, params, opt_state, tokens, labels = transformer_workload()
+    except (ImportError, AttributeError):
+        print("\n(compile latency needs funcgrad.models.transformer_classifier: skipped)")
+        return None
     t0 = time.perf_counter()
     fg.jit(step)(params, opt_state, tokens, labels)
     first = time.perf_counter() - t0

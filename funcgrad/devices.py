@@ -145,11 +145,8 @@ def device_put(x, device=None):
     default backend). Leaves already there are returned as they are."""
     platform = default_backend() if device is None else _platform(device)
     if platform == "cpu":
-        def put(a):
-            if hasattr(a, "__cuda_array_interface__") and hasattr(a, "get"):
-                return a.get()
-            return a if type(a) is np.ndarray else np.asarray(a)
-        return tree_util.tree_map(put, x)
+        from .core import to_host
+        return tree_util.tree_map(to_host, x)
     cupy = _cupy()
     dev_id = device.id if isinstance(device, Device) else 0
     with cupy.cuda.Device(dev_id):

@@ -24,18 +24,11 @@ if os.environ.get("FUNCGRAD_SIMULATE_GPU", "") not in ("", "0"):
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from numeric import gpu_unavailable  # noqa: E402  (tests/ is on sys.path, as for every test)
 
 import funcgrad as fg  # noqa: E402
 
 GPU_MODE = fg.default_backend() == "gpu"
-
-
-def _gpu_unavailable():
-    try:
-        fg.devices("gpu")
-    except RuntimeError as e:
-        return str(e)
-    return None
 
 
 def to_host(x):
@@ -110,7 +103,7 @@ if GPU_MODE:
 def pytest_collection_modifyitems(config, items):
     if not GPU_MODE:
         return
-    reason = _gpu_unavailable()
+    reason = gpu_unavailable()
     if reason is not None:
         skip = pytest.mark.skip(reason=f"FUNCGRAD_BACKEND=gpu: {reason}")
         for item in items:

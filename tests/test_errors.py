@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from numeric import gpu_unavailable
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
@@ -200,17 +201,9 @@ def _optim_mismatch():
     return tx.update({"a": x3, "b": x3}, state, {"a": x3})
 
 
-def _gpu_present():
-    try:
-        fg.devices("gpu")
-    except RuntimeError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("name,thunk,exc,words", CASES, ids=[c[0] for c in CASES])
 def test_misuse_message(name, thunk, exc, words, tmp_path):
-    if name == "gpu-without-cupy" and _gpu_present():
+    if name == "gpu-without-cupy" and gpu_unavailable() is None:
         pytest.skip("a GPU is present")
     if thunk == "corrupted":
         def thunk():

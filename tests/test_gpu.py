@@ -1,35 +1,23 @@
 """The CuPy backend on a GPU: eager calls, grad, vmap, jit with fused kernels, placement.
 
 These run where CuPy and a CUDA device exist (`FUNCGRAD_BACKEND=gpu pytest tests/test_gpu.py`,
-or plain pytest on a GPU machine) and skip elsewhere with the reason ("CuPy not installed" or "no
-CUDA device"). The placement checks at the bottom need no GPU and always run.
+or plain pytest on a GPU machine) and skip elsewhere with funcgrad's reason ("CuPy is not
+installed", "CuPy found no CUDA device"). The placement checks at the bottom need no GPU and
+always run.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from numeric import gpu_unavailable
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad.backends import check_placement
 from funcgrad.tree_util import tree_flatten
 
-
-def _gpu_reason():
-    try:
-        import cupy
-    except ImportError:
-        return "CuPy not installed (pip install funcgrad[gpu])"
-    try:
-        if cupy.cuda.runtime.getDeviceCount() == 0:
-            return "no CUDA device"
-    except Exception as e:
-        return f"no CUDA device ({type(e).__name__}: {e})"
-    return None
-
-
-REASON = _gpu_reason()
+REASON = gpu_unavailable()
 gpu = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
@@ -242,7 +230,7 @@ def test_a_reduction_kernel_that_fails_to_compile_shows_its_source(cp):
     bad = cb.ReductionSource(
         "broken_reduction", "__device__ float broken_reduction_map(const float x0) {\n"
         "    return no_such_function(x0);\n}\n", "float32 in0", "float32 out0",
-        "broken_reduction_map(in0)", "a + b", "out0 = a", "0.0f", "float", np.float32)
+        "broken_reduction_map(in0)", "a + b", "out0 = a", "0.0f", "float", np.dtype(np.float32))
     with pytest.raises(cb.KernelCompileError) as info:
         cb._Reducer(cp, bad, (0,))(put(np.ones(4, np.float32)))
     msg = str(info.value)

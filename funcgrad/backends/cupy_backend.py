@@ -25,6 +25,7 @@ on the first call of the compiled program and kept with it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -353,6 +354,7 @@ def broadcast_index(in_shape, out_shape, i="i"):
 _REDUCTIONS = {"reduce_sum": "sum", "reduce_max": "max", "reduce_min": "min"}
 
 
+@dataclasses.dataclass(frozen=True)
 class ReductionSource:
     """A fusion group and the reduction it feeds, as the parts of one `cupy.ReductionKernel`.
 
@@ -361,18 +363,16 @@ class ReductionSource:
     full-size result is never written to memory. `source` is the printable CUDA text.
     """
 
-    def __init__(self, name, preamble, in_params, out_params, map_expr, reduce_expr,
-                 post_map_expr, identity, reduce_type, out_dtype):
-        self.name = name
-        self.preamble = preamble
-        self.in_params = in_params
-        self.out_params = out_params
-        self.map_expr = map_expr
-        self.reduce_expr = reduce_expr
-        self.post_map_expr = post_map_expr
-        self.identity = identity
-        self.reduce_type = reduce_type
-        self.out_dtype = np.dtype(out_dtype)
+    name: str
+    preamble: str
+    in_params: str
+    out_params: str
+    map_expr: str
+    reduce_expr: str
+    post_map_expr: str
+    identity: str
+    reduce_type: str
+    out_dtype: np.dtype
 
     @property
     def source(self):
@@ -436,7 +436,7 @@ def fused_reduction_source(body, reduction, name="fused_reduction"):
             info = np.iinfo(dtype)
             identity = _literal(info.min if kind == "max" else info.max, dtype)
     return ReductionSource(name, preamble, in_params, f"{dtype.name} out0", map_expr,
-                           reduce_expr, "out0 = a", identity, t, dtype)
+                           reduce_expr, "out0 = a", identity, t, np.dtype(dtype))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,33 +564,27 @@ def generate(jaxpr, cupy=None):
         return names[a]
 
     eqn_lines = {}   # line of the generated source (1-based) -> the equation it runs
-    folded = _foldable_reductions(fused)   # fused eqn index -> index of the reduction it feeds
+    reductions = _fused_reductions(fused)  # fused eqn index -> (reduction's index, its kernel)
+    folded = {r for r, _ in reductions.values()}
     frees = fused.frees()
     for k, (eqn, dead) in enumerate(zip(fused.eqns, frees)):
         prim = eqn.primitive
-        if k in folded.values():  # computed with the group that feeds it
+        fn = f"{prim.name}_{k}"
+        if k in folded:  # computed with the group that feeds it
             lines += _dels(dead, names)
             continue
-        fn = f"{prim.name}_{k}"
-        if k in folded:
-            red = fused.eqns[folded[k]]
-            try:
-                body = eqn.params["jaxpr"]
-                kernel = fused_reduction_source(
-                    body, red.primitive.name,
-                    _kernel_name(body.jaxpr.eqns + [red], len(kernels), "fusedreduce"))
-            except UnsupportedInKernel:
-                del folded[k]
-            else:
-                ins = [name_of(a) for a in eqn.invars]
-                outs = names[red.outvars[0]] = f"v{next(counter)}"
-                kernels.append(kernel)
-                namespace[fn] = ("reduction", kernel, red.params["axes"])
-                eqn_lines[len(lines) + 3] = red
-                lines.append(f"    {outs} = {fn}({', '.join(ins)})  # cupy.ReductionKernel "
-                             f"{kernel.name}")
-                lines += _dels(dead, names)
-                continue
+        if k in reductions:
+            r, kernel = reductions[k]
+            red = fused.eqns[r]
+            ins = [name_of(a) for a in eqn.invars]
+            outs = names[red.outvars[0]] = f"v{next(counter)}"
+            kernels.append(kernel)
+            namespace[fn] = ("reduction", kernel, red.params["axes"])
+            eqn_lines[len(lines) + 3] = red
+            lines.append(f"    {outs} = {fn}({', '.join(ins)})  # cupy.ReductionKernel "
+                         f"{kernel.name}")
+            lines += _dels(dead, names)
+            continue
         ins, outs = eqn_names(eqn, name_of, names, counter)
         eqn_lines[len(lines) + 3] = eqn  # + the def line and the comment line
         if prim.name == "fused":
@@ -618,17 +612,18 @@ def generate(jaxpr, cupy=None):
     return source, namespace, kernels, len(fused.constvars), eqn_lines
 
 
-def _foldable_reductions(jaxpr):
-    """{index of a fused equation: index of the reduction it feeds} for each fusion group whose
-    one output is used only by a reduce_sum / reduce_max / reduce_min (and is not a program
-    output): the pair becomes one ReductionKernel and the group's result is never stored."""
+def _fused_reductions(jaxpr):
+    """{index of a fused equation: (index of the reduction it feeds, ReductionSource)} for each
+    fusion group whose one output is used only by a reduce_sum / reduce_max / reduce_min (and is
+    not a program output), and that the CUDA generator translates: the pair becomes one
+    ReductionKernel and the group's result is never stored."""
     uses = {}
     for i, eqn in enumerate(jaxpr.eqns):
         for a in eqn.invars:
             if type(a) is not Literal:
                 uses.setdefault(a, []).append(i)
     outs = {v for v in jaxpr.outvars if type(v) is not Literal}
-    folded = {}
+    found = {}
     for k, eqn in enumerate(jaxpr.eqns):
         if eqn.primitive.name != "fused" or len(eqn.outvars) != 1:
             continue
@@ -637,9 +632,18 @@ def _foldable_reductions(jaxpr):
         if v in outs or len(users) != 1:
             continue
         red = jaxpr.eqns[users[0]]
-        if red.primitive.name in _REDUCTIONS and len(red.invars) == 1 and red.params["axes"]:
-            folded[k] = users[0]
-    return folded
+        if red.primitive.name not in _REDUCTIONS or len(red.invars) != 1 \
+                or not red.params["axes"]:
+            continue
+        body = eqn.params["jaxpr"]
+        try:
+            kernel = fused_reduction_source(
+                body, red.primitive.name,
+                _kernel_name(body.jaxpr.eqns + [red], k, "fusedreduce"))
+        except UnsupportedInKernel:
+            continue
+        found[k] = (users[0], kernel)
+    return found
 
 
 def _dels(dead, names):

@@ -85,12 +85,10 @@ def default_namespace():
 def array_namespace(args):
     """The array module (`xp`) of a call: that of its first device (non-NumPy) array, else the
     default backend's."""
-    if _namespaces:
-        for a in args:
-            xp = _namespaces.get(type(a))
-            if xp is not None:
-                return xp
-    return np if _default_xp is np else default_namespace()
+    xp = device_namespace(args)
+    if xp is not np or _default_xp is np:
+        return xp
+    return default_namespace()
 
 
 def device_namespace(args):
