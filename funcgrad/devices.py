@@ -7,11 +7,10 @@ default backend is the `backend` setting (`FUNCGRAD_BACKEND=gpu` or
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from . import config, tree_util
+from .core.trace import inputs_on_default_backend, on_default_backend  # noqa: F401 (public)
 
 __all__ = ["Device", "devices", "default_backend", "device_put"]
 
@@ -94,43 +93,6 @@ def _set_default_backend(value):
         trace.set_default_namespace(e)
 
 
-def inputs_on_default_backend(fn):
-    """Decorator for library functions that combine their array arguments with Python operators
-    (`x @ params["w"] + params["b"]`): with a GPU default backend, host (NumPy) arrays among the
-    arguments are copied to the device first, since CuPy's operators refuse NumPy operands.
-    With the CPU default it costs one check per call."""
-    from .core import trace
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        if trace._default_xp is not np:
-            args = tuple(_host_leaves_moved(a) for a in args)
-            kwargs = {k: _host_leaves_moved(v) for k, v in kwargs.items()}
-        return fn(*args, **kwargs)
-    return call
-
-
-def _host_leaves_moved(tree):
-    """`tree` with its NumPy leaves on the default backend; itself when it has none (so an
-    argument passed through, like an eval-mode batch-norm state, keeps its identity)."""
-    if not any(type(a) is np.ndarray for a in tree_util.tree_leaves(tree)):
-        return tree
-    from .core import trace
-    xp = trace.default_namespace()
-    return tree_util.tree_map(lambda a: xp.asarray(a) if type(a) is np.ndarray else a, tree)
-
-
-def on_default_backend(x, like=None):
-    """A new host array `x` (made by fnp.zeros, arange, ...) placed where new arrays go: on the
-    device of `like` when that is a device array, else on the default backend."""
-    from .core import trace
-    if like is not None and hasattr(like, "__cuda_array_interface__"):
-        return _cupy().asarray(x)
-    if trace._default_xp is np or type(x) is not np.ndarray:
-        return x
-    return trace.default_namespace().asarray(x)
-
-
 def devices(backend=None):
     """The devices of a backend (default: the default backend), e.g. [CpuDevice(id=0)]."""
     platform = default_backend() if backend is None else _platform(backend, "backend")
@@ -154,3 +116,11 @@ def device_put(x, device=None):
 
 
 config.watch("backend", _set_default_backend)
+
+
+def _install_device_hook():
+    from .core import trace
+    trace._device_hook = _cupy
+
+
+_install_device_hook()

@@ -11,10 +11,12 @@ of trace: `JaxprTrace` records equations (make_jaxpr, jit), the autodiff traces 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
 from .. import config as _config
+from .. import tree_util
 from .avals import PY_SCALARS, get_aval
 from .jaxpr import (
     ClosedJaxpr,
@@ -66,6 +68,16 @@ def unregister_array_namespace(array_type):
     _update_route()
 
 
+_device_hook = None  # set by funcgrad.devices: registers CuPy's namespace (the layer above)
+
+
+def register_device_arrays():
+    """Register the namespace of device arrays that arrive before their backend was first used
+    (CuPy arrays made with cupy itself), through the hook funcgrad.devices installs."""
+    if _device_hook is not None:
+        _device_hook()
+
+
 def set_default_namespace(xp):
     """The namespace host data runs with (funcgrad.devices sets it from the backend setting);
     an exception instead of a namespace is raised at the first call that needs it."""
@@ -113,6 +125,42 @@ def as_value(x):
     if _default_xp is np:
         return np.asarray(x)  # scalars, lists, ndarray subclasses: a plain array
     return default_namespace().asarray(x)
+
+
+def on_default_backend(x, like=None):
+    """A new host array `x` (made by fnp.zeros, arange, ...) placed where new arrays go: on the
+    device of `like` when that is a device array, else on the default backend."""
+    if like is not None and hasattr(like, "__cuda_array_interface__"):
+        if type(like) not in _namespaces:
+            register_device_arrays()
+        return device_namespace([like]).asarray(x)
+    if _default_xp is np or type(x) is not np.ndarray:
+        return x
+    return default_namespace().asarray(x)
+
+
+def inputs_on_default_backend(fn):
+    """Decorator for library functions that combine their array arguments with Python operators
+    (`x @ params["w"] + params["b"]`): with a GPU default backend, host (NumPy) arrays among the
+    arguments are copied to the device first, since CuPy's operators refuse NumPy operands.
+    With the CPU default it costs one check per call."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if _default_xp is not np:
+            args = tuple(_host_leaves_moved(a) for a in args)
+            kwargs = {k: _host_leaves_moved(v) for k, v in kwargs.items()}
+        return fn(*args, **kwargs)
+    return call
+
+
+def _host_leaves_moved(tree):
+    """`tree` with its NumPy leaves on the default backend; itself when it has none (so an
+    argument passed through, like an eval-mode batch-norm state, keeps its identity)."""
+    if not any(type(a) is np.ndarray for a in tree_util.tree_leaves(tree)):
+        return tree
+    xp = default_namespace()
+    return tree_util.tree_map(lambda a: xp.asarray(a) if type(a) is np.ndarray else a, tree)
 
 
 def to_host(x):
@@ -217,9 +265,7 @@ def _as_array(x):
     if isinstance(x, np.generic) or type(x) in PY_SCALARS:
         return np.asarray(x)
     if not _namespaces and hasattr(x, "__cuda_array_interface__"):
-        # CuPy arrays made with cupy itself, before funcgrad's GPU backend was first used
-        from ..devices import _cupy
-        _cupy()
+        register_device_arrays()
     return x
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from .. import lax
 from ..core import Tracer, check_dtype, to_host
 from ..core import trace as _trace
-from ..devices import on_default_backend
+from ..core.trace import on_default_backend
 from ._core import _contains_tracer, broadcast_to, convert, result_type
 from ._core import asarray as _asarray
 

@@ -124,8 +124,7 @@ class JitFunction:
         # the namespace to run with (backend="gpu": CuPy, or a clear error when CuPy or a GPU is
         # missing); a call mixing NumPy and CuPy arrays raises, naming the arguments
         if xp is np and any(hasattr(x, "__cuda_array_interface__") for x in flat):
-            from ..devices import _cupy
-            _cupy()  # CuPy arrays made before funcgrad's GPU backend was first used
+            _trace.register_device_arrays()  # CuPy arrays made before the GPU backend was used
             xp = array_namespace(flat)
         xp = check_placement(flat, in_tree, xp, self.backend)
         if config.read("explain_cache_misses") and self._cache:
