@@ -38,7 +38,8 @@ from ..core import (
     trace_to_jaxpr,
     user_line,
 )
-from ..core.trace import current_traces, to_host
+from ..core.placement import to_host
+from ..core.trace import current_traces
 from . import elementwise as ew
 from . import structural as st
 from ._batching import at_front, batch_size, move_axis, move_to_front

@@ -15,8 +15,8 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, check_dtype, to_host
-from ..core import trace as _trace
-from ..core.trace import on_default_backend
+from ..core import placement as _placement
+from ..core.placement import on_default_backend
 from ._core import _contains_tracer, broadcast_to, convert, result_type
 from ._core import asarray as _asarray
 
@@ -46,7 +46,7 @@ _CONSTANTS = ["pi", "e", "inf", "nan", "euler_gamma", "newaxis", "bool_", "int8"
 
 def _new(x, like=None):
     """A new array built with NumPy, placed on the default backend (or on `like`'s device)."""
-    if _trace._default_xp is np and (like is None or type(like) is np.ndarray):
+    if _placement._default_xp is np and (like is None or type(like) is np.ndarray):
         return x  # the common case: NumPy stays NumPy
     return on_default_backend(x, like)
 
