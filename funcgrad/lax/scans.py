@@ -11,9 +11,12 @@ every transform sees closed-over values (tracers of an outer grad or vmap) as or
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import tree_util
 from ..core import ClosedJaxpr, Jaxpr, Primitive, Tracer, bind, eval_jaxpr, new_trace, user_line
 from ..core.trace import current_traces
+from ..tree_util import tree_flatten, tree_unflatten
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_axis, move_to_front
 from ._programs import (
@@ -33,9 +36,12 @@ from ._programs import (
     _trace_flat,
     _zeros,
 )
+from ._util import _arr, _const, normalize_axis
 from .remat import remat_p
+from .slicing import slice_in_dim
+from .structural import concatenate, pad, rev
 
-__all__ = ["scan", "map", "scan_p"]
+__all__ = ["scan", "map", "scan_p", "associative_scan"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,3 +495,65 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
 def map(f, xs):  # noqa: A001 (lax's name)
     """`stack([f(x) for x in xs])` as a scan."""
     return scan(lambda c, x: (c, f(x)), (), xs)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# associative_scan
+
+def _interleave(a, b, axis):
+    """a[0], b[0], a[1], b[1], ... along axis (len(a) == len(b) or len(b) + 1)."""
+    equal = a.shape[axis] == b.shape[axis]
+    a_cfg = [(0, 0, 0)] * a.ndim
+    b_cfg = [(0, 0, 0)] * b.ndim
+    a_cfg[axis] = (0, 1 if equal else 0, 1)
+    b_cfg[axis] = (1, 0 if equal else 1, 1)
+    op = ew.bitwise_or if a.dtype == np.bool_ else ew.add
+    return op(pad(a, _const(0, a), a_cfg), pad(b, _const(0, b), b_cfg))
+
+
+def associative_scan(fn, elems, reverse=False, axis=0):
+    """All prefix combinations fn(...fn(fn(e0, e1), e2)..., ek) along `axis`, for an associative
+    `fn` of two pytrees of arrays (applied elementwise to whole slices), computed by the parallel
+    prefix algorithm (Blelloch): log2(n) levels of strided slices, fn, pads and concatenates.
+    `reverse` scans from the end (fn(later, earlier), as JAX)."""
+    flat, tree = tree_flatten(elems)
+    flat = [_arr(e) for e in flat]
+    if not flat:
+        raise ValueError("associative_scan needs at least one array")
+    axis = normalize_axis(axis, flat[0].ndim)
+    num = flat[0].shape[axis]
+    if any(e.shape[axis] != num for e in flat[1:]):
+        raise ValueError("Array inputs to associative_scan must have the same first dimension. "
+                         f"(saw: {[tuple(e.shape) for e in flat]})")
+    if reverse:
+        flat = [rev(e, (axis,)) for e in flat]
+
+    def combine(a_flat, b_flat):
+        c_flat, c_tree = tree_flatten(fn(tree_unflatten(tree, a_flat),
+                                         tree_unflatten(tree, b_flat)))
+        if c_tree != tree:
+            raise TypeError(f"associative_scan: fn returned a {c_tree}, not the structure of "
+                            f"elems, {tree}")
+        return [_arr(c) for c in c_flat]
+
+    def sl(e, start, limit, stride=1):
+        return slice_in_dim(e, start, limit, stride, axis)
+
+    def scan(elems):
+        n = elems[0].shape[axis]
+        if n < 2:
+            return elems
+        # Pairs combined, scanned recursively: the odd positions of the result.
+        odd = scan(combine([sl(e, 0, -1, 2) for e in elems], [sl(e, 1, None, 2) for e in elems]))
+        # Each even position (after the first) is the odd one before it combined with itself.
+        if n % 2 == 0:
+            even = combine([sl(e, 0, -1) for e in odd], [sl(e, 2, None, 2) for e in elems])
+        else:
+            even = combine(odd, [sl(e, 2, None, 2) for e in elems])
+        even = [concatenate([sl(e, 0, 1), r], axis) for e, r in zip(elems, even)]
+        return [_interleave(e, o, axis) for e, o in zip(even, odd)]
+
+    out = scan(flat)
+    if reverse:
+        out = [rev(e, (axis,)) for e in out]
+    return tree_unflatten(tree, out)
