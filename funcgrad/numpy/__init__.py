@@ -14,11 +14,16 @@ import sys as _sys
 from .. import core as _fg_core
 from . import linalg
 from ._creation import *
+from ._diagonals import *
 from ._einsum import einsum, einsum_path
-from ._indexing import *
+from ._index_tricks import *
 from ._indexing import _getitem, _IndexUpdateHelper
+from ._nonzero import *
 from ._reductions import *
+from ._select import *
 from ._shape import *
+from ._sorting import *
+from ._take import *
 from ._ufuncs import *
 from ._ufuncs import where  # ours, even if part B's namespace has one
 

@@ -33,7 +33,8 @@ from ._core import (
     result_type,
 )
 from ._creation import linspace, zeros, zeros_like
-from ._indexing import INDEX, _concrete, _is_concrete, nonzero, searchsorted, take, take_along_axis
+from ._indexing import INDEX, _concrete, _is_concrete
+from ._nonzero import nonzero
 from ._reductions import any as _any
 from ._reductions import argmax, argsort, cumsum, diff, quantile, sort
 from ._reductions import sum as _sum
@@ -45,6 +46,8 @@ from ._shape import (
     reshape,
     take_static,
 )
+from ._sorting import searchsorted
+from ._take import take, take_along_axis
 from ._ufuncs import _inexact as _inexact_arr
 from ._ufuncs import abs as _abs
 from ._ufuncs import (
