@@ -100,6 +100,11 @@ def _array_function(func, args, kwargs):
 
 _fg_core.set_array_api(_sys.modules[__name__])
 
-# More of NumPy's API (convolve, interp, polynomials, unique and set operations, histograms, ...)
-from ._more import *  # noqa: E402, F403
-from ._more import bool  # noqa: E402, A004 (NumPy's dtype alias)
+# Signals, polynomials, vectorize, number utilities, unique and set operations, histograms
+from ._creation import bool  # noqa: E402, A004 (NumPy's dtype alias)
+from ._histogram import *  # noqa: E402, F403
+from ._number_utils import *  # noqa: E402, F403
+from ._polynomial import *  # noqa: E402, F403
+from ._setops import *  # noqa: E402, F403
+from ._signal import *  # noqa: E402, F403
+from ._vectorize import *  # noqa: E402, F403

@@ -35,13 +35,18 @@ dtype, generic, number, integer, signedinteger, unsignedinteger = (
 inexact, floating, complexfloating = np.inexact, np.floating, np.complexfloating
 ndarray = np.ndarray
 issubdtype, isdtype, isscalar = np.issubdtype, np.isdtype, np.isscalar
+# Dtype aliases NumPy 2 has (object_ is left out: funcgrad arrays hold numbers only).
+bool = np.bool_  # noqa: A001 (NumPy's name)
+uint = np.uint
+cdouble, csingle = np.cdouble, np.csingle
 
 _CONSTANTS = ["pi", "e", "inf", "nan", "euler_gamma", "newaxis", "bool_", "int8", "int16",
               "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32",
               "float64", "complex64", "complex128", "half", "single", "double", "intp", "uintp",
               "int_", "dtype", "generic", "number", "integer", "signedinteger",
               "unsignedinteger", "inexact", "floating", "complexfloating", "ndarray",
-              "issubdtype", "isdtype", "isscalar"]
+              "issubdtype", "isdtype", "isscalar", "bool", "uint", "cdouble",
+              "csingle"]
 
 
 def _new(x, like=None):

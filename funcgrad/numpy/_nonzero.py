@@ -9,12 +9,12 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, user_line
-from ._core import asarray
+from ._core import asarray, canonical_axes
 from ._index_tricks import unravel_index
 from ._indexing import INDEX, _concrete
 from ._take import _normalize_axis, _ravel, take
 
-__all__ = ["nonzero", "argwhere", "flatnonzero", "compress", "extract"]
+__all__ = ["nonzero", "argwhere", "flatnonzero", "compress", "extract", "trim_zeros"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,3 +91,36 @@ def extract(condition, arr, *, size=None, fill_value=0):
     """The elements of arr where condition (concrete) is true, flattened."""
     cond = _concrete(asarray(condition), "extract")
     return take(_ravel(arr), np.flatnonzero(cond).astype(INDEX))
+
+
+def _needs_size(what, x):
+    """x's concrete value, or a ConcretizationError that points at size=."""
+    return _concrete(x, what, "Under jit/vmap pass a static size (size=..., fill_value=... for "
+                              "the padding; length=... for bincount), or call it outside the "
+                              "transform.")
+
+
+# ---------------------------------------------------------------------------------------------
+# trim_zeros
+
+def trim_zeros(filt, trim="fb", axis=None):
+    """filt without its leading ('f') and/or trailing ('b') zeros (needs concrete values)."""
+    x = asarray(filt)
+    trim = trim.lower()
+    if trim not in {"fb", "bf", "f", "b"}:
+        raise ValueError(f"unexpected character(s) in `trim`: {trim!r}")
+    axes = canonical_axes(axis, x.ndim)
+    if not axes:
+        return x
+    v = _concrete(x, "trim_zeros")
+    nz = np.argwhere(v)
+    if nz.size == 0:
+        start = stop = np.zeros(x.ndim, INDEX)
+    else:
+        start, stop = nz.min(axis=0), nz.max(axis=0) + 1
+        if "f" not in trim:
+            start = (None,) * x.ndim
+        if "b" not in trim:
+            stop = (None,) * x.ndim
+    sl = tuple(slice(start[a], stop[a]) if a in axes else slice(None) for a in range(x.ndim))
+    return x[sl]
