@@ -50,7 +50,7 @@ def _to_host(x, where):
         a = np.asarray(x)
     except Exception as e:
         raise TypeError(f"io.save: leaf {where!r} is not an array ({type(x).__name__}): {e}") from e
-    if a.dtype.kind not in "biufc":
+    if a.dtype.kind not in "biufc" and a.dtype.name != "bfloat16":  # ml_dtypes' bfloat16
         raise TypeError(f"io.save: leaf {where!r} has dtype {a.dtype}; only numeric and bool "
                         "arrays can be saved")
     return a if a.flags.c_contiguous else a.copy(order="C")  # (ascontiguousarray: 0-d -> 1-d)

@@ -35,7 +35,7 @@ def _reduce(values, reduction):
 
 def _float(x):
     x = fnp.asarray(x)
-    return x if x.dtype.kind == "f" else x.astype(np.float32)
+    return x if fnp.issubdtype(x.dtype, fnp.floating) else x.astype(np.float32)
 
 
 @inputs_on_default_backend
@@ -50,7 +50,7 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, reduction="mean")
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     logp = nn.log_softmax(logits, axis=-1)
     k = logits.shape[-1]
-    if labels.dtype.kind == "f":
+    if fnp.issubdtype(labels.dtype, fnp.floating):
         if labels.shape != logits.shape:
             raise ValueError(f"softmax_cross_entropy: float labels must have the logits' shape "
                              f"{logits.shape}, got {labels.shape}")

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import lax
 from . import numpy as fnp
+from .core.avals import dtype_kind
 from .core.placement import inputs_on_default_backend
 from .transforms.custom import custom_jvp
 from .transforms.grad import stop_gradient
@@ -33,7 +34,7 @@ def relu6(x):
 def sigmoid(x):
     """1 / (1 + exp(-x)), computed without overflow."""
     x = fnp.asarray(x)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     return lax.logistic(x)
 
@@ -58,7 +59,7 @@ def _softplus_jvp(primals, tangents):
 def softplus(x):
     """log(1 + exp(x)), stable for large |x|; its derivative is sigmoid(x) at every order."""
     x = fnp.asarray(x)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     return _softplus(x)
 
@@ -74,7 +75,7 @@ swish = silu
 def gelu(x, approximate=True):
     """Gaussian error linear unit; the tanh approximation by default (as JAX)."""
     x = fnp.asarray(x)
-    if x.dtype.kind != "f":
+    if dtype_kind(x.dtype) != "f":
         x = fnp.asarray(x, np.float64)
     if approximate:
         c = math.sqrt(2 / math.pi)
@@ -94,7 +95,7 @@ def leaky_relu(x, negative_slope=0.01):
 
 def _float(x):
     x = fnp.asarray(x)
-    return x if x.dtype.kind in "fc" else fnp.asarray(x, np.float64)
+    return x if dtype_kind(x.dtype) in "fc" else fnp.asarray(x, np.float64)
 
 
 def identity(x):
@@ -223,7 +224,7 @@ def logsumexp(x, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     As JAX's: `b` scales each term (it may be negative: `return_sign=True` then also returns the
     sign of the sum, and the log is of its magnitude); `where` masks terms out."""
     x = fnp.asarray(x)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     axes = _axes(axis, x.ndim)
     if b is None and where is None and not return_sign:
@@ -247,7 +248,7 @@ def logsumexp(x, axis=None, b=None, keepdims=False, return_sign=False, where=Non
 def logmeanexp(x, axis=None, where=None, keepdims=False):
     """log(mean(exp(x))) over `axis` (terms outside `where` left out), without overflow."""
     x = fnp.asarray(x)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     axes = _axes(axis, x.ndim)
     if where is None:
@@ -275,7 +276,7 @@ def softmax(x, axis=-1, where=None):
     """exp(x) / sum(exp(x)) along `axis`, stable for large inputs; entries outside `where`
     take no part and come out 0 (as JAX)."""
     x = fnp.asarray(x)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     if where is not None:
         return fnp.where(where, _softmax(fnp.where(where, x, -np.inf), _axes(axis, x.ndim)), 0)
@@ -286,7 +287,7 @@ def log_softmax(x, axis=-1, where=None):
     """x - logsumexp(x) along `axis`, computed from the max-shifted input; entries outside
     `where` take no part and come out -inf (as JAX)."""
     x = fnp.asarray(x)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     axes = _axes(axis, x.ndim)
     if where is not None:

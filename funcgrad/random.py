@@ -20,6 +20,7 @@ import numpy as np
 
 from . import lax
 from . import numpy as fnp
+from .core.avals import dtype_kind
 
 __all__ = [
     "key", "PRNGKey", "split", "fold_in", "bits", "uniform", "normal", "truncated_normal",
@@ -188,7 +189,7 @@ def _bits(key, shape, dtype):
 
 def _float_dtype(dtype, fn):
     dtype = np.dtype(np.float32 if dtype is None else dtype)  # None: the default, as in JAX
-    if dtype.kind != "f":
+    if dtype_kind(dtype) != "f":
         raise TypeError(f"fg.random.{fn}: dtype must be a floating type, got {dtype}")
     return dtype
 
@@ -257,7 +258,7 @@ def bernoulli(key, p=0.5, shape=None):
     _check_key(key, "bernoulli")
     weak = isinstance(p, (int, float))
     p = fnp.asarray(p)
-    dtype = np.dtype(np.float32) if weak or p.dtype.kind != "f" else p.dtype
+    dtype = np.dtype(np.float32) if weak or dtype_kind(p.dtype) != "f" else p.dtype
     shape = p.shape if shape is None else _shape(shape, "bernoulli")
     return uniform(key, shape, dtype) < p.astype(dtype)
 
@@ -268,7 +269,7 @@ def categorical(key, logits, axis=-1, shape=None):
     leading sample dimensions."""
     _check_key(key, "categorical")
     logits = fnp.asarray(logits)
-    if logits.dtype.kind != "f":
+    if dtype_kind(logits.dtype) != "f":
         logits = logits.astype(np.float32)
     axis = axis % logits.ndim
     batch = logits.shape[:axis] + logits.shape[axis + 1:]
@@ -349,7 +350,7 @@ def choice(key, a, shape=(), replace=True, p=None, axis=0):
         p = fnp.asarray(p)
         if p.shape != (n,):
             raise ValueError(f"fg.random.choice: p must have shape ({n},), got {p.shape}")
-        if p.dtype.kind != "f":
+        if dtype_kind(p.dtype) != "f":
             p = p.astype(np.float32)
     if replace:
         if p is None:

@@ -26,6 +26,7 @@ from ..core import (
     trace_to_jaxpr,
     user_line,
 )
+from ..core.avals import dtype_kind
 from ..core.placement import to_host
 from . import elementwise as ew
 from ._batching import at_front
@@ -47,7 +48,7 @@ def _arrays(flat):
 
 
 def _is_float(aval):
-    return aval.dtype.kind in "fc"
+    return dtype_kind(aval.dtype) in "fc"
 
 
 def _zeros(aval):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import ShapedArray, Tracer, user_line
-from ..core.avals import numpy_dtype
+from ..core.avals import dtype_kind, numpy_dtype
 
 
 def shape_error(prim_name, msg):
@@ -24,7 +24,7 @@ def same_dtype(prim_name, avals):
 
 
 def check_kind(prim_name, aval, kinds, what="operand"):
-    if aval.dtype.kind not in kinds:
+    if dtype_kind(aval.dtype) not in kinds:
         names = {"f": "floating", "c": "complex", "i": "signed integer", "u": "unsigned integer",
                  "b": "boolean"}
         allowed = " or ".join(names[k] for k in kinds)

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ..core import Primitive, ShapedArray, bind
+from ..core.avals import dtype_kind
 from ..tree_util import tree_map
 from . import (
     _erf,
@@ -384,7 +385,7 @@ def _select_n_abstract(pred, *cases):
     dt = same_dtype("select_n", cases)
     shape = broadcast_shapes("select_n", pred, *cases)
     allowed = "iu" if len(cases) > 2 else "biu"
-    if pred.dtype.kind not in allowed:
+    if dtype_kind(pred.dtype) not in allowed:
         raise TypeError(f"select_n predicate must be bool (2 cases) or integer, got {pred.dtype}")
     return ShapedArray(shape, dt, weak(cases))
 
@@ -412,9 +413,9 @@ def _select_with_zero(pred, c0, c1):
     and several times faster than np.where in NumPy. None when the pattern does not apply."""
     if pred.dtype != np.bool_:
         return None
-    if c0.ndim == 0 and c1.shape == pred.shape and c1.dtype.kind == "f" and not c0:
+    if c0.ndim == 0 and c1.shape == pred.shape and dtype_kind(c1.dtype) == "f" and not c0:
         x, keep_where_true = c1, True
-    elif c1.ndim == 0 and c0.shape == pred.shape and c0.dtype.kind == "f" and not c1:
+    elif c1.ndim == 0 and c0.shape == pred.shape and dtype_kind(c0.dtype) == "f" and not c1:
         x, keep_where_true = c0, False
     else:
         return None
@@ -465,7 +466,7 @@ def _convert_impl(xp, x, *, new_dtype, weak_type=False):
 
 
 def _float_path(a, b):
-    return np.dtype(a).kind in "fc" and np.dtype(b).kind in "fc"
+    return dtype_kind(np.dtype(a)) in "fc" and dtype_kind(np.dtype(b)) in "fc"
 
 
 convert_element_type_p = Primitive(

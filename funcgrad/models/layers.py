@@ -153,7 +153,7 @@ def _pool(x, window, strides, padding, init_value, combine):
 def max_pool(x, window, strides=None, padding="VALID"):
     """Max over windows of NHWC `x`; strides default to the window (non-overlapping)."""
     x = fnp.asarray(x)
-    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    fill = -np.inf if fnp.issubdtype(x.dtype, fnp.floating) else np.iinfo(x.dtype).min
     return _pool(x, window, strides, padding, fill, fnp.maximum)
 
 

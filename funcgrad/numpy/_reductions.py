@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, to_host, user_line
+from ..core.avals import dtype_kind
 from ._core import (
     asarray,
     broadcast_to,
@@ -276,7 +277,7 @@ def average(a, axis=None, weights=None, returned=False, *, keepdims=False):
 
 def _nan_replaced(a, fill):
     x = asarray(a)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         return x
     return lax.select_n(lax.ne(x, x), x, lax.full(x.shape, fill, x.dtype))
 
@@ -294,7 +295,7 @@ def nanprod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, wh
 def _nan_extremum(name, fn, fill):
     def f(a, axis=None, out=None, keepdims=False, initial=None, where=None):
         x = asarray(a)
-        if x.dtype.kind != "f":
+        if dtype_kind(x.dtype) != "f":
             return fn(x, axis, out, keepdims, initial, where)
         res = fn(_nan_replaced(x, fill), axis, out, keepdims, initial, where)
         # All-nan slices give nan, as NumPy (which also warns).
@@ -332,7 +333,7 @@ def _not_nan_count(x, axis, keepdims, dt):
 def nanmean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=None):
     """mean over the elements that are not nan."""
     x = asarray(a)
-    if x.dtype.kind != "f":
+    if dtype_kind(x.dtype) != "f":
         return mean(x, axis, dtype, out, keepdims, where=where)
     acc, dt = _mean_dtypes(x, dtype)
     s = sum(_nan_replaced(x, 0), axis, dtype=acc, keepdims=keepdims, where=where)
@@ -350,7 +351,7 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
            mean=None, correction=None):
     """var over the elements that are not nan."""
     x = asarray(a)
-    if x.dtype.kind != "f":
+    if dtype_kind(x.dtype) != "f":
         return var(x, axis, dtype, out, ddof, keepdims, where=where, correction=correction)
     if correction is not None:
         ddof = correction
@@ -380,7 +381,7 @@ def _cumulative(name, lax_name, fill=None):
         _no_out(out, name)
         from ..lax import indexing
         x = asarray(a)
-        if fill is not None and x.dtype.kind in "fc":
+        if fill is not None and dtype_kind(x.dtype) in "fc":
             x = _nan_replaced(x, fill)
         if axis is None:
             x = lax.reshape(x, (x.size,))

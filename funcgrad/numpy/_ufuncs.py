@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, user_line
-from ..core.avals import PY_SCALARS
+from ..core.avals import PY_SCALARS, dtype_kind
 from ._core import (
     asarray,
     broadcast_shapes,
@@ -36,7 +36,7 @@ def _c(value, like):
 
 def _inexact(x):
     t = type(x)
-    if (t is Tracer or t is np.ndarray) and x.dtype.kind in "fc":  # the common case, fast
+    if (t is Tracer or t is np.ndarray) and dtype_kind(x.dtype) in "fc":  # the common case, fast
         return x
     x = asarray(x)
     return convert(x, inexact_dtype(x.dtype))
@@ -334,10 +334,10 @@ def power(x, y, /):
             x = convert(x, np.int8)
         if x.dtype.kind in "iu" and y < 0:
             raise ValueError("Integers to negative integer powers are not allowed.")
-        if x.dtype.kind in "fciu" and (x.dtype.kind not in "iu" or y >= 0):
+        if dtype_kind(x.dtype) in "fciu" and (dtype_kind(x.dtype) not in "iu" or y >= 0):
             return lax.integer_pow(x, y)
     x, y = _int_operands(x, y)
-    if x.dtype.kind in "fc":
+    if dtype_kind(x.dtype) in "fc":
         return lax.pow(x, y)
     top = None
     if type(y) is np.ndarray:
@@ -425,7 +425,7 @@ def minimum(x1, x2, /):
 def _nan_ignoring(fn):
     def f(x1, x2, /):
         x, y = promote2(x1, x2)
-        if x.dtype.kind not in "fc":
+        if dtype_kind(x.dtype) not in "fc":
             return fn(x, y)
         x, y, _ = _binary_shape(x, y)
         out = fn(x, y)
@@ -495,13 +495,13 @@ def isnan(x, /):
 def isfinite(x, /):
     """True where x is neither inf nor nan (always True for integers)."""
     x = asarray(x)
-    return lax.is_finite(x) if x.dtype.kind == "f" else lax.eq(x, x)
+    return lax.is_finite(x) if dtype_kind(x.dtype) == "f" else lax.eq(x, x)
 
 
 def isinf(x, /):
     """True where x is +inf or -inf."""
     x = asarray(x)
-    if x.dtype.kind != "f":
+    if dtype_kind(x.dtype) != "f":
         return lax.ne(x, x)
     return lax.eq(lax.abs(x), _c(np.inf, x))
 
@@ -509,20 +509,20 @@ def isinf(x, /):
 def isposinf(x, /):
     """True where x is +inf."""
     x = asarray(x)
-    return lax.eq(x, _c(np.inf, x)) if x.dtype.kind == "f" else lax.ne(x, x)
+    return lax.eq(x, _c(np.inf, x)) if dtype_kind(x.dtype) == "f" else lax.ne(x, x)
 
 
 def isneginf(x, /):
     """True where x is -inf."""
     x = asarray(x)
-    return lax.eq(x, _c(-np.inf, x)) if x.dtype.kind == "f" else lax.ne(x, x)
+    return lax.eq(x, _c(-np.inf, x)) if dtype_kind(x.dtype) == "f" else lax.ne(x, x)
 
 
 def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     """Replace nan by `nan`, +inf by `posinf` and -inf by `neginf` (default: the dtype's
     extremes)."""
     x = asarray(x)
-    if x.dtype.kind != "f":
+    if dtype_kind(x.dtype) != "f":
         return x
     info = np.finfo(x.dtype)
     big = info.max if posinf is None else posinf
@@ -696,7 +696,7 @@ def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     """|a - b| <= atol + rtol * |b| elementwise; infinities are close only to themselves."""
     x, y = _float_binary_operands(a, b)
     x, y, shape = _binary_shape(x, y)
-    fin = lax.bitwise_and(lax.is_finite(x), lax.is_finite(y)) if x.dtype.kind == "f" else \
+    fin = lax.bitwise_and(lax.is_finite(x), lax.is_finite(y)) if dtype_kind(x.dtype) == "f" else \
         lax.eq(x, x)
     zero = lax.full(shape, 0, x.dtype)
     # Non-finite entries are replaced by 0 before subtracting (no inf - inf warnings).

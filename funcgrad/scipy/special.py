@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import lax
 from .. import numpy as fnp
+from ..core.avals import dtype_kind
 from ..transforms.custom import custom_jvp
 
 __all__ = ["gammaln", "digamma"]
@@ -38,7 +39,7 @@ def _float(x):
     x = fnp.asarray(x)
     if x.dtype.kind in "biu":
         x = lax.convert_element_type(x, np.float64)
-    if x.dtype.kind != "f":
+    if dtype_kind(x.dtype) != "f":
         raise TypeError(f"expected a real floating (or integer) input, got {x.dtype}")
     return x
 

@@ -15,7 +15,7 @@ import inspect
 import numpy as np
 
 from .. import tree_util
-from ..core import Primitive, Tracer, user_line
+from ..core import Primitive, Tracer, is_float, user_line
 from ._util import fun_name, top_trace
 
 
@@ -196,7 +196,7 @@ def grad_of_custom_jvp(trace, fun, rule, args):
             return tree_util.tree_leaves(t_out)
 
         _, _, _, back, _ = trace_vjp(tangent_map, tuple(zeros),
-                                     [a and _aval_of(v).dtype.kind in "fc"
+                                     [a and is_float(_aval_of(v).dtype)
                                       for a, v in zip(act, vals)])
         return back(list(cts), consume=True)
 

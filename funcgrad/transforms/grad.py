@@ -29,7 +29,7 @@ from ..core import (
     new_trace,
     user_line,
 )
-from ..core.avals import shaped_array
+from ..core.avals import dtype_kind, is_float, shaped_array
 from ..lax import add, stop_gradient, stop_gradient_p  # noqa: F401 (re-exported)
 from ._util import arg_name, fun_name, normalize_argnums
 
@@ -88,7 +88,7 @@ class GradTrace(Trace):
                 return out_tracers
         else:
             aval = out.aval if type(out) is Tracer else shaped_array(out.shape, out.dtype)
-            if aval.dtype.kind not in "fc":
+            if dtype_kind(aval.dtype) not in "fc":
                 return Tracer(self, aval, out, None)
             out_ids = next(self._ids)
             out_tracers = Tracer(self, aval, out, out_ids)
@@ -105,7 +105,7 @@ class GradTrace(Trace):
 
     def _out(self, val):
         aval = _aval_of(val)
-        return Tracer(self, aval, val, next(self._ids) if aval.dtype.kind in "fc" else None)
+        return Tracer(self, aval, val, next(self._ids) if dtype_kind(aval.dtype) in "fc" else None)
 
     def process_custom_jvp(self, fun, jvp_rule, args):
         from .custom import grad_of_custom_jvp
@@ -173,7 +173,7 @@ def _zeros(aval):
 
 def _zero_cotangent(val):
     aval = _aval_of(val)
-    if aval.dtype.kind in "fc":
+    if dtype_kind(aval.dtype) in "fc":
         return np.zeros(aval.shape, aval.dtype)
     return np.zeros(aval.shape, float0)
 
@@ -219,7 +219,7 @@ def trace_vjp(fun, primals, active_leaves, has_aux=False):
 
 def _check_cotangent(ct, out, path):
     ca, oa = _aval_of(_as_value(ct)), _aval_of(out)
-    if ca.shape != oa.shape or (ca.dtype != oa.dtype and oa.dtype.kind in "fc"):
+    if ca.shape != oa.shape or (ca.dtype != oa.dtype and dtype_kind(oa.dtype) in "fc"):
         raise ValueError(f"vjp_fn: the cotangent at {path or 'the output'} must have the output's "
                          f"shape and dtype {oa.str_short()}, got {ca.str_short()}{user_line()}.")
 
@@ -228,7 +228,7 @@ def vjp(fun, *primals, has_aux=False):
     """`(out, vjp_fn)` or `(out, vjp_fn, aux)`: vjp_fn(ct) -> a tuple of cotangents, one per
     primal, for the vector-Jacobian product ct^T J. Integer inputs get float0 zeros (as JAX)."""
     flat = tree_util.tree_leaves(primals)
-    active = [_aval_of(_as_value(x)).dtype.kind in "fc" for x in flat]
+    active = [is_float(_aval_of(_as_value(x)).dtype) for x in flat]
     out_vals, out_tree, aux, backward, in_tree = trace_vjp(fun, primals, active, has_aux)
     out = tree_util.tree_unflatten(out_tree, out_vals)
 
@@ -248,7 +248,7 @@ def vjp(fun, *primals, has_aux=False):
 
 def _check_grad_input(fun, i, leaf, path, transform):
     dtype = _aval_of(_as_value(leaf)).dtype
-    if dtype.kind not in "fc":
+    if dtype_kind(dtype) not in "fc":
         where = f" at {path}" if path else ""
         raise TypeError(
             f"{transform} requires real- or complex-valued (floating point) inputs, but "
@@ -293,7 +293,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
             for (path, leaf), on in zip(tree_util.tree_flatten_with_path(a)[0], leaf_mask):
                 if on and not allow_int:
                     _check_grad_input(fun, i, leaf, tree_util.keystr(path), "grad")
-                active.append(on and _aval_of(_as_value(leaf)).dtype.kind in "fc")
+                active.append(on and is_float(_aval_of(_as_value(leaf)).dtype))
 
         def partial_fun(*dargs):
             full = list(args)
@@ -314,7 +314,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
                 f"grad requires a scalar (shape ()) output, but {fun_name(fun)} returned an array "
                 f"{oa.str_short()}{user_line()}. Reduce it to a scalar (e.g. .sum() or .mean()), "
                 "or use fg.jacrev for the full Jacobian or fg.vjp for a vector-Jacobian product.")
-        if oa.dtype.kind not in "fc":
+        if dtype_kind(oa.dtype) not in "fc":
             raise TypeError(f"grad requires a floating-point output, but {fun_name(fun)} returned "
                             f"{oa.str_short()}{user_line()}.")
         seed = device_namespace([out]).ones((), oa.dtype)  # where the output is

@@ -21,7 +21,7 @@ from ..core import Tracer, array_namespace, eval_jaxpr, get_aval, trace_to_jaxpr
 from ..core import errors as _errors
 from ..core import placement as _placement
 from ..core import trace as _trace
-from ..core.avals import PY_SCALARS
+from ..core.avals import PY_SCALARS, dtype_kind
 from ._util import fun_name
 
 log = logging.getLogger("funcgrad.jit")
@@ -225,7 +225,7 @@ class JitFunction:
             raise
         for o in outs:
             dt = getattr(o, "dtype", None)
-            if dt is not None and dt.kind in "fc" and not bool(np.isfinite(o).all()):
+            if dt is not None and dtype_kind(dt) in "fc" and not bool(np.isfinite(o).all()):
                 try:
                     eval_jaxpr(entry.closed.jaxpr, entry.consts, *keep)
                 except FloatingPointError as e:

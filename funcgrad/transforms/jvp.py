@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import tree_util
 from ..core import Trace, Tracer, eval_jaxpr, get_aval, new_trace, trace_to_jaxpr, user_line
+from ..core.avals import dtype_kind, is_float
 from ._util import fun_name, normalize_argnums
 from .grad import _as_value, _aval_of, _check_grad_input
 
@@ -42,7 +43,7 @@ class JvpTrace(Trace):
 
     def _out(self, val, tangent):
         aval = _aval_of(val)
-        if aval.dtype.kind not in "fc":
+        if dtype_kind(aval.dtype) not in "fc":
             tangent = None
         return Tracer(self, aval, val, tangent)
 
@@ -78,11 +79,11 @@ def jvp(fun, primals, tangents, has_aux=False):
         if pa.shape != ta.shape:
             raise ValueError(f"jvp: a tangent has shape {ta.shape} but its primal has shape "
                              f"{pa.shape}{user_line()}; each tangent must match its primal.")
-        if pa.dtype.kind in "fc" and ta.dtype != pa.dtype:
+        if dtype_kind(pa.dtype) in "fc" and ta.dtype != pa.dtype:
             raise TypeError(f"jvp: a tangent has dtype {ta.dtype} but its primal has dtype "
                             f"{pa.dtype}{user_line()}; tangents must have the primal's dtype.")
     with new_trace(JvpTrace) as trace:
-        tracers = [trace.new_arg(p, _as_value(t) if _aval_of(_as_value(p)).dtype.kind in "fc"
+        tracers = [trace.new_arg(p, _as_value(t) if is_float(_aval_of(_as_value(p)).dtype)
                                  else None) for p, t in zip(p_flat, t_flat)]
         out = fun(*tree_util.tree_unflatten(p_tree, tracers))
         aux = None
