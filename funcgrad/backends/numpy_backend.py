@@ -15,7 +15,7 @@ import itertools
 
 import numpy as np
 
-from ..core import Literal, Var
+from ..core import Literal, Var, is_small_float
 from ..lax import elementwise as ew
 
 # Elementwise primitives whose implementation is one NumPy ufunc: these can write into `out=`.
@@ -202,7 +202,8 @@ def _direct_call(eqn, ins, namespace):
         return f"{ins[0]}.reshape({out.shape!r})"
     if name == "broadcast_in_dim" and _expanded_shape(eqn) == out.shape:  # only adds 1-axes
         return f"{ins[0]}.reshape({out.shape!r})"
-    if name in _REDUCERS:
+    if name in _REDUCERS and not is_small_float(eqn.invars[0].aval.dtype):
+        # (16-bit floats go through the implementation, which accumulates in float32)
         fn = f"np_{_REDUCERS[name]}_reduce"
         namespace[fn] = getattr(np, _REDUCERS[name]).reduce
         dtype = eqn.invars[0].aval.dtype

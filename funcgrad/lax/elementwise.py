@@ -22,7 +22,15 @@ from . import (
     structural,  # noqa: F401  (circular: used at call time only)
 )
 from ._batching import elementwise_batch
-from ._util import astype, check_kind, dtype_of, same_dtype, shape_error, weak
+from ._util import (
+    astype,
+    check_kind,
+    dtype_of,
+    same_dtype,
+    shape_error,
+    small_floats_in_float32,
+    weak,
+)
 
 FLOAT = "fc"
 REAL_FLOAT = "f"
@@ -30,6 +38,21 @@ NUMBER = "iufc"
 INT = "iu"
 INT_OR_BOOL = "iub"
 ANY = "iufcb"
+
+# Math that ml_dtypes computes for bfloat16 one element at a time through the C library: on NumPy
+# these run in float32 (vectorized) and round back once, which is also what they compute
+# natively (arithmetic, comparisons and rounding keep ml_dtypes' own loops, which are fast;
+# NumPy's float16 loops are used as they are).
+_BFLOAT16_IN_FLOAT32 = frozenset({
+    "exp", "exp2", "log", "log1p", "expm1", "sin", "cos", "tan", "asin", "acos", "atan", "sinh",
+    "cosh", "tanh", "asinh", "acosh", "atanh", "sqrt", "rsqrt", "cbrt", "logistic", "erf",
+    "erf_inv", "pow", "atan2", "rem"})
+
+
+def _impl_for(name, impl):
+    if name in _BFLOAT16_IN_FLOAT32:
+        return small_floats_in_float32(impl, dtypes=("bfloat16",))
+    return impl
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +119,8 @@ def unary(name, impl, deriv=None, kinds=FLOAT, residuals="in", out_dtype=None, l
     cotangent by the same factor; `linear` primitives (like neg) apply themselves to the tangent.
     `scale(t, x, out) -> t * f'(x)` may give a cheaper direct formula (log: t / x).
     """
-    p = Primitive(name, impl=impl, abstract_eval=_unary_abstract(name, kinds, out_dtype),
+    p = Primitive(name, impl=_impl_for(name, impl),
+                  abstract_eval=_unary_abstract(name, kinds, out_dtype),
                   residuals="none" if linear else residuals,
                   differentiable=deriv is not None or linear)
     p.batch = elementwise_batch(p)
@@ -238,7 +262,8 @@ def binary(name, impl, partials=None, kinds=NUMBER, residuals="in", out_dtype=No
     the JVP (sum of partial * tangent) and the VJP (cotangent * partial, summed down to a rank-0
     operand). `jvp`/`vjp` override them where a direct formula is cheaper.
     """
-    p = Primitive(name, impl=impl, abstract_eval=_binary_abstract(name, kinds, out_dtype),
+    p = Primitive(name, impl=_impl_for(name, impl),
+                  abstract_eval=_binary_abstract(name, kinds, out_dtype),
                   residuals=residuals, differentiable=partials is not None or vjp is not None)
     p.batch = elementwise_batch(p)
 

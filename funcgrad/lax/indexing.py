@@ -17,7 +17,16 @@ from ..core import Primitive, ShapedArray, bind
 from ..core.avals import dtype_kind
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_axis, move_to_front
-from ._util import astype, check_kind, copy, dtype_of, normalize_axis, same_dtype, shape_error
+from ._util import (
+    astype,
+    check_kind,
+    copy,
+    dtype_of,
+    normalize_axis,
+    same_dtype,
+    shape_error,
+    small_floats_in_float32,
+)
 from .structural import (
     _reshape,
     broadcast_in_dim,
@@ -649,7 +658,8 @@ def _cumulative(name, kinds, fn, residuals):
             raise shape_error(name, f"axis {axis} is out of bounds for {x.str_short()}")
         return x
 
-    p = Primitive(name, impl=impl, abstract_eval=abstract, residuals=residuals)
+    p = Primitive(name, impl=small_floats_in_float32(impl), abstract_eval=abstract,
+                  residuals=residuals)
     # The batch axis stays where it is; the scan axis shifts past it.
     p.batch = lambda vals, dims, *, axis, reverse: (
         bind(p, vals[0], axis=axis + (dims[0] <= axis), reverse=reverse), dims[0])

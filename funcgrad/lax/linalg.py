@@ -15,7 +15,7 @@ import numpy as np
 from ..core import Primitive, ShapedArray, bind
 from . import elementwise as ew
 from ._batching import move_to_front
-from ._util import check_kind, same_dtype, shape_error
+from ._util import check_kind, same_dtype, shape_error, small_floats_in_float32
 from .structural import broadcast_in_dim, dot_general, reduce_sum, transpose
 
 __all__ = [
@@ -480,3 +480,9 @@ def qr(a, full_matrices=False):
     """(q, r) with a = q @ r: q has orthonormal columns, r is upper triangular."""
     return bind(qr_p, a, full_matrices=bool(full_matrices))
 
+
+
+# LAPACK has no 16-bit floats: float16 and bfloat16 matrices are factored in float32 and the
+# results rounded back (on NumPy; see lax._util.small_floats_in_float32).
+for _p in (solve_p, triangular_solve_p, cholesky_p, slogdet_p, eigh_p, svd_p, qr_p):
+    _p.impl = small_floats_in_float32(_p.impl)

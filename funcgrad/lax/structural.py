@@ -13,7 +13,16 @@ import numpy as np
 from ..core import Primitive, ShapedArray, bind
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_to_front
-from ._util import _arr, astype, check_kind, normalize_axis, same_dtype, shape_error, weak
+from ._util import (
+    _arr,
+    astype,
+    check_kind,
+    normalize_axis,
+    same_dtype,
+    shape_error,
+    small_floats_in_float32,
+    weak,
+)
 
 slice_builtin = builtins.slice  # this module defines lax.slice
 
@@ -244,7 +253,8 @@ def _keep_dims_broadcast(ct, x_shape, axes):
 
 
 reduce_sum_p = _linear(Primitive(
-    "reduce_sum", impl=lambda xp, x, *, axes: xp.sum(x, axis=axes, dtype=x.dtype),
+    "reduce_sum",
+    impl=small_floats_in_float32(lambda xp, x, *, axes: xp.sum(x, axis=axes, dtype=x.dtype)),
     abstract_eval=_reduce_abstract("reduce_sum", "iufc"),
     vjp=lambda ct, primals, out, active, *, axes: (
         _keep_dims_broadcast(ct, primals[0].shape, axes),)),
@@ -300,7 +310,8 @@ def _prod_others(x, axes):
 
 
 reduce_prod_p = Primitive(
-    "reduce_prod", impl=lambda xp, x, *, axes: xp.prod(x, axis=axes, dtype=x.dtype),
+    "reduce_prod",
+    impl=small_floats_in_float32(lambda xp, x, *, axes: xp.prod(x, axis=axes, dtype=x.dtype)),
     abstract_eval=_reduce_abstract("reduce_prod", "iufc"), residuals="in",
     jvp=lambda primals, tangents, out, *, axes: reduce_sum(
         ew.mul(tangents[0], _prod_others(primals[0], axes)), axes),
@@ -464,6 +475,15 @@ def _argsort(values):
     return tuple(sorted(range(len(values)), key=values.__getitem__))
 
 
+def _same_dtype(a, b):
+    """Operands of one dtype: a cotangent of a dot with a wider `preferred_element_type`
+    (float32 from bfloat16 inputs) meets the other operand in the wider dtype."""
+    if a.dtype == b.dtype:
+        return a, b
+    wide = np.promote_types(a.dtype, b.dtype)
+    return ew.convert_element_type(a, wide), ew.convert_element_type(b, wide)
+
+
 def _dot_transpose_lhs(ct, lhs_aval, rhs, dimension_numbers):
     """Cotangent of the lhs of dot_general: contract ct with rhs over rhs's free axes."""
     (lc, rc), (lb, rb) = dimension_numbers
@@ -474,6 +494,7 @@ def _dot_transpose_lhs(ct, lhs_aval, rhs, dimension_numbers):
     # ct's axes are batch, lhs free (x_kept), rhs free (y_kept).
     ans_y = list(range(nb + len(x_kept), nb + len(x_kept) + len(y_kept)))
     dims = ((tuple(ans_y), tuple(y_kept)), (tuple(range(nb)), tuple(rb)))
+    ct, rhs = _same_dtype(ct, rhs)
     res = bind(dot_general_p, ct, rhs, dimension_numbers=dims, preferred_element_type=None)
     # res axes: batch (lb order), x_kept (increasing), then rhs contracting axes in increasing rhs
     # order, which pair with lhs axes lc in that same order.
@@ -498,6 +519,7 @@ def _dot_transpose_rhs(ct, lhs, rhs_aval, dimension_numbers):
     nb = len(lb)
     ct_x = tuple(range(nb, nb + len(x_kept)))
     dims = ((tuple(x_kept), ct_x), (tuple(lb), tuple(range(nb))))
+    lhs, ct = _same_dtype(lhs, ct)
     res = bind(dot_general_p, lhs, ct, dimension_numbers=dims, preferred_element_type=None)
     # res axes: batch, lhs contracting axes in increasing lhs order (paired with rc), y_kept.
     rc_by_lc = [rc[list(lc).index(a)] for a in sorted(lc)]
@@ -514,7 +536,12 @@ def _dot_vjp(ct, primals, out, active, *, dimension_numbers, preferred_element_t
             _dot_transpose_rhs(ct, lhs, rhs, dimension_numbers) if active[1] else None)
 
 
-dot_general_p = Primitive("dot_general", impl=_dot_impl, abstract_eval=_dot_abstract,
+# 16-bit floats multiply in float32 on NumPy (it has no BLAS for them) and round once to the
+# output dtype: preferred_element_type when given (bfloat16 inputs, float32 accumulation and
+# result), else the inputs' dtype.
+_dot_impl_16 = small_floats_in_float32(
+    _dot_impl, round_back=lambda small, params: params.get("preferred_element_type") or small)
+dot_general_p = Primitive("dot_general", impl=_dot_impl_16, abstract_eval=_dot_abstract,
                           jvp=_dot_jvp, vjp=_dot_vjp, residuals="cross")
 
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .. import lax
-from ..core import Tracer, to_host, user_line
+from ..core import Tracer, check_dtype, is_small_float, to_host, user_line
 from ..core.avals import dtype_kind
 from ._core import (
     asarray,
@@ -150,12 +150,13 @@ def ptp(a, axis=None, out=None, keepdims=False):
 
 
 def _mean_dtypes(x, dtype):
-    """(dtype to accumulate in, dtype of the result) for mean/var: float16 sums in float32."""
+    """(dtype to accumulate in, dtype of the result) for mean/var: 16-bit floats sum in
+    float32."""
     if dtype is not None:
-        dt = np.dtype(dtype)
-        return (np.dtype(np.float32) if dt == np.float16 else dt), dt
+        dt = check_dtype(dtype)
+        return (np.dtype(np.float32) if is_small_float(dt) else dt), dt
     dt = np.dtype(np.float64) if x.dtype.kind in "biu" else x.dtype
-    return (np.dtype(np.float32) if dt == np.float16 else dt), dt
+    return (np.dtype(np.float32) if is_small_float(dt) else dt), dt
 
 
 def _count_where(x, axes, where, dt, keepdims=True):
