@@ -84,6 +84,32 @@ def test_grad_vmap_jit_on_the_gpu(cp):
 
 
 @gpu
+def test_float16_trains_on_the_gpu(cp):
+    """float16 runs on CuPy's own float16 kernels (eagerly and under jit) and agrees with the
+    CPU, where NumPy computes matmuls and sums in float32 and rounds."""
+    rng = np.random.default_rng(0)
+    params, x = _params(rng, dtype=np.float16), rng.normal(size=(5, 8)).astype(np.float16)
+
+    def loss(p, x):
+        return fnp.mean(_mlp(p, x) ** 2)
+
+    want = fg.grad(loss)(params, x)
+    for fn in (fg.grad(loss), fg.jit(fg.grad(loss))):
+        got = fn(put(params), put(x))
+        for g, w in zip(tree_flatten(got)[0], tree_flatten(want)[0]):
+            assert isinstance(g, cp.ndarray) and g.dtype == np.float16
+            np.testing.assert_allclose(g.get().astype(np.float32), w.astype(np.float32),
+                                       rtol=2e-2, atol=2e-3)
+
+
+@gpu
+def test_bfloat16_stays_on_the_cpu_with_a_clear_error(cp):
+    import ml_dtypes
+    with pytest.raises(TypeError, match="CuPy has no bfloat16"):
+        put(np.ones(3, ml_dtypes.bfloat16))
+
+
+@gpu
 def test_jit_fuses_elementwise_chains_into_kernels(cp):
     def f(x, y):
         return fnp.tanh(x * 2.0 + y) - fnp.exp(-x) * 0.5
