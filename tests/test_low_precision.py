@@ -304,3 +304,41 @@ def test_bfloat16_jaxpr_and_lowered_code():
     assert "bf16[2,3]" in text and "2.0:bf16[]" in text
     lowered = fg.jit(lambda x: fnp.sum(fnp.tanh(x))).lower(x)
     assert "bf16[]" in str(lowered)
+
+
+# ---------------------------------------------------------------------------------------------
+# dot_general of mixed dtypes (as JAX): a float32 activation times a 16-bit or int8 weight
+
+@pytest.mark.parametrize("wdtype", [BF16, F16, np.dtype(np.int8)], ids=str)
+def test_dot_general_of_mixed_dtypes(wdtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    w = (rng.standard_normal((5, 3)) * (20 if wdtype.kind == "i" else 1)).astype(wdtype)
+    dn = (((1,), (0,)), ((), ()))
+
+    def f(x, w):
+        return fnp.sum(fnp.tanh(fg.lax.dot_general(x, w, dn)))
+
+    y = fg.lax.dot_general(x, w, dn)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, x @ w.astype(np.float32), rtol=1e-6, atol=1e-6)
+    argnums = (0, 1) if wdtype.kind == "f" else 0
+    g = fg.grad(f, argnums=argnums)(x, w)
+    gx = g[0] if wdtype.kind == "f" else g
+    assert gx.dtype == np.float32
+    gx64 = fg.grad(f)(x.astype(np.float64), w.astype(np.float64))
+    np.testing.assert_allclose(gx, gx64, rtol=1e-5, atol=1e-6)
+    if wdtype.kind == "f":
+        assert g[1].dtype == wdtype
+        gw64 = fg.grad(f, argnums=1)(x.astype(np.float64), w.astype(np.float64))
+        np.testing.assert_allclose(g[1].astype(np.float64), gw64, rtol=TOL[wdtype],
+                                   atol=TOL[wdtype])
+    jg = fg.jit(fg.grad(f, argnums=argnums))(x, w)
+    for a, b in zip(fg.tree_util.tree_leaves(jg), fg.tree_util.tree_leaves(g)):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=1e-6)
+    # the program never converts the weight as a whole: only the dot's own call widens it
+    text = str(fg.make_jaxpr(fg.grad(f))(x, w))
+    assert "convert_element_type" not in text
+    batched = fg.vmap(lambda xi: fg.lax.dot_general(xi, w, (((0,), (0,)), ((), ()))))(x)
+    np.testing.assert_allclose(batched, y, rtol=1e-6)

@@ -10,13 +10,14 @@ import math
 
 import numpy as np
 
-from ..core import Primitive, ShapedArray, bind
+from ..core import Primitive, ShapedArray, bind, is_small_float
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_to_front
 from ._util import (
     _arr,
     astype,
     check_kind,
+    dtype_of,
     normalize_axis,
     same_dtype,
     shape_error,
@@ -387,8 +388,9 @@ argmin_p.batch = _arg_batch(argmin_p)
 
 def _dot_abstract(lhs, rhs, *, dimension_numbers, preferred_element_type=None):
     (lc, rc), (lb, rb) = dimension_numbers
-    dt = same_dtype("dot_general", (lhs, rhs))
     check_kind("dot_general", lhs, "iufc")
+    check_kind("dot_general", rhs, "iufc")
+    dt = _dot_dtype(lhs.dtype, rhs.dtype)
     if len(lc) != len(rc) or len(lb) != len(rb):
         raise shape_error("dot_general", f"bad dimension_numbers {dimension_numbers}")
     for a, b in list(zip(lc, rc)) + list(zip(lb, rb)):
@@ -400,6 +402,14 @@ def _dot_abstract(lhs, rhs, *, dimension_numbers, preferred_element_type=None):
     lfree = tuple(s for i, s in enumerate(lhs.shape) if i not in lc and i not in lb)
     rfree = tuple(s for i, s in enumerate(rhs.shape) if i not in rc and i not in rb)
     return ShapedArray(batch + lfree + rfree, preferred_element_type or dt, weak((lhs, rhs)))
+
+
+def _dot_dtype(a, b):
+    """The result dtype of a dot_general of operands of dtypes `a` and `b` (as in JAX, they may
+    differ: a float32 activation times a bfloat16 or int8 weight is float32, and the weight is
+    never converted as a whole in the program, so no converted copy is kept for the backward
+    pass)."""
+    return a if a == b else np.promote_types(a, b)
 
 
 @functools.lru_cache(maxsize=256)
@@ -475,15 +485,6 @@ def _argsort(values):
     return tuple(sorted(range(len(values)), key=values.__getitem__))
 
 
-def _same_dtype(a, b):
-    """Operands of one dtype: a cotangent of a dot with a wider `preferred_element_type`
-    (float32 from bfloat16 inputs) meets the other operand in the wider dtype."""
-    if a.dtype == b.dtype:
-        return a, b
-    wide = np.promote_types(a.dtype, b.dtype)
-    return ew.convert_element_type(a, wide), ew.convert_element_type(b, wide)
-
-
 def _dot_transpose_lhs(ct, lhs_aval, rhs, dimension_numbers):
     """Cotangent of the lhs of dot_general: contract ct with rhs over rhs's free axes."""
     (lc, rc), (lb, rb) = dimension_numbers
@@ -494,7 +495,6 @@ def _dot_transpose_lhs(ct, lhs_aval, rhs, dimension_numbers):
     # ct's axes are batch, lhs free (x_kept), rhs free (y_kept).
     ans_y = list(range(nb + len(x_kept), nb + len(x_kept) + len(y_kept)))
     dims = ((tuple(ans_y), tuple(y_kept)), (tuple(range(nb)), tuple(rb)))
-    ct, rhs = _same_dtype(ct, rhs)
     res = bind(dot_general_p, ct, rhs, dimension_numbers=dims, preferred_element_type=None)
     # res axes: batch (lb order), x_kept (increasing), then rhs contracting axes in increasing rhs
     # order, which pair with lhs axes lc in that same order.
@@ -519,7 +519,6 @@ def _dot_transpose_rhs(ct, lhs, rhs_aval, dimension_numbers):
     nb = len(lb)
     ct_x = tuple(range(nb, nb + len(x_kept)))
     dims = ((tuple(x_kept), ct_x), (tuple(lb), tuple(range(nb))))
-    lhs, ct = _same_dtype(lhs, ct)
     res = bind(dot_general_p, lhs, ct, dimension_numbers=dims, preferred_element_type=None)
     # res axes: batch, lhs contracting axes in increasing lhs order (paired with rc), y_kept.
     rc_by_lc = [rc[list(lc).index(a)] for a in sorted(lc)]
@@ -536,12 +535,25 @@ def _dot_vjp(ct, primals, out, active, *, dimension_numbers, preferred_element_t
             _dot_transpose_rhs(ct, lhs, rhs, dimension_numbers) if active[1] else None)
 
 
-# 16-bit floats multiply in float32 on NumPy (it has no BLAS for them) and round once to the
-# output dtype: preferred_element_type when given (bfloat16 inputs, float32 accumulation and
-# result), else the inputs' dtype.
-_dot_impl_16 = small_floats_in_float32(
-    _dot_impl, round_back=lambda small, params: params.get("preferred_element_type") or small)
-dot_general_p = Primitive("dot_general", impl=_dot_impl_16, abstract_eval=_dot_abstract,
+def _dot_impl_any_dtypes(xp, lhs, rhs, *, dimension_numbers, preferred_element_type=None):
+    """dot_general on operands of any dtypes: both are computed in their common dtype (widened
+    to preferred_element_type, so int8 products accumulate in int32 when asked), in float32 for
+    16-bit floats on NumPy (it has no BLAS for them), and the result is rounded once to the
+    output dtype. Only the operand being widened is copied, and only here, inside the call."""
+    lt, rt = dtype_of(lhs), dtype_of(rhs)
+    out = _dot_dtype(lt, rt)
+    work = out if preferred_element_type is None else np.promote_types(out, preferred_element_type)
+    out = preferred_element_type or out
+    if xp is np and is_small_float(work):
+        work = _F32
+    lhs = lhs if lt == work else astype(xp, lhs, work)
+    rhs = rhs if rt == work else astype(xp, rhs, work)
+    res = _dot_impl(xp, lhs, rhs, dimension_numbers=dimension_numbers)
+    return res if dtype_of(res) == out else astype(xp, res, out, copy=False)
+
+
+_F32 = np.dtype(np.float32)
+dot_general_p = Primitive("dot_general", impl=_dot_impl_any_dtypes, abstract_eval=_dot_abstract,
                           jvp=_dot_jvp, vjp=_dot_vjp, residuals="cross")
 
 
