@@ -49,11 +49,14 @@ def _rng(key):
     return np.random.default_rng([int(s) % 2**32 for s in seed])
 
 
-def init(key, params, mask, rank: int = 8, alpha: float | None = None):
+def init(key, params, mask, rank: int = 8, alpha: float | None = None, dtype=None):
     """Adapters for the True leaves of `mask` (all must be 2-D): a tree shaped like `params`
     with an `Adapter(a, b)` at each chosen leaf and None elsewhere.
 
-    `key` is an int seed or an integer key array; `alpha` defaults to `rank` (scale 1).
+    `key` is an int seed or an integer key array; `alpha` defaults to `rank` (scale 1). The
+    factors are in `dtype`, by default the weight's dtype, or float32 for a 16-bit float or
+    quantized weight (as PEFT's `autocast_adapter_dtype`): the adapters train in float32 on top
+    of a half-precision or quantized base.
     """
     if rank < 1:
         raise ValueError(f"lora.init: rank must be >= 1, got {rank}")
@@ -72,13 +75,20 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None):
         if len(shape) != 2:
             raise ValueError(f"lora.init: {tu.path_to_str(path)!r} has shape {tuple(shape)}; "
                              "LoRA adapts 2-D weight matrices only (leave it out of the mask)")
-        dtype = w.dtype if hasattr(w, "dtype") else np.float32
+        dt = _adapter_dtype(w) if dtype is None else np.dtype(dtype)
         rows, cols = shape
         bound = 1.0 / np.sqrt(cols)
-        a = on_default_backend(rng.uniform(-bound, bound, (rank, cols)).astype(dtype), like=w)
-        b = on_default_backend(np.zeros((rows, rank), dtype), like=w)
+        a = on_default_backend(rng.uniform(-bound, bound, (rank, cols)).astype(dt), like=w)
+        b = on_default_backend(np.zeros((rows, rank), dt), like=w)
         out.append(Adapter(a, b, scale))
     return tu.tree_unflatten(treedef, out)
+
+
+def _adapter_dtype(w):
+    dt = getattr(w, "dtype", None)
+    if dt is None or not fnp.issubdtype(dt, fnp.floating) or np.dtype(dt).itemsize < 4:
+        return np.dtype(np.float32)
+    return np.dtype(dt)
 
 
 def delta(adapter: Adapter, like):
