@@ -35,6 +35,7 @@ __all__ = [
     "polynomial_schedule", "cosine_decay_schedule", "warmup_cosine_decay_schedule",
     "exponential_decay", "piecewise_constant_schedule", "join_schedules",
     "master_weights", "master_params", "dynamic_loss_scale", "loss_scale", "all_finite",
+    "keep_pruned",
 ]
 
 
@@ -551,6 +552,34 @@ def apply_updates(params, updates):
         return p + u
 
     return tu.tree_map(add, params, updates)
+
+
+def keep_pruned(inner: GradientTransformation, keep) -> GradientTransformation:
+    """Fine-tune a pruned model: `keep` (from `masks.prune_by_magnitude`: a bool array per
+    pruned leaf, True for kept elements, and True for whole leaves) holds the pruned weights
+    at exactly zero. Their gradients are zeroed before `inner` (so clipping norms and Adam's
+    moments see only the kept weights, as under PyTorch's pruning reparametrization), and
+    their update is `-p`, so `apply_updates` puts an exact zero there even where the params
+    were not zeroed first (`masks.apply_pruning`). `update` needs `params`."""
+
+    def pruned(k):
+        return not (isinstance(k, (bool, np.bool_)) and k)
+
+    def init(params):
+        return inner.init(params)
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("optim.keep_pruned: update needs params: tx.update(grads, state, "
+                             "params)")
+        g = tu.tree_map(lambda u, k: fnp.where(k, u, fnp.zeros_like(u)) if pruned(k) else u,
+                        updates, keep)
+        new, state = inner.update(g, state, params)
+        out = tu.tree_map(lambda u, p, k: fnp.where(k, u, -fnp.asarray(p, u.dtype))
+                          if pruned(k) else u, new, params, keep)
+        return out, state
+
+    return _transformation(init, update)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def test_python_scalars_are_weak(dtype):
               lambda x: fnp.maximum(x, 0.0), lambda x: fnp.where(x > 0, x, 0.0)):
         assert f(fnp.asarray(x)).dtype == dtype
         assert fg.jit(f)(x).dtype == dtype
-        assert fg.grad(lambda x: fnp.sum(f(x)).astype(np.float32))(x).dtype == dtype
+        assert fg.grad(lambda x, f=f: fnp.sum(f(x)).astype(np.float32))(x).dtype == dtype
 
 
 def test_float16_meets_bfloat16_in_float32():

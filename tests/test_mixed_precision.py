@@ -94,7 +94,7 @@ def test_usual_policy_trains_like_float32():
         params = _params()
         tx = optim.adam(1e-2)
         state = tx.init(params)
-        loss = lambda p: _loss(policy.apply(models.mlp.apply), p, x, y)  # noqa: E731
+        loss = lambda p, policy=policy: _loss(policy.apply(models.mlp.apply), p, x, y)  # noqa: E731
         step = fg.jit(fg.value_and_grad(loss))
         for _ in range(60):
             value, g = step(params)
