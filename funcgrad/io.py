@@ -77,6 +77,7 @@ __all__ = ["save", "load", "CheckpointError", "register_type", "TrainState", "sa
 
 _FORMAT = "funcgrad.pytree.v2"
 _OLD_FORMATS = ("funcgrad.pytree.v1",)  # no dtype/shape records, no registered types
+_META_CRC = "funcgrad.crc32"          # CRC32 of the metadata JSON (v2): no field goes unnoticed
 _CHUNK = 16 << 20
 _MAX_HEADER = 100 << 20       # as the safetensors library
 _STALE_AFTER_S = 10.0         # a temporary younger than this is never swept (see _sweep)
@@ -723,7 +724,9 @@ def _serialize(tree, mask, who, strict=False, extra=None):
     crc = {k: zlib.crc32(v.reshape(-1).view(np.uint8)) for k, v in tensors.items()}
     meta = {"format": _FORMAT, "tree": structure, "partial": mask is not None, "crc32": crc,
             **(extra or {})}
-    return st_numpy.save(tensors, metadata={"funcgrad": json.dumps(meta)})
+    text = json.dumps(meta)
+    return st_numpy.save(tensors, metadata={"funcgrad": text,
+                                            _META_CRC: str(zlib.crc32(text.encode()))})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -747,9 +750,11 @@ def _read(path):
     _sweep(path)
     infos, file_meta = read_safetensors_header(path)
     tensors = _read_tensors(path, infos, list(infos))
-    if "funcgrad" not in file_meta:
-        return None, tensors
     bad = lambda field: CheckpointError(f"{path}: damaged funcgrad metadata: {field}")
+    if "funcgrad" not in file_meta:
+        if _META_CRC in file_meta:
+            raise bad(f"{_META_CRC!r} without 'funcgrad'")
+        return None, tensors
     try:
         meta = json.loads(file_meta["funcgrad"])
     except ValueError as e:
@@ -759,6 +764,10 @@ def _read(path):
     fmt = meta.get("format")
     if fmt != _FORMAT and fmt not in _OLD_FORMATS:
         raise bad(f"field 'format' is {fmt!r:.60}; this funcgrad reads {_FORMAT!r}")
+    if fmt == _FORMAT and file_meta.get(_META_CRC) != str(zlib.crc32(
+            file_meta["funcgrad"].encode())):
+        raise bad(f"its checksum {_META_CRC!r} is missing or does not match (altered or "
+                  "corrupted header)")
     crc = meta.get("crc32")
     if not isinstance(crc, dict) or not all(_is_int(v) for v in crc.values()):
         raise bad("field 'crc32' must map tensor names to integers")
@@ -795,20 +804,20 @@ def _fill_like(path, tensors, like, partial):
         name = tu.path_to_str(p)
         if name not in tensors:
             if not partial:
-                raise CheckpointError(f"{path}: missing {name!r}, which `like` has (the file "
-                                      f"holds {len(tensors)} tensors)")
+                raise CheckpointError(f"{path}: missing {name or '<root>'!r}, which `like` has "
+                                      f"(the file holds {len(tensors)} tensors)")
             out.append(x)
             continue
         a = tensors[name]
         seen.add(name)
         shape = tuple(np.shape(x))
         if shape != a.shape:
-            raise CheckpointError(f"{path}: {name!r} has shape {a.shape} in the file but "
-                                  f"{shape} in `like`")
+            raise CheckpointError(f"{path}: {name or '<root>'!r} has shape {a.shape} in the file "
+                                  f"but {shape} in `like`")
         dtype = getattr(x, "dtype", None)
         if dtype is not None and np.dtype(dtype) != a.dtype:
-            raise CheckpointError(f"{path}: {name!r} has dtype {a.dtype} in the file but "
-                                  f"{np.dtype(dtype)} in `like`")
+            raise CheckpointError(f"{path}: {name or '<root>'!r} has dtype {a.dtype} in the file "
+                                  f"but {np.dtype(dtype)} in `like`")
         out.append(type(x)(a) if isinstance(x, (bool, int, float, complex)) else a)
     extra = sorted(set(tensors) - seen)
     if extra:

@@ -79,7 +79,7 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None):
         if not m:
             out.append(None)
             continue
-        shape, where = np.shape(w), tu.path_to_str(path)
+        shape, where = np.shape(w), tu.path_to_str(path) or "<root>"
         if len(shape) != 2:
             raise ValueError(f"lora.init: {where!r} has shape {tuple(shape)}; "
                              "LoRA adapts 2-D weight matrices only (leave it out of the mask)")
@@ -112,7 +112,7 @@ def _adapted(params, adapters, who):
     def f(path, ad, w):
         if ad is None:
             return w  # the base array itself: no copy
-        where = tu.path_to_str(path)
+        where = tu.path_to_str(path) or "<root>"
         if not isinstance(ad, Adapter):
             raise TypeError(f"{who}: at {where!r} the adapters hold a {type(ad).__name__}, not "
                             "an Adapter or None; make them with lora.init(key, params, mask)")

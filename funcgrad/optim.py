@@ -181,7 +181,7 @@ def _tree_error(who, a, b, names, what):
         return ValueError(f"optim.{who}: {what}: {d[1]}")
     for (path, x), y in zip(tu.tree_leaves_with_path(a), tu.tree_leaves(b)):
         if _dtype(x) is not None and _dtype(y) is not None and _dtype(x) != _dtype(y):
-            return TypeError(f"optim.{who}: {what}: at {tu.path_to_str(path)!r}: dtype "
+            return TypeError(f"optim.{who}: {what}: at {tu.path_to_str(path) or '<root>'!r}: dtype "
                              f"{_dtype(x)} in {names[0]}, {_dtype(y)} in {names[1]} (cast it: "
                              "tree_map(lambda g, p: g.astype(p.dtype), grads, params))")
     return ValueError(f"optim.{who}: {what}")
@@ -746,7 +746,7 @@ def _truncating(dp, du):
 
 def _apply_updates_error(params, updates, us):
     if us is not None:
-        paths = [tu.path_to_str(p) for p, _ in tu.tree_flatten_with_path(params)[0]]
+        paths = [tu.path_to_str(p) or "<root>" for p, _ in tu.tree_flatten_with_path(params)[0]]
         for where, p, u in zip(paths, tu.tree_leaves(params), us):
             if u is not None and np.shape(u) == np.shape(p) and _dtype(u) is not None and \
                     _dtype(p) is not None and _truncating(_dtype(p), _dtype(u)):

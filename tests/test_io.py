@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -225,7 +226,9 @@ def _rewrite_meta(f, edit):
     meta = json.loads(_header(f.read_bytes())[1]["__metadata__"]["funcgrad"])
     out = edit(meta)
     text = out if isinstance(out, str) else json.dumps(meta)
-    safetensors.numpy.save_file(tensors, str(f), metadata={"funcgrad": text})
+    crc = str(zlib.crc32(text.encode()))          # a crafted file: fields are checked one by one
+    safetensors.numpy.save_file(tensors, str(f), metadata={"funcgrad": text,
+                                                           "funcgrad.crc32": crc})
 
 
 def _small_tree():
@@ -574,3 +577,15 @@ def test_register_type_rules():
     assert io.register_type(Config, name="tests.io.Config") is Config      # idempotent
     with pytest.raises(ValueError, match="already registered as 'tests.io.Config'"):
         io.register_type(Config, name="other")
+
+
+def test_metadata_checksum_catches_any_edit(tmp_path):
+    f = tmp_path / "ck.safetensors"
+    io.save(f, {"a": np.ones(2, np.float32), "b": np.zeros(1, np.float32)})
+    raw = f.read_bytes()
+    f.write_bytes(raw.replace(b'\\"a\\"', b'\\"c\\"', 1))    # a dict key, inside the JSON string
+    with pytest.raises(io.CheckpointError, match="checksum 'funcgrad.crc32'"):
+        io.load(f)
+    f.write_bytes(raw.replace(b'"funcgrad"', b'"funcgraf"', 1))
+    with pytest.raises(io.CheckpointError, match="'funcgrad.crc32' without 'funcgrad'"):
+        io.load(f)
