@@ -128,6 +128,12 @@ CASES = [
      TypeError, ["static", "is an array", "hashable"]),
     ("jit-static-unhashable", lambda: fg.jit(lambda a, n: a, static_argnums=1)(x3, [1, 2]),
      TypeError, ["not hashable", "tuple"]),
+    ("jit-static-argnames-unknown", lambda: fg.jit(lambda a, n=1: a, static_argnames=["nope"]),
+     ValueError, ["static_argnames ['nope']", "no parameter", "a, n", HERE]),
+    ("fori-loop-float-bounds", lambda: lax.fori_loop(0.0, 3, lambda i, c: c + 1.0, 0.0),
+     TypeError, ["fori_loop", "lower", "integer scalar", "f64[]", HERE, "int(n)"]),
+    ("fori-loop-float-bounds-jit", lambda: fg.jit(lambda n: lax.fori_loop(
+        0, n, lambda i, c: c + 1.0, 0.0))(3.0), TypeError, ["fori_loop", "upper", "f64[]"]),
     ("jit-bad-backend", lambda: fg.jit(lambda a: a, backend="tpu"), ValueError,
      ["Unknown backend", "'cpu' or 'gpu'"]),
     # -- differentiation ----------------------------------------------------------------------
