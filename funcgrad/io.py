@@ -296,7 +296,7 @@ def _registered(name, fname):
         if re.fullmatch(r"funcgrad(\.[A-Za-z_][A-Za-z0-9_]*)+", module):
             try:
                 importlib.import_module(module)
-            except ImportError:
+            except Exception:  # no such module, or one that cannot load here: not registered
                 pass
             cls = _TYPES.get(name)
     if cls is None:
