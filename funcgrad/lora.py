@@ -73,8 +73,8 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None, dtype=Non
     rank = int(rank)
     scale = float(alpha if alpha is not None else rank) / rank
     rng = _rng(key)
-    pairs, treedef = tu.tree_flatten_with_path(params)
-    on = _masks.leaf_mask(mask, params, "lora.init")
+    pairs, treedef = tu.tree_flatten_with_path(params, is_leaf=_quant().is_quantized)
+    on = _masks.leaf_mask(mask, _shapes_view(params), "lora.init")
     if not any(on):
         raise ValueError("lora.init: the mask selects no leaf; nothing would be adapted")
     out = []
@@ -102,6 +102,22 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None, dtype=Non
         b = on_default_backend(np.zeros((rows, rank), dt), like=w)
         out.append(Adapter(a, b, scale))
     return tu.tree_unflatten(treedef, out)
+
+
+def _quant():
+    from . import quant  # quantized weights are leaves here: adapters go on top of them
+    return quant
+
+
+def _shapes_view(params):
+    """`params` with each quantized weight as one leaf (a ShapedArray of its shape and dtype),
+    so that masks and adapters see it as the matrix it stands for."""
+    q = _quant()
+    if not any(q.is_quantized(x) for x in tu.tree_leaves(params, is_leaf=q.is_quantized)):
+        return params
+    from .core import ShapedArray
+    return tu.tree_map(lambda x: ShapedArray(x.shape, x.dtype) if q.is_quantized(x) else x,
+                       params, is_leaf=q.is_quantized)
 
 
 def _adapter_dtype(w):
@@ -135,6 +151,13 @@ def _adapted(params, adapters, who):
             if np.dtype(x.dtype).kind in "biu":
                 raise TypeError(f"{who}: at {where!r} adapter factor {name} is {x.dtype}; "
                                 "adapters are floating-point")
+        if _quant().is_quantized(w):
+            if who != "lora.merge":
+                raise TypeError(f"{who}: {where!r} is a quantized weight, so W + B A cannot be "
+                                "formed in its storage; use a model that adds the adapters on "
+                                "their own path (funcgrad.models' families and layers.linear "
+                                "do), or lora.merge for a float checkpoint")
+            w = _quant().dequantize(w)
         return fnp.add(w, delta(ad, w))
 
     try:
@@ -166,7 +189,10 @@ def apply(apply_fn):
 
 def merge(params, adapters):
     """A new params tree with each adapter folded in (W + scale * B @ A, in W's dtype); the
-    other leaves are shared with `params`, which is left unchanged."""
+    other leaves are shared with `params`, which is left unchanged. Quantized weights
+    (funcgrad.quant) are dequantized, adapted or not, so the result is a float checkpoint."""
+    q = _quant()
     merged = _adapted(params, adapters, "lora.merge")
+    merged = q.dequantize_tree(merged)
     return tu.tree_map(lambda m, w: fnp.asarray(m, w.dtype) if m is not w and hasattr(w, "dtype")
-                       else m, merged, params)
+                       else m, merged, params, is_leaf=q.is_quantized)
