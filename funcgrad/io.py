@@ -13,6 +13,10 @@ saved by path too, and rebuilt from `like=`: no code is ever loaded from a file.
 
 A save writes a temporary file in the same folder, fsyncs it and renames it over the target, so
 a crash or kill mid-save leaves the previous file intact.
+
+`read_safetensors` / `write_safetensors` read and (atomically) write plain safetensors files,
+tensors by name without funcgrad's tree metadata: the files of other tools, such as Hugging Face
+checkpoints and PEFT adapters (`funcgrad.models.pretrained`, `lora.save_peft`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import safetensors.numpy as st_numpy
 from . import masks as _masks
 from . import tree_util as tu
 
-__all__ = ["save", "load", "CheckpointError"]
+__all__ = ["save", "load", "CheckpointError", "read_safetensors", "write_safetensors",
+           "atomic_write"]
 
 _FORMAT = "funcgrad.pytree.v1"
 _CHUNK = 16 << 20
@@ -50,7 +55,7 @@ def _to_host(x, where):
         a = np.asarray(x)
     except Exception as e:
         raise TypeError(f"io.save: leaf {where!r} is not an array ({type(x).__name__}): {e}") from e
-    if a.dtype.kind not in "biufc":
+    if a.dtype.kind not in "biufc" and a.dtype.name != "bfloat16":  # ml_dtypes' bfloat16
         raise TypeError(f"io.save: leaf {where!r} has dtype {a.dtype}; only numeric and bool "
                         "arrays can be saved")
     return a if a.flags.c_contiguous else a.copy(order="C")  # (ascontiguousarray: 0-d -> 1-d)
@@ -147,7 +152,12 @@ def save(path, tree, mask=None) -> None:
     crc = {k: zlib.crc32(v.reshape(-1).view(np.uint8)) for k, v in tensors.items()}
     meta = {"format": _FORMAT, "tree": structure, "partial": mask is not None, "crc32": crc}
     data = st_numpy.save(tensors, metadata={"funcgrad": json.dumps(meta)})
+    atomic_write(path, data)
 
+
+def atomic_write(path, data):
+    """Write the bytes `data` to `path` through a temporary file in the same folder, fsynced and
+    renamed over the target: a crash or kill mid-write leaves the previous file intact."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
@@ -169,11 +179,24 @@ def save(path, tree, mask=None) -> None:
     _fsync_dir(folder)
 
 
+def write_safetensors(path, tensors, metadata=None) -> None:
+    """Write a plain safetensors file (the format other tools read: tensors by name, string
+    metadata) atomically. `tensors` maps names to arrays (NumPy dtypes, and bfloat16 from
+    `ml_dtypes`); nothing else is added to the file."""
+    path = os.fspath(path)
+    arrays = {name: _to_host(x, name) for name, x in tensors.items()}
+    atomic_write(path, st_numpy.save(arrays, metadata=metadata))
+
+
 # ----------------------------------------------------------------------------------------------
 # Load
 
 
-def _read(path):
+def read_safetensors(path):
+    """(tensors, metadata) of a plain safetensors file: a dict of NumPy arrays by name (bfloat16
+    tensors come back as `ml_dtypes.bfloat16` arrays) and the file's string metadata. A file
+    that is not readable safetensors raises `CheckpointError` naming it."""
+    path = os.fspath(path)
     try:
         with safetensors.safe_open(path, framework="np") as f:
             raw = f.metadata() or {}
@@ -183,6 +206,11 @@ def _read(path):
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): "
                               f"{e}") from None
+    return tensors, raw
+
+
+def _read(path):
+    tensors, raw = read_safetensors(path)
     try:
         meta = json.loads(raw["funcgrad"])
         if meta.get("format") != _FORMAT:

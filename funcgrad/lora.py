@@ -113,9 +113,17 @@ def apply(apply_fn):
     Only the adapted leaves get a new array, computed inside the (traced) function so gradients
     flow to A and B; every other leaf is passed as the base array itself. The base tree is never
     copied or modified. Differentiate w.r.t. `adapters` (argnums=1) to train only them.
+
+    A model function that computes adapters itself says so with an attribute
+    `apply_fn.adapted_apply(params, adapters, *args)` (the pretrained models' `model.apply`
+    does: it adds x A^T B^T beside the frozen W instead of building W + B A); it is called
+    instead, with the same result.
     """
+    native = getattr(apply_fn, "adapted_apply", None)
 
     def adapted_apply(params, adapters, *args, **kwargs):
+        if native is not None:
+            return native(params, adapters, *args, **kwargs)
         return apply_fn(_adapted(params, adapters, "lora.apply"), *args, **kwargs)
 
     adapted_apply.__name__ = f"lora({getattr(apply_fn, '__name__', 'apply_fn')})"
