@@ -9,6 +9,9 @@ A weight W of shape (out, in) gets A of shape (rank, in) (small random) and B of
 (out, rank) (zeros), and is used as W + (alpha / rank) * B @ A. B starts at zero, so the adapted
 model starts out identical to the base model. For `x @ W` layouts (W of shape (in, out)) the
 roles of "in" and "out" swap; the update B @ A always has W's shape.
+
+    lora.save_peft("adapters/", adapters, model)     # PEFT's folder format, for a pretrained
+    adapters = lora.load_peft("adapters/", model)    # model (funcgrad.models.pretrained)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from . import numpy as fnp
 from . import tree_util as tu
 from .devices import on_default_backend
 
-__all__ = ["Adapter", "init", "apply", "merge", "delta"]
+__all__ = ["Adapter", "init", "apply", "merge", "delta", "save_peft", "load_peft"]
 
 
 @dataclasses.dataclass
@@ -136,3 +139,9 @@ def merge(params, adapters):
     merged = _adapted(params, adapters, "lora.merge")
     return tu.tree_map(lambda m, w: fnp.asarray(m, w.dtype) if m is not w and hasattr(w, "dtype")
                        else m, merged, params)
+
+
+# ---------------------------------------------------------------------------------------------
+# PEFT's folder format (adapter_config.json + adapter_model.safetensors), in funcgrad/_peft.py
+
+from ._peft import load_peft, save_peft  # noqa: E402

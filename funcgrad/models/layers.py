@@ -366,7 +366,9 @@ def merged(w):
     if not isinstance(w, Adapted):
         return w
     ad = w.adapter
-    return w.weight + ad.scale * fnp.matmul(ad.b, ad.a).astype(w.weight.dtype)
+    dt = w.weight.dtype
+    a, b = fnp.asarray(ad.a).astype(dt), fnp.asarray(ad.b).astype(dt)
+    return w.weight + ad.scale * fnp.matmul(b, a)
 
 
 def linear(x, weight, bias=None, *, layout="out_in"):
@@ -380,7 +382,9 @@ def linear(x, weight, bias=None, *, layout="out_in"):
         y = linear(x, weight.weight, bias, layout=layout)
         # B @ A has W's shape: for [out, in], A is [r, in] and B [out, r]; for [in, out] the
         # roles swap (B [in, r], A [r, out]).
-        first, second = (ad.a, ad.b) if layout == "out_in" else (ad.b, ad.a)
+        dt = weight.weight.dtype
+        a, b = fnp.asarray(ad.a).astype(dt), fnp.asarray(ad.b).astype(dt)
+        first, second = (a, b) if layout == "out_in" else (b, a)
         low = linear(linear(x, first, layout=layout), second, layout=layout)
         return y + (ad.scale * low).astype(y.dtype)
     contract = 1 if layout == "out_in" else 0

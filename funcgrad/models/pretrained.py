@@ -45,8 +45,8 @@ from ..io import CheckpointError
 from . import bert, gpt2, llama
 from .layers import Adapted
 
-__all__ = ["Model", "load", "save", "from_config", "generate", "load_tokenizer", "Tokenizer",
-           "CheckpointError", "supported"]
+__all__ = ["Model", "load", "save", "from_config", "from_tensors", "generate", "load_tokenizer",
+           "Tokenizer", "CheckpointError", "supported"]
 
 _FAMILIES = (gpt2, bert, llama)   # the registry: one line per family module
 
@@ -339,13 +339,27 @@ def load(path, *, dtype=None, architecture=None, key=None, config_updates=None):
         raise CheckpointError(f"{os.path.join(folder, CONFIG)}: architecture {arch!r} is not "
                               f"supported for model_type {config['model_type']!r}; "
                               f"supported: {list(archs)}")
-    switching = arch != stored_arch
-
     tensors, _ = _read_weights(folder)
+    return _build(family, config, tensors, dtype=dtype, key=key,
+                  switching=arch != stored_arch, where=folder)
+
+
+def from_tensors(config, tensors, *, dtype=None):
+    """A model from a `config.json` dict and {checkpoint name: array} (e.g. weights made or
+    converted in memory), checked and arranged exactly as `load` does with a folder's files."""
+    config = dict(config)
+    family = _family(config, "from_tensors")
+    return _build(family, config, dict(tensors), dtype=dtype, key=None, switching=False,
+                  where="from_tensors")
+
+
+def _build(family, config, tensors, *, dtype, key, switching, where):
+    """The Model of `config` with parameters from `tensors` (see `load`)."""
+    arch = family.architecture(config)
     template = _eval_init(family, config)
     expected = _expected(family, config, template)
     tensors = _normalize_names(family, tensors, expected, config)
-    missing = _check_against(tensors, expected, family, config, folder, switching)
+    missing = _check_against(tensors, expected, family, config, where, switching)
     stored = {np.dtype(a.dtype) for a in tensors.values() if _is_float(a.dtype)}
     stored_dtype = stored.pop() if len(stored) == 1 else np.dtype(np.float32)
     if dtype is None:
@@ -356,19 +370,11 @@ def load(path, *, dtype=None, architecture=None, key=None, config_updates=None):
             raise ValueError("pretrained.load: dtype=bfloat16 is not computable by funcgrad "
                              "yet; load with dtype=None (bfloat16 weights become float32 and "
                              "save writes them back as bfloat16)")
-    if missing:
-        if not switching:
-            raise CheckpointError(
-                f"{folder}: tensor {missing[0]!r} (and {len(missing) - 1} more) is missing "
-                f"for {arch}; the files hold {len(tensors)} tensors (e.g. "
-                f"{sorted(tensors)[:3]})")
-        if key is None:
-            raise ValueError(f"pretrained.load: {arch} needs new tensors that the checkpoint "
-                             f"lacks ({missing[:3]}...): pass key=fg.random.key(0) to "
-                             "initialize them")
-    fresh = tu.tree_flatten_with_path(family.init(key, config, dtype=target))[0] \
-        if missing else []
-    fresh = {tu.path_to_str(p, "."): x for p, x in fresh}
+    if missing and not switching:
+        raise CheckpointError(
+            f"{where}: tensor {missing[0]!r} (and {len(missing) - 1} more) is missing for "
+            f"{arch}; the files hold {len(tensors)} tensors (e.g. {sorted(tensors)[:3]})")
+    fresh = _fresh(family, config, missing, key, target) if missing else {}
 
     def fill(path, spec):
         name = tu.path_to_str(path, ".")
@@ -382,6 +388,21 @@ def load(path, *, dtype=None, architecture=None, key=None, config_updates=None):
     params = tu.tree_map_with_path(fill, template)
     return Model(config, _placed(params),
                  save_dtype=stored_dtype if dtype is None else target)
+
+
+def _fresh(family, config, names, key, dtype):
+    """{name: newly initialized array} for the tensors `names` only: the family's init, jitted
+    so that the random numbers of every other tensor are never drawn (dead code)."""
+    if key is None:
+        raise ValueError(f"pretrained.load: {family.architecture(config)} needs tensors that the "
+                         f"checkpoint lacks ({names[:3]}): pass key=fg.random.key(0) to "
+                         "initialize them")
+
+    def pick(k):
+        flat = tu.tree_flatten_with_path(family.init(k, config, dtype=dtype))[0]
+        return {tu.path_to_str(p, "."): x for p, x in flat if tu.path_to_str(p, ".") in names}
+
+    return jit(pick)(key)
 
 
 # ---------------------------------------------------------------------------------------------
