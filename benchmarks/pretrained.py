@@ -16,8 +16,10 @@ Tasks:
 Both implementations start from the same weights (NumPy default_rng(0), normal * 0.02, GPT-2's
 layout) and data (default_rng(1)), and the same LoRA factors; the table shows each one's loss
 after the timed steps (they must agree) and a checksum of the generated tokens (they must be
-equal). Memory: the process's peak RSS after the steps minus its RSS before the first step
-(weights, data and imports already there): what the step itself needs at its peak. Rounds
+equal). The CPU time ratio (process time per step) is less sensitive than the wall-clock ratio
+to other processes on a loaded machine. Memory: the process's peak RSS after the steps minus its
+RSS before the first step (weights, data and imports already there): what the step itself
+needs at its peak. Rounds
 alternate between the processes (A B A B ...), so load from other processes hits both alike;
 figures are medians over rounds.
 """
@@ -109,6 +111,18 @@ def funcgrad_impl(task):
     if task == "generate":
         def run():
             return pretrained.generate(model, params, prompt, NEW)
+
+        def compile_both():          # trace and compile the prefill and the decode step
+            prefill, step = pretrained._generate_fns(model, 0.0, None, None)
+            p = np.zeros((1, PROMPT), np.int32)
+            length = pretrained._bucket(PROMPT + NEW)
+            cache = model._family.init_cache(model.config, 1, length)
+            mask = np.ones((1, length), np.int32)
+            key = fg.random.key(0)
+            prefill.lower(params, p, mask, p, cache, key)
+            step.lower(params, cache, p[:, 0], np.int32(PROMPT), mask, p[:, :1], key)
+
+        run.compile = compile_both
         return run, lambda out: int(np.asarray(out)[0, PROMPT:].sum())
 
     mask = masks.mask_from_paths(params, include=["transformer/h/*/attn/c_attn/weight"])
@@ -142,6 +156,7 @@ def funcgrad_impl(task):
         state["ad"], state["opt"], loss = step(state["ad"], state["opt"], params, x, y)
         return loss
 
+    run.compile = lambda: step.lower(state["ad"], state["opt"], params, x, y)
     return run, float
 
 
@@ -236,18 +251,24 @@ def worker(impl, task, threads):
     run, summarize = IMPLS[impl](task)
     rss_before = _rss_mib()
     t0 = time.perf_counter()
+    compile_s = None
+    if hasattr(run, "compile"):       # trace + optimize + generate code, without running
+        run.compile()
+        compile_s = time.perf_counter() - t0
     out = run()
     first = time.perf_counter() - t0
-    _say({"ready": True, "first_call_s": first, "rss_before_mib": rss_before})
+    _say({"ready": True, "first_call_s": first, "compile_s": compile_s,
+          "rss_before_mib": rss_before})
     for line in sys.stdin:
         cmd = line.split()
         if cmd and cmd[0] == "run":
-            times = []
+            times, cpu = [], []
             for _ in range(int(cmd[1])):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 out = run()
                 times.append(time.perf_counter() - t0)
-            _say({"times_s": times})
+                cpu.append(time.process_time() - c0)
+            _say({"times_s": times, "cpu_s": cpu})
         elif cmd and cmd[0] == "done":
             _say({"result": summarize(out), "peak_mib": _peak_mib(),
                   "rss_before_mib": rss_before})
@@ -281,11 +302,13 @@ def measure(task, threads, rounds, block, impls):
     for impl in impls:                       # started one at a time: first calls don't overlap
         p = Proc(impl, task, threads)
         p.info = p.ask()
-        p.rounds = []
+        p.rounds, p.cpu = [], []
         procs.append(p)
     for _ in range(rounds):
         for p in procs:
-            p.rounds.append(statistics.median(p.ask(f"run {block}")["times_s"]))
+            msg = p.ask(f"run {block}")
+            p.rounds.append(statistics.median(msg["times_s"]))
+            p.cpu.append(statistics.median(msg["cpu_s"]))
     for p in procs:
         p.final = p.ask("done")
         p.p.wait()
@@ -318,16 +341,19 @@ def main(argv=None):
             ref = procs[-1]
             unit = "ms / token" if task == "generate" else "step"
             print(f"### {task}, {threads} thread{'s' * (threads > 1)}\n")
-            print(f"| impl | {unit} | ratio to {ref.impl} | first call | peak RSS MiB | "
-                  "step peak beyond weights MiB | " +
+            print(f"| impl | {unit} | ratio to {ref.impl} | CPU time ratio | first call | of "
+                  "which trace + compile | peak RSS MiB | step peak beyond weights MiB | " +
                   ("token checksum" if task == "generate" else "loss") + " |")
-            print("|" + " --- |" * 7)
+            print("|" + " --- |" * 9)
             for p in procs:
                 med = statistics.median(p.rounds)
                 ratio = statistics.median(a / b for a, b in zip(p.rounds, ref.rounds))
+                cpu_ratio = statistics.median(a / b for a, b in zip(p.cpu, ref.cpu))
                 shown = f"{med / NEW * 1e3:.1f}" if task == "generate" else fmt_s(med)
-                print(f"| {p.impl} | {shown} | {ratio:.2f} | {fmt_s(p.info['first_call_s'])} | "
-                      f"{p.final['peak_mib']:.0f} | "
+                comp = p.info.get("compile_s")
+                print(f"| {p.impl} | {shown} | {ratio:.2f} | {cpu_ratio:.2f} | "
+                      f"{fmt_s(p.info['first_call_s'])} | "
+                      f"{'–' if comp is None else fmt_s(comp)} | {p.final['peak_mib']:.0f} | "
                       f"{p.final['peak_mib'] - p.final['rss_before_mib']:.0f} | "
                       f"{p.final['result']} |")
             print(flush=True)
