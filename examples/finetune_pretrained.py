@@ -18,7 +18,7 @@ exactly as it would load a user's:
 
   * causal LM (`--task lm`): perplexity on held-out text before and after three ways of
     fine-tuning on the target text (`--text FILE`, by default the docstrings of one module
-    family, `email`, that pretraining never saw): LoRA on the attention projections (PEFT's
+    family, `email`, that pretraining never saw): LoRA on the blocks' projections (PEFT's
     layout, saved with `lora.save_peft`), the output layer only, and every parameter; greedy
     and sampled continuations before and after LoRA (`pretrained.generate`, KV cache);
   * classification (`--task classify`): the BERT checkpoint loaded as
@@ -284,11 +284,13 @@ def run_lm(folder, args, curves):
     before = sample(model, model.params, tok, prompt, args)
     rows = []
 
-    lora_mask = targets(model, ["c_attn", "q_proj", "v_proj"])
+    # every projection of the blocks (GPT-2's Conv1D, Llama's *_proj), named as PEFT names them
+    lora_mask = targets(model, ["c_attn", "c_proj", "c_fc", "q_proj", "k_proj", "v_proj",
+                                "o_proj", "gate_proj", "up_proj", "down_proj"])
     adapters = lora.init(fg.random.key(args.seed), model.params, lora_mask, rank=args.rank,
                          alpha=2 * args.rank)
     adapters, losses, ms = train(lm_loss(model, adapted=True), adapters, model.params, batches,
-                                 args.steps, args.lr, "LoRA", args)
+                                 args.steps, 2.5 * args.lr, "LoRA", args)
     curves[f"LoRA r={args.rank}"] = losses
     rows.append([f"LoRA r={args.rank}", masks.count(adapters), base_ppl,
                  perplexity(model, model.params, test_ids, seq, adapters), ms])

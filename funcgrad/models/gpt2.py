@@ -94,7 +94,7 @@ def init(key, config, dtype=np.float32):
     d, n_layer = _get(config, "n_embd"), _get(config, "n_layer")
     inner = _get(config, "n_inner") or 4 * d
     std = _get(config, "initializer_range")
-    normal, proj = inits.normal(std), inits.normal(std / math.sqrt(2 * n_layer))
+    normal, proj = inits.normal(std), inits.normal(std / math.sqrt(2 * max(n_layer, 1)))
     keys = iter(random.split(key, 4 + 4 * n_layer))
 
     def ln():
