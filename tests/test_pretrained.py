@@ -402,7 +402,8 @@ def test_adapters_saved_by_peft_load_in_funcgrad(folders, kind, targets, tmp_pat
     torch.manual_seed(1)
     peft_model = peft.get_peft_model(base, peft.LoraConfig(
         r=3, lora_alpha=5, target_modules=targets, init_lora_weights=False,
-        fan_in_fan_out=kind == "gpt2", rank_pattern={"k_proj": 2}, alpha_pattern={"k_proj": 7},
+        fan_in_fan_out=kind == "gpt2", rank_pattern={"k_proj": 2} if kind == "llama" else {},
+        alpha_pattern={"k_proj": 7} if kind == "llama" else {},
         task_type="SEQ_CLS" if kind == "bert-cls" else None))
     if kind == "bert-cls":
         with torch.no_grad():
