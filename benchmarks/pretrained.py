@@ -276,9 +276,12 @@ def worker(impl, task, threads):
     return 0
 
 
+TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**31), "MALLOC_TRIM_THRESHOLD_": str(2**31)}
+
+
 class Proc:
-    def __init__(self, impl, task, threads):
-        env = dict(os.environ)
+    def __init__(self, impl, task, threads, tuned_malloc=False):
+        env = dict(os.environ, **(TUNED_MALLOC if tuned_malloc else {}))
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self.impl = impl
@@ -297,10 +300,10 @@ class Proc:
         raise RuntimeError(f"{self.impl} worker exited with code {self.p.wait()}")
 
 
-def measure(task, threads, rounds, block, impls):
+def measure(task, threads, rounds, block, impls, tuned_malloc=False):
     procs = []
     for impl in impls:                       # started one at a time: first calls don't overlap
-        p = Proc(impl, task, threads)
+        p = Proc(impl, task, threads, tuned_malloc)
         p.info = p.ask()
         p.rounds, p.cpu = [], []
         procs.append(p)
@@ -327,17 +330,21 @@ def main(argv=None):
     ap.add_argument("--tasks", default="lora,generate")
     ap.add_argument("--impls", default="funcgrad,torch")
     ap.add_argument("--rounds", type=int)
+    ap.add_argument("--tuned-malloc", action="store_true",
+                    help="glibc keeps freed memory (MALLOC_MMAP_THRESHOLD_ / _TRIM_THRESHOLD_ "
+                         "2 GiB) in both processes: large temporaries stop costing page faults")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.tasks, int(args.threads))
     impls = args.impls.split(",")
     rounds = args.rounds or (3 if args.quick else 5)
-    print(f"GPT-2 small (124M), {load_note()}; {rounds} interleaved rounds, medians\n")
+    print(f"GPT-2 small (124M), {load_note()}; {rounds} interleaved rounds, medians"
+          + ("; glibc malloc tuned (--tuned-malloc)" if args.tuned_malloc else "") + "\n")
     for threads in (int(t) for t in args.threads.split(",")):
         for task in args.tasks.split(","):
             block = 1 if task == "generate" or args.quick else 2
-            procs = measure(task, threads, rounds, block, impls)
+            procs = measure(task, threads, rounds, block, impls, args.tuned_malloc)
             ref = procs[-1]
             unit = "ms / token" if task == "generate" else "step"
             print(f"### {task}, {threads} thread{'s' * (threads > 1)}\n")
