@@ -540,6 +540,10 @@ def test_bad_folders_get_clear_errors(folders, tmp_path):
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         pretrained.load(_write(tmp_path / "j", cfg))
     model = pretrained.load(path)
+    with pytest.raises(ValueError, match=r"input_ids .* \[batch, length\].*ids\[None\]"):
+        model.apply(model.params, np.arange(5))
+    with pytest.raises(ValueError, match="exceed the model's 64 positions"):
+        model.apply(model.params, np.zeros((1, 65), np.int32))
     with pytest.raises(ValueError, match="not adapters"):
         pretrained.save(tmp_path / "k", model, {"transformer": {"oops": np.zeros(3)}})
     with pytest.raises(CheckpointError, match="peft_type"):

@@ -33,6 +33,7 @@ from .layers import (
     merge_heads,
     merged,
     split_heads,
+    token_ids,
 )
 
 __all__ = ["default_config", "init", "apply"]
@@ -155,7 +156,7 @@ def apply(params, input_ids, *, config, attention_mask=None, token_type_ids=None
     tokens; token_type_ids default to 0, position_ids to 0..T-1."""
     arch = architecture(config)
     base = params if arch == "BertModel" else params["bert"]
-    input_ids = fnp.asarray(input_ids)
+    input_ids = token_ids(input_ids, "bert.apply")
     b, t = input_ids.shape
     heads, eps = _get(config, "num_attention_heads"), _get(config, "layer_norm_eps")
     act = activation(_get(config, "hidden_act"))
@@ -166,6 +167,10 @@ def apply(params, input_ids, *, config, attention_mask=None, token_type_ids=None
     attn_p = _get(config, "attention_probs_dropout_prob") if drop else 0.0
 
     emb = base["embeddings"]
+    n_pos = emb["position_embeddings"]["weight"].shape[0]
+    if t > n_pos:
+        raise ValueError(f"bert: {t} tokens exceed the model's {n_pos} positions "
+                         "(max_position_embeddings); truncate the input")
     if position_ids is None:
         position_ids = fnp.arange(t, dtype=np.int32)[None]
     if token_type_ids is None:

@@ -33,6 +33,7 @@ from .layers import (
     merge_heads,
     merged,
     split_heads,
+    token_ids,
 )
 
 __all__ = ["default_config", "init", "apply", "init_cache"]
@@ -139,7 +140,7 @@ def apply(params, input_ids, *, config, attention_mask=None, position_ids=None, 
     dropout."""
     arch = architecture(config)
     base = params if arch == "GPT2Model" else params["transformer"]
-    input_ids = fnp.asarray(input_ids)
+    input_ids = token_ids(input_ids, "gpt2.apply")
     b, t = input_ids.shape
     n_head, eps = _get(config, "n_head"), _get(config, "layer_norm_epsilon")
     act = activation(_get(config, "activation_function"))
@@ -148,7 +149,11 @@ def apply(params, input_ids, *, config, attention_mask=None, position_ids=None, 
     keys = list(random.split(key, 1 + 3 * n_layer)) if drop else [None] * (1 + 3 * n_layer)
     rate = (lambda name: _get(config, name)) if drop else (lambda name: 0.0)
 
+    n_pos = base["wpe"]["weight"].shape[0]
     if position_ids is None:
+        if (cache[0]["k"].shape[2] if cache is not None else t) > n_pos:
+            raise ValueError(f"gpt2: {t} tokens (or a cache of that length) exceed the model's "
+                             f"{n_pos} positions (n_positions)")
         position_ids = (fnp.arange(t, dtype=np.int32) + cache_index)[None]
     x = fnp.take(merged(base["wte"]["weight"]), input_ids, axis=0) + \
         fnp.take(merged(base["wpe"]["weight"]), position_ids, axis=0)

@@ -24,9 +24,9 @@ __all__ = [
     "Layer", "dense", "mlp", "conv2d", "max_pool", "avg_pool", "layer_norm", "rms_norm",
     "batch_norm", "embedding", "dropout", "multi_head_attention", "attention_mask",
     # pieces of the pretrained families (gpt2, bert, llama)
-    "Adapted", "merged", "linear", "layer_norm_fn", "rms_norm_fn", "activation", "causal_mask",
-    "attention", "split_heads", "merge_heads", "kv_cache_update", "rotary_cos_sin",
-    "apply_rotary",
+    "Adapted", "merged", "token_ids", "linear", "layer_norm_fn", "rms_norm_fn", "activation",
+    "causal_mask", "attention", "split_heads", "merge_heads", "kv_cache_update",
+    "rotary_cos_sin", "apply_rotary",
 ]
 
 
@@ -358,6 +358,17 @@ class Adapted(NamedTuple):
     `a`, `b` and `scale` (a `lora.Adapter`)."""
     weight: object
     adapter: object
+
+
+def token_ids(input_ids, who):
+    """`input_ids` as an integer array [batch, length], or a clear error naming `who`."""
+    ids = fnp.asarray(input_ids)
+    if ids.ndim != 2 or np.dtype(ids.dtype).kind not in "iu":
+        fix = "add a batch axis: ids[None]" if ids.ndim == 1 else \
+            "token ids are integers: ids.astype(np.int32)" if ids.ndim == 2 else "reshape them"
+        raise ValueError(f"{who}: input_ids must be integer token ids of shape [batch, length], "
+                         f"got {ids.dtype} {tuple(ids.shape)} ({fix})")
+    return ids
 
 
 def merged(w):

@@ -36,6 +36,7 @@ from .layers import (
     rms_norm_fn,
     rotary_cos_sin,
     split_heads,
+    token_ids,
 )
 from .layers import apply_rotary as _rotate
 
@@ -203,7 +204,7 @@ def apply(params, input_ids, *, config, attention_mask=None, position_ids=None, 
     (from `init_cache`) the new keys and values are written at `cache_index` and
     `(output, new_cache)` is returned."""
     base = params if _is_base(config) else params["model"]
-    input_ids = fnp.asarray(input_ids)
+    input_ids = token_ids(input_ids, "llama.apply")
     b, t = input_ids.shape
     _, heads, kv_heads, hd = _sizes(config)
     eps = _get(config, "rms_norm_eps")
