@@ -36,7 +36,6 @@ import argparse
 import importlib
 import inspect
 import os
-import re
 import tempfile
 import warnings
 

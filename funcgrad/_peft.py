@@ -24,9 +24,8 @@ from collections import Counter
 
 import numpy as np
 
-from . import io
+from . import io  # (io imports lora, which imports this module: use io.X at call time)
 from . import tree_util as tu
-from .io import CheckpointError
 
 PREFIX = "base_model.model."
 CONFIG = "adapter_config.json"
@@ -173,19 +172,19 @@ def _read_config(folder):
         with open(path, encoding="utf-8") as f:
             cfg = json.load(f)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing (a PEFT adapter folder has {CONFIG} and "
+        raise io.CheckpointError(f"{path}: missing (a PEFT adapter folder has {CONFIG} and "
                               f"{WEIGHTS})") from None
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not readable JSON: {e}") from None
+        raise io.CheckpointError(f"{path}: not readable JSON: {e}") from None
     if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
-        raise CheckpointError(f"{path}: peft_type is {cfg.get('peft_type')!r}; only LoRA "
+        raise io.CheckpointError(f"{path}: peft_type is {cfg.get('peft_type')!r}; only LoRA "
                               "adapters (peft_type 'LORA') load into funcgrad")
     for field, ok, what in (("use_dora", (False, None), "DoRA"),
                             ("bias", ("none", None), "trained biases (bias != 'none')"),
                             ("lora_bias", (False, None), "LoRA biases"),
                             ("layer_replication", (None,), "layer replication")):
         if cfg.get(field) not in ok:
-            raise CheckpointError(f"{path}: {what} ({field}={cfg.get(field)!r}) is not "
+            raise io.CheckpointError(f"{path}: {what} ({field}={cfg.get(field)!r}) is not "
                                   "supported by funcgrad's LoRA")
     return cfg
 
@@ -204,10 +203,10 @@ def load_peft(path, model, *, return_params=False):
     wfile = os.path.join(folder, WEIGHTS)
     if not os.path.exists(wfile):
         pickle = os.path.exists(os.path.join(folder, "adapter_model.bin"))
-        raise CheckpointError(f"{wfile}: missing" + (
+        raise io.CheckpointError(f"{wfile}: missing" + (
             " (the folder has adapter_model.bin: funcgrad never unpickles files; save it with "
             "safe_serialization=True)" if pickle else ""))
-    tensors, _ = io.read_safetensors(wfile)
+    tensors = io.load_safetensors(wfile)
     shapes = model.tensor_shapes()
     prefix = model._family.BASE_PREFIX + "."
 
@@ -216,7 +215,7 @@ def load_peft(path, model, *, return_params=False):
                      module[len(prefix):] + what if module.startswith(prefix) else None):
             if name in shapes:
                 return name
-        raise CheckpointError(f"{wfile}: {module!r} is not a module of {model.architecture} "
+        raise io.CheckpointError(f"{wfile}: {module!r} is not a module of {model.architecture} "
                               "(was the adapter trained on another base model?)")
 
     factors, full = {}, {}
@@ -229,21 +228,21 @@ def load_peft(path, model, *, return_params=False):
         module, kind = m.group("module") or m.group("emodule"), m.group("kind") or m.group("ekind")
         factors.setdefault(module, {})[kind[-1]] = (key, arr)
     if full and not return_params:
-        raise CheckpointError(f"{wfile}: holds full weights of modules_to_save ({sorted(full)[:3]})"
-                              "; load them with lora.load_peft(path, model, "
-                              "return_params=True) -> (adapters, params)")
+        raise io.CheckpointError(
+            f"{wfile}: holds full weights of modules_to_save ({sorted(full)[:3]}); load them "
+            "with lora.load_peft(path, model, return_params=True) -> (adapters, params)")
     base_r, base_alpha = cfg.get("r", 8), cfg.get("lora_alpha", 8)
     chosen = {}
     for module, parts in factors.items():
         if set(parts) != {"A", "B"}:
-            raise CheckpointError(f"{wfile}: module {module!r} has lora_{next(iter(parts))} "
+            raise io.CheckpointError(f"{wfile}: module {module!r} has lora_{next(iter(parts))} "
                                   "but not its pair")
         name = weight_name(module, ".weight")
         (ka, A), (kb, B) = parts["A"], parts["B"]
         r = _pattern(cfg.get("rank_pattern"), module, base_r)
         alpha = _pattern(cfg.get("alpha_pattern"), module, base_alpha)
         if A.shape[0] != r or B.shape[-1] != r:
-            raise CheckpointError(f"{wfile}: {ka!r} {A.shape} and {kb!r} {B.shape} do not have "
+            raise io.CheckpointError(f"{wfile}: {ka!r} {A.shape} and {kb!r} {B.shape} do not have "
                                   f"rank r={r} of adapter_config.json")
         scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
         layout = model.weight_layout(name)
@@ -253,7 +252,7 @@ def load_peft(path, model, *, return_params=False):
         else:   # Conv1D [in, out] and embeddings [num, dim]: B @ A is W transposed
             a, b = B.T, A.T
         if (b.shape[0], a.shape[1]) != shape:
-            raise CheckpointError(f"{wfile}: {ka!r} {A.shape} and {kb!r} {B.shape} do not fit "
+            raise io.CheckpointError(f"{wfile}: {ka!r} {A.shape} and {kb!r} {B.shape} do not fit "
                                   f"{name!r} of shape {shape}")
         chosen[name] = (a, b, float(scale))
 
@@ -272,7 +271,7 @@ def load_peft(path, model, *, return_params=False):
     for name, arr in full.items():
         target = weight_name(name.rsplit(".", 1)[0], "." + name.rsplit(".", 1)[1])
         if tuple(arr.shape) != shapes[target][0]:
-            raise CheckpointError(f"{wfile}: {name!r} has shape {arr.shape} but {target!r} of "
+            raise io.CheckpointError(f"{wfile}: {name!r} has shape {arr.shape} but {target!r} of "
                                   f"{model.architecture} has {shapes[target][0]}")
         replaced[target] = arr
 

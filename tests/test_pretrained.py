@@ -509,7 +509,7 @@ def _write(folder, config=None, tensors=None, **files):
 def test_bad_folders_get_clear_errors(folders, tmp_path):
     path, _ = folders["gpt2"]
     cfg = json.load(open(os.path.join(path, "config.json")))
-    good, _ = fg.io.read_safetensors(os.path.join(path, "model.safetensors"))
+    good = fg.io.load_safetensors(os.path.join(path, "model.safetensors"))
     with pytest.raises(CheckpointError, match="not a folder"):
         pretrained.load(tmp_path / "nothing")
     with pytest.raises(CheckpointError, match="config.json: missing"):
@@ -537,7 +537,7 @@ def test_bad_folders_get_clear_errors(folders, tmp_path):
             index)))
     (tmp_path / "j").mkdir()
     (tmp_path / "j" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00garbage")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
         pretrained.load(_write(tmp_path / "j", cfg))
     model = pretrained.load(path)
     with pytest.raises(ValueError, match=r"input_ids .* \[batch, length\].*ids\[None\]"):

@@ -18,13 +18,14 @@ import numpy as np
 from .. import lax, nn, random, stop_gradient
 from .. import numpy as fnp
 from ..devices import inputs_on_default_backend
+from ..lora import AdaptedWeight
 from . import initializers as inits
 
 __all__ = [
     "Layer", "dense", "mlp", "conv2d", "max_pool", "avg_pool", "layer_norm", "rms_norm",
     "batch_norm", "embedding", "dropout", "multi_head_attention", "attention_mask",
     # pieces of the pretrained families (gpt2, bert, llama)
-    "Adapted", "merged", "token_ids", "linear", "layer_norm_fn", "rms_norm_fn", "activation",
+    "merged", "token_ids", "linear", "layer_norm_fn", "rms_norm_fn", "activation",
     "causal_mask", "attention", "split_heads", "merge_heads", "kv_cache_update",
     "rotary_cos_sin", "apply_rotary",
 ]
@@ -351,15 +352,6 @@ multi_head_attention = Layer(_mha_init, inputs_on_default_backend(_mha_apply))
 # Pieces of pretrained transformers (funcgrad.models.gpt2, bert, llama): functions of arrays,
 # so that each family keeps its checkpoint's parameter names and layout.
 
-class Adapted(NamedTuple):
-    """A weight with a low-rank adapter, as `linear` receives it from `lora.apply` when the model
-    computes adapters on its own path: W stays frozen and untouched, and `linear` adds
-    scale * (x A^T) B^T (for W [out, in]) instead of building W + scale * B A. `adapter` has
-    `a`, `b` and `scale` (a `lora.Adapter`)."""
-    weight: object
-    adapter: object
-
-
 def token_ids(input_ids, who):
     """`input_ids` as an integer array [batch, length], or a clear error naming `who`."""
     ids = fnp.asarray(input_ids)
@@ -372,9 +364,9 @@ def token_ids(input_ids, who):
 
 
 def merged(w):
-    """The array a weight stands for: W itself, or W + scale * B @ A for an `Adapted` weight
+    """The array a weight stands for: W itself, or W + scale * B @ A for a `lora.AdaptedWeight`
     (used where a weight is not multiplied by `linear`, e.g. an embedding table)."""
-    if not isinstance(w, Adapted):
+    if not isinstance(w, AdaptedWeight):
         return w
     ad = w.adapter
     dt = w.weight.dtype
@@ -387,8 +379,8 @@ def linear(x, weight, bias=None, *, layout="out_in"):
     x W + b for [in, out] (GPT-2's `Conv1D`, layout "in_out"), over the last axis of x.
 
     The one place where model weights reach a matmul: the weight is contracted in its stored
-    layout (no transposed copy), and an `Adapted` weight adds its low-rank path here."""
-    if isinstance(weight, Adapted):
+    layout (no transposed copy), and a `lora.AdaptedWeight` adds its low-rank path here."""
+    if isinstance(weight, AdaptedWeight):
         ad = weight.adapter
         y = linear(x, weight.weight, bias, layout=layout)
         # B @ A has W's shape: for [out, in], A is [r, in] and B [out, r]; for [in, out] the

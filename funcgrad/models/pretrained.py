@@ -43,7 +43,6 @@ from .. import tree_util as tu
 from ..devices import default_backend, device_put
 from ..io import CheckpointError
 from . import bert, gpt2, llama
-from .layers import Adapted
 
 __all__ = ["Model", "load", "save", "from_config", "from_tensors", "generate", "load_tokenizer",
            "Tokenizer", "CheckpointError", "supported"]
@@ -124,15 +123,11 @@ class Model:
             return family.apply(params, input_ids, config=cfg, attention_mask=attention_mask,
                                 **kwargs)
 
-        def apply_with_adapters(params, adapters, input_ids, *, attention_mask=None, **kwargs):
-            return apply(_adapted_tree(params, adapters), input_ids,
-                         attention_mask=attention_mask, **kwargs)
-
         apply.__doc__ = family.apply.__doc__
         apply.__name__ = f"{self.family}.apply"
-        # `lora.apply(model.apply)` uses this path: the adapters' low-rank products are
-        # computed beside the frozen weights (x A^T B^T), not merged into a new W.
-        apply.adapted_apply = apply_with_adapters
+        # `lora.apply(model.apply)` hands over lora.AdaptedWeight leaves: the adapters'
+        # low-rank products are computed beside the frozen weights (x A^T B^T), not merged.
+        apply.computes_adapters = True
         self.apply = apply
 
     def __repr__(self):
@@ -154,26 +149,6 @@ class Model:
         """{dotted name: (shape, dtype)} of the tensors the architecture stores (tied ones
         excluded), from the config alone."""
         return _expected(self._family, self.config)
-
-
-def _adapted_tree(params, adapters):
-    """params with each adapted weight replaced by `Adapted(weight, adapter)`."""
-    def pick(ad, w):
-        if ad is None:
-            return w
-        if np.shape(w) != (np.shape(ad.b)[0], np.shape(ad.a)[1]):
-            raise ValueError(f"lora.apply: adapter factors {np.shape(ad.b)} @ {np.shape(ad.a)} "
-                             f"do not fit a weight of shape {np.shape(w)}")
-        return Adapted(w, ad)
-
-    try:
-        return tu.tree_map(pick, adapters, params,
-                           is_leaf=lambda x: x is None or hasattr(x, "scale"))
-    except ValueError as e:
-        if "lora.apply" in str(e):
-            raise
-        raise ValueError(f"lora.apply: the adapters do not match the params' structure ({e}); "
-                         "make them with lora.init(key, model.params, mask)") from None
 
 
 def _expected(family, config, template=None):
@@ -246,7 +221,7 @@ def _read_weights(folder):
     for path in files:
         if not os.path.exists(path):
             raise CheckpointError(f"{path}: missing (listed in {INDEX})")
-        part, _ = io.read_safetensors(path)
+        part = io.load_safetensors(path)
         for name, a in part.items():
             if name in tensors:
                 raise CheckpointError(f"{path}: tensor {name!r} is also in {origin[name]}")
