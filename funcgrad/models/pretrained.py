@@ -23,10 +23,16 @@ only slowly on the CPU (mixed precision is issue 21's); the model remembers the 
 `save` writes that dtype again. `dtype=np.float16` (or float32, float64) casts every float
 tensor on load.
 
-Families: one module each (`gpt2`, `bert`, `llama` with its Mistral and Qwen2 variants) with
-`ARCHITECTURES` ({model_type: class names}), `CAUSAL_LM`, `BASE_PREFIX`, `IGNORED` (buffer names),
-`UNEXPECTED_OK`, `default_config`, `architecture`, `tied`, `weight_layout`, `init` and `apply`
-(causal LMs also `init_cache`). Adding a family is one such file and one line in `_FAMILIES`.
+Families: one module each (`gpt2`, `bert`, `llama` with its Mistral and Qwen2 variants),
+holding its checkpoint names beside its math: `ARCHITECTURES` ({model_type: Hugging Face class
+names}), `CAUSAL_LM` (the classes `generate` drives), `BASE_PREFIX` (the base model's attribute,
+"transformer" / "bert" / "model"), `IGNORED` (buffers some files carry), `UNEXPECTED_OK` (other
+heads' tensors a class skips), optional `RENAMES` (legacy names), and the functions
+`default_config`, `architecture`, `tied`, `weight_layout`, `init(key, config, dtype)` and
+`apply(params, input_ids, *, config, ...)` (causal LMs also `init_cache`). Adding a family is
+one such file and one line in `_FAMILIES`. Every weight reaches a matmul through
+`layers.linear` (embedding tables through `layers.merged`), the one place where adapted,
+quantized or lower-precision weights are handled.
 """
 
 from __future__ import annotations
