@@ -547,12 +547,43 @@ def _dot_impl_any_dtypes(xp, lhs, rhs, *, dimension_numbers, preferred_element_t
     if xp is np and is_small_float(work):
         work = _F32
     lhs = lhs if lt == work else astype(xp, lhs, work)
-    rhs = rhs if rt == work else astype(xp, rhs, work)
-    res = _dot_impl(xp, lhs, rhs, dimension_numbers=dimension_numbers)
+    if rt != work and _tiled(lhs, rhs, dimension_numbers):
+        res = _dot_widening_rhs_by_tiles(xp, lhs, rhs, dimension_numbers[0][1][0], work)
+    else:
+        rhs = rhs if rt == work else astype(xp, rhs, work)
+        res = _dot_impl(xp, lhs, rhs, dimension_numbers=dimension_numbers)
     return res if dtype_of(res) == out else astype(xp, res, out, copy=False)
 
 
 _F32 = np.dtype(np.float32)
+# A weight to widen (a bfloat16 or int8 matrix times float32 activations) larger than this many
+# elements is widened a tile of rows at a time (1 MiB of float32), never as a whole.
+DOT_TILE_ELEMENTS = 1 << 18
+
+
+def _tiled(lhs, rhs, dimension_numbers):
+    (lc, rc), (lb, rb) = dimension_numbers
+    return (not lb and rhs.ndim == 2 and len(lc) == 1 and lc[0] == lhs.ndim - 1
+            and lhs.ndim >= 1 and rhs.size > DOT_TILE_ELEMENTS)
+
+
+def _dot_widening_rhs_by_tiles(xp, lhs, rhs, rc, work):
+    """lhs (contracted on its last axis) times a 2-D rhs (contracted on axis rc) that must be
+    widened to `work`: rows r0:r1 of rhs are widened and multiplied at a time. rc = 0 sums
+    the partial products; rc = 1 fills a slice of the output's columns per tile."""
+    lead = lhs.shape[:-1]
+    x = xp.reshape(lhs, (-1, lhs.shape[-1]))
+    rows, cols = rhs.shape
+    step = max(1, DOT_TILE_ELEMENTS // max(cols, 1))
+    if rc == 0:
+        y = xp.zeros((x.shape[0], cols), work)
+        for r0 in range(0, rows, step):
+            y += x[:, r0:r0 + step] @ astype(xp, rhs[r0:r0 + step], work)
+    else:
+        y = xp.empty((x.shape[0], rows), work)
+        for r0 in range(0, rows, step):
+            y[:, r0:r0 + step] = x @ astype(xp, rhs[r0:r0 + step], work).T
+    return xp.reshape(y, lead + (y.shape[-1],))
 dot_general_p = Primitive("dot_general", impl=_dot_impl_any_dtypes, abstract_eval=_dot_abstract,
                           jvp=_dot_jvp, vjp=_dot_vjp, residuals="cross")
 
