@@ -480,6 +480,7 @@ def linear(x, w, bias=None, *, layout="out_in"):
     if is_quantized(w):
         kind, arrays, meta = _arrays(w)
         x = fnp.asarray(x)
+        _matmul_abstract(ShapedArray(tuple(x.shape), x.dtype), layout=layout, **meta)  # checks
         y = bind(_MATMUL[kind], x, *arrays, layout=layout, **_static(meta))
     else:  # a plain weight, in its own dtype (dot_general widens it inside the call only)
         x = fnp.asarray(x)
@@ -533,3 +534,9 @@ def take(w, ids, axis=0):
         raise TypeError(f"quant.take: ids must be integers, got {ids.dtype}")
     return bind(_TAKE[kind], ids, *arrays, dtype=np.dtype(w.dtype), **_static(meta))
 
+
+# Checkpoints rebuild quantized weights by name, without a template (io.load(path)).
+from . import io as _io  # noqa: E402
+
+_io.register_type(Int8Array, name="funcgrad.quant.Int8Array")
+_io.register_type(NF4Array, name="funcgrad.quant.NF4Array")
