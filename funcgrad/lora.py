@@ -88,7 +88,7 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None, dtype=Non
     scale = float(alpha if alpha is not None else rank) / rank
     rng = _rng(key)
     pairs, treedef = tu.tree_flatten_with_path(params, is_leaf=_quant().is_quantized)
-    on = _masks.leaf_mask(mask, _shapes_view(params), "lora.init")
+    on = _masks.leaf_mask(_quantized_as_leaves(mask), _shapes_view(params), "lora.init")
     if not any(on):
         raise ValueError("lora.init: the mask selects no leaf; nothing would be adapted")
     out = []
@@ -132,6 +132,16 @@ def _shapes_view(params):
     from .core import ShapedArray
     return tu.tree_map(lambda x: ShapedArray(x.shape, x.dtype) if q.is_quantized(x) else x,
                        params, is_leaf=q.is_quantized)
+
+
+def _quantized_as_leaves(mask):
+    """A mask made on a tree with quantized weights (one bool per packed array) as one bool per
+    quantized weight: True when all of its arrays are selected."""
+    if callable(mask) or isinstance(mask, (bool, np.bool_)):
+        return mask
+    q = _quant()
+    return tu.tree_map(lambda m: all(bool(b) for b in tu.tree_leaves(m)) if q.is_quantized(m)
+                       else m, mask, is_leaf=q.is_quantized)
 
 
 def _adapter_dtype(w):

@@ -48,7 +48,7 @@ from .core import Primitive, ShapedArray, bind
 
 __all__ = ["NF4_CODE", "DYNAMIC_CODE", "Int8Array", "NF4Array", "quantize_int8",
            "quantize_nf4", "quantize", "dequantize", "dequantize_tree", "is_quantized",
-           "linear", "take", "nbytes", "TILE_ELEMENTS"]
+           "linear", "take", "rows", "nbytes", "TILE_ELEMENTS"]
 
 # The 16 NF4 values, as bitsandbytes defines them (QLoRA, appendix E).
 NF4_CODE = np.array([
@@ -358,6 +358,35 @@ def dequantize(w):
         return w
     kind, arrays, meta = _arrays(w)
     return bind(_DEQUANTIZE[kind], *arrays, dtype=np.dtype(w.dtype), **_static(meta))
+
+
+def rows(w, r0, r1):
+    """Rows r0:r1 (along axis 0) of a weight, quantized as `w` is, or sliced for a plain array:
+    a tile that `dequantize` turns into floats on its own (see `layers.linear_cross_entropy`).
+    NF4 rows must start and end on block boundaries (r * prod(shape[1:]) divisible by the block
+    size; true for every row when the row length is a multiple of 64); their absmax constants
+    come out as float32 (double quantization undone for the tile)."""
+    if not is_quantized(w):
+        return w[r0:r1]
+    shape = (r1 - r0,) + tuple(w.shape[1:])
+    if isinstance(w, Int8Array):
+        scale = w.scale[r0:r1] if w.axis % max(w.ndim, 1) == 0 else w.scale
+        return Int8Array(w.q[r0:r1], scale, w.axis, w.dtype)
+    cols = math.prod(w.shape[1:])
+    a, b = r0 * cols, r1 * cols
+    if a % w.block_size or (b % w.block_size and r1 != w.shape[0]):
+        raise ValueError(f"quant.rows: rows {r0}:{r1} of an NF4 array of shape {w.shape} do not "
+                         f"start and end on its blocks of {w.block_size}")
+    b0, b1 = a // w.block_size, -(-b // w.block_size)
+    absmax = w.absmax
+    if w.double_quant:
+        absmax = fnp.take(fnp.asarray(DYNAMIC_CODE), absmax[b0:b1].astype(np.int32)) * \
+            w.absmax_scale[np.arange(b0, b1) // ABSMAX_BLOCK] + w.absmax_offset
+    else:
+        absmax = absmax[b0:b1]
+    return NF4Array(w.packed[b0 * w.block_size // 2: b1 * w.block_size // 2], absmax,
+                    np.zeros(0, np.float32), np.zeros((), np.float32), shape, w.dtype,
+                    w.block_size)
 
 
 def dequantize_tree(params):

@@ -11,11 +11,12 @@ API, so every layer works under grad, jit and vmap.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .. import lax, nn, quant, random, stop_gradient
+from .. import checkpoint, custom_vjp, lax, nn, quant, random, stop_gradient
 from .. import numpy as fnp
 from ..devices import inputs_on_default_backend
 from ..lora import AdaptedWeight
@@ -27,7 +28,7 @@ __all__ = [
     # pieces of the pretrained families (gpt2, bert, llama)
     "merged", "token_ids", "linear", "layer_norm_fn", "rms_norm_fn", "activation",
     "causal_mask", "attention", "split_heads", "merge_heads", "kv_cache_update",
-    "rotary_cos_sin", "apply_rotary",
+    "rotary_cos_sin", "apply_rotary", "embed", "linear_cross_entropy",
 ]
 
 
@@ -410,6 +411,89 @@ def linear(x, weight, bias=None, *, layout="out_in"):
                          f"{'[out, in]' if contract else '[in, out]'})")
     y = lax.dot_general(x, weight, (((x.ndim - 1,), (contract,)), ((), ())))
     return y if bias is None else y + bias
+
+
+def linear_cross_entropy(h, weight, labels, *, tile_rows=2048):
+    """Per-token cross-entropy `logsumexp(h W^T) - (h W^T)[label]` of an output layer W stored
+    [vocab, d] (an LM head, or a tied embedding table; plain, 16-bit or quantized), without the
+    [tokens, vocab] logits: the vocabulary is visited `tile_rows` rows of W at a time, with a
+    running logsumexp, and the backward pass visits it once more (each tile of a quantized W is
+    dequantized once per pass). h [..., d], integer labels [...] -> float32 losses [...].
+
+    Gradients flow to h only (W is frozen here: a LoRA or head-frozen fine-tuning); the logits
+    are computed in float32. As Liger-Kernel's fused linear cross-entropy, this takes the
+    largest activation of a language model's training step out of memory."""
+    lead = tuple(h.shape[:-1])
+    flat_h = fnp.reshape(h, (-1, h.shape[-1]))
+    flat_y = fnp.reshape(fnp.asarray(labels), (-1,))
+    out = _lce(flat_h, weight, flat_y, int(tile_rows))
+    return fnp.reshape(out, lead)
+
+
+def _vocab_tiles(weight, tile_rows):
+    n = weight.shape[0]
+    for r0 in range(0, n, tile_rows):
+        r1 = min(n, r0 + tile_rows)
+        yield r0, r1, quant.rows(weight, r0, r1)
+
+
+def _float_tile(w):
+    return fnp.asarray(quant.dequantize(w), np.float32)
+
+
+def _lce_forward(h, weight, labels, tile_rows):
+    h32 = fnp.asarray(h, np.float32)
+    m = s = picked = None
+    for r0, r1, w in _vocab_tiles(weight, tile_rows):
+        z = h32 @ _float_tile(w).T                          # [N, tile] logits
+        zmax = fnp.max(z, axis=1)
+        if m is None:
+            m, s = zmax, fnp.sum(fnp.exp(z - zmax[:, None]), axis=1)
+        else:
+            new = fnp.maximum(m, zmax)
+            s = s * fnp.exp(m - new) + fnp.sum(fnp.exp(z - new[:, None]), axis=1)
+            m = new
+        inside = fnp.logical_and(labels >= r0, labels < r1)
+        idx = fnp.clip(labels - r0, 0, r1 - r0 - 1)
+        hit = fnp.where(inside, fnp.take_along_axis(z, idx[:, None], axis=1)[:, 0], 0.0)
+        picked = hit if picked is None else picked + hit
+    lse = m + fnp.log(s)
+    return lse - picked, lse
+
+
+def _lce_value(h, weight, labels, tile_rows):
+    return _lce_forward(h, weight, labels, tile_rows)[0]
+
+
+_lce = custom_vjp(_lce_value, nondiff_argnums=(3,))
+
+
+def _lce_fwd(h, weight, labels, tile_rows):
+    loss, lse = _lce_forward(h, weight, labels, tile_rows)
+    return loss, (h, weight, labels, lse)
+
+
+def _lce_bwd(tile_rows, res, g):
+    h, weight, labels, lse = res
+    h32 = fnp.asarray(h, np.float32)
+    g = fnp.asarray(g, np.float32)
+    dh = None
+    for r0, r1, w in _vocab_tiles(weight, tile_rows):
+        # under checkpoint: an opaque step that jit never merges with the forward pass's
+        # identical dequantization (which would keep every forward tile alive until here)
+        part = checkpoint(partial(_tile_grad, r0=r0, r1=r1))(h32, w, labels, lse, g)
+        dh = part if dh is None else dh + part
+    return fnp.asarray(dh, h.dtype), None, None
+
+
+def _tile_grad(h32, w, labels, lse, g, *, r0, r1):
+    w = _float_tile(w)
+    p = fnp.exp(h32 @ w.T - lse[:, None])                   # softmax over this tile
+    onehot = lax.iota(np.int32, (r1 - r0,))[None, :] + r0 == labels[:, None]
+    return ((p - onehot) * g[:, None]) @ w
+
+
+_lce.defvjp(_lce_fwd, _lce_bwd)
 
 
 def layer_norm_fn(x, weight, bias, eps):
