@@ -499,7 +499,7 @@ def _out_axis(path, x):
 def curve_report(curves):
     import numpy as np
     ref = np.array(curves["float32"])
-    lines = ["| base | loss at step 1 | at step 200 | max rel. diff from float32 | mean |",
+    lines = [f"| base | loss at step 1 | at step {len(ref)} | max rel. diff from float32 | mean |",
              "| --- | --- | --- | --- | --- |"]
     for name, c in curves.items():
         c = np.array(c)

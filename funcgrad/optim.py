@@ -22,6 +22,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from . import lax as _lax
 from . import masks as _masks
 from . import numpy as fnp
 from . import tree_util as tu
@@ -36,7 +37,7 @@ __all__ = [
     "polynomial_schedule", "cosine_decay_schedule", "warmup_cosine_decay_schedule",
     "exponential_decay", "piecewise_constant_schedule", "join_schedules",
     "master_weights", "master_params", "dynamic_loss_scale", "loss_scale", "all_finite",
-    "keep_pruned",
+    "keep_pruned", "pmean_updates",
 ]
 
 
@@ -695,8 +696,15 @@ class MultiSteps:
     """Gradient accumulation: average the gradients of `every_k_schedule` mini-steps, then apply
     `opt` once to the mean; the mini-steps in between emit zero updates.
 
-    Written with `fnp.where` instead of Python branches, so it traces under `fg.jit` (the inner
-    update is computed every mini-step and selected on the k-th).
+    The inner update runs under `fg.lax.cond`, so it traces under `fg.jit` and runs only on the
+    k-th mini-step: the mini-steps in between cost an addition per gradient. That is what makes
+    data-parallel accumulation communicate once per accumulated step: put the gradient
+    averaging inside, `MultiSteps(chain(optim.pmean_updates("data"), adam), k)`, and the
+    allreduce runs on the k-th mini-step only, on the accumulated gradients (as PyTorch's
+    DistributedDataParallel under `no_sync()` for the first k - 1). Masks (`masked`), master
+    weights and loss scaling compose: `master_weights(MultiSteps(...))` accumulates float32
+    gradients of half-precision parameters; `MultiSteps(dynamic_loss_scale(...))` keeps the loss
+    scale fixed during an accumulation and skips the whole step on an overflow.
     """
 
     def __init__(self, opt: GradientTransformation, every_k_schedule):
@@ -721,14 +729,26 @@ class MultiSteps:
         acc = _leafwise("MultiSteps", lambda g, a: a + (g - a) / _cast(n, a), updates,
                         state.acc_grads)
         emit = n >= k
-        inner_u, inner_s = self.opt.update(acc, state.inner_opt_state, params)
-        out = tu.tree_map(lambda u: fnp.where(emit, u, fnp.zeros_like(u)), inner_u)
-        new_inner = tu.tree_map(lambda a, b: fnp.where(emit, a, b), inner_s,
-                                state.inner_opt_state)
+        out, new_inner = self._inner(emit, acc, state.inner_opt_state, params)
         acc = tu.tree_map(lambda a: fnp.where(emit, fnp.zeros_like(a), a), acc)
         mini = fnp.asarray(fnp.where(emit, 0, n), np.int32)
         step = fnp.asarray(fnp.where(emit, state.gradient_step + 1, state.gradient_step), np.int32)
         return out, MultiStepsState(mini, step, new_inner, acc)
+
+    def _inner(self, emit, acc, inner_state, params):
+        """(updates, inner state): `opt`'s on the k-th mini-step, else zeros and the state as
+        it was; only the branch taken runs."""
+        def apply(acc, inner_state, params):
+            return self.opt.update(acc, inner_state, params)
+
+        def skip(acc, inner_state, params):
+            from . import eval_shape  # (bound after this module in funcgrad/__init__)
+            shapes = eval_shape(apply, acc, inner_state, params)[0]
+            return (tu.tree_map(lambda s: fnp.zeros(s.shape, s.dtype), shapes), inner_state)
+
+        if isinstance(emit, np.ndarray) or isinstance(emit, (bool, np.bool_)):
+            return (apply if bool(emit) else skip)(acc, inner_state, params)  # eager: no trace
+        return _lax.cond(emit, apply, skip, acc, inner_state, params)
 
     def has_updated(self, state):
         """True right after a mini-step that applied the inner optimizer."""
@@ -808,6 +828,18 @@ _MADE_BY.update({
     MultiTransformState: "multi_transform",
     MultiStepsState: "MultiSteps",
 })
+
+
+def pmean_updates(axis_name="data") -> GradientTransformation:
+    """Average the updates (gradients) over the named axis: one fused collective per dtype
+    (`distributed.fused_pmean`), under `distributed.data_parallel` an MPI allreduce. Inside
+    `MultiSteps` it runs once per accumulated step, on the accumulated gradients."""
+
+    def update(updates, state, params=None):
+        from .distributed import fused_pmean  # (distributed is built on this module)
+        return fused_pmean(updates, axis_name), state
+
+    return _transformation(lambda params: EmptyState(), update)
 
 
 def keep_pruned(inner: GradientTransformation, keep) -> GradientTransformation:
