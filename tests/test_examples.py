@@ -18,7 +18,7 @@ pytest.importorskip("sklearn", reason="examples need the 'examples' extra (sciki
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = ["digits_finetune", "char_transformer", "per_example_grads", "newton_logistic",
-            "adversarial", "finetune_pretrained"]
+            "adversarial", "finetune_pretrained", "compress"]
 
 
 def run(name, *args, timeout=120):
@@ -44,6 +44,8 @@ def test_help(name):
     ("per_example_grads", ["per_example_grads.png"], ["DP-SGD", "max abs difference"]),
     ("newton_logistic", ["newton_logistic.png"], ["Newton", "gradient descent"]),
     ("adversarial", ["adversarial.png", "adversarial_loss.png"], ["FGSM"]),
+    ("compress", ["compress.png"], ["Post-training quantization", "int8 per channel", "NF4",
+                                    "Global magnitude pruning", "measured sparsity"]),
     ("finetune_pretrained", ["finetune_pretrained.png", "lora_adapters/adapter_model.safetensors",
                              "lora_classifier/adapter_model.safetensors"],
      ["ppl before", "LoRA r=", "head only", "samples after LoRA", "accuracy after",

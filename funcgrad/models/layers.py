@@ -62,8 +62,9 @@ def _dense_init(key, in_dim, out_dim, *, use_bias=True, w_init=None, b_init=init
 
 
 def _dense_apply(params, x):
-    """x @ w + b over the last axis of x."""
-    y = fnp.matmul(x, params["w"])
+    """x @ w + b over the last axis of x (w may be quantized: funcgrad.quant)."""
+    w = params["w"]
+    y = quant.linear(x, w, layout="in_out") if quant.is_quantized(w) else fnp.matmul(x, w)
     return y + params["b"] if "b" in params else y
 
 
