@@ -22,8 +22,9 @@ import numpy as np
 from _util import Timer, add_common_args, print_table, progress, save_curves
 
 import funcgrad as fg
+import funcgrad.numpy as fnp
 from funcgrad import models, optim
-from funcgrad.losses import softmax_cross_entropy
+from funcgrad.losses import softmax_cross_entropy_with_integer_labels as xent_per_example
 
 
 def load_data():
@@ -38,7 +39,7 @@ def load_data():
 
 
 def loss(params, x, y):
-    return softmax_cross_entropy(models.mlp.apply(params, x), y)
+    return fnp.mean(xent_per_example(models.mlp.apply(params, x), y))
 
 
 # d loss / d x: argnums=1 differentiates with respect to the images, not the weights

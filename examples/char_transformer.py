@@ -35,8 +35,9 @@ import numpy as np
 from _util import Timer, add_common_args, print_table, progress, save_curves
 
 import funcgrad as fg
+import funcgrad.numpy as fnp
 from funcgrad import lora, masks, models, optim
-from funcgrad.losses import softmax_cross_entropy
+from funcgrad.losses import softmax_cross_entropy_with_integer_labels as xent_per_example
 
 # ---------------------------------------------------------------------------------------------
 # data: docstrings of the standard library
@@ -159,7 +160,7 @@ def make_model(args):
         return models.transformer_lm.apply(params, tokens, args.heads)
 
     def xent(params, x, y):
-        return softmax_cross_entropy(apply(params, x), y)
+        return fnp.mean(xent_per_example(apply(params, x), y))
 
     return apply, xent
 

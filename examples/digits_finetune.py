@@ -25,8 +25,9 @@ import numpy as np
 from _util import Timer, add_common_args, print_table, progress, save_curves
 
 import funcgrad as fg
+import funcgrad.numpy as fnp
 from funcgrad import lora, masks, models, optim
-from funcgrad.losses import softmax_cross_entropy
+from funcgrad.losses import softmax_cross_entropy_with_integer_labels as xent_per_example
 
 # ---------------------------------------------------------------------------------------------
 # data
@@ -156,7 +157,7 @@ def adapt(name, apply, pre, x, y, xt, yt, args, classes, key):
     new_head = mlp_init(key, x.shape[1:], classes)["head"] if name == "mlp" else \
         cnn_init(key, x.shape[1:], classes)["head"]
     start = dict(pre, head=new_head)
-    xent = lambda logits, labels: softmax_cross_entropy(logits, labels)
+    xent = lambda logits, labels: fnp.mean(xent_per_example(logits, labels))
     common = dict(x=x, y=y, steps=args.steps, batch=args.batch, seed=1, quiet=args.quiet)
     rows, curves = [], {}
 
@@ -220,7 +221,7 @@ def main(argv=None):
         init, apply = MODELS[name]
         k_pre, k_head = fg.random.split(fg.random.key(args.seed))
         params = init(k_pre, x.shape[1:], 5)
-        loss = lambda p, _, xb, yb, apply=apply: softmax_cross_entropy(apply(p, xb), yb)
+        loss = lambda p, _, xb, yb, apply=apply: fnp.mean(xent_per_example(apply(p, xb), yb))
         params, ls, _ = train(loss, params, None, x_pre, y_pre, args.pretrain_steps, args.lr,
                               args.batch, args.seed, f"{name} pretrain 0-4", args.quiet)
         acc_pre = accuracy(apply, params, xt_pre, yt_pre)

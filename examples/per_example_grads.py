@@ -21,7 +21,7 @@ from _util import Timer, add_common_args, print_table, progress, save_curves
 import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad import models
-from funcgrad.losses import softmax_cross_entropy
+from funcgrad.losses import softmax_cross_entropy_with_integer_labels as xent_per_example
 from funcgrad.tree_util import tree_leaves, tree_map
 
 
@@ -38,12 +38,11 @@ def load_data():
 
 def loss_one(params, x, y):
     """The loss of ONE example (x: (64,), y: ()); vmap adds the batch axis."""
-    logits = models.mlp.apply(params, x[None])
-    return softmax_cross_entropy(logits, y[None])
+    return xent_per_example(models.mlp.apply(params, x), y)
 
 
 def batch_loss(params, x, y):
-    return softmax_cross_entropy(models.mlp.apply(params, x), y)
+    return fnp.mean(xent_per_example(models.mlp.apply(params, x), y))
 
 
 per_example_grads = fg.vmap(fg.grad(loss_one), in_axes=(None, 0, 0))

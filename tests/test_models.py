@@ -515,8 +515,8 @@ def test_transformer_classifier_grad_jit_vmap():
     labels = np.array([0, 2, 1])
 
     def loss(p):
-        return models.losses.softmax_cross_entropy(
-            models.transformer_classifier.apply(p, tokens, 2), labels)
+        return fnp.mean(models.losses.softmax_cross_entropy_with_integer_labels(
+            models.transformer_classifier.apply(p, tokens, 2), labels))
 
     g = fg.grad(loss)(q)
     for path in (("blocks", 0, "attn", "wk"), ("blocks", 0, "mlp", "w1"), ("head", "w")):
@@ -568,7 +568,8 @@ def test_transformer_lm_is_causal_and_trains():
     def loss(p, key):
         out = models.transformer_lm.apply(p, seq[:, :-1], 4, dropout_rate=0.1, key=key,
                                           training=True)
-        return models.losses.softmax_cross_entropy(out, seq[:, 1:])
+        xent = models.losses.softmax_cross_entropy_with_integer_labels
+        return fnp.mean(xent(out, seq[:, 1:]))
 
     @fg.jit
     def step(p, key):
