@@ -332,3 +332,18 @@ def test_dtype_none_means_the_default_as_in_jax():
     assert fg.random.truncated_normal(k, -1.0, 1.0, (2,), None).dtype == np.float32
     assert fg.random.randint(k, (2,), 0, 5, dtype=None).dtype == np.int32
     assert fg.random.bits(k, (2,), None).dtype == np.uint32
+
+
+def test_key_data_and_wrap_key_data():
+    """funcgrad's keys are their uint32 data (as JAX's legacy PRNGKey keys): key_data and
+    wrap_key_data check and pass them through, so JAX key data (jax.random.key_data) works."""
+    k = random.key(42)
+    np.testing.assert_array_equal(random.key_data(k), [0, 42])
+    keys = random.split(k, 3)
+    np.testing.assert_array_equal(random.wrap_key_data(random.key_data(keys)), keys)
+    wrapped = random.wrap_key_data(np.array([0, 42], np.uint32), impl="threefry2x32")
+    np.testing.assert_array_equal(random.normal(wrapped, (3,)), random.normal(k, (3,)))
+    with pytest.raises(TypeError, match=r"uint32\[\.\.\., 2\]"):
+        random.key_data(np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="rbg"):
+        random.wrap_key_data(np.zeros(2, np.uint32), impl="rbg")
