@@ -313,7 +313,8 @@ def main(argv=None):
 
     # (1) LoRA on the attention and MLP matrices of every block; the base stays frozen
     chosen = masks.mask_from_paths(params, include=["blocks/*/attn/*", "blocks/*/mlp/w*"])
-    adapters = lora.init(args.seed, params, chosen, rank=args.rank, alpha=2 * args.rank)
+    adapters = lora.init(fg.random.key(args.seed), params, chosen, rank=args.rank,
+                         alpha=2 * args.rank)
     lora_xent = lora.apply(xent)
     adapters, ls, ms = train(lambda a, base, x, y: lora_xent(base, a, x, y), adapters, params,
                              tgt_tok, args, args.steps, args.lr,

@@ -176,7 +176,8 @@ def adapt(name, apply, pre, x, y, xt, yt, args, classes, key):
     # (3) LoRA on the 2-D weights of the body, plus the new head; the base stays frozen
     body_2d = masks.mask_where(start, lambda path, w: np.ndim(w) == 2
                                and not path.startswith("head"))
-    adapters = lora.init(int(args.seed), start, body_2d, rank=args.rank, alpha=2 * args.rank)
+    adapters = lora.init(fg.random.key(args.seed), start, body_2d, rank=args.rank,
+                         alpha=2 * args.rank)
     lora_apply = lora.apply(apply)
 
     def lora_loss(trainable, base, xb, yb):

@@ -30,9 +30,10 @@ import numpy as np
 from . import _sampler_math as sm
 from . import lax
 from . import numpy as fnp
+from .core import user_line
 
 __all__ = [
-    "key", "PRNGKey", "key_data", "wrap_key_data", "split", "fold_in", "bits", "uniform",
+    "key", "PRNGKey", "as_key", "key_data", "wrap_key_data", "split", "fold_in", "bits", "uniform",
     "normal", "truncated_normal", "bernoulli", "categorical", "gumbel", "randint", "permutation",
     "choice", "threefry_2x32",
 ]
@@ -49,19 +50,49 @@ def _u32(v):
 # ---------------------------------------------------------------------------------------------
 # Keys
 
+def _describe(k):
+    dtype, shape = getattr(k, "dtype", None), getattr(k, "shape", None)
+    if dtype is not None and shape is not None:
+        return f"{np.dtype(dtype).name}{list(shape)}"
+    return type(k).__name__
+
+
 def _check_key(k, fn):
-    """Reject anything but a single uint32[2] key, with the fix in the message."""
+    """Reject anything but a single uint32[2] key, with the user's line and the fix."""
     dtype, shape = getattr(k, "dtype", None), getattr(k, "shape", None)
     if dtype is None or shape is None or np.dtype(dtype) != _U32:
-        got = (f"{np.dtype(dtype).name}{list(shape)}" if dtype is not None and shape is not None
-               else type(k).__name__)
+        seed = " (an int seed: fg.random.key(seed) makes its key)" if isinstance(
+            k, (int, np.integer)) else ""
         raise TypeError(f"fg.random.{fn}: expected a key, a uint32[2] array made by "
-                        f"fg.random.key(seed) or split(); got {got}")
+                        f"fg.random.key(seed) or split(); got {_describe(k)}{seed}{user_line()}")
     if tuple(shape) != (2,):
         hint = " (a batch of keys: use fg.vmap over them)" if shape and shape[-1] == 2 else ""
         raise ValueError(f"fg.random.{fn}: expected a single key of shape uint32[2], got "
-                         f"uint32{list(shape)}{hint}")
+                         f"uint32{list(shape)}{hint}{user_line()}")
     return k
+
+
+def as_key(key_or_seed, caller="init"):
+    """The key an `init` draws from: a key (uint32[2], from `key`, `split` or `fold_in`) as it
+    is, an integer seed as `key(seed)`. This is funcgrad's one rule for every `init` (models,
+    `lora.init`, `nn.lstm_init`, ...): pass a key or an int seed. Anything else raises a
+    TypeError naming `caller`, what it got, the user's line and the fix. (fg.random's samplers
+    themselves take keys only, as JAX's.)"""
+    k = key_or_seed
+    if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
+        return key(int(k))
+    dtype, shape = getattr(k, "dtype", None), getattr(k, "shape", None)
+    if dtype is not None and shape is not None:
+        dt = np.dtype(dtype)
+        if dt == _U32 and tuple(shape) == (2,):
+            return k
+        if dt.kind in "iu" and tuple(shape) == ():
+            return key(k)
+    batch = " (a batch of keys: fg.vmap over them)" if dtype is not None and \
+        np.dtype(dtype) == _U32 and shape and shape[-1] == 2 else ""
+    raise TypeError(f"{caller}: key must be a key (fg.random.key(seed), split or fold_in: a "
+                    f"uint32[2] array) or an int seed, got {_describe(k)}{batch}{user_line()}; "
+                    f"e.g. {caller}(fg.random.key(0), ...) or {caller}(0, ...)")
 
 
 def key(seed):

@@ -602,3 +602,48 @@ def test_models_use_only_the_public_api():
         text = f.read_text()
         for internal in ("core", "transforms", "backends", "lax.", "numpy._"):
             assert f"from ..{internal}" not in text and f"funcgrad.{internal}" not in text, f
+
+
+# ---------------------------------------------------------------------------------------------
+# One rule for keys: every init takes a key or an int seed (= fg.random.key(seed))
+
+_INITS = [
+    ("models.dense.init", lambda k: models.dense.init(k, 3, 4)),
+    ("models.mlp.init", lambda k: models.mlp.init(k, [3, 5, 2])),
+    ("models.conv2d.init", lambda k: models.conv2d.init(k, 2, 3, 3)),
+    ("models.embedding.init", lambda k: models.embedding.init(k, 7, 4)),
+    ("models.multi_head_attention.init", lambda k: models.multi_head_attention.init(k, 8)),
+    ("models.transformer_lm.init", lambda k: models.transformer_lm.init(k, 11, 4, 8, 16, 1)),
+    ("models.transformer_classifier.init",
+     lambda k: models.transformer_classifier.init(k, 11, 4, 8, 16, 1, 3)),
+    ("nn.lstm_init", lambda k: fg.nn.lstm_init(k, 3, 4)),
+    ("nn.rnn_init", lambda k: fg.nn.rnn_init(k, 3, 4)),
+    ("lora.init", lambda k: fg.lora.init(k, {"w": np.zeros((4, 3), np.float32)},
+                                         {"w": True}, rank=2)),
+]
+
+
+@pytest.mark.parametrize("name,init", _INITS, ids=[n for n, _ in _INITS])
+def test_every_init_takes_a_key_or_an_int_seed(name, init):
+    from funcgrad import tree_util as tu
+    by_seed, by_key = init(5), init(random.key(5))
+    for a, b in zip(tu.tree_leaves(by_seed), tu.tree_leaves(by_key)):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(tu.tree_leaves(by_seed),
+                                                         tu.tree_leaves(init(6))) if a.size)
+    with pytest.raises(TypeError, match=rf"{name}: key must be a key .* or an int seed, got "
+                                        r"float .*test_models\.py:\d+"):
+        init(1.5)
+    with pytest.raises(TypeError, match=r"a batch of keys"):
+        init(random.split(random.key(0), 2))
+
+
+def test_norm_inits_draw_nothing_and_accept_none():
+    assert models.layer_norm.init(None, 3)["scale"].tolist() == [1, 1, 1]
+    assert models.rms_norm.init(0, 3)["scale"].tolist() == [1, 1, 1]
+
+
+def test_samplers_take_keys_only_and_say_so():
+    with pytest.raises(TypeError, match=r"an int seed: fg\.random\.key\(seed\) makes its key.*"
+                                        r"test_models\.py"):
+        random.normal(0, (2,))

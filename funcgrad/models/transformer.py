@@ -12,9 +12,15 @@ import numpy as np
 
 from .. import nn, random
 from .. import numpy as fnp
-from ..devices import inputs_on_default_backend
 from . import initializers as inits
-from .layers import Layer, _layer_norm_apply, _layer_norm_init, _mha_apply, _mha_init, dropout
+from .layers import (
+    _layer_norm_apply,
+    _layer_norm_init,
+    _mha_apply,
+    _mha_init,
+    dropout,
+    make_layer,
+)
 
 __all__ = ["transformer_block", "transformer_encoder", "transformer_classifier",
            "transformer_lm"]
@@ -52,7 +58,7 @@ def _block_apply(params, x, num_heads=4, *, mask=None, causal=False, padding_mas
     return x + dropout(k2, h, dropout_rate, training)
 
 
-transformer_block = Layer(_block_init, inputs_on_default_backend(_block_apply))
+transformer_block = make_layer("transformer_block", _block_init, _block_apply)
 
 
 def _encoder_init(key, vocab_size=256, max_len=64, d_model=128, d_mlp=512, num_layers=2, *,
@@ -83,7 +89,7 @@ def _encoder_apply(params, tokens, num_heads=4, *, causal=False, padding_mask=No
     return _layer_norm_apply(params["ln_f"], x)
 
 
-transformer_encoder = Layer(_encoder_init, inputs_on_default_backend(_encoder_apply))
+transformer_encoder = make_layer("transformer_encoder", _encoder_init, _encoder_apply)
 
 
 def _classifier_init(key, vocab_size=256, max_len=64, d_model=128, d_mlp=512, num_layers=2,
@@ -112,7 +118,7 @@ def _classifier_apply(params, tokens, num_heads=4, *, padding_mask=None, dropout
     return fnp.matmul(pooled, params["head"]["w"]) + params["head"]["b"]
 
 
-transformer_classifier = Layer(_classifier_init, inputs_on_default_backend(_classifier_apply))
+transformer_classifier = make_layer("transformer_classifier", _classifier_init, _classifier_apply)
 
 
 def _lm_init(key, vocab_size=256, max_len=64, d_model=128, d_mlp=512, num_layers=2, *,
@@ -137,4 +143,4 @@ def _lm_apply(params, tokens, num_heads=4, *, padding_mask=None, dropout_rate=0.
     return fnp.matmul(h, fnp.swapaxes(params["embed"], 0, 1))
 
 
-transformer_lm = Layer(_lm_init, inputs_on_default_backend(_lm_apply))
+transformer_lm = make_layer("transformer_lm", _lm_init, _lm_apply)
