@@ -157,7 +157,7 @@ def windows(tokens, seq, limit):
 
 def make_model(args):
     def apply(params, tokens):
-        return models.transformer_lm.apply(params, tokens, args.heads)
+        return models.transformer_lm.apply(params, tokens)  # heads: params["config"]
 
     def xent(params, x, y):
         return fnp.mean(xent_per_example(apply(params, x), y))
@@ -291,8 +291,10 @@ def main(argv=None):
     apply, xent = make_model(args)
     eval_xent = fg.jit(xent)
     logits_fn = fg.jit(apply)
-    params = models.transformer_lm.init(fg.random.key(args.seed), len(vocab), args.seq,
-                                        args.d_model, 4 * args.d_model, args.layers)
+    config = models.TransformerConfig(vocab_size=len(vocab), max_len=args.seq,
+                                      d_model=args.d_model, d_mlp=4 * args.d_model,
+                                      num_layers=args.layers, num_heads=args.heads)
+    params = models.transformer_lm.init(fg.random.key(args.seed), config)
     n_full = masks.count(params)
 
     # (0) pretraining on everything but the family

@@ -842,11 +842,42 @@ def register_pytree_node_class(cls):
     return cls
 
 
-def register_static(cls):
+# Static types registered under a name ("funcgrad.models.TransformerConfig"): a checkpoint stores
+# such a value as its name and its fields and rebuilds it from this table, never from code.
+_static_by_name: dict[str, type] = {}
+
+
+def register_static(cls=None, *, name: str | None = None):
     """Class decorator: instances are pytrees with no leaves (the whole value is static aux data,
-    so it must be hashable)."""
+    so it must be hashable: a frozen dataclass, say). With `name`, the type is also findable by
+    that name (`static_type(name)`, `static_type_name(value)`), so a file can refer to it by name.
+    Usable as `@register_static` or `@register_static(name="pkg.Type")`."""
+    if cls is None:
+        return lambda c: register_static(c, name=name)
+    if name is not None:
+        other = _static_by_name.get(name)
+        if other is not None and other is not cls:
+            raise ValueError(f"register_static: the name {name!r} is already taken by {other!r}")
+        _static_by_name[name] = cls
+        cls._static_type_name = name
     register_pytree_node(cls, lambda x: ((), x), lambda aux, _: aux)
     return cls
+
+
+def static_type(name: str) -> type:
+    """The static type registered under `name` (KeyError naming the registered ones)."""
+    try:
+        return _static_by_name[name]
+    except KeyError:
+        raise KeyError(f"no static type is registered under the name {name!r}; registered: "
+                       f"{sorted(_static_by_name)}") from None
+
+
+def static_type_name(value_or_type) -> str | None:
+    """The name a static type (or a value of one) was registered under, or None."""
+    cls = value_or_type if isinstance(value_or_type, type) else type(value_or_type)
+    name = getattr(cls, "_static_type_name", None)
+    return name if _static_by_name.get(name) is cls else None
 
 
 class Partial(functools.partial):
@@ -865,4 +896,5 @@ register_pytree_node(
     Partial, lambda p: ((p.args, p.keywords), p.func),
     lambda func, children: Partial(func, *children[0], **children[1]))
 
-__all__ += ["register_pytree_node_class", "register_static", "Partial"]
+__all__ += ["register_pytree_node_class", "register_static", "static_type", "static_type_name",
+            "Partial"]

@@ -496,7 +496,7 @@ def test_transformer_classifier_params_and_numpy_reference():
     assert all(x.dtype == np.float32 for x in tu.tree_leaves(p))
 
     # a small one in float64 against NumPy, with and without padding
-    q = to64(models.transformer_classifier.init(random.key(1), 11, 6, 8, 16, 2, 3))
+    q = to64(models.transformer_classifier.init(random.key(1), 11, 6, 8, 16, 2, 3, num_heads=2))
     tokens = rng.integers(0, 11, (2, 6))
     ref = np_encoder(q, tokens, 2)
     logits = models.transformer_classifier.apply(q, tokens, 2)
@@ -510,7 +510,7 @@ def test_transformer_classifier_params_and_numpy_reference():
 
 
 def test_transformer_classifier_grad_jit_vmap():
-    q = to64(models.transformer_classifier.init(random.key(2), 7, 4, 4, 8, 1, 3))
+    q = to64(models.transformer_classifier.init(random.key(2), 7, 4, 4, 8, 1, 3, num_heads=2))
     tokens = rng.integers(0, 7, (3, 4))
     labels = np.array([0, 2, 1])
 
@@ -536,7 +536,7 @@ def test_transformer_classifier_grad_jit_vmap():
         for k in path:
             gw = gw[k]
         np.testing.assert_allclose(gw, numeric_grad(f, w), rtol=1e-5, atol=1e-8)
-    p32 = models.transformer_classifier.init(random.key(2), 7, 4, 4, 8, 1, 3)
+    p32 = models.transformer_classifier.init(random.key(2), 7, 4, 4, 8, 1, 3, num_heads=2)
     eager = models.transformer_classifier.apply(p32, tokens, 2)
     np.testing.assert_allclose(fg.jit(models.transformer_classifier.apply,
                                       static_argnums=2)(p32, tokens, 2), eager, rtol=1e-5)
@@ -647,3 +647,64 @@ def test_samplers_take_keys_only_and_say_so():
     with pytest.raises(TypeError, match=r"an int seed: fg\.random\.key\(seed\) makes its key.*"
                                         r"test_models\.py"):
         random.normal(0, (2,))
+
+
+# ---------------------------------------------------------------------------------------------
+# The config travels with the params
+
+
+def test_transformer_config_travels_with_the_params():
+    cfg = models.TransformerConfig(vocab_size=11, max_len=6, d_model=8, d_mlp=16, num_layers=1,
+                                   num_heads=2, num_classes=3)
+    p = models.transformer_classifier.init(random.key(4), cfg)
+    assert p["config"] is cfg and models.config_of(p) == cfg
+    same = models.transformer_classifier.init(random.key(4), 11, 6, 8, 16, 1, 3, num_heads=2)
+    assert same["config"] == cfg
+    for a, b in zip(tu.tree_leaves(p), tu.tree_leaves(same)):
+        np.testing.assert_array_equal(a, b)
+    # the config is static: no leaf, part of the tree structure
+    assert len(tu.tree_leaves(p)) == len(tu.tree_leaves({k: v for k, v in p.items()
+                                                         if k != "config"}))
+    assert tu.tree_structure(p) != tu.tree_structure(
+        models.transformer_classifier.init(random.key(4), cfg.replace(num_heads=4)))
+    tokens = rng.integers(0, 11, (2, 6))
+    logits = models.transformer_classifier.apply(p, tokens)  # no head count needed
+    np.testing.assert_allclose(models.transformer_classifier.apply(p, tokens, 2), logits)
+    with pytest.raises(ValueError, match=r"num_heads=4, but these params were made for "
+                                         r"num_heads=2"):
+        models.transformer_classifier.apply(p, tokens, 4)  # 4 divides 8: it would run
+    # grad, an optimizer, masks, LoRA and jit carry it along untouched
+    labels = np.array([0, 2])
+
+    def loss(p):
+        return fnp.mean(models.losses.softmax_cross_entropy_with_integer_labels(
+            models.transformer_classifier.apply(p, tokens), labels))
+
+    head = masks.mask_from_paths(p, include=["head/*"])
+    g = fg.grad(loss, wrt=head)(p)
+    assert g["config"] is cfg
+    tx = fg.optim.masked(fg.optim.adam(1e-2), head)
+    u, _ = tx.update(g, tx.init(p), p)
+    p2 = fg.optim.apply_updates(p, u)
+    assert p2["config"] is cfg and float(loss(p2)) < float(loss(p))
+    np.testing.assert_allclose(fg.jit(loss)(p2), loss(p2), rtol=1e-5)
+    ad = fg.lora.init(0, p, masks.mask_from_paths(p, include=["blocks/*/attn/wq"]), rank=2)
+    assert fg.lora.apply(models.transformer_classifier.apply)(p, ad, tokens).shape == (2, 3)
+
+
+def test_transformer_config_validation_and_round_trip():
+    with pytest.raises(ValueError, match="d_model=10 is not divisible by num_heads=4"):
+        models.TransformerConfig(d_model=10)
+    with pytest.raises(ValueError, match="num_layers must be a positive int"):
+        models.TransformerConfig(num_layers=0)
+    with pytest.raises(TypeError, match="transformer_lm.init: .*unexpected keyword"):
+        models.transformer_lm.init(0, heads=2)
+    cfg = models.TransformerConfig(num_heads=8, tie_embeddings=True)
+    assert models.TransformerConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown fields"):
+        models.TransformerConfig.from_dict({"n_head": 2})
+    # registered under a name: a checkpoint can rebuild it from its name and fields
+    assert tu.static_type_name(cfg) == "funcgrad.models.TransformerConfig"
+    assert tu.static_type("funcgrad.models.TransformerConfig") is models.TransformerConfig
+    with pytest.raises(KeyError, match="registered"):
+        tu.static_type("no.such.Type")
