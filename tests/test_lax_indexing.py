@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 import funcgrad as fg
 from funcgrad import lax
 from funcgrad.core import get_aval
-from funcgrad.core.trace import trace_to_jaxpr
+from funcgrad.core.staging import trace_to_jaxpr
 from funcgrad.lax import indexing as ix
 
 cases = settings(max_examples=int(os.environ.get("FUNCGRAD_INDEXING_EXAMPLES", "25")),

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, check_dtype, user_line
-from ..core import trace as _trace
+from ..core import placement as _placement
 from ..core.avals import PY_SCALARS
 
 _WEAK_STANDIN = {"b": False, "i": 0, "u": 0, "f": 0.0, "c": 0j}
@@ -59,7 +59,7 @@ def asarray(x, dtype=None):
     """x as an array (a NumPy array, or a tracer inside a transform), optionally converted."""
     if type(x) is Tracer:
         return x if dtype is None else lax.convert_element_type(x, check_dtype(dtype))
-    if _trace._default_xp is not np:  # GPU default backend: host data goes to the device
+    if _placement._default_xp is not np:  # GPU default backend: host data goes to the device
         return _on_default_device(x, dtype)
     if isinstance(x, np.ndarray) and type(x) is np.ndarray:
         if dtype is None or x.dtype == dtype:
@@ -85,7 +85,7 @@ def _on_default_device(x, dtype):
         return stack([asarray(e, dtype) for e in x])
     host = np.asarray(x, dtype=None if dtype is None else check_dtype(dtype))
     check_dtype(host.dtype, "Array of dtype")
-    return _trace.default_namespace().asarray(host)
+    return _placement.default_namespace().asarray(host)
 
 
 def _contains_tracer(x):

@@ -15,8 +15,8 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, check_dtype, to_host
-from ..core import trace as _trace
-from ..core.trace import on_default_backend
+from ..core import placement as _placement
+from ..core.placement import on_default_backend
 from ._core import _contains_tracer, broadcast_to, convert, result_type
 from ._core import asarray as _asarray
 
@@ -35,18 +35,23 @@ dtype, generic, number, integer, signedinteger, unsignedinteger = (
 inexact, floating, complexfloating = np.inexact, np.floating, np.complexfloating
 ndarray = np.ndarray
 issubdtype, isdtype, isscalar = np.issubdtype, np.isdtype, np.isscalar
+# Dtype aliases NumPy 2 has (object_ is left out: funcgrad arrays hold numbers only).
+bool = np.bool_  # noqa: A001 (NumPy's name)
+uint = np.uint
+cdouble, csingle = np.cdouble, np.csingle
 
 _CONSTANTS = ["pi", "e", "inf", "nan", "euler_gamma", "newaxis", "bool_", "int8", "int16",
               "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32",
               "float64", "complex64", "complex128", "half", "single", "double", "intp", "uintp",
               "int_", "dtype", "generic", "number", "integer", "signedinteger",
               "unsignedinteger", "inexact", "floating", "complexfloating", "ndarray",
-              "issubdtype", "isdtype", "isscalar"]
+              "issubdtype", "isdtype", "isscalar", "bool", "uint", "cdouble",
+              "csingle"]
 
 
 def _new(x, like=None):
     """A new array built with NumPy, placed on the default backend (or on `like`'s device)."""
-    if _trace._default_xp is np and (like is None or type(like) is np.ndarray):
+    if _placement._default_xp is np and (like is None or type(like) is np.ndarray):
         return x  # the common case: NumPy stays NumPy
     return on_default_backend(x, like)
 

@@ -664,7 +664,7 @@ def where(condition, x=None, y=None, /):
     """x where condition is true, else y (broadcast together, dtypes promoted); with only the
     condition, the indices where it is true (as nonzero)."""
     if x is None and y is None:
-        from ._indexing import nonzero
+        from ._nonzero import nonzero
         return nonzero(condition)
     if x is None or y is None:
         raise ValueError("where: either both or neither of x and y should be given")
