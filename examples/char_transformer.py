@@ -192,7 +192,7 @@ def train(loss_fn, trainable, frozen, tokens, args, steps, lr, desc, seed, wrt=N
             loss = float(loss)
         losses.append(loss)
         if i % 10 == 0:
-            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
     return trainable, losses, timer.median_ms
 
 
