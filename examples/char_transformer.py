@@ -16,8 +16,8 @@ temperature samples (fixed key) from the model before and after LoRA; and saves 
 Indentation and runs of spaces are collapsed. The docstrings differ between Python versions,
 so the numbers do too.
 
-    python examples/char_transformer.py            # ~1.5 minutes on 2 CPU cores
-    python examples/char_transformer.py --quick    # a few seconds (used by the tests)
+    python examples/char_transformer.py            # minutes (6 on a busy 2-core machine)
+    python examples/char_transformer.py --quick    # ~15 s (used by the tests)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Data-parallel training over MPI: the same script runs on 1 process or N.
 
-    python examples/data_parallel.py                 # one process, about 5 seconds
+    python examples/data_parallel.py                 # one process, ~7 s
     mpiexec -n 2 python examples/data_parallel.py    # two processes, each on half of each batch
     python examples/data_parallel.py --quick         # 20 steps (used by the tests)
 

@@ -4,7 +4,7 @@ A two-layer tanh network learns sin(2x) by gradient descent with `fg.value_and_g
 the program funcgrad traces from the loss, a table of the loss along training, and saves a plot
 of the data and the fitted curve.
 
-    python examples/demo.py            # about 2 seconds
+    python examples/demo.py            # ~6 s on a busy 2-core machine
     python examples/demo.py --quick    # fewer steps (used by the tests)
 """
 

@@ -11,8 +11,8 @@ saves a plot of the test accuracy on 5-9 along the adaptation. With --mnist DIR 
 IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-..., optionally .gz) instead
 of the digits set.
 
-    python examples/digits_finetune.py            # ~1 minute on 2 CPU cores
-    python examples/digits_finetune.py --quick    # a few seconds (used by the tests)
+    python examples/digits_finetune.py            # ~40 s on a busy 2-core machine
+    python examples/digits_finetune.py --quick    # ~10 s (used by the tests)
 """
 
 from __future__ import annotations

@@ -199,10 +199,18 @@ def cosine_distance(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
 
 
 @inputs_on_default_backend
-def smooth_labels(labels, alpha):
-    """(1 - alpha) * labels + alpha / K for one-hot labels (..., K) (Optax's label smoothing)."""
+def smooth_labels(labels, alpha, *, axis=-1, where=None):
+    """(1 - alpha) * labels + alpha / K for one-hot labels, K the number of classes along `axis`
+    (or the count of `where` there): Optax's label smoothing."""
     labels = _floating(labels, "smooth_labels", "labels")
-    return (1.0 - alpha) * labels + alpha / labels.shape[-1]
+    if where is None:
+        axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        k = 1
+        for a in axes:
+            k *= labels.shape[a]
+    else:
+        k = fnp.sum(fnp.asarray(where), axis=axis, keepdims=True)
+    return (1.0 - alpha) * labels + alpha / k
 
 
 @inputs_on_default_backend

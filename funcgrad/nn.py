@@ -217,12 +217,12 @@ def _logsumexp_jvp(axis, keepdims, primals, tangents):
 
 
 @inputs_on_default_backend
-def logsumexp(x, axis=None, b=None, keepdims=False, return_sign=False, where=None):
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=None):
     """log(sum(b * exp(x))) over `axis`, shifted by the maximum so it never overflows.
 
     As JAX's: `b` scales each term (it may be negative: `return_sign=True` then also returns the
     sign of the sum, and the log is of its magnitude); `where` masks terms out."""
-    x = fnp.asarray(x)
+    x = fnp.asarray(a)
     if x.dtype.kind not in "fc":
         x = fnp.asarray(x, np.float64)
     axes = _axes(axis, x.ndim)

@@ -252,12 +252,13 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransform
     return _transformation(init, update)
 
 
-def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, centered=False, eps_in_sqrt=True,
-                 bias_correction=False):
+def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True, bias_correction=False,
+                 *, centered=False):
     """RMSProp's scaling (Optax: eps inside the root): nu = decay nu + (1-decay) g^2;
     u = g / sqrt(nu + eps), or g / sqrt(nu - mu^2 + eps) when centered (mu = EMA of g).
     `eps_in_sqrt=False` gives g / (sqrt(nu) + eps); `bias_correction` divides nu by
-    1 - decay^t first (both as Optax's, for the uncentered form)."""
+    1 - decay^t first (both as Optax's, for the uncentered form). Optax's positional order;
+    `centered` (Optax's separate scale_by_stddev) is keyword-only."""
     if bias_correction and centered:
         raise ValueError("optim.scale_by_rms: bias_correction is for the uncentered form")
 
@@ -413,7 +414,8 @@ def rmsprop(learning_rate, decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=T
     """RMSProp: u = -lr * g / sqrt(nu + eps) (optionally centered, optionally with momentum;
     Optax's signature: `eps_in_sqrt=False` puts eps outside the root, `bias_correction` debiases
     nu)."""
-    parts = [scale_by_rms(decay, eps, initial_scale, centered, eps_in_sqrt, bias_correction)]
+    parts = [scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction,
+                          centered=centered)]
     if momentum is not None:
         parts.append(trace(momentum, nesterov))
     return chain(*parts, scale_by_learning_rate(learning_rate))
