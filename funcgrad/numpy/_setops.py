@@ -13,15 +13,17 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer
+from ._arithmetic import clip as _clip
+from ._arithmetic import subtract
+from ._classification import isnan
 from ._core import asarray, canonical_axis, convert, is_array, result_type
 from ._indexing import INDEX
+from ._logic import equal, logical_not, not_equal, where
 from ._nonzero import _needs_size, nonzero
 from ._reductions import any as _any
 from ._reductions import argmax, argsort, cumsum
 from ._shape import concatenate, expand_dims, ravel, reshape
 from ._take import take
-from ._ufuncs import clip as _clip
-from ._ufuncs import equal, isnan, logical_not, not_equal, subtract, where
 
 __all__ = [
     "isin", "unique", "unique_values", "unique_counts", "unique_inverse", "unique_all",
@@ -91,7 +93,6 @@ def _gather_padded(values, pos, fill):
 
 def _unique_flat(flat, equal_nan, size, fill_value, what):
     """(values, first indices, inverse (flat), counts) of the 1-D flat."""
-    from ..lax.indexing import scatter
     n = flat.shape[0]
     s, perm, first = _sorted_groups(flat, equal_nan)
     k = None if size is None else operator.index(size)
@@ -105,7 +106,7 @@ def _unique_flat(flat, equal_nan, size, fill_value, what):
         if n else starts
     counts = subtract(ends, starts)
     group = subtract(cumsum(convert(first, INDEX)), 1) if n else lax.full((0,), 0, INDEX)
-    inverse = scatter(lax.full((n,), 0, INDEX), lax.expand_dims(perm, (1,)), group, "set") \
+    inverse = lax.scatter(lax.full((n,), 0, INDEX), lax.expand_dims(perm, (1,)), group, "set") \
         if n else group
     return values, index, inverse, counts
 

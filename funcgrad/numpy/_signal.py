@@ -13,16 +13,19 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, user_line
+from ._arithmetic import abs as _abs
+from ._arithmetic import add, multiply, remainder, subtract, true_divide
+from ._arithmetic import clip as _clip
 from ._core import asarray, broadcast_to, canonical_axis, convert, is_array, result_type
+from ._float_functions import cos
 from ._indexing import _concrete, _is_concrete
+from ._logic import equal, where
 from ._number_utils import i0
+from ._products import matmul
 from ._reductions import cumsum, diff
 from ._shape import concatenate, take_static
 from ._sorting import searchsorted
 from ._take import take
-from ._ufuncs import abs as _abs
-from ._ufuncs import add, cos, equal, matmul, multiply, remainder, subtract, true_divide, where
-from ._ufuncs import clip as _clip
 
 __all__ = [
     "convolve", "correlate", "interp", "bartlett", "blackman", "hamming", "hanning", "kaiser",
@@ -41,12 +44,11 @@ def _static_int(x, what):
 
 def _xcorr(x, y, pad_lo, pad_hi):
     """Valid cross-correlation of the zero-padded 1-D x with y: out[k] = sum_j xpad[k+j] y[j]."""
-    from ..lax.indexing import gather
     if pad_lo or pad_hi:
         x = lax.pad(x, np.zeros((), x.dtype), [(pad_lo, pad_hi, 0)])
     n, m = x.shape[0], y.shape[0]
     windows = np.arange(n - m + 1)[:, None] + np.arange(m)[None, :]
-    return matmul(gather(x, windows[..., None]), y)
+    return matmul(lax.gather(x, windows[..., None]), y)
 
 
 def _conv(a, v, mode, name):
@@ -101,7 +103,7 @@ def interp(x, xp, fp, left=None, right=None, period=None):
         period = _abs(asarray(period, dt))
         x = remainder(x, period)
         xp = remainder(xp, period)
-        xp, fp = lax.indexing.sort(xp, fp, dimension=0)
+        xp, fp = lax.sort(xp, fp, dimension=0)
         xp = concatenate([subtract(xp[-1:], period), xp, add(xp[:1], period)])
         fp = concatenate([fp[-1:], fp, fp[:1]])
         left = right = None
