@@ -510,6 +510,19 @@ class PyTreeDef:
         """`(node type, aux data)` of the root, or None for a leaf."""
         return None if self._node is None else (self._node[0].type, self._node[1])
 
+    @staticmethod
+    def make_from_node_data_and_children(node_data, children) -> PyTreeDef:
+        """The structure whose root is `node_data = (node type, aux data)` (as `node_data()`
+        returns it) over the child structures `children`. JAX's method of this name also takes
+        a registry; funcgrad has one registry."""
+        t, aux = node_data
+        e = _entry_for(t)
+        if e is None:
+            raise ValueError(f"{getattr(t, '__name__', t)!r} is not a registered pytree node type")
+        children = tuple(children)
+        return PyTreeDef((e, aux, tuple(c._node for c in children)),
+                         sum(c.num_leaves for c in children))
+
     def __eq__(self, other):
         return isinstance(other, PyTreeDef) and self._node == other._node
 
@@ -842,42 +855,11 @@ def register_pytree_node_class(cls):
     return cls
 
 
-# Static types registered under a name ("funcgrad.models.TransformerConfig"): a checkpoint stores
-# such a value as its name and its fields and rebuilds it from this table, never from code.
-_static_by_name: dict[str, type] = {}
-
-
-def register_static(cls=None, *, name: str | None = None):
+def register_static(cls):
     """Class decorator: instances are pytrees with no leaves (the whole value is static aux data,
-    so it must be hashable: a frozen dataclass, say). With `name`, the type is also findable by
-    that name (`static_type(name)`, `static_type_name(value)`), so a file can refer to it by name.
-    Usable as `@register_static` or `@register_static(name="pkg.Type")`."""
-    if cls is None:
-        return lambda c: register_static(c, name=name)
-    if name is not None:
-        other = _static_by_name.get(name)
-        if other is not None and other is not cls:
-            raise ValueError(f"register_static: the name {name!r} is already taken by {other!r}")
-        _static_by_name[name] = cls
-        cls._static_type_name = name
+    so it must be hashable)."""
     register_pytree_node(cls, lambda x: ((), x), lambda aux, _: aux)
     return cls
-
-
-def static_type(name: str) -> type:
-    """The static type registered under `name` (KeyError naming the registered ones)."""
-    try:
-        return _static_by_name[name]
-    except KeyError:
-        raise KeyError(f"no static type is registered under the name {name!r}; registered: "
-                       f"{sorted(_static_by_name)}") from None
-
-
-def static_type_name(value_or_type) -> str | None:
-    """The name a static type (or a value of one) was registered under, or None."""
-    cls = value_or_type if isinstance(value_or_type, type) else type(value_or_type)
-    name = getattr(cls, "_static_type_name", None)
-    return name if _static_by_name.get(name) is cls else None
 
 
 class Partial(functools.partial):
@@ -896,5 +878,4 @@ register_pytree_node(
     Partial, lambda p: ((p.args, p.keywords), p.func),
     lambda func, children: Partial(func, *children[0], **children[1]))
 
-__all__ += ["register_pytree_node_class", "register_static", "static_type", "static_type_name",
-            "Partial"]
+__all__ += ["register_pytree_node_class", "register_static", "Partial"]

@@ -703,8 +703,17 @@ def test_transformer_config_validation_and_round_trip():
     assert models.TransformerConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown fields"):
         models.TransformerConfig.from_dict({"n_head": 2})
-    # registered under a name: a checkpoint can rebuild it from its name and fields
-    assert tu.static_type_name(cfg) == "funcgrad.models.TransformerConfig"
-    assert tu.static_type("funcgrad.models.TransformerConfig") is models.TransformerConfig
-    with pytest.raises(KeyError, match="registered"):
-        tu.static_type("no.such.Type")
+    # registered with io: a checkpoint stores it by name and fields and rebuilds it alone
+    assert tu.tree_structure(cfg).node_data()[0] is models.TransformerConfig
+    assert not tu.tree_leaves(cfg)
+
+
+def test_transformer_params_save_and_load_without_a_template(tmp_path):
+    p = models.transformer_lm.init(random.key(2), models.TransformerConfig(
+        vocab_size=7, max_len=4, d_model=8, d_mlp=8, num_layers=1, num_heads=2))
+    fg.io.save(tmp_path / "lm.safetensors", p)
+    q = fg.io.load(tmp_path / "lm.safetensors")  # no like=: the config comes back by name
+    assert q["config"] == p["config"]
+    tokens = np.array([[1, 2, 3, 4]])
+    np.testing.assert_array_equal(models.transformer_lm.apply(q, tokens),
+                                  models.transformer_lm.apply(p, tokens))

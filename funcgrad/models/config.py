@@ -5,20 +5,22 @@ params tree as `params["config"]`: a frozen dataclass registered as a *static* p
 (`tree_util.register_static`), so it is no leaf. grad, optimizers, masks, LoRA, jit and io see
 only the arrays, while `apply(params, tokens)` reads the head count (and the rest) from the
 config instead of an argument, so a saved model carries what is needed to run it. It is
-registered under the name "funcgrad.models.TransformerConfig", so a checkpoint can store it as
-its name and fields (`to_dict`) and rebuild it (`from_dict`) without loading code.
+registered with `io.register_type` as "funcgrad.models.TransformerConfig": `io.save` stores it
+as that name and its fields, and `io.load` / `io.load_train_state` rebuild it without a `like=`
+template and without loading code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from .. import tree_util
+from .. import io, tree_util
 
 __all__ = ["TransformerConfig", "config_of"]
 
 
-@tree_util.register_static(name="funcgrad.models.TransformerConfig")
+@io.register_type(name="funcgrad.models.TransformerConfig")
+@tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """The architecture of funcgrad's pre-norm transformers (encoder, classifier, LM).
