@@ -1,6 +1,6 @@
 """Compress a trained model for deployment: post-training quantization and magnitude pruning.
 
-An MLP is trained on scikit-learn's 8x8 digits (all ten classes), then
+An MLP is trained on the 8x8 digits (examples/data/digits.npz, all ten classes), then
   * quantized after training (no retraining): int8 per output channel and 4-bit NF4 (QLoRA's
     data type, blocks of 64 with double quantization), with `funcgrad.quant`; bfloat16 storage
     with `mixed_precision.cast_floating`. The table gives each one's test accuracy, its change
@@ -20,7 +20,7 @@ import argparse
 import os
 
 import numpy as np
-from _util import Timer, add_common_args, print_table, save_curves
+from _util import Timer, add_common_args, load_digits, print_table, save_curves
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
@@ -29,20 +29,9 @@ from funcgrad.losses import softmax_cross_entropy
 from funcgrad.mixed_precision import cast_floating
 
 
-def load_digits(seed):
-    from sklearn.datasets import load_digits as sk_digits
-    d = sk_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    y = d.target.astype(np.int32)
-    order = np.random.default_rng(seed).permutation(len(x))
-    x, y = x[order], y[order]
-    n = int(0.8 * len(x))
-    return x[:n], y[:n], x[n:], y[n:]
-
-
 def accuracy(params, x, y):
     logits = models.mlp.apply(params, x)
-    return float(np.mean(np.asarray(fnp.argmax(logits, axis=-1)) == y))
+    return float(np.mean(np.asarray(fg.device_get(fnp.argmax(logits, axis=-1))) == y))
 
 
 def loss_fn(params, x, y):
@@ -75,7 +64,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     steps, tune = (100, 20) if args.quick else (1500, 300)
     rng = np.random.default_rng(args.seed)
-    x, y, xt, yt = load_digits(args.seed)
+    x, y, xt, yt = load_digits()
 
     params = models.mlp.init(fg.random.key(args.seed), [64, args.width, args.width, 10])
     params, losses = train(params, optim.adam(2e-3), x, y, steps, 64, rng)
