@@ -45,6 +45,7 @@ from . import lax
 from . import numpy as fnp
 from . import tree_util as tu
 from .core import Primitive, ShapedArray, bind
+from .devices import on_default_backend
 
 __all__ = ["NF4_CODE", "DYNAMIC_CODE", "Int8Array", "NF4Array", "quantize_int8",
            "quantize_nf4", "quantize", "dequantize", "dequantize_tree", "is_quantized",
@@ -186,7 +187,7 @@ def quantize_int8(w, axis=0, dtype=None) -> Int8Array:
     scale = (absmax / 127.0).astype(np.float32)
     safe = np.where(scale == 0, 1, scale)
     q = np.clip(np.rint(a / safe), -127, 127).astype(np.int8)
-    return Int8Array(q, scale.reshape(-1) if a.ndim else scale, axis, dt)
+    return _placed(Int8Array(q, scale.reshape(-1) if a.ndim else scale, axis, dt), w)
 
 
 def _blockwise_absmax(flat, block):
@@ -231,10 +232,16 @@ def quantize_nf4(w, block_size=NF4_BLOCK, double_quant=True, dtype=None) -> NF4A
     if double_quant:
         offset = np.float32(absmax.mean())
         codes, scale2 = _quantize_dynamic((absmax - offset).astype(np.float32))
-        return NF4Array(packed, codes, scale2, np.asarray(offset, np.float32), tuple(np.shape(w)),
-                        dt, block_size)
-    return NF4Array(packed, absmax, np.zeros(0, np.float32), np.zeros((), np.float32),
-                    tuple(np.shape(w)), dt, block_size)
+        return _placed(NF4Array(packed, codes, scale2, np.asarray(offset, np.float32),
+                                tuple(np.shape(w)), dt, block_size), w)
+    return _placed(NF4Array(packed, absmax, np.zeros(0, np.float32), np.zeros((), np.float32),
+                            tuple(np.shape(w)), dt, block_size), w)
+
+
+def _placed(q, like):
+    """The quantized arrays (computed on the host) where `like` is, or on the default backend
+    (the GPU under FUNCGRAD_BACKEND=gpu)."""
+    return tu.tree_map(lambda a: on_default_backend(a, like=like), q)
 
 
 def quantize(params, scheme="nf4", mask=None, *, axis=0, block_size=NF4_BLOCK,

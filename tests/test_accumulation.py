@@ -22,6 +22,10 @@ from funcgrad import masks, models, optim
 from funcgrad.mixed_precision import cast_floating
 from funcgrad.tree_util import tree_leaves
 
+# bfloat16 master weights and MPI processes
+pytestmark = pytest.mark.cpu_only
+
+
 BF16 = np.dtype(ml_dtypes.bfloat16)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 mpi = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None

@@ -37,7 +37,7 @@ def test_help(name):
 
 
 def test_every_example_is_listed_here_and_in_the_readme():
-    assert len(EXAMPLES) == 7 and {name for name, _, _ in QUICK} == set(EXAMPLES)
+    assert len(EXAMPLES) == 9 and {name for name, _, _ in QUICK} == set(EXAMPLES)
     readme = open(os.path.join(ROOT, "README.md")).read()
     for name in EXAMPLES:
         assert f"examples/{name}.py" in readme, name

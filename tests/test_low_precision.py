@@ -21,6 +21,11 @@ import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad.core import ShapedArray
 
+# NumPy's float32 paths for 16-bit floats; bfloat16 has no CuPy dtype (float16 on the GPU:
+# tests/test_gpu.py)
+pytestmark = pytest.mark.cpu_only
+
+
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F16 = np.dtype(np.float16)
 SMALL = [BF16, F16]

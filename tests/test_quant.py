@@ -15,6 +15,10 @@ from funcgrad import io, lora, masks, optim, quant
 from funcgrad.lax import structural
 from funcgrad.tree_util import tree_leaves
 
+# host reference values and bfloat16 (no CuPy dtype); the primitives are written against xp
+pytestmark = pytest.mark.cpu_only
+
+
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
