@@ -57,13 +57,6 @@ class Trace:
     def process(self, prim, tracers, params):
         raise NotImplementedError
 
-    def process_custom_jvp(self, fun, jvp_rule, args):
-        """By default a custom_jvp function is traced through (its rule applies under jvp/grad)."""
-        return fun(*args)
-
-    def process_custom_vjp(self, fun, fwd, bwd, args, out_tree):
-        return fun(*args)
-
     def __repr__(self):
         return f"{type(self).__name__}(level={self.level})"
 

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ..core import Primitive, ShapedArray, bind
+from ..interpreters import ops as interpreter_ops
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_to_front
 from ._util import _arr, astype, check_kind, normalize_axis, same_dtype, shape_error, weak
@@ -320,6 +321,10 @@ reduce_sum = _reducer(reduce_sum_p)
 reduce_max = _reducer(reduce_max_p)
 reduce_min = _reducer(reduce_min_p)
 reduce_prod = _reducer(reduce_prod_p)
+
+# The interpreters move and sum batch axes with these (funcgrad/interpreters/ops.py).
+interpreter_ops.register(transpose=transpose, broadcast_in_dim=broadcast_in_dim,
+                         reduce_sum=reduce_sum)
 
 
 def _reduce_batch(p):

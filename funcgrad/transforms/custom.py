@@ -16,6 +16,9 @@ import numpy as np
 
 from .. import tree_util
 from ..core import Primitive, Tracer, user_line
+from ..interpreters.jvp import JvpTrace
+from ..interpreters.programs import aval_of
+from ..interpreters.reverse import GradTrace, trace_vjp
 from ._util import fun_name, top_trace
 
 
@@ -93,9 +96,11 @@ class custom_jvp:
         def rule(primals, tangents):
             return self.jvp_rule(*nondiff, primals, tangents)
 
-        if trace is None:
-            return fun(*diff)
-        return trace.process_custom_jvp(fun, rule, diff)
+        if isinstance(trace, JvpTrace):
+            return jvp_of_custom_jvp(trace, fun, rule, diff)
+        if isinstance(trace, GradTrace):
+            return grad_of_custom_jvp(trace, fun, rule, diff)
+        return fun(*diff)
 
 
 class custom_vjp:
@@ -142,10 +147,14 @@ class custom_vjp:
                                     f"structure {ct_tree}, but the argument has {a_tree}.")
             return tuple(cts)
 
-        if trace is None:
-            return fun(*diff)
-        fun.__name__ = fun_name(self.fun)
-        return trace.process_custom_vjp(fun, fwd, bwd, diff, None)
+        if isinstance(trace, JvpTrace):
+            raise TypeError(f"can't apply forward-mode autodiff (jvp) to the custom_vjp function "
+                            f"{fun_name(self.fun)}{user_line()}: it defines only a reverse-mode "
+                            "rule. Use fg.custom_jvp for a rule that works in both modes, or "
+                            "reverse mode (grad, vjp, jacrev).")
+        if isinstance(trace, GradTrace):
+            return grad_of_custom_vjp(trace, fun, fwd, bwd, diff)
+        return fun(*diff)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +165,7 @@ def _closure_vjp(cts, primals, outs, active, *, backward):
 
 
 custom_rule_p = Primitive("custom_rule", multiple_results=True, vjp=_closure_vjp)
+custom_rule_p.residuals_in_closure = True
 
 
 def jvp_of_custom_jvp(trace, fun, rule, args):
@@ -171,11 +181,11 @@ def jvp_of_custom_jvp(trace, fun, rule, args):
         raise TypeError(f"custom_jvp rule returned a tangent with structure "
                         f"{tree_util.tree_structure(t_out)} for an output with structure "
                         f"{out_tree}{user_line()}.")
-    return tree_util.tree_unflatten(out_tree, [trace._out(o, t) for o, t in zip(out_flat, t_flat)])
+    return tree_util.tree_unflatten(out_tree, [trace.out_tracer(o, t)
+                                               for o, t in zip(out_flat, t_flat)])
 
 
 def grad_of_custom_jvp(trace, fun, rule, args):
-    from .grad import _aval_of, trace_vjp
     flat, tree = tree_util.tree_flatten(args)
     tracers = [trace.to_tracer(x) for x in flat]
     vals = [t.val for t in tracers]
@@ -189,14 +199,14 @@ def grad_of_custom_jvp(trace, fun, rule, args):
     def backward(cts, act):
         # The rule's tangent output is linear in the tangents: its VJP (taken at zero tangents)
         # is the transpose we need.
-        zeros = [np.zeros(_aval_of(v).shape, _aval_of(v).dtype) for v in vals]
+        zeros = [np.zeros(aval_of(v).shape, aval_of(v).dtype) for v in vals]
 
         def tangent_map(*t_flat):
             _, t_out = rule(primals, tuple(tree_util.tree_unflatten(tree, list(t_flat))))
             return tree_util.tree_leaves(t_out)
 
         _, _, _, back, _ = trace_vjp(tangent_map, tuple(zeros),
-                                     [a and _aval_of(v).dtype.kind in "fc"
+                                     [a and aval_of(v).dtype.kind in "fc"
                                       for a, v in zip(act, vals)])
         return back(list(cts), consume=True)
 
@@ -231,7 +241,7 @@ def grad_of_custom_vjp(trace, fun, fwd, bwd, args):
 
 
 def _record(trace, tracers, out_flat, out_tree, backward):
-    out_tracers = [trace._out(o) for o in out_flat]
+    out_tracers = [trace.out_tracer(o) for o in out_flat]
     trace.tape.append((custom_rule_p, {"backward": backward}, tuple(t.aux for t in tracers),
                        tuple(t.aux for t in out_tracers), None, tuple(out_flat),
                        tuple(t.aux is not None for t in tracers)))

@@ -28,6 +28,7 @@ from ..core import (
     eval_jaxpr,
     to_host,
 )
+from ..interpreters.programs import set_optimizer
 from ..lax import elementwise as _ew
 from ..lax import structural as _st
 
@@ -863,6 +864,11 @@ def optimize(program, max_rounds=4):
             return new
         program = new
     return program
+
+
+# Primitives that compile a sub-program (loop bodies, branches) optimize it with this pipeline;
+# they reach it through the interpreters' hook, below them (funcgrad/interpreters/programs.py).
+set_optimizer(optimize)
 
 
 def _fingerprint(program):
