@@ -13,19 +13,24 @@ import sys as _sys
 
 from .. import core as _fg_core
 from . import linalg
+from ._arithmetic import *
+from ._classification import *
+from ._complex import *
 from ._creation import *
 from ._diagonals import *
 from ._einsum import einsum, einsum_path
+from ._float_functions import *
 from ._index_tricks import *
 from ._indexing import _getitem, _IndexUpdateHelper
+from ._logic import *
+from ._logic import where  # ours, even if part B's namespace has one
 from ._nonzero import *
+from ._products import *
 from ._reductions import *
 from ._select import *
 from ._shape import *
 from ._sorting import *
 from ._take import *
-from ._ufuncs import *
-from ._ufuncs import where  # ours, even if part B's namespace has one
 
 # ---------------------------------------------------------------------------------------------
 # NumPy ufuncs and functions applied to tracers

@@ -234,3 +234,40 @@ def canonical_axes(axis, ndim):
 def convert(x, dtype):
     """x (already an array or tracer) in `dtype`; no-op when it already has it."""
     return x if x.dtype == dtype else lax.convert_element_type(x, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the elementwise functions
+
+def _c(value, like):
+    """A rank-0 constant of `like`'s dtype (broadcasts against it in a lax binary op)."""
+    return np.array(value, like.dtype)
+
+
+def _inexact(x):
+    t = type(x)
+    if (t is Tracer or t is np.ndarray) and x.dtype.kind in "fc":  # the common case, fast
+        return x
+    x = asarray(x)
+    return convert(x, inexact_dtype(x.dtype))
+
+
+def _named(name, fn, doc):
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    return fn
+
+
+def _no_bool(name, x):
+    if x.dtype.kind == "b":
+        raise TypeError(f"numpy boolean {name} is not supported (as in NumPy){user_line()}; "
+                        "use logical_not / logical_xor, or convert to an integer first.")
+
+
+def _float_binary_operands(x, y):
+    return promote2(x, y, dtype=inexact_dtype(result_type(x, y)))
+
+
+def _binary_shape(x, y):
+    shape = broadcast_shapes(x.shape, y.shape)
+    return broadcast_to(x, shape), broadcast_to(y, shape), shape

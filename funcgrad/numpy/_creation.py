@@ -192,8 +192,8 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     if not _is_traced(start, stop):
         out = np.linspace(start, stop, num, endpoint, retstep, dtype, axis)
         return (_new(out[0]), np.asarray(out[1])) if retstep else _new(out)
+    from ._arithmetic import add, multiply, subtract, true_divide
     from ._shape import moveaxis
-    from ._ufuncs import add, multiply, subtract, true_divide
     dt = np.result_type(result_type(start, stop), 1.0)
     a, b = convert(_asarray(start), dt), convert(_asarray(stop), dt)
     div = (num - 1) if endpoint else num
@@ -220,7 +220,7 @@ def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
     """base ** linspace(start, stop)."""
     if not _is_traced(start, stop, base):
         return _new(np.logspace(start, stop, num, endpoint, base, dtype, axis))
-    from ._ufuncs import power
+    from ._arithmetic import power
     y = power(base, linspace(start, stop, num, endpoint, axis=axis))
     return y if dtype is None else convert(y, np.dtype(dtype))
 
@@ -229,7 +229,7 @@ def geomspace(start, stop, num=50, endpoint=True, dtype=None, axis=0):
     """Samples evenly spaced on a log scale from start to stop (positive endpoints)."""
     if not _is_traced(start, stop):
         return _new(np.geomspace(start, stop, num, endpoint, dtype, axis))
-    from ._ufuncs import exp, log
+    from ._float_functions import exp, log
     y = exp(linspace(log(start), log(stop), num, endpoint, axis=axis))
     return y if dtype is None else convert(y, np.dtype(dtype))
 

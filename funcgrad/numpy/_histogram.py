@@ -11,16 +11,17 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, to_host
+from ._arithmetic import add, subtract, true_divide
+from ._arithmetic import clip as _clip
 from ._core import asarray, broadcast_to, convert, promote2, result_type
 from ._creation import linspace
 from ._indexing import INDEX, _is_concrete
+from ._logic import equal, where
 from ._nonzero import _needs_size
 from ._reductions import diff
 from ._reductions import sum as _sum
 from ._shape import ravel
 from ._sorting import searchsorted
-from ._ufuncs import add, equal, subtract, true_divide, where
-from ._ufuncs import clip as _clip
 
 __all__ = ["bincount", "histogram", "histogram_bin_edges"]
 

@@ -11,10 +11,10 @@ import numpy as np
 
 from .. import lax
 from ..core import user_line
+from ._arithmetic import abs as _abs
+from ._core import _inexact as _inexact_arr
 from ._core import asarray, broadcast_shapes, broadcast_to, convert, promote2
 from ._indexing import _concrete
-from ._ufuncs import _inexact as _inexact_arr
-from ._ufuncs import abs as _abs
 
 __all__ = [
     "gcd", "lcm", "frexp", "spacing", "i0", "iscomplex", "isreal", "iscomplexobj", "isrealobj",

@@ -8,11 +8,11 @@ import operator
 
 import numpy as np
 
+from ._arithmetic import add, multiply, subtract, true_divide
 from ._core import asarray, convert
 from ._creation import zeros, zeros_like
 from ._shape import concatenate, reshape
 from ._signal import convolve
-from ._ufuncs import add, multiply, subtract, true_divide
 
 __all__ = ["polyval", "polyadd", "polysub", "polymul", "polyder", "polyint", "poly"]
 

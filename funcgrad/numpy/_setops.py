@@ -13,15 +13,17 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer
+from ._arithmetic import clip as _clip
+from ._arithmetic import subtract
+from ._classification import isnan
 from ._core import asarray, canonical_axis, convert, is_array, result_type
 from ._indexing import INDEX
+from ._logic import equal, logical_not, not_equal, where
 from ._nonzero import _needs_size, nonzero
 from ._reductions import any as _any
 from ._reductions import argmax, argsort, cumsum
 from ._shape import concatenate, expand_dims, ravel, reshape
 from ._take import take
-from ._ufuncs import clip as _clip
-from ._ufuncs import equal, isnan, logical_not, not_equal, subtract, where
 
 __all__ = [
     "isin", "unique", "unique_values", "unique_counts", "unique_inverse", "unique_all",

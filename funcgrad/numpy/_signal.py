@@ -13,16 +13,19 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, user_line
+from ._arithmetic import abs as _abs
+from ._arithmetic import add, multiply, remainder, subtract, true_divide
+from ._arithmetic import clip as _clip
 from ._core import asarray, broadcast_to, canonical_axis, convert, is_array, result_type
+from ._float_functions import cos
 from ._indexing import _concrete, _is_concrete
+from ._logic import equal, where
 from ._number_utils import i0
+from ._products import matmul
 from ._reductions import cumsum, diff
 from ._shape import concatenate, take_static
 from ._sorting import searchsorted
 from ._take import take
-from ._ufuncs import abs as _abs
-from ._ufuncs import add, cos, equal, matmul, multiply, remainder, subtract, true_divide, where
-from ._ufuncs import clip as _clip
 
 __all__ = [
     "convolve", "correlate", "interp", "bartlett", "blackman", "hamming", "hanning", "kaiser",

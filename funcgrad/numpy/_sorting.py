@@ -11,6 +11,9 @@ import math
 import numpy as np
 
 from .. import lax
+from ._arithmetic import add, multiply, subtract, true_divide
+from ._arithmetic import clip as _clip
+from ._classification import isnan
 from ._core import (
     asarray,
     broadcast_shapes,
@@ -22,12 +25,11 @@ from ._core import (
     result_type,
 )
 from ._indexing import INDEX, _concrete, _is_concrete
+from ._logic import logical_not, where
 from ._reductions import argsort, quantile, sort
 from ._reductions import sum as _sum
 from ._shape import ravel
 from ._take import take, take_along_axis
-from ._ufuncs import add, isnan, logical_not, multiply, subtract, true_divide, where
-from ._ufuncs import clip as _clip
 
 __all__ = [
     "searchsorted", "digitize", "partition", "argpartition", "lexsort", "sort_complex",
