@@ -34,6 +34,14 @@ class Primitive:
                                             their bodies once instead of interpreting them)
     effectful (optional attribute): True for primitives with side effects (fg.debug callbacks,
       collectives): jit's passes never remove, merge, fold or reorder their equations.
+    Optional hooks the interpreters (funcgrad/interpreters) and passes look for:
+      grad_rule(trace, tracers, params) -> output tracers: reverse mode records its own tape entry
+        (control flow, custom_vjp_call); jvp_with_primal(primals, tangents, **params) -> (out,
+        tangents): forward mode computes the output too (custom rules); custom_rule: a call
+        whose `jaxpr` param jit's code generator may inline (its rule matters only to
+        transforms); inline_call: a call the passes always inline; collective: the batching rule
+        gets the vmap trace as `frame`; residuals_in_closure (on tape entries): residuals that
+        vjp_jaxpr cannot substitute.
     residuals: what a backward pass must keep of this primitive's values: "in", "out", "inout",
       "none" (linear primitives need only shapes) or "cross" (input i kept only when another input
       is active, as for mul and dot_general), or a tuple of the input positions to keep.

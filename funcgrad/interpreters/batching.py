@@ -88,7 +88,16 @@ def at_front(x, d, size):
 
 
 # ---------------------------------------------------------------------------------------------
-# Batching a program
+# Batching a function or a program
+
+def batch_fun(fun, args, dims, size, axis_name=None):
+    """Run `fun(*args) -> flat list` batched: args[i] carries its batch axis at dims[i] (None =
+    not batched). Returns (outputs, their batch dims)."""
+    with new_trace(BatchTrace, size, axis_name) as trace:
+        tracers = [trace.new_arg(a, d) for a, d in zip(args, dims)]
+        outs = [trace.to_tracer(o) for o in fun(*tracers)]
+        return [o.val for o in outs], [o.aux for o in outs]
+
 
 def batch_jaxpr(closed, in_batched, size, instantiate):
     """vmap of a program whose batched inputs carry the batch axis in front. Returns the batched

@@ -13,6 +13,31 @@ from . import ops
 from .programs import aval_of, trace_flat
 
 
+class NoTangent:
+    """The tangent, of type `aval`, of a value forward mode cannot differentiate: an output of
+    a custom_vjp function (its rule is reverse-mode only). Forward mode carries it along (what is
+    computed from it is a NoTangent too) and raises `error` only where a tangent is needed: when
+    jvp or linearize returns it, or a staged JVP program would have to compute it. So
+    forward-over-reverse (jvp of grad, hessian) still works, as JAX's lazily failing
+    `custom_lin` allows."""
+
+    __slots__ = ("error", "aval")
+
+    def __init__(self, error, aval):
+        self.error = error
+        self.aval = aval
+
+    def __repr__(self):
+        return f"NoTangent({self.aval.str_short()})"
+
+
+def checked_tangent(t):
+    """`t`, or the error of a NoTangent: where a tangent leaves forward mode."""
+    if type(t) is NoTangent:
+        raise t.error
+    return t
+
+
 class JvpTrace(Trace):
     concrete = True
     name = "jvp"
@@ -27,8 +52,15 @@ class JvpTrace(Trace):
     def process(self, prim, tracers, params):
         vals = [t.val for t in tracers]
         tangents = [t.aux for t in tracers]
-        if not prim.differentiable or all(t is None for t in tangents):
+        missing = next((t for t in tangents if type(t) is NoTangent), None)
+        if missing is not None:  # the outputs' tangents cannot be known either
+            out = prim.bind(*vals, **params)
+            t_out = (tuple(NoTangent(missing.error, aval_of(o)) for o in out)
+                     if prim.multiple_results else NoTangent(missing.error, aval_of(out)))
+        elif not prim.differentiable or all(t is None for t in tangents):
             out, t_out = prim.bind(*vals, **params), None
+        elif getattr(prim, "jvp_with_primal", None) is not None:
+            out, t_out = prim.jvp_with_primal(vals, tangents, **params)  # custom rules
         else:
             out = prim.bind(*vals, **params)
             t_out = prim.jvp(vals, tangents, out, **params)
@@ -46,9 +78,13 @@ class JvpTrace(Trace):
         return Tracer(self, aval, val, tangent)
 
 
-def jvp_jaxpr(closed, nonzeros, instantiate):
+def jvp_jaxpr(closed, nonzeros, instantiate, unknown=False):
     """The JVP of a program: inputs (primals, tangents of `nonzeros`), outputs (primals, tangents
-    of the outputs that are nonzero or instantiated). Returns (program, consts, out_nonzeros)."""
+    of the outputs that are nonzero or instantiated). Returns (program, consts, out_nonzeros).
+
+    An output whose tangent cannot be known (a NoTangent: it depends on a custom_vjp function)
+    raises its error, unless `unknown`: then it is left out of the program, and a fourth result
+    lists, per output, its NoTangent or None (the caller hands them on as tangents)."""
     avals = closed.in_avals
     n = len(avals)
     t_avals = [a.strip_weak_type() for a, nz in zip(avals, nonzeros) if nz]
@@ -62,11 +98,17 @@ def jvp_jaxpr(closed, nonzeros, instantiate):
             outs = [trace.to_tracer(o) for o in eval_jaxpr(closed.jaxpr, closed.consts, *tracers)]
             vals = [o.val for o in outs]
             ts = [o.aux for o in outs]
-        nz_out = [t is not None or bool(inst) for t, inst in zip(ts, instantiate)]
-        box["nz"] = nz_out
-        ts = [(ops.zeros(o.aval.strip_weak_type()) if t is None else t)
+        missing = [t if type(t) is NoTangent else None for t in ts]
+        if not unknown and any(m is not None for m in missing):
+            raise next(m for m in missing if m is not None).error
+        nz_out = [m is None and (t is not None or bool(inst))
+                  for t, m, inst in zip(ts, missing, instantiate)]
+        box["nz"], box["missing"] = nz_out, missing
+        ts = [ops.zeros(o.aval.strip_weak_type()) if t is None else t
               for t, o, nz in zip(ts, outs, nz_out) if nz]
         return vals + ts
 
     jclosed, consts = trace_flat(fun, list(avals) + t_avals, "jvp")
+    if unknown:
+        return jclosed, consts, box["nz"], box["missing"]
     return jclosed, consts, box["nz"]

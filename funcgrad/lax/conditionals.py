@@ -123,7 +123,7 @@ def _cond_batch(vals, dims, *, branches):
     results = []
     for b in branches:
         bb, consts, _ = batch_jaxpr(b, op_b, size, True)
-        results.append(eval_jaxpr(bb.jaxpr, consts, *ops))
+        results.append(eval_jaxpr(bb.jaxpr, (), *consts, *ops))  # consts lead the inputs
     outs = []
     for k in range(len(results[0])):
         cases = [r[k] for r in results]

@@ -33,12 +33,12 @@ def _remat_impl(xp, *args, jaxpr, prevent_cse, policy):
 
 def _remat_jvp(primals, tangents, out, *, jaxpr, prevent_cse, policy):
     nz = [t is not None for t in tangents]
-    jj, consts, o = jvp_jaxpr(jaxpr, nz, [False] * len(jaxpr.out_avals))
+    jj, consts, o, missing = jvp_jaxpr(jaxpr, nz, [False] * len(jaxpr.out_avals), unknown=True)
     outs = bind(remat_p, *consts, *primals, *[t for t in tangents if t is not None],
                 jaxpr=jj, prevent_cse=prevent_cse, policy=policy)
     n = len(jaxpr.out_avals)
     it = iter(outs[n:])
-    return tuple(next(it) if z else None for z in o)
+    return tuple(next(it) if z else m for z, m in zip(o, missing))  # m: None or a NoTangent
 
 
 def _remat_vjp(ct, primals, out, active, *, jaxpr, prevent_cse, policy):

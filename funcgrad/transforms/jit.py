@@ -147,7 +147,9 @@ class JitFunction:
 
         in_avals = [x.aval if type(x) is Tracer else get_aval(x) for x in flat]
         closed = trace_to_jaxpr(flat_fun, in_avals, name=f"jit({fun_name(self.fun)})")
-        closed = optimize(closed)
+        # called inside another transform, the program is transformed further: keep its custom
+        # derivative rules and derivatives (grad(jit(f)) is grad(f))
+        closed = optimize(closed, differentiable=any(type(x) is Tracer for x in flat))
         donated = self._donated_leaves(args, static_pos, in_tree)
         compile_jaxpr = compiler_for(xp)  # the backend's code generator
         compiled = compile_jaxpr(closed.jaxpr, xp=xp if xp is not None else np, donated=donated)

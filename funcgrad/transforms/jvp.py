@@ -12,7 +12,7 @@ import numpy as np
 from .. import numpy as fnp
 from .. import tree_util
 from ..core import Tracer, as_value, eval_jaxpr, new_trace, trace_to_jaxpr, user_line
-from ..interpreters.jvp import JvpTrace
+from ..interpreters.jvp import JvpTrace, checked_tangent
 from ..interpreters.programs import aval_of
 from ._util import check_grad_input, fun_name, normalize_argnums
 from .grad import jacrev
@@ -55,7 +55,8 @@ def jvp(fun, primals, tangents, has_aux=False):
         out_flat, out_tree = tree_util.tree_flatten(out)
         out_tracers = [trace.to_tracer(o) for o in out_flat]
         vals = [t.val for t in out_tracers]
-        tans = [t.aux if t.aux is not None else _zeros_like_val(t.val) for t in out_tracers]
+        tans = [checked_tangent(t.aux) if t.aux is not None else _zeros_like_val(t.val)
+                for t in out_tracers]
     out = tree_util.tree_unflatten(out_tree, vals)
     t_out = tree_util.tree_unflatten(out_tree, tans)
     return (out, t_out, aux) if has_aux else (out, t_out)
