@@ -13,9 +13,9 @@ import numpy as np
 from . import errors as _errors
 from . import placement as _placement
 from .avals import PY_SCALARS
-from .errors import FP_QUIET, _describe, add_error_context, check_nans, fp_quiet_set, fp_reset
-from .placement import _device_args, _namespaces, register_device_arrays
-from .trace import Tracer, _leak_error
+from .errors import FP_QUIET, add_error_context, check_nans, describe, fp_quiet_set, fp_reset
+from .placement import device_args, namespaces, register_device_arrays
+from .trace import Tracer, leak_error
 
 
 class Primitive:
@@ -76,15 +76,15 @@ def bind(prim, *args, **params):
                 top = t
     if top is None:
         # a CuPy (or other) array among the arguments, or a GPU default backend?
-        if _placement._route:
-            xp, args = _device_args(args)
+        if _placement.routing:
+            xp, args = device_args(args)
         else:
             xp = np
         fp = fp_quiet_set(FP_QUIET)  # inf/NaN without NumPy warnings (see core/errors.py)
         try:
             out = prim.impl(xp, *args, **params)
         except Exception as e:
-            add_error_context(e, prim, [_describe(a) for a in args])
+            add_error_context(e, prim, [describe(a) for a in args])
             raise
         finally:
             fp_reset(fp)
@@ -92,11 +92,11 @@ def bind(prim, *args, **params):
             out = tuple(o if type(o) is np.ndarray else _as_array(o) for o in out)
         elif type(out) is not np.ndarray:
             out = _as_array(out)
-        if _errors._debug_nans:
+        if _errors.debug_nans:
             check_nans(prim, args, out)
         return out
     if not top.alive:
-        raise _leak_error(top)
+        raise leak_error(top)
     tracers = [top.to_tracer(a) for a in args]
     try:
         return top.process(prim, tracers, params)
@@ -108,6 +108,6 @@ def bind(prim, *args, **params):
 def _as_array(x):
     if isinstance(x, np.generic) or type(x) in PY_SCALARS:
         return np.asarray(x)
-    if not _namespaces and hasattr(x, "__cuda_array_interface__"):
+    if not namespaces and hasattr(x, "__cuda_array_interface__"):
         register_device_arrays()
     return x

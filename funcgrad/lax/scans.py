@@ -33,7 +33,7 @@ from ._programs import (
     promote_weak,
     same_type,
 )
-from ._util import _arr, _const, normalize_axis
+from ._util import const_like, normalize_axis, to_operand
 from .remat import remat_p
 from .slicing import slice_in_dim
 from .structural import concatenate, pad, rev
@@ -408,7 +408,7 @@ def _interleave(a, b, axis):
     a_cfg[axis] = (0, 1 if equal else 0, 1)
     b_cfg[axis] = (1, 0 if equal else 1, 1)
     op = ew.bitwise_or if a.dtype == np.bool_ else ew.add
-    return op(pad(a, _const(0, a), a_cfg), pad(b, _const(0, b), b_cfg))
+    return op(pad(a, const_like(0, a), a_cfg), pad(b, const_like(0, b), b_cfg))
 
 
 def associative_scan(fn, elems, reverse=False, axis=0):
@@ -417,7 +417,7 @@ def associative_scan(fn, elems, reverse=False, axis=0):
     prefix algorithm (Blelloch): log2(n) levels of strided slices, fn, pads and concatenates.
     `reverse` scans from the end (fn(later, earlier), as JAX)."""
     flat, tree = tree_flatten(elems)
-    flat = [_arr(e) for e in flat]
+    flat = [to_operand(e) for e in flat]
     if not flat:
         raise ValueError("associative_scan needs at least one array")
     axis = normalize_axis(axis, flat[0].ndim)
@@ -434,7 +434,7 @@ def associative_scan(fn, elems, reverse=False, axis=0):
         if c_tree != tree:
             raise TypeError(f"associative_scan: fn returned a {c_tree}, not the structure of "
                             f"elems, {tree}")
-        return [_arr(c) for c in c_flat]
+        return [to_operand(c) for c in c_flat]
 
     def sl(e, start, limit, stride=1):
         return slice_in_dim(e, start, limit, stride, axis)

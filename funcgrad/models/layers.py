@@ -14,10 +14,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .. import lax, nn, random, stop_gradient
+from .. import initializers as inits
+from .. import lax, nn, random
 from .. import numpy as fnp
 from ..devices import inputs_on_default_backend
-from . import initializers as inits
 
 __all__ = [
     "Layer", "dense", "mlp", "conv2d", "max_pool", "avg_pool", "layer_norm", "rms_norm",
@@ -152,7 +152,7 @@ def _pool(x, window, strides, padding, init_value, combine):
         raise ValueError(f"pooling: x must be NHWC (rank 4), got shape {tuple(x.shape)}")
     window = _pair(window, "window")
     strides = window if strides is None else _pair(strides, "strides")
-    pads = lax.conv.padtype_to_pads(x.shape[1:3], window, strides, padding)
+    pads = lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
     if any(p for pair in pads for p in pair):
         config = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
         x = lax.pad(x, np.array(init_value, x.dtype), config)
@@ -251,8 +251,8 @@ def _batch_norm_apply(params, state, x, training, momentum=0.9, eps=1e-5, axis_n
     var = fnp.maximum(mean_sq - fnp.square(mean), 0.0)
     y = (x - mean) * lax.rsqrt(var + eps) * params["scale"] + params["bias"]
     m = momentum
-    new_state = {"mean": m * state["mean"] + (1 - m) * stop_gradient(mean),
-                 "var": m * state["var"] + (1 - m) * stop_gradient(var)}
+    new_state = {"mean": m * state["mean"] + (1 - m) * lax.stop_gradient(mean),
+                 "var": m * state["var"] + (1 - m) * lax.stop_gradient(var)}
     return y, new_state
 
 
