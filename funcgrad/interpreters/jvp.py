@@ -22,10 +22,12 @@ class NoTangent:
     `custom_lin` allows."""
 
     __slots__ = ("error", "aval")
+    made = False  # set once one exists: until then forward mode does not look for them
 
     def __init__(self, error, aval):
         self.error = error
         self.aval = aval
+        NoTangent.made = True
 
     def __repr__(self):
         return f"NoTangent({self.aval.str_short()})"
@@ -52,8 +54,8 @@ class JvpTrace(Trace):
     def process(self, prim, tracers, params):
         vals = [t.val for t in tracers]
         tangents = [t.aux for t in tracers]
-        missing = next((t for t in tangents if type(t) is NoTangent), None)
-        if missing is not None:  # the outputs' tangents cannot be known either
+        missing = NoTangent.made and next((t for t in tangents if type(t) is NoTangent), None)
+        if missing:  # the outputs' tangents cannot be known either
             out = prim.bind(*vals, **params)
             t_out = (tuple(NoTangent(missing.error, aval_of(o)) for o in out)
                      if prim.multiple_results else NoTangent(missing.error, aval_of(out)))

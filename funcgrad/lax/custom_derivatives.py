@@ -32,7 +32,7 @@ import numpy as np
 from .. import tree_util
 from ..core import Primitive, Tracer, as_value, bind, device_namespace, eval_jaxpr, user_line
 from ..interpreters import ops
-from ..interpreters.batching import at_front, batch_fun, batch_jaxpr, move_to_front
+from ..interpreters.batching import BatchTrace, at_front, batch_fun, batch_jaxpr, move_to_front
 from ..interpreters.jvp import JvpTrace, NoTangent
 from ..interpreters.programs import aval, is_float, trace_flat
 from ..interpreters.reverse import GradTrace, trace_vjp
@@ -81,10 +81,16 @@ def _check_nondiff(kind, fun, nondiff):
                             "functions). Pass arrays as differentiable arguments.")
 
 
-def _stages(trace):
-    """Whether a call under `trace` becomes an equation (any trace but the autodiff traces that
-    compute values, which apply the rule at once)."""
-    return not isinstance(trace, (JvpTrace, GradTrace))
+def _rule_unused(flat):
+    """Whether no transform that the rule matters to is under these arguments: every tracer
+    among them is a vmap's all the way down to plain arrays (eager vmap). Then the function
+    runs as it is, as it would with no tracer at all."""
+    for x in flat:
+        while type(x) is Tracer:
+            if not isinstance(x._trace, BatchTrace):
+                return False
+            x = x.val
+    return True
 
 
 def _closure_error(kind, name, what):
@@ -182,7 +188,7 @@ class custom_jvp:
         def fun(*d):
             return self.fun(*_merge(nondiff, d, self.nondiff_argnums, n))
 
-        if trace is None:
+        if trace is None or _rule_unused(flat):
             return fun(*diff)
 
         def rule(primals, tangents):
@@ -192,7 +198,7 @@ class custom_jvp:
         if isinstance(trace, JvpTrace):
             return _jvp_eager(trace, self, nondiff, rule, flat, in_tree, n, name)
         if isinstance(trace, GradTrace):
-            return _grad_eager_jvp(trace, self, nondiff, rule, flat, in_tree, n, name)
+            return _grad_eager_jvp(trace, self, fun, nondiff, rule, flat, in_tree, n, name)
         closed, consts, out_tree = _stage("custom_jvp", fun, flat, in_tree, name)
         flat_rule = _flat_jvp_rule(rule, in_tree, out_tree, name,
                                    _name(self.jvp_rule))
@@ -242,8 +248,8 @@ def _jvp_eager(trace, custom, nondiff, rule, flat, in_tree, n, name):
     """Forward mode with values: the rule, at the level below."""
     tracers = [trace.to_tracer(x) for x in flat]
     primals = [t.val for t in tracers]
-    missing = next((t.aux for t in tracers if type(t.aux) is NoTangent), None)
-    if missing is not None:  # a tangent in is unknown (a custom_vjp output): so are those out
+    missing = NoTangent.made and next((t.aux for t in tracers if type(t.aux) is NoTangent), None)
+    if missing:  # a tangent in is unknown (a custom_vjp output): so are those out
         diff = tree_util.tree_unflatten(in_tree, primals)
         out_flat, out_tree = tree_util.tree_flatten(
             custom(*_merge(nondiff, diff, custom.nondiff_argnums, n)))
@@ -256,14 +262,17 @@ def _jvp_eager(trace, custom, nondiff, rule, flat, in_tree, n, name):
                                                for o, t in zip(out_flat, t_flat)])
 
 
-def _grad_eager_jvp(trace, custom, nondiff, rule, flat, in_tree, n, name):
+def _grad_eager_jvp(trace, custom, fun, nondiff, rule, flat, in_tree, n, name):
     """Reverse mode with values: the primal output from the decorated function at the level
-    below (so a trace there keeps the rule too), and one tape entry whose VJP transposes the
-    rule at these primals."""
+    below (so a trace there keeps the rule too; with plain values below, the function itself),
+    and one tape entry whose VJP transposes the rule at these primals."""
     tracers = [trace.to_tracer(x) for x in flat]
     vals = [t.val for t in tracers]
     diff = tree_util.tree_unflatten(in_tree, vals)
-    out = custom(*_merge(nondiff, diff, custom.nondiff_argnums, n))
+    if any(type(v) is Tracer for v in vals):
+        out = custom(*_merge(nondiff, diff, custom.nondiff_argnums, n))
+    else:
+        out = fun(*diff)
     out_flat, out_tree = tree_util.tree_flatten(out)
     active = tuple(t.aux is not None for t in tracers)
     if True not in active:
@@ -424,7 +433,7 @@ class custom_vjp:
         def fun(*d):
             return self.fun(*_merge(nondiff, d, self.nondiff_argnums, n))
 
-        if trace is None:
+        if trace is None or _rule_unused(flat):
             return fun(*diff)
         if isinstance(trace, JvpTrace):  # the primal, with tangents that raise where needed
             vals = [trace.to_tracer(x).val for x in flat]
