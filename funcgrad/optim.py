@@ -12,6 +12,11 @@ frozen leaves under `masked` are `None` holes). Updates keep each leaf's dtype: 
 
 A learning rate is a number or a schedule `f(count) -> lr`, evaluated at the number of updates
 done so far (0 on the first update).
+
+Sharded training (`fg.distributed.make_train_step(..., shard=...)`) runs `update` on each rank's
+slice of every leaf. Elementwise rules need nothing for that; a transformation that reduces over
+the elements of a tree (a norm, a mean, a count of non-finite values) passes its local result
+through `shard_sum`, which adds up the ranks' parts when sharded (as `global_norm` does).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from . import lax as _lax
 from . import masks as _masks
 from . import numpy as fnp
 from . import tree_util as tu
@@ -33,7 +39,8 @@ __all__ = [
     "momentum", "adam", "adamw", "rmsprop", "adagrad", "lion", "masked", "multi_transform",
     "set_to_zero", "MultiSteps", "apply_updates", "constant_schedule", "linear_schedule",
     "polynomial_schedule", "cosine_decay_schedule", "warmup_cosine_decay_schedule",
-    "exponential_decay", "piecewise_constant_schedule", "join_schedules",
+    "exponential_decay", "piecewise_constant_schedule", "join_schedules", "shard_sum",
+    "SHARD_AXIS",
 ]
 
 
@@ -300,13 +307,29 @@ def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
     return _transformation(init, update)
 
 
+# The process axis over which a sharded train step splits every leaf between ranks.
+SHARD_AXIS = "optim_shards"
+
+
+def shard_sum(x):
+    """`x` summed over the ranks of a sharded train step, each of which updates a slice of every
+    leaf (fg.distributed.make_train_step(..., shard=...) binds `SHARD_AXIS`); `x` itself
+    otherwise. Reductions over the elements of the updates go through it to stay exact."""
+    try:
+        _lax.axis_size(SHARD_AXIS)
+    except NameError:
+        return x
+    return _lax.psum(x, SHARD_AXIS)
+
+
 def global_norm(tree):
-    """sqrt of the sum of squares of every element of every leaf (at least float32)."""
+    """sqrt of the sum of squares of every element of every leaf (at least float32); under a
+    sharded step, of the whole leaves (see `shard_sum`)."""
     total = 0.0
     for g in tu.tree_leaves(tree):
         g = fnp.asarray(g, np.promote_types(g.dtype, np.float32))
         total = total + fnp.sum(g * g)
-    return fnp.sqrt(total)
+    return fnp.sqrt(shard_sum(total))
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:

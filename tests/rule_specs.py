@@ -644,6 +644,21 @@ spec("all_gather", _lanes_case(floats, lambda shape: st.integers(0, len(shape)).
     lambda a: {"axis": a})), axis_name=LANES)
 
 
+def _scatter_case():
+    """psum_scatter: the scattered dimension holds one block per lane (tiled: k elements each)."""
+    def build(t):
+        lanes, rest, pick, tiled, k = t
+        d = pick % (len(rest) + 1)
+        shape = rest[:d] + ((lanes * k) if tiled else lanes,) + rest[d:]
+        return floats((lanes,) + shape).map(lambda x: Case(
+            (x,), {"axis_name": LANES, "scatter_dimension": d, "tiled": tiled}))
+    return st.tuples(st.integers(2, 3), shapes(0, 1, max_side=3), st.integers(0, 1),
+                     st.booleans(), st.integers(1, 2)).flatmap(build)
+
+
+spec("psum_scatter", _scatter_case(), axis_name=LANES)
+
+
 # ---------------------------------------------------------------------------------------------
 # Linear algebra: matrices or stacks of them, built well conditioned (diagonally dominant,
 # positive definite, or with well separated eigen/singular values) from hypothesis-drawn floats
