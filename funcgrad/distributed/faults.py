@@ -46,6 +46,7 @@ import zlib
 import numpy as np
 
 _POLL_S = 0.05
+_FLUSH_S = 0.25
 _TAG = 7301
 _DEFAULT_TIMEOUT_S = 600.0
 _state = None  # the installed _Watch, if any
@@ -147,6 +148,7 @@ class _Watch:
     def abort(self, message):
         sys.stderr.write(f"[rank {self.rank}] funcgrad.distributed: {message}\n")
         sys.stderr.flush()
+        time.sleep(_FLUSH_S)  # the launcher drops output not yet forwarded when the job aborts
         self.group.abort(1)
 
     def run_watchdog(self):
@@ -199,6 +201,7 @@ def install(group, abort_on_error=True, timeout=None):
             sys.stderr.write("".join(f"[rank {group.rank}] {line}\n"
                                      for line in text.rstrip("\n").split("\n")))
             sys.stderr.flush()
+            time.sleep(_FLUSH_S)
             if issubclass(kind, KeyboardInterrupt):
                 previous(kind, value, tb)
             group.abort(1)
