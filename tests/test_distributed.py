@@ -575,7 +575,7 @@ WORKER = textwrap.dedent("""
                 dist.save_checkpoint(ckpt, {"params": p, "opt": s, "step": i + 1})
         assert float(p["scale"]) == 1.5
         np.savez(f"{out}/{shard}_rank{dist.rank()}_of{dist.size()}.npz",
-                 *fg.tree_util.tree_leaves(p))
+                 *fg.tree_util.tree_leaves(fg.device_get(p)))
 """)
 
 

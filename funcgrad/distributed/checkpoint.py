@@ -21,7 +21,8 @@ ignore and the next save deletes: the previous checkpoint stays loadable until a
 complete. After a commit, complete saves older than the newest `keep` are deleted (manifest
 first, so a half-deleted folder never looks complete).
 
-Loading reads the newest complete save and reshards: each `ShardedState` of `like` (made by
+Loading reads the newest complete save and reshards (arrays come back as NumPy arrays, or on
+the GPU where `like` has GPU arrays): each `ShardedState` of `like` (made by
 `step.init(params)` on the loading ranks) is filled, slab by slab, from the saved slices that
 overlap it, whatever the number of ranks that saved them; each rank reads only the files of
 the saving ranks whose slices overlap its own.
@@ -38,7 +39,8 @@ import numpy as np
 
 from .. import io
 from .. import tree_util as tu
-from .groups import world
+from ..devices import device_put
+from .groups import _is_cupy, world
 from .sharding import ShardedState
 
 _FORMAT = "funcgrad.distributed.checkpoint.v1"
@@ -248,13 +250,16 @@ def _fill(path, node, saved, folder, read):
 
 
 def load_checkpoint(directory, like, group=None):
-    """The newest complete save of `directory`, as a tree of `like`'s structure, resharded for
-    this rank: `like` holds this rank's templates (e.g. `step.init(params)` for a sharded
-    optimizer state), which give the shapes and dtypes to fill and are checked against the
-    saved ones. A collective only in that every rank reads; works on any number of ranks."""
+    """The newest complete save of `directory` (or the save folder `directory` itself, such as
+    `latest_checkpoint(d)`), as a tree of `like`'s structure, resharded for this rank.
+
+    `like` holds this rank's templates (e.g. `step.init(params)` for a sharded optimizer state),
+    which give the shapes and dtypes to fill and are checked against the saved ones. Every rank
+    calls it (each reads what it needs); it works on any number of ranks."""
     g = group if group is not None else world()
     directory = os.fspath(directory)
-    folder = latest_checkpoint(directory)
+    one = os.path.exists(os.path.join(directory, _MANIFEST))  # a save folder itself
+    folder = directory if one else latest_checkpoint(directory)
     if folder is None:
         raise FileNotFoundError(f"load_checkpoint: no complete checkpoint in {directory!r} "
                                 "(a folder ckpt-NNNNNN with a manifest.safetensors)")
@@ -302,4 +307,11 @@ def load_checkpoint(directory, like, group=None):
             m_leaves, m_tree = tu.tree_flatten(master)
             master = tu.tree_unflatten(m_tree, [next(mine) for _ in m_leaves])
         out.append(ShardedState(tu.tree_unflatten(inner_tree, inner), master, x.layout))
-    return tu.tree_unflatten(treedef, out)
+    return tu.tree_map(_placed_like, like, tu.tree_unflatten(treedef, out))
+
+
+def _placed_like(template, x):
+    """`x` on the device of `template` (a GPU array there: loaded onto the GPU)."""
+    if _is_cupy(template) and not _is_cupy(x):
+        return device_put(x, "gpu")
+    return x

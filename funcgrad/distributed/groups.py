@@ -42,6 +42,15 @@ class ProcessGroup:
         n = x.shape[0] // self.size
         return self.allreduce(x)[self.rank * n:(self.rank + 1) * n]
 
+    def allgatherv(self, x, counts):
+        """The 1-D x of every process laid end to end (rank r's has counts[r] elements). The
+        default pads to the longest and allgathers."""
+        from ..core import device_namespace
+        xp = device_namespace([x])
+        pad = max(counts) - x.shape[0]
+        got = self.allgather(xp.concatenate([x, xp.zeros(pad, x.dtype)]) if pad else x)
+        return xp.concatenate([got[r][:counts[r]] for r in range(self.size)])
+
     def bcast(self, x, root=0):
         """Root's x on every process (x gives the shape and dtype everywhere)."""
         raise NotImplementedError
@@ -66,6 +75,9 @@ class LocalGroup(ProcessGroup):
         return [x]
 
     def reduce_scatter(self, x):
+        return x
+
+    def allgatherv(self, x, counts):
         return x
 
     def bcast(self, x, root=0):
@@ -114,6 +126,15 @@ class MPIGroup(ProcessGroup):
         out = np.empty(send.shape[0] // self.size, send.dtype)
         with faults.watch(self, "reduce_scatter"):
             self.comm.Reduce_scatter_block(send, out, op=self._ops["sum"])
+        return out
+
+    def allgatherv(self, x, counts):
+        if _is_cupy(x):
+            return super().allgatherv(x, counts)  # NCCL has no allgatherv: padded allgather
+        send = np.ascontiguousarray(x).reshape(-1)
+        out = np.empty(sum(counts), send.dtype)
+        with faults.watch(self, "allgatherv"):
+            self.comm.Allgatherv(send, [out, list(counts)])
         return out
 
     def bcast(self, x, root=0):

@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import numpy as fnp
 from .. import tree_util as tu
-from ..core import ShapedArray
+from ..core import ShapedArray, device_namespace
 
 _SLAB = 1 << 16  # the most elements a cut between two ranks can be off balance by, per leaf
 MODES = ("optimizer", "gradients")
@@ -156,8 +156,9 @@ class ShardLayout:
             self._block(pieces, used, length, dtype)
         return fnp.concatenate(pieces)
 
-    def pack_mine(self, group, fragments):
-        """This rank's block of one dtype group, from its slices."""
+    def pack_mine(self, group, fragments, pad=True):
+        """This rank's block of one dtype group, from its slices (padded to the block length,
+        or not)."""
         dtype, idx, length = group
         pieces, used = [], 0
         for i in idx:
@@ -165,7 +166,9 @@ class ShardLayout:
             if n:
                 pieces.append(fnp.ravel(fnp.asarray(fragments[i], dtype)))
                 used += n
-        return fnp.concatenate(self._block(pieces, used, length, dtype))
+        if pad:
+            self._block(pieces, used, length, dtype)
+        return fnp.concatenate(pieces) if pieces else fnp.zeros((0,), dtype)
 
     def cut_mine(self, group, block):
         """{leaf index: this rank's slice} from this rank's block of one dtype group."""
@@ -175,6 +178,29 @@ class ShardLayout:
             n = self.fragment_size(i)
             out[i] = fnp.reshape(block[start:start + n], self.fragment_shape(i))
             start += n
+        return out
+
+    def unpack_flat(self, group, flat):
+        """{leaf index: whole leaf} from the unpadded slices of every rank laid end to end
+        (`flat`, a NumPy or CuPy array). Leaves cut along their first axis are views of `flat`
+        (rank r's rows end where rank r + 1's begin); the others are assembled (copies)."""
+        _, idx, _ = group
+        ends = np.cumsum([sum(self.fragment_size(i, r) for i in idx) for r in range(self.size)])
+        starts = [0] + [int(e) for e in ends[:-1]]
+        out = {}
+        for i in idx:
+            if self.axes[i] == 0:
+                first = next(r for r in range(self.size) if self.fragment_size(i, r))
+                n = _prod(self.shapes[i])
+                out[i] = flat[starts[first]:starts[first] + n].reshape(self.shapes[i])
+            else:
+                parts = [flat[starts[r]:starts[r] + self.fragment_size(i, r)].reshape(
+                    self.fragment_shape(i, r)) for r in range(self.size)
+                    if self.fragment_size(i, r)]
+                whole = device_namespace([flat]).concatenate(parts, axis=self.axes[i])
+                out[i] = whole.reshape(self.shapes[i])
+            for r in range(self.size):
+                starts[r] += self.fragment_size(i, r)
         return out
 
     def unpack(self, group, gathered):

@@ -70,11 +70,15 @@ def fused_pmean(tree, axis_name="data"):
     Written with funcgrad.numpy and fg.lax.pmean, so it runs eagerly, under fg.jit (one pmean
     equation in the program) and under fg.vmap(..., axis_name=...) (simulated ranks).
     """
+    return _fused(tree, axis_name, _parallel.pmean)
+
+
+def _fused(tree, axis_name, reduce):
     leaves, treedef = tu.tree_flatten(tree)
     out = list(leaves)
     for idx in _by_dtype(leaves):
         buf = fnp.concatenate([fnp.ravel(leaves[i]) for i in idx])
-        buf = _parallel.pmean(buf, axis_name)
+        buf = reduce(buf, axis_name)
         start = 0
         for i in idx:
             n = int(np.prod(np.shape(leaves[i]), dtype=np.int64))
@@ -212,15 +216,16 @@ class TrainStep:
         return tu.tree_unflatten(treedef, out), opt_state, _parallel.pmean(loss, self.axis_name)
 
     def _sharded(self, params, state, *batch):
+        """Up to this rank's new slices (the gather runs outside the compiled program)."""
         lay = state.layout
         leaves, treedef = tu.tree_flatten(params)
         loss, grads = value_and_grad(self.loss_fn, wrt=self.mask)(params, *batch)
         g = treedef.flatten_up_to(grads)
-        if lay.mode == "optimizer":  # ZeRO-1: the whole mean gradient, one fused allreduce
+        if lay.mode == "optimizer":  # ZeRO-1: the whole summed gradient, one fused allreduce
             on = [i for i in range(len(leaves)) if lay.trainable(i)]
-            for i, x in zip(on, fused_pmean([g[i] for i in on], self.axis_name)):
+            for i, x in zip(on, _fused([g[i] for i in on], self.axis_name, _parallel.psum)):
                 g[i] = x
-            g_frag = lay.fragments(g)
+            g_frag = [x / lay.size for x in lay.fragments(g)]  # divide 1/N of it, not all
         else:  # ZeRO-2: each rank receives the sum of its own slice only (reduce-scatter)
             g_frag = lay.fragments(g)  # the frozen leaves' empty slices; the rest replaced
             for group in lay.groups:
@@ -237,14 +242,24 @@ class TrainStep:
                                                target)
         new_target = _optim.apply_updates(target, updates)
         new_frag = treedef.flatten_up_to(new_target)
-        out = list(leaves)
-        for group in lay.groups:  # every rank's new slices, to every rank
-            gathered = _parallel.all_gather(lay.pack_mine(group, new_frag), self.axis_name)
-            for i, x in lay.unpack(group, gathered).items():
-                out[i] = x
+        blocks = [lay.pack_mine(group, new_frag, pad=False) for group in lay.groups]
         master = None if state.master is None else new_target
-        return (tu.tree_unflatten(treedef, out), _sharding.ShardedState(inner, master, lay),
+        return (blocks, _sharding.ShardedState(inner, master, lay),
                 _parallel.pmean(loss, self.axis_name))
+
+    def _gather(self, params, state, blocks, g):
+        """The new parameters: every rank's new slices, gathered (one allgatherv per dtype) into
+        one flat buffer per dtype, whose leaves are views of it (copies for leaves cut along
+        another axis than the first)."""
+        lay = state.layout
+        leaves, treedef = tu.tree_flatten(params)
+        out = list(leaves)
+        for group, block in zip(lay.groups, blocks):
+            counts = [sum(lay.fragment_size(i, r) for i in group[1]) for r in range(lay.size)]
+            flat = g.allgatherv(block, counts)
+            for i, x in lay.unpack_flat(group, flat).items():
+                out[i] = x
+        return tu.tree_unflatten(treedef, out)
 
     def _check_state(self, params, state, g):
         if not isinstance(state, _sharding.ShardedState):
@@ -279,7 +294,8 @@ class TrainStep:
             self._check_state(params, opt_state, g)
         shards = _optim.SHARD_AXIS if self.shard else None  # (None binds nothing)
         with _parallel.process_axis(self.axis_name, g), _parallel.process_axis(shards, g):
-            params, opt_state, loss = self._run(params, opt_state, *batch)
+            out, opt_state, loss = self._run(params, opt_state, *batch)
+        params = self._gather(params, opt_state, out, g) if self.shard else out
         if self.debug:
             check_identical(params, g)
         return params, opt_state, loss
