@@ -276,6 +276,42 @@ def test_sharded_step_on_one_process_is_the_replicated_step(name, shard):
             assert s.inner is not None
 
 
+def test_each_sharded_step_makes_one_reduction_and_one_gather_per_dtype():
+    class Recorder(dist.LocalGroup):
+        def __init__(self):
+            self.calls = []
+
+        def allreduce(self, x, op="sum"):
+            self.calls.append(("allreduce", np.shape(x)))
+            return x
+
+        def reduce_scatter(self, x):
+            self.calls.append(("reduce_scatter", np.shape(x)))
+            return x
+
+        def allgatherv(self, x, counts):
+            self.calls.append(("allgatherv", np.shape(x)))
+            return x
+
+    params, batches = _setup()
+    params["half"] = np.ones((3, 2), np.float16)  # a second dtype: a second buffer
+    n32 = sum(x.size for x in fg.tree_util.tree_leaves(params) if x.dtype == np.float32)
+    loss = lambda p, x, y: _loss({k: v for k, v in p.items() if k != "half"}, x, y) + fnp.sum(
+        p["half"] ** 2).astype(np.float32)
+    for shard, reduce in (("gradients", "reduce_scatter"), ("optimizer", "allreduce")):
+        group = Recorder()
+        step = dist.make_train_step(loss, optim.MultiSteps(optim.adam(1e-2), 2), shard=shard,
+                                    group=group)
+        p, s = params, step.init(params)
+        for x, y in batches:
+            group.calls.clear()
+            p, s, _ = step(p, s, x, y)
+            kinds = [c[0] for c in group.calls]
+            assert kinds.count(reduce) == 2 + (reduce == "allreduce")  # + the loss's pmean
+            assert kinds.count("allgatherv") == 2
+            assert (reduce, (n32,)) in group.calls and (reduce, (6,)) in group.calls
+
+
 def test_state_classification_and_sharded_step_errors():
     params, (batch, *_) = _setup()
     tx = optim.adam(1e-2)

@@ -30,7 +30,16 @@ Run with `mpiexec -n 2 python script.py` (`pip install "funcgrad[distributed]"`)
 
 from . import faults
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .groups import _LAUNCHER_VARS, LocalGroup, MPIGroup, ProcessGroup, init, rank, size, world
+from .groups import (
+    _LAUNCHER_VARS,  # noqa: F401  (the variables that say "under mpiexec")
+    LocalGroup,
+    MPIGroup,
+    ProcessGroup,
+    init,
+    rank,
+    size,
+    world,
+)
 from .sharding import MemoryReport, ShardedState, ShardLayout
 from .training import (
     TrainStep,
@@ -48,4 +57,3 @@ __all__ = ["init", "rank", "size", "world", "ProcessGroup", "LocalGroup", "MPIGr
            "data_parallel", "shard", "fused_pmean", "broadcast", "checksum", "check_identical",
            "make_train_step", "TrainStep", "ShardedState", "ShardLayout", "memory_report",
            "MemoryReport", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "faults"]
-_LAUNCHER_VARS = _LAUNCHER_VARS

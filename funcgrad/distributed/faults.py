@@ -34,7 +34,6 @@ mpiexec prints for a killed process names its rank.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import socket
 import sys
@@ -110,18 +109,13 @@ class _Watch:
         self.MPI.Request.Waitall(self.sends)
 
     # -- collectives ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def collective(self, group, op):
+    def enter(self, group, op):
         key, members = group.key
         number = self.started.get(key, 0) + 1
         self.started[key] = number
-        self.poll()
         self.current = (members, key, op, number, time.monotonic())
-        self.check()
-        try:
-            yield
-        finally:
-            self.current = None
+        if self.departed:  # the watchdog thread receives the notices
+            self.check()
 
     def check(self):
         """Abort the job if the collective this rank is in can never complete."""
@@ -162,15 +156,24 @@ class _Watch:
                 return
 
 
-@contextlib.contextmanager
-def watch(group, op):
-    """Run one collective of `group` under the job's fault handling (a no-op when none is
-    installed, or for a group that is not an MPI sub-communicator of the watched world)."""
-    if _state is None or _state.leaving or not hasattr(group, "key"):
-        yield
-        return
-    with _state.collective(group, op):
-        yield
+class watch:
+    """`with watch(group, op):` runs one collective of `group` under the job's fault handling
+    (nothing happens when none is installed, or once this rank is leaving)."""
+
+    __slots__ = ("on",)
+
+    def __init__(self, group, op):
+        self.on = _state is not None and not _state.leaving and hasattr(group, "key")
+        if self.on:
+            _state.enter(group, op)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.on:
+            _state.current = None
+        return False
 
 
 def _timeout(timeout):
