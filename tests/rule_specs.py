@@ -630,6 +630,26 @@ spec("sort", _sort_case(), weight=3)
 LANES = "lanes"
 
 
+class SameValueGroup:
+    """Rank 0 of `size` processes that all hold the same value: binding a collective's axis to it
+    runs the collective's process implementation on one lane's operand (psum_scatter has no
+    other eager implementation: which block a lane keeps depends on the lane)."""
+
+    rank = 0
+
+    def __init__(self, size):
+        self.size = size
+
+    def allreduce(self, x, op="sum"):
+        return x * self.size if op == "sum" else x
+
+    def allgather(self, x):
+        return [x] * self.size
+
+    def reduce_scatter(self, x):
+        return (x * self.size)[:x.shape[0] // self.size]
+
+
 def _lanes_case(values, extra=lambda shape: st.just({})):
     return st.tuples(st.integers(2, 3), shapes(0, 2, max_side=3)).flatmap(
         lambda t: st.tuples(values((t[0],) + t[1]), extra(t[1]))).map(

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from rule_specs import NONDIFF, SPECS
+from rule_specs import NONDIFF, SPECS, SameValueGroup
 
 import funcgrad as fg
 import funcgrad.lax
@@ -412,25 +412,6 @@ def _check_raises(entry, prim, ops, case):
 # ---------------------------------------------------------------------------------------------
 # Shape rules and coverage
 
-class _SameValueGroup:
-    """Rank 0 of `size` processes that all hold the same value (what the collectives' process
-    implementations call)."""
-
-    rank = 0
-
-    def __init__(self, size):
-        self.size = size
-
-    def allreduce(self, x, op="sum"):
-        return x * self.size if op == "sum" else x
-
-    def allgather(self, x):
-        return [x] * self.size
-
-    def reduce_scatter(self, x):
-        return (x * self.size)[:x.size // self.size]
-
-
 @pytest.mark.parametrize("key", _ids("shape", DIFF_KEYS + NONDIFF_KEYS))
 @settings(rule_settings, max_examples=max(2, N_EXAMPLES // 2))
 @given(data=st.data())
@@ -444,7 +425,7 @@ def test_shape_rule_matches_implementation(key, data):
     axis_name = getattr(entry, "axis_name", None)
     frame = contextlib.nullcontext()
     if axis_name is not None:  # a collective: one lane's value, on lane 0 of a process axis
-        frame = axis_frame(axis_name, ops[0].shape[0], group=_SameValueGroup(ops[0].shape[0]))
+        frame = axis_frame(axis_name, ops[0].shape[0], group=SameValueGroup(ops[0].shape[0]))
         ops = [a[0] for a in ops]
     with frame:
         out = prim.bind(*ops, **case.params)

@@ -113,7 +113,9 @@ def _all_gather_eager(xp, x, *, axis_name, axis):
         got = group.allgather(x)  # a list, or one array with the ranks along axis 0
         if isinstance(got, (list, tuple)):
             return xp.stack(got, axis=axis)
-        return xp.moveaxis(got, 0, axis)
+        order = list(range(1, got.ndim))
+        order.insert(axis, 0)
+        return xp.transpose(got, order)
     n = axis_size(axis_name)
     return xp.stack([x] * n, axis=axis)
 
@@ -169,11 +171,13 @@ def _psum_scatter_eager(xp, x, *, axis_name, scatter_dimension, tiled):
         raise NameError(f"psum_scatter({axis_name!r}) needs an enclosing vmap over that axis")
     n, d = group.size, scatter_dimension
     out_shape = _scatter_shape(x.shape, n, d, tiled)
-    moved = xp.ascontiguousarray(xp.moveaxis(x, d, 0))  # block i of the flat buffer = lane i's
-    mine = group.reduce_scatter(moved.reshape(-1))
+    order = [d] + [a for a in range(x.ndim) if a != d]
+    moved = xp.transpose(x, order)
+    mine = group.reduce_scatter(xp.reshape(moved, (-1,)))  # block i of the flat buffer: lane i's
     if not tiled:
-        return mine.reshape(out_shape)
-    return xp.moveaxis(mine.reshape((out_shape[d],) + moved.shape[1:]), 0, d)
+        return xp.reshape(mine, out_shape)
+    back = [order.index(a) for a in range(x.ndim)]
+    return xp.transpose(xp.reshape(mine, (out_shape[d],) + tuple(moved.shape[1:])), back)
 
 
 def _psum_scatter_batch(vals, dims, *, frame, axis_name, scatter_dimension, tiled):
