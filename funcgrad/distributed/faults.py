@@ -26,8 +26,10 @@ What `install` adds, for a world of several processes:
    a launcher that does not clean up). A rank that has finished waits for the others without a
    limit, as MPI_Finalize does: the others may still be working alone (evaluating, saving).
 
-Only collectives made through funcgrad's process groups are watched (direct mpi4py calls are
-not). Rank 0 prints one line at start-up mapping every rank to its host and PID, so the PID that
+Only collectives made through funcgrad's process groups are watched (direct mpi4py calls are not).
+The watchdog thread needs MPI_THREAD_MULTIPLE (mpi4py's default); at a lower thread level notices
+are read when a collective starts, and neither a rank already blocked in one nor the timeout can be
+acted on. Rank 0 prints one line at start-up mapping every rank to its host and PID, so the PID that
 mpiexec prints for a killed process names its rank.
 """
 
@@ -78,6 +80,7 @@ class _Watch:
         self.lock = threading.Lock()
         self.leaving = False
         self.sends = []
+        self.threaded = False  # a watchdog thread runs (it needs MPI_THREAD_MULTIPLE)
 
     # -- notices ----------------------------------------------------------------------------
     def poll(self):
@@ -114,7 +117,9 @@ class _Watch:
         number = self.started.get(key, 0) + 1
         self.started[key] = number
         self.current = (members, key, op, number, time.monotonic())
-        if self.departed:  # the watchdog thread receives the notices
+        if not self.threaded:  # else the watchdog thread receives the notices
+            self.poll()
+        if self.departed:
             self.check()
 
     def check(self):
@@ -223,7 +228,8 @@ def install(group, abort_on_error=True, timeout=None):
                      "that it leaves the job (see funcgrad.distributed.faults).")
     os._exit = _exit
 
-    if w.MPI.Query_thread() >= w.MPI.THREAD_MULTIPLE:
+    w.threaded = w.MPI.Query_thread() >= w.MPI.THREAD_MULTIPLE
+    if w.threaded:
         threading.Thread(target=w.run_watchdog, name="funcgrad-distributed-watchdog",
                          daemon=True).start()
 
