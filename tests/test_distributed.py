@@ -211,10 +211,15 @@ def test_layout_cuts_every_dtype_evenly_and_round_trips(n):
             for i, x in lr.cut_mine(group, buf[r * length:(r + 1) * length]).items():
                 np.testing.assert_array_equal(x, frags[i])
                 assert x.ndim == max(np.ndim(leaves[i]), 1)  # slices keep the leaf's rank
-            blocks.append(np.asarray(lr.pack_mine(group, frags)))
-        for i, x in lay.unpack(group, np.stack(blocks)).items():
+            padded = np.asarray(lr.pack_mine(group, frags))
+            assert padded.shape == (length,)
+            blocks.append(np.asarray(lr.pack_mine(group, frags, pad=False)))
+        flat = np.concatenate(blocks)  # what the allgatherv delivers
+        for i, x in lay.unpack_flat(group, flat).items():
             assert np.shape(x) == np.shape(leaves[i])
             np.testing.assert_array_equal(x, leaves[i])
+            if lay.axes[i] == 0:  # cut along its rows: a view of the gathered buffer
+                assert np.shares_memory(x, flat)
         sizes = [sum(lr.fragment_size(i) for i in idx) for lr in lays]
         slab = max(lay.slab(i) for i in idx)
         assert max(sizes) - min(sizes) <= 2 * slab  # each cut is off by at most half a slab

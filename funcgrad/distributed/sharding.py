@@ -39,7 +39,7 @@ from .. import numpy as fnp
 from .. import tree_util as tu
 from ..core import ShapedArray, device_namespace
 
-_SLAB = 1 << 16  # the most elements a cut between two ranks can be off balance by, per leaf
+_SLAB = 1 << 16  # leading-axis slabs up to this many elements; else cut along the longest axis
 MODES = ("optimizer", "gradients")
 
 
@@ -201,24 +201,6 @@ class ShardLayout:
                 out[i] = whole.reshape(self.shapes[i])
             for r in range(self.size):
                 starts[r] += self.fragment_size(i, r)
-        return out
-
-    def unpack(self, group, gathered):
-        """{leaf index: whole leaf} from every rank's block of one dtype group (`gathered`,
-        shape (size, block length))."""
-        _, idx, _ = group
-        starts = [0] * self.size
-        out = {}
-        for i in idx:
-            parts = []
-            for r in range(self.size):
-                n = self.fragment_size(i, r)
-                if n:
-                    parts.append(fnp.reshape(gathered[r, starts[r]:starts[r] + n],
-                                             self.fragment_shape(i, r)))
-                    starts[r] += n
-            whole = parts[0] if len(parts) == 1 else fnp.concatenate(parts, axis=self.axes[i])
-            out[i] = fnp.reshape(whole, self.shapes[i])
         return out
 
 
