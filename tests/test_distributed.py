@@ -258,6 +258,11 @@ OPTIMIZERS = {
         {"a": optim.adam(1e-2), "b": optim.sgd(0.1)},
         lambda p: fg.tree_util.tree_map(lambda x: "a" if np.ndim(x) >= 2 else "b", p)),
     "multisteps": lambda: optim.MultiSteps(optim.adam(1e-2), 2),
+    "lamb": lambda: optim.lamb(1e-2, weight_decay=0.1),
+    "adafactor": lambda: optim.adafactor(1e-2, momentum=0.9, weight_decay_rate=0.01),
+    "inject_hyperparams": lambda: optim.inject_hyperparams(optim.adam)(
+        learning_rate=optim.linear_schedule(1e-2, 1e-3, 5)),
+    "schedule_free": lambda: optim.contrib.schedule_free_adamw(1e-2),
 }
 
 
@@ -340,6 +345,12 @@ def test_state_classification_and_sharded_step_errors():
     two = dist.make_train_step(_loss, tx, shard="optimizer", group=FakeGroup(2, rank=1))
     with pytest.raises(ValueError, match="rank 1 of 2, but this is rank 0 of 1.*reshards"):
         dist.make_train_step(_loss, tx, shard="optimizer")(params, two.init(params), *batch)
+
+    with pytest.raises(ValueError, match="'0/v_col/layers/1/w' has shape \\(256,\\)"):
+        big = {"layers": [{"w": np.ones((3, 256), np.float32), "b": np.ones(256, np.float32)},
+                          {"w": np.ones((256, 32), np.float32), "b": np.ones(32, np.float32)}]}
+        dist.make_train_step(_loss, optim.adafactor(1e-2, min_dim_size_to_factor=32),
+                             shard="gradients").init(big)  # factored moments: refused
 
     def flat_init(p):  # state that is neither per element of a leaf nor replicated
         return fnp.concatenate([fnp.ravel(x) for x in fg.tree_util.tree_leaves(p)])
@@ -580,6 +591,12 @@ WORKER = textwrap.dedent("""
     ckpt, fail = sys.argv[4], sys.argv[5]
     dist.init()
     assert dist.size() == int(sys.argv[6]), (dist.size(), sys.argv[6])
+    optimizers = {  # per-leaf norms and RMS (LAMB, Adafactor unfactored) must see whole leaves
+        "clip_adamw": optim.chain(optim.clip_by_global_norm(0.5),
+                                  optim.adamw(1e-2, weight_decay=0.1)),
+        "lamb": optim.lamb(1e-2, weight_decay=0.1),
+        "adafactor": optim.adafactor(1e-2, min_dim_size_to_factor=1024),
+    }
 
     def loss(p, x, y):
         h = models.mlp.apply(p["mlp"], x)
@@ -589,7 +606,6 @@ WORKER = textwrap.dedent("""
               "scale": np.float32(1.5)}
     params = dist.broadcast(params)  # rank 0's start everywhere
     mask = {"mlp": True, "scale": False}
-    tx = optim.chain(optim.clip_by_global_norm(0.5), optim.adamw(1e-2, weight_decay=0.1))
     if fail == "in_save" and dist.rank() == 1:  # killed while writing its second shard
         real, saves = fg.io._write, []
         def write(f, data):
@@ -599,8 +615,9 @@ WORKER = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
             real(f, data)
         fg.io._write = write
-    for shard in shards:
+    for name, shard in [(t, s) for t in sys.argv[7].split(",") for s in shards]:
         shard = None if shard == "none" else shard
+        tx = optimizers[name]
         step = dist.make_train_step(loss, tx, shard=shard, mask=mask, debug=True)
         state = {"params": params, "opt": step.init(params), "step": 0}
         if ckpt != "-" and dist.latest_checkpoint(ckpt):
@@ -616,7 +633,8 @@ WORKER = textwrap.dedent("""
             if ckpt != "-" and (i + 1) % 2 == 0:
                 dist.save_checkpoint(ckpt, {"params": p, "opt": s, "step": i + 1})
         assert float(p["scale"]) == 1.5
-        np.savez(f"{out}/{shard}_rank{dist.rank()}_of{dist.size()}.npz",
+        tag = "" if name == "clip_adamw" else name + "_"
+        np.savez(f"{out}/{tag}{shard}_rank{dist.rank()}_of{dist.size()}.npz",
                  *fg.tree_util.tree_leaves(fg.device_get(p)))
 """)
 
@@ -636,11 +654,11 @@ def _mpiexec(nprocs, args, env, timeout=TIMEOUT):
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _launch(out, nprocs, steps=6, shards="none", ckpt="-", fail="-"):
+def _launch(out, nprocs, steps=6, shards="none", ckpt="-", fail="-", txs="clip_adamw"):
     script = out / "worker.py"
     script.write_text(WORKER)
     args = [sys.executable, str(script), str(out), str(steps), shards, str(ckpt), fail,
-            str(nprocs)]
+            str(nprocs), txs]
     return _mpiexec(nprocs, args, _env())
 
 
@@ -673,6 +691,18 @@ def test_two_processes_match_one_process_replicated_and_sharded(tmp_path, refere
         for a, b in zip(r0, r1):
             np.testing.assert_array_equal(a, b)  # every rank holds the same parameters
         _close(r0, reference)  # the same trajectory as one process on the whole batches
+
+
+@mpi
+def test_per_leaf_norms_see_whole_leaves_when_sharded(tmp_path):
+    """LAMB's trust ratio and Adafactor's update clipping and parameter scale reduce over each
+    leaf: sharded, they add up the ranks' slices (optim.shard_sum), so the trajectory is the
+    replicated one."""
+    run = _launch(tmp_path, 2, steps=4, shards="none,gradients", txs="lamb,adafactor")
+    assert run.returncode == 0, run.stderr
+    for name in ("lamb", "adafactor"):
+        _close(_load(tmp_path / f"{name}_gradients_rank0_of2.npz"),
+               _load(tmp_path / f"{name}_None_rank0_of2.npz"))
 
 
 @mpi

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import Primitive, ShapedArray, Tracer, bind, current_traces
+from ..core import JaxprTrace, Primitive, ShapedArray, Tracer, bind, current_traces
 from ..core.trace import axis_frame, axis_group, axis_size  # axis_size: also fg.lax's
 from . import elementwise as ew
 from . import structural as st
@@ -74,9 +74,22 @@ def _winner_weights(x, out, axis_name):
     return ew.div(hit, psum(hit, axis_name))
 
 
+def _bind(prim, x, **params):
+    """bind, except that a collective over a process axis whose operand is a constant (no
+    tracer) inside a function being traced for jit is staged into that program: every call must
+    make it, on every rank alike. Evaluated once at trace time, it would bake one result into
+    the program, and a rank whose operand happens to be traced would make calls that no other
+    rank matches. (A constant along a vmap axis is handled by the eager implementations.)"""
+    if type(x) is not Tracer and axis_group(params["axis_name"]) is not None:
+        stagers = [t for t in current_traces() if isinstance(t, JaxprTrace)]
+        if stagers:
+            return stagers[-1].process(prim, [stagers[-1].to_tracer(x)], params)
+    return bind(prim, x, **params)
+
+
 def psum(x, axis_name):
     """Sum of x over the named axis; every lane gets the total."""
-    return bind(psum_p, x, axis_name=axis_name)
+    return _bind(psum_p, x, axis_name=axis_name)
 
 
 def pmean(x, axis_name):
@@ -86,11 +99,11 @@ def pmean(x, axis_name):
 
 
 def pmax(x, axis_name):
-    return bind(pmax_p, x, axis_name=axis_name)
+    return _bind(pmax_p, x, axis_name=axis_name)
 
 
 def pmin(x, axis_name):
-    return bind(pmin_p, x, axis_name=axis_name)
+    return _bind(pmin_p, x, axis_name=axis_name)
 
 
 def _all_gather_abstract(x, *, axis_name, axis):
@@ -142,7 +155,7 @@ all_gather_p.batch = _all_gather_batch
 
 def all_gather(x, axis_name, axis=0):
     """The values of x from every lane of the named axis, stacked along `axis`."""
-    return bind(all_gather_p, x, axis_name=axis_name, axis=int(axis))
+    return _bind(all_gather_p, x, axis_name=axis_name, axis=int(axis))
 
 
 def _scatter_shape(shape, n, d, tiled, who="psum_scatter"):
@@ -230,7 +243,7 @@ def psum_scatter(x, axis_name, *, scatter_dimension=0, tiled=False):
         dtype = x.dtype if hasattr(x, "dtype") else np.result_type(x)
         lane = ew.convert_element_type(axis_index(axis_name), dtype)
         x = ew.add(x, ew.mul(lane, np.zeros((), dtype)))
-    return bind(psum_scatter_p, x, axis_name=axis_name, scatter_dimension=d, tiled=bool(tiled))
+    return _bind(psum_scatter_p, x, axis_name=axis_name, scatter_dimension=d, tiled=bool(tiled))
 
 
 def axis_index(axis_name):
