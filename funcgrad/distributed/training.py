@@ -325,12 +325,13 @@ def make_train_step(loss_fn, optimizer, axis_name="data", group=None, jit=True, 
       reduction falls to 1/N too, and the traffic is that of one allreduce.
 
     Parameters stay whole and identical on every rank in all three modes. `mask` (a bool tree,
-    prefix or callable, True = trainable) freezes the False leaves: they get no gradient, take
-    no optimizer state and no buffer space, and never change. Every optimizer of funcgrad.optim
-    works sharded, `masked`, `multi_transform` and `MultiSteps` included (one reduce-scatter
-    per accumulated step). `debug` checks after every step, with a checksum, that all ranks hold
-    the same parameters. With `jit` the step is compiled with fg.jit (per rank: the slices of
-    each rank have their own shapes).
+    prefix or callable, True = trainable) freezes the False leaves: they get no gradient, take no
+    optimizer state and no buffer space, and never change. The optimizers of funcgrad.optim work
+    sharded, `masked`, `multi_transform` and `MultiSteps` included (one reduce-scatter per
+    accumulated step); `step.init` refuses one whose state is neither per element of the parameters
+    nor replicated (Adafactor's factored moments), naming the state leaf. `debug` checks after every
+    step, with a checksum, that all ranks hold the same parameters. With `jit` the step is compiled
+    with fg.jit (per rank: the slices of each rank have their own shapes).
     """
     return TrainStep(loss_fn, optimizer, axis_name, group, jit, debug, shard, mask)
 
