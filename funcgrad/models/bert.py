@@ -100,8 +100,8 @@ def weight_layout(name):
 
 
 def init(key, config, dtype=np.float32):
-    """Random parameters as Hugging Face initializes BERT: normal(0, initializer_range)
-    weights, zero biases, unit norms."""
+    """Random parameters (from a key or an int seed) as Hugging Face initializes BERT:
+    normal(0, initializer_range) weights, zero biases, unit norms."""
     if _get(config, "position_embedding_type") != "absolute":
         raise ValueError("bert: only position_embedding_type='absolute' is supported, got "
                          f"{config.get('position_embedding_type')!r}")
@@ -109,7 +109,7 @@ def init(key, config, dtype=np.float32):
     d, n_layer = _get(config, "hidden_size"), _get(config, "num_hidden_layers")
     inner = _get(config, "intermediate_size")
     normal = inits.normal(_get(config, "initializer_range"))
-    keys = iter(random.split(key, 8 + 6 * n_layer))
+    keys = iter(random.split(random.as_key(key, "bert.init"), 8 + 6 * n_layer))
 
     def ln():
         return {"weight": fnp.ones((d,), dtype), "bias": fnp.zeros((d,), dtype)}

@@ -90,13 +90,14 @@ def weight_layout(name):
 
 
 def init(key, config, dtype=np.float32):
-    """Random parameters as Hugging Face initializes GPT-2: normal(0, initializer_range) weights
-    (c_proj scaled by 1 / sqrt(2 n_layer)), zero biases, unit norms."""
+    """Random parameters (from a key or an int seed) as Hugging Face initializes GPT-2:
+    normal(0, initializer_range) weights (c_proj scaled by 1 / sqrt(2 n_layer)), zero biases,
+    unit norms."""
     d, n_layer = _get(config, "n_embd"), _get(config, "n_layer")
     inner = _get(config, "n_inner") or 4 * d
     std = _get(config, "initializer_range")
     normal, proj = inits.normal(std), inits.normal(std / math.sqrt(2 * max(n_layer, 1)))
-    keys = iter(random.split(key, 4 + 4 * n_layer))
+    keys = iter(random.split(random.as_key(key, "gpt2.init"), 4 + 4 * n_layer))
 
     def ln():
         return {"weight": fnp.ones((d,), dtype), "bias": fnp.zeros((d,), dtype)}

@@ -149,13 +149,13 @@ def _windows(config, n_layer):
 
 
 def init(key, config, dtype=np.float32):
-    """Random parameters as Hugging Face initializes Llama: normal(0, initializer_range)
-    weights, zero biases, unit RMSNorm weights."""
+    """Random parameters (from a key or an int seed) as Hugging Face initializes Llama:
+    normal(0, initializer_range) weights, zero biases, unit RMSNorm weights."""
     d, heads, kv, hd = _sizes(config)
     n_layer, inner = _get(config, "num_hidden_layers"), _get(config, "intermediate_size")
     vocab = _get(config, "vocab_size")
     normal = inits.normal(_get(config, "initializer_range"))
-    keys = iter(random.split(key, 2 + 7 * n_layer))
+    keys = iter(random.split(random.as_key(key, "llama.init"), 2 + 7 * n_layer))
     qkv_bias, o_bias = _qkv_bias(config), bool(_get(config, "attention_bias"))
     mlp_bias = bool(_get(config, "mlp_bias"))
 
