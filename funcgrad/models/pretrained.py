@@ -568,6 +568,10 @@ def generate(model, params, input_ids, max_new_tokens, *, temperature=0.0, top_k
     b, p = ids.shape
     mask = np.ones((b, p), np.int32) if attention_mask is None else \
         np.asarray(_to_host_array(attention_mask)).astype(np.int32).reshape(b, p)
+    if not mask[:, -1].all():
+        raise ValueError("pretrained.generate: the prompts are padded on the right (attention_mask "
+                         "is 0 at the end of a row); pad them on the left, e.g. "
+                         "tok(texts, padding=True, padding_side='left')")
     limit = model.config.get("n_positions") if model.family == "gpt2" else None
     if limit is not None and p + max_new_tokens > limit:
         raise ValueError(f"pretrained.generate: prompt {p} + {max_new_tokens} new tokens exceed "
