@@ -26,8 +26,8 @@ __all__ = [
     "Layer", "dense", "mlp", "conv2d", "max_pool", "avg_pool", "layer_norm", "rms_norm",
     "batch_norm", "embedding", "dropout", "multi_head_attention", "attention_mask",
     # pieces of the pretrained families (gpt2, bert, llama)
-    "merged", "token_ids", "linear", "layer_norm_fn", "rms_norm_fn", "activation",
-    "causal_mask", "attention", "split_heads", "merge_heads", "kv_cache_update",
+    "ParamMaker", "ParamSpec", "merged", "token_ids", "linear", "layer_norm_fn", "rms_norm_fn",
+    "activation", "causal_mask", "attention", "split_heads", "merge_heads", "kv_cache_update",
     "rotary_cos_sin", "apply_rotary",
 ]
 
@@ -369,6 +369,54 @@ multi_head_attention = make_layer("multi_head_attention", _mha_init, _mha_apply)
 # ---------------------------------------------------------------------------------------------
 # Pieces of pretrained transformers (funcgrad.models.gpt2, bert, llama): functions of arrays,
 # so that each family keeps its checkpoint's parameter names and layout.
+
+class ParamSpec:
+    """A parameter's shape and dtype, nothing drawn (a leaf of `ParamMaker.SHAPES` trees)."""
+
+    def __init__(self, shape, dtype, make=None):
+        self.shape, self.dtype, self._make = tuple(shape), np.dtype(dtype), make
+
+    def value(self):
+        """The array itself (lazy trees only)."""
+        return self._make()
+
+
+class ParamMaker:
+    """Makes a family's parameters: the i-th `normal(std, shape, dtype)` draws from
+    fold_in(key, i), `zeros` and `ones` are constants. `key` may be a key or an int seed, or
+    `ParamMaker.SHAPES` (every leaf a `ParamSpec`, nothing drawn: a config's layout at once,
+    whatever the model's size), or `ParamMaker.lazy(key)` (every leaf a `ParamSpec` whose
+    `value()` draws it: a few new tensors of a big model without drawing the others)."""
+
+    SHAPES = object()
+
+    class lazy:  # noqa: N801  (a marker, used as ParamMaker.lazy(key))
+        def __init__(self, key):
+            self.key = key
+
+    def __init__(self, key, who):
+        self.mode = "shapes" if key is ParamMaker.SHAPES else \
+            "lazy" if isinstance(key, ParamMaker.lazy) else "arrays"
+        raw = key.key if self.mode == "lazy" else key
+        self.key = None if self.mode == "shapes" else random.as_key(raw, who)
+        self.count = 0
+
+    def _leaf(self, shape, dtype, make):
+        if self.mode == "arrays":
+            return make()
+        return ParamSpec(shape, dtype, make if self.mode == "lazy" else None)
+
+    def normal(self, std, shape, dtype):
+        k = None if self.key is None else random.fold_in(self.key, self.count)
+        self.count += 1
+        return self._leaf(shape, dtype, lambda: inits.normal(std)(k, shape, dtype))
+
+    def zeros(self, shape, dtype):
+        return self._leaf(shape, dtype, lambda: fnp.zeros(shape, dtype))
+
+    def ones(self, shape, dtype):
+        return self._leaf(shape, dtype, lambda: fnp.ones(shape, dtype))
+
 
 def token_ids(input_ids, who):
     """`input_ids` as an integer array [batch, length], or a clear error naming `who`."""
