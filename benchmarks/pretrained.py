@@ -27,6 +27,7 @@ figures are medians over rounds.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -338,6 +339,11 @@ def main(argv=None):
     if args.worker:
         return worker(args.worker, args.tasks, int(args.threads))
     impls = args.impls.split(",")
+    missing = [m for m in ("torch", "transformers", "peft") if importlib.util.find_spec(m) is None]
+    if "torch" in impls and missing:
+        print(f"torch + transformers + peft not installed ({', '.join(missing)} missing: pip "
+              "install -e '.[benchmarks]'): funcgrad only\n")
+        impls = [i for i in impls if i != "torch"]
     rounds = args.rounds or (3 if args.quick else 5)
     print(f"GPT-2 small (124M), {load_note()}; {rounds} interleaved rounds, medians"
           + ("; glibc malloc tuned (--tuned-malloc)" if args.tuned_malloc else "") + "\n")
@@ -345,7 +351,7 @@ def main(argv=None):
         for task in args.tasks.split(","):
             block = 1 if task == "generate" or args.quick else 2
             procs = measure(task, threads, rounds, block, impls, args.tuned_malloc)
-            ref = procs[-1]
+            ref = next((p for p in procs if p.impl == "torch"), procs[-1])
             unit = "ms / token" if task == "generate" else "step"
             print(f"### {task}, {threads} thread{'s' * (threads > 1)}\n")
             print(f"| impl | {unit} | ratio to {ref.impl} | CPU time ratio | first call | of "

@@ -45,7 +45,7 @@ from _util import Timer, add_common_args, print_table, progress, save_curves
 import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad import lora, masks, optim
-from funcgrad.losses import softmax_cross_entropy_with_integer_labels as xent
+from funcgrad.losses import softmax_cross_entropy_with_integer_labels as token_xent
 from funcgrad.models import bert, gpt2, pretrained
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def make_bert_checkpoint(folder, texts, args):
 
     def loss(params, frozen, x, att, y, weight):
         logits = model.apply(params, x, attention_mask=att)
-        per = xent(logits, y)
+        per = token_xent(logits, y)                       # one value per token
         return fnp.sum(per * weight) / fnp.maximum(fnp.sum(weight), 1.0)
 
     params, losses, _ = train(loss, model.params, None, batch, args.pretrain_steps, 2e-3,
@@ -184,7 +184,7 @@ def lm_loss(model, adapted=False):
     def loss(trainable, frozen, x, y):
         logits = (lora.apply(model.apply)(frozen, trainable, x) if adapted
                   else model.apply(trainable, x))
-        return fnp.mean(xent(logits, y))
+        return fnp.mean(token_xent(logits, y))
     return loss
 
 
@@ -223,7 +223,7 @@ def perplexity(model, params, ids, seq, adapters=None):
     total = 0.0
     for i in range(0, n, 16):
         logits = apply(params, adapters, ids[idx[i:i + 16]])
-        total += float(fnp.mean(xent(logits, ids[idx[i:i + 16] + 1]))) * len(idx[i:i + 16])
+        total += float(fnp.sum(fnp.mean(token_xent(logits, ids[idx[i:i + 16] + 1]), axis=-1)))
     return float(np.exp(total / n))
 
 
@@ -343,7 +343,7 @@ def run_classify(folder, args, curves):
     def loss(trainable, frozen, x, a, y, adapted=False):
         logits = (lora.apply(model.apply)(frozen, trainable, x, attention_mask=a) if adapted
                   else model.apply(trainable, x, attention_mask=a))
-        return fnp.mean(xent(logits, y))
+        return fnp.mean(token_xent(logits, y))
 
     predict = fg.jit(lambda p, x, a: fnp.argmax(model.apply(p, x, attention_mask=a), axis=-1))
 

@@ -38,7 +38,7 @@ class ScheduleFreeState(NamedTuple):
 
 def _lowest_float_dtype(tree):
     dts = [np.dtype(x.dtype) for x in tu.tree_leaves(tree)
-           if hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f"]
+           if hasattr(x, "dtype") and fnp.issubdtype(x.dtype, fnp.floating)]
     return min(dts, key=lambda d: d.itemsize) if dts else np.dtype(np.float32)
 
 
@@ -91,7 +91,7 @@ def schedule_free(base_optimizer, learning_rate, b1=0.9, weight_lr_power=2.0, st
                                                                         np.int32),
                                           max_lr, base_state, z)
 
-    return optim._transformation(init, update)
+    return optim.checked_transformation(init, update)
 
 
 def _warmup(learning_rate, warmup_steps):

@@ -127,9 +127,22 @@ def _shapes_view(params):
     q = _quant()
     if not any(q.is_quantized(x) for x in tu.tree_leaves(params, is_leaf=q.is_quantized)):
         return params
-    from .core import ShapedArray
-    return tu.tree_map(lambda x: ShapedArray(x.shape, x.dtype) if q.is_quantized(x) else x,
+    return tu.tree_map(lambda x: _Shape(tuple(x.shape), x.dtype) if q.is_quantized(x) else x,
                        params, is_leaf=q.is_quantized)
+
+
+class _Shape:
+    """A stand-in leaf (not a pytree node) with a quantized weight's shape and dtype, for masks
+    that look at them."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, dtype
+
+    @property
+    def ndim(self):
+        return len(self.shape)
 
 
 def _quantized_as_leaves(mask):

@@ -12,6 +12,11 @@ frozen leaves under `masked` are `None` holes). Updates keep each leaf's dtype: 
 
 A learning rate is a number or a schedule `f(count) -> lr`, evaluated at the number of updates
 done so far (0 on the first update).
+
+Sharded training (`fg.distributed.make_train_step(..., shard=...)`) runs `update` on each rank's
+slice of every leaf. Elementwise rules need nothing for that; a transformation that reduces over
+the elements of a tree (a norm, a mean, a count of non-finite values) passes its local result
+through `shard_sum`, which adds up the ranks' parts when sharded (as `global_norm` does).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from . import masks as _masks
 from . import numpy as fnp
 from . import tree_util as tu
 from .devices import inputs_on_default_backend
+from .transforms.jit import eval_shape
 
 __all__ = [
     "GradientTransformation", "chain", "identity", "scale", "scale_by_learning_rate",
@@ -35,9 +41,9 @@ __all__ = [
     "momentum", "adam", "adamw", "rmsprop", "adagrad", "lion", "masked", "multi_transform",
     "set_to_zero", "MultiSteps", "apply_updates", "constant_schedule", "linear_schedule",
     "polynomial_schedule", "cosine_decay_schedule", "warmup_cosine_decay_schedule",
-    "exponential_decay", "piecewise_constant_schedule", "join_schedules",
-    "master_weights", "master_params", "dynamic_loss_scale", "loss_scale", "all_finite",
-    "keep_pruned", "pmean_updates",
+    "exponential_decay", "piecewise_constant_schedule", "join_schedules", "shard_sum",
+    "SHARD_AXIS", "master_weights", "master_params", "dynamic_loss_scale", "loss_scale",
+    "all_finite", "keep_pruned", "pmean_updates",
 ]
 
 
@@ -48,7 +54,7 @@ class GradientTransformation(NamedTuple):
     update: Callable
 
 
-def _transformation(init, update, state_type=None, who=None):
+def checked_transformation(init, update, state_type=None, who=None):
     """A GradientTransformation whose update checks its inputs and takes host or device leaves
     alike (with a GPU default backend, host updates and parameters are copied to the device
     first). Checked on every call: the updates against the params (structure, shapes, dtypes)
@@ -329,12 +335,12 @@ def _chain(who, transforms):
             new.append(s)
         return updates, tuple(new)
 
-    return _transformation(init, update, who=who)
+    return checked_transformation(init, update, who=who)
 
 
 def identity() -> GradientTransformation:
     """Pass updates through unchanged."""
-    return _transformation(lambda params: EmptyState(),
+    return checked_transformation(lambda params: EmptyState(),
                            lambda updates, state, params=None: (updates, state), EmptyState,
                            "identity")
 
@@ -346,7 +352,7 @@ def scale(step_size) -> GradientTransformation:
     def update(updates, state, params=None):
         return tu.tree_map(lambda u: u * _cast(step_size, u), updates), state
 
-    return _transformation(lambda params: EmptyState(), update, EmptyState)
+    return checked_transformation(lambda params: EmptyState(), update, EmptyState)
 
 
 def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
@@ -365,7 +371,7 @@ def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
         return (tu.tree_map(lambda u: u * _cast(s, u), updates),
                 ScaleByScheduleState(_inc(state.count)))
 
-    return _transformation(init, update, ScaleByScheduleState)
+    return checked_transformation(init, update, ScaleByScheduleState)
 
 
 def scale_by_learning_rate(learning_rate, *, flip_sign=True) -> GradientTransformation:
@@ -396,7 +402,7 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
             out = t
         return out, TraceState(t)
 
-    return _transformation(init, update, TraceState)
+    return checked_transformation(init, update, TraceState)
 
 
 def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransformation:
@@ -422,7 +428,7 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransform
 
         return tu.tree_map(step, mu, nu), ScaleByAdamState(count, mu, nu)
 
-    return _transformation(init, update, ScaleByAdamState)
+    return checked_transformation(init, update, ScaleByAdamState)
 
 
 def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True, bias_correction=False,
@@ -465,7 +471,7 @@ def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True, bias_
             return out, ScaleByRmsWithCountState(count, nu)
         return out, ScaleByRmsState(None, nu)
 
-    return _transformation(init, update,
+    return checked_transformation(init, update,
                            ScaleByRmsWithCountState if bias_correction else ScaleByRmsState)
 
 
@@ -483,7 +489,7 @@ def scale_by_rss(initial_accumulator_value=0.1, eps=1e-7) -> GradientTransformat
         out = tu.tree_map(lambda g, s: fnp.where(s > 0, g / fnp.sqrt(s + eps), 0 * g), updates, s)
         return out, ScaleByRssState(s)
 
-    return _transformation(init, update, ScaleByRssState)
+    return checked_transformation(init, update, ScaleByRssState)
 
 
 def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
@@ -500,16 +506,45 @@ def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
         mu = tu.tree_map(lambda g, m: b2 * m + (1 - b2) * g, updates, state.mu)
         return out, ScaleByLionState(mu)
 
-    return _transformation(init, update, ScaleByLionState)
+    return checked_transformation(init, update, ScaleByLionState)
+
+
+# The process axis over which a sharded train step splits every leaf between ranks.
+SHARD_AXIS = "optim_shards"
+
+
+def _sharded():
+    try:
+        _lax.axis_size(SHARD_AXIS)
+    except NameError:
+        return False
+    return True
+
+
+def shard_sum(x):
+    """`x` summed over the ranks of a sharded train step, each of which updates a slice of every
+    leaf (fg.distributed.make_train_step(..., shard=...) binds `SHARD_AXIS`); `x` itself
+    otherwise. Reductions over the elements of the updates go through it to stay exact."""
+    return _lax.psum(x, SHARD_AXIS) if _sharded() else x
+
+
+def _leaf_mean(x):
+    """fnp.mean(x) of a whole leaf; under a sharded step, over every rank's slice of it."""
+    if not _sharded():
+        return fnp.mean(x)
+    wide = np.promote_types(x.dtype, np.float32)  # the element count, exact enough
+    total = shard_sum(fnp.stack([fnp.sum(x, dtype=wide), fnp.asarray(x.size, wide)]))
+    return fnp.asarray(total[0] / total[1], x.dtype)
 
 
 def global_norm(tree):
-    """sqrt of the sum of squares of every element of every leaf (at least float32)."""
+    """sqrt of the sum of squares of every element of every leaf (at least float32); under a
+    sharded step, of the whole leaves (see `shard_sum`)."""
     total = 0.0
     for g in tu.tree_leaves(tree):
         g = fnp.asarray(g, np.promote_types(g.dtype, np.float32))
         total = total + fnp.sum(g * g)
-    return fnp.sqrt(total)
+    return fnp.sqrt(shard_sum(total))
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
@@ -523,7 +558,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         factor = max_norm / fnp.maximum(norm, max_norm)
         return tu.tree_map(lambda u: u * _cast(factor, u), updates), state
 
-    return _transformation(lambda params: EmptyState(), update, EmptyState)
+    return checked_transformation(lambda params: EmptyState(), update, EmptyState)
 
 
 def default_decay_mask(params):
@@ -552,7 +587,7 @@ def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransfo
                for i, (u, p) in enumerate(zip(leaves, ps))]
         return tu.tree_unflatten(treedef, out), state
 
-    return _transformation(lambda params: EmptyState(), update, EmptyState)
+    return checked_transformation(lambda params: EmptyState(), update, EmptyState)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -655,12 +690,12 @@ def masked(inner: GradientTransformation, mask) -> GradientTransformation:
         out = [n if m else fnp.zeros_like(u) for u, n, m in zip(leaves, got, on)]
         return tu.tree_unflatten(treedef, out), MaskedState(inner_state)
 
-    return _transformation(init, update, MaskedState)
+    return checked_transformation(init, update, MaskedState)
 
 
 def set_to_zero() -> GradientTransformation:
     """Zero updates and no state: freezes whatever it is applied to (see `multi_transform`)."""
-    return _transformation(
+    return checked_transformation(
         lambda params: EmptyState(),
         lambda updates, state, params=None: (_zeros_like(updates), state), EmptyState,
         "set_to_zero")
@@ -716,7 +751,7 @@ def multi_transform(transforms: dict, param_labels) -> GradientTransformation:
                     out[i] = n
         return tu.tree_unflatten(treedef, out), MultiTransformState(new_states)
 
-    return _transformation(init, update, MultiTransformState)
+    return checked_transformation(init, update, MultiTransformState)
 
 
 class MultiSteps:
@@ -769,7 +804,6 @@ class MultiSteps:
             return self.opt.update(acc, inner_state, params)
 
         def skip(acc, inner_state, params):
-            from . import eval_shape  # (bound after this module in funcgrad/__init__)
             shapes = eval_shape(apply, acc, inner_state, params)[0]
             return (tu.tree_map(lambda s: fnp.zeros(s.shape, s.dtype), shapes), inner_state)
 
@@ -782,7 +816,7 @@ class MultiSteps:
         return state.mini_step == 0
 
     def gradient_transformation(self) -> GradientTransformation:
-        return _transformation(self.init, self.update, MultiStepsState, "MultiSteps")
+        return checked_transformation(self.init, self.update, MultiStepsState, "MultiSteps")
 
 
 _HOLE = object()   # a None update, as a leaf, when locating a mismatch
@@ -858,15 +892,27 @@ _MADE_BY.update({
 
 
 def pmean_updates(axis_name="data") -> GradientTransformation:
-    """Average the updates (gradients) over the named axis: one fused collective per dtype
-    (`distributed.fused_pmean`), under `distributed.data_parallel` an MPI allreduce. Inside
-    `MultiSteps` it runs once per accumulated step, on the accumulated gradients."""
+    """Average the updates (gradients) over the named axis: the leaves of each dtype flattened
+    into one buffer and averaged with one `lax.pmean` (under `distributed.data_parallel` one MPI
+    allreduce per dtype, as `distributed.fused_pmean`). Inside `MultiSteps` it runs once per
+    accumulated step, on the accumulated gradients."""
 
     def update(updates, state, params=None):
-        from .distributed import fused_pmean  # (distributed is built on this module)
-        return fused_pmean(updates, axis_name), state
+        leaves, treedef = tu.tree_flatten(updates)
+        out = list(leaves)
+        by_dtype = {}
+        for i, x in enumerate(leaves):
+            by_dtype.setdefault(np.dtype(x.dtype), []).append(i)
+        for idx in by_dtype.values():
+            buf = _lax.pmean(fnp.concatenate([fnp.ravel(leaves[i]) for i in idx]), axis_name)
+            start = 0
+            for i in idx:
+                n = int(np.prod(np.shape(leaves[i])))
+                out[i] = fnp.reshape(buf[start:start + n], np.shape(leaves[i]))
+                start += n
+        return tu.tree_unflatten(treedef, out), state
 
-    return _transformation(lambda params: EmptyState(), update)
+    return checked_transformation(lambda params: EmptyState(), update)
 
 
 def keep_pruned(inner: GradientTransformation, keep) -> GradientTransformation:
@@ -894,7 +940,7 @@ def keep_pruned(inner: GradientTransformation, keep) -> GradientTransformation:
                           if pruned(k) else u, new, params, keep)
         return out, state
 
-    return _transformation(init, update)
+    return checked_transformation(init, update)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -969,7 +1015,7 @@ def master_weights(inner: GradientTransformation, dtype=np.float32) -> GradientT
         return (tu.tree_unflatten(treedef, out),
                 MasterWeightsState(tu.tree_unflatten(treedef, new_ms), inner_state))
 
-    return _transformation(init, update)
+    return checked_transformation(init, update)
 
 
 def master_params(state, params):
@@ -1052,7 +1098,7 @@ def dynamic_loss_scale(inner: GradientTransformation, init_scale=2.0 ** 16, grow
                                           fnp.asarray(tracker, np.int32),
                                           fnp.logical_not(finite), kept)
 
-    return _transformation(init, update)
+    return checked_transformation(init, update)
 
 
 def _hyper_positive(who, **values):
@@ -1264,7 +1310,7 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
                 updates, state.inner_state, params)
             return updates, InjectHyperparamsState(_inc(state.count), hp, inner_state)
 
-        return _transformation(init, update, InjectHyperparamsState)
+        return checked_transformation(init, update, InjectHyperparamsState)
 
     factory.__name__ = f"inject_hyperparams({inner_factory.__name__})"
     factory.__doc__ = inner_factory.__doc__
@@ -1272,11 +1318,12 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
 
 
 def _safe_norm(x, min_norm):
-    """max(||x||, min_norm) with a finite gradient at x = 0 (Optax's safe_norm)."""
-    norm = fnp.sqrt(fnp.sum(x * x))
+    """max(||x||, min_norm) with a finite gradient at x = 0 (Optax's safe_norm); the norm of the
+    whole leaf under a sharded step."""
+    norm = fnp.sqrt(shard_sum(fnp.sum(x * x)))
     small = norm <= min_norm
     x = fnp.where(small, fnp.ones_like(x), x)
-    return fnp.where(small, fnp.asarray(min_norm, norm.dtype), fnp.sqrt(fnp.sum(x * x)))
+    return fnp.where(small, fnp.asarray(min_norm, norm.dtype), fnp.sqrt(shard_sum(fnp.sum(x * x))))
 
 
 def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0) -> GradientTransformation:
@@ -1297,7 +1344,7 @@ def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0) -> Gradie
 
         return _leafwise("scale_by_trust_ratio", one, updates, params), state
 
-    return _transformation(lambda params: EmptyState(), update)
+    return checked_transformation(lambda params: EmptyState(), update)
 
 
 def lamb(learning_rate, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0,
@@ -1335,7 +1382,7 @@ def ema(decay, debias=True, accumulator_dtype=None) -> GradientTransformation:
             new = tu.tree_map(lambda e: fnp.asarray(e, accumulator_dtype), new)
         return out, EmaState(count, new)
 
-    return _transformation(init, update, EmaState)
+    return checked_transformation(init, update, EmaState)
 
 
 def clip_by_block_rms(threshold) -> GradientTransformation:
@@ -1343,17 +1390,17 @@ def clip_by_block_rms(threshold) -> GradientTransformation:
 
     def update(updates, state, params=None):
         def clip(u):
-            return u / fnp.maximum(1.0, fnp.sqrt(fnp.mean(u * u)) / threshold).astype(u.dtype)
+            return u / fnp.maximum(1.0, fnp.sqrt(_leaf_mean(u * u)) / threshold).astype(u.dtype)
         return tu.tree_map(clip, updates), state
 
-    return _transformation(lambda params: EmptyState(), update)
+    return checked_transformation(lambda params: EmptyState(), update)
 
 
 def _safe_rms(x, min_rms):
-    rms = fnp.sqrt(fnp.mean(x * x))
+    rms = fnp.sqrt(_leaf_mean(x * x))
     small = rms <= min_rms
     x = fnp.where(small, fnp.ones_like(x), x)
-    return fnp.where(small, fnp.asarray(min_rms, rms.dtype), fnp.sqrt(fnp.mean(x * x)))
+    return fnp.where(small, fnp.asarray(min_rms, rms.dtype), fnp.sqrt(_leaf_mean(x * x)))
 
 
 def scale_by_param_block_rms(min_scale=1e-3) -> GradientTransformation:
@@ -1367,7 +1414,7 @@ def scale_by_param_block_rms(min_scale=1e-3) -> GradientTransformation:
                          lambda u, p: u * _cast(_safe_rms(fnp.asarray(p), min_scale), u),
                          updates, params), state
 
-    return _transformation(lambda params: EmptyState(), update)
+    return checked_transformation(lambda params: EmptyState(), update)
 
 
 class FactoredState(NamedTuple):
@@ -1461,7 +1508,7 @@ def scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
         return unflat(outs), FactoredState(_inc(state.count), unflat(rows), unflat(cols),
                                            unflat(full))
 
-    return _transformation(init, update, FactoredState)
+    return checked_transformation(init, update, FactoredState)
 
 
 def adafactor(learning_rate=None, min_dim_size_to_factor=128, decay_rate=0.8, decay_offset=0,

@@ -23,9 +23,10 @@ A quantized weight is a pytree (`Int8Array`, `NF4Array`) whose children are its 
 whose shape, dtype and scheme are static, so it passes through `jit`, `grad` (as a constant: no
 gradient reaches it) and `io.save`. `linear(x, w)` is one primitive per scheme: its
 implementation (eager, and what `jit`'s generated code calls) dequantizes a tile of rows at a
-time (at most `TILE_ELEMENTS` floats) and multiplies it at once, so a float copy of a whole layer
-never exists; its derivative with respect to x is the same primitive with the other layout
-(W's transpose), which needs only the packed weight. `take(w, ids)` dequantizes just the rows
+time (at most `lax.quantized.TILE_ELEMENTS` floats) and multiplies it at once, so a float copy of
+a whole layer never exists; its derivative with respect to x is the same primitive with the
+other layout (W's transpose), which needs only the packed weight. The primitives are in
+funcgrad/lax/quantized.py. `take(w, ids)` dequantizes just the rows
 it gathers (embedding tables).
 
 Training: LoRA adapters (float32) on top of the quantized base (`lora.init` accepts quantized
@@ -44,45 +45,15 @@ import numpy as np
 from . import lax
 from . import numpy as fnp
 from . import tree_util as tu
-from .core import Primitive, ShapedArray, bind
 from .devices import on_default_backend
 
 __all__ = ["NF4_CODE", "DYNAMIC_CODE", "Int8Array", "NF4Array", "quantize_int8",
            "quantize_nf4", "quantize", "dequantize", "dequantize_tree", "is_quantized",
-           "linear", "take", "rows", "nbytes", "TILE_ELEMENTS"]
+           "linear", "take", "rows", "nbytes"]
 
-# The 16 NF4 values, as bitsandbytes defines them (QLoRA, appendix E).
-NF4_CODE = np.array([
-    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], np.float32)
-
-
-def _dynamic_map():
-    """bitsandbytes' signed 8-bit dynamic map (`create_dynamic_map(signed=True)`): for each
-    exponent e in 0..6, the midpoints of 2^e + 1 points evenly spaced in [0.1, 1], times
-    10^(e - 6), with both signs; plus 0 and 1; sorted (256 values)."""
-    values = [0.0, 1.0]
-    for e in range(7):
-        edges = np.linspace(0.1, 1.0, 2 ** e + 1)
-        mids = (edges[:-1] + edges[1:]) / 2 * 10.0 ** (e - 6)
-        values += list(mids) + list(-mids)
-    return np.array(sorted(values), np.float32)
-
-
-DYNAMIC_CODE = _dynamic_map()
-
-NF4_BLOCK = 64            # elements per absmax (QLoRA, bitsandbytes' default)
-ABSMAX_BLOCK = 256        # absmax constants per second-level scale (double quantization)
-# The most float elements one tile of a dequantized weight holds (1 MiB of float32).
-TILE_ELEMENTS = 1 << 18
-
-# Byte -> its two NF4 values (high nibble first), as one uint64 per byte: a single gather
-# dequantizes two weights.
-_byte = np.arange(256)
-_NF4_PAIRS = np.stack([NF4_CODE[_byte >> 4], NF4_CODE[_byte & 15]], 1).astype(np.float32)
-_NF4_PAIRS_U64 = np.ascontiguousarray(_NF4_PAIRS).view(np.uint64).ravel()
+# The data types, and the primitives that dequantize a tile at a time: funcgrad/lax/quantized.py.
+NF4_CODE, DYNAMIC_CODE = lax.quantized.NF4_CODE, lax.quantized.DYNAMIC_CODE
+NF4_BLOCK, ABSMAX_BLOCK = lax.quantized.NF4_BLOCK, lax.quantized.ABSMAX_BLOCK
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,81 +247,6 @@ def quantize(params, scheme="nf4", mask=None, *, axis=0, block_size=NF4_BLOCK,
 # Dequantization, written against an array namespace (NumPy or CuPy): whole, or rows at a time
 
 
-def _absmax_values(xp, absmax, scale2, offset):
-    """The float32 per-block absmax constants (undoing double quantization)."""
-    if np.dtype(absmax.dtype) != np.uint8:
-        return absmax
-    code = xp.asarray(DYNAMIC_CODE)
-    vals = code[absmax.astype(np.int64)]
-    idx = xp.arange(absmax.shape[0]) // ABSMAX_BLOCK
-    return vals * scale2[idx] + offset
-
-
-def _nf4_flat(xp, packed, absmax_f32, a, b, block):
-    """Dequantized flat elements [a, b) of an NF4 array, as float32."""
-    ba, bb = a // block, -(-b // block)
-    chunk = packed[ba * block // 2: bb * block // 2]
-    vals = xp.asarray(_NF4_PAIRS_U64)[chunk.astype(np.int64) if xp is not np else chunk]
-    vals = vals.view(np.float32).reshape(bb - ba, block)
-    vals = vals * absmax_f32[ba:bb, None]
-    return vals.reshape(-1)[a - ba * block: b - ba * block]
-
-
-def _int8_rows(xp, q2, scale, axis_kind, r0, r1):
-    """Rows r0:r1 of an int8 matrix (as 2-D [rows, cols]) in float32."""
-    tile = q2[r0:r1].astype(np.float32)
-    if axis_kind == "rows":
-        return tile * scale[r0:r1, None]
-    if axis_kind == "cols":
-        return tile * scale[None, :]
-    return tile * scale  # a scalar scale (0-d weight): never tiled
-
-
-class _Rows:
-    """Float32 rows of a quantized weight viewed as a matrix [R, C] (its first axis kept, the
-    others flattened), for the scheme's arrays `arrays` (the primitive's operands)."""
-
-    def __init__(self, xp, kind, meta, arrays):
-        self.shape = meta["shape"]
-        self.rows = self.shape[0] if self.shape else 1
-        self.cols = math.prod(self.shape[1:]) if len(self.shape) > 1 else 1
-        self.kind, self.xp = kind, xp
-        if kind == "nf4":
-            packed, absmax, scale2, offset = arrays
-            self.packed, self.block = packed, meta["block_size"]
-            self.absmax = _absmax_values(xp, absmax, scale2, offset)
-        else:
-            q, scale = arrays
-            self.q2 = q.reshape(self.rows, self.cols)
-            axis = meta["axis"]
-            ndim = len(self.shape)
-            self.scale = scale
-            if ndim == 0:
-                self.axis_kind = "scalar"
-            elif axis == 0:
-                self.axis_kind = "rows"
-            elif ndim == 2:
-                self.axis_kind = "cols"
-            else:  # a channel axis among the flattened ones: broadcast it over the columns
-                rest = self.shape[1:]
-                per = np.ones(len(rest), int)
-                per[axis - 1] = rest[axis - 1]
-                s = xp.broadcast_to(scale.reshape(tuple(per)), rest).reshape(-1)
-                self.scale, self.axis_kind = s, "cols"
-
-    def get(self, r0, r1):
-        if self.kind == "nf4":
-            flat = _nf4_flat(self.xp, self.packed, self.absmax, r0 * self.cols, r1 * self.cols,
-                             self.block)
-            return flat.reshape(r1 - r0, self.cols)
-        return _int8_rows(self.xp, self.q2, self.scale, self.axis_kind, r0, r1)
-
-    def tiles(self):
-        step = max(1, TILE_ELEMENTS // max(self.cols, 1))
-        for r0 in range(0, self.rows, step):
-            yield r0, min(self.rows, r0 + step)
-
-
 def _arrays(w):
     if isinstance(w, NF4Array):
         return "nf4", (w.packed, w.absmax, w.absmax_scale, w.absmax_offset), \
@@ -364,7 +260,7 @@ def dequantize(w):
     if not is_quantized(w):
         return w
     kind, arrays, meta = _arrays(w)
-    return bind(_DEQUANTIZE[kind], *arrays, dtype=np.dtype(w.dtype), **_static(meta))
+    return lax.quantized_dequantize(kind, arrays, dtype=w.dtype, **_static(meta))
 
 
 def rows(w, r0, r1):
@@ -413,97 +309,7 @@ def _static(meta):
 
 
 # ---------------------------------------------------------------------------------------------
-# Primitives: dequantize, quantized matmul (tiled), gathered rows
-
-
-def _dequantize_impl(kind):
-    def impl(xp, *arrays, dtype, **meta):
-        rows = _Rows(xp, kind, meta, arrays)
-        out = xp.empty((rows.rows, rows.cols), np.float32)
-        for r0, r1 in rows.tiles():
-            out[r0:r1] = rows.get(r0, r1)
-        return out.reshape(meta["shape"]).astype(dtype, copy=False)
-    return impl
-
-
-def _dequantize_abstract(*arrays, dtype, shape, **meta):
-    return ShapedArray(shape, dtype)
-
-
-_DEQUANTIZE = {}
-for _kind in ("nf4", "int8"):
-    _DEQUANTIZE[_kind] = Primitive(
-        f"dequantize_{_kind}", impl=_dequantize_impl(_kind),
-        abstract_eval=_dequantize_abstract, differentiable=False, residuals="none",
-        jvp=lambda primals, tangents, out, **p: None,
-        vjp=lambda ct, primals, out, active, **p: (None,) * len(primals))
-
-
-def _matmul_abstract(x, *arrays, layout, shape, **meta):
-    rows, cols = shape[0], math.prod(shape[1:])
-    contract = rows if layout == "in_out" else cols
-    if x.shape[-1:] != (contract,):
-        raise TypeError(f"quant.linear: input of shape {x.shape} does not fit a weight of shape "
-                        f"{shape} (layout {layout!r}: the input's last axis must have size "
-                        f"{contract})")
-    if not fnp.issubdtype(x.dtype, fnp.floating):
-        raise TypeError(f"quant.linear: the input must be floating, got {x.str_short()}")
-    out = cols if layout == "in_out" else rows
-    return ShapedArray(x.shape[:-1] + (out,), x.dtype, x.weak_type)
-
-
-def _matmul_impl(kind):
-    def impl(xp, x, *arrays, layout, **meta):
-        rows = _Rows(xp, kind, meta, arrays)
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        if x2.dtype != np.float32:
-            x2 = x2.astype(np.float32)
-        n = x2.shape[0]
-        if layout == "in_out":  # y = x @ W: sum over row tiles of W
-            y = xp.zeros((n, rows.cols), np.float32)
-            for r0, r1 in rows.tiles():
-                y += x2[:, r0:r1] @ rows.get(r0, r1)
-        else:                   # y = x @ W^T: each row tile of W gives a column slice of y
-            y = xp.empty((n, rows.rows), np.float32)
-            for r0, r1 in rows.tiles():
-                y[:, r0:r1] = x2 @ rows.get(r0, r1).T
-        return y.reshape(lead + (y.shape[-1],)).astype(x.dtype, copy=False)
-    return impl
-
-
-_FLIP = {"in_out": "out_in", "out_in": "in_out"}
-
-
-def _make_matmul(kind, n_arrays):
-    p = Primitive(f"quantized_matmul_{kind}", impl=_matmul_impl(kind),
-                  abstract_eval=_matmul_abstract,
-                  residuals=tuple(range(1, 1 + n_arrays)))
-
-    def jvp(primals, tangents, out, *, layout, **meta):
-        if tangents[0] is None:
-            return None
-        return bind(p, tangents[0], *primals[1:], layout=layout, **meta)
-
-    def vjp(ct, primals, out, active, *, layout, **meta):
-        dx = bind(p, ct, *primals[1:], layout=_FLIP[layout], **meta) if active[0] else None
-        return (dx,) + (None,) * n_arrays
-
-    def batch(vals, dims, *, layout, **meta):
-        if any(d is not None for d in dims[1:]):
-            raise NotImplementedError("quant.linear: vmap over a batch of quantized weights is "
-                                      "not supported; map over the inputs only")
-        x, d = vals[0], dims[0]
-        if d is None:
-            return bind(p, *vals, layout=layout, **meta), None
-        x = fnp.moveaxis(x, d, 0)
-        return bind(p, x, *vals[1:], layout=layout, **meta), 0
-
-    p.jvp, p.vjp, p.batch = jvp, vjp, batch
-    return p
-
-
-_MATMUL = {"nf4": _make_matmul("nf4", 4), "int8": _make_matmul("int8", 2)}
+# Computing with quantized weights (the primitives: funcgrad/lax/quantized.py)
 
 
 def linear(x, w, bias=None, *, layout="out_in"):
@@ -511,50 +317,17 @@ def linear(x, w, bias=None, *, layout="out_in"):
     (`"in_out"`, GPT-2's Conv1D) over the last axis of x, for a quantized W (tile by tile, see
     the module docstring) or a plain one. A weight of more than two dimensions is used as
     [shape[0], prod(shape[1:])]. The result has x's dtype (float32 inside)."""
-    if layout not in _FLIP:
+    if layout not in ("out_in", "in_out"):
         raise ValueError(f"quant.linear: layout must be 'out_in' or 'in_out', got {layout!r}")
     if is_quantized(w):
         kind, arrays, meta = _arrays(w)
         x = fnp.asarray(x)
-        _matmul_abstract(ShapedArray(tuple(x.shape), x.dtype), layout=layout, **meta)  # checks
-        y = bind(_MATMUL[kind], x, *arrays, layout=layout, **_static(meta))
+        y = lax.quantized_matmul(x, kind, arrays, layout=layout, **_static(meta))
     else:  # a plain weight, in its own dtype (dot_general widens it inside the call only)
         x = fnp.asarray(x)
         contract = 0 if layout == "in_out" else 1
         y = lax.dot_general(x, w, (((x.ndim - 1,), (contract,)), ((), ())))
     return y if bias is None else y + bias
-
-
-def _take_abstract(ids, *arrays, shape, dtype, **meta):
-    return ShapedArray(tuple(ids.shape) + tuple(shape[1:]), dtype)
-
-
-def _take_impl(kind):
-    def impl(xp, ids, *arrays, dtype, **meta):
-        rows = _Rows(xp, kind, meta, arrays)
-        flat = ids.reshape(-1).astype(np.int64)
-        if kind == "nf4" and rows.cols % rows.block == 0:
-            per = rows.cols // rows.block       # whole blocks per row: gather them directly
-            packed = rows.packed.reshape(rows.rows, rows.cols // 2)[flat]
-            vals = xp.asarray(_NF4_PAIRS_U64)[packed if xp is np else packed.astype(np.int64)]
-            vals = vals.view(np.float32).reshape(flat.shape[0], per, rows.block)
-            vals = vals * rows.absmax.reshape(rows.rows, per)[flat][:, :, None]
-            out = vals.reshape(flat.shape[0], rows.cols)
-        else:
-            out = xp.stack([rows.get(int(r), int(r) + 1)[0] for r in _host(flat)]) \
-                if flat.shape[0] else xp.zeros((0, rows.cols), np.float32)
-        shape = tuple(ids.shape) + tuple(meta["shape"][1:])
-        return out.reshape(shape).astype(dtype, copy=False)
-    return impl
-
-
-_TAKE = {}
-for _kind in ("nf4", "int8"):
-    _TAKE[_kind] = Primitive(
-        f"quantized_take_{_kind}", impl=_take_impl(_kind), abstract_eval=_take_abstract,
-        differentiable=False, residuals="none",
-        jvp=lambda primals, tangents, out, **p: None,
-        vjp=lambda ct, primals, out, active, **p: (None,) * len(primals))
 
 
 def take(w, ids, axis=0):
@@ -568,7 +341,7 @@ def take(w, ids, axis=0):
     ids = fnp.asarray(ids)
     if not fnp.issubdtype(ids.dtype, fnp.integer):
         raise TypeError(f"quant.take: ids must be integers, got {ids.dtype}")
-    return bind(_TAKE[kind], ids, *arrays, dtype=np.dtype(w.dtype), **_static(meta))
+    return lax.quantized_take(ids, kind, arrays, dtype=w.dtype, **_static(meta))
 
 
 # Checkpoints rebuild quantized weights by name, without a template (io.load(path)).

@@ -46,6 +46,8 @@ class Spec:
     weight: draw `weight` times the default number of examples (primitives with many params).
     axis_name: for collectives (psum, ...): operands carry a leading axis of lanes, and the
       primitive and every transform of it run per lane under fg.vmap(..., axis_name=axis_name).
+    frozen: indices of float operands held fixed (the scales of a quantized weight: the
+      primitive gives them no derivative, by design).
     """
 
     name: str
@@ -58,6 +60,8 @@ class Spec:
     dot_rtol: float = 1e-10
     weight: int = 1
     axis_name: str | None = None
+    frozen: tuple = ()  # operands that are data, never differentiated (a quantized weight's)
+    forward_mode: bool | str = True  # or why forward mode raises by design (checked to raise)
 
 
 @dataclasses.dataclass
@@ -630,6 +634,26 @@ spec("sort", _sort_case(), weight=3)
 LANES = "lanes"
 
 
+class SameValueGroup:
+    """Rank 0 of `size` processes that all hold the same value: binding a collective's axis to it
+    runs the collective's process implementation on one lane's operand (psum_scatter has no
+    other eager implementation: which block a lane keeps depends on the lane)."""
+
+    rank = 0
+
+    def __init__(self, size):
+        self.size = size
+
+    def allreduce(self, x, op="sum"):
+        return x * self.size if op == "sum" else x
+
+    def allgather(self, x):
+        return [x] * self.size
+
+    def reduce_scatter(self, x):
+        return (x * self.size)[:x.shape[0] // self.size]
+
+
 def _lanes_case(values, extra=lambda shape: st.just({})):
     return st.tuples(st.integers(2, 3), shapes(0, 2, max_side=3)).flatmap(
         lambda t: st.tuples(values((t[0],) + t[1]), extra(t[1]))).map(
@@ -642,6 +666,21 @@ spec("pmax", _lanes_case(distinct), axis_name=LANES)
 spec("pmin", _lanes_case(distinct), axis_name=LANES)
 spec("all_gather", _lanes_case(floats, lambda shape: st.integers(0, len(shape)).map(
     lambda a: {"axis": a})), axis_name=LANES)
+
+
+def _scatter_case():
+    """psum_scatter: the scattered dimension holds one block per lane (tiled: k elements each)."""
+    def build(t):
+        lanes, rest, pick, tiled, k = t
+        d = pick % (len(rest) + 1)
+        shape = rest[:d] + ((lanes * k) if tiled else lanes,) + rest[d:]
+        return floats((lanes,) + shape).map(lambda x: Case(
+            (x,), {"axis_name": LANES, "scatter_dimension": d, "tiled": tiled}))
+    return st.tuples(st.integers(2, 3), shapes(0, 1, max_side=3), st.integers(0, 1),
+                     st.booleans(), st.integers(1, 2)).flatmap(build)
+
+
+spec("psum_scatter", _scatter_case(), axis_name=LANES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -807,5 +846,75 @@ def _cf_specs():
     spec("while", st.tuples(ints((), 0, 3), floats((3,)), st.just(np.int32(0))).map(
         lambda t: Case(t, while_params)), second_order="reverse mode raises by design")
 
+    # Custom derivative rules (funcgrad/lax/custom_derivatives.py), with rules that are the true
+    # derivatives, so that finite differences check that the rule is what is applied.
+    import funcgrad as fg
+
+    @fg.custom_jvp
+    def sin_times(x, w):
+        return fnp.sin(x) * w
+
+    @sin_times.defjvp
+    def sin_times_jvp(primals, tangents):
+        (x, w), (tx, tw) = primals, tangents
+        return sin_times(x, w), fnp.cos(x) * tx * w + fnp.sin(x) * tw
+
+    jvp_params = _cf_params("custom_jvp_call", sin_times, np.ones(3), np.ones(3))
+    spec("custom_jvp_call", st.tuples(floats((3,)), floats((3,))).map(
+        lambda t: Case(t, jvp_params)))
+
+    @fg.custom_vjp
+    def cos_times(x, w):
+        return fnp.cos(x) * w
+
+    cos_times.defvjp(lambda x, w: (fnp.cos(x) * w, (x, w)),
+                     lambda r, g: (-fnp.sin(r[0]) * r[1] * g, fnp.cos(r[0]) * g))
+    vjp_params = _cf_params("custom_vjp_call", cos_times, np.ones(3), np.ones(3))
+    spec("custom_vjp_call", st.tuples(floats((3,)), floats((3,))).map(
+        lambda t: Case(t, vjp_params)),
+        forward_mode="a custom_vjp rule is reverse-mode only: jvp raises, as in JAX")
+
 
 _cf_specs()
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantized weights (funcgrad/lax/quantized.py): the weight's arrays are data (frozen operands)
+
+def _quantized_cases(kind, with_x=True):
+    """(x, *weight arrays) for a weight [rows, cols] quantized by funcgrad.quant."""
+    from funcgrad import quant
+
+    def build(t):
+        rows, cols, lead, layout, w = t
+        q = quant.quantize_nf4(w) if kind == "nf4" else quant.quantize_int8(w, axis=rows % 2)
+        arrays = ((q.packed, q.absmax, q.absmax_scale, q.absmax_offset) if kind == "nf4"
+                  else (q.q, q.scale))
+        meta = ({"shape": q.shape, "block_size": q.block_size} if kind == "nf4"
+                else {"shape": q.shape, "axis": q.axis})
+        return w, arrays, meta, lead, layout
+
+    weights = st.tuples(st.integers(1, 5), st.sampled_from([32, 64, 96]), shapes(0, 2),
+                        st.sampled_from(["in_out", "out_in"])).flatmap(
+        lambda t: floats((t[0], t[1]), -1.0, 1.0).map(lambda w: t + (w,))).map(build)
+    if with_x:
+        return weights.flatmap(lambda b: floats(
+            b[3] + ((b[2]["shape"][0] if b[4] == "in_out" else b[2]["shape"][1]),)).map(
+            lambda x: Case((x,) + b[1], dict(b[2], layout=b[4]))))
+    return weights
+
+
+def _quantized_specs():
+    for kind, n in (("nf4", 4), ("int8", 2)):
+        spec(f"quantized_matmul_{kind}", _quantized_cases(kind), frozen=tuple(range(1, 1 + n)),
+             rtol=1e-4, atol=1e-5)
+        nondiff(f"dequantize_{kind}", "the weight's arrays are frozen data (codes and scales)",
+                _quantized_cases(kind, with_x=False).map(
+                    lambda b: Case(b[1], dict(b[2], dtype=np.dtype(np.float64)))))
+        nondiff(f"quantized_take_{kind}", "integer ids and frozen weight arrays",
+                _quantized_cases(kind, with_x=False).flatmap(lambda b: ints(
+                    (3,), 0, b[2]["shape"][0] - 1).map(
+                    lambda ids: Case((ids,) + b[1], dict(b[2], dtype=np.dtype(np.float64))))))
+
+
+_quantized_specs()

@@ -352,6 +352,8 @@ def test_sampling_is_reproducible_from_the_key(folders):
     np.testing.assert_array_equal(tiny_p, greedy)        # only the most likely token is left
     with pytest.raises(ValueError, match="key"):
         pretrained.generate(model, model.params, ids, 2, temperature=1.0)
+    with pytest.raises(ValueError, match="pad them on the left"):
+        pretrained.generate(model, model.params, ids, 2, attention_mask=mask[:, ::-1])
     with pytest.raises(ValueError, match="causal language model"):
         bert_model = pretrained.load(folders["bert"][0])
         pretrained.generate(bert_model, bert_model.params, ids, 2)

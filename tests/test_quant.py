@@ -100,7 +100,7 @@ def test_matches_bitsandbytes():
 @pytest.mark.parametrize("scheme", ["nf4", "int8"])
 @pytest.mark.parametrize("layout", ["in_out", "out_in"])
 def test_linear_matches_the_dequantized_matmul(scheme, layout, monkeypatch):
-    monkeypatch.setattr(quant, "TILE_ELEMENTS", 640)   # many tiles, ragged last one
+    monkeypatch.setattr(fg.lax.quantized, "TILE_ELEMENTS", 640)   # many tiles, ragged last one
     w = _w((48, 70), seed=4)
     q = quant.quantize_nf4(w) if scheme == "nf4" else quant.quantize_int8(w, axis=1)
     d = quant.dequantize(q)

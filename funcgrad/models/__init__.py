@@ -18,8 +18,7 @@ Initializers are in `models.initializers`; losses and metrics in `funcgrad.losse
 saves their folders and generates text. Written with the public API only.
 """
 
-from .. import losses
-from . import initializers
+from .. import initializers, losses
 from .config import TransformerConfig, config_of
 from .layers import (
     Layer,

@@ -23,8 +23,8 @@ import numpy as np
 
 from .. import numpy as fnp
 from .. import random
-from . import initializers as inits
 from .layers import (
+    ParamMaker,
     activation,
     attention,
     dropout,
@@ -100,30 +100,29 @@ def weight_layout(name):
 
 
 def init(key, config, dtype=np.float32):
-    """Random parameters as Hugging Face initializes BERT: normal(0, initializer_range)
-    weights, zero biases, unit norms."""
+    """Random parameters (from a key or an int seed) as Hugging Face initializes BERT:
+    normal(0, initializer_range) weights, zero biases, unit norms."""
     if _get(config, "position_embedding_type") != "absolute":
         raise ValueError("bert: only position_embedding_type='absolute' is supported, got "
                          f"{config.get('position_embedding_type')!r}")
     arch = architecture(config)
     d, n_layer = _get(config, "hidden_size"), _get(config, "num_hidden_layers")
     inner = _get(config, "intermediate_size")
-    normal = inits.normal(_get(config, "initializer_range"))
-    keys = iter(random.split(key, 8 + 6 * n_layer))
+    std = _get(config, "initializer_range")
+    mk = ParamMaker(key, "bert.init")
 
     def ln():
-        return {"weight": fnp.ones((d,), dtype), "bias": fnp.zeros((d,), dtype)}
+        return {"weight": mk.ones((d,), dtype), "bias": mk.zeros((d,), dtype)}
 
     def dense(n_in, n_out):
-        return {"weight": normal(next(keys), (n_out, n_in), dtype),
-                "bias": fnp.zeros((n_out,), dtype)}
+        return {"weight": mk.normal(std, (n_out, n_in), dtype), "bias": mk.zeros((n_out,), dtype)}
 
     base = {"embeddings": {
-        "word_embeddings": {"weight": normal(next(keys), (_get(config, "vocab_size"), d), dtype)},
-        "position_embeddings": {"weight": normal(
-            next(keys), (_get(config, "max_position_embeddings"), d), dtype)},
-        "token_type_embeddings": {"weight": normal(
-            next(keys), (_get(config, "type_vocab_size"), d), dtype)},
+        "word_embeddings": {"weight": mk.normal(std, (_get(config, "vocab_size"), d), dtype)},
+        "position_embeddings": {"weight": mk.normal(
+            std, (_get(config, "max_position_embeddings"), d), dtype)},
+        "token_type_embeddings": {"weight": mk.normal(
+            std, (_get(config, "type_vocab_size"), d), dtype)},
         "LayerNorm": ln()},
         "encoder": {"layer": [
             {"attention": {"self": {"query": dense(d, d), "key": dense(d, d),
@@ -142,7 +141,7 @@ def init(key, config, dtype=np.float32):
     else:  # masked LM (and pre-training) head
         params["cls"] = {"predictions": {
             "transform": {"dense": dense(d, d), "LayerNorm": ln()},
-            "bias": fnp.zeros((_get(config, "vocab_size"),), dtype)}}
+            "bias": mk.zeros((_get(config, "vocab_size"),), dtype)}}
         if arch == "BertForPreTraining":
             params["cls"]["seq_relationship"] = dense(d, 2)
     return params

@@ -19,10 +19,11 @@ import math
 
 import numpy as np
 
-from .. import checkpoint, random
 from .. import numpy as fnp
-from . import initializers as inits
+from .. import random
+from ..transforms.checkpoint import checkpoint
 from .layers import (
+    ParamMaker,
     activation,
     attention,
     causal_mask,
@@ -90,33 +91,34 @@ def weight_layout(name):
 
 
 def init(key, config, dtype=np.float32):
-    """Random parameters as Hugging Face initializes GPT-2: normal(0, initializer_range) weights
-    (c_proj scaled by 1 / sqrt(2 n_layer)), zero biases, unit norms."""
+    """Random parameters (from a key or an int seed) as Hugging Face initializes GPT-2:
+    normal(0, initializer_range) weights (c_proj scaled by 1 / sqrt(2 n_layer)), zero biases,
+    unit norms."""
     d, n_layer = _get(config, "n_embd"), _get(config, "n_layer")
     inner = _get(config, "n_inner") or 4 * d
     std = _get(config, "initializer_range")
-    normal, proj = inits.normal(std), inits.normal(std / math.sqrt(2 * max(n_layer, 1)))
-    keys = iter(random.split(key, 4 + 4 * n_layer))
+    proj_std = std / math.sqrt(2 * max(n_layer, 1))
+    mk = ParamMaker(key, "gpt2.init")
 
     def ln():
-        return {"weight": fnp.ones((d,), dtype), "bias": fnp.zeros((d,), dtype)}
+        return {"weight": mk.ones((d,), dtype), "bias": mk.zeros((d,), dtype)}
 
-    def conv(shape, w_init):
-        return {"weight": w_init(next(keys), shape, dtype), "bias": fnp.zeros((shape[1],), dtype)}
+    def conv(shape, w_std):
+        return {"weight": mk.normal(w_std, shape, dtype), "bias": mk.zeros((shape[1],), dtype)}
 
-    base = {"wte": {"weight": normal(next(keys), (_get(config, "vocab_size"), d), dtype)},
-            "wpe": {"weight": normal(next(keys), (_get(config, "n_positions"), d), dtype)},
+    base = {"wte": {"weight": mk.normal(std, (_get(config, "vocab_size"), d), dtype)},
+            "wpe": {"weight": mk.normal(std, (_get(config, "n_positions"), d), dtype)},
             "h": [{"ln_1": ln(),
-                   "attn": {"c_attn": conv((d, 3 * d), normal), "c_proj": conv((d, d), proj)},
+                   "attn": {"c_attn": conv((d, 3 * d), std), "c_proj": conv((d, d), proj_std)},
                    "ln_2": ln(),
-                   "mlp": {"c_fc": conv((d, inner), normal), "c_proj": conv((inner, d), proj)}}
+                   "mlp": {"c_fc": conv((d, inner), std), "c_proj": conv((inner, d), proj_std)}}
                   for _ in range(n_layer)],
             "ln_f": ln()}
     if architecture(config) == "GPT2Model":
         return base
     params = {"transformer": base}
     if not _get(config, "tie_word_embeddings"):
-        params["lm_head"] = {"weight": normal(next(keys), (_get(config, "vocab_size"), d), dtype)}
+        params["lm_head"] = {"weight": mk.normal(std, (_get(config, "vocab_size"), d), dtype)}
     return params
 
 

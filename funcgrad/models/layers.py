@@ -17,18 +17,19 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .. import checkpoint, custom_vjp, lax, nn, quant, random, stop_gradient
+from .. import initializers as inits
+from .. import lax, nn, quant, random
 from .. import numpy as fnp
 from ..devices import inputs_on_default_backend
 from ..lora import AdaptedWeight
-from . import initializers as inits
+from ..transforms.checkpoint import checkpoint
 
 __all__ = [
     "Layer", "dense", "mlp", "conv2d", "max_pool", "avg_pool", "layer_norm", "rms_norm",
     "batch_norm", "embedding", "dropout", "multi_head_attention", "attention_mask",
     # pieces of the pretrained families (gpt2, bert, llama)
-    "merged", "token_ids", "linear", "layer_norm_fn", "rms_norm_fn", "activation",
-    "causal_mask", "attention", "split_heads", "merge_heads", "kv_cache_update",
+    "ParamMaker", "ParamSpec", "merged", "token_ids", "linear", "layer_norm_fn", "rms_norm_fn",
+    "activation", "causal_mask", "attention", "split_heads", "merge_heads", "kv_cache_update",
     "rotary_cos_sin", "apply_rotary", "embed", "linear_cross_entropy",
 ]
 
@@ -161,7 +162,7 @@ def _pool(x, window, strides, padding, init_value, combine):
         raise ValueError(f"pooling: x must be NHWC (rank 4), got shape {tuple(x.shape)}")
     window = _pair(window, "window")
     strides = window if strides is None else _pair(strides, "strides")
-    pads = lax.conv.padtype_to_pads(x.shape[1:3], window, strides, padding)
+    pads = lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
     if any(p for pair in pads for p in pair):
         config = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
         x = lax.pad(x, np.array(init_value, x.dtype), config)
@@ -255,8 +256,8 @@ def _batch_norm_apply(params, state, x, training, momentum=0.9, eps=1e-5, axis_n
     var = fnp.maximum(mean_sq - fnp.square(mean), 0.0)
     y = (x - mean) * lax.rsqrt(var + eps) * params["scale"] + params["bias"]
     m = momentum
-    new_state = {"mean": m * state["mean"] + (1 - m) * stop_gradient(mean),
-                 "var": m * state["var"] + (1 - m) * stop_gradient(var)}
+    new_state = {"mean": m * state["mean"] + (1 - m) * lax.stop_gradient(mean),
+                 "var": m * state["var"] + (1 - m) * lax.stop_gradient(var)}
     return y, new_state
 
 
@@ -372,6 +373,54 @@ multi_head_attention = make_layer("multi_head_attention", _mha_init, _mha_apply)
 # Pieces of pretrained transformers (funcgrad.models.gpt2, bert, llama): functions of arrays,
 # so that each family keeps its checkpoint's parameter names and layout.
 
+class ParamSpec:
+    """A parameter's shape and dtype, nothing drawn (a leaf of `ParamMaker.SHAPES` trees)."""
+
+    def __init__(self, shape, dtype, make=None):
+        self.shape, self.dtype, self._make = tuple(shape), np.dtype(dtype), make
+
+    def value(self):
+        """The array itself (lazy trees only)."""
+        return self._make()
+
+
+class ParamMaker:
+    """Makes a family's parameters: the i-th `normal(std, shape, dtype)` draws from
+    fold_in(key, i), `zeros` and `ones` are constants. `key` may be a key or an int seed, or
+    `ParamMaker.SHAPES` (every leaf a `ParamSpec`, nothing drawn: a config's layout at once,
+    whatever the model's size), or `ParamMaker.lazy(key)` (every leaf a `ParamSpec` whose
+    `value()` draws it: a few new tensors of a big model without drawing the others)."""
+
+    SHAPES = object()
+
+    class lazy:  # noqa: N801  (a marker, used as ParamMaker.lazy(key))
+        def __init__(self, key):
+            self.key = key
+
+    def __init__(self, key, who):
+        self.mode = "shapes" if key is ParamMaker.SHAPES else \
+            "lazy" if isinstance(key, ParamMaker.lazy) else "arrays"
+        raw = key.key if self.mode == "lazy" else key
+        self.key = None if self.mode == "shapes" else random.as_key(raw, who)
+        self.count = 0
+
+    def _leaf(self, shape, dtype, make):
+        if self.mode == "arrays":
+            return make()
+        return ParamSpec(shape, dtype, make if self.mode == "lazy" else None)
+
+    def normal(self, std, shape, dtype):
+        k = None if self.key is None else random.fold_in(self.key, self.count)
+        self.count += 1
+        return self._leaf(shape, dtype, lambda: inits.normal(std)(k, shape, dtype))
+
+    def zeros(self, shape, dtype):
+        return self._leaf(shape, dtype, lambda: fnp.zeros(shape, dtype))
+
+    def ones(self, shape, dtype):
+        return self._leaf(shape, dtype, lambda: fnp.ones(shape, dtype))
+
+
 def token_ids(input_ids, who):
     """`input_ids` as an integer array [batch, length], or a clear error naming `who`."""
     ids = fnp.asarray(input_ids)
@@ -435,84 +484,37 @@ def linear(x, weight, bias=None, *, layout="out_in"):
 def linear_cross_entropy(h, weight, labels, *, tile_rows=2048):
     """Per-token cross-entropy `logsumexp(h W^T) - (h W^T)[label]` of an output layer W stored
     [vocab, d] (an LM head, or a tied embedding table; plain, 16-bit or quantized), without the
-    [tokens, vocab] logits: the vocabulary is visited `tile_rows` rows of W at a time, with a
-    running logsumexp, and the backward pass visits it once more (each tile of a quantized W is
-    dequantized once per pass). h [..., d], integer labels [...] -> float32 losses [...].
-
-    Gradients flow to h only (W is frozen here: a LoRA or head-frozen fine-tuning); the logits
-    are computed in float32. As Liger-Kernel's fused linear cross-entropy, this takes the
+    [tokens, vocab] logits: the vocabulary is visited `tile_rows` rows of W at a time with a
+    running logsumexp, each step under `checkpoint`, so the backward pass recomputes one tile at
+    a time (and a quantized W is dequantized once per tile and pass). h [..., d], integer labels
+    [...] -> float32 losses [...]. As Liger-Kernel's fused linear cross-entropy, this takes the
     largest activation of a language model's training step out of memory."""
     lead = tuple(h.shape[:-1])
-    flat_h = fnp.reshape(h, (-1, h.shape[-1]))
-    flat_y = fnp.reshape(fnp.asarray(labels), (-1,))
-    out = _lce(flat_h, weight, flat_y, int(tile_rows))
-    return fnp.reshape(out, lead)
-
-
-def _vocab_tiles(weight, tile_rows):
+    h32 = fnp.asarray(fnp.reshape(h, (-1, h.shape[-1])), np.float32)
+    labels = fnp.reshape(fnp.asarray(labels), (-1,))
+    carry = None
     n = weight.shape[0]
     for r0 in range(0, n, tile_rows):
         r1 = min(n, r0 + tile_rows)
-        yield r0, r1, quant.rows(weight, r0, r1)
+        step = checkpoint(partial(_lce_tile, r0=r0, r1=r1, first=carry is None))
+        carry = step(h32, quant.rows(weight, r0, r1), labels, carry)
+    m, s, picked = carry
+    return fnp.reshape(m + fnp.log(s) - picked, lead)
 
 
-def _float_tile(w):
-    return fnp.asarray(quant.dequantize(w), np.float32)
-
-
-def _lce_forward(h, weight, labels, tile_rows):
-    h32 = fnp.asarray(h, np.float32)
-    m = s = picked = None
-    for r0, r1, w in _vocab_tiles(weight, tile_rows):
-        z = h32 @ _float_tile(w).T                          # [N, tile] logits
-        zmax = fnp.max(z, axis=1)
-        if m is None:
-            m, s = zmax, fnp.sum(fnp.exp(z - zmax[:, None]), axis=1)
-        else:
-            new = fnp.maximum(m, zmax)
-            s = s * fnp.exp(m - new) + fnp.sum(fnp.exp(z - new[:, None]), axis=1)
-            m = new
-        inside = fnp.logical_and(labels >= r0, labels < r1)
-        idx = fnp.clip(labels - r0, 0, r1 - r0 - 1)
-        hit = fnp.where(inside, fnp.take_along_axis(z, idx[:, None], axis=1)[:, 0], 0.0)
-        picked = hit if picked is None else picked + hit
-    lse = m + fnp.log(s)
-    return lse - picked, lse
-
-
-def _lce_value(h, weight, labels, tile_rows):
-    return _lce_forward(h, weight, labels, tile_rows)[0]
-
-
-_lce = custom_vjp(_lce_value, nondiff_argnums=(3,))
-
-
-def _lce_fwd(h, weight, labels, tile_rows):
-    loss, lse = _lce_forward(h, weight, labels, tile_rows)
-    return loss, (h, weight, labels, lse)
-
-
-def _lce_bwd(tile_rows, res, g):
-    h, weight, labels, lse = res
-    h32 = fnp.asarray(h, np.float32)
-    g = fnp.asarray(g, np.float32)
-    dh = None
-    for r0, r1, w in _vocab_tiles(weight, tile_rows):
-        # under checkpoint: an opaque step that jit never merges with the forward pass's
-        # identical dequantization (which would keep every forward tile alive until here)
-        part = checkpoint(partial(_tile_grad, r0=r0, r1=r1))(h32, w, labels, lse, g)
-        dh = part if dh is None else dh + part
-    return fnp.asarray(dh, h.dtype), None, None
-
-
-def _tile_grad(h32, w, labels, lse, g, *, r0, r1):
-    w = _float_tile(w)
-    p = fnp.exp(h32 @ w.T - lse[:, None])                   # softmax over this tile
-    onehot = lax.iota(np.int32, (r1 - r0,))[None, :] + r0 == labels[:, None]
-    return ((p - onehot) * g[:, None]) @ w
-
-
-_lce.defvjp(_lce_fwd, _lce_bwd)
+def _lce_tile(h32, w, labels, carry, *, r0, r1, first):
+    """One vocabulary tile: the running (max, sum of exp, label logit) updated with its logits."""
+    z = h32 @ fnp.asarray(quant.dequantize(w), np.float32).T     # [N, tile] logits
+    zmax = lax.stop_gradient(fnp.max(z, axis=1))  # a shift: the result does not depend on it
+    inside = fnp.logical_and(labels >= r0, labels < r1)
+    idx = fnp.clip(labels - r0, 0, r1 - r0 - 1)
+    hit = fnp.where(inside, fnp.take_along_axis(z, idx[:, None], axis=1)[:, 0], 0.0)
+    if first:
+        return zmax, fnp.sum(fnp.exp(z - zmax[:, None]), axis=1), hit
+    m, s, picked = carry
+    new = fnp.maximum(m, zmax)
+    s = s * fnp.exp(m - new) + fnp.sum(fnp.exp(z - new[:, None]), axis=1)
+    return new, s, picked + hit
 
 
 def layer_norm_fn(x, weight, bias, eps):

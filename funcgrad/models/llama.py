@@ -24,8 +24,8 @@ import numpy as np
 
 from .. import numpy as fnp
 from .. import random
-from . import initializers as inits
 from .layers import (
+    ParamMaker,
     activation,
     attention,
     causal_mask,
@@ -149,39 +149,39 @@ def _windows(config, n_layer):
 
 
 def init(key, config, dtype=np.float32):
-    """Random parameters as Hugging Face initializes Llama: normal(0, initializer_range)
-    weights, zero biases, unit RMSNorm weights."""
+    """Random parameters (from a key or an int seed) as Hugging Face initializes Llama:
+    normal(0, initializer_range) weights, zero biases, unit RMSNorm weights."""
     d, heads, kv, hd = _sizes(config)
     n_layer, inner = _get(config, "num_hidden_layers"), _get(config, "intermediate_size")
     vocab = _get(config, "vocab_size")
-    normal = inits.normal(_get(config, "initializer_range"))
-    keys = iter(random.split(key, 2 + 7 * n_layer))
+    std = _get(config, "initializer_range")
+    mk = ParamMaker(key, "llama.init")
     qkv_bias, o_bias = _qkv_bias(config), bool(_get(config, "attention_bias"))
     mlp_bias = bool(_get(config, "mlp_bias"))
 
     def proj(n_in, n_out, bias):
-        p = {"weight": normal(next(keys), (n_out, n_in), dtype)}
+        p = {"weight": mk.normal(std, (n_out, n_in), dtype)}
         if bias:
-            p["bias"] = fnp.zeros((n_out,), dtype)
+            p["bias"] = mk.zeros((n_out,), dtype)
         return p
 
-    base = {"embed_tokens": {"weight": normal(next(keys), (vocab, d), dtype)},
-            "layers": [{"input_layernorm": {"weight": fnp.ones((d,), dtype)},
+    base = {"embed_tokens": {"weight": mk.normal(std, (vocab, d), dtype)},
+            "layers": [{"input_layernorm": {"weight": mk.ones((d,), dtype)},
                         "self_attn": {"q_proj": proj(d, heads * hd, qkv_bias),
                                       "k_proj": proj(d, kv * hd, qkv_bias),
                                       "v_proj": proj(d, kv * hd, qkv_bias),
                                       "o_proj": proj(heads * hd, d, o_bias)},
-                        "post_attention_layernorm": {"weight": fnp.ones((d,), dtype)},
+                        "post_attention_layernorm": {"weight": mk.ones((d,), dtype)},
                         "mlp": {"gate_proj": proj(d, inner, mlp_bias),
                                 "up_proj": proj(d, inner, mlp_bias),
                                 "down_proj": proj(inner, d, mlp_bias)}}
                        for _ in range(n_layer)],
-            "norm": {"weight": fnp.ones((d,), dtype)}}
+            "norm": {"weight": mk.ones((d,), dtype)}}
     if _is_base(config):
         return base
     params = {"model": base}
     if not _get(config, "tie_word_embeddings"):
-        params["lm_head"] = {"weight": normal(next(keys), (vocab, d), dtype)}
+        params["lm_head"] = {"weight": mk.normal(std, (vocab, d), dtype)}
     return params
 
 

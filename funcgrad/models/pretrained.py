@@ -49,12 +49,14 @@ import re
 
 import numpy as np
 
-from .. import io, jit, quant, random
+from .. import io, quant, random
 from .. import numpy as fnp
 from .. import tree_util as tu
 from ..devices import default_backend, device_put
 from ..io import CheckpointError
+from ..transforms.jit import jit
 from . import bert, gpt2, llama
+from .layers import ParamMaker
 
 __all__ = ["Model", "load", "save", "from_config", "from_tensors", "generate", "load_tokenizer",
            "Tokenizer", "CheckpointError", "supported"]
@@ -170,10 +172,9 @@ def _expected(family, config, template=None):
             for p, s in tu.tree_flatten_with_path(template)[0]}
 
 
-def _eval_init(family, config):
-    """The parameter tree `family.init` makes for `config`, as shapes only (nothing computed)."""
-    from .. import eval_shape  # defined after funcgrad.models is imported
-    return eval_shape(lambda k: family.init(k, config), random.key(0))
+def _eval_init(family, config, dtype=np.float32):
+    """The parameter tree `family.init` makes for `config`, as `ParamSpec`s (nothing drawn)."""
+    return family.init(ParamMaker.SHAPES, config, dtype)
 
 
 def from_config(config, key, dtype=np.float32):
@@ -435,18 +436,16 @@ class _LazyTensor:
 
 
 def _fresh(family, config, names, key, dtype):
-    """{name: newly initialized array} for the tensors `names` only: the family's init, jitted
-    so that the random numbers of every other tensor are never drawn (dead code)."""
+    """{name: newly initialized array} for the tensors `names` only: the family's init in lazy
+    mode, so that the random numbers of every other tensor are never drawn."""
     if key is None:
         raise ValueError(f"pretrained.load: {family.architecture(config)} needs tensors that the "
                          f"checkpoint lacks ({names[:3]}): pass key=fg.random.key(0) to "
                          "initialize them")
 
-    def pick(k):
-        flat = tu.tree_flatten_with_path(family.init(k, config, dtype=dtype))[0]
-        return {tu.path_to_str(p, "."): x for p, x in flat if tu.path_to_str(p, ".") in names}
-
-    return jit(pick)(key)
+    lazy = tu.tree_flatten_with_path(family.init(ParamMaker.lazy(key), config, dtype))[0]
+    return {tu.path_to_str(p, "."): spec.value() for p, spec in lazy
+            if tu.path_to_str(p, ".") in names}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -632,6 +631,10 @@ def generate(model, params, input_ids, max_new_tokens, *, temperature=0.0, top_k
     b, p = ids.shape
     mask = np.ones((b, p), np.int32) if attention_mask is None else \
         np.asarray(_to_host_array(attention_mask)).astype(np.int32).reshape(b, p)
+    if not mask[:, -1].all():
+        raise ValueError("pretrained.generate: the prompts are padded on the right (attention_mask "
+                         "is 0 at the end of a row); pad them on the left, e.g. "
+                         "tok(texts, padding=True, padding_side='left')")
     limit = model.config.get("n_positions") if model.family == "gpt2" else None
     if limit is not None and p + max_new_tokens > limit:
         raise ValueError(f"pretrained.generate: prompt {p} + {max_new_tokens} new tokens exceed "

@@ -21,7 +21,7 @@ import numpy as np
 from .. import lax
 from .. import numpy as fnp
 from ..core.avals import dtype_kind
-from ..transforms.custom import custom_jvp
+from ..lax.custom_derivatives import custom_jvp
 
 __all__ = ["gammaln", "digamma"]
 
