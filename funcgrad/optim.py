@@ -1255,7 +1255,7 @@ class InjectHyperparamsState(NamedTuple):
 
 def _highest_float_dtype(tree):
     dts = [np.dtype(x.dtype) for x in tu.tree_leaves(tree)
-           if hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f"]
+           if hasattr(x, "dtype") and fnp.issubdtype(x.dtype, fnp.floating)]
     return max(dts, key=lambda d: d.itemsize) if dts else np.dtype(np.float32)
 
 

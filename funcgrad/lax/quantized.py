@@ -22,6 +22,7 @@ import numpy as np
 from ..core import Primitive, ShapedArray, bind
 from ..core.avals import dtype_kind
 from ._batching import move_to_front
+from ._util import astype, dtype_of
 
 __all__ = ["NF4_CODE", "DYNAMIC_CODE", "NF4_BLOCK", "ABSMAX_BLOCK", "TILE_ELEMENTS",
            "quantized_dequantize", "quantized_matmul", "quantized_take", "absmax_values"]
@@ -66,31 +67,44 @@ _NF4_PAIRS_U64 = np.ascontiguousarray(_NF4_PAIRS).view(np.uint64).ravel()
 
 def absmax_values(xp, absmax, scale2, offset):
     """The float32 per-block absmax constants (undoing double quantization)."""
-    if np.dtype(absmax.dtype) != np.uint8:
+    if dtype_of(absmax) != np.uint8:
         return absmax
-    code = xp.asarray(DYNAMIC_CODE)
-    vals = code[absmax.astype(np.int64)]
+    vals = xp.take(xp.asarray(DYNAMIC_CODE), astype(xp, absmax, _INDEX))
     idx = xp.arange(absmax.shape[0]) // ABSMAX_BLOCK
-    return vals * scale2[idx] + offset
+    return vals * xp.take(scale2, idx) + offset
+
+
+_INDEX = np.dtype(np.int64)
+_F32 = np.dtype(np.float32)
+
+
+def _nf4_codes(xp, chunk):
+    """The float32 NF4 values of packed bytes, two per byte (high nibble first): on NumPy one
+    gather of a byte -> (value, value) table viewed as uint64; elsewhere two nibble gathers
+    (the array standard has no `view`)."""
+    if xp is np:
+        return _NF4_PAIRS_U64[chunk].view(np.float32)
+    code = xp.asarray(NF4_CODE)
+    hi = xp.take(code, astype(xp, xp.right_shift(chunk, 4), _INDEX))
+    lo = xp.take(code, astype(xp, xp.bitwise_and(chunk, 15), _INDEX))
+    return xp.reshape(xp.stack([hi, lo], axis=1), (-1,))
 
 
 def _nf4_flat(xp, packed, absmax_f32, a, b, block):
     """Dequantized flat elements [a, b) of an NF4 array, as float32."""
     ba, bb = a // block, -(-b // block)
-    chunk = packed[ba * block // 2: bb * block // 2]
-    vals = xp.asarray(_NF4_PAIRS_U64)[chunk.astype(np.int64) if xp is not np else chunk]
-    vals = vals.view(np.float32).reshape(bb - ba, block)
-    vals = vals * absmax_f32[ba:bb, None]
-    return vals.reshape(-1)[a - ba * block: b - ba * block]
+    vals = xp.reshape(_nf4_codes(xp, packed[ba * block // 2: bb * block // 2]), (bb - ba, block))
+    vals = vals * xp.reshape(absmax_f32[ba:bb], (bb - ba, 1))
+    return xp.reshape(vals, (-1,))[a - ba * block: b - ba * block]
 
 
 def _int8_rows(xp, q2, scale, axis_kind, r0, r1):
     """Rows r0:r1 of an int8 matrix (as 2-D [rows, cols]) in float32."""
-    tile = q2[r0:r1].astype(np.float32)
+    tile = astype(xp, q2[r0:r1, :], _F32)
     if axis_kind == "rows":
-        return tile * scale[r0:r1, None]
+        return tile * xp.reshape(scale[r0:r1], (r1 - r0, 1))
     if axis_kind == "cols":
-        return tile * scale[None, :]
+        return tile * xp.reshape(scale, (1, -1))
     return tile * scale  # a scalar scale (0-d weight): never tiled
 
 
@@ -109,7 +123,7 @@ class _Rows:
             self.absmax = absmax_values(xp, absmax, scale2, offset)
         else:
             q, scale = arrays
-            self.q2 = q.reshape(self.rows, self.cols)
+            self.q2 = xp.reshape(q, (self.rows, self.cols))
             axis = meta["axis"]
             ndim = len(self.shape)
             self.scale = scale
@@ -123,14 +137,15 @@ class _Rows:
                 rest = self.shape[1:]
                 per = np.ones(len(rest), int)
                 per[axis - 1] = rest[axis - 1]
-                s = xp.broadcast_to(scale.reshape(tuple(per)), rest).reshape(-1)
+                s = xp.reshape(xp.broadcast_to(xp.reshape(scale, tuple(int(d) for d in per)),
+                                               rest), (-1,))
                 self.scale, self.axis_kind = s, "cols"
 
     def get(self, r0, r1):
         if self.kind == "nf4":
             flat = _nf4_flat(self.xp, self.packed, self.absmax, r0 * self.cols, r1 * self.cols,
                              self.block)
-            return flat.reshape(r1 - r0, self.cols)
+            return self.xp.reshape(flat, (r1 - r0, self.cols))
         return _int8_rows(self.xp, self.q2, self.scale, self.axis_kind, r0, r1)
 
     def tiles(self):
@@ -146,10 +161,10 @@ class _Rows:
 def _dequantize_impl(kind):
     def impl(xp, *arrays, dtype, **meta):
         rows = _Rows(xp, kind, meta, arrays)
-        out = xp.empty((rows.rows, rows.cols), np.float32)
+        out = xp.empty((rows.rows, rows.cols), dtype=_F32)
         for r0, r1 in rows.tiles():
-            out[r0:r1] = rows.get(r0, r1)
-        return out.reshape(meta["shape"]).astype(dtype, copy=False)
+            out[r0:r1, :] = rows.get(r0, r1)
+        return astype(xp, xp.reshape(out, meta["shape"]), dtype, copy=False)
     return impl
 
 
@@ -182,21 +197,20 @@ def _matmul_abstract(x, *arrays, layout, shape, **meta):
 def _matmul_impl(kind):
     def impl(xp, x, *arrays, layout, **meta):
         rows = _Rows(xp, kind, meta, arrays)
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        work = np.dtype(np.float64) if x2.dtype == np.float64 else np.dtype(np.float32)
-        if x2.dtype != work:   # 16-bit inputs compute in float32, float64 ones in float64
-            x2 = x2.astype(work)
+        lead = tuple(x.shape[:-1])
+        x2 = xp.reshape(x, (-1, x.shape[-1]))
+        work = np.dtype(np.float64) if dtype_of(x2) == np.float64 else _F32
+        x2 = astype(xp, x2, work, copy=False)  # 16-bit inputs compute in float32
         n = x2.shape[0]
         if layout == "in_out":  # y = x @ W: sum over row tiles of W
-            y = xp.zeros((n, rows.cols), work)
+            y = xp.zeros((n, rows.cols), dtype=work)
             for r0, r1 in rows.tiles():
-                y += x2[:, r0:r1] @ rows.get(r0, r1).astype(work, copy=False)
+                y = y + xp.matmul(x2[:, r0:r1], astype(xp, rows.get(r0, r1), work, copy=False))
         else:                   # y = x @ W^T: each row tile of W gives a column slice of y
-            y = xp.empty((n, rows.rows), work)
+            y = xp.empty((n, rows.rows), dtype=work)
             for r0, r1 in rows.tiles():
-                y[:, r0:r1] = x2 @ rows.get(r0, r1).astype(work, copy=False).T
-        return y.reshape(lead + (y.shape[-1],)).astype(x.dtype, copy=False)
+                y[:, r0:r1] = xp.matmul(x2, astype(xp, rows.get(r0, r1), work, copy=False).T)
+        return astype(xp, xp.reshape(y, lead + (y.shape[-1],)), dtype_of(x), copy=False)
     return impl
 
 
@@ -241,19 +255,24 @@ def _take_abstract(ids, *arrays, shape, dtype, **meta):
 def _take_impl(kind):
     def impl(xp, ids, *arrays, dtype, **meta):
         rows = _Rows(xp, kind, meta, arrays)
-        flat = ids.reshape(-1).astype(np.int64)
+        flat = astype(xp, xp.reshape(ids, (-1,)), _INDEX)
+        n = flat.shape[0]
         if kind == "nf4" and rows.cols % rows.block == 0:
             per = rows.cols // rows.block       # whole blocks per row: gather them directly
-            packed = rows.packed.reshape(rows.rows, rows.cols // 2)[flat]
-            vals = xp.asarray(_NF4_PAIRS_U64)[packed if xp is np else packed.astype(np.int64)]
-            vals = vals.view(np.float32).reshape(flat.shape[0], per, rows.block)
-            vals = vals * rows.absmax.reshape(rows.rows, per)[flat][:, :, None]
-            out = vals.reshape(flat.shape[0], rows.cols)
-        else:
-            out = xp.stack([rows.get(int(r), int(r) + 1)[0] for r in _to_host(flat)]) \
-                if flat.shape[0] else xp.zeros((0, rows.cols), np.float32)
+            packed = xp.take(xp.reshape(rows.packed, (rows.rows, rows.cols // 2)), flat, axis=0)
+            vals = xp.reshape(_nf4_codes(xp, xp.reshape(packed, (-1,))), (n, per, rows.block))
+            scale = xp.take(xp.reshape(rows.absmax, (rows.rows, per)), flat, axis=0)
+            out = xp.reshape(vals * xp.reshape(scale, (n, per, 1)), (n, rows.cols))
+        elif kind == "int8":
+            tile = astype(xp, xp.take(rows.q2, flat, axis=0), _F32)
+            if rows.axis_kind == "rows":
+                out = tile * xp.reshape(xp.take(rows.scale, flat), (n, 1))
+            else:
+                out = tile * xp.reshape(rows.scale, (1, -1))
+        else:  # NF4 rows that straddle blocks: the table's floats, then the rows
+            out = xp.take(rows.get(0, rows.rows), flat, axis=0)
         shape = tuple(ids.shape) + tuple(meta["shape"][1:])
-        return out.reshape(shape).astype(dtype, copy=False)
+        return astype(xp, xp.reshape(out, shape), dtype, copy=False)
     return impl
 
 
@@ -265,11 +284,6 @@ for _kind in ("nf4", "int8"):
         jvp=lambda primals, tangents, out, **p: None,
         vjp=lambda ct, primals, out, active, **p: (None,) * len(primals))
 
-
-
-def _to_host(x):
-    get = getattr(x, "get", None)
-    return get() if get is not None and not isinstance(x, np.ndarray) else np.asarray(x)
 
 
 def quantized_dequantize(kind, arrays, *, dtype, **meta):

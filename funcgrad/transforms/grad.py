@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import tree_util
 from ..core import as_value, device_namespace, user_line
-from ..core.avals import dtype_kind
+from ..core.avals import dtype_kind, is_float
 from ..interpreters.programs import aval_of
 from ..interpreters.reverse import trace_vjp
 from ..lax import reshape, stop_gradient, stop_gradient_p  # noqa: F401 (re-exported)
@@ -31,7 +31,7 @@ def vjp(fun, *primals, has_aux=False):
     """`(out, vjp_fn)` or `(out, vjp_fn, aux)`: vjp_fn(ct) -> a tuple of cotangents, one per
     primal, for the vector-Jacobian product ct^T J. Integer inputs get float0 zeros (as JAX)."""
     flat = tree_util.tree_leaves(primals)
-    active = [aval_of(as_value(x)).dtype.kind in "fc" for x in flat]
+    active = [is_float(aval_of(as_value(x)).dtype) for x in flat]
     out_vals, out_tree, aux, backward, in_tree = trace_vjp(fun, primals, active, has_aux)
     out = tree_util.tree_unflatten(out_tree, out_vals)
 
@@ -85,7 +85,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
             for (path, leaf), on in zip(tree_util.tree_flatten_with_path(a)[0], leaf_mask):
                 if on and not allow_int:
                     check_grad_input(fun, i, leaf, tree_util.keystr(path), "grad")
-                active.append(on and aval_of(as_value(leaf)).dtype.kind in "fc")
+                active.append(on and is_float(aval_of(as_value(leaf)).dtype))
 
         def partial_fun(*dargs):
             full = list(args)
