@@ -153,6 +153,23 @@ def test_take_gathers_rows():
                                    quant.dequantize(q)[ids], rtol=1e-6)
 
 
+def test_vmap_over_ids_and_inputs_with_a_shared_weight():
+    table = _w((40, 128), seed=10)
+    ids = np.array([[1, 2, 3], [4, 5, 39]])
+    x = _w((3, 128), seed=11, scale=1.0)
+    for q in (quant.quantize_nf4(table), quant.quantize_int8(table, axis=0)):
+        d = quant.dequantize(q)
+        np.testing.assert_allclose(fg.vmap(lambda i, q=q: quant.take(q, i))(ids), d[ids])
+        np.testing.assert_allclose(fg.vmap(lambda i, q=q: quant.take(q, i), in_axes=1)(ids),
+                                   np.moveaxis(d[ids], 1, 0))
+        y = fg.jit(fg.vmap(lambda v, q=q: v @ quant.dequantize(q).T))(x)
+        np.testing.assert_allclose(y, x @ d.T, rtol=1e-5, atol=1e-5)
+    q = quant.quantize_int8(table, axis=0)
+    with pytest.raises(NotImplementedError, match="map over the inputs only"):
+        fg.vmap(lambda s: quant.take(quant.Int8Array(q.q, s, q.axis, q.dtype),
+                                     ids))(np.stack([q.scale, q.scale]))
+
+
 # ---------------------------------------------------------------------------------------------
 # Memory: a tile at a time, never a float copy of the whole layer
 

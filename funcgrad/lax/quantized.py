@@ -305,3 +305,32 @@ def quantized_take(ids, kind, arrays, *, dtype, **meta):
 dequantize_nf4_p, dequantize_int8_p = _DEQUANTIZE["nf4"], _DEQUANTIZE["int8"]
 quantized_matmul_nf4_p, quantized_matmul_int8_p = _MATMUL["nf4"], _MATMUL["int8"]
 quantized_take_nf4_p, quantized_take_int8_p = _TAKE["nf4"], _TAKE["int8"]
+
+
+def _no_batched_weights(name, dims):
+    if any(d is not None for d in dims):
+        raise NotImplementedError(f"{name}: vmap over a batch of quantized weights is not "
+                                  "supported; map over the inputs only")
+
+
+def _dequantize_batch(p):
+    def rule(vals, dims, **params):
+        _no_batched_weights(p.name, dims)
+        return bind(p, *vals, **params), None
+    return rule
+
+
+def _take_batch(p):
+    def rule(vals, dims, **params):
+        _no_batched_weights(p.name, dims[1:])
+        ids, d = vals[0], dims[0]
+        if d is None:
+            return bind(p, *vals, **params), None
+        return bind(p, move_to_front(ids, d), *vals[1:], **params), 0   # ids' axes lead
+    return rule
+
+
+for _p in (dequantize_nf4_p, dequantize_int8_p):
+    _p.batch = _dequantize_batch(_p)
+for _p in (quantized_take_nf4_p, quantized_take_int8_p):
+    _p.batch = _take_batch(_p)
