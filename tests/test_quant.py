@@ -170,6 +170,37 @@ def test_vmap_over_ids_and_inputs_with_a_shared_weight():
                                      ids))(np.stack([q.scale, q.scale]))
 
 
+class _OtherNamespace:
+    """NumPy's functions under a namespace that is not `numpy` itself: the primitives take their
+    array-standard path (the one CuPy runs) instead of NumPy's one-gather NF4 decoding."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+@pytest.mark.parametrize("cols", [128, 96])   # 96: rows straddle NF4's blocks
+def test_the_array_standard_path_matches_numpys(cols, monkeypatch):
+    monkeypatch.setattr(fg.lax.quantized, "TILE_ELEMENTS", 640)
+    lq = fg.lax.quantized
+    w = _w((40, cols), seed=12)
+    x = _w((3, cols), seed=13, scale=1.0)
+    ids = np.array([[0, 9], [39, 9]])
+    for q in (quant.quantize_nf4(w), quant.quantize_int8(w, axis=0),
+              quant.quantize_int8(w, axis=1)):
+        kind, arrays, meta = quant._arrays(q)
+        for xp in (np, _OtherNamespace()):
+            d = lq._dequantize_impl(kind)(xp, *arrays, dtype=np.dtype(np.float32), **meta)
+            y = lq._matmul_impl(kind)(xp, x, *arrays, layout="out_in", **meta)
+            t = lq._take_impl(kind)(xp, ids, *arrays, dtype=np.dtype(np.float32), **meta)
+            if xp is np:
+                want = d, y, t
+            else:
+                np.testing.assert_array_equal(d, want[0])
+                np.testing.assert_allclose(y, want[1], rtol=1e-6, atol=1e-6)
+                np.testing.assert_array_equal(t, want[2])
+        np.testing.assert_allclose(want[0], quant.dequantize(q))
+
+
 # ---------------------------------------------------------------------------------------------
 # Memory: a tile at a time, never a float copy of the whole layer
 
