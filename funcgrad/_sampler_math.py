@@ -81,13 +81,9 @@ def fma(a, b, c):
 
 
 def _fma_const(a, b, c):
-    """fma with Python-number operands taken in a's dtype."""
+    """fma with Python-number operands taken in a's dtype (as rank-0 constants: they broadcast)."""
     b = b if hasattr(b, "dtype") else _c(b, a)
     c = c if hasattr(c, "dtype") else _c(c, a)
-    if b.shape != a.shape:
-        b = lax.broadcast_in_dim(b, a.shape, tuple(range(a.ndim - b.ndim, a.ndim)))
-    if c.shape != a.shape:
-        c = lax.broadcast_in_dim(c, a.shape, tuple(range(a.ndim - c.ndim, a.ndim)))
     return fma(a, b, c)
 
 
@@ -155,6 +151,14 @@ _LOG1P_DEN = (1.0, 1.5062909083469192043167e1, 8.3047565967967209469434e1,
 
 def _horner(x, coeffs):
     """coeffs[0] x^n + ... + coeffs[n], one FMA a step."""
+    if np.dtype(x.dtype) == _F32:  # float32 FMAs in float64, x widened once for all the steps
+        x64 = lax.convert_element_type(x, _F64)
+        p = None
+        for c in coeffs[1:]:
+            prod = lax.mul(x64, np.array(coeffs[0], _F32).astype(_F64)) if p is None else \
+                lax.mul(lax.convert_element_type(p, _F64), x64)
+            p = lax.convert_element_type(lax.add(prod, np.array(c, _F32).astype(_F64)), _F32)
+        return p
     p = lax.full(x.shape, coeffs[0], x.dtype)
     for c in coeffs[1:]:
         p = _fma_const(p, x, c)
@@ -236,15 +240,33 @@ def _piecewise_horner(t, branch, tables):
     t, 0) = 0), as XLA evaluates it."""
     n = max(len(c) for c in tables)
     padded = [(0.0,) * (n - len(c)) + tuple(c) for c in tables]
-    p = None
-    for k in range(n):
-        coeff = lax.full(t.shape, padded[0][k], t.dtype)
-        for i in range(1, len(tables)):
+    picks = [lax.eq(branch, np.array(i, np.int32)) for i in range(1, len(tables))]
+    wide = np.dtype(t.dtype) == _F32  # float32 FMAs in float64: coefficients picked there
+    cdt = _F64 if wide else t.dtype
+    t_fma = lax.convert_element_type(t, _F64) if wide else t
+
+    def coefficient(k):
+        coeff = np.array(padded[0][k], t.dtype).astype(cdt)
+        for i, pick in enumerate(picks, 1):
             if padded[i][k] != padded[0][k]:
-                coeff = _select(lax.eq(branch, np.array(i, np.int32)),
-                                lax.full(t.shape, padded[i][k], t.dtype), coeff)
-        p = coeff if p is None else fma(p, t, coeff)
-    return p
+                coeff = _select(pick, np.array(padded[i][k], t.dtype).astype(cdt), coeff)
+        return coeff
+
+    p = coefficient(0)
+    p = lax.convert_element_type(p, t.dtype) if wide else p
+    for k in range(1, n):
+        if wide:
+            p = lax.convert_element_type(
+                lax.add(lax.mul(lax.convert_element_type(p, _F64), t_fma), coefficient(k)), _F32)
+        else:
+            p = fma(p, t, coefficient(k))
+    return _broadcast_to(p, t.shape)
+
+
+def _broadcast_to(x, shape):
+    if tuple(x.shape) == tuple(shape):
+        return x
+    return lax.broadcast_in_dim(x, tuple(shape), tuple(range(len(shape) - x.ndim, len(shape))))
 
 
 def _erf_inv(x):

@@ -278,6 +278,20 @@ nondiff("nextafter", "steps to the adjacent float: piecewise constant in y, no u
         binary_case(floats, floats))
 
 
+def _threefry_case():
+    """Keys and counters (uint32) that broadcast together: each of the full shape, a trailing
+    part of it, or a scalar."""
+    def build(shape):
+        def operand():
+            return st.integers(0, len(shape)).flatmap(
+                lambda k: ints(shape[k:], 0, 2 ** 32 - 1, np.uint32))
+        return st.tuples(*[operand() for _ in range(4)]).map(lambda ops: Case(ops, {}))
+    return shapes(0, 3).flatmap(build)
+
+
+nondiff("threefry2x32", "a hash of uint32 words: integer operands and outputs", _threefry_case())
+
+
 # ---------------------------------------------------------------------------------------------
 # select_n, convert_element_type
 
