@@ -106,9 +106,7 @@ _LOG_Q1, _LOG_Q2 = -2.12194440e-4, 0.693359375  # ln 2 = Q2 - Q1, split for exac
 def _log_f32(x):
     """XLA's CPU float32 log: x = m * 2**e with m in [sqrt(1/2), sqrt(2)), log(m) by Cephes'
     polynomial in f = m - 1, plus e * ln 2 in two exact pieces."""
-    tiny = _c(np.finfo(np.float32).tiny, x)
-    m, e = fnp.frexp(lax.max(x, tiny))  # m in [0.5, 1): denormals count as the smallest normal
-    e = lax.convert_element_type(e, _F32)
+    m, e = _frexp_normal(lax.max(x, _c(np.finfo(np.float32).tiny, x)))  # denormals: tiny
     one = _c(1.0, x)
     below = lax.lt(m, _c(0.707106781186547524, x))
     f = lax.add(lax.sub(m, one), _select(below, m, _c(0.0, x)))  # 2m - 1 or m - 1
@@ -131,6 +129,17 @@ def _log_f32(x):
     r = _select(lax.eq(x, _c(np.inf, x)), x, r)
     r = _select(lax.eq(x, _c(0.0, x)), lax.full(x.shape, -np.inf, x.dtype), r)
     return _select(lax.lt(x, _c(0.0, x)), lax.mul(x, _c(np.nan, x)), _select(lax.ne(x, x), x, r))
+
+
+def _frexp_normal(x):
+    """(m, e), both float32, with x = m * 2**e and m in [0.5, 1), for x a positive normal
+    float32 (frexp, read off the bits; inf and NaN give finite junk that the caller replaces)."""
+    b = lax.bitcast_convert_type(x, np.uint32)
+    biased = lax.shift_right_logical(b, np.array(23, np.uint32))
+    e = lax.sub(lax.convert_element_type(biased, _F32), _c(126.0, x))
+    m = lax.bitwise_or(lax.bitwise_and(b, np.array(0x007FFFFF, np.uint32)),
+                       np.array(0x3F000000, np.uint32))  # the exponent of [0.5, 1)
+    return lax.bitcast_convert_type(m, _F32), e
 
 
 def log(x):

@@ -316,6 +316,21 @@ SPECS["convert_element_type_f32"] = Spec(
     eps=1e-2, rtol=1e-4, atol=1e-4, dot_rtol=1e-6)
 
 
+
+def _bitcast_case():
+    """float64 bits read as a type of the same width, a narrower one (a trailing axis of pieces)
+    or, from pieces, a wider one (the last axis consumed)."""
+    same_or_narrower = shapes(0, 3).flatmap(floats).flatmap(lambda x: st.sampled_from(
+        [np.int64, np.uint64, np.uint32, np.int16, np.uint8]).map(
+        lambda dt: Case((x,), {"new_dtype": np.dtype(dt)})))
+    wider = shapes(0, 2).flatmap(lambda s: ints(s + (2,), -2 ** 31, 2 ** 31 - 1)).map(
+        lambda x: Case((x,), {"new_dtype": np.dtype(np.int64)}))
+    return st.one_of(same_or_narrower, wider)
+
+
+nondiff("bitcast_convert_type", "reinterprets bits: a zero derivative, as JAX's",
+        _bitcast_case())
+
 # ---------------------------------------------------------------------------------------------
 # Structural primitives
 
