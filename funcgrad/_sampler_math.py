@@ -76,12 +76,28 @@ def fma(a, b, c):
         z = lax.sub(s, p)
         t = lax.add(lax.sub(p, lax.sub(s, z)), lax.sub(c, z))
         return lax.add(s, lax.add(t, e))
-    wide = [lax.convert_element_type(v, _F64) for v in (a, b, c)]
-    return lax.convert_element_type(lax.add(lax.mul(wide[0], wide[1]), wide[2]), dtype)
+    return _fma32(a, b, c)
+
+
+def _wide(v):
+    """A float32 FMA operand in float64, exactly: a float32 array widened, a float64 array taken
+    as one widened before (so that a polynomial's variable is widened once, not per step), a
+    Python number rounded to float32 first (it is a float32 constant of the formula)."""
+    if not hasattr(v, "dtype"):
+        return np.array(np.float32(v), _F64)
+    return v if np.dtype(v.dtype) == _F64 else lax.convert_element_type(v, _F64)
+
+
+def _fma32(a, b, c):
+    """The float32 fma(a, b, c) (operands as _wide takes them), in float64: the product of two
+    float32 is exact there, so only the sum rounds (see the module docstring)."""
+    return lax.convert_element_type(lax.add(lax.mul(_wide(a), _wide(b)), _wide(c)), _F32)
 
 
 def _fma_const(a, b, c):
     """fma with Python-number operands taken in a's dtype (as rank-0 constants: they broadcast)."""
+    if np.dtype(a.dtype) != _F64:
+        return _fma32(a, b, c)
     b = b if hasattr(b, "dtype") else _c(b, a)
     c = c if hasattr(c, "dtype") else _c(c, a)
     return fma(a, b, c)
@@ -114,15 +130,16 @@ def _log_f32(x):
     f2 = lax.mul(f, f)
     f3 = lax.mul(f2, f)
     p = _LOG_P
-    y = _fma_const(f, p[0], p[1])
-    y1 = _fma_const(f, p[3], p[4])
-    y2 = _fma_const(f, p[6], p[7])
-    y = _fma_const(y, f, p[2])
-    y1 = _fma_const(y1, f, p[5])
-    y2 = _fma_const(y2, f, p[8])
-    y = fma(y, f3, y1)
-    y = fma(y, f3, y2)
-    y = fma(y, f3, lax.mul(_c(_LOG_Q1, x), e))
+    wf, wf3 = _wide(f), _wide(f3)  # the polynomial's variables, widened once for its FMAs
+    y = _fma32(wf, p[0], p[1])
+    y1 = _fma32(wf, p[3], p[4])
+    y2 = _fma32(wf, p[6], p[7])
+    y = _fma32(y, wf, p[2])
+    y1 = _fma32(y1, wf, p[5])
+    y2 = _fma32(y2, wf, p[8])
+    y = _fma32(y, wf3, y1)
+    y = _fma32(y, wf3, y2)
+    y = _fma32(y, wf3, lax.mul(_c(_LOG_Q1, x), e))
     r = lax.sub(f, lax.mul(_c(0.5, x), f2))
     r = lax.add(r, y)
     r = lax.add(r, lax.mul(_c(_LOG_Q2, x), e))
@@ -160,13 +177,11 @@ _LOG1P_DEN = (1.0, 1.5062909083469192043167e1, 8.3047565967967209469434e1,
 
 def _horner(x, coeffs):
     """coeffs[0] x^n + ... + coeffs[n], one FMA a step."""
-    if np.dtype(x.dtype) == _F32:  # float32 FMAs in float64, x widened once for all the steps
-        x64 = lax.convert_element_type(x, _F64)
-        p = None
+    if np.dtype(x.dtype) == _F32:
+        wx = _wide(x)  # widened once for all the steps
+        p = coeffs[0]
         for c in coeffs[1:]:
-            prod = lax.mul(x64, np.array(coeffs[0], _F32).astype(_F64)) if p is None else \
-                lax.mul(lax.convert_element_type(p, _F64), x64)
-            p = lax.convert_element_type(lax.add(prod, np.array(c, _F32).astype(_F64)), _F32)
+            p = _fma32(p, wx, c)
         return p
     p = lax.full(x.shape, coeffs[0], x.dtype)
     for c in coeffs[1:]:
@@ -250,24 +265,24 @@ def _piecewise_horner(t, branch, tables):
     n = max(len(c) for c in tables)
     padded = [(0.0,) * (n - len(c)) + tuple(c) for c in tables]
     picks = [lax.eq(branch, np.array(i, np.int32)) for i in range(1, len(tables))]
-    wide = np.dtype(t.dtype) == _F32  # float32 FMAs in float64: coefficients picked there
-    cdt = _F64 if wide else t.dtype
-    t_fma = lax.convert_element_type(t, _F64) if wide else t
+    f32 = np.dtype(t.dtype) == _F32  # float32 FMAs run in float64: coefficients picked there
 
     def coefficient(k):
-        coeff = np.array(padded[0][k], t.dtype).astype(cdt)
+        value = _wide if f32 else (lambda v: _c(v, t))
+        coeff = value(padded[0][k])
         for i, pick in enumerate(picks, 1):
             if padded[i][k] != padded[0][k]:
-                coeff = _select(pick, np.array(padded[i][k], t.dtype).astype(cdt), coeff)
+                coeff = _select(pick, value(padded[i][k]), coeff)
         return coeff
 
-    p = coefficient(0)
-    p = lax.convert_element_type(p, t.dtype) if wide else p
-    for k in range(1, n):
-        if wide:
-            p = lax.convert_element_type(
-                lax.add(lax.mul(lax.convert_element_type(p, _F64), t_fma), coefficient(k)), _F32)
-        else:
+    if f32:
+        wt = _wide(t)
+        p = lax.convert_element_type(coefficient(0), _F32)
+        for k in range(1, n):
+            p = _fma32(p, wt, coefficient(k))
+    else:
+        p = coefficient(0)
+        for k in range(1, n):
             p = fma(p, t, coefficient(k))
     return _broadcast_to(p, t.shape)
 

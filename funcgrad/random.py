@@ -194,25 +194,27 @@ _CHUNK = 1 << 15
 _DEVICE_CHUNK = 1 << 22
 
 
-def _draw(key, shape, sample, *operands):
-    """`sample(y0, y1, *operands)`: values from the two Threefry words of each element's
-    counter, for a draw of `shape` (operands broadcast against it). A concrete draw (no tracer
-    in the key or the operands, each operand a single value) larger than a chunk is sampled
-    chunk by chunk into its output: every element is the same function of its own counter, so
-    the numbers are the same as the whole draw's (and as under jit or vmap), bit for bit."""
+def _draw(keys, shape, sample, *operands):
+    """`sample(*words, *operands)`: values from the two Threefry words of each element's counter
+    under each of `keys` (y0, y1 of the first key, then of the next), for a draw of `shape`
+    (operands broadcast against it). A concrete draw (no tracer among the keys and operands,
+    each operand a single value) larger than a chunk is sampled chunk by chunk into its output:
+    every element is the same function of its own counter, so the numbers are the whole draw's
+    (and those under jit or vmap), bit for bit."""
     size = math.prod(shape)
-    if size <= _CHUNK or type(key) is Tracer or any(
-            type(v) is Tracer or math.prod(v.shape) != 1 for v in operands):
-        y0, y1 = _hash_counters(key, shape)
-        return sample(y0, y1, *operands)
+    if size <= _CHUNK or any(type(v) is Tracer for v in keys + operands) or any(
+            math.prod(v.shape) != 1 for v in operands):
+        words = [w for k in keys for w in _hash_counters(k, shape)]
+        return sample(*words, *operands)
     operands = [lax.reshape(v, ()) for v in operands]
-    k0, k1 = _key_words(key)
-    chunk = _CHUNK if array_namespace([key]) is np else _DEVICE_CHUNK
+    key_words = [_key_words(k) for k in keys]
+    chunk = _CHUNK if array_namespace(keys) is np else _DEVICE_CHUNK
     out = None
     for start in range(0, size, chunk):
         n = min(chunk, size - start)
-        lo = lax.add(lax.iota(_U32, n), _u32(start % 2 ** 32))
-        vals = sample(*_threefry.threefry2x32(k0, k1, _u32(start >> 32), lo), *operands)
+        hi, lo = _u32(start >> 32), lax.add(lax.iota(_U32, n), _u32(start % 2 ** 32))
+        words = [w for k0, k1 in key_words for w in _threefry.threefry2x32(k0, k1, hi, lo)]
+        vals = sample(*words, *operands)
         if out is None:
             out = array_namespace([vals]).empty((size,), vals.dtype)
         out[start:start + n] = vals
@@ -270,7 +272,7 @@ def bits(key, shape=(), dtype=np.uint32):
 
 
 def _bits(key, shape, width):
-    return _draw(key, shape, functools.partial(_bits_of, width=width))
+    return _draw((key,), shape, functools.partial(_bits_of, width=width))
 
 
 def _bits_of(y0, y1, *, width):
@@ -366,9 +368,9 @@ def _bound(v, dtype, shape, what):
 def _uniform(key, shape, dtype, minval, maxval):
     if isinstance(minval, (int, float)) and isinstance(maxval, (int, float)) and \
             minval == 0 and maxval == 1:
-        return _draw(key, shape, functools.partial(_unit_of, dtype=dtype))  # u * 1 + 0, exactly
+        return _draw((key,), shape, functools.partial(_unit_of, dtype=dtype))  # u * 1 + 0, exactly
     lo, hi = _bound(minval, dtype, shape, "minval"), _bound(maxval, dtype, shape, "maxval")
-    return _draw(key, shape, functools.partial(_uniform_of, dtype=dtype), lo, hi)
+    return _draw((key,), shape, functools.partial(_uniform_of, dtype=dtype), lo, hi)
 
 
 def uniform(key, shape=(), dtype=np.float32, minval=0.0, maxval=1.0):
@@ -383,7 +385,7 @@ def normal(key, shape=(), dtype=np.float32):
     _check_key(key, "normal")
     dtype = _float_dtype(dtype, "normal")
     lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
-    return _draw(key, _shape(shape, "normal"), functools.partial(_normal_of, dtype=dtype),
+    return _draw((key,), _shape(shape, "normal"), functools.partial(_normal_of, dtype=dtype),
                  lo, np.array(1.0, dtype))
 
 
@@ -417,7 +419,7 @@ def truncated_normal(key, lower, upper, shape=None, dtype=np.float32):
     cdf_lo, cdf_hi = _erf_of_bound(lower, dtype), _erf_of_bound(upper, dtype)
     operands = [_check_broadcasts(v, shape, what) for v, what in (
         (cdf_lo, "lower"), (cdf_hi, "upper"), (inside_lo, "lower"), (inside_hi, "upper"))]
-    return _draw(key, shape, functools.partial(_truncated_normal_of, dtype=dtype), *operands)
+    return _draw((key,), shape, functools.partial(_truncated_normal_of, dtype=dtype), *operands)
 
 
 def _truncated_normal_of(y0, y1, cdf_lo, cdf_hi, inside_lo, inside_hi, *, dtype):
@@ -433,7 +435,7 @@ def gumbel(key, shape=(), dtype=np.float32):
 
 
 def _gumbel(key, shape, dtype):
-    return _draw(key, shape, functools.partial(_gumbel_of, dtype=dtype),
+    return _draw((key,), shape, functools.partial(_gumbel_of, dtype=dtype),
                  np.array(np.finfo(dtype).tiny, dtype), np.array(1.0, dtype))
 
 
@@ -466,7 +468,7 @@ def bernoulli(key, p=0.5, shape=None, mode="low"):
         u2 = lax.mul(u2, np.array(2.0 ** -np.finfo(p.dtype).nmant, p.dtype))
         return lax.lt(u2, lax.sub(_to_shape(p, shape), u1))
     p = _check_broadcasts(p, shape, "p")
-    return _draw(key, shape, functools.partial(_bernoulli_of, dtype=p.dtype), p)
+    return _draw((key,), shape, functools.partial(_bernoulli_of, dtype=p.dtype), p)
 
 
 def _bernoulli_of(y0, y1, p, *, dtype):
@@ -514,6 +516,8 @@ def _clip_convert(x, dtype):
 
 def _urem(x, span):
     """x % span for unsigned integers, x where span == 0 (XLA's remainder by zero)."""
+    if type(span) is np.ndarray and span.size == 1 and span.reshape(()) != 0:
+        return lax.rem(x, span)  # a known nonzero span (the common case, eagerly)
     zero = lax.eq(span, np.array(0, span.dtype))
     r = lax.rem(x, lax.select_n(zero, span, lax.full(span.shape, 1, span.dtype)))
     return lax.select_n(zero, r, x)
@@ -545,20 +549,26 @@ def randint(key, shape, minval, maxval, dtype=np.int32):
 def _randint(key, shape, lo, hi, dtype):
     width = dtype.itemsize * 8
     udt = np.dtype(f"uint{width}")
+    _check_broadcasts(lo, shape, "minval")
+    _check_broadcasts(hi, shape, "maxval")
     top = _clip_convert(np.array(np.iinfo(dtype).max, dtype), hi.dtype)
-    hi_out_of_range = _to_shape(lax.gt(hi, top), shape)
-    lo = _to_shape(_clip_convert(lo, dtype), shape)
-    hi = _to_shape(_clip_convert(hi, dtype), shape)
-    k1, k2 = _split2(key)
-    higher, lower = _bits(k1, shape, width), _bits(k2, shape, width)
+    hi_out_of_range = lax.gt(hi, top)
+    lo, hi = _clip_convert(lo, dtype), _clip_convert(hi, dtype)
+    # The span, and 2**width % span = (2**(width/2) % span)**2 % span, at the bounds' shape
     span = lax.sub(lax.convert_element_type(hi, udt), lax.convert_element_type(lo, udt))
     empty = lax.le(hi, lo)
-    span = lax.select_n(empty, span, lax.full(shape, 1, udt))
+    span = lax.select_n(empty, span, np.array(1, udt))
     span = lax.select_n(lax.bitwise_and(hi_out_of_range, lax.bitwise_not(empty)),
                         span, lax.add(span, np.array(1, udt)))
-    # (higher * 2**width + lower) % span, with 2**width % span = (2**(width/2) % span)**2 % span
-    multiplier = _urem(lax.full(shape, 2 ** (width // 2), udt), span)
+    multiplier = _urem(np.array(2 ** (width // 2), udt), span)
     multiplier = _urem(lax.mul(multiplier, multiplier), span)
+    return _draw(_split2(key), shape, functools.partial(_randint_of, width=width, dtype=dtype),
+                 lo, span, multiplier)
+
+
+def _randint_of(y0, y1, z0, z1, lo, span, multiplier, *, width, dtype):
+    """lo + (higher * 2**width + lower) % span, for the words of the two keys of a split."""
+    higher, lower = _bits_of(y0, y1, width=width), _bits_of(z0, z1, width=width)
     offset = lax.add(lax.mul(_urem(higher, span), multiplier), _urem(lower, span))
     offset = _urem(offset, span)
     return lax.add(lo, lax.convert_element_type(offset, dtype))
