@@ -32,6 +32,8 @@ Written with lax primitives only, so that every sampler traces under jit, vmap a
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import lax
@@ -63,13 +65,14 @@ def _split(x):
     return hi, lax.sub(x, hi)
 
 
-def fma(a, b, c):
-    """a * b + c rounded once, in the dtype of the operands (float32 or float64)."""
+def fma(a, b, c, b_parts=None):
+    """a * b + c rounded once, in the dtype of the operands (float32 or float64). `b_parts`:
+    _split(b), when b is a polynomial's variable split once for all of its steps."""
     dtype = np.dtype(a.dtype)
     if dtype == _F64:
         p = lax.mul(a, b)
         ah, al = _split(a)
-        bh, bl = _split(b)
+        bh, bl = b_parts or _split(b)
         e = lax.add(lax.add(lax.add(lax.sub(lax.mul(ah, bh), p), lax.mul(ah, bl)),
                             lax.mul(al, bh)), lax.mul(al, bl))
         s = lax.add(p, c)
@@ -119,9 +122,10 @@ _LOG_P = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
 _LOG_Q1, _LOG_Q2 = -2.12194440e-4, 0.693359375  # ln 2 = Q2 - Q1, split for exact products
 
 
-def _log_f32(x):
+def _log_f32(x, finite_positive=False):
     """XLA's CPU float32 log: x = m * 2**e with m in [sqrt(1/2), sqrt(2)), log(m) by Cephes'
-    polynomial in f = m - 1, plus e * ln 2 in two exact pieces."""
+    polynomial in f = m - 1, plus e * ln 2 in two exact pieces; then inf, 0, negatives and NaN
+    (no-ops, skipped, when the caller knows x is finite and positive)."""
     m, e = _frexp_normal(lax.max(x, _c(np.finfo(np.float32).tiny, x)))  # denormals: tiny
     one = _c(1.0, x)
     below = lax.lt(m, _c(0.707106781186547524, x))
@@ -143,6 +147,8 @@ def _log_f32(x):
     r = lax.sub(f, lax.mul(_c(0.5, x), f2))
     r = lax.add(r, y)
     r = lax.add(r, lax.mul(_c(_LOG_Q2, x), e))
+    if finite_positive:
+        return r
     r = _select(lax.eq(x, _c(np.inf, x)), x, r)
     r = _select(lax.eq(x, _c(0.0, x)), lax.full(x.shape, -np.inf, x.dtype), r)
     return _select(lax.lt(x, _c(0.0, x)), lax.mul(x, _c(np.nan, x)), _select(lax.ne(x, x), x, r))
@@ -159,11 +165,12 @@ def _frexp_normal(x):
     return lax.bitcast_convert_type(m, _F32), e
 
 
-def log(x):
-    """The natural log as JAX computes it on the CPU."""
+def log(x, finite_positive=False):
+    """The natural log as JAX computes it on the CPU. `finite_positive`: the caller guarantees
+    x > 0 and finite (gumbel's arguments), so the special cases are left out."""
     if np.dtype(x.dtype) == _F64:
         return lax.log(x)
-    return _in_float32(_log_f32, x)
+    return _in_float32(functools.partial(_log_f32, finite_positive=finite_positive), x)
 
 
 _LOG1P_NUM = (4.5270000862445199635215e-5, 4.9854102823193375972212e-1,
@@ -183,9 +190,10 @@ def _horner(x, coeffs):
         for c in coeffs[1:]:
             p = _fma32(p, wx, c)
         return p
+    parts = _split(x)
     p = lax.full(x.shape, coeffs[0], x.dtype)
     for c in coeffs[1:]:
-        p = _fma_const(p, x, c)
+        p = fma(p, x, _c(c, x), parts)
     return p
 
 
@@ -281,9 +289,10 @@ def _piecewise_horner(t, branch, tables):
         for k in range(1, n):
             p = _fma32(p, wt, coefficient(k))
     else:
+        parts = _split(t)
         p = coefficient(0)
         for k in range(1, n):
-            p = fma(p, t, coefficient(k))
+            p = fma(p, t, coefficient(k), parts)
     return _broadcast_to(p, t.shape)
 
 

@@ -441,7 +441,10 @@ def _gumbel(key, shape, dtype):
 
 def _gumbel_of(y0, y1, lo, hi, *, dtype):
     u = _uniform_of(y0, y1, lo, hi, dtype=dtype)
-    return lax.neg(sm.log(lax.neg(sm.log(u))))
+    # u in [tiny, 1) and -log(u) in (0, 88]: both logs' arguments are finite and positive
+    known = type(lo) is np.ndarray and lo.reshape(()) > 0 and type(hi) is np.ndarray \
+        and hi.reshape(()) <= 1
+    return lax.neg(sm.log(lax.neg(sm.log(u, known)), known))
 
 
 # ---------------------------------------------------------------------------------------------
