@@ -150,7 +150,7 @@ def _log_f32(x, finite_positive=False):
     if finite_positive:
         return r
     r = _select(lax.eq(x, _c(np.inf, x)), x, r)
-    r = _select(lax.eq(x, _c(0.0, x)), lax.full(x.shape, -np.inf, x.dtype), r)
+    r = _select(lax.eq(x, _c(0.0, x)), _c(-np.inf, x), r)
     return _select(lax.lt(x, _c(0.0, x)), lax.mul(x, _c(np.nan, x)), _select(lax.ne(x, x), x, r))
 
 
@@ -191,7 +191,7 @@ def _horner(x, coeffs):
             p = _fma32(p, wx, c)
         return p
     parts = _split(x)
-    p = lax.full(x.shape, coeffs[0], x.dtype)
+    p = _c(coeffs[0], x)
     for c in coeffs[1:]:
         p = fma(p, x, _c(c, x), parts)
     return p

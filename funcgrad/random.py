@@ -31,7 +31,7 @@ import numpy as np
 from . import _sampler_math as sm
 from . import lax
 from . import numpy as fnp
-from .core import Tracer, array_namespace, user_line
+from .core import array_namespace, runs_now, user_line
 from .lax import threefry as _threefry
 
 __all__ = [
@@ -165,31 +165,18 @@ def threefry_2x32(k0, k1, x0, x1):
                                     for v in (k0, k1, x0, x1)))
 
 
-def _counters(shape):
-    """The flat index of each element of `shape` as a 64-bit counter, in two uint32 words
-    (high, low): JAX's `iota_2x32_shape`. The high word is a scalar 0 below 2**32 elements."""
-    size = math.prod(shape)
-    if size <= 2 ** 32:
-        return _u32(0), lax.reshape(lax.iota(_U32, size), shape)
-    wide = lax.iota(np.uint64, size)
-    hi = lax.shift_right_logical(wide, np.array(32, np.uint64))
-    lo = lax.bitwise_and(wide, np.array(0xFFFFFFFF, np.uint64))
-    return (lax.reshape(lax.convert_element_type(hi, _U32), shape),
-            lax.reshape(lax.convert_element_type(lo, _U32), shape))
-
-
-def _hash_counters(key, shape):
-    """Threefry of each element's counter under `key`: two uint32 arrays of `shape`."""
+def _hash_counters(key, shape, start=0):
+    """Threefry of each element's counter under `key`: two uint32 arrays of `shape`. Element i
+    (row major) hashes the 64-bit counter start + i, as high and low words: JAX's
+    `threefry_2x32(key, iota_2x32_shape(shape))`."""
     k0, k1 = _key_words(key)
-    hi, lo = _counters(shape)
-    return _threefry.threefry2x32(k0, k1, hi, lo)
+    return _threefry.threefry2x32_iota(k0, k1, shape, start)
 
 
-# Eager draws of more elements than this are computed this many at a time (a power of two, so
-# that a chunk's counters share their high word): their temporaries (the sampler formulas hold
-# a dozen arrays of the chunk's size, some float64) stay in the cache and stay a few MB
-# whatever the draw's size, instead of ~90 bytes per value of the whole draw. On a device
-# (CuPy) larger chunks, as a kernel launch costs what a NumPy call does.
+# Eager draws of more elements than this are computed this many at a time: their temporaries
+# (the sampler formulas hold a dozen arrays of the chunk's size, some float64) stay in the cache
+# and stay a few MB whatever the draw's size, instead of ~90 bytes per value of the whole draw.
+# On a device (CuPy) larger chunks, as a kernel launch costs what a NumPy call does.
 _CHUNK = 1 << 15
 _DEVICE_CHUNK = 1 << 22
 
@@ -202,18 +189,16 @@ def _draw(keys, shape, sample, *operands):
     every element is the same function of its own counter, so the numbers are the whole draw's
     (and those under jit or vmap), bit for bit."""
     size = math.prod(shape)
-    if size <= _CHUNK or any(type(v) is Tracer for v in keys + operands) or any(
+    if size <= _CHUNK or not runs_now(keys + operands) or any(
             math.prod(v.shape) != 1 for v in operands):
         words = [w for k in keys for w in _hash_counters(k, shape)]
         return sample(*words, *operands)
     operands = [lax.reshape(v, ()) for v in operands]
-    key_words = [_key_words(k) for k in keys]
     chunk = _CHUNK if array_namespace(keys) is np else _DEVICE_CHUNK
     out = None
     for start in range(0, size, chunk):
         n = min(chunk, size - start)
-        hi, lo = _u32(start >> 32), lax.add(lax.iota(_U32, n), _u32(start % 2 ** 32))
-        words = [w for k0, k1 in key_words for w in _threefry.threefry2x32(k0, k1, hi, lo)]
+        words = [w for k in keys for w in _hash_counters(k, (n,), start)]
         vals = sample(*words, *operands)
         if out is None:
             out = array_namespace([vals]).empty((size,), vals.dtype)

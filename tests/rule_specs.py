@@ -292,6 +292,19 @@ def _threefry_case():
 nondiff("threefry2x32", "a hash of uint32 words: integer operands and outputs", _threefry_case())
 
 
+def _threefry_iota_case():
+    """Keys of one shape (or a key and a scalar), counters from 0, or across 2**32."""
+    return st.tuples(shapes(0, 2), shapes(0, 2), st.booleans(),
+                     st.sampled_from([0, 5, 2 ** 32 - 3])).flatmap(
+        lambda t: st.tuples(ints(t[0], 0, 2 ** 32 - 1, np.uint32),
+                            ints(t[0] if t[2] else (), 0, 2 ** 32 - 1, np.uint32)).map(
+            lambda ks: Case(ks, {"shape": t[1], "start": t[3]})))
+
+
+nondiff("threefry2x32_iota", "a hash of uint32 counters: integer keys and outputs",
+        _threefry_iota_case())
+
+
 # ---------------------------------------------------------------------------------------------
 # select_n, convert_element_type
 

@@ -34,9 +34,13 @@ class Trace:
     """One level of tracing. Subclasses define how primitives are processed.
 
     concrete: tracers of this trace know their value, so Python control flow may read them.
+    staging: the trace records a program (make_jaxpr, jit, eval_shape); `stages_constants`: it
+      also records the operations none of whose operands is a tracer (see `constant_stager`).
     """
 
     concrete = False
+    staging = False
+    stages_constants = False
     name = "trace"
 
     def __init__(self, level):
@@ -70,6 +74,42 @@ class Trace:
 
 def current_traces():
     return tuple(_trace_stack)
+
+
+_constant_stagers = [0]  # live traces with stages_constants (eval_shape's)
+
+
+def constant_stager():
+    """The trace that records an operation on constants only (no tracer among its operands), or
+    None: run it now. Such operations are recorded by fg.eval_shape's trace, so that a function
+    of constants (`eval_shape(lambda: model.init(0))`) computes nothing, while a transform
+    started inside it that is not a program (grad, vmap) keeps it in effect. A program traced
+    inside it (jit's, a control-flow body's) computes its constants at trace time, as jit
+    always does: its program, cached or compiled, never holds a tracer of eval_shape's."""
+    if not _constant_stagers[0]:
+        return None
+    for trace in reversed(_trace_stack):
+        if trace.staging:
+            return trace if trace.stages_constants else None
+    return None
+
+
+def runs_now(values):
+    """Whether an operation on `values` runs at once (rather than being recorded): no tracer
+    among them, and no eval_shape recording operations on constants."""
+    return not any(type(v) is Tracer for v in values) and constant_stager() is None
+
+
+@contextlib.contextmanager
+def staging_constants(trace):
+    """Within the block, `trace` (a staging trace) records the operations on constants too."""
+    trace.stages_constants = True
+    _constant_stagers[0] += 1
+    try:
+        yield
+    finally:
+        _constant_stagers[0] -= 1
+        trace.stages_constants = False
 
 
 def transform_stack_str():
