@@ -2,10 +2,11 @@
 
 A key is a plain `uint32[2]` array (what `jax.random.PRNGKey` makes; `key_data` / `wrap_key_data`
 convert, as in JAX). Every function is a pure function of its key: the numbers are Threefry-2x32
-(20 rounds, Salmon et al. 2011) of a counter, written with integer primitives (add mod 2**32,
-shifts, or, xor), so the same key gives the same bits eagerly, under `jit`, under `vmap` over a
-batch of keys, inside `grad`, and on every backend. Keys are never reused: `split` a key into
-fresh ones, or `fold_in` an integer (a step, a layer index).
+(20 rounds, Salmon et al. 2011) of a counter, computed by primitives (`threefry2x32`, and
+`threefry2x32_iota` for a draw's counters: funcgrad/lax/threefry.py), so the same key gives the
+same bits eagerly, under `jit`, under `vmap` over a batch of keys, inside `grad`, and on every
+backend. Keys are never reused: `split` a key into fresh ones, or `fold_in` an integer (a step, a
+layer index).
 
 The streams are JAX's defaults (JAX 0.10, `jax_threefry_partitionable=True`), bit for bit:
 element i of a draw of shape s hashes the 64-bit counter i (its flat index) under the key;
@@ -19,6 +20,10 @@ float32 draws equal JAX's exactly; float64 normals can differ from JAX's in the 
 cases in ten thousand (the C library's log is not NumPy's everywhere). So a seed gives the same
 initialization in funcgrad and in JAX. Floating-point results default to float32, integers to
 int32, bits to uint32 (JAX's defaults without x64).
+
+Every element of a draw is a function of its own counter, so a large eager draw is computed a
+chunk of counters at a time straight into its output (`_draw`): the sampler's temporaries stay a
+few MB (in the cache) whatever the draw's size, and the numbers are the whole draw's.
 """
 
 from __future__ import annotations

@@ -279,6 +279,22 @@ def test_eval_shape_records_operations_on_constants():
     assert decides() in (0, 1)
     with pytest.raises(fg.ConcretizationError):
         fg.eval_shape(decides)
+    # Per thread: eager work in one thread while another is inside eval_shape stays eager.
+    import threading
+    inside_now, done = threading.Event(), threading.Event()
+
+    def waits():
+        inside_now.set()
+        done.wait(10)
+        return random.normal(random.key(0), (3,))
+    worker = threading.Thread(target=lambda: fg.eval_shape(waits))
+    worker.start()
+    inside_now.wait(10)
+    try:
+        assert type(fnp.sin(np.ones(3)) * 2) is np.ndarray
+    finally:
+        done.set()
+        worker.join()
     # jit's semantics are unchanged: constants are computed while tracing, and baked in.
     seen = []
 

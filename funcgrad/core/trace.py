@@ -10,6 +10,7 @@ trace whether it is still alive and concrete), so they live in one module. The a
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 
@@ -76,7 +77,8 @@ def current_traces():
     return tuple(_trace_stack)
 
 
-_constant_stagers = [0]  # live traces with stages_constants (eval_shape's)
+_constant_stagers = [0]  # live traces with stages_constants (eval_shape's), in any thread
+_thread = threading.local()  # .staging: this thread's live staging traces, innermost last
 
 
 def constant_stager():
@@ -85,12 +87,13 @@ def constant_stager():
     of constants (`eval_shape(lambda: model.init(0))`) computes nothing, while a transform
     started inside it that is not a program (grad, vmap) keeps it in effect. A program traced
     inside it (jit's, a control-flow body's) computes its constants at trace time, as jit
-    always does: its program, cached or compiled, never holds a tracer of eval_shape's."""
+    always does: its program, cached or compiled, never holds a tracer of eval_shape's. Per
+    thread: an eval_shape in one thread leaves the eager operations of the others alone."""
     if not _constant_stagers[0]:
         return None
-    for trace in reversed(_trace_stack):
-        if trace.staging:
-            return trace if trace.stages_constants else None
+    staging = getattr(_thread, "staging", None)
+    if staging and staging[-1].stages_constants:
+        return staging[-1]
     return None
 
 
@@ -122,10 +125,15 @@ def new_trace(trace_type, *args, **kwargs):
     """Start a trace one level above every live trace; it dies (tracers leak) on exit."""
     trace = trace_type(len(_trace_stack) + 1, *args, **kwargs)
     _trace_stack.append(trace)
+    staging = _thread.__dict__.setdefault("staging", []) if trace.staging else None
+    if staging is not None:
+        staging.append(trace)
     try:
         yield trace
     finally:
         _trace_stack.remove(trace)
+        if staging is not None:
+            staging.remove(trace)
         trace.alive = False
 
 

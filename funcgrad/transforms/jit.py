@@ -337,6 +337,10 @@ def _describe(key):
 def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), backend=None):
     """Compile `fun` per input signature. Usable as `@fg.jit` or `fg.jit(f, static_argnums=1)`.
 
+    Unlike JAX (which stages every operation, "omnistaging"), an operation none of whose operands
+    depends on the arguments (`fnp.arange(3) * 2`, a draw from a constant key) runs once while
+    `fun` is traced, and its result is a constant of the compiled program.
+
     donate_argnums: arguments whose buffers the function may overwrite (e.g. old parameters in
     an optimizer step). As in JAX, a donated array must not be used after the call: its contents
     are unspecified (NumPy cannot invalidate it, so this is documented, not checked).
