@@ -13,10 +13,10 @@ streams, and GPT-2 small's initialization.
    REV (`git show REV:funcgrad/random.py`, the last version before fg.random drew JAX's
    streams), loaded as a module of the current funcgrad: its formulas on today's primitives.
    It draws other numbers (different streams): a timing reference only.
-2. `gpt2`: GPT-2 small's 124M parameters (vocab 50257, 1024 positions, d_model 768, MLP 3072, 12
-   layers, tied embeddings) through `models.transformer_lm.init`: seconds and peak allocations
-   beyond the parameters, each in its own process, with fg.random and with the baseline's
-   samplers in the initializers (the baseline needs ~3.5 GB there).
+2. `gpt2`: GPT-2 small's 124M parameters (`models.gpt2.init(0, gpt2.default_config())`, normal
+   draws as Hugging Face initializes them): seconds and peak allocations beyond the parameters,
+   each in its own process, with fg.random and with the baseline's samplers in the initializers
+   (the baseline needs ~3 GB there).
 
 Run it with one thread (OPENBLAS_NUM_THREADS=1; the draws are NumPy elementwise work, which is
 single-threaded anyway) and read the load average it prints: on a shared machine the CPU
@@ -114,20 +114,16 @@ def bench_draws(n, rounds, baseline_rev):
 # ---------------------------------------------------------------------------------------------
 # GPT-2 small's initialization
 
-GPT2 = dict(vocab_size=50257, max_len=1024, d_model=768, d_mlp=3072, num_layers=12,
-            num_heads=12, tie_embeddings=True)
-
-
 def _gpt2_child(which, baseline_rev):
     import funcgrad as fg
-    from funcgrad import models
-    from funcgrad.models import initializers
+    from funcgrad import initializers
+    from funcgrad.models import gpt2
     if which == "baseline":
         initializers.random = load_baseline(baseline_rev)  # the samplers the initializers call
-    models.transformer_lm.init(0, vocab_size=64, max_len=8, d_model=8, d_mlp=8, num_layers=1)
+    gpt2.init(0, gpt2.default_config(n_layer=1, n_embd=8, n_head=2, vocab_size=64))  # warm-up
     tracemalloc.start()
     t0, c0 = time.perf_counter(), time.process_time()
-    params = models.transformer_lm.init(0, **GPT2)
+    params = gpt2.init(0, gpt2.default_config())
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -141,8 +137,8 @@ def _gpt2_child(which, baseline_rev):
 
 
 def bench_gpt2(baseline_rev):
-    print(f"\n### GPT-2 small's parameters through models.transformer_lm.init (one process "
-          f"each)\n{load_note()}\n")
+    print(f"\n### GPT-2 small's parameters, models.gpt2.init (one process each)\n"
+          f"{load_note()}\n")
     print("| samplers | parameters | wall s | CPU s | peak MiB beyond the parameters |")
     print("| --- | --- | --- | --- | --- |")
     out = {}

@@ -14,9 +14,9 @@ import numpy as np
 from . import errors as _errors
 from . import placement as _placement
 from .avals import PY_SCALARS
-from .errors import FP_QUIET, _describe, add_error_context, check_nans, fp_quiet_set, fp_reset
-from .placement import _device_args, _namespaces, register_device_arrays
-from .trace import Tracer, _constant_stagers, _leak_error, constant_stager
+from .errors import FP_QUIET, add_error_context, check_nans, describe, fp_quiet_set, fp_reset
+from .placement import device_args, namespaces, register_device_arrays
+from .trace import Tracer, constant_stager, constant_staging, leak_error
 
 
 class Primitive:
@@ -35,6 +35,14 @@ class Primitive:
                                             their bodies once instead of interpreting them)
     effectful (optional attribute): True for primitives with side effects (fg.debug callbacks,
       collectives): jit's passes never remove, merge, fold or reorder their equations.
+    Optional hooks the interpreters (funcgrad/interpreters) and passes look for:
+      grad_rule(trace, tracers, params) -> output tracers: reverse mode records its own tape entry
+        (control flow, custom_vjp_call); jvp_with_primal(primals, tangents, **params) -> (out,
+        tangents): forward mode computes the output too (custom rules); custom_rule: a call
+        whose `jaxpr` param jit's code generator may inline (its rule matters only to
+        transforms); inline_call: a call the passes always inline; collective: the batching rule
+        gets the vmap trace as `frame`; residuals_in_closure (on tape entries): residuals that
+        vjp_jaxpr cannot substitute.
     residuals: what a backward pass must keep of this primitive's values: "in", "out", "inout",
       "none" (linear primitives need only shapes) or "cross" (input i kept only when another input
       is active, as for mul and dot_general), or a tuple of the input positions to keep.
@@ -67,19 +75,19 @@ def bind(prim, *args, **params):
             t = a._trace
             if top is None or t.level > top.level:
                 top = t
-    if top is None and _constant_stagers[0]:
+    if top is None and constant_staging[0]:
         top = constant_stager()  # eval_shape: operations on constants are recorded too
     if top is None:
         # a CuPy (or other) array among the arguments, or a GPU default backend?
-        if _placement._route:
-            xp, args = _device_args(args)
+        if _placement.routing:
+            xp, args = device_args(args)
         else:
             xp = np
         fp = fp_quiet_set(FP_QUIET)  # inf/NaN without NumPy warnings (see core/errors.py)
         try:
             out = prim.impl(xp, *args, **params)
         except Exception as e:
-            add_error_context(e, prim, [_describe(a) for a in args])
+            add_error_context(e, prim, [describe(a) for a in args])
             raise
         finally:
             fp_reset(fp)
@@ -87,11 +95,11 @@ def bind(prim, *args, **params):
             out = tuple(o if type(o) is np.ndarray else _as_array(o) for o in out)
         elif type(out) is not np.ndarray:
             out = _as_array(out)
-        if _errors._debug_nans:
+        if _errors.debug_nans:
             check_nans(prim, args, out)
         return out
     if not top.alive:
-        raise _leak_error(top)
+        raise leak_error(top)
     tracers = [top.to_tracer(a) for a in args]
     try:
         return top.process(prim, tracers, params)
@@ -103,6 +111,6 @@ def bind(prim, *args, **params):
 def _as_array(x):
     if isinstance(x, np.generic) or type(x) in PY_SCALARS:
         return np.asarray(x)
-    if not _namespaces and hasattr(x, "__cuda_array_interface__"):
+    if not namespaces and hasattr(x, "__cuda_array_interface__"):
         register_device_arrays()
     return x

@@ -53,7 +53,7 @@ class Trace:
             if x._trace is self:
                 return x
             if not x._trace.alive or x._trace.level >= self.level:
-                raise _leak_error(x._trace)
+                raise leak_error(x._trace)
         return self.lift(x)
 
     def lift(self, x):
@@ -61,13 +61,6 @@ class Trace:
 
     def process(self, prim, tracers, params):
         raise NotImplementedError
-
-    def process_custom_jvp(self, fun, jvp_rule, args):
-        """By default a custom_jvp function is traced through (its rule applies under jvp/grad)."""
-        return fun(*args)
-
-    def process_custom_vjp(self, fun, fwd, bwd, args, out_tree):
-        return fun(*args)
 
     def __repr__(self):
         return f"{type(self).__name__}(level={self.level})"
@@ -77,7 +70,7 @@ def current_traces():
     return tuple(_trace_stack)
 
 
-_constant_stagers = [0]  # live traces with stages_constants (eval_shape's), in any thread
+constant_staging = [0]  # live traces with stages_constants (eval_shape's), in any thread
 _thread = threading.local()  # .staging: this thread's live staging traces, innermost last
 
 
@@ -89,7 +82,7 @@ def constant_stager():
     inside it (jit's, a control-flow body's) computes its constants at trace time, as jit
     always does: its program, cached or compiled, never holds a tracer of eval_shape's. Per
     thread: an eval_shape in one thread leaves the eager operations of the others alone."""
-    if not _constant_stagers[0]:
+    if not constant_staging[0]:
         return None
     staging = getattr(_thread, "staging", None)
     if staging and staging[-1].stages_constants:
@@ -107,11 +100,11 @@ def runs_now(values):
 def staging_constants(trace):
     """Within the block, `trace` (a staging trace) records the operations on constants too."""
     trace.stages_constants = True
-    _constant_stagers[0] += 1
+    constant_staging[0] += 1
     try:
         yield
     finally:
-        _constant_stagers[0] -= 1
+        constant_staging[0] -= 1
         trace.stages_constants = False
 
 
@@ -137,7 +130,7 @@ def new_trace(trace_type, *args, **kwargs):
         trace.alive = False
 
 
-def _leak_error(trace):
+def leak_error(trace):
     created = getattr(trace, "created_at", None)
     where = f" The transform was applied at {created}." if created else ""
     return LeakedTracerError(
@@ -189,12 +182,18 @@ def axis_group(name):
 # The one tracer class. Its array methods forward to funcgrad.numpy (installed by set_array_api),
 # so that the core does not depend on the layers above it.
 
-_array_api = None
+_array_api = None   # funcgrad.numpy: methods and operators call its functions by name
+_hooks = {}         # what NumPy's protocols and indexing call: see set_array_api
 
 
-def set_array_api(module):
+def set_array_api(module, *, getitem, index_update, array_ufunc, array_function):
+    """Install the array API tracers forward to: `module` (funcgrad.numpy) for methods and
+    operators, and the functions behind `x[idx]`, `x.at[idx]` and NumPy's `__array_ufunc__` /
+    `__array_function__` protocols."""
     global _array_api
     _array_api = module
+    _hooks.update(getitem=getitem, index_update=index_update, array_ufunc=array_ufunc,
+                  array_function=array_function)
 
 
 class Tracer:
@@ -226,7 +225,7 @@ class Tracer:
             v = self.val
             return v.concrete_value(what) if type(v) is Tracer else v
         if not trace.alive:
-            raise _leak_error(trace)
+            raise leak_error(trace)
         raise concretization_error(self, what)
 
     def __bool__(self):
@@ -292,13 +291,13 @@ class Tracer:
         return str(self)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return _array_api._array_ufunc(ufunc, method, inputs, kwargs)
+        return _hooks["array_ufunc"](ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        return _array_api._array_function(func, args, kwargs)
+        return _hooks["array_function"](func, args, kwargs)
 
     def __getitem__(self, idx):
-        return _array_api._getitem(self, idx)
+        return _hooks["getitem"](self, idx)
 
     def __setitem__(self, idx, value):
         raise TypeError("Traced arrays are immutable: use x = x.at[idx].set(value) instead of "
@@ -306,7 +305,7 @@ class Tracer:
 
     @property
     def at(self):
-        return _array_api._IndexUpdateHelper(self)
+        return _hooks["index_update"](self)
 
     @property
     def T(self):

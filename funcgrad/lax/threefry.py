@@ -26,7 +26,7 @@ import numpy as np
 from ..core import Primitive, ShapedArray, bind
 from . import structural
 from ._batching import elementwise_batch, move_to_front
-from ._util import _arr, astype
+from ._util import astype, to_operand
 from .elementwise import broadcast_shapes
 
 __all__ = ["threefry2x32", "threefry2x32_p", "threefry2x32_iota", "threefry2x32_iota_p"]
@@ -189,7 +189,7 @@ def threefry2x32_iota(k0, k1, shape, start=0):
     same as threefry2x32 of the counters, without an array of them: under jit nothing of the
     draw's size is computed at trace time, and eagerly the counters are written block by block
     straight into the words."""
-    operands = [_arr(v) for v in (k0, k1)]
+    operands = [to_operand(v) for v in (k0, k1)]
     _check_dtypes(operands, lambda a: f"{np.dtype(a.dtype).name}{list(a.shape)}")
     shape = tuple(int(d) for d in shape)
     if not 0 <= start or start + math.prod(shape) > 2 ** 64:
@@ -201,6 +201,6 @@ def threefry2x32_iota(k0, k1, shape, start=0):
 def threefry2x32(k0, k1, x0, x1):
     """Threefry-2x32 (20 rounds) of the blocks (x0, x1) under the keys (k0, k1): uint32 arrays
     that broadcast together. Returns the two output words, of the broadcast shape."""
-    operands = [_arr(v) for v in (k0, k1, x0, x1)]
+    operands = [to_operand(v) for v in (k0, k1, x0, x1)]
     _check_dtypes(operands, lambda a: f"{np.dtype(a.dtype).name}{list(a.shape)}")
     return tuple(bind(threefry2x32_p, *operands))
