@@ -91,9 +91,12 @@ def test_bfloat16_dtype_queries():
 # primitives, eigh and svd's sign fixing): covered by the direct tests further down.
 _FLOAT64_BUILT_IN = {"scan", "cond", "checkpoint", "while", "eigh", "svd", "custom_jvp_call",
                      "custom_vjp_call"}
+# bitcast_convert_type reinterprets bits, which no float64 reference shares:
+# test_bitcast_of_16_bit_floats.
+_BITS = {"bitcast_convert_type"}
 _KEYS = [k for k, e in list(SPECS.items()) + list(NONDIFF.items())
          if e.cases is not None and e.name in PRIMS and getattr(e, "axis_name", None) is None
-         and k not in _FLOAT64_BUILT_IN]
+         and k not in _FLOAT64_BUILT_IN | _BITS]
 
 _settings = settings(max_examples=3, deadline=None, derandomize=True, database=None,
                      suppress_health_check=list(HealthCheck))
@@ -304,6 +307,15 @@ def test_control_flow_carries_16_bit_floats(dtype):
     np.testing.assert_allclose(float(out), out64, rtol=0.05)
     np.testing.assert_allclose(g.astype(np.float64), g64, rtol=0.05, atol=0.05)
     np.testing.assert_allclose(jg.astype(np.float64), g64, rtol=0.05, atol=0.05)
+
+
+def test_bitcast_of_16_bit_floats():
+    x = np.array([1.0, -2.5, 3.0e-3], BF16)
+    bits = fg.lax.bitcast_convert_type(x, np.uint16)
+    np.testing.assert_array_equal(bits, x.view(np.uint16))
+    np.testing.assert_array_equal(fg.jit(lambda b: fg.lax.bitcast_convert_type(b, BF16))(bits), x)
+    h = fg.lax.bitcast_convert_type(bits, np.float16)
+    assert h.dtype == np.float16 and h.shape == (3,)
 
 
 def test_bfloat16_jaxpr_and_lowered_code():

@@ -533,7 +533,7 @@ convert_element_type_p.batch = elementwise_batch(convert_element_type_p)
 def _bitcast_abstract(x, *, new_dtype):
     old, new = np.dtype(x.dtype), np.dtype(new_dtype)
     for d in (old, new):
-        if d.kind not in "iufc":
+        if dtype_kind(d) not in "iufc":   # bfloat16 is a float (its NumPy kind is 'V')
             raise TypeError(f"bitcast_convert_type: cannot reinterpret the bits of {d} "
                             f"(operand {x.str_short()}, new_dtype {new}); integer, float and "
                             "complex types only")
