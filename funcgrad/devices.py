@@ -55,7 +55,7 @@ def _cupy():
         raise _gpu_missing(f"CuPy found no CUDA device ({e})") from None
     if n == 0:
         raise _gpu_missing("CuPy found no CUDA device")
-    from .backends.cupy_backend import namespace_for
+    from .backends.cupy_namespace import namespace_for
     from .core import register_array_namespace
     register_array_namespace(cupy.ndarray, namespace_for(cupy))
     return cupy
@@ -87,7 +87,7 @@ def _set_default_backend(value):
         if platform == "cpu":
             trace.set_default_namespace(np)
         else:
-            from .backends.cupy_backend import namespace_for
+            from .backends.cupy_namespace import namespace_for
             trace.set_default_namespace(namespace_for(_cupy()))
     except (ValueError, RuntimeError) as e:
         trace.set_default_namespace(e)

@@ -590,7 +590,7 @@ def test_fusion_respects_custom_predicate_and_shapes():
     groups = P.fusion_groups(closed, min_size=1)
     assert all(closed.eqns[i].primitive.name != "broadcast_in_dim"
                for g in groups for i in g.eqns)
-    assert P.fusion_groups(closed, is_elementwise=lambda p: False) == []
+    assert P.fusion_groups(closed, fusible=lambda eqn: False) == []
 
 
 # ---------------------------------------------------------------------------------------------

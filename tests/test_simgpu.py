@@ -20,7 +20,7 @@ import pytest
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
-from funcgrad.backends.cupy_backend import fused_kernel_source
+from funcgrad.backends.cuda_source import fused_kernel_source
 from funcgrad.core import eval_jaxpr
 from funcgrad.core.trace import unregister_array_namespace
 from funcgrad.transforms.passes import fuse, optimize

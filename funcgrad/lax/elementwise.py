@@ -98,6 +98,7 @@ def unary(name, impl, deriv=None, kinds=FLOAT, residuals="in", out_dtype=None, l
     p = Primitive(name, impl=impl, abstract_eval=_unary_abstract(name, kinds, out_dtype),
                   residuals="none" if linear else residuals,
                   differentiable=deriv is not None or linear)
+    p.elementwise = True
     p.batch = elementwise_batch(p)
     if linear:
         p.jvp = lambda primals, tangents, out: bind(p, tangents[0])
@@ -214,6 +215,7 @@ integer_pow_p = Primitive(
     "integer_pow", impl=_integer_pow_impl, abstract_eval=_integer_pow_abstract,
     jvp=lambda primals, tangents, out, y: mul(tangents[0], _integer_pow_deriv(primals[0], y)),
     vjp=lambda ct, primals, out, active, y: (mul(ct, _integer_pow_deriv(primals[0], y)),))
+integer_pow_p.elementwise = True
 integer_pow_p.batch = elementwise_batch(integer_pow_p)
 
 
@@ -239,6 +241,7 @@ def binary(name, impl, partials=None, kinds=NUMBER, residuals="in", out_dtype=No
     """
     p = Primitive(name, impl=impl, abstract_eval=_binary_abstract(name, kinds, out_dtype),
                   residuals=residuals, differentiable=partials is not None or vjp is not None)
+    p.elementwise = True
     p.batch = elementwise_batch(p)
 
     def default_jvp(primals, tangents, out):
@@ -451,6 +454,7 @@ def _select_n_vjp(ct, primals, out, active):
 
 select_n_p = Primitive("select_n", impl=_select_n_impl, abstract_eval=_select_n_abstract,
                        jvp=_select_n_jvp, vjp=_select_n_vjp, residuals=(0,))
+select_n_p.elementwise = True
 select_n_p.batch = elementwise_batch(select_n_p)
 
 
@@ -476,12 +480,14 @@ convert_element_type_p = Primitive(
     vjp=lambda ct, primals, out, active, new_dtype, weak_type=False: (
         convert_element_type(ct, primals[0].dtype)
         if _float_path(primals[0].dtype, new_dtype) else None,))
+convert_element_type_p.elementwise = True
 convert_element_type_p.batch = elementwise_batch(convert_element_type_p)
 
 
 stop_gradient_p = Primitive("stop_gradient", impl=lambda xp, x: x, abstract_eval=lambda x: x,
                             differentiable=False, jvp=lambda primals, tangents, out: None,
                             vjp=lambda ct, primals, out, active: (None,))
+stop_gradient_p.elementwise = True
 stop_gradient_p.batch = elementwise_batch(stop_gradient_p)
 
 

@@ -32,7 +32,7 @@ from ..lax import elementwise as _ew
 from ..lax import structural as _st
 
 __all__ = ["inline", "dce", "cse", "fold_constants", "simplify", "fusion_groups", "fuse",
-           "optimize", "FusionGroup", "is_elementwise", "ELEMENTWISE_PRIMITIVES", "fused_p"]
+           "optimize", "FusionGroup", "is_elementwise", "fused_p"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,8 +448,7 @@ def _scalarize_operands(eqn, ctx):
     """In a binary elementwise eqn, read a full-shape operand that holds one value (a constant
     of equal elements, a broadcast of a literal or of a rank-0 value) as that rank-0 value, which
     the primitive broadcasts itself: the big constant or the broadcast can then go."""
-    name = eqn.primitive.name
-    if name not in ELEMENTWISE_PRIMITIVES or name == "select_n" or len(eqn.invars) != 2:
+    if not is_elementwise(eqn) or eqn.primitive.name == "select_n" or len(eqn.invars) != 2:
         return eqn
     shape = eqn.outvars[0].aval.shape
     if shape == ():
@@ -653,13 +652,11 @@ _RULES = {
 # ---------------------------------------------------------------------------------------------
 # Fusion of elementwise equations
 
-ELEMENTWISE_PRIMITIVES = frozenset(
-    p.name for k, p in vars(_ew).items() if k.endswith("_p") and isinstance(p, Primitive))
-
-
-def is_elementwise(prim) -> bool:
-    """Default predicate: the primitive is one of funcgrad.lax.elementwise's."""
-    return prim.name in ELEMENTWISE_PRIMITIVES
+def is_elementwise(eqn) -> bool:
+    """Default fusion predicate: the equation's primitive is elementwise (`prim.elementwise`,
+    set by funcgrad.lax's elementwise definitions). A backend passes its own predicate to
+    `fuse`: the equations its code generator translates (funcgrad/backends)."""
+    return getattr(eqn.primitive, "elementwise", False)
 
 
 class FusionGroup(NamedTuple):
@@ -676,9 +673,10 @@ class FusionGroup(NamedTuple):
     shape: tuple
 
 
-def fusion_groups(program, is_elementwise=is_elementwise, min_size=2, broadcast_inputs=False):
+def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False):
     """Group elementwise equations (operands of the output's shape or rank 0) into DAGs that a
-    code generator can compute in one pass each (a NumPy chain with `out=`, a CUDA kernel).
+    code generator can compute in one pass each (a compiled loop, a CUDA kernel). `fusible(eqn)`
+    says which equations may join a group (a backend's: what its generator translates).
     With `broadcast_inputs`, operands may also broadcast to the output's shape NumPy-style (a
     bias row, a keepdims statistic): the code generator reads them with broadcast indexing.
 
@@ -706,7 +704,7 @@ def fusion_groups(program, is_elementwise=is_elementwise, min_size=2, broadcast_
             through |= {find(g) for g in reach.get(a, ())}
         out_shape = eqn.outvars[0].aval.shape if len(eqn.outvars) == 1 else None
         target = None
-        if out_shape is not None and _fusible(eqn, is_elementwise, broadcast_inputs):
+        if out_shape is not None and _fusible(eqn, fusible, broadcast_inputs):
             cands = []
             for a in ins:
                 j = producer.get(a)
@@ -751,10 +749,10 @@ def fusion_groups(program, is_elementwise=is_elementwise, min_size=2, broadcast_
     return [_describe_group(jaxpr, m, readers) for m in groups]
 
 
-def _fusible(eqn, is_elementwise, broadcast_inputs=False):
+def _fusible(eqn, fusible, broadcast_inputs=False):
     if eqn.primitive.multiple_results or len(eqn.outvars) != 1 or _has_effects(eqn):
         return False
-    if not is_elementwise(eqn.primitive):
+    if not is_elementwise(eqn) or not fusible(eqn):
         return False
     shape = eqn.outvars[0].aval.shape
     if broadcast_inputs:
@@ -792,16 +790,30 @@ fused_p = Primitive("fused", multiple_results=True, impl=_fused_impl,
 fused_p.inline_call = True  # inline() undoes fuse()
 
 
-def fuse(program, is_elementwise=is_elementwise, min_size=2, broadcast_inputs=False):
+def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, reductions=False,
+         horizontal=False):
     """The program with each fusion group replaced by one `fused[jaxpr=...]` equation, placed in
     a valid order (the groups' members need not be consecutive in the input).
-    `broadcast_inputs`: see `fusion_groups`.
+    `fusible`, `broadcast_inputs`: see `fusion_groups`. With `reductions`, a reduction
+    (`reduce_sum`, `reduce_max`, `reduce_min`, for which `fusible` holds) that is the only
+    reader of a group's only output, not itself a program output, joins the group as its last
+    equation: the code generator reduces the group's values without storing them (a single
+    elementwise equation feeding a reduction, `sum(x * x)`, makes such a group too).
 
-    The annotated program is what a code generator walks: a `fused` body is all elementwise.
-    `inline` turns it back into the flat program.
+    With `horizontal`, groups that compute the same equations on operands of their own shape
+    (no broadcasting, no reduction) and of which neither needs the other's results become one
+    `fused` equation whose body holds them side by side: one kernel call runs them all (an
+    optimizer's update of every parameter, the same activation on several tensors).
+
+    The annotated program is what a code generator walks: a `fused` body is all elementwise,
+    but for that final reduction. `inline` turns it back into the flat program.
     """
     jaxpr, consts, rebuild = _split(program)
-    groups = fusion_groups(program, is_elementwise, min_size, broadcast_inputs)
+    groups = fusion_groups(program, fusible, 1 if reductions else min_size, broadcast_inputs)
+    if reductions:
+        groups = _absorb_reductions(jaxpr, groups, fusible, min_size)
+    if horizontal:
+        groups = _merge_parallel(jaxpr, groups)
     unit_of = {}
     for gi, g in enumerate(groups):
         for i in g.eqns:
@@ -841,6 +853,104 @@ def fuse(program, is_elementwise=is_elementwise, min_size=2, broadcast_inputs=Fa
                 heapq.heappush(ready, (units[w][0], w))
     assert len(eqns) == len(units), "fusion groups form a cycle"
     return rebuild(Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns), consts)
+
+
+_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min")
+
+
+def _absorb_reductions(jaxpr, groups, fusible, min_size):
+    readers = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for a in eqn.invars:
+            if type(a) is Var:
+                readers.setdefault(a, []).append(i)
+    outs = {v for v in jaxpr.outvars if type(v) is Var}
+    kept = []
+    for g in groups:
+        if len(g.outputs) == 1 and g.outputs[0] not in outs:
+            users = readers.get(g.outputs[0], [])
+            red = jaxpr.eqns[users[0]] if len(users) == 1 else None
+            if red is not None and red.primitive.name in _REDUCTIONS and len(red.invars) == 1 \
+                    and red.params.get("axes") and not _has_effects(red) and fusible(red):
+                kept.append(FusionGroup(g.eqns + [users[0]], g.inputs, list(red.outvars),
+                                        g.shape))
+                continue
+        if len(g.eqns) >= min_size:
+            kept.append(g)
+    return kept
+
+
+def _merge_parallel(jaxpr, groups):
+    """Groups of equal structure and no path between them, merged (see `fuse`)."""
+    group_of = {i: g for g, grp in enumerate(groups) for i in grp.eqns}
+    reach = []   # per eqn: bit set of the groups whose results it (transitively) reads
+    producer = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        bits = 0
+        for a in eqn.invars:
+            j = producer.get(a) if type(a) is Var else None
+            if j is not None:
+                bits |= reach[j]
+                if j in group_of and group_of.get(i) != group_of[j]:
+                    bits |= 1 << group_of[j]
+        reach.append(bits)
+        for v in eqn.outvars:
+            producer[v] = i
+    reaches = [0] * len(groups)   # per group: the groups it reads from
+    for g, grp in enumerate(groups):
+        for i in grp.eqns:
+            reaches[g] |= reach[i]
+    buckets = {}   # structure -> [(member group ids, bit set of members)]
+    merged_into = {}
+    for g, grp in enumerate(groups):
+        key = _structure(jaxpr, grp)
+        if key is None:
+            continue
+        for members in buckets.setdefault(key, []):
+            mask = members[1]
+            if not (reaches[g] & mask) and not any(reaches[m] >> g & 1 for m in members[0]):
+                members[0].append(g)
+                members[1] |= 1 << g
+                merged_into[g] = members[0][0]
+                break
+        else:
+            buckets[key].append([[g], 1 << g])
+    if not merged_into:
+        return groups
+    members_of = {b[0][0]: b[0] for lists in buckets.values() for b in lists if len(b[0]) > 1}
+    out = []
+    for g, grp in enumerate(groups):
+        if g in members_of:
+            parts = [groups[m] for m in members_of[g]]
+            ins = [v for p in parts for v in p.inputs]
+            out.append(FusionGroup(sorted(i for p in parts for i in p.eqns),
+                                   list(dict.fromkeys(ins)),
+                                   [v for p in parts for v in p.outputs], grp.shape))
+        elif g not in merged_into:
+            out.append(grp)
+    return out
+
+
+def _structure(jaxpr, group):
+    """A key equal for groups computing the same equations on operands of their own shape (or
+    rank 0), or None for a group that broadcasts an operand or reduces."""
+    index, key = {}, []
+    for v in group.inputs:
+        if v.aval.shape not in (group.shape, ()):
+            return None
+        index[v] = ("in", len(index), v.aval.ndim == 0, str(v.aval.dtype))
+    for n, i in enumerate(group.eqns):
+        eqn = jaxpr.eqns[i]
+        if not is_elementwise(eqn) or eqn.outvars[0].aval.shape != group.shape:
+            return None
+        try:
+            params = _param_key(dict(eqn.params))
+        except _Unhashable:
+            return None
+        args = tuple(index[a] if type(a) is Var else _literal_key(a) for a in eqn.invars)
+        key.append((eqn.primitive.name, params, args, str(eqn.outvars[0].aval.dtype)))
+        index[eqn.outvars[0]] = ("eqn", n)
+    return tuple(key), tuple(index[v] for v in group.outputs)
 
 
 def _fused_eqn(jaxpr, group):
