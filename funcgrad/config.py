@@ -14,7 +14,7 @@ _DEFAULTS = {
     "explain_cache_misses": False,   # log why jit traced a function again
     "backend": "cpu",                # default backend for new arrays: "cpu" (NumPy) or "gpu"
     "log_compiles": False,           # log each jit trace + compile
-    "cpu_backend": "numpy",          # jit's CPU code generator: "llvm" (compiled) or "numpy"
+    "cpu_backend": "llvm",           # jit's CPU code generator: "llvm" (compiled) or "numpy"
     "jit_cache_size": 4096,          # compiled programs kept by all jitted functions (LRU; 0: all)
     "kernel_cache": True,            # keep compiled CPU kernels on disk (FUNCGRAD_CACHE_DIR)
     "cpu_threads": 0,                # threads for CPU kernels (0: the CPUs, OMP_NUM_THREADS)
