@@ -18,7 +18,8 @@ import numpy as np
 
 from . import tree_util
 from .core import Primitive, Tracer, bind
-from .core.trace import JaxprTrace, current_traces
+from .core.staging import JaxprTrace
+from .core.trace import current_traces
 
 __all__ = ["print", "callback", "debug_callback_p"]
 

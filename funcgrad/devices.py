@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import config, tree_util
-from .core.trace import inputs_on_default_backend, on_default_backend  # noqa: F401 (public)
+from .core.placement import inputs_on_default_backend, on_default_backend  # noqa: F401 (public)
 
 __all__ = ["Device", "devices", "default_backend", "device_put"]
 
@@ -81,16 +81,16 @@ def _set_default_backend(value):
     """Point the core at the default backend's namespace. A GPU default without CuPy or a device
     (or an unknown name) is remembered as the error, raised by the first call that needs it, so
     that `import funcgrad` itself works everywhere."""
-    from .core import trace
+    from .core import placement
     try:
         platform = _platform(value, "backend (the FUNCGRAD_BACKEND setting)")
         if platform == "cpu":
-            trace.set_default_namespace(np)
+            placement.set_default_namespace(np)
         else:
             from .backends.cupy_namespace import namespace_for
-            trace.set_default_namespace(namespace_for(_cupy()))
+            placement.set_default_namespace(namespace_for(_cupy()))
     except (ValueError, RuntimeError) as e:
-        trace.set_default_namespace(e)
+        placement.set_default_namespace(e)
 
 
 def devices(backend=None):
@@ -119,8 +119,8 @@ config.watch("backend", _set_default_backend)
 
 
 def _install_device_hook():
-    from .core import trace
-    trace._device_hook = _cupy
+    from .core import placement
+    placement._device_hook = _cupy
 
 
 _install_device_hook()

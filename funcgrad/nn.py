@@ -14,7 +14,7 @@ import numpy as np
 
 from . import lax
 from . import numpy as fnp
-from .core.trace import inputs_on_default_backend
+from .core.placement import inputs_on_default_backend
 from .transforms.custom import custom_jvp
 from .transforms.grad import stop_gradient
 

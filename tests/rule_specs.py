@@ -764,8 +764,9 @@ nondiff("qr", "derivative not implemented yet: its rules raise NotImplementedErr
 
 
 # ---------------------------------------------------------------------------------------------
-# Control flow (funcgrad/lax/control_flow.py): primitives holding sub-programs. The params (the
-# traced bodies) are taken from a make_jaxpr of the public function on fixed shapes.
+# Control flow (funcgrad/lax/conditionals.py, while_loops.py, scans.py, remat.py): primitives
+# holding sub-programs. The params (the traced bodies) are taken from a make_jaxpr of the public
+# function on fixed shapes.
 
 def _cf_params(prim_name, fn, *example):
     import funcgrad as fg

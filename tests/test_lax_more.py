@@ -1,4 +1,4 @@
-"""funcgrad.lax functions composed from primitives (funcgrad/lax/_more.py) and
+"""funcgrad.lax functions composed from primitives (those that funcgrad/lax/_more.py held) and
 funcgrad.scipy.special: each against a NumPy reference, gradients against central finite
 differences in float64, and one vmap and one jit check per family."""
 

@@ -22,7 +22,7 @@ import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad.backends.cuda_source import fused_kernel_source
 from funcgrad.core import eval_jaxpr
-from funcgrad.core.trace import unregister_array_namespace
+from funcgrad.core.placement import unregister_array_namespace
 from funcgrad.transforms.passes import fuse, optimize
 
 SIM = Path(__file__).resolve().parent / "simgpu"

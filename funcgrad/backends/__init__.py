@@ -124,8 +124,8 @@ def check_placement(flat, in_tree, xp, backend=None):
     host = [i for i, x in enumerate(flat) if type(x) is np.ndarray]
     if not host:
         return xp
-    from ..core import trace
-    if trace._default_xp is xp:  # a GPU default backend: host data goes there (copied per call)
+    from ..core import placement
+    if placement._default_xp is xp:  # a GPU default backend: host data goes there (copied per call)
         return xp
     from .. import tree_util
     paths = [tree_util.keystr(p) for p, _ in tree_util.tree_flatten_with_path(

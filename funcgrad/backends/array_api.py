@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from ..core import avals as _avals
-from ..core import trace as _trace
+from ..core import placement as _placement
 
 __all__ = ["ArrayAPINamespace", "register", "Unsupported"]
 
@@ -376,12 +376,12 @@ def register(std):
     `array_api_strict`): returns the adapter. Eager calls and `eval_jaxpr` on such arrays then
     compute with the adapter as `xp`."""
     ns = ArrayAPINamespace(std)
-    _trace.register_array_namespace(ns.array_type, ns)
+    _placement.register_array_namespace(ns.array_type, ns)
     _avals.register_dtypes(ns._to_np)
     return ns
 
 
 def unregister(ns):
     """Undo `register` (tests use this to leave the process as it was)."""
-    _trace.unregister_array_namespace(ns.array_type)
+    _placement.unregister_array_namespace(ns.array_type)
     _avals.unregister_dtypes(ns._to_np)

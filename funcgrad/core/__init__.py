@@ -2,25 +2,22 @@
 
 from .avals import ShapedArray, check_dtype, dtype_short, float0, get_aval, is_float
 from .jaxpr import ClosedJaxpr, Eqn, Jaxpr, Literal, SourceInfo, Var, user_line, user_source_info
-from .trace import (
-    ConcretizationError,
-    JaxprTrace,
-    LeakedTracerError,
-    Primitive,
-    Trace,
-    Tracer,
+from .placement import (
     array_namespace,
     as_value,
-    bind,
-    current_traces,
     device_namespace,
-    eval_jaxpr,
-    jaxpr_as_fun,
-    make_jaxpr,
-    new_trace,
     register_array_namespace,
-    set_array_api,
     to_host,
-    trace_to_jaxpr,
+)
+from .primitive import Primitive, bind
+from .staging import JaxprTrace, eval_jaxpr, jaxpr_as_fun, make_jaxpr, trace_to_jaxpr
+from .trace import (
+    ConcretizationError,
+    LeakedTracerError,
+    Trace,
+    Tracer,
+    current_traces,
+    new_trace,
+    set_array_api,
     transform_stack_str,
 )

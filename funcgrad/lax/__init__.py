@@ -6,10 +6,17 @@ from .structural import *  # noqa: F403
 from .structural import slice  # noqa: A004
 from .parallel import all_gather, axis_index, pmax, pmean, pmin, psum
 from .indexing import *  # noqa: F403
+from .dynamic_slicing import *  # noqa: F403
+from .cumulative import *  # noqa: F403
 from . import linalg  # noqa: E402
-from .control_flow import (  # noqa: E402
-    cond, cond_p, fori_loop, remat_p, scan, scan_p, switch, while_loop, while_p,
-)
-from .control_flow import map  # noqa: E402, A004 (lax's name)
-from .conv import conv_general_dilated  # noqa: E402
-from ._more import *  # noqa: E402, F403  (more of jax.lax, composed from the primitives above)
+from .conditionals import cond, cond_p, switch  # noqa: E402
+from .while_loops import fori_loop, while_loop, while_p  # noqa: E402
+from .scans import associative_scan, scan, scan_p  # noqa: E402
+from .scans import map  # noqa: E402, A004 (lax's name)
+from .remat import remat_p  # noqa: E402
+from .conv import conv_general_dilated, conv_transpose  # noqa: E402
+from .slicing import *  # noqa: E402, F403
+from .elementwise_composite import *  # noqa: E402, F403
+from .bitwise import *  # noqa: E402, F403
+from .sorting import *  # noqa: E402, F403
+from .windowed_reductions import *  # noqa: E402, F403

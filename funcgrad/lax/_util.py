@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import ShapedArray, user_line
+from ..core import ShapedArray, Tracer, user_line
 from ..core.avals import numpy_dtype
 
 
@@ -70,3 +70,15 @@ def copy(xp, x):
     """A fresh, writable copy of array `x`."""
     method = getattr(x, "copy", None)
     return method() if method is not None else xp.copy(x)
+
+
+def _arr(x):
+    """x as something primitives accept: arrays and tracers as they are, scalars as arrays."""
+    if isinstance(x, Tracer) or hasattr(x, "shape") and hasattr(x, "dtype") \
+            and not isinstance(x, np.generic):
+        return x
+    return np.asarray(x)
+
+
+def _const(value, like):
+    return np.array(value, like.dtype)

@@ -18,11 +18,12 @@ from .structural import (
     dot_general,
     pad,
     reshape,
+    rev,
     slice,
     transpose,
 )
 
-__all__ = ["conv_general_dilated", "conv_dimension_numbers", "padtype_to_pads"]
+__all__ = ["conv_general_dilated", "conv_dimension_numbers", "padtype_to_pads", "conv_transpose"]
 
 
 def conv_dimension_numbers(ndim_spatial, dimension_numbers):
@@ -164,3 +165,69 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     if out_perm != tuple(range(out.ndim)):
         out = transpose(out, out_perm)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# conv_transpose
+
+def _conv_transpose_padding(k, s, padding):
+    """(low, high) padding of the dilated-input convolution that transposes a forward conv with
+    kernel size k, stride s and the given padding (JAX's rule)."""
+    if padding == "SAME":
+        pad_len = k + s - 2
+        pad_a = k - 1 if s > k - 1 else int(np.ceil(pad_len / 2))
+    elif padding == "VALID":
+        pad_len = k + s - 2 + max(k - s, 0)
+        pad_a = k - 1
+    elif isinstance(padding, tuple):
+        pads = tuple(k - p - 1 for p in padding)
+        pad_a, pad_len = pads[0], sum(pads)
+    else:
+        raise ValueError(f"Invalid padding mode: {padding}")
+    return pad_a, pad_len - pad_a
+
+
+def conv_transpose(lhs, rhs, strides, padding, rhs_dilation=None, dimension_numbers=None,
+                   transpose_kernel=False, precision=None, preferred_element_type=None,
+                   use_consistent_padding=False):
+    """Transposed (fractionally strided) convolution, as jax.lax.conv_transpose: a
+    conv_general_dilated with lhs_dilation = strides and the padding JAX computes for
+    "SAME"/"VALID" (explicit pairs are used as they are unless use_consistent_padding, which
+    reads them as the forward conv's padding). Layouts default to TensorFlow's ("NHWC",
+    "HWIO", "NHWC" for 2-d); transpose_kernel flips the kernel's spatial axes and swaps its
+    I and O axes (Keras' Conv2DTranspose)."""
+    ndims = lhs.ndim
+    if ndims != rhs.ndim or ndims < 3:
+        raise ValueError(f"conv_transpose: lhs and rhs need the same rank >= 3, got shapes "
+                         f"{tuple(lhs.shape)} and {tuple(rhs.shape)}")
+    if dimension_numbers is None:
+        defaults = {3: ("NHC", "HIO", "NHC"), 4: ("NHWC", "HWIO", "NHWC"),
+                    5: ("NHWDC", "HWDIO", "NHWDC")}
+        if ndims not in defaults:
+            raise ValueError("conv_transpose: no default dimension_numbers for rank "
+                             f"{ndims}; pass them")
+        dimension_numbers = defaults[ndims]
+    rhs_spec = dimension_numbers[1]
+    if not isinstance(rhs_spec, str):
+        raise NotImplementedError("conv_transpose: dimension_numbers must be layout strings "
+                                  "such as ('NHWC', 'HWIO', 'NHWC')")
+    spatial = [i for i, c in enumerate(rhs_spec) if c not in "OI"]
+    nsp = len(spatial)
+    strides = tuple(int(s) for s in strides)
+    rhs_dilation = (1,) * nsp if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)
+    if use_consistent_padding or (isinstance(padding, str) and padding in ("SAME", "VALID")):
+        eff = [(rhs.shape[i] - 1) * d + 1 for i, d in zip(spatial, rhs_dilation)]
+        per_dim = [padding] * nsp if isinstance(padding, str) else [tuple(p) for p in padding]
+        pads = [_conv_transpose_padding(k, s, p) for k, s, p in zip(eff, strides, per_dim)]
+    else:
+        pads = padding
+    if transpose_kernel:
+        rhs = rev(rhs, tuple(spatial))
+        o, i = rhs_spec.index("O"), rhs_spec.index("I")
+        perm = list(range(ndims))
+        perm[o], perm[i] = i, o
+        rhs = transpose(rhs, tuple(perm))
+    return conv_general_dilated(lhs, rhs, (1,) * nsp, pads, lhs_dilation=strides,
+                                rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                precision=precision,
+                                preferred_element_type=preferred_element_type)

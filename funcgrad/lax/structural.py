@@ -13,7 +13,7 @@ import numpy as np
 from ..core import Primitive, ShapedArray, bind
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_to_front
-from ._util import astype, check_kind, normalize_axis, same_dtype, shape_error, weak
+from ._util import _arr, astype, check_kind, normalize_axis, same_dtype, shape_error, weak
 
 slice_builtin = builtins.slice  # this module defines lax.slice
 
@@ -80,6 +80,17 @@ def broadcast_in_dim(x, shape, broadcast_dimensions):
     """Broadcast x to `shape`; axis i of x becomes axis broadcast_dimensions[i] of the result."""
     return bind(broadcast_in_dim_p, x, shape=tuple(int(s) for s in shape),
                 broadcast_dimensions=tuple(int(d) for d in broadcast_dimensions))
+
+
+def broadcast(operand, sizes):
+    """operand with new leading axes of the given sizes: shape sizes + operand.shape."""
+    operand = _arr(operand)
+    sizes = tuple(int(s) for s in sizes)
+    if not sizes:
+        return operand
+    n = len(sizes)
+    return broadcast_in_dim(operand, sizes + tuple(operand.shape),
+                            tuple(range(n, n + operand.ndim)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +214,16 @@ def rev(x, dimensions):
     return bind(rev_p, x, dimensions=dimensions) if dimensions else x
 
 
+def collapse(operand, start_dimension, stop_dimension=None):
+    """Axes [start_dimension, stop_dimension) merged into one (row-major); None: to the end."""
+    lo, hi, _ = builtins.slice(start_dimension, stop_dimension).indices(operand.ndim)
+    if hi < lo:
+        raise ValueError(f"Invalid dimension range passed to collapse: {tuple(operand.shape)}"
+                         f"[{start_dimension}:{stop_dimension}]")
+    shape = tuple(operand.shape)
+    return reshape(operand, shape[:lo] + (math.prod(shape[lo:hi]),) + shape[hi:])
+
+
 # ---------------------------------------------------------------------------------------------
 # Reductions
 
@@ -262,7 +283,7 @@ def _prod_others(x, axes):
     Computed from exclusive prefix and suffix products, so zeros in x are handled exactly
     (out / x would divide by zero).
     """
-    from .indexing import cumprod
+    from .cumulative import cumprod
     kept = [i for i in range(x.ndim) if i not in axes]
     perm = kept + list(axes)
     xt = transpose(x, perm)
@@ -566,6 +587,37 @@ def dot_general(lhs, rhs, dimension_numbers, preferred_element_type=None):
           (tuple(int(i) for i in lb), tuple(int(i) for i in rb)))
     pet = None if preferred_element_type is None else np.dtype(preferred_element_type)
     return bind(dot_general_p, lhs, rhs, dimension_numbers=dn, preferred_element_type=pet)
+
+
+# ---------------------------------------------------------------------------------------------
+# Products
+
+def batch_matmul(lhs, rhs, precision=None):
+    """Matrix products batched over all leading axes: (..., m, k) @ (..., k, n) -> (..., m, n).
+    Both operands need the same rank >= 2 (as JAX); `precision` is accepted and ignored."""
+    del precision
+    if min(lhs.ndim, rhs.ndim) < 2:
+        raise ValueError(f"Arguments to batch_matmul must be at least 2D, got {lhs.ndim}, "
+                         f"{rhs.ndim}")
+    if lhs.ndim != rhs.ndim:
+        raise ValueError(f"Arguments to batch_matmul must have same ndim, got {lhs.ndim}, "
+                         f"{rhs.ndim}")
+    batch = tuple(range(lhs.ndim - 2))
+    return dot_general(lhs, rhs, (((lhs.ndim - 1,), (rhs.ndim - 2,)), (batch, batch)))
+
+
+def dot(lhs, rhs, precision=None, preferred_element_type=None, *, dimension_numbers=None):
+    """Vector-vector, matrix-vector or matrix-matrix product (lhs' last axis against rhs' first),
+    or any contraction given as `dimension_numbers` (as dot_general). `precision` is ignored."""
+    del precision
+    lhs, rhs = _arr(lhs), _arr(rhs)
+    if dimension_numbers is None:
+        if not (1 <= lhs.ndim <= 2 and 1 <= rhs.ndim <= 2 and lhs.shape[-1] == rhs.shape[0]):
+            raise ValueError("lax.dot: dimension_numbers must be given unless this is an "
+                             "un-batched matrix-matrix, matrix-vector or vector-vector product; "
+                             f"got shapes {tuple(lhs.shape)} and {tuple(rhs.shape)}")
+        dimension_numbers = (((lhs.ndim - 1,), (0,)), ((), ()))
+    return dot_general(lhs, rhs, dimension_numbers, preferred_element_type=preferred_element_type)
 
 
 # ---------------------------------------------------------------------------------------------

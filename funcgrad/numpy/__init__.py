@@ -13,14 +13,24 @@ import sys as _sys
 
 from .. import core as _fg_core
 from . import linalg
+from ._arithmetic import *
+from ._classification import *
+from ._complex import *
 from ._creation import *
+from ._diagonals import *
 from ._einsum import einsum, einsum_path
-from ._indexing import *
+from ._float_functions import *
+from ._index_tricks import *
 from ._indexing import _getitem, _IndexUpdateHelper
+from ._logic import *
+from ._logic import where  # ours, even if part B's namespace has one
+from ._nonzero import *
+from ._products import *
 from ._reductions import *
+from ._select import *
 from ._shape import *
-from ._ufuncs import *
-from ._ufuncs import where  # ours, even if part B's namespace has one
+from ._sorting import *
+from ._take import *
 
 # ---------------------------------------------------------------------------------------------
 # NumPy ufuncs and functions applied to tracers
@@ -95,6 +105,11 @@ def _array_function(func, args, kwargs):
 
 _fg_core.set_array_api(_sys.modules[__name__])
 
-# More of NumPy's API (convolve, interp, polynomials, unique and set operations, histograms, ...)
-from ._more import *  # noqa: E402, F403
-from ._more import bool  # noqa: E402, A004 (NumPy's dtype alias)
+# Signals, polynomials, vectorize, number utilities, unique and set operations, histograms
+from ._creation import bool  # noqa: E402, A004 (NumPy's dtype alias)
+from ._histogram import *  # noqa: E402, F403
+from ._number_utils import *  # noqa: E402, F403
+from ._polynomial import *  # noqa: E402, F403
+from ._setops import *  # noqa: E402, F403
+from ._signal import *  # noqa: E402, F403
+from ._vectorize import *  # noqa: E402, F403

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, check_dtype, user_line
-from ..core import trace as _trace
+from ..core import placement as _placement
 from ..core.avals import PY_SCALARS
 
 _WEAK_STANDIN = {"b": False, "i": 0, "u": 0, "f": 0.0, "c": 0j}
@@ -59,7 +59,7 @@ def asarray(x, dtype=None):
     """x as an array (a NumPy array, or a tracer inside a transform), optionally converted."""
     if type(x) is Tracer:
         return x if dtype is None else lax.convert_element_type(x, check_dtype(dtype))
-    if _trace._default_xp is not np:  # GPU default backend: host data goes to the device
+    if _placement._default_xp is not np:  # GPU default backend: host data goes to the device
         return _on_default_device(x, dtype)
     if isinstance(x, np.ndarray) and type(x) is np.ndarray:
         if dtype is None or x.dtype == dtype:
@@ -85,7 +85,7 @@ def _on_default_device(x, dtype):
         return stack([asarray(e, dtype) for e in x])
     host = np.asarray(x, dtype=None if dtype is None else check_dtype(dtype))
     check_dtype(host.dtype, "Array of dtype")
-    return _trace.default_namespace().asarray(host)
+    return _placement.default_namespace().asarray(host)
 
 
 def _contains_tracer(x):
@@ -234,3 +234,40 @@ def canonical_axes(axis, ndim):
 def convert(x, dtype):
     """x (already an array or tracer) in `dtype`; no-op when it already has it."""
     return x if x.dtype == dtype else lax.convert_element_type(x, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the elementwise functions
+
+def _c(value, like):
+    """A rank-0 constant of `like`'s dtype (broadcasts against it in a lax binary op)."""
+    return np.array(value, like.dtype)
+
+
+def _inexact(x):
+    t = type(x)
+    if (t is Tracer or t is np.ndarray) and x.dtype.kind in "fc":  # the common case, fast
+        return x
+    x = asarray(x)
+    return convert(x, inexact_dtype(x.dtype))
+
+
+def _named(name, fn, doc):
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    return fn
+
+
+def _no_bool(name, x):
+    if x.dtype.kind == "b":
+        raise TypeError(f"numpy boolean {name} is not supported (as in NumPy){user_line()}; "
+                        "use logical_not / logical_xor, or convert to an integer first.")
+
+
+def _float_binary_operands(x, y):
+    return promote2(x, y, dtype=inexact_dtype(result_type(x, y)))
+
+
+def _binary_shape(x, y):
+    shape = broadcast_shapes(x.shape, y.shape)
+    return broadcast_to(x, shape), broadcast_to(y, shape), shape

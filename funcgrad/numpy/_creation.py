@@ -15,8 +15,8 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, check_dtype, to_host
-from ..core import trace as _trace
-from ..core.trace import on_default_backend
+from ..core import placement as _placement
+from ..core.placement import on_default_backend
 from ._core import _contains_tracer, broadcast_to, convert, result_type
 from ._core import asarray as _asarray
 
@@ -35,18 +35,23 @@ dtype, generic, number, integer, signedinteger, unsignedinteger = (
 inexact, floating, complexfloating = np.inexact, np.floating, np.complexfloating
 ndarray = np.ndarray
 issubdtype, isdtype, isscalar = np.issubdtype, np.isdtype, np.isscalar
+# Dtype aliases NumPy 2 has (object_ is left out: funcgrad arrays hold numbers only).
+bool = np.bool_  # noqa: A001 (NumPy's name)
+uint = np.uint
+cdouble, csingle = np.cdouble, np.csingle
 
 _CONSTANTS = ["pi", "e", "inf", "nan", "euler_gamma", "newaxis", "bool_", "int8", "int16",
               "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32",
               "float64", "complex64", "complex128", "half", "single", "double", "intp", "uintp",
               "int_", "dtype", "generic", "number", "integer", "signedinteger",
               "unsignedinteger", "inexact", "floating", "complexfloating", "ndarray",
-              "issubdtype", "isdtype", "isscalar"]
+              "issubdtype", "isdtype", "isscalar", "bool", "uint", "cdouble",
+              "csingle"]
 
 
 def _new(x, like=None):
     """A new array built with NumPy, placed on the default backend (or on `like`'s device)."""
-    if _trace._default_xp is np and (like is None or type(like) is np.ndarray):
+    if _placement._default_xp is np and (like is None or type(like) is np.ndarray):
         return x  # the common case: NumPy stays NumPy
     return on_default_backend(x, like)
 
@@ -187,8 +192,8 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     if not _is_traced(start, stop):
         out = np.linspace(start, stop, num, endpoint, retstep, dtype, axis)
         return (_new(out[0]), np.asarray(out[1])) if retstep else _new(out)
+    from ._arithmetic import add, multiply, subtract, true_divide
     from ._shape import moveaxis
-    from ._ufuncs import add, multiply, subtract, true_divide
     dt = np.result_type(result_type(start, stop), 1.0)
     a, b = convert(_asarray(start), dt), convert(_asarray(stop), dt)
     div = (num - 1) if endpoint else num
@@ -215,7 +220,7 @@ def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
     """base ** linspace(start, stop)."""
     if not _is_traced(start, stop, base):
         return _new(np.logspace(start, stop, num, endpoint, base, dtype, axis))
-    from ._ufuncs import power
+    from ._arithmetic import power
     y = power(base, linspace(start, stop, num, endpoint, axis=axis))
     return y if dtype is None else convert(y, np.dtype(dtype))
 
@@ -224,7 +229,7 @@ def geomspace(start, stop, num=50, endpoint=True, dtype=None, axis=0):
     """Samples evenly spaced on a log scale from start to stop (positive endpoints)."""
     if not _is_traced(start, stop):
         return _new(np.geomspace(start, stop, num, endpoint, dtype, axis))
-    from ._ufuncs import exp, log
+    from ._float_functions import exp, log
     y = exp(linspace(log(start), log(stop), num, endpoint, axis=axis))
     return y if dtype is None else convert(y, np.dtype(dtype))
 

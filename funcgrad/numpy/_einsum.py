@@ -94,7 +94,7 @@ def _sizes(inputs, shapes):
 
 def _take_diagonal(x, letters):
     """Merge repeated letters of one operand by taking diagonals (a gather each)."""
-    from ._indexing import diagonal
+    from ._diagonals import diagonal
     while True:
         dup = next((c for c in letters if letters.count(c) > 1), None)
         if dup is None:

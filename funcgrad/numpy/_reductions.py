@@ -46,7 +46,7 @@ def _masked(x, where, fill):
     """x with the elements where `where` is False replaced by `fill`."""
     if where is None or where is True:
         return x
-    from ._ufuncs import _truth
+    from ._logic import _truth
     w = broadcast_to(_truth(where), x.shape)
     return lax.select_n(w, lax.full(x.shape, fill, x.dtype), x)
 
@@ -121,7 +121,7 @@ amax, amin = max, min
 def _bool_reduce(name, reducer, empty):
     def f(a, axis=None, out=None, keepdims=False, *, where=None):
         _no_out(out, name)
-        from ._ufuncs import _truth
+        from ._logic import _truth
         x = _truth(a)
         axes = canonical_axes(axis, x.ndim)
         x = _masked(x, where, empty)
@@ -144,7 +144,7 @@ any.__doc__ = "Whether some element (over the given axes) is true."
 def ptp(a, axis=None, out=None, keepdims=False):
     """Peak to peak: max - min over the given axes."""
     _no_out(out, "ptp")
-    from ._ufuncs import subtract
+    from ._arithmetic import subtract
     return subtract(max(a, axis, keepdims=keepdims), min(a, axis, keepdims=keepdims))
 
 
@@ -160,7 +160,7 @@ def _mean_dtypes(x, dtype):
 def _count_where(x, axes, where, dt, keepdims=True):
     if where is None or where is True:
         return np.array(_count(x.shape, axes), dt)
-    from ._ufuncs import _truth
+    from ._logic import _truth
     w = convert(broadcast_to(_truth(where), x.shape), dt)
     n = lax.reduce_sum(w, axes) if axes else w
     return lax.expand_dims(n, axes) if keepdims and axes else n
@@ -237,7 +237,7 @@ argmin = _arg_reduce("argmin", lax.argmin)
 
 def count_nonzero(a, axis=None, *, keepdims=False):
     """The number (int64) of non-zero elements over the given axes."""
-    from ._ufuncs import _truth
+    from ._logic import _truth
     return sum(_truth(a), axis, dtype=np.int64, keepdims=keepdims)
 
 
@@ -342,7 +342,7 @@ def nanmean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=None):
 
 
 def _where_mask(where):
-    from ._ufuncs import _truth
+    from ._logic import _truth
     return np.array(True) if where is None or where is True else _truth(where)
 
 
@@ -378,7 +378,6 @@ def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
 def _cumulative(name, lax_name, fill=None):
     def f(a, axis=None, dtype=None, out=None):
         _no_out(out, name)
-        from ..lax import indexing
         x = asarray(a)
         if fill is not None and x.dtype.kind in "fc":
             x = _nan_replaced(x, fill)
@@ -389,7 +388,7 @@ def _cumulative(name, lax_name, fill=None):
         if x.ndim == 0:
             x = lax.reshape(x, (1,))
         x = convert(x, _sum_dtype(x.dtype) if dtype is None else np.dtype(dtype))
-        return getattr(indexing, lax_name)(x, ax)
+        return getattr(lax, lax_name)(x, ax)
     f.__name__ = f.__qualname__ = name
     f.__doc__ = f"Running {lax_name[3:]} along an axis (of the flattened array for axis=None)."
     return f
@@ -429,24 +428,22 @@ cumulative_prod = _cumulative_v2("cumulative_prod", cumprod, 1)
 
 def sort(a, axis=-1, kind=None, order=None, *, stable=None):
     """A sorted copy along an axis (flattened for axis=None); nans sort last. Always stable."""
-    from ..lax import indexing
     x = asarray(a)
     if axis is None:
         x, axis = lax.reshape(x, (x.size,)), 0
     if x.ndim == 0:
         return x
-    return indexing.sort(x, dimension=canonical_axis(axis, x.ndim))
+    return lax.sort(x, dimension=canonical_axis(axis, x.ndim))
 
 
 def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
     """Indices (int64) that sort `a` along an axis; ties keep their order (stable)."""
-    from ..lax import indexing
     x = asarray(a)
     if axis is None:
         x, axis = lax.reshape(x, (x.size,)), 0
     if x.ndim == 0:
         return lax.convert_element_type(lax.full((), 0, np.int64), np.int64)
-    return indexing.argsort(x, dimension=canonical_axis(axis, x.ndim))
+    return lax.argsort(x, dimension=canonical_axis(axis, x.ndim))
 
 
 def _static_q(q, name):
@@ -616,7 +613,7 @@ def gradient(f, *varargs, axis=None, edge_order=1):
 
 def trapezoid(y, x=None, dx=1.0, axis=-1):
     """Integral of y along an axis by the trapezoidal rule (sample points x, or spacing dx)."""
-    from ._ufuncs import multiply, true_divide
+    from ._arithmetic import multiply, true_divide
     yv = asarray(y)
     ax = canonical_axis(axis, yv.ndim)
     m = yv.shape[ax]
@@ -627,7 +624,7 @@ def trapezoid(y, x=None, dx=1.0, axis=-1):
         start[ax], stop[ax] = lo, hi
         return lax.slice(v, start, stop)
 
-    from ._ufuncs import add
+    from ._arithmetic import add
     avg = add(sl(yv, 1, m), sl(yv, 0, builtins.max(m - 1, 0)))
     if x is None:
         d = dx
@@ -648,8 +645,8 @@ def cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=N
     """Covariance matrix of the variables in the rows (columns when rowvar=False) of m."""
     if fweights is not None or aweights is not None:
         raise NotImplementedError("cov: fweights/aweights are not supported yet")
+    from ._products import matmul
     from ._shape import atleast_2d, concatenate
-    from ._ufuncs import matmul
     x = asarray(m)
     if x.ndim > 2:
         raise ValueError("m has more than 2 dimensions")
@@ -672,7 +669,7 @@ def cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=N
 
 def corrcoef(x, y=None, rowvar=True, *, dtype=None):
     """Pearson correlation coefficients of the variables (rows when rowvar)."""
-    from ._ufuncs import clip
+    from ._arithmetic import clip
     c = cov(x, y, rowvar, dtype=dtype)
     if c.ndim == 0:
         return lax.div(c, c)

@@ -15,10 +15,11 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer, to_host, user_line
-from ._core import asarray, canonical_axes, canonical_axis, convert
+from ._core import asarray, canonical_axes, canonical_axis, convert, is_array
 from ._core import broadcast_shapes as _broadcast_shapes
 from ._core import broadcast_to as _broadcast_to
 from ._core import result_type as _result_type
+from ._indexing import INDEX, _concrete
 
 # ---------------------------------------------------------------------------------------------
 # Queries
@@ -428,12 +429,11 @@ def append(arr, values, axis=None):
 
 def take_static(x, idx, axis):
     """x's slices at the static integer positions `idx` (a 1-D NumPy array) along `axis`."""
-    from ..lax import indexing
     idx = np.asarray(idx, np.int64).reshape(-1)
     if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
         return _slice_axis(x, axis, int(idx[0]), int(idx[0]) + idx.size)
     xt = lax.transpose(x, (axis,) + tuple(i for i in range(x.ndim) if i != axis))
-    out = indexing.gather(xt, idx.reshape(-1, 1))
+    out = lax.gather(xt, idx.reshape(-1, 1))
     perm = list(range(1, x.ndim))
     perm.insert(axis, 0)
     return lax.transpose(out, tuple(perm))
@@ -641,6 +641,93 @@ def meshgrid(*xi, copy=True, sparse=False, indexing="xy"):
         else:
             out.append(lax.broadcast_in_dim(x, sizes, (p,)))
     return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Insertion and assembly: insert, block
+
+def insert(arr, obj, values, axis=None):
+    """arr with `values` inserted before the static indices (int, slice or sequence) `obj`."""
+    x = asarray(arr)
+    if axis is None:
+        x, axis = ravel(x), 0
+    ax = canonical_axis(axis, x.ndim)
+    n = x.shape[ax]
+    if type(obj) is Tracer:
+        obj = _concrete(obj, "insert's indices")
+    if isinstance(obj, slice):
+        indices = np.arange(*obj.indices(n), dtype=INDEX)
+    else:
+        indices = np.array(obj)
+        if indices.dtype == np.bool_:
+            raise IndexError("insert: boolean index arrays are not supported")
+        if indices.ndim > 1:
+            raise ValueError("index array argument obj to insert must be one dimensional or "
+                             "scalar")
+        indices = indices.astype(INDEX)
+    v = asarray(values, x.dtype) if not is_array(values) else convert(asarray(values), x.dtype)
+    if v.ndim < x.ndim:
+        v = reshape(v, (1,) * (x.ndim - v.ndim) + tuple(v.shape))
+    if indices.size == 1:
+        index = int(indices.item())
+        if not -n <= index <= n:
+            raise IndexError(f"index {index} is out of bounds for axis {ax} with size {n}")
+        index = index + n if index < 0 else index
+        if indices.ndim == 0:
+            v = moveaxis(v, 0, ax)
+        numnew = v.shape[ax]
+        perm = np.concatenate([np.arange(index), n + np.arange(numnew), np.arange(index, n)])
+    elif indices.size == 0 and not isinstance(obj, (int, np.integer)):
+        return x
+    else:
+        if np.any((indices < -n) | (indices > n)):
+            raise IndexError(f"index out of bounds for axis {ax} with size {n}")
+        indices = np.where(indices < 0, indices + n, indices)
+        numnew = len(indices)
+        order = indices.argsort(kind="mergesort")
+        indices[order] += np.arange(numnew)
+        perm = np.empty(n + numnew, INDEX)
+        old = np.ones(n + numnew, bool)
+        old[indices] = False
+        perm[indices] = n + np.arange(numnew)
+        perm[old] = np.arange(n)
+    block_shape = x.shape[:ax] + (numnew,) + x.shape[ax + 1:]
+    v = _broadcast_to(v, block_shape)
+    return take_static(concatenate([x, v], axis=ax), perm, ax)
+
+
+def _block_depth(a):
+    if isinstance(a, tuple):
+        raise TypeError("block: arrays is a tuple. Only lists can be used to arrange blocks, and "
+                        "np.block does not allow implicit conversion from tuple to ndarray.")
+    if isinstance(a, list):
+        if not a:
+            raise ValueError("block: lists cannot be empty")
+        depths = [_block_depth(e) for e in a]
+        if any(d != depths[0] for d in depths):
+            raise ValueError("block: list depths are mismatched")
+        return depths[0] + 1
+    return 0
+
+
+def _block_ndim(a):
+    if isinstance(a, list):
+        return builtins.max(_block_ndim(e) for e in a)
+    return asarray(a).ndim
+
+
+def block(arrays):
+    """Assemble an array from nested lists of blocks (innermost lists join along the last axis)."""
+    depth = _block_depth(arrays)
+    nd = builtins.max(depth, _block_ndim(arrays))
+
+    def build(a, level):
+        if not isinstance(a, list):
+            a = asarray(a)
+            return reshape(a, (1,) * (nd - a.ndim) + tuple(a.shape))
+        return concatenate([build(e, level + 1) for e in a], axis=nd - depth + level)
+
+    return build(arrays, 0)
 
 
 __all__ = sorted({n for n, v in list(globals().items())

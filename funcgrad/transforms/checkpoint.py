@@ -1,7 +1,7 @@
 """Rematerialization: `checkpoint` (alias `remat`) and `print_saved_residuals`.
 
 `checkpoint(f)` traces f to a program and applies it as one `remat_p` equation
-(funcgrad/lax/control_flow.py). Reverse mode stores only that equation's inputs; its VJP re-runs
+(funcgrad/lax/remat.py). Reverse mode stores only that equation's inputs; its VJP re-runs
 f's forward under a fresh reverse-mode trace during the backward pass, then backpropagates, so f's
 intermediates live only while its own backward step runs. Under jit the recomputation is part of
 the program's backward half; remat_p is not an inline call, so the optimizer does not merge the
@@ -19,7 +19,8 @@ import numpy as np
 
 from .. import tree_util
 from ..core import Tracer, bind, get_aval, new_trace, user_source_info
-from ..lax.control_flow import _aval, _trace_flat, checkpoint_name, remat_p  # noqa: F401
+from ..lax._programs import _aval, _trace_flat
+from ..lax.remat import checkpoint_name, remat_p  # noqa: F401
 from ._util import fun_name
 from .grad import GradTrace, _as_value
 

@@ -21,6 +21,8 @@ import numpy as np
 from .. import config, tree_util
 from ..backends import backend_for, check_placement
 from ..core import Tracer, array_namespace, eval_jaxpr, get_aval, user_line
+from ..core import errors as _errors
+from ..core import placement as _placement
 from ..core import trace as _trace
 from ..core.avals import PY_SCALARS
 from . import stages
@@ -104,7 +106,7 @@ class JitFunction:
             static_pos, statics = (), ()
             flat, in_tree = tree_util.tree_flatten((args, {}))
         key = (in_tree, tuple([(x.shape, x.dtype) if type(x) is np.ndarray else _leaf_key(x)
-                               for x in flat]), statics, (_trace._default_xp, _cpu_backend[0]))
+                               for x in flat]), statics, (_placement._default_xp, _cpu_backend[0]))
         return key, flat, in_tree, static_pos, statics
 
     # -- trace and lower --
@@ -112,7 +114,7 @@ class JitFunction:
         # the namespace to run with (backend="gpu": CuPy, or a clear error when CuPy or a GPU is
         # missing); a call mixing NumPy and CuPy arrays raises, naming the arguments
         if xp is np and any(hasattr(x, "__cuda_array_interface__") for x in flat):
-            _trace.register_device_arrays()  # CuPy arrays made before the GPU backend was used
+            _placement.register_device_arrays()  # CuPy arrays made before the GPU backend was used
             xp = array_namespace(flat)
         xp = check_placement(flat, in_tree, xp, self.backend)
         closed, out_tree = stages.trace(
@@ -174,7 +176,7 @@ class JitFunction:
             flat = _safe_donations(flat, compiled)
         if compiled.has_scalars:
             flat = [np.asarray(x) if type(x) in PY_SCALARS else x for x in flat]
-        if _trace._debug_nans:
+        if _errors._debug_nans:
             return self._call_checking_nans(compiled, flat)
         try:
             outs = compiled.fn(*compiled.consts, *flat)
@@ -189,8 +191,8 @@ class JitFunction:
         if eqn is not None:
             outer = _trace.transform_stack_str()
             stack = f"{outer} > {self.__name__}" if outer else self.__name__
-            _trace.add_error_context(e, eqn.primitive, [v.aval.str_short() for v in eqn.invars],
-                                     eqn.source_info, stack)
+            _errors.add_error_context(e, eqn.primitive, [v.aval.str_short() for v in eqn.invars],
+                                      eqn.source_info, stack)
 
     def _call_checking_nans(self, compiled, flat):
         """debug_nans: run the compiled program; if an output holds a NaN or Inf, re-run the
