@@ -1,9 +1,9 @@
 """Float32 math for the compiled CPU kernels, as LLVM IR that vectorizes (no calls, no branches):
-`exp` and `log` with the classic Cody-Waite range reductions and Cephes' minimax polynomials
+`exp`, `log` and `tanh` with the classic Cody-Waite range reductions and Cephes' minimax polynomials
 (S. L. Moshier, "Methods and Programs for Mathematical Functions", 1989), evaluated with fused
-multiply-adds. Both are within 2 ulp of the correctly rounded result (NumPy's own SIMD float32
-exp and log are within about 1 ulp; tests/test_llvm_backend.py checks the agreement), and give
-NumPy's values at the special points: NaN, +-inf, 0, overflow, underflow and subnormals.
+multiply-adds. Each is within 1 ulp of the correctly rounded result (NumPy's own SIMD float32
+loops: exp 2, log 3, tanh 1; tests/test_lowering.py checks the agreement with NumPy), and gives
+NumPy's values at the special points: NaN, +-inf, +-0, overflow, underflow and subnormals.
 
 Other float functions are not written here: an equation needing one runs NumPy's SIMD loop
 (llvm_codegen.can_translate leaves it out of the kernels).
@@ -22,12 +22,15 @@ def _f(v):
     return "0x%016X" % struct.unpack("<Q", struct.pack("<d", float(np.float32(v))))[0]
 
 
-FUNCTIONS = {("exp", "float"): "fg_expf", ("log", "float"): "fg_logf"}
+FUNCTIONS = {("exp", "float"): "fg_expf", ("log", "float"): "fg_logf",
+             ("tanh", "float"): "fg_tanhf"}
 
 _DECLS = ("declare float @llvm.fma.f32(float, float, float)",
           "declare float @llvm.rint.f32(float)",
           "declare float @llvm.minnum.f32(float, float)",
-          "declare float @llvm.maxnum.f32(float, float)")
+          "declare float @llvm.maxnum.f32(float, float)",
+          "declare float @llvm.fabs.f32(float)",
+          "declare float @llvm.copysign.f32(float, float)")
 
 # exp: x = k ln2 + r, |r| <= ln2/2, ln2 = LN2_HI + LN2_LO with LN2_HI exact in 9 bits (k ln2_hi
 # is exact for |k| < 2^15); e^r = 1 + r + r^2 P(r); the result is scaled by 2^k in two steps so
@@ -123,7 +126,48 @@ def _log():
 """
 
 
-_DEFINITIONS = {"fg_expf": _EXP, "fg_logf": _log()}
+# tanh: |x| < 0.625: x + x^3 P(x^2) (Cephes' tanhf polynomial); otherwise with t = e^(-2|x|),
+# tanh|x| = (1 - t) / (1 + t), t from the exp reduction above on [-87, 0] (a normal result:
+# one scaling, no special cases), the sign copied from x. NaN passes through the polynomial.
+_TANH = f"""define internal float @fg_tanhf(float %x) #1 {{
+  %z = call float @llvm.fabs.f32(float %x)
+  %a0 = fmul float %z, -2.0
+  %a = call float @llvm.maxnum.f32(float %a0, float {_f(-87.0)})
+  %t = fmul float %a, {_f(1.44269504088896341)}
+  %k = call float @llvm.rint.f32(float %t)
+  %r1 = call float @llvm.fma.f32(float %k, float {_f(-0.693359375)}, float %a)
+  %r = call float @llvm.fma.f32(float %k, float {_f(2.12194440e-4)}, float %r1)
+  %p0 = call float @llvm.fma.f32(float {_f(1.9875691500e-4)}, float %r, float {_f(1.3981999507e-3)})
+  %p1 = call float @llvm.fma.f32(float %p0, float %r, float {_f(8.3334519073e-3)})
+  %p2 = call float @llvm.fma.f32(float %p1, float %r, float {_f(4.1665795894e-2)})
+  %p3 = call float @llvm.fma.f32(float %p2, float %r, float {_f(1.6666665459e-1)})
+  %p4 = call float @llvm.fma.f32(float %p3, float %r, float {_f(5.0000001201e-1)})
+  %r2 = fmul float %r, %r
+  %p5 = call float @llvm.fma.f32(float %p4, float %r2, float %r)
+  %p = fadd float %p5, 1.0
+  %ki = fptosi float %k to i32
+  %kb = shl i32 %ki, 23
+  %pb = bitcast float %p to i32
+  %eb = add i32 %pb, %kb
+  %e = bitcast i32 %eb to float
+  %num = fsub float 1.0, %e
+  %den = fadd float 1.0, %e
+  %q = fdiv float %num, %den
+  %big = call float @llvm.copysign.f32(float %q, float %x)
+  %zz = fmul float %x, %x
+  %s0 = call float @llvm.fma.f32(float {_f(-5.70498872745e-3)}, float %zz, float {_f(2.06390887954e-2)})
+  %s1 = call float @llvm.fma.f32(float %s0, float %zz, float {_f(-5.37397155531e-2)})
+  %s2 = call float @llvm.fma.f32(float %s1, float %zz, float {_f(1.33314422036e-1)})
+  %s3 = call float @llvm.fma.f32(float %s2, float %zz, float {_f(-3.33332819422e-1)})
+  %s4 = fmul float %s3, %zz
+  %small = call float @llvm.fma.f32(float %s4, float %x, float %x)
+  %isbig = fcmp oge float %z, 0.625
+  %y = select i1 %isbig, float %big, float %small
+  ret float %y
+}}
+"""
+
+_DEFINITIONS = {"fg_expf": _EXP, "fg_logf": _log(), "fg_tanhf": _TANH}
 
 
 def definition(name, module):

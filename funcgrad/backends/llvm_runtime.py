@@ -27,10 +27,11 @@ import numpy as np
 
 from .. import config
 
-__all__ = ["compile_kernels", "available", "threads", "Parallel", "cache_dir"]
+__all__ = ["compile_kernels", "available", "threads", "Parallel", "cache_dir", "stats"]
 
 _ENV = None           # (target machine, pass builder options) once LLVM is set up
 _functions: dict = {}  # pattern -> ctypes function (this process)
+stats = {"modules compiled": 0, "modules loaded": 0, "kernels": 0}  # for tests and profiles
 _engines = []          # execution engines holding the compiled code (kept for the process)
 _lock = threading.Lock()
 
@@ -67,11 +68,11 @@ def _setup():
         cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
         tm = llvm.Target.from_default_triple().create_target_machine(
             cpu=cpu, features=features, opt=3, reloc="default", codemodel="jitdefault")
-        wide = "+avx512f" in features
-        attrs = ('attributes #0 = { nounwind }\n'
-                 'attributes #1 = { nounwind alwaysinline '
-                 + ('"prefer-vector-width"="512" "min-legal-vector-width"="512" ' if wide else '')
-                 + '}\n')
+        # 512-bit vectors where the CPU has them (LLVM's default prefers 256 on x86)
+        wide = ('"prefer-vector-width"="512" "min-legal-vector-width"="512" '
+                if "+avx512f" in features else "")
+        attrs = (f'attributes #0 = {{ nounwind {wide}}}\n'
+                 f'attributes #1 = {{ nounwind alwaysinline {wide}}}\n')
         key = f"{llvm.llvm_version_info}|{cpu}|{features}|{tm.triple}"
         _ENV = (llvm, tm, attrs, key)
     return _ENV
@@ -108,9 +109,11 @@ def _object_code(text):
             with open(path, "rb") as f:
                 blob = f.read()
             if hashlib.sha256(blob[32:]).digest() == blob[:32]:
+                stats["modules loaded"] += 1
                 return blob[32:]
         except OSError:
             pass
+    stats["modules compiled"] += 1
     mod = llvm.parse_assembly(text)
     mod.verify()
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
@@ -157,6 +160,7 @@ def compile_kernels(kernels):
                 proto = ctypes.CFUNCTYPE(None, *([ctypes.py_object] * n_arrays
                                                  + [ctypes.c_int64] * (len(k.dims) + 2)))
                 _functions[k.pattern] = proto(address)
+                stats["kernels"] += 1
         return {k.name: _functions[k.pattern] for k in kernels}
 
 

@@ -800,10 +800,11 @@ def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, re
     equation: the code generator reduces the group's values without storing them (a single
     elementwise equation feeding a reduction, `sum(x * x)`, makes such a group too).
 
-    With `horizontal`, groups that compute the same equations on operands of their own shape
-    (no broadcasting, no reduction) and of which neither needs the other's results become one
-    `fused` equation whose body holds them side by side: one kernel call runs them all (an
-    optimizer's update of every parameter, the same activation on several tensors).
+    With `horizontal`, groups of which neither needs the other's results become one `fused`
+    equation whose body holds them side by side (one kernel call runs them all) when they
+    compute the same equations on operands of their own shape (the same activation on several
+    tensors), or when only the program's caller reads their results (an optimizer's update of
+    every parameter and state). Groups ending in a reduction stay apart.
 
     The annotated program is what a code generator walks: a `fused` body is all elementwise,
     but for that final reduction. `inline` turns it back into the flat program.
@@ -902,8 +903,13 @@ def _merge_parallel(jaxpr, groups):
             reaches[g] |= reach[i]
     buckets = {}   # structure -> [(member group ids, bit set of members)]
     merged_into = {}
+    outs = {v for v in jaxpr.outvars if type(v) is Var}
     for g, grp in enumerate(groups):
-        key = _structure(jaxpr, grp)
+        if all(v in outs for v in grp.outputs) and all(
+                is_elementwise(jaxpr.eqns[i]) for i in grp.eqns):
+            key = "final"   # results only the caller reads (new parameters and states)
+        else:
+            key = _structure(jaxpr, grp)
         if key is None:
             continue
         for members in buckets.setdefault(key, []):
