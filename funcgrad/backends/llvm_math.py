@@ -160,7 +160,9 @@ _TANH = f"""define internal float @fg_tanhf(float %x) #1 {{
   %s2 = call float @llvm.fma.f32(float %s1, float %zz, float {_f(1.33314422036e-1)})
   %s3 = call float @llvm.fma.f32(float %s2, float %zz, float {_f(-3.33332819422e-1)})
   %s4 = fmul float %s3, %zz
-  %small = call float @llvm.fma.f32(float %s4, float %x, float %x)
+  %small0 = call float @llvm.fma.f32(float %s4, float %x, float %x)
+  %zero = fcmp oeq float %x, 0.0
+  %small = select i1 %zero, float %x, float %small0
   %isbig = fcmp oge float %z, 0.625
   %y = select i1 %isbig, float %big, float %small
   ret float %y

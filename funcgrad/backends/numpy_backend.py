@@ -193,8 +193,20 @@ def _direct_call(eqn, ins, namespace):
     out = eqn.outvars[0].aval
     if name in ("reshape", "expand_dims", "squeeze"):
         return f"{ins[0]}.reshape({out.shape!r})"
+    if name == "convert_element_type" and out.ndim == 0 and out.dtype.kind == "f" \
+            and eqn.invars[0].aval.dtype.kind in "iuf":  # a scalar (bias corrections, counts)
+        namespace[f"t_{out.dtype.name}"] = out.dtype.type
+        return f"t_{out.dtype.name}({ins[0]})"
     if name == "broadcast_in_dim" and _expanded_shape(eqn) == out.shape:  # only adds 1-axes
         return f"{ins[0]}.reshape({out.shape!r})"
+    if name == "dot_general" and out.ndim == 2 and eqn.invars[0].aval.ndim == 2 \
+            and eqn.invars[1].aval.ndim == 2 and eqn.params.get("preferred_element_type") is None \
+            and not eqn.params["dimension_numbers"][1][0]:  # a matrix product: one matmul
+        (lc, rc), _ = eqn.params["dimension_numbers"]
+        namespace["np_matmul"] = np.matmul
+        a = ins[0] if lc[0] == 1 else f"{ins[0]}.T"
+        b = ins[1] if rc[0] == 0 else f"{ins[1]}.T"
+        return f"np_matmul({a}, {b})"
     if name in _REDUCERS:
         fn = f"np_{_REDUCERS[name]}_reduce"
         namespace[fn] = getattr(np, _REDUCERS[name]).reduce

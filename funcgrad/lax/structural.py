@@ -408,6 +408,11 @@ def _dot_impl(xp, lhs, rhs, *, dimension_numbers, preferred_element_type=None):
     (transposes are views; NumPy's matmul calls BLAS once per matrix, transposes folded into
     the call, batch axes at any strides). The result is (batch..., lhs free..., rhs free...)."""
     (lc, rc), (lb, rb) = dimension_numbers
+    if not lb and len(lc) == 1 and lhs.ndim == 2 and rhs.ndim == 2:  # a matrix product
+        out = xp.matmul(lhs if lc[0] == 1 else lhs.T, rhs if rc[0] == 0 else rhs.T)
+        if preferred_element_type is not None:
+            out = astype(xp, out, preferred_element_type, copy=False)
+        return out
     if not lc:  # no contraction (outer products, per batch)
         lfree = [i for i in range(lhs.ndim) if i not in lb]
         rfree = [i for i in range(rhs.ndim) if i not in rb]

@@ -791,7 +791,7 @@ fused_p.inline_call = True  # inline() undoes fuse()
 
 
 def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, reductions=False,
-         horizontal=False):
+         horizontal=False, singles=None):
     """The program with each fusion group replaced by one `fused[jaxpr=...]` equation, placed in
     a valid order (the groups' members need not be consecutive in the input).
     `fusible`, `broadcast_inputs`: see `fusion_groups`. With `reductions`, a reduction
@@ -805,14 +805,20 @@ def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, re
     compute the same equations on operands of their own shape (the same activation on several
     tensors), or when only the program's caller reads their results (an optimizer's update of
     every parameter and state). Groups ending in a reduction stay apart.
+    `singles(eqn)`: a lone equation also makes a group where it says so (one whose NumPy
+    implementation takes several passes, compiled into one).
 
     The annotated program is what a code generator walks: a `fused` body is all elementwise,
     but for that final reduction. `inline` turns it back into the flat program.
     """
     jaxpr, consts, rebuild = _split(program)
-    groups = fusion_groups(program, fusible, 1 if reductions else min_size, broadcast_inputs)
+    groups = fusion_groups(program, fusible, 1 if reductions or singles else min_size,
+                           broadcast_inputs)
     if reductions:
-        groups = _absorb_reductions(jaxpr, groups, fusible, min_size)
+        groups = _absorb_reductions(jaxpr, groups, fusible, min_size if singles is None else 1)
+    if singles is not None:
+        groups = [g for g in groups if len(g.eqns) >= min_size or jaxpr.eqns[g.eqns[-1]]
+                  .primitive.name in _REDUCTIONS or singles(jaxpr.eqns[g.eqns[0]])]
     if horizontal:
         groups = _merge_parallel(jaxpr, groups)
     unit_of = {}
