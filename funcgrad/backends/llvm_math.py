@@ -155,7 +155,8 @@ _TANH = f"""define internal float @fg_tanhf(float %x) #1 {{
   %q = fdiv float %num, %den
   %big = call float @llvm.copysign.f32(float %q, float %x)
   %zz = fmul float %x, %x
-  %s0 = call float @llvm.fma.f32(float {_f(-5.70498872745e-3)}, float %zz, float {_f(2.06390887954e-2)})
+  %s0 = call float @llvm.fma.f32(float {_f(-5.70498872745e-3)}, float %zz,
+                                 float {_f(2.06390887954e-2)})
   %s1 = call float @llvm.fma.f32(float %s0, float %zz, float {_f(-5.37397155531e-2)})
   %s2 = call float @llvm.fma.f32(float %s1, float %zz, float {_f(1.33314422036e-1)})
   %s3 = call float @llvm.fma.f32(float %s2, float %zz, float {_f(-3.33332819422e-1)})
