@@ -18,6 +18,7 @@ _DEFAULTS = {
     "jit_cache_size": 4096,          # compiled programs kept by all jitted functions (LRU; 0: all)
     "kernel_cache": True,            # keep compiled CPU kernels on disk (FUNCGRAD_CACHE_DIR)
     "cpu_threads": 0,                # threads for CPU kernels (0: the CPUs, OMP_NUM_THREADS)
+    "retain_memory": True,           # keep freed CPU memory for reuse (backends/memory.py)
 }
 _values: dict = {}
 _watchers: dict = {}   # name -> callbacks told the new value (e.g. the core's debug_nans flag)

@@ -46,7 +46,7 @@ class Backend:
     def compile(self, program, donated=(), compile_body=None, profile=False):
         """An Executable for `program` (a Jaxpr, already optimized and fused); with `profile`,
         one that times each of its steps into `executable.times`."""
-        kw = {"profile": True} if profile else {}
+        kw = {"profile": profile} if profile else {}
         return self._compile(program, xp=self.xp, donated=donated,
                              compile_body=compile_body or self._plain_body, **kw)
 
@@ -80,6 +80,8 @@ def backend_for(xp=None, cpu=None):
                              "fg.config.update('cpu_backend', 'numpy') or FUNCGRAD_CPU_BACKEND.")
         b = _backends.get(name)
         if b is None:
+            from .memory import retain_freed_memory
+            retain_freed_memory()
             b = _backends[name] = _llvm() if name == "llvm" else _numpy()
         return b
     from .cupy_namespace import CupyNamespace

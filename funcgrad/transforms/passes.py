@@ -819,6 +819,15 @@ def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, re
     if singles is not None:
         groups = [g for g in groups if len(g.eqns) >= min_size or jaxpr.eqns[g.eqns[-1]]
                   .primitive.name in _REDUCTIONS or singles(jaxpr.eqns[g.eqns[0]])]
+        if reductions:  # a reduction of a value no group computes: a group of its own
+            taken = {i for g in groups for i in g.eqns}
+            for i, eqn in enumerate(jaxpr.eqns):
+                if (i not in taken and eqn.primitive.name in _REDUCTIONS
+                        and len(eqn.invars) == 1 and type(eqn.invars[0]) is Var
+                        and eqn.params.get("axes") and fusible(eqn) and singles(eqn)):
+                    groups.append(FusionGroup([i], [eqn.invars[0]], list(eqn.outvars),
+                                              eqn.invars[0].aval.shape))
+            groups.sort(key=lambda g: g.eqns[0])
     if horizontal:
         groups = _merge_parallel(jaxpr, groups)
     unit_of = {}
