@@ -83,3 +83,31 @@ def test_every_leaf_is_updated_in_one_kernel_call(name):
         text = tx.update.lower(grads(0), state, PARAMS).as_text()
     calls = [line for line in text.splitlines() if "# compiled kernel" in line]
     assert len(calls) == 1, text
+
+
+def test_a_whole_training_step_with_equal_shaped_leaves():
+    """Gradients computed in the same program, several leaves of one shape: the merged update
+    must not write one leaf's result over another leaf's gradient it has yet to read."""
+    ps = {f"w{i}": rng.normal(size=(4, 4)).astype(np.float32) for i in range(4)}
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    tx = optim.adam(1e-1)
+
+    def loss(p):
+        h = x
+        for i in range(4):
+            h = np.float32(0.5) * fg.numpy.tanh(h @ p[f"w{i}"])
+        return fg.numpy.sum(h * h)
+
+    def step(p, s):
+        g = fg.grad(loss)(p)
+        u, s = tx.update(g, s, p)
+        return optim.apply_updates(p, u), s
+
+    jstep = fg.jit(step)
+    a = b = (ps, tx.init(ps))
+    for _ in range(3):
+        a = jstep(*a)
+        with fg.disable_jit():
+            b = step(*b)
+    for x_, y_ in zip(fg.tree_util.tree_leaves(a), fg.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(x_, y_, rtol=1e-5, atol=1e-6)

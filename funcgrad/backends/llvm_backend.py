@@ -72,10 +72,14 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False):
                 name = f"_c({name})"
             args.append(name)
         taken = []
-        for name, v, (shape, dtype) in zip(outs, eqn.outvars, kern.outputs):
+        nin = len(eqn.invars)
+        for k, (name, v, (shape, dtype)) in enumerate(zip(outs, eqn.outvars, kern.outputs)):
+            # (merged groups: only an input of the output's own group, read at the same element)
+            others = [a for i, a in enumerate(eqn.invars)
+                      if kern.part_of[i] != kern.part_of[nin + k]]
             dt = f"dt_{dtype.name}"
             namespace[dt] = dtype
-            reuse = reusable(v.aval, taken) if kern.elementwise else None
+            reuse = reusable(v.aval, taken + others) if kern.elementwise else None
             if reuse is not None:  # a dead input's buffer, read at the same element
                 taken.append(reuse)
                 src = ins[eqn.invars.index(reuse)]

@@ -536,6 +536,7 @@ the array objects) and how the driver calls it.
     helpers: dict      # helper functions they call (vector math), by name
     elementwise: bool = True  # no reduction: an output may take over a same-shape input's buffer
     parts: int = 1     # merged independent groups: [lo, hi) ranges over them
+    part_of: list = dataclasses.field(default_factory=list)  # per array: the parts using it
     pattern: str = ""  # the kernel's text without its name: equal patterns share a function
 
 
@@ -772,7 +773,10 @@ def kernel_source(body, name):
     comps = _components(jaxpr)
     arrays = list(jaxpr.invars) + list(jaxpr.outvars)
     nests, calls, out_specs, dims, work, lay0, init = {}, [], [], [], 0, None, None
-    for comp in comps:
+    part_of = [set() for _ in arrays]
+    for c, comp in enumerate(comps):
+        for v in (*comp.invars, *comp.outvars):
+            part_of[arrays.index(v)].add(c)
         text, lay, specs, init, w = _loop_nest(comp, f"{name}.nest", module)
         key = text
         if key not in nests:
@@ -817,7 +821,7 @@ def kernel_source(body, name):
         lay0.kind == "map" or (lay0.kind == "row" and not lay0.reduced[0]))))
     return Kernel(name, ir, len(jaxpr.invars), out_specs, tuple(dims), init, threadable, work,
                   module.decls, module.helpers, lay0.kind == "map", parts=len(comps),
-                  pattern=ir.replace(f"@{name}", "@K"))
+                  part_of=[frozenset(p) for p in part_of], pattern=ir.replace(f"@{name}", "@K"))
 
 
 def _emit_line(lines, text, name):
