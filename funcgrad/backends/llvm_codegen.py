@@ -430,7 +430,10 @@ def can_translate(eqn):
         for node in nodes(expr):
             if id(node) not in values:
                 values[id(node)] = f.value(node, [values[id(a)] for a in node.args])
-        return not probe.uses_libm
+        if probe.uses_libm:
+            return False
+        slower = llvm_math.SLOWER_THAN_NUMPY & {n.op for n in nodes(expr)}
+        return not slower or out.size <= llvm_math.SMALL
     except Unlowerable:
         return False
 

@@ -25,6 +25,12 @@ def _f(v):
 FUNCTIONS = {("exp", "float"): "fg_expf", ("log", "float"): "fg_logf",
              ("tanh", "float"): "fg_tanhf"}
 
+# Functions computed here more slowly than NumPy's SIMD loop (tanh: about 1.7x per element):
+# equations using them join kernels only on arrays of at most SMALL elements, where a NumPy
+# call's fixed cost and the extra memory pass outweigh the slower arithmetic.
+SLOWER_THAN_NUMPY = frozenset({"tanh"})
+SMALL = 8192
+
 _DECLS = ("declare float @llvm.fma.f32(float, float, float)",
           "declare float @llvm.rint.f32(float)",
           "declare float @llvm.minnum.f32(float, float)",
