@@ -27,7 +27,8 @@ from .codegen import Executable
 __all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK"]
 
 FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reductions=True,
-              horizontal=True, singles=lambda eqn: numpy_backend.ufunc_of(eqn) is None)
+              horizontal=True, singles=lambda eqn: numpy_backend.ufunc_of(eqn) is None,
+              recompute=llvm_codegen.cheap_to_recompute)
 
 # A kernel call is split across two threads from this much work (elements x equations) on:
 # below it, handing half to the other thread costs more than it saves.

@@ -36,8 +36,8 @@ from ..core import Literal
 from ..core.lowering import Unlowerable, elementwise_expr, nodes
 from . import llvm_math
 
-__all__ = ["Kernel", "kernel_source", "can_translate", "layout", "UnsupportedOnCPU",
-           "REDUCTIONS"]
+__all__ = ["Kernel", "kernel_source", "can_translate", "cheap_to_recompute", "layout",
+           "UnsupportedOnCPU", "REDUCTIONS"]
 
 
 class UnsupportedOnCPU(Unlowerable):
@@ -433,9 +433,31 @@ def can_translate(eqn):
         if probe.uses_libm:
             return False
         slower = llvm_math.SLOWER_THAN_NUMPY & {n.op for n in nodes(expr)}
-        return not slower or out.size <= llvm_math.SMALL
+        return not slower or out.size <= llvm_math.SMALL or out.size >= llvm_math.LARGE
     except Unlowerable:
         return False
+
+
+_CHEAP = frozenset({"add", "subtract", "multiply", "negative", "positive", "absolute", "square",
+                    "maximum", "minimum", "sign", "copysign", "equal", "not_equal", "less",
+                    "less_equal", "greater", "greater_equal", "logical_and", "logical_or",
+                    "logical_not", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor",
+                    "invert", "isnan", "isinf", "isfinite", "floor", "ceil", "rint", "trunc",
+                    "input", "const", "where", "astype", "view"})
+
+
+def cheap_to_recompute(eqn):
+    """Whether computing this equation again in another kernel costs less than storing its
+    result and reading it back: a few vector operations (no division, root or math function)."""
+    if not getattr(eqn.primitive, "elementwise", False) or len(eqn.outvars) != 1:
+        return False
+    try:
+        _, expr = elementwise_expr(eqn.primitive, [a.aval.dtype for a in eqn.invars],
+                                   eqn.params)
+    except Unlowerable:
+        return False
+    ops = nodes(expr)
+    return len(ops) <= 8 and all(n.op in _CHEAP for n in ops)
 
 
 def _reduction_kind(shape, axes):

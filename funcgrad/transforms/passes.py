@@ -671,6 +671,7 @@ class FusionGroup(NamedTuple):
     inputs: list
     outputs: list
     shape: tuple
+    recomputed: tuple = ()   # equations of other groups this one computes again (see fuse)
 
 
 def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False):
@@ -791,7 +792,7 @@ fused_p.inline_call = True  # inline() undoes fuse()
 
 
 def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, reductions=False,
-         horizontal=False, singles=None):
+         horizontal=False, singles=None, recompute=None):
     """The program with each fusion group replaced by one `fused[jaxpr=...]` equation, placed in
     a valid order (the groups' members need not be consecutive in the input).
     `fusible`, `broadcast_inputs`: see `fusion_groups`. With `reductions`, a reduction
@@ -807,6 +808,10 @@ def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, re
     every parameter and state). Groups ending in a reduction stay apart.
     `singles(eqn)`: a lone equation also makes a group where it says so (one whose NumPy
     implementation takes several passes, compiled into one).
+    `recompute(eqn)`: says which equations are cheap enough to compute twice. A value a group
+    computes for other groups only (a forward activation's by-products the backward pass reads)
+    is then computed again inside each of those groups from the first group's inputs, instead of
+    being stored and read back: fewer arrays written, read and kept alive.
 
     The annotated program is what a code generator walks: a `fused` body is all elementwise,
     but for that final reduction. `inline` turns it back into the flat program.
@@ -828,6 +833,8 @@ def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, re
                     groups.append(FusionGroup([i], [eqn.invars[0]], list(eqn.outvars),
                                               eqn.invars[0].aval.shape))
             groups.sort(key=lambda g: g.eqns[0])
+    if recompute is not None:
+        groups = _recompute_cheap(jaxpr, groups, recompute)
     if horizontal:
         groups = _merge_parallel(jaxpr, groups)
     unit_of = {}
@@ -847,6 +854,11 @@ def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, re
             if last_effect is not None:
                 deps[u].add(last_effect)
             last_effect = u
+    for gi, g in enumerate(groups):  # what a group computes again, it reads the inputs of
+        inside = {v for i in (*g.eqns, *g.recomputed) for v in jaxpr.eqns[i].outvars}
+        for i in g.recomputed:
+            deps[("g", gi)].update(producer[a] for a in jaxpr.eqns[i].invars
+                                   if type(a) is Var and a in producer and a not in inside)
     for u in deps:
         deps[u].discard(u)
     users = {u: [] for u in units}
@@ -856,18 +868,19 @@ def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, re
     pending = {u: len(ds) for u, ds in deps.items()}
     ready = [(units[u][0], u) for u, n in pending.items() if n == 0]
     heapq.heapify(ready)
-    eqns = []
+    eqns, done = [], 0
     while ready:
         _, u = heapq.heappop(ready)
+        done += 1
         if u[0] == "e":
             eqns.append(jaxpr.eqns[u[1]])
-        else:
+        elif groups[u[1]].outputs:  # (a group without outputs is computed where it is read)
             eqns.append(_fused_eqn(jaxpr, groups[u[1]]))
         for w in users[u]:
             pending[w] -= 1
             if pending[w] == 0:
                 heapq.heappush(ready, (units[w][0], w))
-    assert len(eqns) == len(units), "fusion groups form a cycle"
+    assert done == len(units), "fusion groups form a cycle"
     return rebuild(Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns), consts)
 
 
@@ -920,6 +933,8 @@ def _merge_parallel(jaxpr, groups):
     merged_into = {}
     outs = {v for v in jaxpr.outvars if type(v) is Var}
     for g, grp in enumerate(groups):
+        if grp.recomputed:
+            continue
         if all(v in outs for v in grp.outputs) and all(
                 is_elementwise(jaxpr.eqns[i]) for i in grp.eqns):
             key = "final"   # results only the caller reads (new parameters and states)
@@ -974,7 +989,92 @@ def _structure(jaxpr, group):
     return tuple(key), tuple(index[v] for v in group.outputs)
 
 
+def _recompute_cheap(jaxpr, groups, cheap, limit=12):
+    """Groups whose by-products for other groups are computed again there (see `fuse`)."""
+    group_of = {i: g for g, grp in enumerate(groups) for i in grp.eqns}
+    producer = {v: i for i, e in enumerate(jaxpr.eqns) for v in e.outvars}
+    readers = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for a in eqn.invars:
+            if type(a) is Var:
+                readers.setdefault(a, set()).add(i)
+    program_outs = {v for v in jaxpr.outvars if type(v) is Var}
+    extra = [set(grp.recomputed) for grp in groups]
+    outputs = [list(grp.outputs) for grp in groups]
+    changed = False
+    for g, grp in enumerate(groups):
+        owned = set(grp.eqns)
+        members = owned | extra[g]   # (what it computes again itself: its cones go through)
+        for v in grp.outputs:
+            outside = readers.get(v, set()) - owned
+            if v in program_outs or not outside or any(
+                    group_of.get(r) in (None, g) or groups[group_of[r]].shape != grp.shape
+                    for r in outside):
+                continue
+            cone, stored = _cone(jaxpr, v, members, producer, cheap, limit)
+            if cone is None:
+                continue
+            for r in outside:
+                extra[group_of[r]] |= cone
+            outputs[g].remove(v)
+            outputs[g] += [t for t in stored if t not in outputs[g]]
+            changed = True
+    if not changed:
+        return groups
+    out = []
+    for g, grp in enumerate(groups):
+        rec = tuple(sorted(extra[g] - set(grp.eqns)))
+        body = set(grp.eqns) | set(rec)
+        defined = {v for i in body for v in jaxpr.eqns[i].outvars}
+        inputs = []
+        for i in sorted(body):
+            for a in jaxpr.eqns[i].invars:
+                if type(a) is Var and a not in defined and a not in inputs:
+                    inputs.append(a)
+        out.append(FusionGroup(grp.eqns, inputs, outputs[g], grp.shape, rec))
+    return out
+
+
+def _cone(jaxpr, v, members, producer, cheap, limit):
+    """(equations computing v from its group's inputs, values they read that the group must
+    still store), or (None, None) when that is not cheap: a transcendental function's result
+    is stored rather than computed again."""
+    cone, stored, stack = set(), [], [v]
+    while stack:
+        x = stack.pop()
+        i = producer.get(x)
+        if i is None or i not in members or i in cone:
+            continue
+        eqn = jaxpr.eqns[i]
+        if not cheap(eqn):
+            if x is v:
+                return None, None
+            stored.append(x)
+            continue
+        cone.add(i)
+        if len(cone) > limit:
+            return None, None
+        stack.extend(a for a in eqn.invars if type(a) is Var)
+    return cone, stored
+
+
 def _fused_eqn(jaxpr, group):
+    if group.recomputed or len(group.outputs) < len({v for i in group.eqns
+                                                      for v in jaxpr.eqns[i].outvars}):
+        # members whose values another group computes again may be dead here: only what the
+        # outputs need is kept, and the inputs are what that reads
+        need, keep = set(group.outputs), []
+        for i in sorted(set(group.eqns) | set(group.recomputed), reverse=True):
+            eqn = jaxpr.eqns[i]
+            if any(v in need for v in eqn.outvars):
+                keep.append(eqn)
+                need.update(a for a in eqn.invars if type(a) is Var)
+        keep.reverse()
+        defined = {v for e in keep for v in e.outvars}
+        inputs = [v for v in group.inputs if v in need and v not in defined]
+        body = Jaxpr([], inputs, group.outputs, keep)
+        return Eqn(fused_p, inputs, group.outputs, {"jaxpr": ClosedJaxpr(body, [])},
+                   jaxpr.eqns[group.eqns[0]].source_info)
     body = Jaxpr([], group.inputs, group.outputs, [jaxpr.eqns[i] for i in group.eqns])
     first = jaxpr.eqns[group.eqns[0]]
     return Eqn(fused_p, group.inputs, group.outputs, {"jaxpr": ClosedJaxpr(body, [])},
