@@ -52,10 +52,16 @@ _IR_TYPES = {"bool": "i1", "int8": "i8", "int16": "i16", "int32": "i32", "int64"
 
 
 def _ty(dtype):
-    t = _IR_TYPES.get(np.dtype(dtype).name)
+    t = _TY_CACHE.get(dtype)
     if t is None:
-        raise UnsupportedOnCPU(f"dtype {np.dtype(dtype).name} in a compiled CPU kernel")
+        t = _IR_TYPES.get(np.dtype(dtype).name)
+        if t is None:
+            raise UnsupportedOnCPU(f"dtype {np.dtype(dtype).name} in a compiled CPU kernel")
+        _TY_CACHE[dtype] = t
     return t
+
+
+_TY_CACHE: dict = {}
 
 
 def _mem_ty(dtype):
@@ -420,22 +426,43 @@ def can_translate(eqn):
                     and _reduction_kind(x.shape, eqn.params["axes"]) is not None)
         if out.size < 2 or name == "stop_gradient":  # (an alias in the Python code: free)
             return False
-        ins, expr = elementwise_expr(eqn.primitive, [a.aval.dtype for a in eqn.invars],
-                                     eqn.params)
-        for v in (*eqn.invars, *eqn.outvars):
-            _ty(v.aval.dtype)
+        dtypes = tuple(a.aval.dtype for a in eqn.invars)
+        try:
+            key = (eqn.primitive, dtypes, out.dtype, tuple(sorted(eqn.params.items())))
+            verdict = _verdicts.get(key)
+        except TypeError:
+            key = verdict = None
+        if verdict is None:
+            verdict = _translates(eqn.primitive, dtypes, out.dtype, eqn.params)
+            if key is not None:
+                _verdicts[key] = verdict
+        if verdict == "slower":
+            return out.size <= llvm_math.SMALL or out.size >= llvm_math.LARGE
+        return verdict == "yes"
+    except Unlowerable:
+        return False
+
+
+_verdicts: dict = {}
+
+
+def _translates(prim, dtypes, out_dtype, params):
+    """"yes", "slower" (uses a function slower here than NumPy's loop) or "no"."""
+    try:
+        ins, expr = elementwise_expr(prim, dtypes, params)
+        for d in (*dtypes, out_dtype):
+            _ty(d)
         probe = _Module("probe")
         f = _Function(probe)
         values = {id(n): f"%x{k}" for k, n in enumerate(ins)}
         for node in nodes(expr):
             if id(node) not in values:
                 values[id(node)] = f.value(node, [values[id(a)] for a in node.args])
-        if probe.uses_libm:
-            return False
-        slower = llvm_math.SLOWER_THAN_NUMPY & {n.op for n in nodes(expr)}
-        return not slower or out.size <= llvm_math.SMALL or out.size >= llvm_math.LARGE
     except Unlowerable:
-        return False
+        return "no"
+    if probe.uses_libm:
+        return "no"
+    return "slower" if llvm_math.SLOWER_THAN_NUMPY & {n.op for n in nodes(expr)} else "yes"
 
 
 _CHEAP = frozenset({"add", "subtract", "multiply", "negative", "positive", "absolute", "square",

@@ -50,12 +50,19 @@ class _Entry:
     """One signature's stages: the Traced/Lowered program, and the Compiled code once a call
     with concrete arrays needs it (calls with tracers evaluate the optimized program)."""
 
-    __slots__ = ("lowered", "compiled", "traced_args", "used")
+    __slots__ = ("lowered", "compiled", "traced_args", "used", "traced")
 
     def __init__(self, lowered, traced_args):
         self.lowered = lowered
         self.compiled = None
         self.traced_args = traced_args
+        self.traced = lowered.traced if lowered is not None else None
+
+    def lower(self):
+        """The Lowered program (lowered on first use for entries first made by a traced call)."""
+        if self.lowered is None:
+            self.lowered = self.traced.lower()
+        return self.lowered
 
 
 class JitFunction:
@@ -147,7 +154,13 @@ class JitFunction:
         if entry is None:
             self._cache.record_miss(key, leaf_paths(in_tree), statics)
             traced = self._trace(flat, in_tree, static_pos, statics, args, array_namespace(flat))
-            entry = _Entry(traced.lower(), any(type(x) is Tracer for x in flat))
+            if any(type(x) is Tracer for x in flat):
+                # inside another transform: its program is evaluated into the outer trace, which
+                # is lowered as a whole; no passes, no code
+                entry = _Entry(None, True)
+                entry.traced = traced
+            else:
+                entry = _Entry(traced.lower(), False)
             if config.read("log_compiles"):
                 log.warning("Compiled %s for %s", fun_name(self.fun), in_tree)
             self._cache.put(key, entry)
@@ -161,12 +174,12 @@ class JitFunction:
         if entry.traced_args:
             for x in flat:
                 if type(x) is Tracer:  # inside another transform: run it primitive by primitive
-                    optimized = entry.lowered.jaxpr
-                    outs = eval_jaxpr(optimized.jaxpr, optimized.consts, *flat)
-                    return tree_util.tree_unflatten(entry.lowered.traced.out_tree, outs)
+                    program = entry.traced.jaxpr
+                    outs = eval_jaxpr(program.jaxpr, program.consts, *flat)
+                    return tree_util.tree_unflatten(entry.traced.out_tree, outs)
         compiled = entry.compiled
         if compiled is None:
-            compiled = entry.compiled = entry.lowered.compile()
+            compiled = entry.compiled = entry.lower().compile()
         return self.run_compiled(compiled, flat)
 
     def run_compiled(self, compiled, flat):
@@ -222,12 +235,12 @@ class JitFunction:
     # -- stages --
     def trace(self, *args, **kwargs):
         """The traced program for these arguments' signature (a stages.Traced)."""
-        return self._entry(args, kwargs)[0].lowered.traced
+        return self._entry(args, kwargs)[0].traced
 
     def lower(self, *args, **kwargs):
         """The optimized program for these arguments' signature (a stages.Lowered):
         `str()` prints it, `.as_text()` is the generated code, `.compile()` the Compiled."""
-        return self._entry(args, kwargs)[0].lowered
+        return self._entry(args, kwargs)[0].lower()
 
     def profile(self, *args, **kwargs):
         """Time each step of the compiled program on these arguments: a table, slowest first,
