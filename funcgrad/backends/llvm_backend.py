@@ -26,9 +26,16 @@ from .codegen import Executable
 
 __all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK"]
 
+def _worth_alone(eqn):
+    """A lone equation is a kernel when NumPy would take several passes (select_n, logistic)
+    or, for a reduction, when the array is large enough to repay a kernel call."""
+    if eqn.primitive.name in llvm_codegen.REDUCTIONS:
+        return eqn.invars[0].aval.size >= 4096
+    return numpy_backend.ufunc_of(eqn) is None
+
+
 FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reductions=True,
-              horizontal=True, singles=lambda eqn: numpy_backend.ufunc_of(eqn) is None,
-              recompute=llvm_codegen.cheap_to_recompute)
+              horizontal=True, singles=_worth_alone, recompute=llvm_codegen.cheap_to_recompute)
 
 # A kernel call is split across two threads from this much work (elements x equations) on:
 # below it, handing half to the other thread costs more than it saves.

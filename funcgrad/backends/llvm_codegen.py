@@ -420,6 +420,9 @@ def can_translate(eqn):
     try:
         name = eqn.primitive.name
         out = eqn.outvars[0].aval
+        if name == "broadcast_in_dim":  # read in place by the kernel
+            _ty(out.dtype)
+            return type(eqn.invars[0]) is not Literal and out.size >= 2
         if name in REDUCTIONS:
             x = eqn.invars[0].aval
             return (x.size > 1 and np.dtype(x.dtype).kind in "iuf" and bool(eqn.params["axes"])
@@ -436,9 +439,7 @@ def can_translate(eqn):
             verdict = _translates(eqn.primitive, dtypes, out.dtype, eqn.params)
             if key is not None:
                 _verdicts[key] = verdict
-        if verdict == "slower":
-            return out.size <= llvm_math.SMALL or out.size >= llvm_math.LARGE
-        return verdict == "yes"
+        return verdict
     except Unlowerable:
         return False
 
@@ -447,7 +448,8 @@ _verdicts: dict = {}
 
 
 def _translates(prim, dtypes, out_dtype, params):
-    """"yes", "slower" (uses a function slower here than NumPy's loop) or "no"."""
+    """Whether the generator writes vector code for the primitive on these dtypes (no scalar
+    C library call per element: NumPy's own SIMD loop is faster for those)."""
     try:
         ins, expr = elementwise_expr(prim, dtypes, params)
         for d in (*dtypes, out_dtype):
@@ -459,10 +461,8 @@ def _translates(prim, dtypes, out_dtype, params):
             if id(node) not in values:
                 values[id(node)] = f.value(node, [values[id(a)] for a in node.args])
     except Unlowerable:
-        return "no"
-    if probe.uses_libm:
-        return "no"
-    return "slower" if llvm_math.SLOWER_THAN_NUMPY & {n.op for n in nodes(expr)} else "yes"
+        return False
+    return not probe.uses_libm
 
 
 _CHEAP = frozenset({"add", "subtract", "multiply", "negative", "positive", "absolute", "square",
@@ -646,7 +646,9 @@ def _loop_nest(jaxpr, name, module):
     else:
         space = tuple(jaxpr.outvars[0].aval.shape)
         axes = None
-    lay = layout([v.aval.shape for v in jaxpr.invars], space, axes)
+    lay = layout([_read_shape(jaxpr, v, len(space)) for v in jaxpr.invars], space, axes)
+    if red is None and len(lay.dims) == 1 and len(eqns) >= STAGED_DEPTH:
+        return _staged_nest(jaxpr, name, module, lay, space)
     f = _Function(module)
     nin, outs = len(jaxpr.invars), list(jaxpr.outvars)
     nd = len(lay.dims)
@@ -689,6 +691,9 @@ def _loop_nest(jaxpr, name, module):
             x = g.emit(f"icmp ne i8 {x}, 0")
         names[v] = x
     for eqn in eqns:
+        if eqn.primitive.name == "broadcast_in_dim":  # its operand, read at broadcast positions
+            names[eqn.outvars[0]] = names[eqn.invars[0]]
+            continue
         ins, expr = elementwise_expr(eqn.primitive, [a.aval.dtype for a in eqn.invars],
                                      eqn.params)
         vals = {id(n): (ir_const(a.val, a.aval.dtype) if type(a) is Literal else names[a])
@@ -777,6 +782,148 @@ def _loop_nest(jaxpr, name, module):
             + "\n" + "\n".join(lines) + "\n  ret void\n}\n")
     work = math.prod(space) * max(1, len(eqns))
     return text, lay, out_specs, init, work
+
+
+# A flat group of at least this many equations is computed in blocks (see _staged_nest).
+STAGED_DEPTH = 24
+_STAGE_BYTES = 24 << 10    # the block's intermediates: within the L1 cache
+
+
+def _staged_nest(jaxpr, name, module, lay, space):
+    """A deep elementwise chain over a flat iteration space, computed a block of B elements at
+    a time: each equation is one vector loop over the block, its result kept in a small stack
+    buffer (reused once dead) that later equations read. One loop per element with the whole
+    chain in registers would be bound by the chain's latency (hundreds of dependent
+    operations per element, a few vectors in flight); per equation and block, the vectors of a
+    block are independent and the loops run at the processor's throughput, while the
+    intermediates stay in the L1 cache instead of going to memory as NumPy's would."""
+    eqns = list(jaxpr.eqns)
+    nin, outs = len(jaxpr.invars), list(jaxpr.outvars)
+    if not all(any(v in e.outvars for e in eqns) for v in outs):
+        raise UnsupportedOnCPU("a fused output computed by no equation")
+    last_use = {}
+    for k, eqn in enumerate(eqns):
+        for a in eqn.invars:
+            if type(a) is not Literal:
+                last_use[a] = k
+    # buffer slots, reused after a value's last use (per IR type)
+    slot_of, free, nslots = {}, {}, 0
+    for k, eqn in enumerate(eqns):
+        v = eqn.outvars[0]
+        ty = _ty(v.aval.dtype)
+        if free.get(ty):
+            slot_of[v] = free[ty].pop()
+        else:
+            slot_of[v] = (ty, nslots)
+            nslots += 1
+        for a in set(a for a in eqn.invars if type(a) is not Literal):
+            if last_use.get(a) == k and a in slot_of:
+                free.setdefault(slot_of[a][0], []).append(slot_of[a])
+    block = max(16, min(512, (_STAGE_BYTES // (4 * max(nslots, 1))) // 16 * 16))
+    f = _Function(module)
+    f.raw("entry:")
+    ptrs = [f"%p{k}" for k in range(nin + len(outs))]
+    for ty, k in set(slot_of.values()):
+        f.raw(f"  %buf{k} = alloca [{block} x {ty}], align 64")
+    scalars = {}
+    for k, v in enumerate(jaxpr.invars):
+        if not lay.present[k][0]:  # rank 0 (or size 1): read once
+            mty = _mem_ty(v.aval.dtype)
+            x = f.emit(f"load {mty}, ptr {ptrs[k]}")
+            scalars[v] = f.emit(f"icmp ne i8 {x}, 0") if _ty(v.aval.dtype) == "i1" else x
+    f.raw("  %start.addr = alloca i64")
+    f.raw("  %j.addr = alloca i64")
+    f.raw("  store i64 %lo, ptr %start.addr")
+    f.raw("  br label %block.head")
+    f.raw("block.head:")
+    f.raw("  %start = load i64, ptr %start.addr")
+    f.raw("  %more = icmp slt i64 %start, %hi")
+    f.raw("  br i1 %more, label %block.body, label %block.exit")
+    f.raw("block.body:")
+    f.raw("  %left = sub i64 %hi, %start")
+    f.raw(f"  %short = icmp slt i64 %left, {block}")
+    f.raw(f"  %n = select i1 %short, i64 %left, i64 {block}")
+    out_index = {v: k for k, v in enumerate(outs)}
+    for k, eqn in enumerate(eqns):
+        g = _Function(module, prefix=f"e{k}_")
+        j = f"%jc{k}"
+        at = g.emit(f"add i64 %start, {j}")
+
+        def read(a, g=g, j=j, at=at):
+            if type(a) is Literal:
+                return ir_const(a.val, a.aval.dtype)
+            if a in scalars:
+                return scalars[a]
+            ty = _ty(a.aval.dtype)
+            if a in slot_of:
+                slot = slot_of[a]
+                p = g.emit(f"getelementptr {ty}, ptr %buf{slot[1]}, i64 {j}")
+                return g.emit(f"load {ty}, ptr {p}")
+            k_in = jaxpr.invars.index(a)
+            mty = _mem_ty(a.aval.dtype)
+            p = g.emit(f"getelementptr {mty}, ptr {ptrs[k_in]}, i64 {at}")
+            x = g.emit(f"load {mty}, ptr {p}")
+            return g.emit(f"icmp ne i8 {x}, 0") if ty == "i1" else x
+
+        if eqn.primitive.name == "broadcast_in_dim":
+            value = read(eqn.invars[0])
+        else:
+            ins, expr = elementwise_expr(eqn.primitive, [a.aval.dtype for a in eqn.invars],
+                                         eqn.params)
+            vals = {id(n): read(a) for n, a in zip(ins, eqn.invars)}
+            for node in nodes(expr):
+                if id(node) not in vals:
+                    vals[id(node)] = g.value(node, [vals[id(a)] for a in node.args])
+            value = vals[id(expr)]
+        v = eqn.outvars[0]
+        ty, slot = slot_of[v]
+        p = g.emit(f"getelementptr {ty}, ptr %buf{slot}, i64 {j}")
+        g.raw(f"  store {ty} {value}, ptr {p}")
+        if v in out_index:
+            mty = _mem_ty(v.aval.dtype)
+            val = g.emit(f"zext i1 {value} to i8") if ty == "i1" else value
+            q = g.emit(f"getelementptr {mty}, ptr {ptrs[nin + out_index[v]]}, i64 {at}")
+            g.raw(f"  store {mty} {val}, ptr {q}")
+        f.raw("  store i64 0, ptr %j.addr")
+        f.raw(f"  br label %eh{k}")
+        f.raw(f"eh{k}:")
+        f.raw(f"  %jc{k} = load i64, ptr %j.addr")
+        f.raw(f"  %c{k} = icmp slt i64 %jc{k}, %n")
+        f.raw(f"  br i1 %c{k}, label %eb{k}, label %ex{k}")
+        f.raw(f"eb{k}:")
+        f.lines.extend(g.lines)
+        f.raw(f"  %jn{k} = add i64 {j}, 1")
+        f.raw(f"  store i64 %jn{k}, ptr %j.addr")
+        f.raw(f"  br label %eh{k}")
+        f.raw(f"ex{k}:")
+    f.raw(f"  %next = add i64 %start, {block}")
+    f.raw("  store i64 %next, ptr %start.addr")
+    f.raw("  br label %block.head")
+    f.raw("block.exit:")
+    params = ([f"ptr noalias %p{k}" for k in range(nin + len(outs))]
+              + ["i64 %d0", "i64 %lo", "i64 %hi"])
+    text = (f"define internal void @{name}({', '.join(params)}) #1 {{\n" + "\n".join(f.lines)
+            + "\n  ret void\n}\n")
+    out_specs = [(tuple(v.aval.shape), np.dtype(v.aval.dtype)) for v in outs]
+    return text, lay, out_specs, None, math.prod(space) * len(eqns)
+
+
+def _read_shape(jaxpr, v, rank):
+    """The shape a kernel reads input `v` as, broadcasting NumPy-style to the iteration space:
+    its own, or (read through a `broadcast_in_dim` of the group) with 1s on the new axes."""
+    seen = set()
+    for eqn in jaxpr.eqns:
+        if v in eqn.invars:
+            if eqn.primitive.name == "broadcast_in_dim":
+                shape = [1] * len(eqn.params["shape"])
+                for i, d in enumerate(eqn.params["broadcast_dimensions"]):
+                    shape[d] = v.aval.shape[i]
+                seen.add(tuple(shape))
+            else:
+                seen.add((1,) * (rank - v.aval.ndim) + tuple(v.aval.shape))
+    if len(seen) > 1:
+        raise UnsupportedOnCPU("an input read both through a broadcast and directly")
+    return seen.pop() if seen else tuple(v.aval.shape)
 
 
 def _components(jaxpr):

@@ -25,13 +25,6 @@ def _f(v):
 FUNCTIONS = {("exp", "float"): "fg_expf", ("log", "float"): "fg_logf",
              ("tanh", "float"): "fg_tanhf"}
 
-# Functions computed here more slowly than NumPy's SIMD loop (tanh: about 1.7x per element):
-# equations using them join kernels only on arrays of at most SMALL elements, where a NumPy
-# call's fixed cost outweighs the slower arithmetic, or of at least LARGE elements, where the
-# memory passes a kernel saves (arrays beyond the L2 cache) outweigh it.
-SLOWER_THAN_NUMPY = frozenset({"tanh"})
-SMALL = 8192
-LARGE = 1 << 18
 
 _DECLS = ("declare float @llvm.fma.f32(float, float, float)",
           "declare float @llvm.rint.f32(float)",

@@ -191,13 +191,20 @@ def _scatter_numpy(mode, out, idx, upd, lead):
     view = out.reshape((math.prod(lead),) + out.shape[len(lead):])  # contiguous: a view
     if mode == "set":
         view[flat] = upd  # the last duplicate wins
-    elif mode == "add" and upd.ndim > 1 and len(flat) >= 32:
-        # whole rows (embedding gradients): sum the rows of each index, then add each sum once;
-        # ufunc.at goes element by element and is ten times slower here
+    elif mode == "add" and len(flat) > 1:
+        # ufunc.at goes element by element and is several times slower: with distinct indices
+        # (the cotangent of a gather of distinct positions) one indexed add is the same sum;
+        # with repeats, each index's updates are summed first (whole rows: embedding gradients)
         order = np.argsort(flat, kind="stable")
         ordered = flat[order]
-        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-        view[ordered[starts]] += np.add.reduceat(upd[order], starts, axis=0)
+        new = np.concatenate(([True], ordered[1:] != ordered[:-1]))
+        if new.all():
+            view[flat] += upd
+        elif upd.ndim > 1 and len(flat) >= 32:
+            starts = np.flatnonzero(new)
+            view[ordered[starts]] += np.add.reduceat(upd[order], starts, axis=0)
+        else:
+            np.add.at(view, flat, upd)
     else:
         getattr(np, mode).at(view, flat, upd)
     return out

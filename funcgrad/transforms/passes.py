@@ -679,7 +679,9 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
     code generator can compute in one pass each (a compiled loop, a CUDA kernel). `fusible(eqn)`
     says which equations may join a group (a backend's: what its generator translates).
     With `broadcast_inputs`, operands may also broadcast to the output's shape NumPy-style (a
-    bias row, a keepdims statistic): the code generator reads them with broadcast indexing.
+    bias row, a keepdims statistic): the code generator reads them with broadcast indexing; and
+    `broadcast_in_dim` equations may join where `fusible` says so (their operand then becomes
+    a group input the generator reads with the broadcast's own axis mapping).
 
     Equations join the group of an operand's producer (groups of several operands merge) unless
     that would create a cycle through an equation outside the group, so each group can run as a
@@ -753,6 +755,8 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
 def _fusible(eqn, fusible, broadcast_inputs=False):
     if eqn.primitive.multiple_results or len(eqn.outvars) != 1 or _has_effects(eqn):
         return False
+    if broadcast_inputs and eqn.primitive.name == "broadcast_in_dim":
+        return bool(fusible(eqn))  # the group reads its operand with broadcast indexing
     if not is_elementwise(eqn) or not fusible(eqn):
         return False
     shape = eqn.outvars[0].aval.shape
