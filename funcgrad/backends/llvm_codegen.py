@@ -27,6 +27,7 @@ vector partial sums (as NumPy's pairwise sums, a different order).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import struct
 
@@ -791,12 +792,13 @@ _STAGE_BYTES = 24 << 10    # the block's intermediates: within the L1 cache
 
 def _staged_nest(jaxpr, name, module, lay, space):
     """A deep elementwise chain over a flat iteration space, computed a block of B elements at
-    a time: each equation is one vector loop over the block, its result kept in a small stack
-    buffer (reused once dead) that later equations read. One loop per element with the whole
-    chain in registers would be bound by the chain's latency (hundreds of dependent
-    operations per element, a few vectors in flight); per equation and block, the vectors of a
-    block are independent and the loops run at the processor's throughput, while the
-    intermediates stay in the L1 cache instead of going to memory as NumPy's would."""
+    a time: each equation is one vector loop over the block (a small function of its own,
+    shared by equal equations), its result kept in a stack buffer (reused once dead) that later
+    equations read. One loop per element with the whole chain in registers would be bound by
+    the chain's latency (hundreds of dependent operations per element, a few vectors in
+    flight); per equation and block, the vectors of a block are independent and the loops run
+    at the processor's throughput, while the intermediates stay in the L1 cache instead of
+    going to memory as NumPy's would."""
     eqns = list(jaxpr.eqns)
     nin, outs = len(jaxpr.invars), list(jaxpr.outvars)
     if not all(any(v in e.outvars for e in eqns) for v in outs):
@@ -823,7 +825,7 @@ def _staged_nest(jaxpr, name, module, lay, space):
     f = _Function(module)
     f.raw("entry:")
     ptrs = [f"%p{k}" for k in range(nin + len(outs))]
-    for ty, k in set(slot_of.values()):
+    for ty, k in sorted(set(slot_of.values()), key=lambda t: t[1]):
         f.raw(f"  %buf{k} = alloca [{block} x {ty}], align 64")
     scalars = {}
     for k, v in enumerate(jaxpr.invars):
@@ -832,7 +834,6 @@ def _staged_nest(jaxpr, name, module, lay, space):
             x = f.emit(f"load {mty}, ptr {ptrs[k]}")
             scalars[v] = f.emit(f"icmp ne i8 {x}, 0") if _ty(v.aval.dtype) == "i1" else x
     f.raw("  %start.addr = alloca i64")
-    f.raw("  %j.addr = alloca i64")
     f.raw("  store i64 %lo, ptr %start.addr")
     f.raw("  br label %block.head")
     f.raw("block.head:")
@@ -845,57 +846,31 @@ def _staged_nest(jaxpr, name, module, lay, space):
     f.raw(f"  %n = select i1 %short, i64 %left, i64 {block}")
     out_index = {v: k for k, v in enumerate(outs)}
     for k, eqn in enumerate(eqns):
-        g = _Function(module, prefix=f"e{k}_")
-        j = f"%jc{k}"
-        at = g.emit(f"add i64 %start, {j}")
-
-        def read(a, g=g, j=j, at=at):
+        # the equation's operands: ("v", type) a block of values at a pointer, ("s", type) a
+        # scalar, ("c", text) a literal; its result: the block buffer, and an output array
+        kinds, args = [], []
+        for a in eqn.invars:
             if type(a) is Literal:
-                return ir_const(a.val, a.aval.dtype)
-            if a in scalars:
-                return scalars[a]
-            ty = _ty(a.aval.dtype)
-            if a in slot_of:
-                slot = slot_of[a]
-                p = g.emit(f"getelementptr {ty}, ptr %buf{slot[1]}, i64 {j}")
-                return g.emit(f"load {ty}, ptr {p}")
-            k_in = jaxpr.invars.index(a)
-            mty = _mem_ty(a.aval.dtype)
-            p = g.emit(f"getelementptr {mty}, ptr {ptrs[k_in]}, i64 {at}")
-            x = g.emit(f"load {mty}, ptr {p}")
-            return g.emit(f"icmp ne i8 {x}, 0") if ty == "i1" else x
-
-        if eqn.primitive.name == "broadcast_in_dim":
-            value = read(eqn.invars[0])
-        else:
-            ins, expr = elementwise_expr(eqn.primitive, [a.aval.dtype for a in eqn.invars],
-                                         eqn.params)
-            vals = {id(n): read(a) for n, a in zip(ins, eqn.invars)}
-            for node in nodes(expr):
-                if id(node) not in vals:
-                    vals[id(node)] = g.value(node, [vals[id(a)] for a in node.args])
-            value = vals[id(expr)]
+                kinds.append(("c", ir_const(a.val, a.aval.dtype), _ty(a.aval.dtype)))
+            elif a in scalars:
+                kinds.append(("s", None, _ty(a.aval.dtype)))
+                args.append(f"{_ty(a.aval.dtype)} {scalars[a]}")
+            elif a in slot_of:
+                kinds.append(("v", None, _ty(a.aval.dtype)))
+                args.append(f"ptr %buf{slot_of[a][1]}")
+            else:
+                mty = _mem_ty(a.aval.dtype)
+                kinds.append(("a", None, _ty(a.aval.dtype)))
+                p = f.emit(f"getelementptr {mty}, ptr {ptrs[jaxpr.invars.index(a)]}, i64 %start")
+                args.append(f"ptr {p}")
         v = eqn.outvars[0]
-        ty, slot = slot_of[v]
-        p = g.emit(f"getelementptr {ty}, ptr %buf{slot}, i64 {j}")
-        g.raw(f"  store {ty} {value}, ptr {p}")
+        args.append(f"ptr %buf{slot_of[v][1]}")
         if v in out_index:
             mty = _mem_ty(v.aval.dtype)
-            val = g.emit(f"zext i1 {value} to i8") if ty == "i1" else value
-            q = g.emit(f"getelementptr {mty}, ptr {ptrs[nin + out_index[v]]}, i64 {at}")
-            g.raw(f"  store {mty} {val}, ptr {q}")
-        f.raw("  store i64 0, ptr %j.addr")
-        f.raw(f"  br label %eh{k}")
-        f.raw(f"eh{k}:")
-        f.raw(f"  %jc{k} = load i64, ptr %j.addr")
-        f.raw(f"  %c{k} = icmp slt i64 %jc{k}, %n")
-        f.raw(f"  br i1 %c{k}, label %eb{k}, label %ex{k}")
-        f.raw(f"eb{k}:")
-        f.lines.extend(g.lines)
-        f.raw(f"  %jn{k} = add i64 {j}, 1")
-        f.raw(f"  store i64 %jn{k}, ptr %j.addr")
-        f.raw(f"  br label %eh{k}")
-        f.raw(f"ex{k}:")
+            p = f.emit(f"getelementptr {mty}, ptr {ptrs[nin + out_index[v]]}, i64 %start")
+            args.append(f"ptr {p}")
+        fn = _block_function(eqn, kinds, v in out_index, module)
+        f.raw(f"  call void @{fn}({', '.join(args + ['i64 %n'])})")
     f.raw(f"  %next = add i64 %start, {block}")
     f.raw("  store i64 %next, ptr %start.addr")
     f.raw("  br label %block.head")
@@ -906,6 +881,60 @@ def _staged_nest(jaxpr, name, module, lay, space):
             + "\n  ret void\n}\n")
     out_specs = [(tuple(v.aval.shape), np.dtype(v.aval.dtype)) for v in outs]
     return text, lay, out_specs, None, math.prod(space) * len(eqns)
+
+
+def _block_function(eqn, kinds, stored, module):
+    """The name of a function computing one equation over a block (`n` elements), defined in
+    `module` once per distinct equation; see _staged_nest for the operand kinds."""
+    out = eqn.outvars[0]
+    ty = _ty(out.aval.dtype)
+    params, loads = [], []
+    g = _Function(module, prefix="t")
+    for k, (kind, const, aty) in enumerate(kinds):
+        if kind == "s":
+            params.append(f"{aty} %x{k}")
+        elif kind in "va":
+            params.append(f"ptr noalias %x{k}")
+    params.append("ptr noalias %dst")
+    if stored:
+        params.append("ptr noalias %out")
+    params.append("i64 %n")
+    vals = []
+    for k, (kind, const, aty) in enumerate(kinds):
+        if kind == "c":
+            vals.append(const)
+        elif kind == "s":
+            vals.append(f"%x{k}")
+        else:
+            mty = "i8" if aty == "i1" else aty
+            p = g.emit(f"getelementptr {mty if kind == 'a' else aty}, ptr %x{k}, i64 %j")
+            x = g.emit(f"load {mty if kind == 'a' else aty}, ptr {p}")
+            vals.append(g.emit(f"icmp ne i8 {x}, 0") if kind == "a" and aty == "i1" else x)
+    if eqn.primitive.name == "broadcast_in_dim":
+        value = vals[0]
+    else:
+        ins, expr = elementwise_expr(eqn.primitive, [a.aval.dtype for a in eqn.invars],
+                                     eqn.params)
+        env = {id(n): x for n, x in zip(ins, vals)}
+        for node in nodes(expr):
+            if id(node) not in env:
+                env[id(node)] = g.value(node, [env[id(a)] for a in node.args])
+        value = env[id(expr)]
+    p = g.emit(f"getelementptr {ty}, ptr %dst, i64 %j")
+    g.raw(f"  store {ty} {value}, ptr {p}")
+    if stored:
+        mty = _mem_ty(out.aval.dtype)
+        val = g.emit(f"zext i1 {value} to i8") if ty == "i1" else value
+        q = g.emit(f"getelementptr {mty}, ptr %out, i64 %j")
+        g.raw(f"  store {mty} {val}, ptr {q}")
+    body = "\n".join(g.lines)
+    text = (f"(" + ", ".join(params) + ") #2 {\nentry:\n  br label %head\nhead:\n"
+            "  %j = phi i64 [0, %entry], [%j1, %body]\n  %c = icmp slt i64 %j, %n\n"
+            "  br i1 %c, label %body, label %exit\nbody:\n" + body
+            + "\n  %j1 = add i64 %j, 1\n  br label %head\nexit:\n  ret void\n}\n")
+    fn = "fgb_" + hashlib.sha1(text.encode()).hexdigest()[:16]
+    module.helpers.setdefault(fn, f"define internal void @{fn}" + text)
+    return fn
 
 
 def _read_shape(jaxpr, v, rank):

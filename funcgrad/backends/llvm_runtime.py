@@ -72,7 +72,8 @@ def _setup():
         wide = ('"prefer-vector-width"="512" "min-legal-vector-width"="512" '
                 if "+avx512f" in features else "")
         attrs = (f'attributes #0 = {{ nounwind {wide}}}\n'
-                 f'attributes #1 = {{ nounwind alwaysinline {wide}}}\n')
+                 f'attributes #1 = {{ nounwind alwaysinline {wide}}}\n'
+                 f'attributes #2 = {{ nounwind noinline {wide}}}\n')
         key = f"{llvm.llvm_version_info}|{cpu}|{features}|{tm.triple}"
         _ENV = (llvm, tm, attrs, key)
     return _ENV
