@@ -845,7 +845,7 @@ def _staged_nest(jaxpr, name, module, lay, space):
     f.raw(f"  %short = icmp slt i64 %left, {block}")
     f.raw(f"  %n = select i1 %short, i64 %left, i64 {block}")
     out_index = {v: k for k, v in enumerate(outs)}
-    for k, eqn in enumerate(eqns):
+    for eqn in eqns:
         # the equation's operands: ("v", type) a block of values at a pointer, ("s", type) a
         # scalar, ("c", text) a literal; its result: the block buffer, and an output array
         kinds, args = [], []
@@ -888,9 +888,9 @@ def _block_function(eqn, kinds, stored, module):
     `module` once per distinct equation; see _staged_nest for the operand kinds."""
     out = eqn.outvars[0]
     ty = _ty(out.aval.dtype)
-    params, loads = [], []
+    params = []
     g = _Function(module, prefix="t")
-    for k, (kind, const, aty) in enumerate(kinds):
+    for k, (kind, _, aty) in enumerate(kinds):
         if kind == "s":
             params.append(f"{aty} %x{k}")
         elif kind in "va":
@@ -928,7 +928,7 @@ def _block_function(eqn, kinds, stored, module):
         q = g.emit(f"getelementptr {mty}, ptr %out, i64 %j")
         g.raw(f"  store {mty} {val}, ptr {q}")
     body = "\n".join(g.lines)
-    text = (f"(" + ", ".join(params) + ") #2 {\nentry:\n  br label %head\nhead:\n"
+    text = ("(" + ", ".join(params) + ") #2 {\nentry:\n  br label %head\nhead:\n"
             "  %j = phi i64 [0, %entry], [%j1, %body]\n  %c = icmp slt i64 %j, %n\n"
             "  br i1 %c, label %body, label %exit\nbody:\n" + body
             + "\n  %j1 = add i64 %j, 1\n  br label %head\nexit:\n  ret void\n}\n")
