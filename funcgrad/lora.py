@@ -53,10 +53,21 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None):
     """Adapters for the True leaves of `mask` (all must be 2-D): a tree shaped like `params`
     with an `Adapter(a, b)` at each chosen leaf and None elsewhere.
 
-    `key` is an int seed or an integer key array; `alpha` defaults to `rank` (scale 1).
+    `key` is an int seed or an integer key array; `alpha` defaults to `rank` (scale 1). `rank`
+    is at most min(rows, cols) of each chosen weight (a larger one adds parameters and no
+    expressiveness); chosen weights must be floating-point.
     """
+    if not isinstance(rank, (int, np.integer)) or isinstance(rank, (bool, np.bool_)):
+        raise TypeError(f"lora.init: rank must be an int >= 1, got {type(rank).__name__} "
+                        f"{rank!r}")
     if rank < 1:
-        raise ValueError(f"lora.init: rank must be >= 1, got {rank}")
+        raise ValueError(f"lora.init: rank must be an int >= 1, got {rank}")
+    if alpha is not None and (isinstance(alpha, (bool, np.bool_)) or
+                              not isinstance(alpha, (int, float, np.integer, np.floating))
+                              or not np.isfinite(alpha)):
+        raise TypeError(f"lora.init: alpha must be a finite number (or None for alpha = rank), "
+                        f"got {alpha!r}")
+    rank = int(rank)
     scale = float(alpha if alpha is not None else rank) / rank
     rng = _rng(key)
     pairs, treedef = tu.tree_flatten_with_path(params)
@@ -68,12 +79,20 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None):
         if not m:
             out.append(None)
             continue
-        shape = np.shape(w)
+        shape, where = np.shape(w), tu.path_to_str(path) or "<root>"
         if len(shape) != 2:
-            raise ValueError(f"lora.init: {tu.path_to_str(path)!r} has shape {tuple(shape)}; "
+            raise ValueError(f"lora.init: {where!r} has shape {tuple(shape)}; "
                              "LoRA adapts 2-D weight matrices only (leave it out of the mask)")
-        dtype = w.dtype if hasattr(w, "dtype") else np.float32
+        dtype = np.dtype(w.dtype) if hasattr(w, "dtype") else np.dtype(np.float32)
+        if dtype.kind in "biu":
+            raise TypeError(f"lora.init: {where!r} has dtype {dtype}; LoRA adapts "
+                            "floating-point weights only (leave it out of the mask, or load the "
+                            "weights as floats)")
         rows, cols = shape
+        if rank > min(rows, cols):
+            raise ValueError(f"lora.init: rank={rank} exceeds min(rows, cols) = "
+                             f"{min(rows, cols)} of {where!r} (shape {tuple(shape)}); use "
+                             f"rank <= {min(rows, cols)}, or leave that weight out of the mask")
         bound = 1.0 / np.sqrt(cols)
         a = on_default_backend(rng.uniform(-bound, bound, (rank, cols)).astype(dtype), like=w)
         b = on_default_backend(np.zeros((rows, rank), dtype), like=w)
@@ -90,21 +109,33 @@ def delta(adapter: Adapter, like):
 
 
 def _adapted(params, adapters, who):
-    def f(ad, w):
+    def f(path, ad, w):
         if ad is None:
             return w  # the base array itself: no copy
-        if np.shape(w) != (np.shape(ad.b)[0], np.shape(ad.a)[1]):
-            raise ValueError(f"{who}: adapter factors {np.shape(ad.b)} @ {np.shape(ad.a)} do not "
+        where = tu.path_to_str(path) or "<root>"
+        if not isinstance(ad, Adapter):
+            raise TypeError(f"{who}: at {where!r} the adapters hold a {type(ad).__name__}, not "
+                            "an Adapter or None; make them with lora.init(key, params, mask)")
+        sa, sb = np.shape(ad.a), np.shape(ad.b)
+        if len(sa) != 2 or len(sb) != 2 or np.shape(w) != (sb[0], sa[1]) or sa[0] != sb[1]:
+            raise ValueError(f"{who}: at {where!r} the adapter factors B {sb} @ A {sa} do not "
                              f"fit a weight of shape {np.shape(w)}")
+        for name, x in (("A", ad.a), ("B", ad.b)):
+            if np.dtype(x.dtype).kind in "biu":
+                raise TypeError(f"{who}: at {where!r} adapter factor {name} is {x.dtype}; "
+                                "adapters are floating-point")
         return fnp.add(w, delta(ad, w))
 
     try:
-        return tu.tree_map(f, adapters, params, is_leaf=_is_adapter_leaf)
+        return tu.tree_map_with_path(f, adapters, params, is_leaf=_is_adapter_leaf)
     except ValueError as e:
         if who in str(e):
             raise
-        raise ValueError(f"{who}: the adapters do not match the params' structure ({e}); make "
-                         "them with lora.init(key, params, mask)") from None
+        slots = tu.tree_map(lambda a: 0, adapters, is_leaf=_is_adapter_leaf)  # one per weight
+        d = _masks.first_difference(slots, params, names=("the adapters", "the params"))
+        detail = d[1] if d else str(e)
+        raise ValueError(f"{who}: the adapters do not match the params' structure: {detail}; "
+                         "make them with lora.init(key, params, mask)") from None
 
 
 def apply(apply_fn):

@@ -208,8 +208,10 @@ def _logsumexp(x, axis, keepdims):
 def _logsumexp_jvp(axis, keepdims, primals, tangents):
     (x,), (t,) = primals, tangents
     out = _logsumexp(x, axis, True)
-    weights = fnp.exp(x - out)  # softmax; exactly 0 where x = -inf
-    t_out = fnp.sum(weights * fnp.where(weights > 0, t, fnp.zeros_like(t)), axis=axis,
+    # softmax: exactly 0 where x = -inf (so a tangent there, even inf, takes no part), and NaN
+    # on a slice that is all -inf, where the softmax, the derivative, is undefined (as JAX's)
+    weights = fnp.exp(fnp.subtract(x, out))   # (fnp: inf - inf without a NumPy warning)
+    t_out = fnp.sum(weights * fnp.where(weights != 0, t, fnp.zeros_like(t)), axis=axis,
                     keepdims=True)
     if not keepdims:
         out, t_out = fnp.squeeze(out, axis=axis), fnp.squeeze(t_out, axis=axis)
@@ -221,7 +223,9 @@ def logsumexp(x, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     """log(sum(b * exp(x))) over `axis`, shifted by the maximum so it never overflows.
 
     As JAX's: `b` scales each term (it may be negative: `return_sign=True` then also returns the
-    sign of the sum, and the log is of its magnitude); `where` masks terms out."""
+    sign of the sum, and the log is of its magnitude); `where` masks terms out. A slice that is
+    all -inf gives -inf, and its gradient (the softmax, undefined there) is NaN, as in JAX and
+    PyTorch: a fully masked row shows up instead of passing as zeros."""
     x = fnp.asarray(x)
     if x.dtype.kind not in "fc":
         x = fnp.asarray(x, np.float64)
@@ -260,14 +264,14 @@ def logmeanexp(x, axis=None, where=None, keepdims=False):
 @partial(custom_jvp, nondiff_argnums=(1,))
 def _softmax(x, axis):
     unnormalized = fnp.exp(x - _finite_max(x, axis))
-    return unnormalized / fnp.sum(unnormalized, axis=axis, keepdims=True)
+    return fnp.divide(unnormalized, fnp.sum(unnormalized, axis=axis, keepdims=True))
 
 
 @_softmax.defjvp
 def _softmax_jvp(axis, primals, tangents):
     (x,), (t,) = primals, tangents
     y = _softmax(x, axis)
-    t = fnp.where(y > 0, t, fnp.zeros_like(t))
+    t = fnp.where(y != 0, t, fnp.zeros_like(t))  # 0 where x = -inf; NaN rows stay NaN
     return y, y * (t - fnp.sum(y * t, axis=axis, keepdims=True))
 
 
@@ -292,7 +296,7 @@ def log_softmax(x, axis=-1, where=None):
     if where is not None:
         x = fnp.where(where, x, -np.inf)
     shifted = x - _finite_max(x, axes)
-    return shifted - fnp.log(fnp.sum(fnp.exp(shifted), axis=axes, keepdims=True))
+    return fnp.subtract(shifted, fnp.log(fnp.sum(fnp.exp(shifted), axis=axes, keepdims=True)))
 
 
 @inputs_on_default_backend

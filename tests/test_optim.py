@@ -386,3 +386,162 @@ def test_add_decayed_weights_needs_params():
     params = make_params()
     with pytest.raises(ValueError, match="needs params"):
         tx.update(params, tx.init(params))
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation: trees against the params, states against their optimizer, hyperparameters
+
+def _all_optimizers():
+    return {
+        "sgd": optim.sgd(0.1), "momentum": optim.momentum(0.1, 0.9, nesterov=True),
+        "adam": optim.adam(1e-3), "adamw": optim.adamw(1e-3),
+        "rmsprop": optim.rmsprop(1e-3, centered=True, momentum=0.9),
+        "adagrad": optim.adagrad(1e-2), "lion": optim.lion(1e-4),
+        "chain": optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3)),
+        "masked": optim.masked(optim.adam(1e-3), FROZEN),
+        "multi_transform": optim.multi_transform(
+            {"a": optim.adam(1e-3), "f": optim.set_to_zero()},
+            {"w": "a", "b": "f", "layers": "a"}),
+        "MultiSteps": optim.MultiSteps(optim.adam(1e-3), 2).gradient_transformation(),
+    }
+
+
+def _mismatches(params):
+    return {
+        "list-for-dict": ([params["w"], params["b"], params["layers"]], "at '<root>'"),
+        "extra-key": (dict(params, extra=params["b"]), "'extra'"),
+        "shape": (dict(params, b=params["b"][:1]), r"'b': shape \(1,\) in the updates, \(4,\)"),
+        "dtype": (dict(params, w=params["w"].astype(np.float64)),
+                  "'w': dtype float64 in the updates, float32 in the params"),
+        "nested-shape": (dict(params, layers=[{"k": np.ones((3, 2), np.float32)}]),
+                         "'layers/0/k'"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_all_optimizers()))
+@pytest.mark.parametrize("jit", [False, True])
+def test_every_optimizer_checks_updates_against_params_naming_the_path(name, jit):
+    params = make_params()
+    tx = _all_optimizers()[name]
+    state = tx.init(params)
+    update = fg.jit(tx.update) if jit else tx.update
+    update(grad_seq(params, 1)[0], state, params)                 # the right tree passes
+    for kind, (grads, where) in _mismatches(params).items():
+        with pytest.raises((ValueError, TypeError), match=where) as info:
+            update(grads, state, params)
+        assert "optim." in str(info.value), kind
+
+
+def test_without_params_the_state_catches_mismatches():
+    params = make_params()
+    for name in ("adam", "momentum", "rmsprop", "adagrad", "lion", "MultiSteps"):
+        tx = _all_optimizers()[name]
+        state = tx.init(params)
+        with pytest.raises(ValueError, match=r"'b': shape \(4,\) in the optimizer state, \(1,\)"):
+            tx.update(dict(params, b=params["b"][:1]), state)
+        with pytest.raises(TypeError, match="'w': dtype float32 in the optimizer state, float64"):
+            tx.update(dict(params, w=params["w"].astype(np.float64)), state)
+
+
+@pytest.mark.parametrize("maker,user,words", [
+    ("momentum", "adam", ["optim.scale_by_adam", "TraceState", "made by optim.trace",
+                          "ScaleByAdamState"]),
+    ("adam", "sgd", ["optim.sgd", "(ScaleByAdamState, EmptyState)", "scale_by_adam (adam"]),
+    ("adagrad", "rmsprop", ["ScaleByRssState", "scale_by_rss (adagrad)"]),
+    ("adam", "masked", ["optim.masked", "scale_by_adam (adam", "keeps a MaskedState"]),
+    ("masked", "MultiSteps", ["MaskedState, made by optim.masked", "MultiStepsState"]),
+    ("lion", "lion-schedule", ["EmptyState", "stateless", "ScaleByScheduleState"]),
+])
+def test_a_state_from_another_optimizer_says_which_made_it(maker, user, words):
+    params = make_params()
+    txs = dict(_all_optimizers(), **{"lion-schedule": optim.lion(optim.linear_schedule(
+        1e-3, 0.0, 10))})
+    state = txs[maker].init(params)
+    with pytest.raises(TypeError) as info:
+        txs[user].update(grad_seq(params, 1)[0], state, params)
+    for w in words + ["init(params)"]:
+        assert w in str(info.value), f"{w!r} not in {info.value}"
+
+
+BAD_HYPERPARAMETERS = [
+    (lambda: optim.sgd(float("nan")), ValueError, ["optim.sgd", "learning_rate", "finite", ">= 0"]),
+    (lambda: optim.adam(-1e-3), ValueError, ["optim.adam", "learning_rate", "negate the loss"]),
+    (lambda: optim.sgd("0.1"), TypeError, ["learning_rate", "a number >= 0 or a schedule", "str"]),
+    (lambda: optim.adam(True), TypeError, ["learning_rate", "bool"]),
+    (lambda: optim.adam(np.ones(2)), TypeError, ["learning_rate", "ndarray"]),
+    (lambda: optim.adam(lambda c: -1.0), ValueError, ["schedule's value at step 0", ">= 0"]),
+    (lambda: optim.adam(1e-3, b1=1.5), ValueError, ["b1", "[0, 1)", "1.5"]),
+    (lambda: optim.adamw(1e-3, b2=-0.1), ValueError, ["b2", "[0, 1)"]),
+    (lambda: optim.adam(1e-3, eps=-1.0), ValueError, ["eps", "[0, inf)"]),
+    (lambda: optim.adamw(1e-3, weight_decay=float("inf")), ValueError, ["weight_decay"]),
+    (lambda: optim.clip_by_global_norm(-1), ValueError, ["max_norm", "(0, inf)", "-1"]),
+    (lambda: optim.clip_by_global_norm(0.0), ValueError, ["max_norm", "(0, inf)"]),
+    (lambda: optim.sgd(0.1, momentum=1.0), ValueError, ["decay (momentum)", "[0, 1)"]),
+    (lambda: optim.rmsprop(0.1, decay=2.0), ValueError, ["decay", "[0, 1)"]),
+    (lambda: optim.adagrad(0.1, initial_accumulator_value=-1), ValueError,
+     ["initial_accumulator_value"]),
+    (lambda: optim.lion(1e-4, b1=2), ValueError, ["b1", "[0, 1]"]),
+    (lambda: optim.scale("2"), TypeError, ["step_size", "a real number"]),
+    (lambda: optim.MultiSteps(optim.sgd(0.1), 0), ValueError, ["every_k_schedule", "[1, inf)"]),
+    (lambda: optim.MultiSteps(optim.sgd(0.1), 2.5), TypeError, ["every_k_schedule", "an int"]),
+    (lambda: optim.MultiSteps(0.1, 2), TypeError, ["opt is a float", "GradientTransformation"]),
+    (lambda: optim.chain(optim.sgd(0.1), 3), TypeError, ["argument 1 is a int"]),
+    (lambda: optim.multi_transform([optim.sgd(0.1)], "a"), TypeError, ["non-empty dict"]),
+]
+
+
+@pytest.mark.parametrize("make,exc,words", BAD_HYPERPARAMETERS,
+                         ids=[str(i) for i in range(len(BAD_HYPERPARAMETERS))])
+def test_hyperparameters_are_checked_at_construction(make, exc, words):
+    with pytest.raises(exc) as info:
+        make()
+    for w in words:
+        assert w in str(info.value), f"{w!r} not in {info.value}"
+
+
+def test_a_schedule_going_bad_is_caught_at_that_step_eagerly():
+    params = make_params()
+    tx = optim.sgd(lambda count: 0.1 - 0.05 * float(count))      # negative from step 3
+    state = tx.init(params)
+    g = grad_seq(params, 1)[0]
+    for _ in range(3):
+        _, state = tx.update(g, state, params)
+    with pytest.raises(ValueError, match="schedule's value must be a finite number >= 0"):
+        tx.update(g, state, params)
+
+
+def test_traced_hyperparameters_pass_validation():
+    """inject_hyperparams-style: an optimizer built inside jit from traced values."""
+    params = make_params()
+    g = grad_seq(params, 1)[0]
+    state = optim.adam(1e-3).init(params)
+
+    def step(lr, b1, g, state, params):
+        return optim.adam(lr, b1=b1).update(g, state, params)
+
+    u, _ = fg.jit(step)(np.float32(1e-3), np.float32(0.9), g, state, params)
+    want, _ = optim.adam(1e-3).update(g, state, params)
+    assert_trees_close(u, want)
+
+
+def test_apply_updates_refuses_broadcasting_structure_and_truncation():
+    params = {"a": np.ones(3, np.float32), "n": np.arange(2), "x": 1.5}
+    ok = fg.device_get(optim.apply_updates(params, {"a": np.ones(3, np.float32), "n": None,
+                                                    "x": 0.5}))
+    assert ok["x"] == 2.0 and np.array_equal(ok["n"], params["n"]) and ok["a"].dtype == np.float32
+    with pytest.raises(ValueError, match=r"no broadcasting.*'a': shape \(2, 3\) in the updates, "
+                                         r"\(3,\) in the params"):
+        optim.apply_updates(params, {"a": np.ones((2, 3), np.float32), "n": None, "x": 0.0})
+    with pytest.raises(ValueError, match="'y' is in the updates but not in the params"):
+        optim.apply_updates(params, {"a": None, "n": None, "x": 0.0, "y": 1.0})
+    with pytest.raises(ValueError, match="at '<root>': a list in the updates, a dict"):
+        optim.apply_updates(params, [1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match="'n': an update of dtype float64 for a parameter "
+                                        "of dtype int64"):
+        optim.apply_updates(params, {"a": None, "n": np.ones(2), "x": 0.0})
+    with pytest.raises(TypeError, match="'a': an update of dtype complex64 for a "
+                                        "parameter of dtype float32"):
+        optim.apply_updates(params, {"a": np.ones(3, np.complex64), "n": None, "x": 0.0})
+    f = fg.jit(optim.apply_updates)
+    with pytest.raises(ValueError, match="'a': shape"):
+        f(params, {"a": np.ones((2, 3), np.float32), "n": None, "x": 0.0})

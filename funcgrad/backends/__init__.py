@@ -43,15 +43,19 @@ class Backend:
         self.xp = xp
         self._compile = compile_fn
 
-    def compile(self, program, donated=(), compile_body=None, profile=False):
+    def compile(self, program, donated=(), compile_body=None, profile=False, quiet=True):
         """An Executable for `program` (a Jaxpr, already optimized and fused); with `profile`,
-        one that times each of its steps into `executable.times`."""
+        one that times each of its steps into `executable.times`. `quiet=False` for the bodies
+        of control flow: they run inside a program that already silenced NumPy's
+        floating-point warnings (core/errors.py)."""
         kw = {"profile": profile} if profile else {}
+        if not quiet:
+            kw["quiet"] = False
         return self._compile(program, xp=self.xp, donated=donated,
                              compile_body=compile_body or self._plain_body, **kw)
 
     def _plain_body(self, jaxpr, xp=None, donated=()):
-        return self.compile(jaxpr, donated)
+        return self.compile(jaxpr, donated, quiet=False)
 
     def __repr__(self):
         return f"Backend({self.name!r})"

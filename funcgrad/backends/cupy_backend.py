@@ -102,9 +102,10 @@ def generate(program):
     return source, namespace, kernels, len(fused.constvars), eqn_lines
 
 
-def compile_jaxpr(program, xp=None, donated=(), compile_body=None):
+def compile_jaxpr(program, xp=None, donated=(), compile_body=None, quiet=True):
     """`run(*consts, *args) -> outputs` for a fused program on CuPy (see the module doc);
-    `compile_body(jaxpr, xp=)` compiles control flow's sub-programs (jit's pipeline)."""
+    `compile_body(jaxpr, xp=)` compiles control flow's sub-programs (jit's pipeline). (CuPy
+    raises no floating-point warnings: `quiet` changes nothing.)"""
     from ..devices import _cupy
     cupy = _cupy()
     xp = xp if isinstance(xp, CupyNamespace) else namespace_for(cupy)

@@ -47,7 +47,7 @@ _CONTIGUOUS = {"dot_general", "reduce_sum", "reduce_max", "reduce_min", "reduce_
 _CONTIGUITY_KEEPING = {"reshape", "squeeze", "expand_dims", "stop_gradient", "name"}
 
 
-def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False):
+def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, quiet=True):
     """An Executable for a fused program on NumPy arrays (see the module doc)."""
     jaxpr = getattr(program, "jaxpr", program)
     kernels = {}
@@ -112,7 +112,7 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False):
         return lines
 
     executable = numpy_backend.compile_jaxpr(jaxpr, xp, donated, compile_body, special,
-                                             extra_names=_NAMES, profile=profile)
+                                             extra_names=_NAMES, profile=profile, quiet=quiet)
     listing = "".join(f"\n; ---- kernel fused_{k} ({_describe(jaxpr.eqns[k])}) ----\n{kern.ir}"
                       for k, kern in kernels.items())
     source = executable.source + ("\n; compiled LLVM kernels" + listing if kernels else "")

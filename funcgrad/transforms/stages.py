@@ -72,7 +72,7 @@ def _body_compiler(backend):
     def compile_body(jaxpr, xp=None, donated=()):
         if backend.fusion is not None:
             jaxpr = passes.fuse(jaxpr, **backend.fusion)
-        return backend.compile(jaxpr, donated, compile_body=compile_body)
+        return backend.compile(jaxpr, donated, compile_body=compile_body, quiet=False)
     return compile_body
 
 
