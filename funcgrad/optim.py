@@ -46,15 +46,18 @@ class GradientTransformation(NamedTuple):
     update: Callable
 
 
-def _transformation(init, update, state_type=None, who=None):
+def _transformation(init, update, state_type=None, who=None, inner=(), eager=False):
     """A GradientTransformation whose update checks its inputs and takes host or device leaves
     alike (with a GPU default backend, host updates and parameters are copied to the device
     first). Checked on every call: the updates against the params (structure, shapes, dtypes)
     and, with `state_type`, that the state is one (so a state made by another optimizer is
-    named). `who` defaults to the name of the function that defines `update`. The update is
-    jitted: called on arrays it runs as one compiled program (every leaf's update in one fused
-    pass), checked when a new structure, shape or dtype traces it; under a transform it is
-    traced as the formulas are."""
+    named). `who` defaults to the name of the function that defines `update`.
+
+    The update is jitted (it runs as one compiled program, every leaf's update in one fused
+    pass; the checks run when a new structure, shape or dtype traces it; under a transform it is
+    traced as the formulas are), unless it is `eager` (it calls a schedule: a Python function
+    of the step count, checked at every step on concrete values) or a transformation in
+    `inner` is."""
     who = who or update.__qualname__.split(".")[0]
 
     def checked(updates, state, params=None):
@@ -69,7 +72,15 @@ def _transformation(init, update, state_type=None, who=None):
         finally:
             _checking.done = False
 
-    return GradientTransformation(init, _jit(inputs_on_default_backend(checked)))
+    fn = inputs_on_default_backend(checked)
+    if eager or any(not _compiled(t) for t in inner):
+        return GradientTransformation(init, fn)
+    return GradientTransformation(init, _jit(fn))
+
+
+def _compiled(transformation):
+    """Whether a transformation's update is jitted (see _transformation)."""
+    return callable(getattr(transformation.update, "lower", None))
 
 
 class EmptyState(NamedTuple):
@@ -325,7 +336,7 @@ def _chain(who, transforms):
             new.append(s)
         return updates, tuple(new)
 
-    return _transformation(init, update, who=who)
+    return _transformation(init, update, who=who, inner=transforms)
 
 
 def identity() -> GradientTransformation:
@@ -361,7 +372,7 @@ def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
         return (tu.tree_map(lambda u: u * _cast(s, u), updates),
                 ScaleByScheduleState(_inc(state.count)))
 
-    return _transformation(init, update, ScaleByScheduleState)
+    return _transformation(init, update, ScaleByScheduleState, eager=True)
 
 
 def scale_by_learning_rate(learning_rate, *, flip_sign=True) -> GradientTransformation:
@@ -629,7 +640,7 @@ def masked(inner: GradientTransformation, mask) -> GradientTransformation:
         out = [n if m else fnp.zeros_like(u) for u, n, m in zip(leaves, got, on)]
         return tu.tree_unflatten(treedef, out), MaskedState(inner_state)
 
-    return _transformation(init, update, MaskedState)
+    return _transformation(init, update, MaskedState, inner=(inner,))
 
 
 def set_to_zero() -> GradientTransformation:
@@ -690,7 +701,7 @@ def multi_transform(transforms: dict, param_labels) -> GradientTransformation:
                     out[i] = n
         return tu.tree_unflatten(treedef, out), MultiTransformState(new_states)
 
-    return _transformation(init, update, MultiTransformState)
+    return _transformation(init, update, MultiTransformState, inner=tuple(transforms.values()))
 
 
 class MultiSteps:
@@ -708,6 +719,7 @@ class MultiSteps:
         if not callable(every_k_schedule):
             _hyper("MultiSteps", "every_k_schedule", every_k_schedule, 1, integer=True)
         self.opt = opt
+        self._k_is_schedule = callable(every_k_schedule)
         self.every_k_schedule = (every_k_schedule if callable(every_k_schedule)
                                  else (lambda step, k=int(every_k_schedule): k))
 
@@ -737,7 +749,8 @@ class MultiSteps:
         return state.mini_step == 0
 
     def gradient_transformation(self) -> GradientTransformation:
-        return _transformation(self.init, self.update, MultiStepsState, "MultiSteps")
+        return _transformation(self.init, self.update, MultiStepsState, "MultiSteps",
+                               inner=(self.opt,), eager=self._k_is_schedule)
 
 
 _HOLE = object()   # a None update, as a leaf, when locating a mismatch

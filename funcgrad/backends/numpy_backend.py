@@ -18,9 +18,9 @@ import time
 import numpy as np
 
 from ..core import Literal, Var
+from ..core.errors import FP_QUIET, fp_quiet_set, fp_reset
 from ..core.lowering import single_ufunc
 from .codegen import Executable, eqn_names, param_names
-from ..core.errors import FP_QUIET, fp_quiet_set, fp_reset
 
 # Rank-0 float equations written as Python operators on NumPy scalars (see compile_jaxpr), by
 # the NumPy ufunc the equation is.
