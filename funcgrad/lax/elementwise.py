@@ -150,6 +150,8 @@ acosh_p = unary("acosh", lambda xp, x: xp.arccosh(x),
                 lambda x, y: rsqrt(mul(sub(x, _one(x)), add(x, _one(x)))))
 atanh_p = unary("atanh", lambda xp, x: xp.arctanh(x),
                 lambda x, y: div(_one(x), sub(_one(x), mul(x, x))))
+square_p = unary("square", lambda xp, x: xp.square(x), lambda x, y: mul(_scalar(2, x), x),
+                 kinds=NUMBER)
 sqrt_p = unary("sqrt", lambda xp, x: xp.sqrt(x), lambda x, y: div(_scalar(0.5, y), y),
                residuals="out")
 rsqrt_p = unary("rsqrt", lambda xp, x: xp.reciprocal(xp.sqrt(x)),
@@ -514,8 +516,8 @@ exp, exp2, log, log1p, expm1 = map(_unary_fn, (exp_p, exp2_p, log_p, log1p_p, ex
 sin, cos, tan, asin, acos, atan = map(_unary_fn, (sin_p, cos_p, tan_p, asin_p, acos_p, atan_p))
 sinh, cosh, tanh, asinh, acosh, atanh = map(_unary_fn, (sinh_p, cosh_p, tanh_p, asinh_p, acosh_p,
                                                         atanh_p))
-sqrt, rsqrt, cbrt, logistic, erf, erf_inv, abs, bitwise_not = map(
-    _unary_fn, (sqrt_p, rsqrt_p, cbrt_p, logistic_p, erf_p, erf_inv_p, abs_p, not_p))
+sqrt, rsqrt, cbrt, logistic, erf, erf_inv, abs, bitwise_not, square = map(
+    _unary_fn, (sqrt_p, rsqrt_p, cbrt_p, logistic_p, erf_p, erf_inv_p, abs_p, not_p, square_p))
 add, sub, mul, div, rem, pow, max, min, atan2, nextafter = map(
     _binary_fn, (add_p, sub_p, mul_p, div_p, rem_p, pow_p, max_p, min_p, atan2_p, nextafter_p))
 eq, ne, lt, le, gt, ge = map(_binary_fn, (eq_p, ne_p, lt_p, le_p, gt_p, ge_p))
