@@ -350,3 +350,27 @@ def test_profile_lists_steps_with_source_lines():
     assert "test_jit.py" in dot["where"] and "f64[64,32]" in dot["what"]
     text = str(prof)
     assert "profile of jit(f)" in text and "dot_general" in text
+
+
+def test_fast_argument_flattening_follows_structure_changes():
+    """Calls reuse a generated flattener of the last structure; any other structure (lengths,
+    keys, a leaf turned container, None) takes the general path and traces as it should."""
+    from collections import namedtuple
+    Pair = namedtuple("Pair", "a b")
+    f = jit(lambda t: fg.tree_util.tree_map(lambda x: x * 2, t))
+    calls = [
+        ([np.ones(2), np.ones(3)], {"a": 1.0, "b": None}),
+        ([np.ones(2), np.ones(3)], {"a": 1.0, "b": None}),
+        ([np.ones(2)], {"a": 1.0, "b": None}),
+        ([np.ones(2), np.ones(3)], {"a": 1.0, "c": None}),
+        ([np.ones(2), (np.ones(3), np.ones(1))], {"a": 1.0, "b": None}),
+        ([np.ones(2), np.ones(3)], {"a": 1.0, "b": 2.0}),
+        Pair(np.ones(2), [3.0]),
+        (np.ones(2), [3.0]),
+    ]
+    for t in calls:
+        got = f(t)
+        assert fg.tree_util.tree_structure(got) == fg.tree_util.tree_structure(t)
+        for g, x in zip(fg.tree_util.tree_leaves(got), fg.tree_util.tree_leaves(t)):
+            np.testing.assert_array_equal(g, np.asarray(x) * 2)
+    assert f._cache_size() == 7

@@ -103,6 +103,7 @@ class JitFunction:
         self.__wrapped__ = fun
         self.__doc__ = getattr(fun, "__doc__", None)
         self._cache = FunctionCache(fun_name(fun))
+        self._fast_flatten = None   # (flatten function, in_tree) of the last call's structure
 
     # -- signature --
     def _split(self, args, kwargs):
@@ -132,7 +133,14 @@ class JitFunction:
             flat, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
         else:  # the common case, kept short: it is paid on every call
             static_pos, statics = (), ()
-            flat, in_tree = tree_util.tree_flatten((args, {}))
+            fast = self._fast_flatten
+            flat = fast[0]((args, _NO_KWARGS)) if fast is not None else None
+            if flat is None:  # another structure than the last call's
+                flat, in_tree = tree_util.tree_flatten((args, _NO_KWARGS))
+                flattener = in_tree.flattener()
+                self._fast_flatten = (flattener, in_tree) if flattener is not None else None
+            else:
+                in_tree = fast[1]
         key = (in_tree, tuple([(x.shape, x.dtype) if type(x) is np.ndarray else _leaf_key(x)
                                for x in flat]), statics, (_placement._default_xp, _cpu_backend[0]))
         return key, flat, in_tree, static_pos, statics
@@ -217,7 +225,7 @@ class JitFunction:
         except Exception as e:
             self._add_context(e, compiled)
             raise
-        return tree_util.tree_unflatten(compiled.out_tree, outs)
+        return compiled.unflatten(outs)
 
     def _add_context(self, e, compiled):
         """Name the equation (primitive, input types, the user's line) that raised at run time."""
@@ -283,8 +291,14 @@ class JitFunction:
         return len(self._cache)
 
 
+_NO_KWARGS: dict = {}
+
+
 def _safe_donations(flat, compiled):
     """Donated buffers are written in place; copy any that alias another argument."""
+    bases = [id(x) if x.base is None else id(x.base) for x in flat if type(x) is np.ndarray]
+    if len(set(bases)) == len(bases):  # the common case: no two arguments share memory
+        return flat
     seen = set()
     out = []
     for x in flat:

@@ -146,7 +146,8 @@ class Compiled:
     """Generated code for one signature: callable with the arguments it was lowered for
     (without the static ones, as JAX's), `as_text()`, `cost_analysis()`."""
 
-    __slots__ = ("lowered", "executable", "fn", "consts", "out_tree", "has_scalars", "used")
+    __slots__ = ("lowered", "executable", "fn", "consts", "out_tree", "has_scalars",
+                 "unflatten")
 
     def __init__(self, lowered, executable):
         self.lowered = lowered
@@ -156,6 +157,7 @@ class Compiled:
             else []
         self.out_tree = lowered.traced.out_tree
         self.has_scalars = lowered.traced.has_scalars
+        self.unflatten = self.out_tree.unflattener()   # outputs -> the function's pytree
 
     def as_text(self):
         return self.executable.source
