@@ -341,6 +341,11 @@ def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), b
     donate_argnums: arguments whose buffers the function may overwrite (e.g. old parameters in
     an optimizer step). As in JAX, a donated array must not be used after the call: its contents
     are unspecified (NumPy cannot invalidate it, so this is documented, not checked).
+
+    On the CPU the program runs as generated Python calling NumPy, with its fusion groups
+    compiled by LLVM (docs/jit.md). Unlike JAX, whose jitted and eager calls both run XLA's
+    code, a jitted float32 exp, log or tanh (the kernels' own, within 1 ulp of exact) may differ
+    from the eager NumPy result by an ulp or two; see docs/differences.md.
     """
     if fun is None:
         return lambda f: jit(f, static_argnums=static_argnums, static_argnames=static_argnames,
