@@ -191,7 +191,7 @@ def _scatter_numpy(mode, out, idx, upd, lead):
     view = out.reshape((math.prod(lead),) + out.shape[len(lead):])  # contiguous: a view
     if mode == "set":
         view[flat] = upd  # the last duplicate wins
-    elif mode == "add" and len(flat) > 1:
+    elif mode == "add" and len(flat) >= 256:
         # ufunc.at goes element by element and is several times slower: with distinct indices
         # (the cotangent of a gather of distinct positions) one indexed add is the same sum;
         # with repeats, each index's updates are summed first (whole rows: embedding gradients)
