@@ -1001,16 +1001,17 @@ def kernel_source(body, name):
     comps = _components(jaxpr)
     arrays = list(jaxpr.invars) + list(jaxpr.outvars)
     nests, calls, out_specs, dims, work, lay0, init = {}, [], [], [], 0, None, None
+    position = {v: k for k, v in enumerate(arrays)}
     part_of = [set() for _ in arrays]
     for c, comp in enumerate(comps):
         for v in (*comp.invars, *comp.outvars):
-            part_of[arrays.index(v)].add(c)
+            part_of[position[v]].add(c)
         text, lay, specs, init, w = _loop_nest(comp, f"{name}.nest", module)
         key = text
         if key not in nests:
             nests[key] = f"{name}.nest{len(nests)}"
         lay0 = lay0 or lay
-        idx = [arrays.index(v) for v in (*comp.invars, *comp.outvars)]
+        idx = [position[v] for v in (*comp.invars, *comp.outvars)]
         calls.append((nests[key], idx, len(dims), len(lay.dims)))
         dims += lay.dims
         out_specs += specs

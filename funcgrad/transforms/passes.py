@@ -47,12 +47,22 @@ def _has_effects(eqn) -> bool:
     if _effectful(eqn.primitive):
         return True
     for v in eqn.params.values():
-        for body in (v if isinstance(v, (tuple, list)) else (v,)):
-            if isinstance(body, ClosedJaxpr):
-                body = body.jaxpr
-            if isinstance(body, Jaxpr) and any(_has_effects(e) for e in body.eqns):
+        t = type(v)
+        if t is tuple or t is list:
+            if any(type(b) in _PROGRAMS and _body_has_effects(b) for b in v):
                 return True
+        elif t in _PROGRAMS and _body_has_effects(v):
+            return True
     return False
+
+
+def _body_has_effects(body):
+    if type(body) is ClosedJaxpr:
+        body = body.jaxpr
+    return any(_has_effects(e) for e in body.eqns)
+
+
+_PROGRAMS = (ClosedJaxpr, Jaxpr)
 
 
 def _split(program):
