@@ -20,6 +20,7 @@ import numpy as np
 
 from . import masks as _masks
 from . import numpy as fnp
+from . import random
 from . import tree_util as tu
 from .devices import on_default_backend
 
@@ -42,21 +43,18 @@ def _is_adapter_leaf(x) -> bool:
     return x is None or isinstance(x, Adapter)
 
 
-def _rng(key):
-    seed = np.asarray(key).ravel()
-    if seed.dtype.kind not in "iu":
-        raise TypeError(f"lora.init: key must be an int or an integer key array, got {key!r}")
-    return np.random.default_rng([int(s) % 2**32 for s in seed])
-
-
 def init(key, params, mask, rank: int = 8, alpha: float | None = None):
     """Adapters for the True leaves of `mask` (all must be 2-D): a tree shaped like `params`
     with an `Adapter(a, b)` at each chosen leaf and None elsewhere.
 
-    `key` is an int seed or an integer key array; `alpha` defaults to `rank` (scale 1). `rank`
-    is at most min(rows, cols) of each chosen weight (a larger one adds parameters and no
-    expressiveness); chosen weights must be floating-point.
+    A is uniform in +-1/sqrt(in_features) (PEFT's default, Kaiming-uniform with a = sqrt(5)),
+    B is zero, so the adapted model starts as the base model. `key` is a key or an int seed
+    (`fg.random.as_key`); the adapter at flat leaf index i draws from fold_in(key, i).
+    `alpha` defaults to `rank` (scale 1). `rank` is at most min(rows, cols) of each chosen
+    weight (a larger one adds parameters and no expressiveness); chosen weights must be
+    floating-point.
     """
+    key = random.as_key(key, "lora.init")
     if not isinstance(rank, (int, np.integer)) or isinstance(rank, (bool, np.bool_)):
         raise TypeError(f"lora.init: rank must be an int >= 1, got {type(rank).__name__} "
                         f"{rank!r}")
@@ -69,13 +67,12 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None):
                         f"got {alpha!r}")
     rank = int(rank)
     scale = float(alpha if alpha is not None else rank) / rank
-    rng = _rng(key)
     pairs, treedef = tu.tree_flatten_with_path(params)
     on = _masks.leaf_mask(mask, params, "lora.init")
     if not any(on):
         raise ValueError("lora.init: the mask selects no leaf; nothing would be adapted")
     out = []
-    for (path, w), m in zip(pairs, on):
+    for i, ((path, w), m) in enumerate(zip(pairs, on)):
         if not m:
             out.append(None)
             continue
@@ -94,7 +91,8 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None):
                              f"{min(rows, cols)} of {where!r} (shape {tuple(shape)}); use "
                              f"rank <= {min(rows, cols)}, or leave that weight out of the mask")
         bound = 1.0 / np.sqrt(cols)
-        a = on_default_backend(rng.uniform(-bound, bound, (rank, cols)).astype(dtype), like=w)
+        a = random.uniform(random.fold_in(key, i), (rank, cols), dtype, -bound, bound)
+        a = on_default_backend(a, like=w)
         b = on_default_backend(np.zeros((rows, rank), dtype), like=w)
         out.append(Adapter(a, b, scale))
     return tu.tree_unflatten(treedef, out)

@@ -219,14 +219,14 @@ def _logsumexp_jvp(axis, keepdims, primals, tangents):
 
 
 @inputs_on_default_backend
-def logsumexp(x, axis=None, b=None, keepdims=False, return_sign=False, where=None):
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=None):
     """log(sum(b * exp(x))) over `axis`, shifted by the maximum so it never overflows.
 
     As JAX's: `b` scales each term (it may be negative: `return_sign=True` then also returns the
     sign of the sum, and the log is of its magnitude); `where` masks terms out. A slice that is
     all -inf gives -inf, and its gradient (the softmax, undefined there) is NaN, as in JAX and
     PyTorch: a fully masked row shows up instead of passing as zeros."""
-    x = fnp.asarray(x)
+    x = fnp.asarray(a)
     if x.dtype.kind not in "fc":
         x = fnp.asarray(x, np.float64)
     axes = _axes(axis, x.ndim)
@@ -366,20 +366,23 @@ normalize = standardize
 # ---------------------------------------------------------------------------------------------
 # Recurrent layers, built on fg.lax.scan (one program however long the sequence).
 
-def _init_rng(key):
-    if isinstance(key, np.random.Generator):
-        return key
-    return np.random.default_rng(np.asarray(key).ravel().tolist())
+def _uniform_init(key, caller, shapes, scale, dtype):
+    """Arrays of `shapes`, uniform in +-scale, from the parts of split(key) (the key rule:
+    fg.random.as_key)."""
+    from . import random  # the user API's random module (funcgrad.random imports this one)
+
+    keys = random.split(random.as_key(key, caller), len(shapes))
+    return [random.uniform(keys[i], shape, dtype, -scale, scale) for i, shape in
+            enumerate(shapes)]
 
 
 def rnn_init(key, n_in, n_hidden, dtype=np.float32):
     """Parameters of `rnn`: {"wx": (n_in, H), "wh": (H, H), "b": (H,)}, uniform in
-    ±1/sqrt(H) (as PyTorch). `key`: an int seed, a NumPy Generator or a uint32 key array."""
-    rng = _init_rng(key)
+    ±1/sqrt(H) (as PyTorch). `key`: a key or an int seed (fg.random.as_key)."""
     s = 1.0 / math.sqrt(n_hidden)
-    return {"wx": rng.uniform(-s, s, (n_in, n_hidden)).astype(dtype),
-            "wh": rng.uniform(-s, s, (n_hidden, n_hidden)).astype(dtype),
-            "b": np.zeros(n_hidden, dtype)}
+    wx, wh = _uniform_init(key, "nn.rnn_init", [(n_in, n_hidden), (n_hidden, n_hidden)], s,
+                           dtype)
+    return {"wx": wx, "wh": wh, "b": fnp.zeros((n_hidden,), dtype)}
 
 
 @inputs_on_default_backend
@@ -406,14 +409,13 @@ def rnn(params, xs, h0=None, activation=None):
 def lstm_init(key, n_in, n_hidden, dtype=np.float32, forget_bias=1.0):
     """Parameters of `lstm`: {"wx": (n_in, 4H), "wh": (H, 4H), "b": (4H,)} with gates ordered
     input, forget, cell, output; uniform in ±1/sqrt(H) and the forget gate's bias at
-    `forget_bias` (1.0, as Keras' unit_forget_bias)."""
-    rng = _init_rng(key)
+    `forget_bias` (1.0, as Keras' unit_forget_bias). `key`: a key or an int seed."""
     s = 1.0 / math.sqrt(n_hidden)
-    b = np.zeros(4 * n_hidden, dtype)
-    b[n_hidden:2 * n_hidden] = forget_bias
-    return {"wx": rng.uniform(-s, s, (n_in, 4 * n_hidden)).astype(dtype),
-            "wh": rng.uniform(-s, s, (n_hidden, 4 * n_hidden)).astype(dtype),
-            "b": b}
+    wx, wh = _uniform_init(key, "nn.lstm_init",
+                           [(n_in, 4 * n_hidden), (n_hidden, 4 * n_hidden)], s, dtype)
+    gate = lax.iota(np.int64, 4 * n_hidden) // n_hidden
+    b = fnp.where(gate == 1, forget_bias, 0.0).astype(dtype)
+    return {"wx": wx, "wh": wh, "b": b}
 
 
 @inputs_on_default_backend

@@ -106,6 +106,11 @@ class ScaleByRmsState(NamedTuple):
     nu: Any
 
 
+class ScaleByRmsWithCountState(NamedTuple):
+    count: Any
+    nu: Any
+
+
 class ScaleByRssState(NamedTuple):
     sum_of_squares: Any
 
@@ -432,15 +437,23 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransform
     return _transformation(init, update, ScaleByAdamState)
 
 
-def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, centered=False):
+def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True, bias_correction=False,
+                 *, centered=False):
     """RMSProp's scaling (Optax: eps inside the root): nu = decay nu + (1-decay) g^2;
-    u = g / sqrt(nu + eps), or g / sqrt(nu - mu^2 + eps) when centered (mu = EMA of g)."""
+    u = g / sqrt(nu + eps), or g / sqrt(nu - mu^2 + eps) when centered (mu = EMA of g).
+    `eps_in_sqrt=False` gives g / (sqrt(nu) + eps); `bias_correction` divides nu by
+    1 - decay^t first (both as Optax's, for the uncentered form). Optax's positional order;
+    `centered` (Optax's separate scale_by_stddev) is keyword-only."""
+    if bias_correction and centered:
+        raise ValueError("optim.scale_by_rms: bias_correction is for the uncentered form")
     _hyper("scale_by_rms", "decay", decay, 0, 1, hi_open=True)
     _hyper("scale_by_rms", "eps", eps, 0)
     _hyper("scale_by_rms", "initial_scale", initial_scale, 0)
 
     def init(params):
         nu = tu.tree_map(lambda p: fnp.full_like(p, initial_scale), params)
+        if bias_correction:
+            return ScaleByRmsWithCountState(_count0(), nu)
         return ScaleByRmsState(_zeros_like(params) if centered else None, nu)
 
     def update(updates, state, params=None):
@@ -450,12 +463,22 @@ def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, centered=False):
             mu = _leafwise("scale_by_rms", lambda g, m: decay * m + (1 - decay) * g, updates,
                            state.mu)
             out = tu.tree_map(lambda g, n, m: g / fnp.sqrt(n - m * m + eps), updates, nu, mu)
+            return out, ScaleByRmsState(mu, nu)
+        nu_hat = nu
+        if bias_correction:
+            count = _inc(state.count)
+            bc = 1 - decay ** count
+            nu_hat = tu.tree_map(lambda n: n / _cast(bc, n), nu)
+        if eps_in_sqrt:
+            out = tu.tree_map(lambda g, n: g / fnp.sqrt(n + eps), updates, nu_hat)
         else:
-            mu = None
-            out = tu.tree_map(lambda g, n: g / fnp.sqrt(n + eps), updates, nu)
-        return out, ScaleByRmsState(mu, nu)
+            out = tu.tree_map(lambda g, n: g / (fnp.sqrt(n) + eps), updates, nu_hat)
+        if bias_correction:
+            return out, ScaleByRmsWithCountState(count, nu)
+        return out, ScaleByRmsState(None, nu)
 
-    return _transformation(init, update, ScaleByRmsState)
+    return _transformation(init, update,
+                           ScaleByRmsWithCountState if bias_correction else ScaleByRmsState)
 
 
 def scale_by_rss(initial_accumulator_value=0.1, eps=1e-7) -> GradientTransformation:
@@ -580,11 +603,15 @@ def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, weight_decay=
                             scale_by_learning_rate(learning_rate)))
 
 
-def rmsprop(learning_rate, decay=0.9, eps=1e-8, initial_scale=0.0, centered=False,
-            momentum=None, nesterov=False) -> GradientTransformation:
-    """RMSProp: u = -lr * g / sqrt(nu + eps) (optionally centered, optionally with momentum)."""
+def rmsprop(learning_rate, decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
+            centered=False, momentum=None, nesterov=False,
+            bias_correction=False) -> GradientTransformation:
+    """RMSProp: u = -lr * g / sqrt(nu + eps) (optionally centered, optionally with momentum;
+    Optax's signature: `eps_in_sqrt=False` puts eps outside the root, `bias_correction` debiases
+    nu)."""
     _learning_rate("rmsprop", learning_rate)
-    parts = [scale_by_rms(decay, eps, initial_scale, centered)]
+    parts = [scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction,
+                          centered=centered)]
     if momentum is not None:
         parts.append(trace(momentum, nesterov))
     return _chain("rmsprop", (*parts, scale_by_learning_rate(learning_rate)))
@@ -922,3 +949,318 @@ def piecewise_constant_schedule(init_value, boundaries_and_scales=None):
         return v
 
     return schedule
+
+
+# ----------------------------------------------------------------------------------------------
+# Injected hyperparameters, trust ratios (LAMB), factored second moments (Adafactor): Optax
+# 0.2.8's transformations of the same names and formulas. (Schedule-free: `optim.contrib`.)
+
+
+class InjectHyperparamsState(NamedTuple):
+    """State of `inject_hyperparams`: the update count, the hyperparameter values of the last
+    update (`hyperparams["learning_rate"]` for logging; a numeric one may be overwritten between
+    updates), and the inner transformation's state."""
+    count: Any
+    hyperparams: Any
+    inner_state: Any
+
+
+def _highest_float_dtype(tree):
+    dts = [np.dtype(x.dtype) for x in tu.tree_leaves(tree)
+           if hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f"]
+    return max(dts, key=lambda d: d.itemsize) if dts else np.dtype(np.float32)
+
+
+def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype=None):
+    """`inner_factory` (e.g. `optim.adam`) with its numeric hyperparameters kept in the state,
+    as Optax's: `inject_hyperparams(adam)(learning_rate=schedule, b1=0.9)` evaluates each
+    schedule (a callable of the update count) before every update and rebuilds the inner
+    transformation with the values, so `state.hyperparams["learning_rate"]` is the rate the
+    last update used, and a numeric hyperparameter can be changed between updates by replacing
+    it in `state.hyperparams`. Booleans, `static_args` and non-numeric arguments stay fixed.
+    Values are cast to `hyperparam_dtype` (default: the params' widest float dtype)."""
+    import inspect
+
+    static = {static_args} if isinstance(static_args, str) else set(static_args)
+    signature = inspect.signature(inner_factory)
+    if not static <= set(signature.parameters):
+        raise ValueError(f"optim.inject_hyperparams: static_args {sorted(static)} must be "
+                         f"parameters of {inner_factory.__name__} "
+                         f"({list(signature.parameters)})")
+
+    def factory(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        numeric, scheduled, other = {}, {}, {}
+        for name, value in bound.arguments.items():
+            if name in static or isinstance(value, bool):
+                other[name] = value
+            elif callable(value):
+                scheduled[name] = value
+            elif isinstance(value, (int, float, np.ndarray, np.generic)) or (
+                    hasattr(value, "dtype") and hasattr(value, "shape")):
+                numeric[name] = value
+            else:
+                other[name] = value
+
+        def cast(v, dtype):
+            v = fnp.asarray(v)
+            return v.astype(dtype) if v.dtype.kind == "f" else v
+
+        def init(params):
+            dtype = hyperparam_dtype or _highest_float_dtype(params)
+            count = _count0()
+            hp = {k: cast(v, dtype) for k, v in numeric.items()}
+            hp.update({k: cast(f(count), dtype) for k, f in scheduled.items()})
+            return InjectHyperparamsState(count, hp, inner_factory(**other, **hp).init(params))
+
+        def update(updates, state, params=None):
+            dtype = hyperparam_dtype or _highest_float_dtype(updates)
+            hp = {k: cast(v, dtype) for k, v in state.hyperparams.items()}
+            hp.update({k: cast(f(state.count), dtype) for k, f in scheduled.items()})
+            updates, inner_state = inner_factory(**other, **hp).update(
+                updates, state.inner_state, params)
+            return updates, InjectHyperparamsState(_inc(state.count), hp, inner_state)
+
+        return _transformation(init, update, InjectHyperparamsState)
+
+    factory.__name__ = f"inject_hyperparams({inner_factory.__name__})"
+    factory.__doc__ = inner_factory.__doc__
+    return factory
+
+
+def _safe_norm(x, min_norm):
+    """max(||x||, min_norm) with a finite gradient at x = 0 (Optax's safe_norm)."""
+    norm = fnp.sqrt(fnp.sum(x * x))
+    small = norm <= min_norm
+    x = fnp.where(small, fnp.ones_like(x), x)
+    return fnp.where(small, fnp.asarray(min_norm, norm.dtype), fnp.sqrt(fnp.sum(x * x)))
+
+
+def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0) -> GradientTransformation:
+    """u -> u * trust_coefficient * ||p|| / (||u|| + eps) per leaf (LARS/LAMB's layer-wise trust
+    ratio), 1 where either norm is 0 (Optax's)."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("optim.scale_by_trust_ratio needs params: call "
+                             "tx.update(grads, state, params)")
+
+        def one(u, p):
+            p_norm = _safe_norm(fnp.asarray(p), min_norm)
+            u_norm = _safe_norm(u, min_norm)
+            ratio = trust_coefficient * p_norm / (u_norm + eps)
+            zero = (p_norm == 0.0) | (u_norm == 0.0)
+            return u * _cast(fnp.where(zero, fnp.ones_like(ratio), ratio), u)
+
+        return _leafwise("scale_by_trust_ratio", one, updates, params), state
+
+    return _transformation(lambda params: EmptyState(), update)
+
+
+def lamb(learning_rate, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0,
+         mask=default_decay_mask) -> GradientTransformation:
+    """LAMB (You et al. 2020): Adam's scaling plus decoupled weight decay, each leaf's update
+    rescaled by the trust ratio ||p|| / ||u||, then -lr (Optax's chain). `mask` as in `adamw`:
+    matrices only by default."""
+    return chain(scale_by_adam(b1, b2, eps, eps_root), add_decayed_weights(weight_decay, mask),
+                 scale_by_trust_ratio(), scale_by_learning_rate(learning_rate))
+
+
+class EmaState(NamedTuple):
+    count: Any
+    ema: Any
+
+
+def ema(decay, debias=True, accumulator_dtype=None) -> GradientTransformation:
+    """Exponential moving average of the updates: e = decay e + (1 - decay) u; the update is e,
+    or e / (1 - decay^t) with `debias` (Optax's; compare `trace`: t = decay t + u)."""
+
+    def init(params):
+        return EmaState(_count0(), tu.tree_map(
+            lambda p: fnp.zeros_like(p, dtype=accumulator_dtype), params))
+
+    def update(updates, state, params=None):
+        # (the accumulator may have its own dtype, so no dtype check against the updates)
+        new = tu.tree_map(lambda u, e: (1 - decay) * u + decay * fnp.asarray(e, u.dtype),
+                          updates, state.ema)
+        count = _inc(state.count)
+        out = new
+        if debias:
+            bc = 1 - decay ** count
+            out = tu.tree_map(lambda e: e / _cast(bc, e), new)
+        if accumulator_dtype is not None:
+            new = tu.tree_map(lambda e: fnp.asarray(e, accumulator_dtype), new)
+        return out, EmaState(count, new)
+
+    return _transformation(init, update, EmaState)
+
+
+def clip_by_block_rms(threshold) -> GradientTransformation:
+    """u -> u / max(1, rms(u) / threshold) per leaf (Adafactor's update clipping)."""
+
+    def update(updates, state, params=None):
+        def clip(u):
+            return u / fnp.maximum(1.0, fnp.sqrt(fnp.mean(u * u)) / threshold).astype(u.dtype)
+        return tu.tree_map(clip, updates), state
+
+    return _transformation(lambda params: EmptyState(), update)
+
+
+def _safe_rms(x, min_rms):
+    rms = fnp.sqrt(fnp.mean(x * x))
+    small = rms <= min_rms
+    x = fnp.where(small, fnp.ones_like(x), x)
+    return fnp.where(small, fnp.asarray(min_rms, rms.dtype), fnp.sqrt(fnp.mean(x * x)))
+
+
+def scale_by_param_block_rms(min_scale=1e-3) -> GradientTransformation:
+    """u -> u * max(rms(p), min_scale) per leaf (Adafactor's relative step size)."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("optim.scale_by_param_block_rms needs params: call "
+                             "tx.update(grads, state, params)")
+        return _leafwise("scale_by_param_block_rms",
+                         lambda u, p: u * _cast(_safe_rms(fnp.asarray(p), min_scale), u),
+                         updates, params), state
+
+    return _transformation(lambda params: EmptyState(), update)
+
+
+class FactoredState(NamedTuple):
+    """Adafactor's second moments: per leaf a row and a column average (factored leaves; the
+    other two are (1,) placeholders) or a full one (the rest)."""
+    count: Any
+    v_row: Any
+    v_col: Any
+    v: Any
+
+
+def _factored_dims(shape, factored, min_dim_size_to_factor):
+    """The (second largest, largest) axes of a leaf whose two largest axes are both at least
+    min_dim_size_to_factor, or None (then the leaf keeps a full second moment)."""
+    if not factored or len(shape) < 2:
+        return None
+    order = np.argsort(shape, kind="stable")
+    if shape[order[-2]] < min_dim_size_to_factor:
+        return None
+    return int(order[-2]), int(order[-1])
+
+
+def _decay_rate_pow(step, exponent=0.8):
+    """Adafactor's second-moment decay 1 - (step + 1)^-exponent (in float32, as Optax)."""
+    return 1.0 - fnp.asarray(step + 1, np.float32) ** (-exponent)
+
+
+def scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
+                          min_dim_size_to_factor=128, epsilon=1e-30,
+                          decay_rate_fn=_decay_rate_pow) -> GradientTransformation:
+    """Adafactor's scaling (Shazeer & Stern 2018), Optax's formulas: for a leaf whose two
+    largest axes (d1 < d0 in size) are at least `min_dim_size_to_factor`, keep only the row and
+    column means of g^2 + epsilon as decayed averages r, c and scale g by
+    (r / mean(r))^-1/2 (along d0) * c^-1/2 (along d1); other leaves keep the full average v and
+    get g * v^-1/2. The decay is decay_rate_fn(count - step_offset, decay_rate)."""
+
+    def init(params):
+        def one(p):
+            dims = _factored_dims(np.shape(p), factored, min_dim_size_to_factor)
+            small = fnp.zeros((1,), p.dtype)
+            if dims is None:
+                return small, small, fnp.zeros_like(p)
+            d1, d0 = dims
+            return (fnp.zeros(np.delete(np.shape(p), d0), p.dtype),
+                    fnp.zeros(np.delete(np.shape(p), d1), p.dtype), small)
+
+        leaves, treedef = tu.tree_flatten(params)
+        rows, cols, full = zip(*[one(p) for p in leaves]) if leaves else ((), (), ())
+        unflat = lambda xs: tu.tree_unflatten(treedef, list(xs))
+        return FactoredState(_count0(), unflat(rows), unflat(cols), unflat(full))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("optim.scale_by_factored_rms (adafactor) needs params: call "
+                             "tx.update(grads, state, params)")
+        rate = decay_rate_fn(state.count - step_offset, decay_rate)
+        leaves, treedef = tu.tree_flatten(updates)
+        try:
+            cols_ = [treedef.flatten_up_to(t) for t in (state.v_row, state.v_col, state.v,
+                                                        params)]
+        except ValueError:
+            raise _tree_error("scale_by_factored_rms", state.v, updates,
+                              ("the optimizer state", "the updates"),
+                              "the tree passed to update does not match the tree the optimizer "
+                              "was initialised with") from None
+        outs, rows, cols, full = [], [], [], []
+        for g, vr, vc, v, p in zip(leaves, *cols_):
+            dt = p.dtype
+            r = fnp.asarray(rate, dt)
+            g2 = g * g + _cast(epsilon, g)
+            dims = _factored_dims(np.shape(p), factored, min_dim_size_to_factor)
+            small = fnp.zeros((1,), dt)
+            if dims is None:
+                new_v = fnp.asarray(r * v + (1 - r) * g2, dt)
+                outs.append(g * new_v ** -0.5)
+                rows.append(small)
+                cols.append(small)
+                full.append(new_v)
+                continue
+            d1, d0 = dims
+            new_r = fnp.asarray(r * vr + (1 - r) * fnp.mean(g2, axis=d0), dt)
+            new_c = fnp.asarray(r * vc + (1 - r) * fnp.mean(g2, axis=d1), dt)
+            reduced_d1 = d1 - 1 if d1 > d0 else d1
+            row_factor = (new_r / fnp.mean(new_r, axis=reduced_d1, keepdims=True)) ** -0.5
+            col_factor = new_c ** -0.5
+            outs.append(g * fnp.expand_dims(row_factor, d0) * fnp.expand_dims(col_factor, d1))
+            rows.append(new_r)
+            cols.append(new_c)
+            full.append(small)
+        unflat = lambda xs: tu.tree_unflatten(treedef, xs)
+        return unflat(outs), FactoredState(_inc(state.count), unflat(rows), unflat(cols),
+                                           unflat(full))
+
+    return _transformation(init, update, FactoredState)
+
+
+def adafactor(learning_rate=None, min_dim_size_to_factor=128, decay_rate=0.8, decay_offset=0,
+              multiply_by_parameter_scale=True, clipping_threshold=1.0, momentum=None,
+              dtype_momentum=np.float32, weight_decay_rate=None, eps=1e-30, factored=True,
+              weight_decay_mask=None) -> GradientTransformation:
+    """Adafactor (Shazeer & Stern 2018), Optax's chain: factored second moments
+    (`scale_by_factored_rms`: O(rows + cols) memory for each large matrix instead of Adam's two
+    full copies), update clipping at `clipping_threshold` RMS, the learning rate (none: 1),
+    scaling by the parameter's RMS (`multiply_by_parameter_scale`, at least 1e-3), optional
+    momentum (an EMA) and weight decay, then descent."""
+    parts = [scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor,
+                                   eps)]
+    if clipping_threshold is not None:
+        parts.append(clip_by_block_rms(clipping_threshold))
+    if learning_rate is not None:
+        parts.append(scale_by_learning_rate(learning_rate, flip_sign=False))
+    if multiply_by_parameter_scale:
+        parts.append(scale_by_param_block_rms())
+    if momentum is not None:
+        parts.append(ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
+    if weight_decay_rate is not None:
+        parts.append(add_decayed_weights(weight_decay_rate, mask=weight_decay_mask))
+    parts.append(scale(-1))
+    return chain(*parts)
+
+
+def warmup_constant_schedule(init_value, peak_value, warmup_steps):
+    """Linear warmup from init_value to peak_value over warmup_steps, then peak_value."""
+    return linear_schedule(init_value, peak_value, warmup_steps)
+
+
+_MADE_BY.update({
+    InjectHyperparamsState: "inject_hyperparams",
+    EmaState: "ema (adafactor with momentum)",
+    FactoredState: "scale_by_factored_rms (adafactor)",
+    ScaleByRmsWithCountState: "scale_by_rms with bias_correction (contrib.schedule_free_adamw)",
+})
+
+__all__ += ["InjectHyperparamsState", "inject_hyperparams", "scale_by_trust_ratio", "lamb",
+            "EmaState", "ema", "clip_by_block_rms", "scale_by_param_block_rms", "FactoredState",
+            "scale_by_factored_rms", "adafactor", "warmup_constant_schedule", "contrib"]
+
+from . import _optim_contrib as contrib  # noqa: E402  (optim.contrib.schedule_free, as Optax's)
