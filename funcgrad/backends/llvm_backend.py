@@ -39,7 +39,7 @@ FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reducti
 
 # A kernel call is split across two threads from this much work (elements x equations) on:
 # below it, handing half to the other thread costs more than it saves.
-PARALLEL_WORK = 1 << 18
+PARALLEL_WORK = 1 << 20
 
 # Equations whose results are new C-contiguous arrays (kernels read their inputs as such).
 _CONTIGUOUS = {"dot_general", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod",
