@@ -130,9 +130,11 @@ def compile_jaxpr(jaxpr, xp=np, donated=(), compile_body=None, special=None, ext
         elif xp is np and (direct := _direct_call(eqn, ins, namespace)) is not None:
             call = direct
         elif ufunc in _SCALAR_OPS and eqn.outvars[0].aval.ndim == 0 \
-                and eqn.outvars[0].aval.dtype.kind == "f":
+                and eqn.outvars[0].aval.dtype.kind in "fiu":
             # rank 0 (step counts, bias corrections): a Python operator on NumPy scalars is
-            # ~10x cheaper than a ufunc call on 0-d arrays, with the same float32/64 result
+            # ~10x cheaper than a ufunc call on 0-d arrays, with the same result (integers wrap
+            # silently: the function, or the one whose loop body it is, runs with NumPy's
+            # floating-point errors off)
             ops = [scalar_name(a) if type(a) is Literal else n for a, n in zip(eqn.invars, ins)]
             call = _SCALAR_OPS[ufunc].format(*ops)
         elif ufunc is not None and eqn.outvars[0].aval.dtype.kind in "fc":
