@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import config
 
-__all__ = ["Backend", "backend_for", "check_placement", "compiler_for", "CPU_BACKENDS"]
+__all__ = ["Backend", "backend_for", "check_placement", "CPU_BACKENDS"]
 
 CPU_BACKENDS = ("llvm", "numpy")
 
@@ -70,6 +70,14 @@ def _numpy(xp=np):
 
 
 def _llvm():
+    from . import llvm_runtime
+    reason = llvm_runtime.available()
+    if reason is not None:  # the NumPy generator computes the same, without compiled kernels
+        import logging
+        logging.getLogger("funcgrad.jit").warning(
+            "funcgrad: jit's compiled CPU kernels are unavailable (%s); using the NumPy code "
+            "generator (set FUNCGRAD_CPU_BACKEND=numpy to silence this)", reason)
+        return _numpy()
     from . import llvm_backend
     return Backend("llvm", llvm_backend.compile_jaxpr, llvm_backend.FUSION, np)
 
@@ -100,13 +108,6 @@ def backend_for(xp=None, cpu=None):
     if b is None:
         b = _backends[("other", id(xp))] = _numpy(xp)
     return b
-
-
-def compiler_for(xp):
-    """`compile_jaxpr(program, xp=..., donated=...)` of the backend for namespace `xp` (the
-    program already fused with its options)."""
-    b = backend_for(xp)
-    return lambda program, xp=None, donated=(): b.compile(program, donated)
 
 
 def check_placement(flat, in_tree, xp, backend=None):
