@@ -21,6 +21,7 @@ through `shard_sum`, which adds up the ranks' parts when sharded (as `global_nor
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from typing import Any, Callable, NamedTuple
@@ -82,7 +83,7 @@ def _transformation(init, update, state_type=None, who=None, inner=(), eager=Fal
     fn = inputs_on_default_backend(checked)
     if eager or any(not _compiled(t) for t in inner):
         return GradientTransformation(init, fn)
-    return GradientTransformation(init, _jit(fn))
+    return GradientTransformation(init, _jit(fn, inline=True))
 
 
 def _compiled(transformation):
@@ -839,7 +840,7 @@ def _apply_updates_error(params, updates, us):
                        "the updates do not match the params (no broadcasting)")
 
 
-@_jit
+@functools.partial(_jit, inline=True)
 @inputs_on_default_backend
 def apply_updates(params, updates):
     """p + u per leaf, cast back to p's dtype; a None update leaves p unchanged.

@@ -374,3 +374,30 @@ def test_fast_argument_flattening_follows_structure_changes():
         for g, x in zip(fg.tree_util.tree_leaves(got), fg.tree_util.tree_leaves(t)):
             np.testing.assert_array_equal(g, np.asarray(x) * 2)
     assert f._cache_size() == 7
+
+
+def test_programs_traced_under_named_axes_are_cached_per_axes():
+    """A program traced while named axes are bound (a data-parallel step) bakes in their sizes
+    and collectives: the axes are part of the cache key."""
+    from funcgrad.core.trace import axis_frame
+    f = jit(lambda x: x * fg.lax.axis_size("i"))
+    with axis_frame("i", 3):
+        np.testing.assert_array_equal(f(np.ones(2)), [3.0, 3.0])
+    with axis_frame("i", 5):
+        np.testing.assert_array_equal(f(np.ones(2)), [5.0, 5.0])
+    assert f._cache_size() == 2
+
+
+def test_inline_jit_runs_its_python_inside_other_transforms():
+    calls = []
+
+    def inner(x):
+        calls.append(type(x).__name__)
+        return fnp.sin(x) * 2.0
+
+    g = jit(inner, inline=True)
+    np.testing.assert_allclose(g(np.ones(3)), 2 * np.sin(np.ones(3)))   # compiled
+    outer = jit(lambda x: g(x) + 1.0)
+    np.testing.assert_allclose(outer(np.ones(3)), 2 * np.sin(np.ones(3)) + 1)
+    np.testing.assert_allclose(fg.grad(lambda x: fnp.sum(g(x)))(np.ones(3)), 2 * np.cos(1.0))
+    assert calls[0] == "Tracer" and len(calls) == 3   # its own trace, then inlined twice

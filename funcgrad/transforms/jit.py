@@ -89,8 +89,9 @@ class JitFunction:
     """A function compiled per input signature (see `jit`)."""
 
     def __init__(self, fun, static_argnums=(), static_argnames=(), donate_argnums=(),
-                 backend=None):
+                 backend=None, inline=False):
         self.fun = fun
+        self.inline = inline
         self.static_argnums = _as_tuple(static_argnums)
         self.static_argnames = _as_tuple(static_argnames)
         _check_argnames(fun, self.static_argnames)
@@ -142,7 +143,8 @@ class JitFunction:
             else:
                 in_tree = fast[1]
         key = (in_tree, tuple([(x.shape, x.dtype) if type(x) is np.ndarray else _leaf_key(x)
-                               for x in flat]), statics, (_placement._default_xp, _cpu_backend[0]))
+                               for x in flat]), statics,
+               (_placement._default_xp, _cpu_backend[0], _trace.axis_env_key()))
         return key, flat, in_tree, static_pos, statics
 
     # -- trace and lower --
@@ -198,6 +200,8 @@ class JitFunction:
     # -- call --
     def __call__(self, *args, **kwargs):
         if _jit_disabled:  # fg.disable_jit(): run the Python function itself
+            return self.fun(*args, **kwargs)
+        if self.inline and _has_tracers(args, kwargs):  # traced into the enclosing program
             return self.fun(*args, **kwargs)
         entry, flat = self._entry(args, kwargs)
         if entry.traced_args:
@@ -335,8 +339,13 @@ def _check_static(fun, what, value):
     return value
 
 
-def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), backend=None):
+def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), backend=None,
+        inline=False):
     """Compile `fun` per input signature. Usable as `@fg.jit` or `fg.jit(f, static_argnums=1)`.
+
+    inline: called inside another transform (with tracers), run `fun` itself into the enclosing
+    trace, as JAX's `jit(..., inline=True)`, instead of tracing it on its own first (calls with
+    arrays are compiled as always).
 
     donate_argnums: arguments whose buffers the function may overwrite (e.g. old parameters in
     an optimizer step). As in JAX, a donated array must not be used after the call: its contents
@@ -349,8 +358,15 @@ def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), b
     """
     if fun is None:
         return lambda f: jit(f, static_argnums=static_argnums, static_argnames=static_argnames,
-                             donate_argnums=donate_argnums, backend=backend)
-    return JitFunction(fun, static_argnums, static_argnames, donate_argnums, backend)
+                             donate_argnums=donate_argnums, backend=backend, inline=inline)
+    return JitFunction(fun, static_argnums, static_argnames, donate_argnums, backend, inline)
+
+
+def _has_tracers(args, kwargs):
+    for x in tree_util.tree_leaves((args, kwargs)):
+        if type(x) is Tracer:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -157,8 +157,13 @@ def leaf_paths(in_tree):
 def explain_miss(name, old, new, paths):
     if old is None:
         return f"jit({name}): tracing for the first time"
-    (otree, oleaves, ostat, oxp), (ntree, nleaves, nstat, nxp) = old, new
-    reasons = [] if oxp is nxp else ["the default backend changed"]
+    (otree, oleaves, ostat, oplace), (ntree, nleaves, nstat, nplace) = old, new
+    reasons = []
+    if oplace[:2] != nplace[:2]:
+        reasons.append("the default backend changed")
+    if oplace[2:] != nplace[2:]:
+        reasons.append(f"the named axes bound around the call changed: "
+                       f"{[a[:2] for a in oplace[2]]} -> {[a[:2] for a in nplace[2]]}")
     if otree != ntree:
         reasons.append(f"the argument structure changed: {otree} -> {ntree}")
     else:
