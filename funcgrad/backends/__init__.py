@@ -20,7 +20,8 @@ The backends:
   other array namespaces (the Array API adapter): the "numpy" generator with that namespace.
 
 `backend_for(xp)` picks the backend of a call; `check_placement` is the error for a call mixing
-host (NumPy) and device (CuPy) arrays.
+host (NumPy) and device (CuPy) arrays; `load_cupy` loads the GPU
+backend (CuPy with a device) on first use.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from .. import config
 
-__all__ = ["Backend", "backend_for", "check_placement", "CPU_BACKENDS"]
+__all__ = ["Backend", "backend_for", "check_placement", "load_cupy", "CPU_BACKENDS"]
 
 CPU_BACKENDS = ("llvm", "numpy")
 
@@ -59,6 +60,33 @@ class Backend:
 
     def __repr__(self):
         return f"Backend({self.name!r})"
+
+
+def gpu_missing(reason):
+    return RuntimeError(
+        f"GPU requested, but the GPU backend is unavailable: {reason}. funcgrad runs on GPUs "
+        "through CuPy: install it with `pip install funcgrad[gpu]` (or the CuPy wheel for your "
+        "CUDA version, e.g. `pip install cupy-cuda12x`), or use the CPU: device 'cpu', "
+        "FUNCGRAD_BACKEND=cpu.")
+
+
+def load_cupy():
+    """The cupy module with at least one device, registered as an array namespace (the GPU
+    backend is loaded here, on first use; a clear error says how to get it when it is missing)."""
+    try:
+        import cupy
+    except ImportError as e:
+        raise gpu_missing(f"CuPy is not installed ({e})") from None
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CuPy without a driver or a device
+        raise gpu_missing(f"CuPy found no CUDA device ({e})") from None
+    if n == 0:
+        raise gpu_missing("CuPy found no CUDA device")
+    from ..core import register_array_namespace
+    from .cupy_namespace import namespace_for
+    register_array_namespace(cupy.ndarray, namespace_for(cupy))
+    return cupy
 
 
 _backends: dict = {}
@@ -120,9 +148,8 @@ def check_placement(flat, in_tree, xp, backend=None):
     captured are not arguments: they are moved once per compiled program.
     """
     if backend == "gpu":
-        from ..devices import _cupy
         from .cupy_namespace import namespace_for
-        return namespace_for(_cupy())
+        return namespace_for(load_cupy())
     if backend == "cpu" and xp is not np:
         raise ValueError("jit(..., backend='cpu') was called with GPU arrays; move them first "
                          "with fg.device_put(x, 'cpu').")
@@ -132,7 +159,7 @@ def check_placement(flat, in_tree, xp, backend=None):
     if not host:
         return xp
     from ..core import placement
-    if placement._default_xp is xp:  # a GPU default backend: host data goes there (copied per call)
+    if placement.default_xp is xp:  # a GPU default backend: host data goes there (copied per call)
         return xp
     from .. import tree_util
     paths = [tree_util.keystr(p) for p, _ in tree_util.tree_flatten_with_path(

@@ -106,8 +106,8 @@ def compile_jaxpr(program, xp=None, donated=(), compile_body=None, quiet=True):
     """`run(*consts, *args) -> outputs` for a fused program on CuPy (see the module doc);
     `compile_body(jaxpr, xp=)` compiles control flow's sub-programs (jit's pipeline). (CuPy
     raises no floating-point warnings: `quiet` changes nothing.)"""
-    from ..devices import _cupy
-    cupy = _cupy()
+    from . import load_cupy
+    cupy = load_cupy()
     xp = xp if isinstance(xp, CupyNamespace) else namespace_for(cupy)
     source, entries, kernels, nconsts, eqn_lines = generate(program)
     namespace = {}

@@ -41,9 +41,7 @@ FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reducti
 # below it, handing half to the other thread costs more than it saves.
 PARALLEL_WORK = 1 << 20
 
-# Equations whose results are new C-contiguous arrays (kernels read their inputs as such).
-_CONTIGUOUS = {"dot_general", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod",
-               "convert_element_type", "integer_pow", "concatenate", "pad", "fused", "iota"}
+# Equations that keep a C-contiguous operand C-contiguous (views of the same buffer).
 _CONTIGUITY_KEEPING = {"reshape", "squeeze", "expand_dims", "stop_gradient", "name"}
 
 
@@ -58,7 +56,7 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
             except llvm_codegen.UnsupportedOnCPU:
                 pass
     functions = llvm_runtime.compile_kernels(list(kernels.values())) if kernels else {}
-    contiguous = _contiguous_vars(jaxpr)
+    contiguous = _contiguous_vars(jaxpr, kernels)
     nthreads = llvm_runtime.threads()
     by_eqn = {id(jaxpr.eqns[k]): kern for k, kern in kernels.items()}
 
@@ -143,15 +141,17 @@ def _describe(eqn):
     return f"{head} on {shape}"
 
 
-def _contiguous_vars(jaxpr):
-    """Variables whose values are C-contiguous arrays whatever the caller passes."""
+def _contiguous_vars(jaxpr, kernels):
+    """Variables whose values are C-contiguous arrays whatever the caller passes: the outputs
+    of compiled kernels (allocated C-contiguous here) and reshapes of them. NumPy's own results
+    are not: ufuncs, concatenate, astype, reductions and matmul lay their result out as their
+    operands are (a transposed operand gives a transposed result), so those are checked when
+    called (`_c`, one flag read)."""
     out = set()
-    for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        fresh = name in _CONTIGUOUS or numpy_backend.ufunc_of(eqn) is not None
-        keep = name in _CONTIGUITY_KEEPING and all(
+    for k, eqn in enumerate(jaxpr.eqns):
+        keep = eqn.primitive.name in _CONTIGUITY_KEEPING and all(
             type(a) is Var and a in out for a in eqn.invars[:1])
-        if fresh or keep:
+        if k in kernels or keep:
             out.update(eqn.outvars)
     return out
 

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ..core import Primitive, ShapedArray, bind
+from ..interpreters import ops as interpreter_ops
 from ..tree_util import tree_map
 from . import (
     _erf,
@@ -524,6 +525,9 @@ eq, ne, lt, le, gt, ge = map(_binary_fn, (eq_p, ne_p, lt_p, le_p, gt_p, ge_p))
 bitwise_and, bitwise_or, bitwise_xor = map(_binary_fn, (and_p, or_p, xor_p))
 shift_left, shift_right_logical, shift_right_arithmetic = map(
     _binary_fn, (shift_left_p, shift_right_logical_p, shift_right_arithmetic_p))
+
+# The interpreters add cotangents and make zeros with these (funcgrad/interpreters/ops.py).
+interpreter_ops.register(add=add, full=full)
 
 
 def integer_pow(x, y: int):

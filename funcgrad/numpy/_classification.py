@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import lax
-from ._core import _c, asarray
+from ._core import asarray, const_like
 
 
 def isnan(x, /):
@@ -25,19 +25,19 @@ def isinf(x, /):
     x = asarray(x)
     if x.dtype.kind != "f":
         return lax.ne(x, x)
-    return lax.eq(lax.abs(x), _c(np.inf, x))
+    return lax.eq(lax.abs(x), const_like(np.inf, x))
 
 
 def isposinf(x, /):
     """True where x is +inf."""
     x = asarray(x)
-    return lax.eq(x, _c(np.inf, x)) if x.dtype.kind == "f" else lax.ne(x, x)
+    return lax.eq(x, const_like(np.inf, x)) if x.dtype.kind == "f" else lax.ne(x, x)
 
 
 def isneginf(x, /):
     """True where x is -inf."""
     x = asarray(x)
-    return lax.eq(x, _c(-np.inf, x)) if x.dtype.kind == "f" else lax.ne(x, x)
+    return lax.eq(x, const_like(-np.inf, x)) if x.dtype.kind == "f" else lax.ne(x, x)
 
 
 def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
@@ -51,8 +51,8 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     small = info.min if neginf is None else neginf
     full = lambda v: lax.full(x.shape, v, x.dtype)
     out = lax.select_n(lax.ne(x, x), x, full(nan))
-    out = lax.select_n(lax.eq(x, _c(np.inf, x)), out, full(big))
-    return lax.select_n(lax.eq(x, _c(-np.inf, x)), out, full(small))
+    out = lax.select_n(lax.eq(x, const_like(np.inf, x)), out, full(big))
+    return lax.select_n(lax.eq(x, const_like(-np.inf, x)), out, full(small))
 
 
 __all__ = [n for n, v in list(globals().items())

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import lax
 from ..core import user_line
-from ._core import _c, _inexact, asarray, convert
+from ._core import as_inexact, asarray, const_like, convert
 
 
 def real(val, /):
@@ -37,9 +37,9 @@ conjugate = conj
 
 def angle(z, deg=False):
     """The argument of z: 0 for non-negative reals, pi for negatives."""
-    x = _inexact(z)
+    x = as_inexact(z)
     _real_only("angle", x)
-    a = lax.select_n(lax.lt(x, _c(0, x)), lax.full(x.shape, 0, x.dtype),
+    a = lax.select_n(lax.lt(x, const_like(0, x)), lax.full(x.shape, 0, x.dtype),
                      lax.full(x.shape, 180.0 if deg else math.pi, x.dtype))
     return a
 

@@ -9,12 +9,12 @@ import numpy as np
 from .. import lax
 from ..core import Tracer
 from ._core import (
-    _binary_shape,
-    _c,
-    _float_binary_operands,
-    _named,
     asarray,
+    broadcast_pair,
     broadcast_shapes,
+    const_like,
+    float_binary_operands,
+    named,
     promote2,
     result_type,
 )
@@ -35,7 +35,7 @@ def _compare_operands(x, y):
 def _comparison(name, fn, doc):
     def f(x1, x2, /):
         return fn(*_compare_operands(x1, x2))
-    return _named(name, f, doc)
+    return named(name, f, doc)
 
 
 equal = _comparison("equal", lax.eq, "x1 == x2, elementwise.")
@@ -46,17 +46,17 @@ greater = _comparison("greater", lax.gt, "x1 > x2, elementwise.")
 greater_equal = _comparison("greater_equal", lax.ge, "x1 >= x2, elementwise.")
 
 
-def _truth(x):
+def truth(x):
     x = asarray(x)
-    return x if x.dtype.kind == "b" else lax.ne(x, _c(0, x))
+    return x if x.dtype.kind == "b" else lax.ne(x, const_like(0, x))
 
 
 def _logical(name, fn, doc):
     def f(x1, x2, /):
-        x, y = _truth(x1), _truth(x2)
-        x, y, _ = _binary_shape(x, y)
+        x, y = truth(x1), truth(x2)
+        x, y, _ = broadcast_pair(x, y)
         return fn(x, y)
-    return _named(name, f, doc)
+    return named(name, f, doc)
 
 
 logical_and = _logical("logical_and", lax.bitwise_and, "x1 and x2, elementwise (bool).")
@@ -66,13 +66,13 @@ logical_xor = _logical("logical_xor", lax.bitwise_xor, "x1 xor x2, elementwise (
 
 def logical_not(x, /):
     """not x, elementwise (bool)."""
-    return lax.bitwise_not(_truth(x))
+    return lax.bitwise_not(truth(x))
 
 
 def _bitwise(name, fn, doc):
     def f(x1, x2, /):
         return fn(*promote2(x1, x2))
-    return _named(name, f, doc)
+    return named(name, f, doc)
 
 
 bitwise_and = _bitwise("bitwise_and", lax.bitwise_and, "x1 & x2 (integers and booleans).")
@@ -113,7 +113,7 @@ def where(condition, x=None, y=None, /):
         return nonzero(condition)
     if x is None or y is None:
         raise ValueError("where: either both or neither of x and y should be given")
-    c = _truth(condition)
+    c = truth(condition)
     x, y = promote2(x, y)
     broadcast_shapes(c.shape, x.shape, y.shape)  # an error naming the shapes, if they clash
     return lax.select_n(c, y, x)  # select_n broadcasts like NumPy
@@ -121,14 +121,14 @@ def where(condition, x=None, y=None, /):
 
 def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     """|a - b| <= atol + rtol * |b| elementwise; infinities are close only to themselves."""
-    x, y = _float_binary_operands(a, b)
-    x, y, shape = _binary_shape(x, y)
+    x, y = float_binary_operands(a, b)
+    x, y, shape = broadcast_pair(x, y)
     fin = lax.bitwise_and(lax.is_finite(x), lax.is_finite(y)) if x.dtype.kind == "f" else \
         lax.eq(x, x)
     zero = lax.full(shape, 0, x.dtype)
     # Non-finite entries are replaced by 0 before subtracting (no inf - inf warnings).
     xs, ys = lax.select_n(fin, zero, x), lax.select_n(fin, zero, y)
-    tol = lax.add(_c(atol, x), lax.mul(_c(rtol, x), lax.abs(ys)))
+    tol = lax.add(const_like(atol, x), lax.mul(const_like(rtol, x), lax.abs(ys)))
     close = lax.select_n(fin, lax.eq(x, y), lax.le(lax.abs(lax.sub(xs, ys)), tol))
     if equal_nan:
         close = lax.bitwise_or(close, lax.bitwise_and(lax.ne(x, x), lax.ne(y, y)))
@@ -164,7 +164,7 @@ def array_equiv(a1, a2):
         broadcast_shapes(x.shape, y.shape)
     except ValueError:
         return False
-    x, y, _ = _binary_shape(*promote2(x, y))
+    x, y, _ = broadcast_pair(*promote2(x, y))
     eq = lax.eq(x, y)
     return _python_bool_if_concrete(lax.reduce_min(eq, tuple(range(eq.ndim))) if eq.ndim else eq)
 

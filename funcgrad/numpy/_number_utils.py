@@ -12,9 +12,9 @@ import numpy as np
 from .. import lax
 from ..core import user_line
 from ._arithmetic import abs as _abs
-from ._core import _inexact as _inexact_arr
+from ._core import as_inexact as _inexact_arr
 from ._core import asarray, broadcast_shapes, broadcast_to, convert, promote2
-from ._indexing import _concrete
+from ._indexing import concrete_value
 
 __all__ = [
     "gcd", "lcm", "frexp", "spacing", "i0", "iscomplex", "isreal", "iscomplexobj", "isrealobj",
@@ -148,7 +148,7 @@ def i0(x):
 
 def _real_dtype_check(x, name):
     """x's concrete value if it is complex (lax has no imag primitive), else None."""
-    return _concrete(x, name) if x.dtype.kind == "c" else None
+    return concrete_value(x, name) if x.dtype.kind == "c" else None
 
 
 def iscomplex(x):

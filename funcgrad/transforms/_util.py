@@ -1,10 +1,11 @@
-"""Argument handling shared by the transforms: argnums, argument names, pytree checks."""
+"""Argument handling shared by the transforms: argnums, argument names, the checks on inputs."""
 
 from __future__ import annotations
 
 import inspect
 
-from ..core import Tracer, user_line
+from ..core import Tracer, as_value, user_line
+from ..interpreters.programs import aval_of
 
 
 def fun_name(fun):
@@ -46,3 +47,14 @@ def top_trace(values):
         if type(v) is Tracer and (top is None or v._trace.level > top.level):
             top = v._trace
     return top
+
+
+def check_grad_input(fun, i, leaf, path, transform):
+    dtype = aval_of(as_value(leaf)).dtype
+    if dtype.kind not in "fc":
+        where = f" at {path}" if path else ""
+        raise TypeError(
+            f"{transform} requires real- or complex-valued (floating point) inputs, but "
+            f"{arg_name(fun, i)}{where} of {fun_name(fun)} has dtype {dtype}{user_line()}. "
+            "Convert it with x.astype(np.float32), move it out of argnums, or use fg.vjp, which "
+            "gives integer inputs float0 zeros.")

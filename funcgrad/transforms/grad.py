@@ -1,224 +1,26 @@
 """Reverse mode: vjp, grad, value_and_grad, jacrev, with `wrt=` masks that prune work.
 
-Called eagerly, the function runs once under a `GradTrace`: its tracers carry their concrete
-values (so Python control flow and print work, DESIGN invariant 2) and each primitive applied to a
-value that depends on a differentiated input is written to a tape with just the residuals its VJP
-rule needs (`Primitive.residuals`). The backward pass walks the tape in reverse, applying VJP rules
-(written with primitives, so the backward pass can itself be traced or differentiated) and drops
-each entry and each cotangent right after use. Inputs masked out by `wrt` are never marked as
-depending on anything, so no tape entry, residual or backward work exists for paths that reach
-only frozen leaves (DESIGN invariant 6). Inside an outer transform the values are that
-transform's tracers, so `make_jaxpr(grad(f))` yields the joint forward+backward program.
+The function runs once under a `GradTrace` (funcgrad/interpreters/reverse.py), which records a
+tape; the backward pass walks it back. Inputs masked out by `wrt` are never marked as depending
+on anything, so no tape entry, residual or backward work exists for paths that reach only frozen
+leaves (DESIGN invariant 6).
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 from .. import tree_util
-from ..core import (
-    Trace,
-    Tracer,
-    as_value,
-    bind,
-    device_namespace,
-    float0,
-    get_aval,
-    new_trace,
-    user_line,
-)
-from ..core.avals import shaped_array
-from ..lax import add, stop_gradient, stop_gradient_p  # noqa: F401 (re-exported)
-from ._util import arg_name, fun_name, normalize_argnums
-
-
-def _aval_of(v):
-    return v.aval if type(v) is Tracer else shaped_array(v.shape, v.dtype)
-
-
-_as_value = as_value
-
-
-class GradTrace(Trace):
-    """Concrete trace that records a tape of the primitives on the path to the outputs."""
-
-    concrete = True
-    name = "grad"
-
-    def __init__(self, level):
-        super().__init__(level)
-        self.tape = []
-        self._ids = itertools.count()
-
-    def new_arg(self, val, active):
-        val = _as_value(val)
-        return Tracer(self, _aval_of(val).strip_weak_type(), val,
-                      next(self._ids) if active else None)
-
-    def lift(self, x):
-        aval = get_aval(x)
-        return Tracer(self, aval, _as_value(x), None)
-
-    def process(self, prim, tracers, params):
-        rule = getattr(prim, "grad_rule", None)  # control flow records its own tape entry
-        if rule is not None and any(t.aux is not None for t in tracers):
-            out = rule(self, tracers, params)
-            if out is not NotImplemented:
-                return out
-        vals = [t.val for t in tracers]
-        return self._record(prim, tracers, params, vals, bind(prim, *vals, **params))
-
-    def record_known(self, prim, tracers, params, out):
-        """`process` for an equation whose output is already known (a value a checkpoint policy
-        saved in the forward pass): the tape entry is recorded, nothing is recomputed."""
-        return self._record(prim, tracers, params, [t.val for t in tracers], out)
-
-    def _record(self, prim, tracers, params, vals, out):
-        active = tuple([t.aux is not None for t in tracers])
-        if not prim.differentiable or True not in active:
-            if prim.multiple_results:
-                return tuple(Tracer(self, _aval_of(o), o, None) for o in out)
-            return Tracer(self, _aval_of(out), out, None)
-        if prim.multiple_results:
-            out_tracers = tuple(self._out(o) for o in out)
-            out_ids = tuple(t.aux for t in out_tracers)
-            if all(i is None for i in out_ids):
-                return out_tracers
-        else:
-            aval = out.aval if type(out) is Tracer else shaped_array(out.shape, out.dtype)
-            if aval.dtype.kind not in "fc":
-                return Tracer(self, aval, out, None)
-            out_ids = next(self._ids)
-            out_tracers = Tracer(self, aval, out, out_ids)
-        kind = prim.residuals
-        if kind == "none":  # linear: only shapes are needed (the common case is fast)
-            ins = [_aval_of(v) for v in vals]
-            outs = (tuple(t.aval for t in out_tracers) if prim.multiple_results
-                    else out_tracers.aval)
-        else:
-            ins, outs = _residuals(kind, vals, out, active, prim.multiple_results)
-        self.tape.append((prim, params, tuple(t.aux for t in tracers), out_ids, ins, outs,
-                          active))
-        return out_tracers
-
-    def _out(self, val):
-        aval = _aval_of(val)
-        return Tracer(self, aval, val, next(self._ids) if aval.dtype.kind in "fc" else None)
-
-    def process_custom_jvp(self, fun, jvp_rule, args):
-        from .custom import grad_of_custom_jvp
-        return grad_of_custom_jvp(self, fun, jvp_rule, args)
-
-    def process_custom_vjp(self, fun, fwd, bwd, args, out_tree):
-        from .custom import grad_of_custom_vjp
-        return grad_of_custom_vjp(self, fun, fwd, bwd, args)
-
-
-def _residuals(kind, vals, out, active, multiple):
-    """What the backward pass keeps of an equation's values (avals stand in for the rest)."""
-    if type(kind) is tuple:  # the indices of the inputs to keep
-        ins = [v if i in kind else _aval_of(v) for i, v in enumerate(vals)]
-    elif kind == "in":
-        ins = vals
-    elif kind == "cross":
-        ins = [v if any(a for j, a in enumerate(active) if j != i) else _aval_of(v)
-               for i, v in enumerate(vals)]
-    elif kind == "inout":
-        ins = vals
-    else:
-        ins = [_aval_of(v) for v in vals]
-    if kind in ("out", "inout"):
-        outs = out
-    elif multiple:
-        outs = tuple(_aval_of(o) for o in out)
-    else:
-        outs = _aval_of(out)
-    return ins, outs
-
-
-def backward_pass(tape, seeds, consume):
-    """Propagate cotangents from `seeds` ({tape id: ct}) through the tape, newest entry first.
-
-    With `consume` the tape is emptied as it is walked, so every residual is freed right after the
-    rule that needed it; otherwise it is kept for another pass (vjp_fn may be called again).
-    """
-    cts = dict(seeds)
-    entries = tape if consume else list(tape)
-    while entries:
-        prim, params, in_ids, out_ids, ins, outs, active = entries.pop()
-        if prim.multiple_results:
-            out_cts = [None if i is None else cts.pop(i, None) for i in out_ids]
-            if all(c is None for c in out_cts):
-                continue
-            out_cts = [_zeros(_aval_of(o)) if c is None else c for c, o in zip(out_cts, outs)]
-            ct = tuple(out_cts)
-        else:
-            ct = cts.pop(out_ids, None)
-            if ct is None:
-                continue
-        in_cts = prim.vjp(ct, ins, outs, active, **params)
-        del ct
-        for i, c in zip(in_ids, in_cts):
-            if i is not None and c is not None:
-                prev = cts.get(i)
-                cts[i] = c if prev is None else add(prev, c)
-    return cts
-
-
-def _zeros(aval):
-    return np.zeros(aval.shape, aval.dtype)
-
-
-def _zero_cotangent(val):
-    aval = _aval_of(val)
-    if aval.dtype.kind in "fc":
-        return np.zeros(aval.shape, aval.dtype)
-    return np.zeros(aval.shape, float0)
-
-
-def trace_vjp(fun, primals, active_leaves, has_aux=False):
-    """Run `fun(*primals)` under a GradTrace.
-
-    Returns (out_flat_vals, out_tree, aux, backward) where `backward(out_cts_flat, consume)`
-    returns the flat list of input cotangents (zeros for inactive inputs).
-    """
-    flat, in_tree = tree_util.tree_flatten(primals)
-    with new_trace(GradTrace) as trace:
-        tracers = [trace.new_arg(x, a) for x, a in zip(flat, active_leaves)]
-        out = fun(*tree_util.tree_unflatten(in_tree, tracers))
-        aux = None
-        if has_aux:
-            if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                raise TypeError(f"has_aux=True requires {fun_name(fun)} to return a pair "
-                                f"(output, aux), got {type(out).__name__}.")
-            out, aux = out
-            aux = tree_util.tree_map(
-                lambda x, t=trace: x.val if type(x) is Tracer and x._trace is t else x, aux)
-        out_flat, out_tree = tree_util.tree_flatten(out)
-        out_tracers = [trace.to_tracer(o) for o in out_flat]
-    out_vals = [t.val for t in out_tracers]
-    out_ids = [t.aux for t in out_tracers]
-    in_ids = [t.aux for t in tracers]
-    in_vals = [t.val for t in tracers]
-    tape = trace.tape
-    del tracers, out_tracers, trace
-
-    def backward(out_cts, consume):
-        seeds = {}
-        for i, c in zip(out_ids, out_cts):
-            if i is not None and c is not None:
-                seeds[i] = c if i not in seeds else add(seeds[i], c)
-        cts = backward_pass(tape, seeds, consume)
-        return [cts[i] if i is not None and i in cts else _zero_cotangent(v)
-                for i, v in zip(in_ids, in_vals)]
-
-    return out_vals, out_tree, aux, backward, in_tree
+from ..core import as_value, device_namespace, user_line
+from ..interpreters.programs import aval_of
+from ..interpreters.reverse import trace_vjp
+from ..lax import reshape, stop_gradient, stop_gradient_p  # noqa: F401 (re-exported)
+from ._util import arg_name, check_grad_input, fun_name, normalize_argnums
+from .vmap import vmap
 
 
 def _check_cotangent(ct, out, path):
-    ca, oa = _aval_of(_as_value(ct)), _aval_of(out)
+    ca, oa = aval_of(as_value(ct)), aval_of(out)
     if ca.shape != oa.shape or (ca.dtype != oa.dtype and oa.dtype.kind in "fc"):
         raise ValueError(f"vjp_fn: the cotangent at {path or 'the output'} must have the output's "
                          f"shape and dtype {oa.str_short()}, got {ca.str_short()}{user_line()}.")
@@ -228,7 +30,7 @@ def vjp(fun, *primals, has_aux=False):
     """`(out, vjp_fn)` or `(out, vjp_fn, aux)`: vjp_fn(ct) -> a tuple of cotangents, one per
     primal, for the vector-Jacobian product ct^T J. Integer inputs get float0 zeros (as JAX)."""
     flat = tree_util.tree_leaves(primals)
-    active = [_aval_of(_as_value(x)).dtype.kind in "fc" for x in flat]
+    active = [aval_of(as_value(x)).dtype.kind in "fc" for x in flat]
     out_vals, out_tree, aux, backward, in_tree = trace_vjp(fun, primals, active, has_aux)
     out = tree_util.tree_unflatten(out_tree, out_vals)
 
@@ -240,21 +42,10 @@ def vjp(fun, *primals, has_aux=False):
         paths = [tree_util.keystr(p) for p, _ in tree_util.tree_flatten_with_path(out)[0]]
         for c, o, p in zip(ct_flat, out_vals, paths):
             _check_cotangent(c, o, p)
-        cts = backward([_as_value(c) for c in ct_flat], consume=False)
+        cts = backward([as_value(c) for c in ct_flat], consume=False)
         return tuple(tree_util.tree_unflatten(in_tree, cts))
 
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
-
-
-def _check_grad_input(fun, i, leaf, path, transform):
-    dtype = _aval_of(_as_value(leaf)).dtype
-    if dtype.kind not in "fc":
-        where = f" at {path}" if path else ""
-        raise TypeError(
-            f"{transform} requires real- or complex-valued (floating point) inputs, but "
-            f"{arg_name(fun, i)}{where} of {fun_name(fun)} has dtype {dtype}{user_line()}. "
-            "Convert it with x.astype(np.float32), move it out of argnums, or use fg.vjp, which "
-            "gives integer inputs float0 zeros.")
 
 
 def _mask_leaves(fun, arg, mask, i):
@@ -292,8 +83,8 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
             leaf_mask = _mask_leaves(fun, a, m, i)
             for (path, leaf), on in zip(tree_util.tree_flatten_with_path(a)[0], leaf_mask):
                 if on and not allow_int:
-                    _check_grad_input(fun, i, leaf, tree_util.keystr(path), "grad")
-                active.append(on and _aval_of(_as_value(leaf)).dtype.kind in "fc")
+                    check_grad_input(fun, i, leaf, tree_util.keystr(path), "grad")
+                active.append(on and aval_of(as_value(leaf)).dtype.kind in "fc")
 
         def partial_fun(*dargs):
             full = list(args)
@@ -308,7 +99,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
                             f"{out_tree}{user_line()}. Use fg.jacrev or fg.vjp for several "
                             "outputs, or has_aux=True to return extra values beside the loss.")
         out = out_vals[0]
-        oa = _aval_of(out)
+        oa = aval_of(out)
         if oa.shape != ():
             raise TypeError(
                 f"grad requires a scalar (shape ()) output, but {fun_name(fun)} returned an array "
@@ -346,14 +137,12 @@ def jacrev(fun, argnums=0, has_aux=False):
 
     The result has, for each output leaf and each input leaf, shape out.shape + in.shape.
     """
-    from .vmap import vmap
-
     def jac_fun(*args, **kwargs):
         single, nums = normalize_argnums(fun, argnums, len(args), "jacrev")
         diff_args = tuple(args[i] for i in nums)
         for i, a in zip(nums, diff_args):
             for path, leaf in tree_util.tree_flatten_with_path(a)[0]:
-                _check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacrev")
+                check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacrev")
 
         def partial_fun(*dargs):
             full = list(args)
@@ -364,10 +153,10 @@ def jacrev(fun, argnums=0, has_aux=False):
         n_in = len(tree_util.tree_leaves(diff_args))
         out_vals, out_tree, aux, backward, in_tree = trace_vjp(partial_fun, diff_args,
                                                               [True] * n_in, has_aux)
-        in_avals = [_aval_of(_as_value(x)) for x in tree_util.tree_leaves(diff_args)]
+        in_avals = [aval_of(as_value(x)) for x in tree_util.tree_leaves(diff_args)]
         per_out = []
         for k, o in enumerate(out_vals):
-            oa = _aval_of(o)
+            oa = aval_of(o)
 
             def row(ct, k=k):
                 cts = [None] * len(out_vals)
@@ -377,7 +166,7 @@ def jacrev(fun, argnums=0, has_aux=False):
             basis = np.eye(oa.size, dtype=oa.dtype).reshape((oa.size,) + oa.shape)
             rows = vmap(row)(basis) if oa.size else [
                 np.zeros((0,) + a.shape, a.dtype) for a in in_avals]
-            blocks = [_reshape(r, oa.shape + a.shape) for r, a in zip(rows, in_avals)]
+            blocks = [reshape(r, oa.shape + a.shape) for r, a in zip(rows, in_avals)]
             tree = tree_util.tree_unflatten(in_tree, blocks)
             per_out.append(tree[0] if single else tuple(tree))
         jac = tree_util.tree_unflatten(out_tree, per_out)
@@ -385,10 +174,5 @@ def jacrev(fun, argnums=0, has_aux=False):
 
     jac_fun.__name__ = f"jacrev({fun_name(fun)})"
     return jac_fun
-
-
-def _reshape(x, shape):
-    from ..lax import reshape
-    return reshape(x, shape)
 
 

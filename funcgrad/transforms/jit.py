@@ -97,8 +97,8 @@ class JitFunction:
         _check_argnames(fun, self.static_argnames)
         self.donate_argnums = _as_tuple(donate_argnums)
         if backend is not None:
-            from ..devices import _platform
-            backend = _platform(backend, "backend")
+            from ..devices import platform_name
+            backend = platform_name(backend, "backend")
         self.backend = backend
         self.__name__ = f"jit({fun_name(fun)})"
         self.__wrapped__ = fun
@@ -144,7 +144,7 @@ class JitFunction:
                 in_tree = fast[1]
         key = (in_tree, tuple([(x.shape, x.dtype) if type(x) is np.ndarray else _leaf_key(x)
                                for x in flat]), statics,
-               (_placement._default_xp, _cpu_backend[0], _trace.axis_env_key()))
+               (_placement.default_xp, _cpu_backend[0], _trace.axis_env_key()))
         return key, flat, in_tree, static_pos, statics
 
     # -- trace and lower --
@@ -222,7 +222,7 @@ class JitFunction:
             flat = _safe_donations(flat, compiled)
         if compiled.has_scalars:
             flat = [np.asarray(x) if type(x) in PY_SCALARS else x for x in flat]
-        if _errors._debug_nans:
+        if _errors.debug_nans:
             return self._call_checking_nans(compiled, flat)
         try:
             outs = compiled.fn(*compiled.consts, *flat)

@@ -7,6 +7,9 @@ input and output avals, its `in_tree`/`out_tree`, and the values it computes are
 Primitives with `effectful = True` are never removed, merged, folded or reordered.
 
     optimize(closed) = dce ∘ simplify ∘ cse ∘ dce ∘ fold_constants ∘ inline, to a fixed point
+
+`optimize(closed, differentiable=True)` is for a program that is transformed further (jit called
+inside grad, vmap, ...): custom derivative rules stay in it and no rewrite changes a derivative.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..core import (
     eval_jaxpr,
     to_host,
 )
+from ..interpreters.programs import set_optimizer
 from ..lax import elementwise as _ew
 from ..lax import structural as _st
 
@@ -125,25 +129,28 @@ def _literal_key(lit):
 # ---------------------------------------------------------------------------------------------
 # Inlining
 
-def inline(program):
+def inline(program, keep_custom_rules=False):
     """Replace calls of primitives marked `inline_call = True` (with a ClosedJaxpr `jaxpr` param)
     by the body's equations, renamed, with the body's consts hoisted as new constvars.
 
     Inlining exposes the body to the other passes (CSE across the call boundary, DCE of unused
     outputs, folding) and leaves the code generator a flat program. Nested calls are inlined too.
+    Calls that carry a custom derivative rule (`custom_rule = True`: custom_jvp_call,
+    custom_vjp_call) are inlined too, to their primal program, unless `keep_custom_rules` (the
+    program will be differentiated).
     """
     jaxpr, consts, rebuild = _split(program)
-    if not any(_is_inline_call(e) for e in jaxpr.eqns):
+    if not any(_is_inline_call(e, keep_custom_rules) for e in jaxpr.eqns):
         return rebuild(Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, jaxpr.eqns), consts)
     constvars = list(jaxpr.constvars)
     consts = list(consts)
     env = _Env()
     eqns = []
     for eqn in jaxpr.eqns:
-        if not _is_inline_call(eqn):
+        if not _is_inline_call(eqn, keep_custom_rules):
             eqns.append(_copy_eqn(eqn, env))
             continue
-        body = inline(eqn.params["jaxpr"])
+        body = inline(eqn.params["jaxpr"], keep_custom_rules)
         if body.consts and not isinstance(program, ClosedJaxpr):
             raise ValueError("inline: a call body has constants, which a bare Jaxpr cannot hold; "
                              "pass the ClosedJaxpr")
@@ -170,8 +177,10 @@ def inline(program):
     return rebuild(Jaxpr(constvars, jaxpr.invars, outvars, eqns), consts)
 
 
-def _is_inline_call(eqn):
-    return (getattr(eqn.primitive, "inline_call", False)
+def _is_inline_call(eqn, keep_custom_rules=False):
+    prim = eqn.primitive
+    return ((getattr(prim, "inline_call", False)
+             or not keep_custom_rules and getattr(prim, "custom_rule", False))
             and isinstance(eqn.params.get("jaxpr"), ClosedJaxpr))
 
 
@@ -355,7 +364,7 @@ def _try_fold(eqn, values, max_size, max_expand_size):
 # ---------------------------------------------------------------------------------------------
 # Algebraic simplification
 
-def simplify(program):
+def simplify(program, differentiable=False):
     """Algebraic rewrites that remove work, mostly left behind by autodiff and broadcasting:
 
     `x*1`, `1*x`, `x+0`, `0+x`, `x-0` -> x (the one/zero a literal, a broadcast of one, or a
@@ -368,11 +377,13 @@ def simplify(program):
     by that rank-0 value when the other operand has the output's shape; a `dot_general` with a
     constant identity matrix -> a transpose of the other operand (or the operand itself).
     `x*0` is kept: it is NaN for x = inf or NaN. A rewrite to an alias needs equal avals, so
-    output avals never change.
+    output avals never change. With `differentiable`, rewrites that keep values but not
+    derivatives are left out (a select to max/min; checkpoint_name labels, which checkpoint
+    policies read).
     """
     jaxpr, consts, rebuild = _split(program)
     env = _Env()
-    ctx = _Ctx({v: c for v, c in zip(jaxpr.constvars, consts) if _known(c)})
+    ctx = _Ctx({v: c for v, c in zip(jaxpr.constvars, consts) if _known(c)}, differentiable)
     eqns = []
     for eqn in jaxpr.eqns:
         new = _copy_eqn(eqn, env)
@@ -405,8 +416,9 @@ def _host_const(c, limit):
 class _Ctx:
     """What the rewrite rules may look at: constant values and each variable's defining eqn."""
 
-    def __init__(self, consts):
+    def __init__(self, consts, differentiable=False):
         self.consts = consts
+        self.differentiable = differentiable
         self.producers = {}
         self._uniform = {}
 
@@ -596,7 +608,7 @@ def _select_rule(eqn, ctx):
     cases = eqn.invars[1:]
     if all(c is cases[0] or _same_literal(c, cases[0]) for c in cases[1:]):
         return _alias_if_same(eqn, cases[0])
-    return _clamp_rule(eqn, ctx)
+    return None if ctx.differentiable else _clamp_rule(eqn, ctx)  # max's derivative differs
 
 
 # select_n(x <= c, x, c) is max(x, c) and select_n(x >= c, x, c) is min(x, c), NaN included
@@ -655,7 +667,7 @@ _RULES = {
     "convert_element_type": _convert_rule, "select_n": _select_rule,
     "reduce_sum": _reduce_sum_rule, "dot_general": _dot_general_rule,
     # fg.checkpoint_name labels only matter to checkpoint policies, applied before jit's passes
-    "name": lambda eqn, ctx: _alias_if_same(eqn, eqn.invars[0]),
+    "name": lambda eqn, ctx: None if ctx.differentiable else _alias_if_same(eqn, eqn.invars[0]),
 }
 
 
@@ -706,15 +718,38 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
             g = parent[g]
         return g
 
+    # A group runs as one unit: a path into any member and out of any member is a path through
+    # it. `reach[v]` holds the groups whose results reach v through equations outside them, as
+    # recorded when v was made; `gin[g]` the groups that reach some member of g (directly or
+    # through outside equations). Groups grow and merge after a value was recorded, so the
+    # groups that reach a value now are the closure of its record under `gin`, taken when asked.
     group_of = {}  # eqn index -> group id
     producer = {}  # var -> eqn index
-    reach = {}  # var -> group ids that reach it through an equation outside them
-    greach = {}  # group id -> union of reach over its members' inputs
+    reach = {}  # var made outside every group -> group ids
+    gin = {}  # group id -> group ids reaching its members
+
+    def closure(ids):
+        seen, stack = set(), [find(g) for g in ids]
+        while stack:
+            g = stack.pop()
+            if g not in seen:
+                seen.add(g)
+                stack.extend(find(h) for h in gin[g])
+        return seen
+
     for i, eqn in enumerate(jaxpr.eqns):
         ins = [a for a in eqn.invars if type(a) is Var]
-        through = set()
+        direct, recorded = set(), set()
         for a in ins:
-            through |= {find(g) for g in reach.get(a, ())}
+            j = producer.get(a)
+            if j is None:
+                continue
+            if j in group_of:
+                direct.add(find(group_of[j]))
+            else:
+                recorded |= reach[a]
+        # groups with a path to this equation that leaves them (it may not join those)
+        through = closure(recorded | {h for d in direct for h in gin[d]})
         out_shape = eqn.outvars[0].aval.shape if len(eqn.outvars) == 1 else None
         target = None
         if out_shape is not None and _fusible(eqn, fusible, broadcast_inputs):
@@ -723,29 +758,27 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
                 j = producer.get(a)
                 if j is not None and j in group_of:
                     g = find(group_of[j])
-                    if g not in cands and jaxpr.eqns[j].outvars[0].aval.shape == out_shape:
+                    if g not in cands and g not in through \
+                            and jaxpr.eqns[j].outvars[0].aval.shape == out_shape:
                         cands.append(g)
-            cands = [g for g in cands if g not in through]
             for g in cands:
                 if target is None:
                     target = g
-                elif not ({find(h) for h in greach[g]} & {target}
-                          or {find(h) for h in greach[target]} & {g}):
+                elif target not in closure(gin[g]) and g not in closure(gin[target]):
                     parent[g] = target
-                    greach[target] = {find(h) for h in greach[target] | greach[g]}
+                    gin[target] = gin[target] | gin[g]
             if target is None:
                 target = i
                 parent[i] = i
-                greach[i] = set()
+                gin[i] = set()
             group_of[i] = target
-            greach[target] |= through
-        member = find(target) if target is not None else None
-        direct = {find(group_of[producer[a]]) for a in ins
-                  if a in producer and producer[a] in group_of}
-        out_reach = frozenset(through | (direct - {member}))
+            target = find(target)
+            gin[target] = {find(h) for h in gin[target] | recorded | direct} - {target}
+        else:
+            for v in eqn.outvars:
+                reach[v] = frozenset(recorded | direct)
         for v in eqn.outvars:
             producer[v] = i
-            reach[v] = out_reach
     members = {}
     for i, g in group_of.items():
         members.setdefault(find(g), []).append(i)
@@ -923,26 +956,43 @@ def _absorb_reductions(jaxpr, groups, fusible, min_size):
     return kept
 
 
-def _merge_parallel(jaxpr, groups):
-    """Groups of equal structure and no path between them, merged (see `fuse`)."""
+def _group_ancestors(jaxpr, groups):
+    """Per group, the bit set of the groups with a path to it, each group taken as one unit (a
+    path into any member and out of any member goes through it). In program order, to a fixed
+    point: a member may come after an outside equation that reads another member."""
     group_of = {i: g for g, grp in enumerate(groups) for i in grp.eqns}
-    reach = []   # per eqn: bit set of the groups whose results it (transitively) reads
-    producer = {}
-    for i, eqn in enumerate(jaxpr.eqns):
+    producer = {v: i for i, e in enumerate(jaxpr.eqns) for v in e.outvars}
+    anc = [0] * len(groups)
+
+    def reaching(eqn, reach, anc):
         bits = 0
         for a in eqn.invars:
             j = producer.get(a) if type(a) is Var else None
             if j is not None:
-                bits |= reach[j]
-                if j in group_of and group_of.get(i) != group_of[j]:
-                    bits |= 1 << group_of[j]
-        reach.append(bits)
-        for v in eqn.outvars:
-            producer[v] = i
-    reaches = [0] * len(groups)   # per group: the groups it reads from
-    for g, grp in enumerate(groups):
-        for i in grp.eqns:
-            reaches[g] |= reach[i]
+                h = group_of.get(j)
+                bits |= reach.get(j, 0) if h is None else anc[h] | 1 << h
+        return bits
+
+    while True:
+        reach = {}   # outside eqn -> the groups with a path to it
+        new = [0] * len(groups)
+        for i, eqn in enumerate(jaxpr.eqns):
+            g = group_of.get(i)
+            if g is None:
+                reach[i] = reaching(eqn, reach, anc)
+            else:
+                new[g] |= reaching(eqn, reach, anc) & ~(1 << g)
+        for g, grp in enumerate(groups):   # (what a group computes again, it reads the inputs
+            for i in grp.recomputed:       # of; counted as if stored: a superset of its paths)
+                new[g] |= reaching(jaxpr.eqns[i], reach, anc) & ~(1 << g)
+        if new == anc:
+            return anc
+        anc = new
+
+
+def _merge_parallel(jaxpr, groups):
+    """Groups of equal structure and no path between them, merged (see `fuse`)."""
+    anc = _group_ancestors(jaxpr, groups)
     buckets = {}   # structure -> [(member group ids, bit set of members)]
     merged_into = {}
     outs = {v for v in jaxpr.outvars if type(v) is Var}
@@ -958,10 +1008,19 @@ def _merge_parallel(jaxpr, groups):
             continue
         for members in buckets.setdefault(key, []):
             mask = members[1]
-            if not (reaches[g] & mask) and not any(reaches[m] >> g & 1 for m in members[0]):
+            unit_anc = 0
+            for m in members[0]:
+                unit_anc |= anc[m]
+            if not (anc[g] & mask) and not unit_anc >> g & 1:
                 members[0].append(g)
                 members[1] |= 1 << g
                 merged_into[g] = members[0][0]
+                # the merged unit is reached from what reached either part, and so is all
+                # that it reaches
+                joined, mask = unit_anc | anc[g], members[1]
+                for h in range(len(groups)):
+                    if anc[h] & mask or mask >> h & 1:
+                        anc[h] |= joined | (0 if mask >> h & 1 else mask)
                 break
         else:
             buckets[key].append([[g], 1 << g])
@@ -1098,16 +1157,23 @@ def _fused_eqn(jaxpr, group):
 # ---------------------------------------------------------------------------------------------
 # The pipeline
 
-def optimize(program, max_rounds=4):
+def optimize(program, max_rounds=4, differentiable=False):
     """inline, then dce ∘ simplify ∘ cse ∘ dce ∘ fold_constants until nothing changes (at most
-    `max_rounds` rounds). The result computes the same values with the same signature."""
-    program = inline(program)
+    `max_rounds` rounds). The result computes the same values with the same signature; with
+    `differentiable` (a program transformed further) also the same derivatives, custom rules
+    included."""
+    program = inline(program, keep_custom_rules=differentiable)
     for _ in range(max_rounds):
-        new = dce(simplify(cse(dce(fold_constants(program)))))
+        new = dce(simplify(cse(dce(fold_constants(program))), differentiable))
         if _fingerprint(new) == _fingerprint(program):
             return new
         program = new
     return program
+
+
+# Primitives that compile a sub-program (loop bodies, branches) optimize it with this pipeline;
+# they reach it through the interpreters' hook, below them (funcgrad/interpreters/programs.py).
+set_optimizer(optimize)
 
 
 def _fingerprint(program):
