@@ -52,6 +52,13 @@ def _deep_chain(x, s):
     return fnp.sum(fnp.where(x > 0.5, x, 0.5 * x))
 
 
+def _rotary(x, angles):
+    x = fnp.transpose(x, (0, 2, 1, 3))
+    half = x.shape[-1] // 2
+    rotated = fnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * fnp.cos(angles) + rotated * fnp.sin(angles)
+
+
 PROGRAMS = {
     "mlp_grad": (fg.value_and_grad(mlp_loss),
                  ([(rng.normal(size=(16, 32)).astype(np.float32), np.zeros(32, np.float32)),
@@ -67,6 +74,13 @@ PROGRAMS = {
     "softmax": (lambda x: fg.nn.softmax(x, axis=-1), (rng.normal(size=(4, 3, 9)) * 5,)),
     "deep_chain_grad": (fg.value_and_grad(_deep_chain, argnums=(0, 1)),
                         (rng.normal(size=3001).astype(np.float32), np.float32(0.7))),
+    # NumPy results laid out as their transposed operands (neg, concatenate) read by a kernel
+    "rotary_on_a_transposed_view": (_rotary, (rng.normal(size=(3, 9, 4, 8)).astype(np.float32),
+                                              rng.normal(size=(9, 8)).astype(np.float32))),
+    "scaled_layer_norm_grad": (fg.grad(lambda x, g: fnp.sum(layer_norm(x, 1.0, 0.0) * g),
+                                       argnums=(0, 1)),
+                               (rng.normal(size=(4, 8)).astype(np.float32),
+                                rng.normal(size=8).astype(np.float32))),
     "ints_and_bools": (lambda i, j: fnp.where((i % 3 == 0) | (j > i), i * j - 7, i // (j + 100)),
                        (rng.integers(-50, 50, 30), rng.integers(-50, 50, 30))),
 }
