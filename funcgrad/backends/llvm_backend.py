@@ -81,8 +81,9 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
         nin = len(eqn.invars)
         for k, (name, v, (shape, dtype)) in enumerate(zip(outs, eqn.outvars, kern.outputs)):
             # (merged groups: only an input of the output's own group, read at the same element)
+            # (a deep chain computed in blocks: not an input it reads after writing this output)
             others = [a for i, a in enumerate(eqn.invars)
-                      if kern.part_of[i] != kern.part_of[nin + k]]
+                      if kern.part_of[i] != kern.part_of[nin + k] or i in kern.late_reads[k]]
             dt = f"dt_{dtype.name}"
             namespace[dt] = dtype
             reuse = reusable(v.aval, taken + others) if kern.elementwise else None

@@ -590,6 +590,9 @@ the array objects) and how the driver calls it.
     elementwise: bool = True  # no reduction: an output may take over a same-shape input's buffer
     parts: int = 1     # merged independent groups: [lo, hi) ranges over them
     part_of: list = dataclasses.field(default_factory=list)  # per array: the parts using it
+    # per output: the inputs read after it is written (a deep chain computed in blocks writes
+    # an output at its equation's stage): its buffer must not be one of those
+    late_reads: list = dataclasses.field(default_factory=list)
     pattern: str = ""  # the kernel's text without its name: equal patterns share a function
 
 
@@ -1003,10 +1006,12 @@ def kernel_source(body, name):
     nests, calls, out_specs, dims, work, lay0, init = {}, [], [], [], 0, None, None
     position = {v: k for k, v in enumerate(arrays)}
     part_of = [set() for _ in arrays]
+    late = {}
     for c, comp in enumerate(comps):
         for v in (*comp.invars, *comp.outvars):
             part_of[position[v]].add(c)
         text, lay, specs, init, w = _loop_nest(comp, f"{name}.nest", module)
+        late.update(_late_reads(comp, lay, position))
         key = text
         if key not in nests:
             nests[key] = f"{name}.nest{len(nests)}"
@@ -1050,7 +1055,27 @@ def kernel_source(body, name):
         lay0.kind == "map" or (lay0.kind == "row" and not lay0.reduced[0]))))
     return Kernel(name, ir, len(jaxpr.invars), out_specs, tuple(dims), init, threadable, work,
                   module.decls, module.helpers, lay0.kind == "map", parts=len(comps),
-                  part_of=[frozenset(p) for p in part_of], pattern=ir.replace(f"@{name}", "@K"))
+                  part_of=[frozenset(p) for p in part_of], pattern=ir.replace(f"@{name}", "@K"),
+                  late_reads=[late.get(v, frozenset()) for v in jaxpr.outvars])
+
+
+def _late_reads(comp, lay, position):
+    """{output var: indices of the inputs a staged nest reads after writing it} (see
+    _staged_nest: each equation is a stage over the block, and writes its output there)."""
+    eqns = list(comp.eqns)
+    if not (len(lay.dims) == 1 and not any(lay.reduced) and len(eqns) >= STAGED_DEPTH):
+        return {}   # one element at a time: every input is loaded before any output is stored
+    last = {}
+    for k, eqn in enumerate(eqns):
+        for a in eqn.invars:
+            if a in position and a in comp.invars:
+                last[a] = k
+    out = {}
+    for k, eqn in enumerate(eqns):
+        for v in eqn.outvars:
+            if v in comp.outvars:
+                out[v] = frozenset(position[a] for a, r in last.items() if r > k)
+    return out
 
 
 def _emit_line(lines, text, name):
