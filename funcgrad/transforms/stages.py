@@ -32,9 +32,11 @@ __all__ = ["Traced", "Lowered", "Compiled", "trace", "lower", "compile_program",
 # ---------------------------------------------------------------------------------------------
 # The three steps
 
-def trace(fun, in_avals, in_tree, static_args, static_kwargs, n_args, name):
+def trace(fun, in_avals, in_tree, static_args, static_kwargs, n_args, name,
+          stage_constants=False):
     """(ClosedJaxpr, out_tree) of `fun` on abstract arguments: the dynamic leaves `in_avals`
-    (tree `in_tree` of (args, kwargs)) with the static arguments put back in place."""
+    (tree `in_tree` of (args, kwargs)) with the static arguments put back in place.
+    `stage_constants`: record operations on constants rather than compute them (eval_shape)."""
     out_box = []
 
     def flat_fun(*leaves):
@@ -46,7 +48,7 @@ def trace(fun, in_avals, in_tree, static_args, static_kwargs, n_args, name):
         out_box.append(out_tree)
         return out_flat
 
-    closed = trace_to_jaxpr(flat_fun, in_avals, name=name)
+    closed = trace_to_jaxpr(flat_fun, in_avals, name=name, stage_constants=stage_constants)
     return closed, out_box[0]
 
 
