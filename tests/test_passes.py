@@ -614,6 +614,30 @@ def test_fusion_of_a_scaled_layer_norm_gradient_has_no_cycle(options):
     assert "fused" in prims(fused)
 
 
+def test_fusion_keeps_the_order_of_effects():
+    # A group read by one collective and reading a later one: with the collectives kept in
+    # program order, that group cannot run as one unit (it did: "fusion groups form a cycle").
+    import funcgrad.distributed as dist
+
+    class TwoRanks(dist.ProcessGroup):
+        size, rank = 2, 0
+
+        def allreduce(self, x, op="sum"):
+            return x * 2
+
+    def f(x):
+        a = x * 2.0
+        e1 = lax.psum(a, "data")
+        e2 = lax.psum(x, "data")
+        return a + e2, e1
+
+    x = rng.normal(size=3).astype(np.float32)
+    closed = P.optimize(fg.make_jaxpr(dist.data_parallel(f, "data", TwoRanks()))(x))
+    for options in (dict(), dict(broadcast_inputs=True, horizontal=True)):
+        fused = P.fuse(closed, **options)
+        assert [e.primitive.name for e in fused.eqns if e.primitive.name == "psum"] == ["psum"] * 2
+
+
 def _random_program(seed, n=14):
     """A random program over [4, 8] arrays and their [4, 1] row statistics: elementwise
     operations, reductions, broadcasts, each reading random earlier values."""

@@ -737,9 +737,13 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
                 stack.extend(find(h) for h in gin[g])
         return seen
 
+    last_effect = frozenset()  # what reached the last effectful equation (effects keep order)
     for i, eqn in enumerate(jaxpr.eqns):
         ins = [a for a in eqn.invars if type(a) is Var]
         direct, recorded = set(), set()
+        effect = _has_effects(eqn)
+        if effect:
+            recorded |= last_effect
         for a in ins:
             j = producer.get(a)
             if j is None:
@@ -777,6 +781,8 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
         else:
             for v in eqn.outvars:
                 reach[v] = frozenset(recorded | direct)
+            if effect:
+                last_effect = frozenset(recorded | direct)
         for v in eqn.outvars:
             producer[v] = i
     members = {}
@@ -976,10 +982,15 @@ def _group_ancestors(jaxpr, groups):
     while True:
         reach = {}   # outside eqn -> the groups with a path to it
         new = [0] * len(groups)
+        last_effect = None   # effects keep their order: each follows the previous one
         for i, eqn in enumerate(jaxpr.eqns):
             g = group_of.get(i)
             if g is None:
                 reach[i] = reaching(eqn, reach, anc)
+                if _has_effects(eqn):
+                    if last_effect is not None:
+                        reach[i] |= reach[last_effect]
+                    last_effect = i
             else:
                 new[g] |= reaching(eqn, reach, anc) & ~(1 << g)
         for g, grp in enumerate(groups):   # (what a group computes again, it reads the inputs
