@@ -25,6 +25,14 @@ pytestmark = [pytest.mark.cpu_only,
 rng = np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def _on_the_llvm_backend():
+    """These tests are about the llvm backend: also when the suite runs on the NumPy one
+    (FUNCGRAD_CPU_BACKEND=numpy)."""
+    with fg.config.setting("cpu_backend", "llvm"):
+        yield
+
+
 def on(backend, f, *args):
     with fg.config.setting("cpu_backend", backend):
         jf = fg.jit(f)
