@@ -120,8 +120,6 @@ def backend_for(xp=None, cpu=None):
                              "fg.config.update('cpu_backend', 'numpy') or FUNCGRAD_CPU_BACKEND.")
         b = _backends.get(name)
         if b is None:
-            from .memory import retain_freed_memory
-            retain_freed_memory()
             b = _backends[name] = _llvm() if name == "llvm" else _numpy()
         return b
     from .cupy_namespace import CupyNamespace
