@@ -175,6 +175,7 @@ for _name, _vals in {
     "acosh": _range(1.1, 4),
     "atanh": _range(-0.9, 0.9),
     "sqrt": _range(0.2, 4),
+    "square": _range(-2, 2),
     "rsqrt": _range(0.2, 4),
     "cbrt": _away_from_zero(0.2, 3),
     "logistic": _range(-4, 4),

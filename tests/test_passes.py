@@ -590,7 +590,93 @@ def test_fusion_respects_custom_predicate_and_shapes():
     groups = P.fusion_groups(closed, min_size=1)
     assert all(closed.eqns[i].primitive.name != "broadcast_in_dim"
                for g in groups for i in g.eqns)
-    assert P.fusion_groups(closed, is_elementwise=lambda p: False) == []
+    assert P.fusion_groups(closed, fusible=lambda eqn: False) == []
+
+
+def _layer_norm_times(x, g):
+    mu = fnp.mean(x, axis=-1, keepdims=True)
+    xc = x - mu
+    return xc * lax.rsqrt(fnp.mean(fnp.square(xc), axis=-1, keepdims=True) + 1e-5) * g
+
+
+@pytest.mark.parametrize("options", [dict(broadcast_inputs=True), dict(),
+                                     dict(broadcast_inputs=True, reductions=True, singles=None)])
+def test_fusion_of_a_scaled_layer_norm_gradient_has_no_cycle(options):
+    # Regression: a group entered at one member and left at another (the rsqrt statistic read
+    # by one multiply, a sibling multiply feeding a reduction that comes back to the statistic's
+    # group) was not seen as a path through it: fuse raised "fusion groups form a cycle".
+    x = rng.normal(size=(4, 8)).astype(np.float32)
+    g = rng.normal(size=(8,)).astype(np.float32)
+    f = fg.grad(lambda x, g: fnp.sum(_layer_norm_times(x, g)), argnums=(0, 1))
+    closed = P.optimize(fg.make_jaxpr(f)(x, g))
+    options = {k: v for k, v in options.items() if v is not None}
+    fused = check(P.fuse, closed, x, g, **options)
+    assert "fused" in prims(fused)
+
+
+def test_fusion_keeps_the_order_of_effects():
+    # A group read by one collective and reading a later one: with the collectives kept in
+    # program order, that group cannot run as one unit (it did: "fusion groups form a cycle").
+    import funcgrad.distributed as dist
+
+    class TwoRanks(dist.ProcessGroup):
+        size, rank = 2, 0
+
+        def allreduce(self, x, op="sum"):
+            return x * 2
+
+    def f(x):
+        a = x * 2.0
+        e1 = lax.psum(a, "data")
+        e2 = lax.psum(x, "data")
+        return a + e2, e1
+
+    x = rng.normal(size=3).astype(np.float32)
+    closed = P.optimize(fg.make_jaxpr(dist.data_parallel(f, "data", TwoRanks()))(x))
+    for options in (dict(), dict(broadcast_inputs=True, horizontal=True)):
+        fused = P.fuse(closed, **options)
+        assert [e.primitive.name for e in fused.eqns if e.primitive.name == "psum"] == ["psum"] * 2
+
+
+def _random_program(seed, n=14):
+    """A random program over [4, 8] arrays and their [4, 1] row statistics: elementwise
+    operations, reductions, broadcasts, each reading random earlier values."""
+    r = np.random.default_rng(seed)
+
+    def f(x, s):
+        big, small = [x, fnp.sin(x)], [s]
+        for _ in range(n):
+            k = r.integers(5)
+            a, b = big[r.integers(len(big))], small[r.integers(len(small))]
+            if k == 0:
+                big.append(a * b + big[r.integers(len(big))])
+            elif k == 1:
+                small.append(fnp.sum(a, axis=1, keepdims=True) * b)
+            elif k == 2:
+                small.append(lax.rsqrt(b * b + 1.0) - small[r.integers(len(small))])
+            elif k == 3:
+                big.append(fnp.tanh(a) - b)
+            else:
+                small.append(fnp.max(a * b, axis=1, keepdims=True))
+        return fnp.sum(big[-1]) + fnp.sum(small[-1]), big[r.integers(len(big))]
+
+    return f
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fusion_groups_never_form_a_cycle(seed):
+    """Random programs (and their gradients): every fusion setting gives a program that runs
+    the groups in a valid order and computes the same values."""
+    x = rng.normal(size=(4, 8)).astype(np.float32)
+    s = rng.normal(size=(4, 1)).astype(np.float32)
+    f = _random_program(seed)
+    for fn in (f, fg.grad(lambda x, s: f(x, s)[0], argnums=(0, 1))):
+        closed = P.optimize(fg.make_jaxpr(fn)(x, s))
+        for options in (dict(), dict(broadcast_inputs=True),
+                        dict(broadcast_inputs=True, reductions=True, horizontal=True)):
+            fused = P.fuse(closed, **options)
+            for a, b in zip(run(closed, [x, s]), run(fused, [x, s])):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

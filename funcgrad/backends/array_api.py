@@ -15,6 +15,9 @@ and never takes values to the host behind the caller's back.
     from funcgrad.backends.array_api import register
     register(array_api_strict)      # strict arrays in -> strict arrays out, through the interpreter
 
+Every NumPy name of the elementwise vocabulary (funcgrad.core.lowering.VOCABULARY, the calls an
+elementwise primitive's implementation may make) is here; tests/test_lowering.py checks it.
+
 Dtypes: funcgrad describes dtypes with NumPy's (avals, params); the adapter maps them to the
 namespace's dtypes by name (`np.float32` -> `std.float32`) and back.
 """
@@ -178,6 +181,15 @@ class ArrayAPINamespace:
         return fn
 
     negative = _unary("negative")
+    positive = _unary("positive")
+    square = _unary("square")
+    log2 = _unary("log2")
+    log10 = _unary("log10")
+    trunc = _unary("trunc")
+    rint = _unary("round")
+    isinf = _unary("isinf")
+    signbit = _unary("signbit")
+    logical_not = _unary("logical_not")
     sign = _unary("sign")
     floor = _unary("floor")
     ceil = _unary("ceil")
@@ -215,6 +227,10 @@ class ArrayAPINamespace:
     maximum = _binary("maximum")
     minimum = _binary("minimum")
     arctan2 = _binary("atan2")
+    hypot = _binary("hypot")
+    logical_and = _binary("logical_and")
+    logical_or = _binary("logical_or")
+    logical_xor = _binary("logical_xor")
     nextafter = _binary("nextafter")
     copysign = _binary("copysign")
     logaddexp = _binary("logaddexp")
@@ -233,6 +249,22 @@ class ArrayAPINamespace:
 
     def exp2(self, x):
         return self._std.pow(2.0, self._in(x))
+
+    def fmax(self, x, y):
+        """NumPy's fmax: the larger, a NaN only where both are NaN."""
+        x, y = self._in(x), self._in(y)
+        return self._std.where(self._std.isnan(y), x,
+                               self._std.where(self._std.isnan(x), y, self._std.maximum(x, y)))
+
+    def fmin(self, x, y):
+        x, y = self._in(x), self._in(y)
+        return self._std.where(self._std.isnan(y), x,
+                               self._std.where(self._std.isnan(x), y, self._std.minimum(x, y)))
+
+    def ldexp(self, x, n):
+        x = self._in(x)
+        return x * self._std.pow(self._std.asarray(2.0, dtype=x.dtype),
+                                 self._std.astype(self._in(n), x.dtype))
 
     def cbrt(self, x):
         x = self._in(x)

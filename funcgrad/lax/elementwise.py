@@ -99,6 +99,7 @@ def unary(name, impl, deriv=None, kinds=FLOAT, residuals="in", out_dtype=None, l
     p = Primitive(name, impl=impl, abstract_eval=_unary_abstract(name, kinds, out_dtype),
                   residuals="none" if linear else residuals,
                   differentiable=deriv is not None or linear)
+    p.elementwise = True
     p.batch = elementwise_batch(p)
     if linear:
         p.jvp = lambda primals, tangents, out: bind(p, tangents[0])
@@ -150,6 +151,8 @@ acosh_p = unary("acosh", lambda xp, x: xp.arccosh(x),
                 lambda x, y: rsqrt(mul(sub(x, _one(x)), add(x, _one(x)))))
 atanh_p = unary("atanh", lambda xp, x: xp.arctanh(x),
                 lambda x, y: div(_one(x), sub(_one(x), mul(x, x))))
+square_p = unary("square", lambda xp, x: xp.square(x), lambda x, y: mul(_scalar(2, x), x),
+                 kinds=NUMBER)
 sqrt_p = unary("sqrt", lambda xp, x: xp.sqrt(x), lambda x, y: div(_scalar(0.5, y), y),
                residuals="out")
 rsqrt_p = unary("rsqrt", lambda xp, x: xp.reciprocal(xp.sqrt(x)),
@@ -215,6 +218,7 @@ integer_pow_p = Primitive(
     "integer_pow", impl=_integer_pow_impl, abstract_eval=_integer_pow_abstract,
     jvp=lambda primals, tangents, out, y: mul(tangents[0], _integer_pow_deriv(primals[0], y)),
     vjp=lambda ct, primals, out, active, y: (mul(ct, _integer_pow_deriv(primals[0], y)),))
+integer_pow_p.elementwise = True
 integer_pow_p.batch = elementwise_batch(integer_pow_p)
 
 
@@ -240,6 +244,7 @@ def binary(name, impl, partials=None, kinds=NUMBER, residuals="in", out_dtype=No
     """
     p = Primitive(name, impl=impl, abstract_eval=_binary_abstract(name, kinds, out_dtype),
                   residuals=residuals, differentiable=partials is not None or vjp is not None)
+    p.elementwise = True
     p.batch = elementwise_batch(p)
 
     def default_jvp(primals, tangents, out):
@@ -476,6 +481,7 @@ def _select_n_vjp(ct, primals, out, active):
 
 select_n_p = Primitive("select_n", impl=_select_n_impl, abstract_eval=_select_n_abstract,
                        jvp=_select_n_jvp, vjp=_select_n_vjp, residuals=(0,))
+select_n_p.elementwise = True
 select_n_p.batch = elementwise_batch(select_n_p)
 
 
@@ -501,6 +507,7 @@ convert_element_type_p = Primitive(
     vjp=lambda ct, primals, out, active, new_dtype, weak_type=False: (
         convert_element_type(ct, primals[0].dtype)
         if _float_path(primals[0].dtype, new_dtype) else None,))
+convert_element_type_p.elementwise = True
 convert_element_type_p.batch = elementwise_batch(convert_element_type_p)
 
 
@@ -550,6 +557,7 @@ bitcast_convert_type_p = Primitive("bitcast_convert_type", impl=_bitcast_impl,
 stop_gradient_p = Primitive("stop_gradient", impl=lambda xp, x: x, abstract_eval=lambda x: x,
                             differentiable=False, jvp=lambda primals, tangents, out: None,
                             vjp=lambda ct, primals, out, active: (None,))
+stop_gradient_p.elementwise = True
 stop_gradient_p.batch = elementwise_batch(stop_gradient_p)
 
 
@@ -576,8 +584,8 @@ exp, exp2, log, log1p, expm1 = map(_unary_fn, (exp_p, exp2_p, log_p, log1p_p, ex
 sin, cos, tan, asin, acos, atan = map(_unary_fn, (sin_p, cos_p, tan_p, asin_p, acos_p, atan_p))
 sinh, cosh, tanh, asinh, acosh, atanh = map(_unary_fn, (sinh_p, cosh_p, tanh_p, asinh_p, acosh_p,
                                                         atanh_p))
-sqrt, rsqrt, cbrt, logistic, erf, erf_inv, abs, bitwise_not = map(
-    _unary_fn, (sqrt_p, rsqrt_p, cbrt_p, logistic_p, erf_p, erf_inv_p, abs_p, not_p))
+sqrt, rsqrt, cbrt, logistic, erf, erf_inv, abs, bitwise_not, square = map(
+    _unary_fn, (sqrt_p, rsqrt_p, cbrt_p, logistic_p, erf_p, erf_inv_p, abs_p, not_p, square_p))
 add, sub, mul, div, rem, pow, max, min, atan2, nextafter = map(
     _binary_fn, (add_p, sub_p, mul_p, div_p, rem_p, pow_p, max_p, min_p, atan2_p, nextafter_p))
 eq, ne, lt, le, gt, ge = map(_binary_fn, (eq_p, ne_p, lt_p, le_p, gt_p, ge_p))
