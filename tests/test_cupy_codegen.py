@@ -25,7 +25,8 @@ import funcgrad.numpy as fnp
 from funcgrad.backends import cuda_source as cs
 from funcgrad.backends import cupy_backend as cb
 from funcgrad.backends import cupy_kernels as ck
-from funcgrad.transforms.passes import fuse, optimize
+from funcgrad.transforms.fusion import fuse
+from funcgrad.transforms.passes import optimize
 
 
 def _find_nvcc():

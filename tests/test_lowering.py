@@ -20,7 +20,7 @@ from funcgrad.backends import cuda_source, cupy_backend, llvm_codegen, llvm_runt
 from funcgrad.core import Primitive, ShapedArray
 from funcgrad.core.lowering import elementwise_expr, single_ufunc
 from funcgrad.lax import elementwise as ew
-from funcgrad.transforms import passes
+from funcgrad.transforms import fusion
 
 pytestmark = pytest.mark.cpu_only
 
@@ -95,7 +95,7 @@ def test_every_backend_lowers_it(case):
     closed, eqn = _eqn(prim, dts, params)
     if eqn is None:  # the wrapper folded it away (a conversion to the same dtype)
         return
-    body = passes.fuse(closed, fusible=lambda e: True, min_size=1).jaxpr.eqns[0].params["jaxpr"]
+    body = fusion.fuse(closed, fusible=lambda e: True, min_size=1).jaxpr.eqns[0].params["jaxpr"]
     cuda_source.fused_kernel_source(body, "k")           # CUDA
     llvm_codegen.kernel_source(body, "k")                # compiled CPU
     assert cuda_source.can_translate(eqn), f"CuPy would not fuse {_id(case)}"
@@ -110,7 +110,7 @@ def test_a_fusible_op_is_fused_on_cupy():
     for prim, dts, params in CASES:
         closed = fg.make_jaxpr(lambda *xs, p=prim, kw=params: _twice(p.bind(*xs, **kw)))(
             *[np.zeros((5,), d) for d in dts])
-        fused = passes.fuse(closed, **cupy_backend.FUSION)
+        fused = fusion.fuse(closed, **cupy_backend.FUSION)
         outside = [e.primitive.name for e in fused.jaxpr.eqns
                    if getattr(e.primitive, "elementwise", False)]
         assert not outside, (_id((prim, dts, params)), fused)
@@ -158,7 +158,7 @@ def _operands(prim, dts, params):
 
 def _run_kernel(prim, dts, params, operands):
     closed, eqn = _eqn(prim, dts, params, operands[0].shape)
-    body = passes.fuse(closed, fusible=lambda e: True, min_size=1).jaxpr.eqns[0].params["jaxpr"]
+    body = fusion.fuse(closed, fusible=lambda e: True, min_size=1).jaxpr.eqns[0].params["jaxpr"]
     kern = llvm_codegen.kernel_source(body, "kernel_under_test")
     fn = llvm_runtime.compile_kernels([kern])[kern.name]
     outs = [np.empty(s, d) for s, d in kern.outputs]

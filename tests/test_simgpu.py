@@ -23,7 +23,8 @@ import funcgrad.numpy as fnp
 from funcgrad.backends.cuda_source import fused_kernel_source
 from funcgrad.core import eval_jaxpr
 from funcgrad.core.placement import unregister_array_namespace
-from funcgrad.transforms.passes import fuse, optimize
+from funcgrad.transforms.fusion import fuse
+from funcgrad.transforms.passes import optimize
 
 SIM = Path(__file__).resolve().parent / "simgpu"
 

@@ -4,7 +4,7 @@ jit (funcgrad/transforms/stages.py) traces a function, optimizes the program and
 pass with the options of the backend that will run it; the backend only generates code from the
 resulting Jaxpr. A `Backend` is that contract:
 
-    backend.fusion                         options for passes.fuse, or None (no fusion)
+    backend.fusion                         options for fusion.fuse, or None (no fusion)
     backend.compile(program, donated=(), compile_body=..., profile=False) -> codegen.Executable
 
 `compile_body(jaxpr)` is jit's pipeline for the sub-programs of control flow (a loop body is

@@ -2,7 +2,7 @@
 on machines without a GPU.
 
 * `fused_kernel_source(body, name)`: one `extern "C" __global__` kernel computing an
-  all-elementwise fusion group (a `fused` equation's body, see `funcgrad.transforms.passes.fuse`)
+  all-elementwise fusion group (a `fused` equation's body, see `funcgrad.transforms.fusion.fuse`)
   in one pass: one thread per element, every intermediate in registers.
 * `fused_reduction_source(body, name)`: a fusion group that ends in the reduction it feeds, as the
   parts of one `cupy.ReductionKernel` (the elementwise part is a `__device__` function in the
@@ -315,7 +315,7 @@ def fused_kernel_source(body, name="fused_kernel"):
     """CUDA source of one kernel computing the all-elementwise program `body` in one pass.
 
     `body`: a Jaxpr (or ClosedJaxpr without consts) whose equations are elementwise and whose
-    inputs have the output shape or broadcast to it (a fusion group, `passes.fuse`'s `fused`
+    inputs have the output shape or broadcast to it (a fusion group, `fusion.fuse`'s `fused`
     body). Full-shape inputs are read at the thread's element, rank-0 inputs at [0], other
     broadcast inputs (a bias row, a keepdims column) at the element's broadcast index; literals
     and shapes are written into the code. Raises UnsupportedInKernel for what it cannot

@@ -37,7 +37,7 @@ from .cupy_namespace import CupyNamespace, namespace_for
 
 __all__ = ["FUSION", "generate", "compile_jaxpr"]
 
-# How jit's fusion pass groups equations for this generator (see passes.fuse).
+# How jit's fusion pass groups equations for this generator (see fusion.fuse).
 FUSION = dict(fusible=cuda_source.can_translate, broadcast_inputs=True, reductions=True)
 
 

@@ -11,7 +11,7 @@ broadcast along both), so an elementwise chain on any shape is one flat loop, an
 keepdims column adds one loop level whose innermost stride is 0 or 1: the shape itself is a
 runtime argument, so one compiled kernel serves every shape with the same broadcast pattern.
 
-A group that ends in a reduction (`reduce_sum`/`max`/`min`, see passes.fuse) reduces over its
+A group that ends in a reduction (`reduce_sum`/`max`/`min`, see fusion.fuse) reduces over its
 trailing loop dimensions (one accumulator per output element: layer norm and softmax
 statistics, sums over the last axis) or its leading ones (the outputs accumulate in memory: bias
 gradients, sums over the batch).

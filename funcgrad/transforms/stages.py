@@ -6,7 +6,7 @@
     fg.jit(f).lower(*args)             # = fg.jit(f).trace(*args).lower()
 
 Tracing turns the function into a program; lowering runs the optimization passes
-(funcgrad/transforms/passes.py) and then the fusion pass with the options of the backend that
+(funcgrad/transforms/passes.py) and then the fusion pass (transforms/fusion.py) with the options of the backend that
 will run it, so that what a backend receives is one Jaxpr; compiling is the backend's code
 generator (funcgrad/backends) and nothing else. `cost_analysis()` counts flops, transcendental
 functions and bytes from the program: on a Lowered per equation, on a Compiled per generated
@@ -23,7 +23,7 @@ from .. import tree_util
 from ..core import ClosedJaxpr, Literal, Tracer, eval_jaxpr, trace_to_jaxpr
 from ..core.avals import PY_SCALARS
 from ..core.lowering import Unlowerable, elementwise_expr, nodes
-from . import passes
+from . import fusion, passes
 
 __all__ = ["Traced", "Lowered", "Compiled", "trace", "lower", "compile_program",
            "cost_analysis"]
@@ -58,7 +58,7 @@ def lower(closed, backend):
     optimized = passes.optimize(closed)
     if backend.fusion is None:
         return optimized, optimized
-    return optimized, passes.fuse(optimized, **backend.fusion)
+    return optimized, fusion.fuse(optimized, **backend.fusion)
 
 
 def compile_program(program, backend, donated=(), profile=False):
@@ -73,7 +73,7 @@ def _body_compiler(backend):
     fused with the backend's options, then compiled by the same backend."""
     def compile_body(jaxpr, xp=None, donated=()):
         if backend.fusion is not None:
-            jaxpr = passes.fuse(jaxpr, **backend.fusion)
+            jaxpr = fusion.fuse(jaxpr, **backend.fusion)
         return backend.compile(jaxpr, donated, compile_body=compile_body, quiet=False)
     return compile_body
 
