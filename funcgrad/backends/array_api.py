@@ -65,11 +65,12 @@ class _Linalg:
         return res[0], res[1]
 
     def eigh(self, a, UPLO="L"):
-        # The standard reads a symmetric matrix; NumPy reads one triangle. Mirror that triangle.
+        # The standard reads a symmetric (Hermitian) matrix; NumPy reads one triangle. Mirror
+        # that triangle (conjugated, for complex matrices).
         ns = self._ns
         tri = ns.tril(a) if UPLO == "L" else ns.triu(a)
         strict = ns.tril(a, -1) if UPLO == "L" else ns.triu(a, 1)
-        sym = tri + self._std.matrix_transpose(strict)
+        sym = tri + self._std.conj(self._std.matrix_transpose(strict))
         res = self._ext("eigh")(sym)
         return res[0], res[1]
 
@@ -142,6 +143,19 @@ class ArrayAPINamespace:
 
     def real(self, x):
         return self._std.real(x)
+
+    def imag(self, x):
+        return self._std.imag(x)
+
+    def conj(self, x):
+        return self._std.conj(x)
+
+    def make_complex(self, x, y):
+        """x + i y from real arrays (lax.complex): the standard has no constructor, so the parts
+        are combined arithmetically (exact for finite parts)."""
+        std = self._std
+        cdt = std.complex64 if x.dtype == std.float32 else std.complex128
+        return std.astype(x, cdt) + std.astype(y, cdt) * std.asarray(1j, dtype=cdt)
 
     # -- creation --
     def zeros(self, shape, dtype=None):

@@ -23,6 +23,7 @@ from ..core.trace import axis_frame, axis_group, axis_size
 from . import elementwise as ew
 from . import structural as st
 from ._batching import move_to_front
+from ._util import check_kind
 
 
 def process_axis(name, group):
@@ -66,6 +67,17 @@ pmax_p = _collective(
 pmin_p = _collective(
     "pmin", lambda x, n: x, lambda x, d, n: st.reduce_min(x, (d,)),
     jvp=pmax_p.jvp, vjp=pmax_p.vjp, residuals="inout")
+
+
+def _ordered_abstract(name):
+    def rule(x, *, axis_name):
+        check_kind(name, x, "iufb")  # no order on complex numbers (as reduce_max)
+        return x
+    return rule
+
+
+pmax_p.abstract_eval = _ordered_abstract("pmax")
+pmin_p.abstract_eval = _ordered_abstract("pmin")
 
 
 def _winner_weights(x, out, axis_name):

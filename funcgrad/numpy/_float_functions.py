@@ -19,6 +19,13 @@ def _float_unary(name, fn, doc):
     return _named(name, f, doc)
 
 
+def _complex_parts(fn, x):
+    """fn applied to the real and imaginary parts of a complex x (to x itself otherwise)."""
+    if x.dtype.kind == "c":
+        return lax.complex(fn(lax.real(x)), fn(lax.imag(x)))
+    return fn(x)
+
+
 def _log2(x):
     return lax.div(lax.log(x), _c(_LN2, x))
 
@@ -52,7 +59,8 @@ deg2rad = _float_unary("deg2rad", lambda x: lax.mul(x, _c(math.pi / 180, x)),
                        "Degrees to radians.")
 rad2deg = _float_unary("rad2deg", lambda x: lax.mul(x, _c(180 / math.pi, x)),
                        "Radians to degrees.")
-rint = _float_unary("rint", lax.round, "Round to the nearest integer (half to even), as float.")
+rint = _float_unary("rint", lambda x: _complex_parts(lax.round, x),
+                    "Round to the nearest integer (half to even), as float (complex: each part).")
 fabs = _float_unary("fabs", lax.abs, "Absolute value, as float.")
 asin, acos, atan, asinh, acosh, atanh = arcsin, arccos, arctan, arcsinh, arccosh, arctanh
 radians, degrees = deg2rad, rad2deg

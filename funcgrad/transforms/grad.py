@@ -224,12 +224,24 @@ def _check_cotangent(ct, out, path):
                          f"shape and dtype {oa.str_short()}, got {ca.str_short()}{user_line()}.")
 
 
-def vjp(fun, *primals, has_aux=False):
+def vjp(fun, *primals, has_aux=False, holomorphic=False):
     """`(out, vjp_fn)` or `(out, vjp_fn, aux)`: vjp_fn(ct) -> a tuple of cotangents, one per
-    primal, for the vector-Jacobian product ct^T J. Integer inputs get float0 zeros (as JAX)."""
+    primal, for the vector-Jacobian product ct^T J. Integer inputs get float0 zeros (as JAX).
+
+    Complex values follow JAX: the cotangent g of an input pairs with its tangent t by
+    Re(sum(g * t)), so for a holomorphic function vjp_fn(ct) is ct * f'(z) (no conjugation).
+    `holomorphic=True` (not in jax.vjp) only checks that inputs and outputs are complex.
+    """
     flat = tree_util.tree_leaves(primals)
+    if holomorphic:
+        for i, p in enumerate(primals):
+            for path, leaf in tree_util.tree_flatten_with_path(p)[0]:
+                _check_grad_input(fun, i, leaf, tree_util.keystr(path), "vjp", holomorphic=True)
     active = [_aval_of(_as_value(x)).dtype.kind in "fc" for x in flat]
     out_vals, out_tree, aux, backward, in_tree = trace_vjp(fun, primals, active, has_aux)
+    if holomorphic:
+        for o in out_vals:
+            _check_output_dtype(fun, _aval_of(o), "vjp", holomorphic=True)
     out = tree_util.tree_unflatten(out_tree, out_vals)
 
     def vjp_fn(ct):
@@ -246,15 +258,45 @@ def vjp(fun, *primals, has_aux=False):
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
 
-def _check_grad_input(fun, i, leaf, path, transform):
+def _check_grad_input(fun, i, leaf, path, transform, holomorphic=False, complex_ok=True):
+    """Inputs of a derivative must be floating point; complex only where the transform allows it
+    (reverse mode does; jacfwd only with holomorphic=True, as in JAX), and complex alone when
+    `holomorphic` promises a holomorphic function."""
     dtype = _aval_of(_as_value(leaf)).dtype
+    where = f" at {path}" if path else ""
+    what = f"{arg_name(fun, i)}{where} of {fun_name(fun)}"
+    if holomorphic and dtype.kind != "c":
+        raise TypeError(
+            f"{transform} with holomorphic=True requires inputs with complex dtype, but {what} "
+            f"has dtype {dtype}{user_line()}. Convert it with x.astype(np.complex64), or drop "
+            "holomorphic=True for a real-valued input.")
+    if dtype.kind == "c" and not complex_ok and not holomorphic:
+        raise TypeError(
+            f"{transform} requires real-valued inputs, but {what} has dtype {dtype}"
+            f"{user_line()}. For holomorphic differentiation, pass holomorphic=True. For "
+            "differentiation of non-holomorphic functions involving complex inputs, use fg.jvp "
+            "directly.")
     if dtype.kind not in "fc":
-        where = f" at {path}" if path else ""
         raise TypeError(
             f"{transform} requires real- or complex-valued (floating point) inputs, but "
-            f"{arg_name(fun, i)}{where} of {fun_name(fun)} has dtype {dtype}{user_line()}. "
+            f"{what} has dtype {dtype}{user_line()}. "
             "Convert it with x.astype(np.float32), move it out of argnums, or use fg.vjp, which "
             "gives integer inputs float0 zeros.")
+
+
+def _check_output_dtype(fun, aval, transform, holomorphic):
+    """JAX's rule for the output of grad / jacrev (and jacfwd with holomorphic=True): complex
+    only with holomorphic=True, and then complex only."""
+    if holomorphic and aval.dtype.kind != "c":
+        raise TypeError(
+            f"{transform} with holomorphic=True requires outputs with complex dtype, but "
+            f"{fun_name(fun)} returned {aval.str_short()}{user_line()}.")
+    if not holomorphic and aval.dtype.kind == "c" and transform != "jacfwd":
+        raise TypeError(
+            f"{transform} requires real-valued outputs, but {fun_name(fun)} returned "
+            f"{aval.str_short()}{user_line()}. For holomorphic differentiation, pass "
+            "holomorphic=True. For differentiation of non-holomorphic functions involving "
+            "complex outputs, use fg.vjp directly (or take fnp.real / fnp.abs of the output).")
 
 
 def _mask_leaves(fun, arg, mask, i):
@@ -273,12 +315,18 @@ def _mask_leaves(fun, arg, mask, i):
     return [bool(m) for m in leaves]
 
 
-def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
+def value_and_grad(fun, argnums=0, has_aux=False, holomorphic=False, allow_int=False,
+                   wrt=None):
     """`(value, grad)` (or `((value, aux), grad)`) of a function with a scalar float output.
 
     `wrt` is a boolean pytree (or prefix) shaped like the differentiated argument (a tuple of them
     when argnums is a tuple): `False` leaves get zero gradients and cost no backward work.
+
+    Complex inputs follow JAX's convention: for a real-valued f of z = x + iy the gradient is
+    df/dx - i df/dy (grad of |z|**2 at 3+4j is 6-8j). A complex output raises unless
+    `holomorphic=True` promises a holomorphic f of complex inputs, whose gradient is then f'(z).
     """
+    _check_flag(holomorphic, "holomorphic")
 
     def value_and_grad_fun(*args, **kwargs):
         single, nums = normalize_argnums(fun, argnums, len(args), "grad")
@@ -291,8 +339,8 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
         for i, a, m in zip(nums, diff_args, masks):
             leaf_mask = _mask_leaves(fun, a, m, i)
             for (path, leaf), on in zip(tree_util.tree_flatten_with_path(a)[0], leaf_mask):
-                if on and not allow_int:
-                    _check_grad_input(fun, i, leaf, tree_util.keystr(path), "grad")
+                if on and (not allow_int or holomorphic):
+                    _check_grad_input(fun, i, leaf, tree_util.keystr(path), "grad", holomorphic)
                 active.append(on and _aval_of(_as_value(leaf)).dtype.kind in "fc")
 
         def partial_fun(*dargs):
@@ -317,6 +365,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
         if oa.dtype.kind not in "fc":
             raise TypeError(f"grad requires a floating-point output, but {fun_name(fun)} returned "
                             f"{oa.str_short()}{user_line()}.")
+        _check_output_dtype(fun, oa, "grad", holomorphic)
         seed = device_namespace([out]).ones((), oa.dtype)  # where the output is
         cts = backward([seed], consume=True)
         grads = tree_util.tree_unflatten(in_tree, cts)
@@ -328,9 +377,10 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
     return value_and_grad_fun
 
 
-def grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
-    """The gradient of a scalar-valued function with respect to argument(s) `argnums`."""
-    vg = value_and_grad(fun, argnums, has_aux, wrt, allow_int)
+def grad(fun, argnums=0, has_aux=False, holomorphic=False, allow_int=False, wrt=None):
+    """The gradient of a scalar-valued function with respect to argument(s) `argnums` (see
+    value_and_grad for `wrt` masks and complex numbers)."""
+    vg = value_and_grad(fun, argnums, has_aux, holomorphic, allow_int, wrt)
 
     def grad_fun(*args, **kwargs):
         (value, g) = vg(*args, **kwargs)
@@ -340,20 +390,22 @@ def grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
     return grad_fun
 
 
-def jacrev(fun, argnums=0, has_aux=False):
+def jacrev(fun, argnums=0, has_aux=False, holomorphic=False):
     """The Jacobian by reverse mode: one forward pass, then the backward pass vmapped over the
     rows of an identity (one batched backward pass per output leaf, no Python loop).
 
     The result has, for each output leaf and each input leaf, shape out.shape + in.shape.
+    Complex outputs need `holomorphic=True` (as in JAX), which gives df/dz.
     """
     from .vmap import vmap
+    _check_flag(holomorphic, "holomorphic")
 
     def jac_fun(*args, **kwargs):
         single, nums = normalize_argnums(fun, argnums, len(args), "jacrev")
         diff_args = tuple(args[i] for i in nums)
         for i, a in zip(nums, diff_args):
             for path, leaf in tree_util.tree_flatten_with_path(a)[0]:
-                _check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacrev")
+                _check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacrev", holomorphic)
 
         def partial_fun(*dargs):
             full = list(args)
@@ -366,6 +418,8 @@ def jacrev(fun, argnums=0, has_aux=False):
                                                               [True] * n_in, has_aux)
         in_avals = [_aval_of(_as_value(x)) for x in tree_util.tree_leaves(diff_args)]
         per_out = []
+        for o in out_vals:
+            _check_output_dtype(fun, _aval_of(o), "jacrev", holomorphic)
         for k, o in enumerate(out_vals):
             oa = _aval_of(o)
 
@@ -385,6 +439,11 @@ def jacrev(fun, argnums=0, has_aux=False):
 
     jac_fun.__name__ = f"jacrev({fun_name(fun)})"
     return jac_fun
+
+
+def _check_flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}; pass masks as wrt=.")
 
 
 def _reshape(x, shape):
