@@ -1,4 +1,5 @@
-"""funcgrad.lax.indexing: gather, scatter, dynamic slices, cumulative ops and sort.
+"""funcgrad.lax.indexing, dynamic_slicing, cumulative, sorting: gather, scatter, dynamic slices,
+cumulative ops and sort.
 
 Each primitive is checked three ways: eagerly against a NumPy reference over hypothesis-drawn
 shapes, by the program make_jaxpr records, and by its rules called directly on float64 NumPy
@@ -21,7 +22,10 @@ import funcgrad as fg
 from funcgrad import lax
 from funcgrad.core import get_aval
 from funcgrad.core.staging import trace_to_jaxpr
+from funcgrad.lax import cumulative as cum
+from funcgrad.lax import dynamic_slicing as dyn
 from funcgrad.lax import indexing as ix
+from funcgrad.lax import sorting as srt
 
 cases = settings(max_examples=int(os.environ.get("FUNCGRAD_INDEXING_EXAMPLES", "25")),
                  deadline=None, derandomize=True, database=None,
@@ -290,11 +294,11 @@ def test_dynamic_slice_clamps_and_rules(case, data):
     shape, sizes, starts = case
     x = data.draw(floats(shape))
     s = [np.array(v, np.int32) for v in starts]
-    np.testing.assert_array_equal(ix.dynamic_slice(x, *s, slice_sizes=sizes),
+    np.testing.assert_array_equal(dyn.dynamic_slice(x, *s, slice_sizes=sizes),
                                   x[_clamped(starts, shape, sizes)])
-    np.testing.assert_array_equal(ix.dynamic_slice(x, list(starts), slice_sizes=sizes),
+    np.testing.assert_array_equal(dyn.dynamic_slice(x, list(starts), slice_sizes=sizes),
                                   x[_clamped(starts, shape, sizes)])  # JAX-style sequence
-    check_rules(ix.dynamic_slice_p, (x, *s), {"slice_sizes": sizes}, wrt=(0,))
+    check_rules(dyn.dynamic_slice_p, (x, *s), {"slice_sizes": sizes}, wrt=(0,))
 
 
 @cases
@@ -306,16 +310,16 @@ def test_dynamic_update_slice_clamps_and_rules(case, data):
     s = [np.array(v, np.int64) for v in starts]
     want = x.copy()
     want[_clamped(starts, shape, sizes)] = u
-    np.testing.assert_array_equal(ix.dynamic_update_slice(x, u, *s), want)
-    check_rules(ix.dynamic_update_slice_p, (x, u, *s), {}, wrt=data.draw(
+    np.testing.assert_array_equal(dyn.dynamic_update_slice(x, u, *s), want)
+    check_rules(dyn.dynamic_update_slice_p, (x, u, *s), {}, wrt=data.draw(
         st.sampled_from([(0,), (1,), (0, 1)])))
 
 
 def test_dynamic_slice_programs_take_traced_starts():
     x = np.arange(10.0)
-    text = jaxpr_text(lambda a, i: ix.dynamic_slice(a, i, slice_sizes=(3,)), x, np.array(2))
+    text = jaxpr_text(lambda a, i: dyn.dynamic_slice(a, i, slice_sizes=(3,)), x, np.array(2))
     assert "dynamic_slice[slice_sizes=(3,)]" in text
-    text = jaxpr_text(lambda a, u, i: ix.dynamic_update_slice(a, u, i), x, np.ones(2),
+    text = jaxpr_text(lambda a, u, i: dyn.dynamic_update_slice(a, u, i), x, np.ones(2),
                       np.array(2))
     assert "dynamic_update_slice" in text
 
@@ -342,17 +346,17 @@ def test_cumulative_ops_match_numpy_and_rules(name, shape, reverse, data):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     smooth = name in ("cummax", "cummin")
     x = data.draw(distinct(shape) if smooth else floats(shape))
-    out = getattr(ix, name)(x, axis, reverse=reverse)
+    out = getattr(cum, name)(x, axis, reverse=reverse)
     np.testing.assert_allclose(out, _ref_cum(name, x, axis, reverse), rtol=1e-13, atol=1e-13)
     assert out.dtype == x.dtype
-    prim = getattr(ix, name + "_p")
+    prim = getattr(cum, name + "_p")
     check_rules(prim, (x,), {"axis": axis % len(shape), "reverse": reverse}, wrt=(0,))
 
 
 @pytest.mark.parametrize("name", ["cumsum", "cumprod", "cummax", "cummin"])
 def test_cumulative_ops_keep_integer_dtypes(name):
     x = np.array([[3, -1, 4], [1, 5, -9]], np.int32)
-    out = getattr(ix, name)(x, 1)
+    out = getattr(cum, name)(x, 1)
     assert out.dtype == np.int32
     np.testing.assert_array_equal(out, _ref_cum(name, x, 1, False))
 
@@ -363,26 +367,26 @@ def test_cumprod_derivative_is_exact_with_zeros(shape, reverse, data):
     x = data.draw(hnp.arrays(np.float64, shape, elements=st.sampled_from([0.0, 0.0, -1.5, 0.5,
                                                                           2.0, 1.25])))
     axis = data.draw(st.integers(0, len(shape) - 1))
-    check_rules(ix.cumprod_p, (x,), {"axis": axis, "reverse": reverse}, wrt=(0,))
+    check_rules(cum.cumprod_p, (x,), {"axis": axis, "reverse": reverse}, wrt=(0,))
 
 
 def test_cummax_ties_give_the_derivative_to_the_first_record():
     x = np.array([1.0, 3.0, 3.0, 2.0, 5.0])
     t = np.eye(5)
-    out = ix.cummax(x, 0)
-    rows = [ix.cummax_p.jvp((x,), (t[j],), out, axis=0, reverse=False) for j in range(5)]
+    out = cum.cummax(x, 0)
+    rows = [cum.cummax_p.jvp((x,), (t[j],), out, axis=0, reverse=False) for j in range(5)]
     np.testing.assert_array_equal(np.array(rows).T, [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0],
                                                       [0, 1, 0, 0, 0], [0, 1, 0, 0, 0],
                                                       [0, 0, 0, 0, 1]])
-    rev = ix.cummax(x, 0, reverse=True)
-    ct = ix.cummax_p.vjp(np.ones(5), (x,), rev, (True,), axis=0, reverse=True)[0]
+    rev = cum.cummax(x, 0, reverse=True)
+    ct = cum.cummax_p.vjp(np.ones(5), (x,), rev, (True,), axis=0, reverse=True)[0]
     np.testing.assert_array_equal(ct, [0, 0, 0, 0, 5])
 
 
 def test_cumlogsumexp_is_stable_for_large_and_spread_values():
     x = np.array([-1000.0, 0.0, 1000.0, 1000.0])
-    np.testing.assert_allclose(ix.cumlogsumexp(x, 0), [-1000.0, 0.0, 1000.0, 1000 + np.log(2)])
-    check_rules(ix.cumlogsumexp_p, (x,), {"axis": 0, "reverse": False}, wrt=(0,))
+    np.testing.assert_allclose(cum.cumlogsumexp(x, 0), [-1000.0, 0.0, 1000.0, 1000 + np.log(2)])
+    check_rules(cum.cumlogsumexp_p, (x,), {"axis": 0, "reverse": False}, wrt=(0,))
 
 
 @pytest.mark.parametrize("name", ["maximum", "minimum", "logaddexp"])
@@ -392,14 +396,14 @@ def test_log_depth_scan_matches_accumulate(name):
                                         ("maximum", "minimum", "logaddexp", "concatenate")})
     x = np.random.default_rng(1).normal(size=(3, 11, 2))
     for axis in range(3):
-        np.testing.assert_allclose(ix._accumulate(other_xp, name, x, axis),
+        np.testing.assert_allclose(cum._accumulate(other_xp, name, x, axis),
                                    getattr(np, name).accumulate(x, axis=axis), rtol=1e-14)
 
 
 def test_cumulative_programs():
     x = np.ones((2, 3))
     for name in CUMS:
-        text = jaxpr_text(lambda a, fn=getattr(ix, name): fn(a, 1, reverse=True), x)
+        text = jaxpr_text(lambda a, fn=getattr(cum, name): fn(a, 1, reverse=True), x)
         assert f"{name}[axis=1 reverse=True]" in text
 
 
@@ -414,7 +418,7 @@ def test_sort_matches_numpy_lexicographic_order(shape, n_ops, data):
     # Small integer-valued keys: plenty of ties, so secondary keys and stability matter.
     ops = [data.draw(hnp.arrays(np.float64, shape, elements=st.integers(0, 2).map(float)))
            for _ in range(n_ops)]
-    out = ix.sort(list(ops), dimension=dim, num_keys=num_keys)  # a list: always a tuple back
+    out = srt.sort(list(ops), dimension=dim, num_keys=num_keys)  # a list: always a tuple back
     moved = [np.moveaxis(o, dim, -1) for o in ops]
     perm = np.lexsort(moved[:num_keys][::-1], axis=-1)
     for o, m in zip(out, moved):
@@ -428,22 +432,22 @@ def test_sort_rules(shape, n_ops, data):
     keys = data.draw(distinct(shape))
     ops = [keys] + [data.draw(floats(shape)) for _ in range(n_ops - 1)]
     wrt = tuple(data.draw(st.lists(st.integers(0, n_ops - 1), min_size=1, unique=True)))
-    check_rules(ix.sort_p, ops, {"dimension": dim, "is_stable": True, "num_keys": 1}, wrt=wrt)
+    check_rules(srt.sort_p, ops, {"dimension": dim, "is_stable": True, "num_keys": 1}, wrt=wrt)
 
 
 def test_sort_with_integer_payload_rules():
     x = np.array([[0.3, -1.0, 2.0], [5.0, 4.0, 3.0]])
     payload = np.array([[0, 1, 2], [0, 1, 2]])
-    check_rules(ix.sort_p, (x, payload), {"dimension": 1, "is_stable": True, "num_keys": 1},
+    check_rules(srt.sort_p, (x, payload), {"dimension": 1, "is_stable": True, "num_keys": 1},
                 wrt=(0,))
 
 
 def test_sort_calling_conventions_and_program():
     x = np.array([3.0, np.nan, 1.0, 2.0])
-    np.testing.assert_array_equal(ix.sort(x), [1.0, 2.0, 3.0, np.nan])  # NaN last, as NumPy
-    a, b = ix.sort([x, np.arange(4.0)])
+    np.testing.assert_array_equal(srt.sort(x), [1.0, 2.0, 3.0, np.nan])  # NaN last, as NumPy
+    a, b = srt.sort([x, np.arange(4.0)])
     np.testing.assert_array_equal(b, [2.0, 3.0, 0.0, 1.0])
-    text = jaxpr_text(lambda v: ix.sort(v, np.arange(4.0), num_keys=1), x)
+    text = jaxpr_text(lambda v: srt.sort(v, np.arange(4.0), num_keys=1), x)
     assert "sort[dimension=0 is_stable=True num_keys=1]" in text
 
 
@@ -452,7 +456,7 @@ def test_sort_calling_conventions_and_program():
 def test_argsort_matches_numpy_stable(shape, data):
     x = data.draw(hnp.arrays(np.float64, shape, elements=st.integers(-2, 2).map(float)))
     dim = data.draw(st.integers(-len(shape), len(shape) - 1))
-    got = ix.argsort(x, dim)
+    got = srt.argsort(x, dim)
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, np.argsort(x, axis=dim, kind="stable"))
 
@@ -462,7 +466,7 @@ def test_argsort_matches_numpy_stable(shape, data):
 def test_top_k_matches_numpy(shape, dtype, data):
     x = data.draw(hnp.arrays(dtype, shape, elements=st.integers(0, 5)))
     k = data.draw(st.integers(0, shape[-1]))
-    vals, idx = ix.top_k(x, k)
+    vals, idx = srt.top_k(x, k)
     # Largest first, ties to the lower index: a stable sort of -x.
     want_idx = np.argsort(-x.astype(np.float64), axis=-1, kind="stable")[..., :k]
     np.testing.assert_array_equal(idx, want_idx)
@@ -481,9 +485,9 @@ def test_grad_through_indexing_ops():
     x = np.array([0.5, 0.0, 2.0, -1.0])
 
     def f(x):
-        y = ix.cumprod(x, 0)
+        y = cum.cumprod(x, 0)
         z = ix.gather(y, np.array([[3], [1]]))
-        s = ix.sort(ix.scatter_add(x, np.array([[0]]), lax.slice(z, (0,), (1,))))
+        s = srt.sort(ix.scatter_add(x, np.array([[0]]), lax.slice(z, (0,), (1,))))
         return lax.add(total(lax.mul(s, np.arange(1.0, 5.0))), total(z))
 
     g = fg.grad(f)(x)
@@ -496,8 +500,8 @@ def test_second_order_through_cumprod_and_cumlogsumexp():
     x = np.array([0.3, -0.7, 1.1, 0.0])
 
     def f(x):
-        return lax.add(total(lax.integer_pow(ix.cumprod(x, 0), 2)),
-                       total(ix.cumlogsumexp(lax.mul(x, x), 0)))
+        return lax.add(total(lax.integer_pow(cum.cumprod(x, 0), 2)),
+                       total(cum.cumlogsumexp(lax.mul(x, x), 0)))
 
     g = fg.grad(f)
     eps = 1e-5

@@ -6,6 +6,8 @@ from .structural import *  # noqa: F403
 from .structural import slice  # noqa: A004
 from .parallel import all_gather, axis_index, pmax, pmean, pmin, psum
 from .indexing import *  # noqa: F403
+from .dynamic_slicing import *  # noqa: F403
+from .cumulative import *  # noqa: F403
 from . import linalg  # noqa: E402
 from .conditionals import cond, cond_p, switch  # noqa: E402
 from .while_loops import fori_loop, while_loop, while_p  # noqa: E402

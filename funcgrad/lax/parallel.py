@@ -128,7 +128,7 @@ def _all_gather_eager(xp, x, *, axis_name, axis):
 
 
 def _all_gather_vjp(ct, primals, out, active, *, axis_name, axis):
-    from .indexing import dynamic_slice
+    from .dynamic_slicing import dynamic_slice
     total = psum(ct, axis_name)
     idx = axis_index(axis_name)
     starts = [np.zeros((), np.int64)] * total.ndim

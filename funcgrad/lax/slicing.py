@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import elementwise as ew
-from . import indexing as ix
 from ._util import _arr, _const, normalize_axis
+from .dynamic_slicing import dynamic_slice, dynamic_update_slice
+from .indexing import INDEX
 from .structural import expand_dims, slice, squeeze
 
 __all__ = [
@@ -54,7 +55,7 @@ def _wrap_start(index, size, allow_negative):
                 raise ValueError(f"Index {index} is out of bounds for dimension {size} if "
                                  "allow_negative_indices=False")
             index += size
-        return np.asarray(index, ix.INDEX)
+        return np.asarray(index, INDEX)
     index = _arr(index)
     if index.dtype.kind not in "iu":
         raise TypeError(f"start index must be an integer, got {index.dtype}")
@@ -80,7 +81,7 @@ def dynamic_slice_in_dim(operand, start_index, slice_size, axis=0, *,
     start = _wrap_start(start_index, operand.shape[axis], allow_negative_indices)
     sizes = list(operand.shape)
     sizes[axis] = int(slice_size)
-    return ix.dynamic_slice(operand, _starts_along(operand, start, axis), sizes,
+    return dynamic_slice(operand, _starts_along(operand, start, axis), sizes,
                             allow_negative_indices=False)  # wrapped above, once
 
 
@@ -97,7 +98,7 @@ def dynamic_update_slice_in_dim(operand, update, start_index, axis, *,
     operand, update = _arr(operand), _arr(update)
     axis = normalize_axis(int(axis), operand.ndim)
     start = _wrap_start(start_index, operand.shape[axis], allow_negative_indices)
-    return ix.dynamic_update_slice(operand, update, *_starts_along(operand, start, axis),
+    return dynamic_update_slice(operand, update, *_starts_along(operand, start, axis),
                                    allow_negative_indices=False)  # wrapped above, once
 
 

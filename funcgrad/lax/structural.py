@@ -283,7 +283,7 @@ def _prod_others(x, axes):
     Computed from exclusive prefix and suffix products, so zeros in x are handled exactly
     (out / x would divide by zero).
     """
-    from .indexing import cumprod
+    from .cumulative import cumprod
     kept = [i for i in range(x.ndim) if i not in axes]
     perm = kept + list(axes)
     xt = transpose(x, perm)

@@ -54,7 +54,6 @@ def trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
 
 def diag(v, k=0):
     """The k-th diagonal of a 2-D array, or a 2-D array with the 1-D v on its k-th diagonal."""
-    from ..lax.indexing import scatter
     v = asarray(v)
     if v.ndim == 2:
         return diagonal(v, k)
@@ -63,7 +62,7 @@ def diag(v, k=0):
     n = v.shape[0] + builtins.abs(int(k))
     rows = np.arange(v.shape[0], dtype=INDEX) + max(-int(k), 0)
     coords = np.stack([rows, rows + int(k)], -1)
-    return scatter(lax.full((n, n), 0, v.dtype), coords, v, "add")
+    return lax.scatter(lax.full((n, n), 0, v.dtype), coords, v, "add")
 
 
 def diagflat(v, k=0):
@@ -132,7 +131,6 @@ def diag_indices_from(arr):
 
 def fill_diagonal(a, val, wrap=False, *, inplace=False):
     """A copy of a with its main diagonal set to val (NumPy's fill_diagonal, not in place)."""
-    from ..lax.indexing import scatter
     if inplace:
         raise ValueError("fill_diagonal: arrays are immutable; call it with inplace=False and "
                          "use the returned array.")
@@ -153,4 +151,4 @@ def fill_diagonal(a, val, wrap=False, *, inplace=False):
     if v.shape[0] != m:
         reps = -(-m // max(v.shape[0], 1))
         v = lax.slice(lax.concatenate([v] * reps, 0) if reps > 1 else v, (0,), (m,))
-    return lax.reshape(scatter(_ravel(a), flat_pos[:, None], v, "set"), a.shape)
+    return lax.reshape(lax.scatter(_ravel(a), flat_pos[:, None], v, "set"), a.shape)

@@ -32,7 +32,6 @@ __all__ = ["bincount", "histogram", "histogram_bin_edges"]
 def bincount(x, weights=None, minlength=0, *, length=None):
     """Counts (or summed weights, float64) of each non-negative integer in the 1-D x; under
     jit/vmap pass a static `length` (values outside [0, length) are dropped)."""
-    from ..lax.indexing import scatter_add
     x = asarray(x)
     if x.ndim != 1:
         raise ValueError(f"bincount: x must be 1-dimensional, got shape {tuple(x.shape)}")
@@ -53,7 +52,7 @@ def bincount(x, weights=None, minlength=0, *, length=None):
     else:
         w = convert(broadcast_to(asarray(weights), x.shape), np.dtype(np.float64))
     idx = lax.max(convert(x, INDEX), np.zeros((), INDEX))
-    return scatter_add(lax.full((length,), 0, w.dtype), lax.expand_dims(idx, (1,)), w)
+    return lax.scatter_add(lax.full((length,), 0, w.dtype), lax.expand_dims(idx, (1,)), w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,7 +113,6 @@ def histogram_bin_edges(a, bins=10, range=None, weights=None):  # noqa: A002
 def histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002
     """(counts, bin edges) of a (flattened); the last bin includes its right edge. Counts are
     int64, or summed weights (differentiable); density=True normalizes to a density."""
-    from ..lax.indexing import scatter_add
     x, edges = _bin_edges(a, bins, range)
     nb = edges.shape[0] - 1
     idx = subtract(searchsorted(edges, x, side="right"), 1)
@@ -128,8 +126,8 @@ def histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002
             raise ValueError("weights should have the same shape as a.")
     w = where(valid, w, np.zeros((), w.dtype))
     idx = _clip(idx, 0, builtins.max(nb - 1, 0))
-    counts = scatter_add(lax.full((nb,), 0, w.dtype), lax.expand_dims(convert(idx, INDEX), (1,)),
-                         w)
+    counts = lax.scatter_add(lax.full((nb,), 0, w.dtype),
+                             lax.expand_dims(convert(idx, INDEX), (1,)), w)
     if density:
         db = convert(diff(edges), np.dtype(np.float64))
         counts = true_divide(true_divide(counts, db), _sum(counts))

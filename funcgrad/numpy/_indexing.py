@@ -309,12 +309,11 @@ def _apply_dyn(x, axes):
     dyn = [d for d, a in enumerate(axes) if a[0] == "dyn"]
     if not dyn:
         return x
-    from ..lax.indexing import dynamic_slice
     starts = [_dyn_start(axes[d][1], x.shape[d]) if d in dyn else np.zeros((), INDEX)
               for d in range(x.ndim)]
     starts = [lax.convert_element_type(s, INDEX) for s in starts]
     sizes = [1 if d in dyn else x.shape[d] for d in range(x.ndim)]
-    return dynamic_slice(x, *starts, slice_sizes=sizes, allow_negative_indices=False)
+    return lax.dynamic_slice(x, *starts, slice_sizes=sizes, allow_negative_indices=False)
 
 
 def _broadcast_indices(arrays):
@@ -332,12 +331,11 @@ def _broadcast_indices(arrays):
 def _gather_advanced(x, axes):
     """Gather along the advanced axes; NumPy puts the broadcast index axes where the first
     advanced axis was if the advanced axes are adjacent, else in front."""
-    from ..lax.indexing import gather
     adv = [d for d, a in enumerate(axes) if a[0] == "array"]
     rest = [d for d in range(x.ndim) if d not in adv]
     xt = lax.transpose(x, adv + rest)
     idx = _broadcast_indices([axes[d][1] for d in adv])
-    out = gather(xt, idx)
+    out = lax.gather(xt, idx)
     nb = idx.ndim - 1
     contiguous = adv == list(range(adv[0], adv[-1] + 1))
     if contiguous and adv[0] > 0:
@@ -440,9 +438,8 @@ def _update(x, idx, values, mode):
     if not plan.advanced and all(a[0] != "slice" or abs(a[3]) == 1 or a[4] <= 1
                                  for a in plan.axes):
         return _update_contiguous(x, plan, v, mode)
-    from ..lax.indexing import scatter
     coords = _coordinates(x, idx)
-    return scatter(x, coords, v, mode)
+    return lax.scatter(x, coords, v, mode)
 
 
 def _result_shape(plan):
@@ -459,7 +456,6 @@ def _result_shape(plan):
 
 def _update_contiguous(x, plan, v, mode):
     """Basic indices with unit steps: one dynamic_update_slice (of op(x[region], v))."""
-    from ..lax.indexing import dynamic_slice, dynamic_update_slice
     axes = [a for i, a in enumerate(plan.axes) if i not in plan.new_axes]
     starts, sizes, flip, region = [], [], [], []
     for d, a in enumerate(axes):
@@ -480,9 +476,9 @@ def _update_contiguous(x, plan, v, mode):
     if flip:
         v = lax.rev(v, tuple(flip))
     if mode != "set":
-        v = _COMBINE[mode](dynamic_slice(x, *starts, slice_sizes=sizes,
+        v = _COMBINE[mode](lax.dynamic_slice(x, *starts, slice_sizes=sizes,
                                          allow_negative_indices=False), v)
-    return dynamic_update_slice(x, v, *starts, allow_negative_indices=False)
+    return lax.dynamic_update_slice(x, v, *starts, allow_negative_indices=False)
 
 
 def _coordinates(x, idx):

@@ -36,13 +36,12 @@ def nonzero(a, *, size=None, fill_value=None):
 def _nonzero_sized(a, size, fill_value):
     """The first `size` nonzero coordinates as a fixed-shape traced computation: each nonzero
     element scatters its flat position to the slot given by its rank (a cumsum)."""
-    from ..lax.indexing import cumsum, scatter
     flat = _ravel(a)
     n = flat.shape[0]
     mask = lax.ne(flat, np.zeros((), flat.dtype))
-    rank = lax.sub(cumsum(lax.convert_element_type(mask, INDEX), 0), np.ones((), INDEX))
+    rank = lax.sub(lax.cumsum(lax.convert_element_type(mask, INDEX), 0), np.ones((), INDEX))
     slot = lax.select_n(mask, lax.full((n,), size, INDEX), rank)  # zeros: dropped (out of range)
-    pos = scatter(lax.full((size,), 0, INDEX), lax.expand_dims(slot, (1,)),
+    pos = lax.scatter(lax.full((size,), 0, INDEX), lax.expand_dims(slot, (1,)),
                   lax.iota(INDEX, n), "set")
     count = lax.reduce_sum(lax.convert_element_type(mask, INDEX), (0,))
     valid = lax.lt(lax.iota(INDEX, size), lax.broadcast_in_dim(count, (size,), ()))

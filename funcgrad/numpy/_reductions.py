@@ -443,7 +443,6 @@ def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
 def _cumulative(name, lax_name, fill=None):
     def f(a, axis=None, dtype=None, out=None):
         _no_out(out, name)
-        from ..lax import indexing
         x = asarray(a)
         if fill is not None and x.dtype.kind in "fc":
             x = _nan_replaced(x, fill)
@@ -454,7 +453,7 @@ def _cumulative(name, lax_name, fill=None):
         if x.ndim == 0:
             x = lax.reshape(x, (1,))
         x = convert(x, _sum_dtype(x.dtype) if dtype is None else np.dtype(dtype))
-        return getattr(indexing, lax_name)(x, ax)
+        return getattr(lax, lax_name)(x, ax)
     f.__name__ = f.__qualname__ = name
     f.__doc__ = f"Running {lax_name[3:]} along an axis (of the flattened array for axis=None)."
     return f
@@ -494,24 +493,22 @@ cumulative_prod = _cumulative_v2("cumulative_prod", cumprod, 1)
 
 def sort(a, axis=-1, kind=None, order=None, *, stable=None):
     """A sorted copy along an axis (flattened for axis=None); nans sort last. Always stable."""
-    from ..lax import indexing
     x = asarray(a)
     if axis is None:
         x, axis = lax.reshape(x, (x.size,)), 0
     if x.ndim == 0:
         return x
-    return indexing.sort(x, dimension=canonical_axis(axis, x.ndim))
+    return lax.sort(x, dimension=canonical_axis(axis, x.ndim))
 
 
 def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
     """Indices (int64) that sort `a` along an axis; ties keep their order (stable)."""
-    from ..lax import indexing
     x = asarray(a)
     if axis is None:
         x, axis = lax.reshape(x, (x.size,)), 0
     if x.ndim == 0:
         return lax.convert_element_type(lax.full((), 0, np.int64), np.int64)
-    return indexing.argsort(x, dimension=canonical_axis(axis, x.ndim))
+    return lax.argsort(x, dimension=canonical_axis(axis, x.ndim))
 
 
 def _static_q(q, name):

@@ -93,7 +93,6 @@ def _gather_padded(values, pos, fill):
 
 def _unique_flat(flat, equal_nan, size, fill_value, what):
     """(values, first indices, inverse (flat), counts) of the 1-D flat."""
-    from ..lax.indexing import scatter
     n = flat.shape[0]
     s, perm, first = _sorted_groups(flat, equal_nan)
     k = None if size is None else operator.index(size)
@@ -107,7 +106,7 @@ def _unique_flat(flat, equal_nan, size, fill_value, what):
         if n else starts
     counts = subtract(ends, starts)
     group = subtract(cumsum(convert(first, INDEX)), 1) if n else lax.full((0,), 0, INDEX)
-    inverse = scatter(lax.full((n,), 0, INDEX), lax.expand_dims(perm, (1,)), group, "set") \
+    inverse = lax.scatter(lax.full((n,), 0, INDEX), lax.expand_dims(perm, (1,)), group, "set") \
         if n else group
     return values, index, inverse, counts
 

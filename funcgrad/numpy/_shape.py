@@ -429,12 +429,11 @@ def append(arr, values, axis=None):
 
 def take_static(x, idx, axis):
     """x's slices at the static integer positions `idx` (a 1-D NumPy array) along `axis`."""
-    from ..lax import indexing
     idx = np.asarray(idx, np.int64).reshape(-1)
     if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
         return _slice_axis(x, axis, int(idx[0]), int(idx[0]) + idx.size)
     xt = lax.transpose(x, (axis,) + tuple(i for i in range(x.ndim) if i != axis))
-    out = indexing.gather(xt, idx.reshape(-1, 1))
+    out = lax.gather(xt, idx.reshape(-1, 1))
     perm = list(range(1, x.ndim))
     perm.insert(axis, 0)
     return lax.transpose(out, tuple(perm))

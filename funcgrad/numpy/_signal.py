@@ -44,12 +44,11 @@ def _static_int(x, what):
 
 def _xcorr(x, y, pad_lo, pad_hi):
     """Valid cross-correlation of the zero-padded 1-D x with y: out[k] = sum_j xpad[k+j] y[j]."""
-    from ..lax.indexing import gather
     if pad_lo or pad_hi:
         x = lax.pad(x, np.zeros((), x.dtype), [(pad_lo, pad_hi, 0)])
     n, m = x.shape[0], y.shape[0]
     windows = np.arange(n - m + 1)[:, None] + np.arange(m)[None, :]
-    return matmul(gather(x, windows[..., None]), y)
+    return matmul(lax.gather(x, windows[..., None]), y)
 
 
 def _conv(a, v, mode, name):
@@ -104,7 +103,7 @@ def interp(x, xp, fp, left=None, right=None, period=None):
         period = _abs(asarray(period, dt))
         x = remainder(x, period)
         xp = remainder(xp, period)
-        xp, fp = lax.indexing.sort(xp, fp, dimension=0)
+        xp, fp = lax.sort(xp, fp, dimension=0)
         xp = concatenate([subtract(xp[-1:], period), xp, add(xp[:1], period)])
         fp = concatenate([fp[-1:], fp, fp[:1]])
         left = right = None

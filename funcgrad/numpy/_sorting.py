@@ -55,7 +55,6 @@ def _sort_lt(x, y, inclusive):
 def searchsorted(a, v, side="left", sorter=None, *, method=None):
     """Insertion points of v in the sorted 1-D a (NumPy's searchsorted): a binary search of
     ceil(log2(n + 1)) unrolled gather-and-compare steps, so it traces to a fixed program."""
-    from ..lax.indexing import gather
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     a = asarray(a)
@@ -73,7 +72,7 @@ def searchsorted(a, v, side="left", sorter=None, *, method=None):
     for _ in range(steps):
         mid = lax.div(lax.add(lo, hi), np.array(2, INDEX))
         safe = lax.min(mid, np.array(n - 1, INDEX))
-        am = gather(a, lax.expand_dims(safe, (safe.ndim,)))
+        am = lax.gather(a, lax.expand_dims(safe, (safe.ndim,)))
         go_right = lax.bitwise_and(_sort_lt(am, v, side == "right"),
                                    lax.lt(mid, np.array(n, INDEX)))
         lo = lax.select_n(go_right, lo, lax.add(mid, np.ones((), INDEX)))
@@ -138,7 +137,6 @@ def argpartition(a, kth, axis=-1, kind="introselect", order=None):
 
 def lexsort(keys, axis=-1):
     """Indices sorting by several keys: the last key is the primary one (stable)."""
-    from ..lax.indexing import sort as lax_sort
     if isinstance(keys, (list, tuple)):
         ks = [asarray(k) for k in keys]
     else:
@@ -152,7 +150,7 @@ def lexsort(keys, axis=-1):
     ax = canonical_axis(axis, len(shape))
     ks = [broadcast_to(k, shape) for k in ks]
     pos = lax.iota(INDEX, shape, ax)
-    return lax_sort(*reversed(ks), pos, dimension=ax, num_keys=len(ks))[-1]
+    return lax.sort(*reversed(ks), pos, dimension=ax, num_keys=len(ks))[-1]
 
 
 def sort_complex(a):

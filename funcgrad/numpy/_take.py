@@ -69,7 +69,7 @@ def take(a, indices, axis=None, out=None, mode=None, unique_indices=False,
 def _along_axis_full(arr, indices, axis):
     """arr and indices broadcast against each other except along axis; indices wrapped and
     turned into gather_nd coordinates."""
-    from ..lax.indexing import _along_axis_indices
+    from ..lax.indexing import along_axis_indices
     ind = asarray(indices)
     if ind.dtype.kind not in "iu":
         raise _float_index_error(f"an array of dtype {ind.dtype}")
@@ -87,7 +87,7 @@ def _along_axis_full(arr, indices, axis):
                            np.broadcast_to(ind, b), n, axis)
     ind = asarray(ind)
     if type(ind) is Tracer:
-        return arr, _along_axis_indices(ind, axis)
+        return arr, along_axis_indices(ind, axis)
     xp = device_namespace([ind])
     grids = list(xp.meshgrid(*[xp.arange(s, dtype=INDEX) for s in ind.shape], indexing="ij"))
     grids[axis] = ind
@@ -96,7 +96,6 @@ def _along_axis_full(arr, indices, axis):
 
 def take_along_axis(arr, indices, axis, mode=None, fill_value=None):
     """NumPy's take_along_axis: indices and arr broadcast except along `axis`."""
-    from ..lax.indexing import gather
     arr = asarray(arr)
     if axis is None:
         arr, axis = _ravel(arr), 0
@@ -105,10 +104,10 @@ def take_along_axis(arr, indices, axis, mode=None, fill_value=None):
     if (mode is None and type(indices) is np.ndarray and indices.dtype.kind in "iu"
             and indices.shape[:axis] + indices.shape[axis + 1:]
             == arr.shape[:axis] + arr.shape[axis + 1:]):
-        return gather(arr, _concrete_along_axis_coords(indices, arr.shape[axis], axis))
+        return lax.gather(arr, _concrete_along_axis_coords(indices, arr.shape[axis], axis))
     indices = _index_mode(indices, arr.shape[axis], mode)
     arr, coords = _along_axis_full(arr, indices, axis)
-    return gather(arr, coords)
+    return lax.gather(arr, coords)
 
 
 def _concrete_along_axis_coords(ind, n, axis):
@@ -129,7 +128,6 @@ def _concrete_along_axis_coords(ind, n, axis):
 def put_along_axis(arr, indices, values, axis, inplace=False, mode=None):
     """A copy of arr with `values` written at `indices` along `axis` (NumPy's put_along_axis,
     returning the result instead of writing in place)."""
-    from ..lax.indexing import scatter
     if inplace:
         raise ValueError("put_along_axis: arrays are immutable; call it with inplace=False and "
                          "use the returned array.")
@@ -146,12 +144,11 @@ def put_along_axis(arr, indices, values, axis, inplace=False, mode=None):
         raise ValueError(f"put_along_axis: indices of shape {ind.shape} must not broadcast arr "
                          f"of shape {arr.shape}{user_line()}")
     v = broadcast_to(asarray(values, arr.dtype), coords.shape[:-1])
-    return lax.reshape(scatter(arr, coords, v, "set"), shape)
+    return lax.reshape(lax.scatter(arr, coords, v, "set"), shape)
 
 
 def put(a, ind, v, mode=None, inplace=False):
     """A copy of a with the flat positions `ind` set to v (values repeat as in NumPy)."""
-    from ..lax.indexing import scatter
     if inplace:
         raise ValueError("put: arrays are immutable; call it with inplace=False and use the "
                          "returned array.")
@@ -166,4 +163,4 @@ def put(a, ind, v, mode=None, inplace=False):
         reps = -(-m // v.shape[0])
         v = lax.slice(lax.concatenate([v] * reps, 0) if reps > 1 else v, (0,), (m,))
     idx = lax.expand_dims(asarray(ind), (1,)) if type(ind) is Tracer else ind[:, None]
-    return lax.reshape(scatter(flat, idx, v, "set"), a.shape)
+    return lax.reshape(lax.scatter(flat, idx, v, "set"), a.shape)
