@@ -862,6 +862,27 @@ complex_nondiff("qr", complexified(NONDIFF["qr"].cases))
 
 
 # ---------------------------------------------------------------------------------------------
+# fft: 1 to 3 trailing axes (lengths up to 5, odd and even), with or without a batch axis in
+# front. RFFT takes real operands; FFT, IFFT and IRFFT complex ones (their specs are complex).
+
+def _fft_case(kind):
+    from funcgrad.lax import FftType
+
+    def build(t):
+        lead, tail = t
+        in_tail = tail[:-1] + (tail[-1] // 2 + 1,) if kind == "IRFFT" else tail
+        values = floats if kind == "RFFT" else cfloats
+        return values(tuple(lead) + tuple(in_tail)).map(
+            lambda x: Case((x,), {"fft_type": FftType[kind], "fft_lengths": tuple(tail)}))
+    return st.tuples(shapes(0, 1, max_side=3), shapes(1, 3, max_side=5)).flatmap(build)
+
+
+spec("fft", _fft_case("RFFT"))
+for _kind in ["FFT", "IFFT", "IRFFT"]:
+    SPECS[f"fft[{_kind}]"] = Spec("fft", _fft_case(_kind), complex=True)
+
+
+# ---------------------------------------------------------------------------------------------
 # Complex operands (complex128): each primitive that accepts them, drawn inside the domain where
 # it is holomorphic (away from branch cuts and poles) or, for structural and linear primitives,
 # the real strategy with an imaginary part added (complexified).

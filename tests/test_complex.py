@@ -79,7 +79,7 @@ def test_transforms_agree_on_complex_programs():
     # forward mode: jvp along a complex tangent gives Re(sum(grad * t))
     t = np.array([1 - 1j, 0.3j, -2.0 + 0j])
     _, tangent = fg.jvp(lambda z: f(z, w), (Z,), (t,))
-    np.testing.assert_allclose(tangent, np.sum(ref[0] * t).real, rtol=1e-10)
+    np.testing.assert_allclose(tangent, np.sum(np.multiply(ref[0], t)).real, rtol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -85,6 +85,33 @@ class _Linalg:
         return res[0], res[1]
 
 
+class _FFT:
+    """NumPy's `fft` names over the standard's optional `fft` extension."""
+
+    def __init__(self, ns):
+        self._std = ns._std
+
+    def _ext(self, name):
+        mod = getattr(self._std, "fft", None)
+        fn = getattr(mod, name, None) if mod is not None else None
+        if fn is None:
+            raise Unsupported(f"fft.{name}: this array namespace has no fft extension with "
+                              f"{name}")
+        return fn
+
+    def fftn(self, x, s=None, axes=None):
+        return self._ext("fftn")(x, s=s, axes=axes)
+
+    def ifftn(self, x, s=None, axes=None):
+        return self._ext("ifftn")(x, s=s, axes=axes)
+
+    def rfftn(self, x, s=None, axes=None):
+        return self._ext("rfftn")(x, s=s, axes=axes)
+
+    def irfftn(self, x, s=None, axes=None):
+        return self._ext("irfftn")(x, s=s, axes=axes)
+
+
 class ArrayAPINamespace:
     """NumPy-named functions (the subset funcgrad's primitives call) over a standard namespace.
 
@@ -108,6 +135,7 @@ class ArrayAPINamespace:
         self.inf = math.inf
         self.nan = math.nan
         self.linalg = _Linalg(self)
+        self.fft = _FFT(self)
         self.array_type = type(std.asarray(0))
 
     def __repr__(self):

@@ -9,6 +9,7 @@ from .indexing import *  # noqa: F403
 from .dynamic_slicing import *  # noqa: F403
 from .cumulative import *  # noqa: F403
 from . import linalg  # noqa: E402
+from .fft import FftType, fft, fft_p  # noqa: E402
 from .conditionals import cond, cond_p, switch  # noqa: E402
 from .while_loops import fori_loop, while_loop, while_p  # noqa: E402
 from .scans import associative_scan, scan, scan_p  # noqa: E402
