@@ -850,6 +850,37 @@ def _complex_svd_case():
                      st.booleans()).flatmap(build)
 
 
+def _eig_case(values):
+    """a = P diag(w) P^{-1} with well separated real w and a well-conditioned P (I plus a small
+    drawn matrix): distinct eigenvalues, so their derivatives exist."""
+    def build(t):
+        batch, n = t
+        return st.tuples(values(tuple(batch) + (n, n), -0.3, 0.3), _spread(batch, n, lo=-1)).map(
+            lambda u: Case((_conjugated(np.eye(n) + u[0], u[1]),), {"compute_eigenvectors": False}))
+    return st.tuples(_BATCH, st.integers(1, 3)).flatmap(build)
+
+
+def _conjugated(p, w):
+    return (p * w[..., None, :]) @ np.linalg.inv(p)
+
+
+def _apply_eig(prim, ops, params):
+    """The eigenvalues in a fixed (lexicographic) order: LAPACK's order is not a smooth function
+    of the matrix."""
+    from funcgrad import lax
+    w = prim.bind(*ops, **params)[0]
+    return (lax.sort(w, dimension=w.ndim - 1),)
+
+
+_EIG_SECOND = "second derivatives need the eigenvectors' derivative, which raises (as in JAX)"
+spec("eig", _eig_case(floats), apply=_apply_eig, weight=2, second_order=_EIG_SECOND)
+complex_spec("eig", _eig_case(cfloats), apply=_apply_eig, weight=2, second_order=_EIG_SECOND)
+NONDIFF["eig[eigenvectors]"] = NonDiff(
+    "eig", "the derivative of eigenvectors is not implemented (as in JAX), only of eigenvalues",
+    _eig_case(floats).map(lambda c: Case(c.operands, {"compute_eigenvectors": True})),
+    raises=NotImplementedError)
+
+
 # Hermitian positive definite: M M^H / n + I.
 complex_spec("cholesky", st.tuples(_BATCH, st.integers(1, 3)).flatmap(
     lambda t: cfloats(tuple(t[0]) + (t[1], t[1]), -1, 1)).map(

@@ -255,3 +255,43 @@ def test_power_of_zero_has_zero_derivative_in_the_exponent():
     assert t == 0.0
     # d/dx of x**y at x = 0 is unchanged: y * 0**(y-1)
     assert fg.grad(lambda x: fnp.power(x, 2.0))(0.0) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Complex linear algebra (the primitives' rules are checked in tests/test_rules.py)
+
+A = np.array([[2.0 + 1j, 0.5 - 0.2j, 0.1j], [0.3, 1.5 - 0.5j, 0.2 + 0.1j],
+              [-0.4j, 0.2, -1.0 + 0.3j]])
+
+
+@pytest.mark.parametrize("f", [
+    lambda a: fnp.abs(fnp.linalg.det(a)),
+    lambda a: fnp.linalg.slogdet(a)[1],
+    lambda a: fnp.linalg.norm(a, "nuc") + fnp.linalg.norm(a, 2),
+    lambda a: fnp.sum(fnp.abs(fnp.linalg.inv(a)) ** 2),
+    lambda a: fnp.sum(fnp.linalg.eigvalsh(a @ fnp.conj(a.T)) ** 2),
+    lambda a: fnp.sum(fnp.abs(fnp.linalg.cholesky(a @ fnp.conj(a.T) + fnp.eye(3))) ** 2),
+    lambda a: fnp.sum(fnp.abs(fnp.linalg.svd(a)[0][:, 0] * fnp.conj(fnp.linalg.svd(a)[2][0]))),
+    lambda a: fnp.sum(fnp.real(fnp.linalg.eigvals(a)) * fnp.imag(fnp.linalg.eigvals(a))),
+], ids=["det", "slogdet", "norms", "inv", "eigvalsh", "cholesky", "svd_vectors", "eigvals"])
+def test_complex_linalg_gradients(f):
+    want = complex_grad_fd(f, A)
+    np.testing.assert_allclose(fg.grad(f)(A), want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(fg.jit(fg.grad(f))(A), want, rtol=1e-5, atol=1e-7)
+
+
+def test_eig_values_and_vectors():
+    real = np.array([[2.0, 1.0, 0.0], [-1.0, 2.0, 0.5], [0.0, 0.3, 1.0]])  # complex pair
+    for a in (real, A):
+        w, v = fnp.linalg.eig(a)
+        assert w.dtype == v.dtype == np.complex128  # always complex, as JAX
+        np.testing.assert_allclose(a @ v, v * w[None, :], atol=1e-12)
+        np.testing.assert_allclose(np.sort_complex(fg.jit(fnp.linalg.eigvals)(a)),
+                                   np.sort_complex(np.linalg.eigvals(a)), atol=1e-12)
+    g = fg.grad(lambda a: fnp.sum(fnp.abs(fnp.linalg.eigvals(a)) ** 2))(real)
+    assert g.dtype == np.float64
+    np.testing.assert_allclose(
+        g, complex_grad_fd(lambda a: np.sum(np.abs(np.linalg.eigvals(a.real)) ** 2), real).real,
+        rtol=1e-6)
+    with pytest.raises(NotImplementedError, match="eigenvectors.*eigvals"):
+        fg.grad(lambda a: fnp.sum(fnp.abs(fnp.linalg.eig(a)[1])))(A)

@@ -74,6 +74,10 @@ class _Linalg:
         res = self._ext("eigh")(sym)
         return res[0], res[1]
 
+    def eig(self, a):
+        raise Unsupported("linalg.eig: the Array API standard has no eigensolver for general "
+                          "(non-symmetric) matrices")
+
     def svd(self, a, full_matrices=True, compute_uv=True):
         if not compute_uv:
             return self._ext("svdvals")(a)

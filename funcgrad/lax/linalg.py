@@ -1,4 +1,4 @@
-"""Linear-algebra primitives: cholesky, triangular_solve, solve, slogdet, eigh, svd, qr.
+"""Linear-algebra primitives: cholesky, triangular_solve, solve, slogdet, eigh, svd, qr, eig.
 
 Each works on a matrix or a stack of matrices (..., m, n) as NumPy's linalg does, and is defined
 once with its shape rule, implementation (`xp.linalg`), JVP and VJP; the rules are written with
@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import Primitive, ShapedArray, bind
+from ..core import Primitive, ShapedArray, bind, to_host
 from . import elementwise as ew
 from ._batching import move_to_front
-from ._util import check_kind, same_dtype, shape_error
+from ._util import astype, check_kind, dtype_of, same_dtype, shape_error
 from .structural import broadcast_in_dim, dot_general, reduce_sum, transpose
 
 __all__ = [
-    "cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr",
-    "cholesky_p", "triangular_solve_p", "solve_p", "slogdet_p", "eigh_p", "svd_p", "qr_p",
+    "cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "eig",
+    "cholesky_p", "triangular_solve_p", "solve_p", "slogdet_p", "eigh_p", "svd_p", "qr_p", "eig_p",
 ]
 
 
@@ -533,3 +533,69 @@ def qr(a, full_matrices=False):
     """(q, r) with a = q @ r: q has orthonormal columns, r is upper triangular."""
     return bind(qr_p, a, full_matrices=bool(full_matrices))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# eig: eigenvalues (and right eigenvectors) of a general square matrix, always complex
+
+def _eig_abstract(a, *, compute_eigenvectors):
+    _check_matrix("eig", a)
+    cdt = ew.complex_dtype(a.dtype)
+    w = ShapedArray(a.shape[:-1], cdt)
+    return (w, ShapedArray(a.shape, cdt)) if compute_eigenvectors else (w,)
+
+
+def _eig_impl(xp, a, *, compute_eigenvectors):
+    cdt = ew.complex_dtype(dtype_of(a))
+    if getattr(xp.linalg, "eig", None) is None:
+        # CuPy before v14 has no general eigensolver: LAPACK on the host, as JAX on a GPU.
+        host = np.linalg.eig(to_host(a))
+        w, v = (xp.asarray(h.astype(cdt, copy=False)) for h in host)
+    else:
+        w, v = xp.linalg.eig(a)
+        w, v = astype(xp, w, cdt, copy=False), astype(xp, v, cdt, copy=False)
+    return (w, v) if compute_eigenvectors else (w,)
+
+
+def _eig_vectors(a):
+    return bind(eig_p, a, compute_eigenvectors=True)[1]
+
+
+def _no_eigenvector_derivative():
+    return NotImplementedError(
+        "The derivatives of eig's eigenvectors are not implemented, only of the eigenvalues "
+        "(as in JAX): use funcgrad.numpy.linalg.eigvals, or eigh for a symmetric (Hermitian) "
+        "matrix.")
+
+
+def _eig_jvp(primals, tangents, out, *, compute_eigenvectors):
+    # dw = diag(V^{-1} dA V) (distinct eigenvalues; Magnus 1985, as JAX).
+    if compute_eigenvectors:
+        raise _no_eigenvector_derivative()
+    a, da = primals[0], tangents[0]
+    v = _eig_vectors(a)
+    return (_diag_part(_mm(solve(v, _as_dtype_of(da, v)), v)),)
+
+
+def _eig_vjp(ct, primals, out, active, *, compute_eigenvectors):
+    # The adjoint of the JVP: abar = V^{-T} diag(wbar) V^T (its real part for a real a).
+    if compute_eigenvectors:
+        raise _no_eigenvector_derivative()
+    a = primals[0]
+    v = _eig_vectors(a)
+    g = solve(_T(v), _mm(_diag_matrix(ct[0]), _T(v)))
+    return (g if a.dtype.kind == "c" else ew.convert_element_type(ew.real(g), a.dtype),)
+
+
+eig_p = Primitive("eig", multiple_results=True, impl=_eig_impl, abstract_eval=_eig_abstract,
+                  jvp=_eig_jvp, vjp=_eig_vjp, residuals="in")
+eig_p.batch = _batch_leading(eig_p)
+
+
+def eig(a, compute_eigenvectors=True):
+    """(w, v): the eigenvalues and right eigenvectors (columns, unit norm) of (a stack of) square
+    matrices, complex whatever a's dtype (as JAX: a real matrix may have complex eigenvalues,
+    and a program's dtypes cannot depend on values); (w,) without eigenvectors. Eigenvalues are
+    differentiable (distinct ones); eigenvectors are not (as in JAX)."""
+    out = bind(eig_p, a, compute_eigenvectors=bool(compute_eigenvectors))
+    return out if compute_eigenvectors else out[0]

@@ -23,7 +23,8 @@ from ._core import asarray, broadcast_shapes, broadcast_to, inexact_dtype, resul
 
 __all__ = [
     "norm", "vector_norm", "matrix_norm", "cond", "inv", "pinv", "solve", "lstsq", "det",
-    "slogdet", "cholesky", "qr", "eigh", "eigvalsh", "svd", "svdvals", "matrix_power",
+    "slogdet", "cholesky", "qr", "eig", "eigvals", "eigh", "eigvalsh", "svd", "svdvals",
+    "matrix_power",
     "matrix_rank", "multi_dot", "tensorsolve", "tensorinv", "LinAlgError",
 ]
 
@@ -33,6 +34,11 @@ LinAlgError = np.linalg.LinAlgError
 class SlogdetResult(NamedTuple):
     sign: object
     logabsdet: object
+
+
+class EigResult(NamedTuple):
+    eigenvalues: object
+    eigenvectors: object
 
 
 class EighResult(NamedTuple):
@@ -308,6 +314,24 @@ def eigh(a, UPLO="L", *, symmetrize_input=True):
         a = _symmetrize(a)
     w, v = lax_linalg.eigh(a, lower=UPLO == "L")
     return EighResult(_back(w, dtype), _back(v, dtype))
+
+
+def eig(a):
+    """(eigenvalues, right eigenvectors as unit columns) of (a stack of) square matrices.
+
+    Always complex, also for real a (as JAX; NumPy returns a real dtype when every eigenvalue
+    happens to be real, which a traced program cannot know). The eigenvalues are differentiable;
+    the eigenvectors are not (as in JAX): use eigvals, or eigh for symmetric matrices."""
+    a, _ = _float(a, "eig", square=True)
+    w, v = lax_linalg.eig(a)
+    return EigResult(w, v)
+
+
+def eigvals(a):
+    """The eigenvalues of (a stack of) square matrices, complex (see eig); differentiable where
+    they are distinct."""
+    a, _ = _float(a, "eigvals", square=True)
+    return lax_linalg.eig(a, compute_eigenvectors=False)
 
 
 def eigvalsh(a, UPLO="L", *, symmetrize_input=True):
