@@ -269,8 +269,8 @@ A = np.array([[2.0 + 1j, 0.5 - 0.2j, 0.1j], [0.3, 1.5 - 0.5j, 0.2 + 0.1j],
     lambda a: fnp.linalg.slogdet(a)[1],
     lambda a: fnp.linalg.norm(a, "nuc") + fnp.linalg.norm(a, 2),
     lambda a: fnp.sum(fnp.abs(fnp.linalg.inv(a)) ** 2),
-    lambda a: fnp.sum(fnp.linalg.eigvalsh(a @ fnp.conj(a.T)) ** 2),
-    lambda a: fnp.sum(fnp.abs(fnp.linalg.cholesky(a @ fnp.conj(a.T) + fnp.eye(3))) ** 2),
+    lambda a: fnp.sum(fnp.linalg.eigvalsh(fnp.matmul(a, fnp.conj(a.T))) ** 2),
+    lambda a: fnp.sum(fnp.abs(fnp.linalg.cholesky(fnp.matmul(a, fnp.conj(a.T)) + fnp.eye(3))) ** 2),
     lambda a: fnp.sum(fnp.abs(fnp.linalg.svd(a)[0][:, 0] * fnp.conj(fnp.linalg.svd(a)[2][0]))),
     lambda a: fnp.sum(fnp.real(fnp.linalg.eigvals(a)) * fnp.imag(fnp.linalg.eigvals(a))),
 ], ids=["det", "slogdet", "norms", "inv", "eigvalsh", "cholesky", "svd_vectors", "eigvals"])
@@ -285,7 +285,7 @@ def test_eig_values_and_vectors():
     for a in (real, A):
         w, v = fnp.linalg.eig(a)
         assert w.dtype == v.dtype == np.complex128  # always complex, as JAX
-        np.testing.assert_allclose(a @ v, v * w[None, :], atol=1e-12)
+        np.testing.assert_allclose(np.matmul(a, v), np.multiply(v, w[None, :]), atol=1e-12)
         np.testing.assert_allclose(np.sort_complex(fg.jit(fnp.linalg.eigvals)(a)),
                                    np.sort_complex(np.linalg.eigvals(a)), atol=1e-12)
     g = fg.grad(lambda a: fnp.sum(fnp.abs(fnp.linalg.eigvals(a)) ** 2))(real)
