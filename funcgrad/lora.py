@@ -85,7 +85,7 @@ def delta(adapter: Adapter, like):
     """scale * B @ A in the dtype of `like` (the weight it adapts)."""
     scale = adapter.scale
     scale = np.dtype(like.dtype).type(scale) if type(scale) in (int, float) else \
-        fnp.asarray(scale, like.dtype)
+        fnp.astype(scale, like.dtype)
     return fnp.multiply(scale, fnp.matmul(adapter.b, adapter.a))  # host or device factors
 
 
@@ -126,5 +126,5 @@ def merge(params, adapters):
     """A new params tree with each adapter folded in (W + scale * B @ A, in W's dtype); the
     other leaves are shared with `params`, which is left unchanged."""
     merged = _adapted(params, adapters, "lora.merge")
-    return tu.tree_map(lambda m, w: fnp.asarray(m, w.dtype) if m is not w and hasattr(w, "dtype")
+    return tu.tree_map(lambda m, w: fnp.astype(m, w.dtype) if m is not w and hasattr(w, "dtype")
                        else m, merged, params)

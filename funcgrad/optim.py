@@ -105,7 +105,7 @@ def _cast(x, like):
     Python number becomes a NumPy scalar, which combines with NumPy and CuPy arrays alike."""
     if type(x) in (int, float):
         return np.dtype(like.dtype).type(x)
-    return fnp.asarray(x, like.dtype)
+    return fnp.astype(x, like.dtype)
 
 
 def _count0():
@@ -113,7 +113,7 @@ def _count0():
 
 
 def _inc(count):
-    return fnp.asarray(count + 1, np.int32)
+    return fnp.astype(count + 1, np.int32)
 
 
 def _mismatch(who, expected, got):
@@ -526,8 +526,8 @@ class MultiSteps:
         new_inner = tu.tree_map(lambda a, b: fnp.where(emit, a, b), inner_s,
                                 state.inner_opt_state)
         acc = tu.tree_map(lambda a: fnp.where(emit, fnp.zeros_like(a), a), acc)
-        mini = fnp.asarray(fnp.where(emit, 0, n), np.int32)
-        step = fnp.asarray(fnp.where(emit, state.gradient_step + 1, state.gradient_step), np.int32)
+        mini = fnp.astype(fnp.where(emit, 0, n), np.int32)
+        step = fnp.astype(fnp.where(emit, state.gradient_step + 1, state.gradient_step), np.int32)
         return out, MultiStepsState(mini, step, new_inner, acc)
 
     def has_updated(self, state):
@@ -546,7 +546,7 @@ def apply_updates(params, updates):
         if u is None:
             return p
         if hasattr(p, "dtype"):
-            return fnp.asarray(p + u, p.dtype)
+            return fnp.astype(p + u, p.dtype)
         return p + u
 
     return tu.tree_map(add, params, updates)

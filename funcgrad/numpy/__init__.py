@@ -31,6 +31,7 @@ from ._select import *
 from ._shape import *
 from ._sorting import *
 from ._take import *
+from ._updatable import UpdatableArray
 
 # ---------------------------------------------------------------------------------------------
 # NumPy ufuncs and functions applied to tracers

@@ -19,6 +19,7 @@ from ..core import placement as _placement
 from ..core.placement import on_default_backend
 from ._core import _contains_tracer, broadcast_to, convert, result_type
 from ._core import asarray as _asarray
+from ._updatable import updatable
 
 # Constants and dtype names, re-exported from NumPy.
 pi, e, inf, nan, euler_gamma = np.pi, np.e, np.inf, np.nan, np.euler_gamma
@@ -70,14 +71,20 @@ def _shape(shape):
 
 
 def asarray(a, dtype=None, order=None, *, copy=None, device=None):
-    """a as an array: NumPy arrays pass through, tracers stay tracers, lists of tracers are
-    stacked."""
+    """a as an array: tracers stay tracers, lists of tracers are stacked. A NumPy result is an
+    UpdatableArray (a zero-copy view with JAX's `.at`, see _updatable.py), so that
+    fnp.asarray(x).at[i].set(v) works outside transforms as inside."""
     out = _asarray(a, None if dtype is None else check_dtype(dtype))
-    return out if type(out) is Tracer else _new(out, a)
+    return out if type(out) is Tracer else updatable(_new(out, a))
 
 
 def array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, like=None):  # noqa: A002
-    """A new array from `object` (a copy of NumPy arrays; lists of tracers are stacked)."""
+    """A new array from `object` (a copy of NumPy arrays; lists of tracers are stacked); a NumPy
+    result is an UpdatableArray (with JAX's `.at`), as fnp.asarray's."""
+    return updatable(_array(object, dtype, copy, ndmin))
+
+
+def _array(object, dtype, copy, ndmin):  # noqa: A002
     if type(object) is Tracer or (isinstance(object, (list, tuple)) and _contains_tracer(object)):
         x = _asarray(object, None if dtype is None else check_dtype(dtype))
     elif _on_device(object):  # a device array: copied on its device
@@ -91,7 +98,7 @@ def array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, lik
 
 
 def asanyarray(a, dtype=None, order=None, *, like=None):
-    """Same as asarray (there are no array subclasses here)."""
+    """Same as asarray."""
     return asarray(a, dtype)
 
 
