@@ -295,3 +295,19 @@ def test_eig_values_and_vectors():
         rtol=1e-6)
     with pytest.raises(NotImplementedError, match="eigenvectors.*eigvals"):
         fg.grad(lambda a: fnp.sum(fnp.abs(fnp.linalg.eig(a)[1])))(A)
+
+
+def test_mixed_real_and_complex_operands_of_linalg_under_jit():
+    """Found by the JAX differential fuzz: solve(real a, complex b) traced with the operands in
+    different dtypes (eagerly NumPy promoted them); lstsq dropped b's imaginary part."""
+    a = np.array([[2.0, 0.3, 0.0], [0.1, 1.5, -0.2], [0.0, 0.4, 1.0]])
+    b = np.array([1 + 1j, 2.0, 3j])
+    for fn in (fnp.linalg.solve, fg.jit(fnp.linalg.solve)):
+        np.testing.assert_allclose(fn(a, b), np.linalg.solve(a, b))
+    tall = np.vstack([a, [[1.0, 2.0, 0.5]]])
+    rhs = np.append(b, 1 - 1j)
+    want = np.linalg.lstsq(tall, rhs)
+    for got in (fnp.linalg.lstsq(tall, rhs), fg.jit(lambda m, v: fnp.linalg.lstsq(m, v))(tall,
+                                                                                         rhs)):
+        np.testing.assert_allclose(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1])

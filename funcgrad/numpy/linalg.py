@@ -153,7 +153,7 @@ def solve(a, b):
     b = asarray(b)
     dtype = inexact_dtype(result_type(a, b))
     dtype = dtype if dtype != np.float16 else np.dtype(np.float32)
-    a = _back(a, dtype)
+    a = lax.convert_element_type(a, dtype) if a.dtype != dtype else a
     b = lax.convert_element_type(b, dtype) if b.dtype != dtype else b
     n = a.shape[-1]
     vector = b.ndim == 1
@@ -388,9 +388,11 @@ def pinv(a, rcond=None, hermitian=False, *, rtol=None):
 
 def lstsq(a, b, rcond=None):
     """(x, residuals, rank, s): the least-squares solution of a @ x = b, through pinv."""
-    a, dtype = _float(a, "lstsq")
+    a, out_dtype = _float(a, "lstsq")
     b = asarray(b)
-    b = lax.convert_element_type(b, a.dtype) if b.dtype != a.dtype else b
+    dtype = inexact_dtype(np.result_type(out_dtype, b.dtype))  # the result's
+    work = inexact_dtype(result_type(a, b))
+    a, b = (v if v.dtype == work else lax.convert_element_type(v, work) for v in (a, b))
     m, n = a.shape
     if rcond is None:
         rcond = np.finfo(a.dtype).eps * max(m, n)
