@@ -238,7 +238,8 @@ def transformer_workload():
 
     def step(params, opt_state, tokens, labels):
         def loss(p):
-            return fnp.mean(losses.softmax_cross_entropy(apply(p, tokens), labels))
+            logits = apply(p, tokens)
+            return fnp.mean(losses.softmax_cross_entropy_with_integer_labels(logits, labels))
         value, grads = fg.value_and_grad(loss)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optim.apply_updates(params, updates), opt_state, value

@@ -6,31 +6,73 @@ model-building and training code only.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
 
 def progress(iterable, desc, quiet=False, total=None):
-    """A tqdm bar (shows the loss via `bar.set_postfix(loss=...)`)."""
+    """A tqdm bar. Show the loss with `bar.set_postfix(loss=..., refresh=False)`: the bar then
+    redraws at its own pace (twice a second) instead of on every update."""
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, disable=quiet, leave=False,
                 dynamic_ncols=True, mininterval=0.5)
 
 
-def print_table(rows, headers, title=None):
-    """A Markdown table of `rows` (lists of values; floats get 4 significant digits)."""
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+def _column_format(values):
+    """One format for a column: fixed decimals chosen from its largest magnitude (four
+    significant digits there); scientific notation, with three, when the column is below 1e-3
+    or spans more than four decades (convergence gaps)."""
+    nums = [abs(v) for v in values if isinstance(v, float) and math.isfinite(v)]
+    if not nums:
+        return "{}"
+    top, low = max(nums), min([v for v in nums if v > 0], default=0.0)
+    if 0 < top < 1e-3 or (low > 0 and top / low >= 1e4):
+        return "{:.2e}"
+    decimals = 3 - int(math.floor(math.log10(top))) if top > 0 else 4
+    return "{:.%df}" % min(max(decimals, 1), 6)
 
-    cells = [[fmt(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+
+def print_table(rows, headers, title=None):
+    """A Markdown table of `rows` (lists of values). Each float column has one fixed number of
+    decimals (numbers right-aligned), so values line up and compare at a glance."""
+    columns = list(zip(*rows)) if rows else [[] for _ in headers]
+    formats = [_column_format(col) for col in columns]
+    numeric = [all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in col)
+               for col in columns]
+
+    def fmt(v, f):
+        return f.format(v) if isinstance(v, float) else str(v)
+
+    cells = [[fmt(v, f) for v, f in zip(row, formats)] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
     if title:
         print(f"\n{title}")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print("|" + "|".join("-" * (w + 1) + (":" if num else "-")
+                         for w, num in zip(widths, numeric)) + "|")
     for r in cells:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        print("| " + " | ".join(c.rjust(w) if num else c.ljust(w)
+                                for c, w, num in zip(r, widths, numeric)) + " |")
+
+
+def load_digits(images=False):
+    """The 1797 UCI 8x8 digits (examples/data/digits.npz), pixels scaled to [0, 1], shuffled
+    with a fixed seed and split 75/25: (x_train, y_train, x_test, y_test). x is (n, 64), or
+    (n, 8, 8, 1) with `images=True`."""
+    import numpy as np
+
+    with np.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                              "digits.npz"), allow_pickle=False) as z:
+        x, y = z["images"].astype(np.float32) / 16.0, z["labels"].astype(np.int32)
+    if images:
+        x = x.reshape(-1, 8, 8, 1)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    n = len(x) * 3 // 4
+    return x[:n], y[:n], x[n:], y[n:]
 
 
 def save_curves(path, curves, xlabel="step", ylabel="loss", title=None, logy=False):

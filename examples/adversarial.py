@@ -1,6 +1,6 @@
 """FGSM adversarial examples: the gradient of the loss with respect to the INPUT.
 
-An MLP is trained on scikit-learn's 8x8 digits; then each test image is pushed one step of size
+An MLP is trained on the UCI 8x8 digits; then each test image is pushed one step of size
 eps along the sign of d loss / d image (the fast gradient sign method, Goodfellow et al. 2015):
 
     x_adv = clip(x + eps * sign(fg.grad(loss, argnums=1)(params, x, y)), 0, 1)
@@ -19,26 +19,21 @@ import argparse
 import os
 
 import numpy as np
-from _util import Timer, add_common_args, print_table, progress, save_curves
+from _util import Timer, add_common_args, load_digits, print_table, progress, save_curves
 
 import funcgrad as fg
+import funcgrad.numpy as fnp
 from funcgrad import models, optim
-from funcgrad.losses import softmax_cross_entropy
+from funcgrad.losses import softmax_cross_entropy_with_integer_labels as xent_per_example
 
 
 def load_data():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    y = d.target.astype(np.int32)
-    order = np.random.default_rng(0).permutation(len(x))
-    n = len(x) * 3 // 4
-    return x[order[:n]], y[order[:n]], x[order[n:]], y[order[n:]]
+    """The UCI 8x8 digits as (n, 64) vectors in [0, 1], split 75/25 (examples/_util.py)."""
+    return load_digits()
 
 
 def loss(params, x, y):
-    return softmax_cross_entropy(models.mlp.apply(params, x), y)
+    return fnp.mean(xent_per_example(models.mlp.apply(params, x), y))
 
 
 # d loss / d x: argnums=1 differentiates with respect to the images, not the weights
@@ -84,7 +79,7 @@ def main(argv=None):
             params, state, value = step(params, state, x[idx], y[idx])
         losses.append(float(value))
         if i % 10 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     print(f"trained {args.steps} steps ({timer.median_ms:.2f} ms/step)")
 
     noise_rng = np.random.default_rng(2)

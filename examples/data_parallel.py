@@ -1,18 +1,23 @@
 """Data-parallel training over MPI: the same script runs on 1 process or N.
 
-    python examples/data_parallel.py                 # one process
+    python examples/data_parallel.py                 # one process, ~7 s
     mpiexec -n 2 python examples/data_parallel.py    # two processes, each on half of each batch
+    python examples/data_parallel.py --quick         # 20 steps (used by the tests)
 
 Needs `pip install "funcgrad[distributed]"` (mpi4py and the mpich runtime) for mpiexec.
 Each rank builds its own random initial parameters; rank 0's are broadcast, so all ranks start
 equal. Every step each rank differentiates its shard of the batch, the gradients are averaged
-with one fused allreduce, and all ranks apply the same Adam update. Rank 0 alone prints and saves.
+with one fused allreduce, and all ranks apply the same Adam update. Rank 0 alone prints the
+table (processes, batch, final loss, step time) and saves the plot of the loss (and the
+checkpoint, with --save).
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
+from _util import add_common_args, print_table, progress, save_curves
 
 import funcgrad as fg
 import funcgrad.distributed as dist
@@ -26,34 +31,44 @@ def loss_fn(params, x, y):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=256, help="global batch, split over the ranks")
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--save", default=None, help="checkpoint path (written by rank 0)")
     ap.add_argument("--debug", action="store_true", help="check parameters are equal each step")
+    add_common_args(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.steps = 20
 
     dist.init()
     r, n = dist.rank(), dist.size()
     # Different on every rank on purpose: broadcast makes rank 0's the common start.
-    params = models.mlp.init(fg.random.key(r), [1, args.width, args.width, 1])
+    params = models.mlp.init(fg.random.key(args.seed + r), [1, args.width, args.width, 1])
     params = dist.broadcast(params)
     tx = optim.adam(1e-2)
     opt_state = tx.init(params)
     step = dist.make_train_step(loss_fn, tx, axis_name="data", debug=args.debug)
 
     data = np.random.default_rng(0)  # the same global batches on every rank
+    losses = []
     start = time.perf_counter()
-    for i in range(args.steps):
+    bar = progress(range(args.steps), f"rank {r}", args.quiet or r != 0)
+    for _ in bar:
         x = data.uniform(-2, 2, (args.batch, 1)).astype(np.float32)
         y = np.sin(2 * x)
         params, opt_state, loss = step(params, opt_state, *dist.shard((x, y)))
-        if r == 0 and (i % 50 == 0 or i == args.steps - 1):
-            print(f"step {i:4d}  loss {float(loss):.5f}", flush=True)
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
     if r == 0:
         ms = 1e3 * (time.perf_counter() - start) / args.steps
-        print(f"{n} process(es), global batch {args.batch}: {ms:.2f} ms/step", flush=True)
+        print_table([[n, args.batch, args.steps, losses[0], losses[-1], ms]],
+                    ["processes", "global batch", "steps", "first loss", "final loss",
+                     "ms/step"], title="Data-parallel Adam on sin(2x)")
+        save_curves(os.path.join(args.out, "data_parallel.png"),
+                    {f"{n} process(es)": losses}, ylabel="loss (mean over the global batch)",
+                    title="data-parallel training", logy=True)
     if args.save:
         dist.save_checkpoint(args.save, params)
 

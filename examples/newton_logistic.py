@@ -80,7 +80,7 @@ def main(argv=None):
                 else:
                     w = w - args.lr * g
             losses.append(float(value(w, x, y, args.lam)))
-            bar.set_postfix(loss=f"{losses[-1]:.6f}")
+            bar.set_postfix(loss=f"{losses[-1]:.6f}", refresh=False)
         curves[method] = losses
         gnorm = float(np.linalg.norm(fg.device_get(grad(w, x, y, args.lam))))
         acc = float(np.mean(((x @ w) > 0) == y))

@@ -41,10 +41,15 @@ from . import (
 from .devices import default_backend, device_put, devices  # noqa: E402
 
 # isort: split
-from . import tree  # noqa: E402  (fg.tree.map, fg.tree.leaves, ... as jax.tree)
+from . import (
+    flatten_util,  # noqa: E402  (fg.flatten_util.ravel_pytree, as jax.flatten_util)
+    tree,  # noqa: E402  (fg.tree.map, fg.tree.leaves, ... as jax.tree)
+    typing,  # noqa: E402  (fg.typing.ArrayLike; fg.Array below)
+)
 from .core import ShapedArray as ShapeDtypeStruct  # noqa: E402  (JAX's name for an abstract array)
 from .transforms.checkpoint import checkpoint_name, checkpoint_policies  # noqa: E402
 from .transforms.jit import disable_jit, eval_shape  # noqa: E402
+from .typing import Array  # noqa: E402
 
 jacobian = jacrev  # JAX's alias
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import masks as _masks
 from . import numpy as fnp
+from . import random
 from . import tree_util as tu
 from .devices import on_default_backend
 
@@ -42,40 +43,56 @@ def _is_adapter_leaf(x) -> bool:
     return x is None or isinstance(x, Adapter)
 
 
-def _rng(key):
-    seed = np.asarray(key).ravel()
-    if seed.dtype.kind not in "iu":
-        raise TypeError(f"lora.init: key must be an int or an integer key array, got {key!r}")
-    return np.random.default_rng([int(s) % 2**32 for s in seed])
-
-
 def init(key, params, mask, rank: int = 8, alpha: float | None = None):
     """Adapters for the True leaves of `mask` (all must be 2-D): a tree shaped like `params`
     with an `Adapter(a, b)` at each chosen leaf and None elsewhere.
 
-    `key` is an int seed or an integer key array; `alpha` defaults to `rank` (scale 1).
+    A is uniform in +-1/sqrt(in_features) (PEFT's default, Kaiming-uniform with a = sqrt(5)),
+    B is zero, so the adapted model starts as the base model. `key` is a key or an int seed
+    (`fg.random.as_key`); the adapter at flat leaf index i draws from fold_in(key, i).
+    `alpha` defaults to `rank` (scale 1). `rank` is at most min(rows, cols) of each chosen
+    weight (a larger one adds parameters and no expressiveness); chosen weights must be
+    floating-point.
     """
+    key = random.as_key(key, "lora.init")
+    if not isinstance(rank, (int, np.integer)) or isinstance(rank, (bool, np.bool_)):
+        raise TypeError(f"lora.init: rank must be an int >= 1, got {type(rank).__name__} "
+                        f"{rank!r}")
     if rank < 1:
-        raise ValueError(f"lora.init: rank must be >= 1, got {rank}")
+        raise ValueError(f"lora.init: rank must be an int >= 1, got {rank}")
+    if alpha is not None and (isinstance(alpha, (bool, np.bool_)) or
+                              not isinstance(alpha, (int, float, np.integer, np.floating))
+                              or not np.isfinite(alpha)):
+        raise TypeError(f"lora.init: alpha must be a finite number (or None for alpha = rank), "
+                        f"got {alpha!r}")
+    rank = int(rank)
     scale = float(alpha if alpha is not None else rank) / rank
-    rng = _rng(key)
     pairs, treedef = tu.tree_flatten_with_path(params)
     on = _masks.leaf_mask(mask, params, "lora.init")
     if not any(on):
         raise ValueError("lora.init: the mask selects no leaf; nothing would be adapted")
     out = []
-    for (path, w), m in zip(pairs, on):
+    for i, ((path, w), m) in enumerate(zip(pairs, on)):
         if not m:
             out.append(None)
             continue
-        shape = np.shape(w)
+        shape, where = np.shape(w), tu.path_to_str(path) or "<root>"
         if len(shape) != 2:
-            raise ValueError(f"lora.init: {tu.path_to_str(path)!r} has shape {tuple(shape)}; "
+            raise ValueError(f"lora.init: {where!r} has shape {tuple(shape)}; "
                              "LoRA adapts 2-D weight matrices only (leave it out of the mask)")
-        dtype = w.dtype if hasattr(w, "dtype") else np.float32
+        dtype = np.dtype(w.dtype) if hasattr(w, "dtype") else np.dtype(np.float32)
+        if dtype.kind in "biu":
+            raise TypeError(f"lora.init: {where!r} has dtype {dtype}; LoRA adapts "
+                            "floating-point weights only (leave it out of the mask, or load the "
+                            "weights as floats)")
         rows, cols = shape
+        if rank > min(rows, cols):
+            raise ValueError(f"lora.init: rank={rank} exceeds min(rows, cols) = "
+                             f"{min(rows, cols)} of {where!r} (shape {tuple(shape)}); use "
+                             f"rank <= {min(rows, cols)}, or leave that weight out of the mask")
         bound = 1.0 / np.sqrt(cols)
-        a = on_default_backend(rng.uniform(-bound, bound, (rank, cols)).astype(dtype), like=w)
+        a = random.uniform(random.fold_in(key, i), (rank, cols), dtype, -bound, bound)
+        a = on_default_backend(a, like=w)
         b = on_default_backend(np.zeros((rows, rank), dtype), like=w)
         out.append(Adapter(a, b, scale))
     return tu.tree_unflatten(treedef, out)
@@ -85,26 +102,38 @@ def delta(adapter: Adapter, like):
     """scale * B @ A in the dtype of `like` (the weight it adapts)."""
     scale = adapter.scale
     scale = np.dtype(like.dtype).type(scale) if type(scale) in (int, float) else \
-        fnp.astype(scale, like.dtype)
+        fnp.asarray(scale, like.dtype)
     return fnp.multiply(scale, fnp.matmul(adapter.b, adapter.a))  # host or device factors
 
 
 def _adapted(params, adapters, who):
-    def f(ad, w):
+    def f(path, ad, w):
         if ad is None:
             return w  # the base array itself: no copy
-        if np.shape(w) != (np.shape(ad.b)[0], np.shape(ad.a)[1]):
-            raise ValueError(f"{who}: adapter factors {np.shape(ad.b)} @ {np.shape(ad.a)} do not "
+        where = tu.path_to_str(path) or "<root>"
+        if not isinstance(ad, Adapter):
+            raise TypeError(f"{who}: at {where!r} the adapters hold a {type(ad).__name__}, not "
+                            "an Adapter or None; make them with lora.init(key, params, mask)")
+        sa, sb = np.shape(ad.a), np.shape(ad.b)
+        if len(sa) != 2 or len(sb) != 2 or np.shape(w) != (sb[0], sa[1]) or sa[0] != sb[1]:
+            raise ValueError(f"{who}: at {where!r} the adapter factors B {sb} @ A {sa} do not "
                              f"fit a weight of shape {np.shape(w)}")
+        for name, x in (("A", ad.a), ("B", ad.b)):
+            if np.dtype(x.dtype).kind in "biu":
+                raise TypeError(f"{who}: at {where!r} adapter factor {name} is {x.dtype}; "
+                                "adapters are floating-point")
         return fnp.add(w, delta(ad, w))
 
     try:
-        return tu.tree_map(f, adapters, params, is_leaf=_is_adapter_leaf)
+        return tu.tree_map_with_path(f, adapters, params, is_leaf=_is_adapter_leaf)
     except ValueError as e:
         if who in str(e):
             raise
-        raise ValueError(f"{who}: the adapters do not match the params' structure ({e}); make "
-                         "them with lora.init(key, params, mask)") from None
+        slots = tu.tree_map(lambda a: 0, adapters, is_leaf=_is_adapter_leaf)  # one per weight
+        d = _masks.first_difference(slots, params, names=("the adapters", "the params"))
+        detail = d[1] if d else str(e)
+        raise ValueError(f"{who}: the adapters do not match the params' structure: {detail}; "
+                         "make them with lora.init(key, params, mask)") from None
 
 
 def apply(apply_fn):
@@ -126,5 +155,5 @@ def merge(params, adapters):
     """A new params tree with each adapter folded in (W + scale * B @ A, in W's dtype); the
     other leaves are shared with `params`, which is left unchanged."""
     merged = _adapted(params, adapters, "lora.merge")
-    return tu.tree_map(lambda m, w: fnp.astype(m, w.dtype) if m is not w and hasattr(w, "dtype")
+    return tu.tree_map(lambda m, w: fnp.asarray(m, w.dtype) if m is not w and hasattr(w, "dtype")
                        else m, merged, params)

@@ -1,11 +1,22 @@
-"""Losses and classification metrics, written with the public API (they work under grad, jit
-and vmap).
+"""Losses (Optax's names, signatures and reductions) and classification metrics, written with
+the public API (they work under grad, jit and vmap).
 
-Losses take (predictions, targets) and a `reduction`: "mean" (default), "sum" or "none"
-(per-example values, as Optax returns). They are computed from logits with the stable forms
-(log_softmax, softplus), so values and gradients stay finite for extreme logits.
-Metrics take (predictions, labels); predictions are either integer classes or scores/logits
-(then their argmax over the last axis is the predicted class).
+As in `optax.losses`, a loss returns one value per example (or per element), never a mean:
+reduce it yourself (`fnp.mean(softmax_cross_entropy_with_integer_labels(logits, y))`), so that
+per-example losses (for `vmap(grad)`, weighting, masking) need no option. The names mean what
+they mean in Optax:
+
+  softmax_cross_entropy(logits, labels)                      one-hot or soft `labels` (..., K)
+  softmax_cross_entropy_with_integer_labels(logits, labels)  integer `labels` (...)
+  sigmoid_binary_cross_entropy(logits, labels)               elementwise
+  squared_error / l2_loss / huber_loss / log_cosh            elementwise, targets optional
+  cosine_similarity / cosine_distance                        along `axis`
+  smooth_labels(labels, alpha)                               (1 - alpha) labels + alpha / K
+
+They are computed from logits with the stable forms (logsumexp, log_sigmoid), so values and
+gradients stay finite for extreme logits. `mse` (the mean of squared_error) is funcgrad's own
+shorthand. Metrics take (predictions, labels); predictions are either integer classes or
+scores/logits (then their argmax over the last axis is the predicted class).
 """
 
 from __future__ import annotations
@@ -18,79 +29,195 @@ from .core import to_host
 from .devices import inputs_on_default_backend
 
 __all__ = [
-    "softmax_cross_entropy", "sigmoid_binary_cross_entropy", "mse", "huber", "accuracy",
+    "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels",
+    "sigmoid_binary_cross_entropy", "squared_error", "l2_loss", "huber_loss", "log_cosh",
+    "cosine_similarity", "cosine_distance", "smooth_labels", "mse", "accuracy",
     "confusion_matrix", "precision_recall_f1",
 ]
 
 
-def _reduce(values, reduction):
-    if reduction == "mean":
-        return fnp.mean(values)
-    if reduction == "sum":
-        return fnp.sum(values)
-    if reduction in ("none", None):
-        return values
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-
-
-def _float(x):
+def _floating(x, fn, what="logits"):
     x = fnp.asarray(x)
-    return x if x.dtype.kind == "f" else x.astype(np.float32)
+    if x.dtype.kind != "f":
+        raise TypeError(f"losses.{fn}: {what} must be floating point, got {x.dtype} (cast with "
+                        f".astype(np.float32))")
+    return x
+
+
+def _expand_where(where, logits, axis):
+    """`where` given per example (logits' shape without `axis`) gets its class axis back."""
+    if where is None:
+        return None
+    where = fnp.asarray(where)
+    if where.ndim != logits.ndim:
+        where = fnp.expand_dims(where, axis)
+    return where
 
 
 @inputs_on_default_backend
-def softmax_cross_entropy(logits, labels, label_smoothing=0.0, reduction="mean"):
-    """Cross-entropy of softmax(logits) (..., K) against integer `labels` (...), or against
-    probability vectors when `labels` has logits' shape and a float dtype.
+def softmax_cross_entropy(logits, labels, axis=-1, where=None):
+    """-sum(labels * log_softmax(logits)) along `axis`: the cross-entropy against one-hot or soft
+    (probability) `labels` shaped like `logits`, one value per example (Optax's).
 
-    With label smoothing e the target is (1 - e) one_hot(label) + e / K (as Optax/PyTorch)."""
-    logits = _float(logits)
+    For integer class labels use `softmax_cross_entropy_with_integer_labels`. `where` masks
+    classes (logits' shape) or examples (logits' shape without `axis`) out of the sum."""
+    logits = _floating(logits, "softmax_cross_entropy")
     labels = fnp.asarray(labels)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    logp = nn.log_softmax(logits, axis=-1)
-    k = logits.shape[-1]
-    if labels.dtype.kind == "f":
-        if labels.shape != logits.shape:
-            raise ValueError(f"softmax_cross_entropy: float labels must have the logits' shape "
-                             f"{logits.shape}, got {labels.shape}")
-        target = labels * (1 - label_smoothing) + label_smoothing / k
-        return _reduce(-fnp.sum(target * logp, axis=-1), reduction)
+    if labels.dtype.kind in "iub":
+        raise TypeError(
+            f"losses.softmax_cross_entropy takes one-hot or soft labels shaped like the logits "
+            f"{tuple(logits.shape)} (as Optax's), got {labels.dtype} labels of shape "
+            f"{tuple(labels.shape)}; for integer class labels use "
+            "softmax_cross_entropy_with_integer_labels(logits, labels)")
+    if labels.shape != logits.shape:
+        raise ValueError(f"losses.softmax_cross_entropy: labels of shape {tuple(labels.shape)} "
+                         f"must have the logits' shape {tuple(logits.shape)} (one-hot or soft "
+                         "labels; for integer labels use "
+                         "softmax_cross_entropy_with_integer_labels)")
+    where = _expand_where(where, logits, axis)
+    log_probs = nn.log_softmax(logits, axis=axis, where=where)
+    terms = labels * log_probs
+    if where is not None:
+        terms = fnp.where(where, terms, 0)
+    return -fnp.sum(terms, axis=axis)
+
+
+@inputs_on_default_backend
+def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=None):
+    """logsumexp(logits) - logits[label] along `axis`: the cross-entropy against integer class
+    `labels` (logits' shape without `axis`), one value per example (Optax's). The gradient with
+    respect to the logits is softmax(logits) - one_hot(label). A tuple `axis` flattens those
+    axes into one class axis (a label is then a flat index). `where` masks classes or examples
+    (a fully masked example gives 0)."""
+    logits = _floating(logits, "softmax_cross_entropy_with_integer_labels")
+    labels = fnp.asarray(labels)
     if labels.dtype.kind not in "iu":
-        raise TypeError(f"softmax_cross_entropy: labels must be integers, got {labels.dtype}")
-    if labels.shape != logits.shape[:-1]:
-        raise ValueError(f"softmax_cross_entropy: labels shape {labels.shape} must be the "
-                         f"logits' shape without the class axis, {logits.shape[:-1]}")
-    picked = fnp.squeeze(fnp.take_along_axis(logp, labels[..., None], axis=-1), axis=-1)
-    loss = -picked
-    if label_smoothing:
-        loss = (1 - label_smoothing) * loss - label_smoothing / k * fnp.sum(logp, axis=-1)
-    return _reduce(loss, reduction)
+        raise TypeError(f"losses.softmax_cross_entropy_with_integer_labels: labels must be "
+                        f"integer classes, got {labels.dtype}; for one-hot or soft labels use "
+                        "softmax_cross_entropy(logits, labels)")
+    where = _expand_where(where, logits, axis if isinstance(axis, int) else axis[0])
+    if isinstance(axis, tuple):  # move the class axes last and flatten them into one
+        class_axes = tuple(a % logits.ndim for a in axis)
+        batch_axes = tuple(a for a in range(logits.ndim) if a not in class_axes)
+        perm = batch_axes + class_axes
+        logits = fnp.transpose(logits, perm)
+        logits = fnp.reshape(logits, logits.shape[:len(batch_axes)] + (-1,))
+        if where is not None:
+            where = fnp.broadcast_to(where, tuple(fnp.asarray(where).shape))
+            where = fnp.reshape(fnp.transpose(where, perm), logits.shape)
+        axis = len(batch_axes)
+    else:
+        axis = axis % logits.ndim
+    expected = logits.shape[:axis] + logits.shape[axis + 1:]
+    if labels.shape != expected:
+        raise ValueError(f"losses.softmax_cross_entropy_with_integer_labels: labels of shape "
+                         f"{tuple(labels.shape)} must have the logits' shape without the class "
+                         f"axis, {tuple(expected)}")
+    label_logits = fnp.squeeze(
+        fnp.take_along_axis(logits, fnp.expand_dims(labels, axis), axis=axis), axis=axis)
+    if where is None:
+        return nn.logsumexp(logits, axis=axis) - label_logits
+    where = fnp.broadcast_to(where, logits.shape)
+    some = fnp.any(where, axis=axis)
+    where = where | ~fnp.expand_dims(some, axis)  # a fully masked example: no log(0), then 0
+    return fnp.where(some, nn.logsumexp(logits, axis=axis, where=where) - label_logits, 0)
 
 
 @inputs_on_default_backend
-def sigmoid_binary_cross_entropy(logits, labels, reduction="mean"):
-    """-z log sigmoid(x) - (1 - z) log(1 - sigmoid(x)) = softplus(x) - x z, for logits x and
-    targets z in [0, 1] of the same shape; the gradient is sigmoid(x) - z."""
-    logits = _float(logits)
+def sigmoid_binary_cross_entropy(logits, labels):
+    """-labels log sigmoid(logits) - (1 - labels) log(1 - sigmoid(logits)), elementwise
+    (Optax's): binary labels in {0, 1} or target probabilities, shaped like the logits. The
+    gradient is sigmoid(logits) - labels."""
+    logits = _floating(logits, "sigmoid_binary_cross_entropy")
     labels = fnp.asarray(labels).astype(logits.dtype)
-    return _reduce(nn.softplus(logits) - logits * labels, reduction)
+    log_p = nn.log_sigmoid(logits)
+    log_not_p = nn.log_sigmoid(-logits)
+    return -labels * log_p - (1.0 - labels) * log_not_p
+
+
+def _errors(predictions, targets, fn):
+    predictions = _floating(predictions, fn, "predictions")
+    if targets is None:
+        return predictions
+    targets = fnp.asarray(targets)
+    if targets.shape != predictions.shape:
+        raise ValueError(f"losses.{fn}: targets of shape {tuple(targets.shape)} must have the "
+                         f"predictions' shape {tuple(predictions.shape)}")
+    return predictions - targets
 
 
 @inputs_on_default_backend
-def mse(predictions, targets, reduction="mean"):
-    """(predictions - targets)**2, elementwise before the reduction."""
-    return _reduce(fnp.square(_float(predictions) - fnp.asarray(targets)), reduction)
+def squared_error(predictions, targets=None):
+    """(predictions - targets)**2 elementwise (targets default to zeros), as Optax's; the mean
+    squared error is its mean."""
+    return fnp.square(_errors(predictions, targets, "squared_error"))
 
 
 @inputs_on_default_backend
-def huber(predictions, targets, delta=1.0, reduction="mean"):
-    """0.5 r**2 for |r| <= delta, else delta (|r| - 0.5 delta), r = predictions - targets
-    (Optax's huber_loss): quadratic near 0, linear (robust to outliers) beyond delta."""
-    r = _float(predictions) - targets
-    a = fnp.abs(r)
-    quad = fnp.minimum(a, delta)
-    return _reduce(0.5 * fnp.square(quad) + delta * (a - quad), reduction)
+def l2_loss(predictions, targets=None):
+    """0.5 * (predictions - targets)**2 elementwise (Optax's; note the 0.5)."""
+    return 0.5 * fnp.square(_errors(predictions, targets, "l2_loss"))
+
+
+@inputs_on_default_backend
+def huber_loss(predictions, targets=None, *, delta=1.0):
+    """0.5 r**2 for |r| <= delta, else 0.5 delta**2 + delta (|r| - delta), elementwise, with
+    r = predictions - targets (Optax's): quadratic near 0, linear (robust to outliers) beyond
+    delta. Its gradient is r clipped to [-delta, delta]."""
+    a = fnp.abs(_errors(predictions, targets, "huber_loss"))
+    quadratic = fnp.minimum(a, delta)
+    return 0.5 * fnp.square(quadratic) + delta * (a - quadratic)
+
+
+@inputs_on_default_backend
+def log_cosh(predictions, targets=None):
+    """log(cosh(predictions - targets)) elementwise (Optax's): about r**2 / 2 near 0 and
+    |r| - log 2 far away, without overflow."""
+    r = _errors(predictions, targets, "log_cosh")
+    return fnp.logaddexp(r, -r) - np.log(2.0).astype(r.dtype)
+
+
+@inputs_on_default_backend
+def cosine_similarity(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
+    """The cosine of the angle between predictions and targets along `axis` (Optax's): the dot
+    product of the two vectors scaled to unit norm, each squared norm clipped below at
+    `epsilon`."""
+    a = _floating(predictions, "cosine_similarity", "predictions")
+    b = _floating(targets, "cosine_similarity", "targets")
+    a_norm2 = fnp.sum(fnp.square(a), axis=axis, where=where, keepdims=True)
+    b_norm2 = fnp.sum(fnp.square(b), axis=axis, where=where, keepdims=True)
+    a_unit = a / fnp.sqrt(fnp.maximum(a_norm2, epsilon))
+    b_unit = b / fnp.sqrt(fnp.maximum(b_norm2, epsilon))
+    return fnp.sum(a_unit * b_unit, axis=axis, where=where)
+
+
+@inputs_on_default_backend
+def cosine_distance(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
+    """1 - cosine_similarity(predictions, targets) along `axis` (Optax's)."""
+    return 1.0 - cosine_similarity(predictions, targets, epsilon=epsilon, axis=axis,
+                                   where=where)
+
+
+@inputs_on_default_backend
+def smooth_labels(labels, alpha, *, axis=-1, where=None):
+    """(1 - alpha) * labels + alpha / K for one-hot labels, K the number of classes along `axis`
+    (or the count of `where` there): Optax's label smoothing."""
+    labels = _floating(labels, "smooth_labels", "labels")
+    if where is None:
+        axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        k = 1
+        for a in axes:
+            k *= labels.shape[a]
+    else:
+        k = fnp.sum(fnp.asarray(where), axis=axis, keepdims=True)
+    return (1.0 - alpha) * labels + alpha / k
+
+
+@inputs_on_default_backend
+def mse(predictions, targets):
+    """The mean squared error, mean((predictions - targets)**2): funcgrad's shorthand for
+    `fnp.mean(squared_error(predictions, targets))`."""
+    return fnp.mean(squared_error(predictions, targets))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -208,8 +208,10 @@ def _logsumexp(x, axis, keepdims):
 def _logsumexp_jvp(axis, keepdims, primals, tangents):
     (x,), (t,) = primals, tangents
     out = _logsumexp(x, axis, True)
-    weights = fnp.exp(x - out)  # softmax; exactly 0 where x = -inf
-    t_out = fnp.sum(weights * fnp.where(weights > 0, t, fnp.zeros_like(t)), axis=axis,
+    # softmax: exactly 0 where x = -inf (so a tangent there, even inf, takes no part), and NaN
+    # on a slice that is all -inf, where the softmax, the derivative, is undefined (as JAX's)
+    weights = fnp.exp(fnp.subtract(x, out))   # (fnp: inf - inf without a NumPy warning)
+    t_out = fnp.sum(weights * fnp.where(weights != 0, t, fnp.zeros_like(t)), axis=axis,
                     keepdims=True)
     if not keepdims:
         out, t_out = fnp.squeeze(out, axis=axis), fnp.squeeze(t_out, axis=axis)
@@ -217,12 +219,14 @@ def _logsumexp_jvp(axis, keepdims, primals, tangents):
 
 
 @inputs_on_default_backend
-def logsumexp(x, axis=None, b=None, keepdims=False, return_sign=False, where=None):
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=None):
     """log(sum(b * exp(x))) over `axis`, shifted by the maximum so it never overflows.
 
     As JAX's: `b` scales each term (it may be negative: `return_sign=True` then also returns the
-    sign of the sum, and the log is of its magnitude); `where` masks terms out."""
-    x = fnp.asarray(x)
+    sign of the sum, and the log is of its magnitude); `where` masks terms out. A slice that is
+    all -inf gives -inf, and its gradient (the softmax, undefined there) is NaN, as in JAX and
+    PyTorch: a fully masked row shows up instead of passing as zeros."""
+    x = fnp.asarray(a)
     if x.dtype.kind not in "fc":
         x = fnp.asarray(x, np.float64)
     axes = _axes(axis, x.ndim)
@@ -260,14 +264,14 @@ def logmeanexp(x, axis=None, where=None, keepdims=False):
 @partial(custom_jvp, nondiff_argnums=(1,))
 def _softmax(x, axis):
     unnormalized = fnp.exp(x - _finite_max(x, axis))
-    return unnormalized / fnp.sum(unnormalized, axis=axis, keepdims=True)
+    return fnp.divide(unnormalized, fnp.sum(unnormalized, axis=axis, keepdims=True))
 
 
 @_softmax.defjvp
 def _softmax_jvp(axis, primals, tangents):
     (x,), (t,) = primals, tangents
     y = _softmax(x, axis)
-    t = fnp.where(y > 0, t, fnp.zeros_like(t))
+    t = fnp.where(y != 0, t, fnp.zeros_like(t))  # 0 where x = -inf; NaN rows stay NaN
     return y, y * (t - fnp.sum(y * t, axis=axis, keepdims=True))
 
 
@@ -292,7 +296,7 @@ def log_softmax(x, axis=-1, where=None):
     if where is not None:
         x = fnp.where(where, x, -np.inf)
     shifted = x - _finite_max(x, axes)
-    return shifted - fnp.log(fnp.sum(fnp.exp(shifted), axis=axes, keepdims=True))
+    return fnp.subtract(shifted, fnp.log(fnp.sum(fnp.exp(shifted), axis=axes, keepdims=True)))
 
 
 @inputs_on_default_backend
@@ -362,20 +366,23 @@ normalize = standardize
 # ---------------------------------------------------------------------------------------------
 # Recurrent layers, built on fg.lax.scan (one program however long the sequence).
 
-def _init_rng(key):
-    if isinstance(key, np.random.Generator):
-        return key
-    return np.random.default_rng(np.asarray(key).ravel().tolist())
+def _uniform_init(key, caller, shapes, scale, dtype):
+    """Arrays of `shapes`, uniform in +-scale, from the parts of split(key) (the key rule:
+    fg.random.as_key)."""
+    from . import random  # the user API's random module (funcgrad.random imports this one)
+
+    keys = random.split(random.as_key(key, caller), len(shapes))
+    return [random.uniform(keys[i], shape, dtype, -scale, scale) for i, shape in
+            enumerate(shapes)]
 
 
 def rnn_init(key, n_in, n_hidden, dtype=np.float32):
     """Parameters of `rnn`: {"wx": (n_in, H), "wh": (H, H), "b": (H,)}, uniform in
-    ±1/sqrt(H) (as PyTorch). `key`: an int seed, a NumPy Generator or a uint32 key array."""
-    rng = _init_rng(key)
+    ±1/sqrt(H) (as PyTorch). `key`: a key or an int seed (fg.random.as_key)."""
     s = 1.0 / math.sqrt(n_hidden)
-    return {"wx": rng.uniform(-s, s, (n_in, n_hidden)).astype(dtype),
-            "wh": rng.uniform(-s, s, (n_hidden, n_hidden)).astype(dtype),
-            "b": np.zeros(n_hidden, dtype)}
+    wx, wh = _uniform_init(key, "nn.rnn_init", [(n_in, n_hidden), (n_hidden, n_hidden)], s,
+                           dtype)
+    return {"wx": wx, "wh": wh, "b": fnp.zeros((n_hidden,), dtype)}
 
 
 @inputs_on_default_backend
@@ -402,14 +409,13 @@ def rnn(params, xs, h0=None, activation=None):
 def lstm_init(key, n_in, n_hidden, dtype=np.float32, forget_bias=1.0):
     """Parameters of `lstm`: {"wx": (n_in, 4H), "wh": (H, 4H), "b": (4H,)} with gates ordered
     input, forget, cell, output; uniform in ±1/sqrt(H) and the forget gate's bias at
-    `forget_bias` (1.0, as Keras' unit_forget_bias)."""
-    rng = _init_rng(key)
+    `forget_bias` (1.0, as Keras' unit_forget_bias). `key`: a key or an int seed."""
     s = 1.0 / math.sqrt(n_hidden)
-    b = np.zeros(4 * n_hidden, dtype)
-    b[n_hidden:2 * n_hidden] = forget_bias
-    return {"wx": rng.uniform(-s, s, (n_in, 4 * n_hidden)).astype(dtype),
-            "wh": rng.uniform(-s, s, (n_hidden, 4 * n_hidden)).astype(dtype),
-            "b": b}
+    wx, wh = _uniform_init(key, "nn.lstm_init",
+                           [(n_in, 4 * n_hidden), (n_hidden, 4 * n_hidden)], s, dtype)
+    gate = lax.iota(np.int64, 4 * n_hidden) // n_hidden
+    b = fnp.where(gate == 1, forget_bias, 0.0).astype(dtype)
+    return {"wx": wx, "wh": wh, "b": b}
 
 
 @inputs_on_default_backend

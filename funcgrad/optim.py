@@ -17,6 +17,7 @@ done so far (0 on the first update).
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -44,10 +45,27 @@ class GradientTransformation(NamedTuple):
     update: Callable
 
 
-def _transformation(init, update):
-    """A GradientTransformation whose update takes host or device leaves alike (with a GPU
-    default backend, host updates and parameters are copied to the device first)."""
-    return GradientTransformation(init, inputs_on_default_backend(update))
+def _transformation(init, update, state_type=None, who=None):
+    """A GradientTransformation whose update checks its inputs and takes host or device leaves
+    alike (with a GPU default backend, host updates and parameters are copied to the device
+    first). Checked on every call: the updates against the params (structure, shapes, dtypes)
+    and, with `state_type`, that the state is one (so a state made by another optimizer is
+    named). `who` defaults to the name of the function that defines `update`."""
+    who = who or update.__qualname__.split(".")[0]
+
+    def checked(updates, state, params=None):
+        if state_type is not None:
+            _state(who, state, state_type)
+        if getattr(_checking, "done", False):    # an inner transformation: checked outside
+            return update(updates, state, params)
+        _check_updates(who, updates, params)
+        _checking.done = True
+        try:
+            return update(updates, state, params)
+        finally:
+            _checking.done = False
+
+    return GradientTransformation(init, inputs_on_default_backend(checked))
 
 
 class EmptyState(NamedTuple):
@@ -70,6 +88,11 @@ class ScaleByAdamState(NamedTuple):
 
 class ScaleByRmsState(NamedTuple):
     mu: Any  # None unless centered
+    nu: Any
+
+
+class ScaleByRmsWithCountState(NamedTuple):
+    count: Any
     nu: Any
 
 
@@ -105,7 +128,7 @@ def _cast(x, like):
     Python number becomes a NumPy scalar, which combines with NumPy and CuPy arrays alike."""
     if type(x) in (int, float):
         return np.dtype(like.dtype).type(x)
-    return fnp.astype(x, like.dtype)
+    return fnp.asarray(x, like.dtype)
 
 
 def _count0():
@@ -113,29 +136,25 @@ def _count0():
 
 
 def _inc(count):
-    return fnp.astype(count + 1, np.int32)
-
-
-def _mismatch(who, expected, got):
-    d = _masks.first_difference(expected, got, names=("the optimizer state", "the updates"),
-                                check_shapes=True)
-    detail = d[1] if d else "structures differ"
-    return ValueError(f"optim.{who}: the tree passed to update does not match the tree the "
-                      f"optimizer was initialised with: {detail}")
+    return fnp.asarray(count + 1, np.int32)
 
 
 def _leafwise(who, f, updates, *others):
-    """`f(u, *o)` per leaf of `updates`; `others` must have its structure and leaf shapes."""
+    """`f(u, *o)` per leaf of `updates`; `others` (state trees) must have its structure, leaf
+    shapes and dtypes."""
     leaves, treedef = tu.tree_flatten(updates)
     cols = []
     for o in others:
         try:
             col = treedef.flatten_up_to(o)
         except ValueError:
-            raise _mismatch(who, o, updates) from None
-        for u, x in zip(leaves, col):
-            if x is not None and np.shape(u) != np.shape(x):
-                raise _mismatch(who, o, updates)
+            col = None
+        if col is None or any(x is not None and (np.shape(u) != np.shape(x) or
+                                                 _dtype(u) != _dtype(x))
+                              for u, x in zip(leaves, col)):
+            raise _tree_error(who, o, updates, ("the optimizer state", "the updates"),
+                              "the tree passed to update does not match the tree the optimizer "
+                              "was initialised with")
         cols.append(col)
     return tu.tree_unflatten(treedef, [f(*xs) for xs in zip(leaves, *cols)])
 
@@ -149,41 +168,182 @@ def _lr_fn(learning_rate):
 
 
 # ----------------------------------------------------------------------------------------------
+# Validation shared by every transformation: trees against the params, states against the
+# transformation that made them, hyperparameters at construction. Errors name the first path
+# that differs (masks.first_difference) and the fix.
+
+
+def _dtype(x):
+    d = getattr(x, "dtype", None)
+    return None if d is None else np.dtype(d)
+
+
+def _tree_error(who, a, b, names, what):
+    """ValueError (structure, shape) or TypeError (dtype) for the first path where `a` and `b`
+    differ."""
+    d = _masks.first_difference(a, b, names=names, check_shapes=True)
+    if d is not None:
+        return ValueError(f"optim.{who}: {what}: {d[1]}")
+    for (path, x), y in zip(tu.tree_leaves_with_path(a), tu.tree_leaves(b)):
+        if _dtype(x) is not None and _dtype(y) is not None and _dtype(x) != _dtype(y):
+            return TypeError(f"optim.{who}: {what}: at {tu.path_to_str(path) or '<root>'!r}: dtype "
+                             f"{_dtype(x)} in {names[0]}, {_dtype(y)} in {names[1]} (cast it: "
+                             "tree_map(lambda g, p: g.astype(p.dtype), grads, params))")
+    return ValueError(f"optim.{who}: {what}")
+
+
+_checking = threading.local()   # .done: inside an update whose inputs were checked
+
+
+def _leaves_differ(a, b):
+    """Shape or dtype differ (leaves without a dtype, Python numbers, compare by shape only)."""
+    if type(a) is np.ndarray and type(b) is np.ndarray:
+        return a.shape != b.shape or a.dtype != b.dtype
+    da, db = _dtype(a), _dtype(b)
+    return np.shape(a) != np.shape(b) or (da != db and da is not None and db is not None)
+
+
+def _check_updates(who, updates, params):
+    """The updates (gradients) must have the params' structure, leaf shapes and dtypes (None
+    holes where the params have them). Checked once per user call, by the outermost
+    transformation."""
+    if params is None:
+        return
+    u, ut = tu.tree_flatten(updates)
+    p, pt = tu.tree_flatten(params)
+    if ut != pt or any(map(_leaves_differ, u, p)):
+        raise _tree_error(who, updates, params, ("the updates", "the params"),
+                          "the updates (gradients) do not match the params")
+
+
+_MADE_BY = {}  # state class -> the transformations that make it, for error messages (filled
+#               below the state classes' makers)
+
+
+def _state(who, state, cls):
+    """`state` if it is a `cls`, else a TypeError that says which optimizer made it."""
+    if not isinstance(state, cls):
+        raise TypeError(f"optim.{who}: the optimizer state is {_made_by(state)}, but this "
+                        f"transformation keeps a {cls.__name__}: pass the state that this same "
+                        "optimizer's init(params) returned")
+    return state
+
+
+def _made_by(state) -> str:
+    t = type(state)
+    if t in _MADE_BY:
+        return f"a {t.__name__}, made by optim.{_MADE_BY[t]}"
+    if t is tuple:
+        parts = ", ".join(type(s).__name__ for s in state)
+        makers = [_MADE_BY[type(s)] for s in state
+                  if type(s) in _MADE_BY and type(s) not in (EmptyState, ScaleByScheduleState)]
+        source = f" (a chain holding optim.{makers[0]})" if makers else ""
+        return f"the state of a chain of {len(state)}: ({parts}){source}"
+    return f"a {t.__name__}"
+
+
+def _is_number(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+        v, (bool, np.bool_))
+
+
+def _hyper(who, name, v, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
+    """Check a hyperparameter: a real number (Python/NumPy, or a 0-d array) within the range;
+    a traced or device value (e.g. from inject_hyperparams under jit) is checked for its
+    shape only. Returns `v`."""
+    rng = (("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo}") + ", " +
+           ("inf" if hi is None else f"{hi}") + (")" if hi_open or hi is None else "]"))
+    want = "an int" if integer else "a real number"
+    if isinstance(v, np.ndarray) and v.shape == () and v.dtype.kind in "iuf":
+        v = v[()]
+    if not _is_number(v):
+        if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.ndarray) and \
+                tuple(v.shape) == () and np.dtype(v.dtype).kind in "iuf":
+            return v                           # a tracer or a device scalar: not inspected
+        raise TypeError(f"optim.{who}: {name} must be {want} in {rng}, got "
+                        f"{type(v).__name__} {v!r:.40}")
+    if integer and not isinstance(v, (int, np.integer)):
+        raise TypeError(f"optim.{who}: {name} must be an int >= {lo}, got {v!r}")
+    x = float(v)
+    if not (math.isfinite(x) and (lo is None or x > lo or (x == lo and not lo_open))
+            and (hi is None or x < hi or (x == hi and not hi_open))):
+        raise ValueError(f"optim.{who}: {name} must be in {rng}, got {v!r}")
+    return v
+
+
+def _check_lr_value(who, value, name="learning_rate"):
+    """A learning rate (or schedule value) must be finite and >= 0 (for gradient ascent, negate
+    the loss); host values are checked, traced ones are not."""
+    if isinstance(value, (np.ndarray, np.generic)) and np.shape(value) == () or \
+            _is_number(value):
+        x = float(value)
+        if not (math.isfinite(x) and x >= 0):
+            raise ValueError(f"optim.{who}: {name} must be a finite number >= 0 (for gradient "
+                             f"ascent, negate the loss), got {value!r}")
+
+
+def _learning_rate(who, lr):
+    """A number >= 0 or a schedule `f(count)`, probed at count 0 (Optax passes an int32
+    array count)."""
+    if callable(lr):
+        _check_lr_value(who, lr(np.asarray(0, np.int32)), "the schedule's value at step 0")
+        return lr
+    if not (_is_number(lr) or hasattr(lr, "dtype") and tuple(getattr(lr, "shape", ())) == ()
+            and np.dtype(lr.dtype).kind in "iuf"):
+        raise TypeError(f"optim.{who}: learning_rate must be a number >= 0 or a schedule "
+                        f"(a callable of the step count), got {type(lr).__name__} {lr!r:.40}")
+    _check_lr_value(who, lr)
+    return lr
+
+
+# ----------------------------------------------------------------------------------------------
 # Combinators and simple transforms
 
 
 def chain(*transforms) -> GradientTransformation:
     """Apply transformations in order; the state is the tuple of their states."""
+    return _chain("chain", transforms)
+
+
+def _chain(who, transforms):
+    """`chain`, reporting errors as `optim.<who>` (the optimizer the user called)."""
+    for i, t in enumerate(transforms):
+        if not (callable(getattr(t, "init", None)) and callable(getattr(t, "update", None))):
+            raise TypeError(f"optim.{who}: argument {i} is a {type(t).__name__}, not a "
+                            "GradientTransformation (an optimizer such as optim.adam(1e-3))")
 
     def init(params):
         return tuple(t.init(params) for t in transforms)
 
     def update(updates, state, params=None):
-        if len(state) != len(transforms):
-            raise ValueError(f"optim.chain: state has {len(state)} parts for {len(transforms)} "
-                             "transformations (was it made by this optimizer's init?)")
+        if type(state) is not tuple or len(state) != len(transforms):
+            raise TypeError(f"optim.{who}: the optimizer state is {_made_by(state)}, but this "
+                            f"optimizer chains {len(transforms)} transformations: pass the state "
+                            "that this same optimizer's init(params) returned")
         new = []
         for t, s in zip(transforms, state):
             updates, s = t.update(updates, s, params)
             new.append(s)
         return updates, tuple(new)
 
-    return _transformation(init, update)
+    return _transformation(init, update, who=who)
 
 
 def identity() -> GradientTransformation:
     """Pass updates through unchanged."""
     return _transformation(lambda params: EmptyState(),
-                                  lambda updates, state, params=None: (updates, state))
+                           lambda updates, state, params=None: (updates, state), EmptyState,
+                           "identity")
 
 
 def scale(step_size) -> GradientTransformation:
     """u -> step_size * u."""
+    _hyper("scale", "step_size", step_size)
 
     def update(updates, state, params=None):
         return tu.tree_map(lambda u: u * _cast(step_size, u), updates), state
 
-    return _transformation(lambda params: EmptyState(), update)
+    return _transformation(lambda params: EmptyState(), update, EmptyState)
 
 
 def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
@@ -192,24 +352,35 @@ def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
     def init(params):
         return ScaleByScheduleState(_count0())
 
+    if not callable(step_size_fn):
+        raise TypeError(f"optim.scale_by_schedule: step_size_fn must be a callable of the step "
+                        f"count, got {type(step_size_fn).__name__}")
+
     def update(updates, state, params=None):
         s = step_size_fn(state.count)
+        _hyper("scale_by_schedule", "the schedule's value", s)
         return (tu.tree_map(lambda u: u * _cast(s, u), updates),
                 ScaleByScheduleState(_inc(state.count)))
 
-    return _transformation(init, update)
+    return _transformation(init, update, ScaleByScheduleState)
 
 
 def scale_by_learning_rate(learning_rate, *, flip_sign=True) -> GradientTransformation:
     """u -> -lr * u (descent), for a number or a schedule."""
     m = -1 if flip_sign else 1
+    _learning_rate("scale_by_learning_rate", learning_rate)
     if callable(learning_rate):
-        return scale_by_schedule(lambda count: m * learning_rate(count))
+        def schedule(count):
+            lr = learning_rate(count)
+            _check_lr_value("scale_by_learning_rate", lr, "the learning-rate schedule's value")
+            return m * lr
+        return scale_by_schedule(schedule)
     return scale(m * learning_rate)
 
 
 def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
     """Momentum: t = g + decay * t; the update is t (or g + decay * t with Nesterov)."""
+    _hyper("trace", "decay (momentum)", decay, 0, 1, hi_open=True)
 
     def init(params):
         return TraceState(_zeros_like(params))
@@ -222,13 +393,17 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
             out = t
         return out, TraceState(t)
 
-    return _transformation(init, update)
+    return _transformation(init, update, TraceState)
 
 
 def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransformation:
     """Adam's scaling: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     u = m_hat / (sqrt(v_hat + eps_root) + eps) with m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t).
     """
+    _hyper("scale_by_adam", "b1", b1, 0, 1, hi_open=True)
+    _hyper("scale_by_adam", "b2", b2, 0, 1, hi_open=True)
+    _hyper("scale_by_adam", "eps", eps, 0)
+    _hyper("scale_by_adam", "eps_root", eps_root, 0)
 
     def init(params):
         return ScaleByAdamState(_count0(), _zeros_like(params), _zeros_like(params))
@@ -244,15 +419,26 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransform
 
         return tu.tree_map(step, mu, nu), ScaleByAdamState(count, mu, nu)
 
-    return _transformation(init, update)
+    return _transformation(init, update, ScaleByAdamState)
 
 
-def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, centered=False):
+def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True, bias_correction=False,
+                 *, centered=False):
     """RMSProp's scaling (Optax: eps inside the root): nu = decay nu + (1-decay) g^2;
-    u = g / sqrt(nu + eps), or g / sqrt(nu - mu^2 + eps) when centered (mu = EMA of g)."""
+    u = g / sqrt(nu + eps), or g / sqrt(nu - mu^2 + eps) when centered (mu = EMA of g).
+    `eps_in_sqrt=False` gives g / (sqrt(nu) + eps); `bias_correction` divides nu by
+    1 - decay^t first (both as Optax's, for the uncentered form). Optax's positional order;
+    `centered` (Optax's separate scale_by_stddev) is keyword-only."""
+    if bias_correction and centered:
+        raise ValueError("optim.scale_by_rms: bias_correction is for the uncentered form")
+    _hyper("scale_by_rms", "decay", decay, 0, 1, hi_open=True)
+    _hyper("scale_by_rms", "eps", eps, 0)
+    _hyper("scale_by_rms", "initial_scale", initial_scale, 0)
 
     def init(params):
         nu = tu.tree_map(lambda p: fnp.full_like(p, initial_scale), params)
+        if bias_correction:
+            return ScaleByRmsWithCountState(_count0(), nu)
         return ScaleByRmsState(_zeros_like(params) if centered else None, nu)
 
     def update(updates, state, params=None):
@@ -262,16 +448,28 @@ def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, centered=False):
             mu = _leafwise("scale_by_rms", lambda g, m: decay * m + (1 - decay) * g, updates,
                            state.mu)
             out = tu.tree_map(lambda g, n, m: g / fnp.sqrt(n - m * m + eps), updates, nu, mu)
+            return out, ScaleByRmsState(mu, nu)
+        nu_hat = nu
+        if bias_correction:
+            count = _inc(state.count)
+            bc = 1 - decay ** count
+            nu_hat = tu.tree_map(lambda n: n / _cast(bc, n), nu)
+        if eps_in_sqrt:
+            out = tu.tree_map(lambda g, n: g / fnp.sqrt(n + eps), updates, nu_hat)
         else:
-            mu = None
-            out = tu.tree_map(lambda g, n: g / fnp.sqrt(n + eps), updates, nu)
-        return out, ScaleByRmsState(mu, nu)
+            out = tu.tree_map(lambda g, n: g / (fnp.sqrt(n) + eps), updates, nu_hat)
+        if bias_correction:
+            return out, ScaleByRmsWithCountState(count, nu)
+        return out, ScaleByRmsState(None, nu)
 
-    return _transformation(init, update)
+    return _transformation(init, update,
+                           ScaleByRmsWithCountState if bias_correction else ScaleByRmsState)
 
 
 def scale_by_rss(initial_accumulator_value=0.1, eps=1e-7) -> GradientTransformation:
     """Adagrad's scaling: s = s + g^2; u = g / sqrt(s + eps) (0 where s == 0)."""
+    _hyper("scale_by_rss", "initial_accumulator_value", initial_accumulator_value, 0)
+    _hyper("scale_by_rss", "eps", eps, 0)
 
     def init(params):
         return ScaleByRssState(tu.tree_map(lambda p: fnp.full_like(p, initial_accumulator_value),
@@ -282,11 +480,13 @@ def scale_by_rss(initial_accumulator_value=0.1, eps=1e-7) -> GradientTransformat
         out = tu.tree_map(lambda g, s: fnp.where(s > 0, g / fnp.sqrt(s + eps), 0 * g), updates, s)
         return out, ScaleByRssState(s)
 
-    return _transformation(init, update)
+    return _transformation(init, update, ScaleByRssState)
 
 
 def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
     """Lion's scaling: u = sign((1-b1) g + b1 m); then m = b2 m + (1-b2) g."""
+    _hyper("scale_by_lion", "b1", b1, 0, 1)
+    _hyper("scale_by_lion", "b2", b2, 0, 1)
 
     def init(params):
         return ScaleByLionState(_zeros_like(params))
@@ -297,7 +497,7 @@ def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
         mu = tu.tree_map(lambda g, m: b2 * m + (1 - b2) * g, updates, state.mu)
         return out, ScaleByLionState(mu)
 
-    return _transformation(init, update)
+    return _transformation(init, update, ScaleByLionState)
 
 
 def global_norm(tree):
@@ -311,6 +511,7 @@ def global_norm(tree):
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     """Scale all updates by max_norm / ||u|| when the global norm ||u|| exceeds max_norm."""
+    _hyper("clip_by_global_norm", "max_norm", max_norm, 0, lo_open=True)
 
     def update(updates, state, params=None):
         if not tu.tree_leaves(updates):
@@ -319,7 +520,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         factor = max_norm / fnp.maximum(norm, max_norm)
         return tu.tree_map(lambda u: u * _cast(factor, u), updates), state
 
-    return _transformation(lambda params: EmptyState(), update)
+    return _transformation(lambda params: EmptyState(), update, EmptyState)
 
 
 def default_decay_mask(params):
@@ -333,6 +534,7 @@ def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransfo
 
     Unlike `masked`, leaves outside this mask keep their update: they are just not decayed.
     """
+    _hyper("add_decayed_weights", "weight_decay", weight_decay, 0)
 
     def update(updates, state, params=None):
         if params is None:
@@ -341,18 +543,13 @@ def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransfo
         on = (None if mask is None
               else _masks.leaf_mask(mask, params, "optim.add_decayed_weights"))
         leaves, treedef = tu.tree_flatten(updates)
-        try:
-            ps = treedef.flatten_up_to(params)
-        except ValueError:
-            raise _mismatch("add_decayed_weights", params, updates) from None
-        if on is not None and len(on) != len(leaves):
-            raise _mismatch("add_decayed_weights", params, updates)
+        ps = treedef.flatten_up_to(params)          # (the structures were checked on entry)
         out = [u if (on is not None and not on[i]) or p is None
                else u + _cast(weight_decay, u) * fnp.asarray(p, u.dtype)
                for i, (u, p) in enumerate(zip(leaves, ps))]
         return tu.tree_unflatten(treedef, out), state
 
-    return _transformation(lambda params: EmptyState(), update)
+    return _transformation(lambda params: EmptyState(), update, EmptyState)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,8 +558,9 @@ def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransfo
 
 def sgd(learning_rate, momentum=None, nesterov=False) -> GradientTransformation:
     """Stochastic gradient descent: u = -lr * g, or -lr * trace with momentum."""
+    _learning_rate("sgd", learning_rate)
     parts = [] if momentum is None else [trace(momentum, nesterov)]
-    return chain(*parts, scale_by_learning_rate(learning_rate))
+    return _chain("sgd", (*parts, scale_by_learning_rate(learning_rate)))
 
 
 def momentum(learning_rate, beta=0.9, nesterov=False) -> GradientTransformation:
@@ -372,7 +570,9 @@ def momentum(learning_rate, beta=0.9, nesterov=False) -> GradientTransformation:
 
 def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransformation:
     """Adam (Kingma & Ba): see `scale_by_adam`, then u = -lr * u."""
-    return chain(scale_by_adam(b1, b2, eps, eps_root), scale_by_learning_rate(learning_rate))
+    _learning_rate("adam", learning_rate)
+    return _chain("adam", (scale_by_adam(b1, b2, eps, eps_root),
+                           scale_by_learning_rate(learning_rate)))
 
 
 def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, weight_decay=1e-4,
@@ -382,30 +582,39 @@ def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, weight_decay=
     `mask` (bool tree, prefix, or callable of params) says which leaves are decayed; the default
     decays matrices only, not biases or norm scales. `mask=None` decays every leaf.
     """
-    return chain(scale_by_adam(b1, b2, eps, eps_root), add_decayed_weights(weight_decay, mask),
-                 scale_by_learning_rate(learning_rate))
+    _learning_rate("adamw", learning_rate)
+    return _chain("adamw", (scale_by_adam(b1, b2, eps, eps_root),
+                            add_decayed_weights(weight_decay, mask),
+                            scale_by_learning_rate(learning_rate)))
 
 
-def rmsprop(learning_rate, decay=0.9, eps=1e-8, initial_scale=0.0, centered=False,
-            momentum=None, nesterov=False) -> GradientTransformation:
-    """RMSProp: u = -lr * g / sqrt(nu + eps) (optionally centered, optionally with momentum)."""
-    parts = [scale_by_rms(decay, eps, initial_scale, centered)]
+def rmsprop(learning_rate, decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
+            centered=False, momentum=None, nesterov=False,
+            bias_correction=False) -> GradientTransformation:
+    """RMSProp: u = -lr * g / sqrt(nu + eps) (optionally centered, optionally with momentum;
+    Optax's signature: `eps_in_sqrt=False` puts eps outside the root, `bias_correction` debiases
+    nu)."""
+    _learning_rate("rmsprop", learning_rate)
+    parts = [scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction,
+                          centered=centered)]
     if momentum is not None:
         parts.append(trace(momentum, nesterov))
-    return chain(*parts, scale_by_learning_rate(learning_rate))
+    return _chain("rmsprop", (*parts, scale_by_learning_rate(learning_rate)))
 
 
 def adagrad(learning_rate, initial_accumulator_value=0.1, eps=1e-7) -> GradientTransformation:
     """Adagrad: s = s + g^2; u = -lr * g / sqrt(s + eps)."""
-    return chain(scale_by_rss(initial_accumulator_value, eps),
-                 scale_by_learning_rate(learning_rate))
+    _learning_rate("adagrad", learning_rate)
+    return _chain("adagrad", (scale_by_rss(initial_accumulator_value, eps),
+                              scale_by_learning_rate(learning_rate)))
 
 
 def lion(learning_rate, b1=0.9, b2=0.99, weight_decay=1e-3,
          mask=default_decay_mask) -> GradientTransformation:
     """Lion (Chen et al. 2023): u = -lr * (sign((1-b1) g + b1 m) + weight_decay * p)."""
-    return chain(scale_by_lion(b1, b2), add_decayed_weights(weight_decay, mask),
-                 scale_by_learning_rate(learning_rate))
+    _learning_rate("lion", learning_rate)
+    return _chain("lion", (scale_by_lion(b1, b2), add_decayed_weights(weight_decay, mask),
+                           scale_by_learning_rate(learning_rate)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,7 +644,7 @@ def masked(inner: GradientTransformation, mask) -> GradientTransformation:
         return MaskedState(inner.init(_select(params, on)))
 
     def update(updates, state, params=None):
-        on = _masks.leaf_mask(mask, updates, "optim.masked")
+        on = _masks.leaf_mask(mask, updates if params is None else params, "optim.masked")
         sub_p = None if params is None else _select(params, on)
         new, inner_state = inner.update(_select(updates, on), state.inner_state, sub_p)
         leaves, treedef = tu.tree_flatten(updates)
@@ -443,20 +652,24 @@ def masked(inner: GradientTransformation, mask) -> GradientTransformation:
         out = [n if m else fnp.zeros_like(u) for u, n, m in zip(leaves, got, on)]
         return tu.tree_unflatten(treedef, out), MaskedState(inner_state)
 
-    return _transformation(init, update)
+    return _transformation(init, update, MaskedState)
 
 
 def set_to_zero() -> GradientTransformation:
     """Zero updates and no state: freezes whatever it is applied to (see `multi_transform`)."""
     return _transformation(
         lambda params: EmptyState(),
-        lambda updates, state, params=None: (_zeros_like(updates), state))
+        lambda updates, state, params=None: (_zeros_like(updates), state), EmptyState,
+        "set_to_zero")
 
 
 def multi_transform(transforms: dict, param_labels) -> GradientTransformation:
     """A different transformation per group of leaves: `param_labels` gives each leaf a label
     (a tree of labels, a prefix of one, or a callable of params), `transforms[label]` updates the
     leaves with that label, e.g. `{"backbone": set_to_zero(), "head": adam(1e-3)}`."""
+    if not isinstance(transforms, dict) or not transforms:
+        raise TypeError("optim.multi_transform: transforms must be a non-empty dict {label: "
+                        f"GradientTransformation}}, got {type(transforms).__name__}")
 
     def labels_of(tree):
         labels = param_labels(tree) if callable(param_labels) else param_labels
@@ -482,7 +695,12 @@ def multi_transform(transforms: dict, param_labels) -> GradientTransformation:
                                     for k, t in transforms.items()})
 
     def update(updates, state, params=None):
-        labels = labels_of(updates)
+        if not isinstance(state.inner_states, dict) or set(state.inner_states) != set(transforms):
+            got = sorted(state.inner_states) if isinstance(state.inner_states, dict) else "?"
+            raise ValueError(f"optim.multi_transform: the state holds the labels {got}, this "
+                             f"optimizer has {sorted(transforms)}: pass the state that this same "
+                             "optimizer's init(params) returned")
+        labels = labels_of(updates if params is None else params)
         leaves, treedef = tu.tree_flatten(updates)
         out = list(leaves)
         new_states = {}
@@ -495,7 +713,7 @@ def multi_transform(transforms: dict, param_labels) -> GradientTransformation:
                     out[i] = n
         return tu.tree_unflatten(treedef, out), MultiTransformState(new_states)
 
-    return _transformation(init, update)
+    return _transformation(init, update, MultiTransformState)
 
 
 class MultiSteps:
@@ -507,6 +725,11 @@ class MultiSteps:
     """
 
     def __init__(self, opt: GradientTransformation, every_k_schedule):
+        if not (callable(getattr(opt, "init", None)) and callable(getattr(opt, "update", None))):
+            raise TypeError(f"optim.MultiSteps: opt is a {type(opt).__name__}, not a "
+                            "GradientTransformation (an optimizer such as optim.adam(1e-3))")
+        if not callable(every_k_schedule):
+            _hyper("MultiSteps", "every_k_schedule", every_k_schedule, 1, integer=True)
         self.opt = opt
         self.every_k_schedule = (every_k_schedule if callable(every_k_schedule)
                                  else (lambda step, k=int(every_k_schedule): k))
@@ -516,6 +739,8 @@ class MultiSteps:
 
     @inputs_on_default_backend
     def update(self, updates, state, params=None):
+        _state("MultiSteps", state, MultiStepsState)
+        _check_updates("MultiSteps", updates, params)
         k = self.every_k_schedule(state.gradient_step)
         n = _inc(state.mini_step)
         acc = _leafwise("MultiSteps", lambda g, a: a + (g - a) / _cast(n, a), updates,
@@ -526,8 +751,8 @@ class MultiSteps:
         new_inner = tu.tree_map(lambda a, b: fnp.where(emit, a, b), inner_s,
                                 state.inner_opt_state)
         acc = tu.tree_map(lambda a: fnp.where(emit, fnp.zeros_like(a), a), acc)
-        mini = fnp.astype(fnp.where(emit, 0, n), np.int32)
-        step = fnp.astype(fnp.where(emit, state.gradient_step + 1, state.gradient_step), np.int32)
+        mini = fnp.asarray(fnp.where(emit, 0, n), np.int32)
+        step = fnp.asarray(fnp.where(emit, state.gradient_step + 1, state.gradient_step), np.int32)
         return out, MultiStepsState(mini, step, new_inner, acc)
 
     def has_updated(self, state):
@@ -535,21 +760,79 @@ class MultiSteps:
         return state.mini_step == 0
 
     def gradient_transformation(self) -> GradientTransformation:
-        return _transformation(self.init, self.update)
+        return _transformation(self.init, self.update, MultiStepsState, "MultiSteps")
+
+
+_HOLE = object()   # a None update, as a leaf, when locating a mismatch
+
+
+def _truncating(dp, du):
+    """A `du` update would lose information in a `dp` parameter (float -> int, complex -> real)."""
+    return (dp.kind in "biu" and du.kind in "fc") or (dp.kind == "f" and du.kind == "c")
+
+
+def _apply_updates_error(params, updates, us):
+    if us is not None:
+        paths = [tu.path_to_str(p) or "<root>" for p, _ in tu.tree_flatten_with_path(params)[0]]
+        for where, p, u in zip(paths, tu.tree_leaves(params), us):
+            if u is not None and np.shape(u) == np.shape(p) and _dtype(u) is not None and \
+                    _dtype(p) is not None and _truncating(_dtype(p), _dtype(u)):
+                return TypeError(f"optim.apply_updates: at {where!r}: an update of dtype "
+                                 f"{_dtype(u)} for a parameter of dtype {_dtype(p)} would be "
+                                 "truncated; leave such leaves out of training (optim.masked) "
+                                 "or make the parameter floating")
+    holes = tu.tree_map(lambda u: _HOLE if u is None else u, updates, is_leaf=lambda x: x is None)
+    return _tree_error("apply_updates", holes, params, ("the updates", "the params"),
+                       "the updates do not match the params (no broadcasting)")
 
 
 @inputs_on_default_backend
 def apply_updates(params, updates):
-    """p + u per leaf, cast back to p's dtype; a None update leaves p unchanged."""
+    """p + u per leaf, cast back to p's dtype; a None update leaves p unchanged.
 
-    def add(p, u):
+    `updates` must have the params' structure and each update its parameter's shape (no
+    broadcasting); a floating update for an integer or bool parameter, or a complex one for a
+    real parameter, is refused rather than truncated.
+    """
+    leaves, treedef = tu.tree_flatten(params)
+    us, utree = tu.tree_flatten(updates)
+    if utree != treedef:                              # None updates, or a mismatch
+        try:
+            us = treedef.flatten_up_to(updates)
+        except ValueError:
+            raise _apply_updates_error(params, updates, None) from None
+    out = []
+    for p, u in zip(leaves, us):
         if u is None:
-            return p
-        if hasattr(p, "dtype"):
-            return fnp.astype(p + u, p.dtype)
-        return p + u
+            out.append(p)
+            continue
+        dp = getattr(p, "dtype", None)
+        if dp is None:
+            if np.shape(u) != np.shape(p):
+                raise _apply_updates_error(params, updates, us)
+            out.append(p + u)
+            continue
+        du = getattr(u, "dtype", dp)
+        if (u.shape if hasattr(u, "shape") else np.shape(u)) != p.shape or (
+                du != dp and _truncating(np.dtype(dp), np.dtype(du))):
+            raise _apply_updates_error(params, updates, us)
+        out.append(fnp.asarray(p + u, dp))
+    return tu.tree_unflatten(treedef, out)
 
-    return tu.tree_map(add, params, updates)
+
+_MADE_BY.update({
+    EmptyState: "a stateless transformation (scale, clip_by_global_norm, add_decayed_weights, "
+                "set_to_zero, identity, or sgd's constant learning rate)",
+    ScaleByScheduleState: "scale_by_schedule (a learning-rate schedule)",
+    TraceState: "trace (sgd or momentum with momentum, rmsprop with momentum)",
+    ScaleByAdamState: "scale_by_adam (adam, adamw)",
+    ScaleByRmsState: "scale_by_rms (rmsprop)",
+    ScaleByRssState: "scale_by_rss (adagrad)",
+    ScaleByLionState: "scale_by_lion (lion)",
+    MaskedState: "masked",
+    MultiTransformState: "multi_transform",
+    MultiStepsState: "MultiSteps",
+})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -648,3 +931,318 @@ def piecewise_constant_schedule(init_value, boundaries_and_scales=None):
         return v
 
     return schedule
+
+
+# ----------------------------------------------------------------------------------------------
+# Injected hyperparameters, trust ratios (LAMB), factored second moments (Adafactor): Optax
+# 0.2.8's transformations of the same names and formulas. (Schedule-free: `optim.contrib`.)
+
+
+class InjectHyperparamsState(NamedTuple):
+    """State of `inject_hyperparams`: the update count, the hyperparameter values of the last
+    update (`hyperparams["learning_rate"]` for logging; a numeric one may be overwritten between
+    updates), and the inner transformation's state."""
+    count: Any
+    hyperparams: Any
+    inner_state: Any
+
+
+def _highest_float_dtype(tree):
+    dts = [np.dtype(x.dtype) for x in tu.tree_leaves(tree)
+           if hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f"]
+    return max(dts, key=lambda d: d.itemsize) if dts else np.dtype(np.float32)
+
+
+def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype=None):
+    """`inner_factory` (e.g. `optim.adam`) with its numeric hyperparameters kept in the state,
+    as Optax's: `inject_hyperparams(adam)(learning_rate=schedule, b1=0.9)` evaluates each
+    schedule (a callable of the update count) before every update and rebuilds the inner
+    transformation with the values, so `state.hyperparams["learning_rate"]` is the rate the
+    last update used, and a numeric hyperparameter can be changed between updates by replacing
+    it in `state.hyperparams`. Booleans, `static_args` and non-numeric arguments stay fixed.
+    Values are cast to `hyperparam_dtype` (default: the params' widest float dtype)."""
+    import inspect
+
+    static = {static_args} if isinstance(static_args, str) else set(static_args)
+    signature = inspect.signature(inner_factory)
+    if not static <= set(signature.parameters):
+        raise ValueError(f"optim.inject_hyperparams: static_args {sorted(static)} must be "
+                         f"parameters of {inner_factory.__name__} "
+                         f"({list(signature.parameters)})")
+
+    def factory(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        numeric, scheduled, other = {}, {}, {}
+        for name, value in bound.arguments.items():
+            if name in static or isinstance(value, bool):
+                other[name] = value
+            elif callable(value):
+                scheduled[name] = value
+            elif isinstance(value, (int, float, np.ndarray, np.generic)) or (
+                    hasattr(value, "dtype") and hasattr(value, "shape")):
+                numeric[name] = value
+            else:
+                other[name] = value
+
+        def cast(v, dtype):
+            v = fnp.asarray(v)
+            return v.astype(dtype) if v.dtype.kind == "f" else v
+
+        def init(params):
+            dtype = hyperparam_dtype or _highest_float_dtype(params)
+            count = _count0()
+            hp = {k: cast(v, dtype) for k, v in numeric.items()}
+            hp.update({k: cast(f(count), dtype) for k, f in scheduled.items()})
+            return InjectHyperparamsState(count, hp, inner_factory(**other, **hp).init(params))
+
+        def update(updates, state, params=None):
+            dtype = hyperparam_dtype or _highest_float_dtype(updates)
+            hp = {k: cast(v, dtype) for k, v in state.hyperparams.items()}
+            hp.update({k: cast(f(state.count), dtype) for k, f in scheduled.items()})
+            updates, inner_state = inner_factory(**other, **hp).update(
+                updates, state.inner_state, params)
+            return updates, InjectHyperparamsState(_inc(state.count), hp, inner_state)
+
+        return _transformation(init, update, InjectHyperparamsState)
+
+    factory.__name__ = f"inject_hyperparams({inner_factory.__name__})"
+    factory.__doc__ = inner_factory.__doc__
+    return factory
+
+
+def _safe_norm(x, min_norm):
+    """max(||x||, min_norm) with a finite gradient at x = 0 (Optax's safe_norm)."""
+    norm = fnp.sqrt(fnp.sum(x * x))
+    small = norm <= min_norm
+    x = fnp.where(small, fnp.ones_like(x), x)
+    return fnp.where(small, fnp.asarray(min_norm, norm.dtype), fnp.sqrt(fnp.sum(x * x)))
+
+
+def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0) -> GradientTransformation:
+    """u -> u * trust_coefficient * ||p|| / (||u|| + eps) per leaf (LARS/LAMB's layer-wise trust
+    ratio), 1 where either norm is 0 (Optax's)."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("optim.scale_by_trust_ratio needs params: call "
+                             "tx.update(grads, state, params)")
+
+        def one(u, p):
+            p_norm = _safe_norm(fnp.asarray(p), min_norm)
+            u_norm = _safe_norm(u, min_norm)
+            ratio = trust_coefficient * p_norm / (u_norm + eps)
+            zero = (p_norm == 0.0) | (u_norm == 0.0)
+            return u * _cast(fnp.where(zero, fnp.ones_like(ratio), ratio), u)
+
+        return _leafwise("scale_by_trust_ratio", one, updates, params), state
+
+    return _transformation(lambda params: EmptyState(), update)
+
+
+def lamb(learning_rate, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0,
+         mask=default_decay_mask) -> GradientTransformation:
+    """LAMB (You et al. 2020): Adam's scaling plus decoupled weight decay, each leaf's update
+    rescaled by the trust ratio ||p|| / ||u||, then -lr (Optax's chain). `mask` as in `adamw`:
+    matrices only by default."""
+    return chain(scale_by_adam(b1, b2, eps, eps_root), add_decayed_weights(weight_decay, mask),
+                 scale_by_trust_ratio(), scale_by_learning_rate(learning_rate))
+
+
+class EmaState(NamedTuple):
+    count: Any
+    ema: Any
+
+
+def ema(decay, debias=True, accumulator_dtype=None) -> GradientTransformation:
+    """Exponential moving average of the updates: e = decay e + (1 - decay) u; the update is e,
+    or e / (1 - decay^t) with `debias` (Optax's; compare `trace`: t = decay t + u)."""
+
+    def init(params):
+        return EmaState(_count0(), tu.tree_map(
+            lambda p: fnp.zeros_like(p, dtype=accumulator_dtype), params))
+
+    def update(updates, state, params=None):
+        # (the accumulator may have its own dtype, so no dtype check against the updates)
+        new = tu.tree_map(lambda u, e: (1 - decay) * u + decay * fnp.asarray(e, u.dtype),
+                          updates, state.ema)
+        count = _inc(state.count)
+        out = new
+        if debias:
+            bc = 1 - decay ** count
+            out = tu.tree_map(lambda e: e / _cast(bc, e), new)
+        if accumulator_dtype is not None:
+            new = tu.tree_map(lambda e: fnp.asarray(e, accumulator_dtype), new)
+        return out, EmaState(count, new)
+
+    return _transformation(init, update, EmaState)
+
+
+def clip_by_block_rms(threshold) -> GradientTransformation:
+    """u -> u / max(1, rms(u) / threshold) per leaf (Adafactor's update clipping)."""
+
+    def update(updates, state, params=None):
+        def clip(u):
+            return u / fnp.maximum(1.0, fnp.sqrt(fnp.mean(u * u)) / threshold).astype(u.dtype)
+        return tu.tree_map(clip, updates), state
+
+    return _transformation(lambda params: EmptyState(), update)
+
+
+def _safe_rms(x, min_rms):
+    rms = fnp.sqrt(fnp.mean(x * x))
+    small = rms <= min_rms
+    x = fnp.where(small, fnp.ones_like(x), x)
+    return fnp.where(small, fnp.asarray(min_rms, rms.dtype), fnp.sqrt(fnp.mean(x * x)))
+
+
+def scale_by_param_block_rms(min_scale=1e-3) -> GradientTransformation:
+    """u -> u * max(rms(p), min_scale) per leaf (Adafactor's relative step size)."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("optim.scale_by_param_block_rms needs params: call "
+                             "tx.update(grads, state, params)")
+        return _leafwise("scale_by_param_block_rms",
+                         lambda u, p: u * _cast(_safe_rms(fnp.asarray(p), min_scale), u),
+                         updates, params), state
+
+    return _transformation(lambda params: EmptyState(), update)
+
+
+class FactoredState(NamedTuple):
+    """Adafactor's second moments: per leaf a row and a column average (factored leaves; the
+    other two are (1,) placeholders) or a full one (the rest)."""
+    count: Any
+    v_row: Any
+    v_col: Any
+    v: Any
+
+
+def _factored_dims(shape, factored, min_dim_size_to_factor):
+    """The (second largest, largest) axes of a leaf whose two largest axes are both at least
+    min_dim_size_to_factor, or None (then the leaf keeps a full second moment)."""
+    if not factored or len(shape) < 2:
+        return None
+    order = np.argsort(shape, kind="stable")
+    if shape[order[-2]] < min_dim_size_to_factor:
+        return None
+    return int(order[-2]), int(order[-1])
+
+
+def _decay_rate_pow(step, exponent=0.8):
+    """Adafactor's second-moment decay 1 - (step + 1)^-exponent (in float32, as Optax)."""
+    return 1.0 - fnp.asarray(step + 1, np.float32) ** (-exponent)
+
+
+def scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
+                          min_dim_size_to_factor=128, epsilon=1e-30,
+                          decay_rate_fn=_decay_rate_pow) -> GradientTransformation:
+    """Adafactor's scaling (Shazeer & Stern 2018), Optax's formulas: for a leaf whose two
+    largest axes (d1 < d0 in size) are at least `min_dim_size_to_factor`, keep only the row and
+    column means of g^2 + epsilon as decayed averages r, c and scale g by
+    (r / mean(r))^-1/2 (along d0) * c^-1/2 (along d1); other leaves keep the full average v and
+    get g * v^-1/2. The decay is decay_rate_fn(count - step_offset, decay_rate)."""
+
+    def init(params):
+        def one(p):
+            dims = _factored_dims(np.shape(p), factored, min_dim_size_to_factor)
+            small = fnp.zeros((1,), p.dtype)
+            if dims is None:
+                return small, small, fnp.zeros_like(p)
+            d1, d0 = dims
+            return (fnp.zeros(np.delete(np.shape(p), d0), p.dtype),
+                    fnp.zeros(np.delete(np.shape(p), d1), p.dtype), small)
+
+        leaves, treedef = tu.tree_flatten(params)
+        rows, cols, full = zip(*[one(p) for p in leaves]) if leaves else ((), (), ())
+        unflat = lambda xs: tu.tree_unflatten(treedef, list(xs))
+        return FactoredState(_count0(), unflat(rows), unflat(cols), unflat(full))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("optim.scale_by_factored_rms (adafactor) needs params: call "
+                             "tx.update(grads, state, params)")
+        rate = decay_rate_fn(state.count - step_offset, decay_rate)
+        leaves, treedef = tu.tree_flatten(updates)
+        try:
+            cols_ = [treedef.flatten_up_to(t) for t in (state.v_row, state.v_col, state.v,
+                                                        params)]
+        except ValueError:
+            raise _tree_error("scale_by_factored_rms", state.v, updates,
+                              ("the optimizer state", "the updates"),
+                              "the tree passed to update does not match the tree the optimizer "
+                              "was initialised with") from None
+        outs, rows, cols, full = [], [], [], []
+        for g, vr, vc, v, p in zip(leaves, *cols_):
+            dt = p.dtype
+            r = fnp.asarray(rate, dt)
+            g2 = g * g + _cast(epsilon, g)
+            dims = _factored_dims(np.shape(p), factored, min_dim_size_to_factor)
+            small = fnp.zeros((1,), dt)
+            if dims is None:
+                new_v = fnp.asarray(r * v + (1 - r) * g2, dt)
+                outs.append(g * new_v ** -0.5)
+                rows.append(small)
+                cols.append(small)
+                full.append(new_v)
+                continue
+            d1, d0 = dims
+            new_r = fnp.asarray(r * vr + (1 - r) * fnp.mean(g2, axis=d0), dt)
+            new_c = fnp.asarray(r * vc + (1 - r) * fnp.mean(g2, axis=d1), dt)
+            reduced_d1 = d1 - 1 if d1 > d0 else d1
+            row_factor = (new_r / fnp.mean(new_r, axis=reduced_d1, keepdims=True)) ** -0.5
+            col_factor = new_c ** -0.5
+            outs.append(g * fnp.expand_dims(row_factor, d0) * fnp.expand_dims(col_factor, d1))
+            rows.append(new_r)
+            cols.append(new_c)
+            full.append(small)
+        unflat = lambda xs: tu.tree_unflatten(treedef, xs)
+        return unflat(outs), FactoredState(_inc(state.count), unflat(rows), unflat(cols),
+                                           unflat(full))
+
+    return _transformation(init, update, FactoredState)
+
+
+def adafactor(learning_rate=None, min_dim_size_to_factor=128, decay_rate=0.8, decay_offset=0,
+              multiply_by_parameter_scale=True, clipping_threshold=1.0, momentum=None,
+              dtype_momentum=np.float32, weight_decay_rate=None, eps=1e-30, factored=True,
+              weight_decay_mask=None) -> GradientTransformation:
+    """Adafactor (Shazeer & Stern 2018), Optax's chain: factored second moments
+    (`scale_by_factored_rms`: O(rows + cols) memory for each large matrix instead of Adam's two
+    full copies), update clipping at `clipping_threshold` RMS, the learning rate (none: 1),
+    scaling by the parameter's RMS (`multiply_by_parameter_scale`, at least 1e-3), optional
+    momentum (an EMA) and weight decay, then descent."""
+    parts = [scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor,
+                                   eps)]
+    if clipping_threshold is not None:
+        parts.append(clip_by_block_rms(clipping_threshold))
+    if learning_rate is not None:
+        parts.append(scale_by_learning_rate(learning_rate, flip_sign=False))
+    if multiply_by_parameter_scale:
+        parts.append(scale_by_param_block_rms())
+    if momentum is not None:
+        parts.append(ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
+    if weight_decay_rate is not None:
+        parts.append(add_decayed_weights(weight_decay_rate, mask=weight_decay_mask))
+    parts.append(scale(-1))
+    return chain(*parts)
+
+
+def warmup_constant_schedule(init_value, peak_value, warmup_steps):
+    """Linear warmup from init_value to peak_value over warmup_steps, then peak_value."""
+    return linear_schedule(init_value, peak_value, warmup_steps)
+
+
+_MADE_BY.update({
+    InjectHyperparamsState: "inject_hyperparams",
+    EmaState: "ema (adafactor with momentum)",
+    FactoredState: "scale_by_factored_rms (adafactor)",
+    ScaleByRmsWithCountState: "scale_by_rms with bias_correction (contrib.schedule_free_adamw)",
+})
+
+__all__ += ["InjectHyperparamsState", "inject_hyperparams", "scale_by_trust_ratio", "lamb",
+            "EmaState", "ema", "clip_by_block_rms", "scale_by_param_block_rms", "FactoredState",
+            "scale_by_factored_rms", "adafactor", "warmup_constant_schedule", "contrib"]
+
+from . import _optim_contrib as contrib  # noqa: E402  (optim.contrib.schedule_free, as Optax's)

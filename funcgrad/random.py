@@ -1,15 +1,24 @@
-"""fg.random: counter-based random numbers (Threefry-2x32), as JAX's `jax.random`.
+"""fg.random: counter-based random numbers (Threefry-2x32), JAX's `jax.random` stream for stream.
 
-A key is a plain `uint32[2]` array. Every function is a pure function of its key: the numbers
-are Threefry-2x32 (20 rounds, Salmon et al. 2011) of a counter, written with integer primitives
-(add mod 2**32, shifts, or, xor), so the same key gives the same bits eagerly, under `jit`,
-under `vmap` over a batch of keys and on every backend. Keys are never reused: `split` a key
-into fresh ones, or `fold_in` an integer (a step, a layer index).
+A key is a plain `uint32[2]` array (what `jax.random.PRNGKey` makes; `key_data` / `wrap_key_data`
+convert, as in JAX). Every function is a pure function of its key: the numbers are Threefry-2x32
+(20 rounds, Salmon et al. 2011) of a counter, written with integer primitives (add mod 2**32,
+shifts, or, xor), so the same key gives the same bits eagerly, under `jit`, under `vmap` over a
+batch of keys, inside `grad`, and on every backend. Keys are never reused: `split` a key into
+fresh ones, or `fold_in` an integer (a step, a layer index).
 
-The stream layout follows JAX's default ("non-partitionable") Threefry: `key(s)` is
-[s >> 32, s & 0xffffffff], `split`/`bits` hash the counters 0..n-1 split in two halves, and
-`uniform` takes the top mantissa bits, so the integer streams coincide with JAX's.
-Floating-point results default to float32.
+The streams are JAX's defaults (JAX 0.10, `jax_threefry_partitionable=True`), bit for bit:
+element i of a draw of shape s hashes the 64-bit counter i (its flat index) under the key;
+`split` keeps both output words as the new key, `bits` xors them (32 bits), joins them (64) or
+truncates (8, 16); `fold_in(k, d)` hashes the counter pair (0, d). The samplers follow JAX's
+formulas: `uniform` from the top mantissa bits, `randint` from two 32-bit draws of a split key,
+`normal` = sqrt(2) erf_inv(u), `categorical` by the Gumbel-max trick, `permutation` by repeated
+stable sorts on fresh bits. Floating-point functions are evaluated as XLA does on the CPU
+(`funcgrad._sampler_math`: its approximations of log, erf, erf_inv, with fused multiply-adds), so
+float32 draws equal JAX's exactly; float64 normals can differ from JAX's in the last bit in a few
+cases in ten thousand (the C library's log is not NumPy's everywhere). So a seed gives the same
+initialization in funcgrad and in JAX. Floating-point results default to float32, integers to
+int32, bits to uint32 (JAX's defaults without x64).
 """
 
 from __future__ import annotations
@@ -18,12 +27,15 @@ import math
 
 import numpy as np
 
+from . import _sampler_math as sm
 from . import lax
 from . import numpy as fnp
+from .core import user_line
 
 __all__ = [
-    "key", "PRNGKey", "split", "fold_in", "bits", "uniform", "normal", "truncated_normal",
-    "bernoulli", "categorical", "gumbel", "randint", "permutation", "choice", "threefry_2x32",
+    "key", "PRNGKey", "as_key", "key_data", "wrap_key_data", "split", "fold_in", "bits", "uniform",
+    "normal", "truncated_normal", "bernoulli", "categorical", "gumbel", "randint", "permutation",
+    "choice", "threefry_2x32",
 ]
 
 _U32 = np.dtype(np.uint32)
@@ -38,19 +50,49 @@ def _u32(v):
 # ---------------------------------------------------------------------------------------------
 # Keys
 
+def _describe(k):
+    dtype, shape = getattr(k, "dtype", None), getattr(k, "shape", None)
+    if dtype is not None and shape is not None:
+        return f"{np.dtype(dtype).name}{list(shape)}"
+    return type(k).__name__
+
+
 def _check_key(k, fn):
-    """Reject anything but a single uint32[2] key, with the fix in the message."""
+    """Reject anything but a single uint32[2] key, with the user's line and the fix."""
     dtype, shape = getattr(k, "dtype", None), getattr(k, "shape", None)
     if dtype is None or shape is None or np.dtype(dtype) != _U32:
-        got = (f"{np.dtype(dtype).name}{list(shape)}" if dtype is not None and shape is not None
-               else type(k).__name__)
+        seed = " (an int seed: fg.random.key(seed) makes its key)" if isinstance(
+            k, (int, np.integer)) else ""
         raise TypeError(f"fg.random.{fn}: expected a key, a uint32[2] array made by "
-                        f"fg.random.key(seed) or split(); got {got}")
+                        f"fg.random.key(seed) or split(); got {_describe(k)}{seed}{user_line()}")
     if tuple(shape) != (2,):
         hint = " (a batch of keys: use fg.vmap over them)" if shape and shape[-1] == 2 else ""
         raise ValueError(f"fg.random.{fn}: expected a single key of shape uint32[2], got "
-                         f"uint32{list(shape)}{hint}")
+                         f"uint32{list(shape)}{hint}{user_line()}")
     return k
+
+
+def as_key(key_or_seed, caller="init"):
+    """The key an `init` draws from: a key (uint32[2], from `key`, `split` or `fold_in`) as it
+    is, an integer seed as `key(seed)`. This is funcgrad's one rule for every `init` (models,
+    `lora.init`, `nn.lstm_init`, ...): pass a key or an int seed. Anything else raises a
+    TypeError naming `caller`, what it got, the user's line and the fix. (fg.random's samplers
+    themselves take keys only, as JAX's.)"""
+    k = key_or_seed
+    if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
+        return key(int(k))
+    dtype, shape = getattr(k, "dtype", None), getattr(k, "shape", None)
+    if dtype is not None and shape is not None:
+        dt = np.dtype(dtype)
+        if dt == _U32 and tuple(shape) == (2,):
+            return k
+        if dt.kind in "iu" and tuple(shape) == ():
+            return key(k)
+    batch = " (a batch of keys: fg.vmap over them)" if dtype is not None and \
+        np.dtype(dtype) == _U32 and shape and shape[-1] == 2 else ""
+    raise TypeError(f"{caller}: key must be a key (fg.random.key(seed), split or fold_in: a "
+                    f"uint32[2] array) or an int seed, got {_describe(k)}{batch}{user_line()}; "
+                    f"e.g. {caller}(fg.random.key(0), ...) or {caller}(0, ...)")
 
 
 def key(seed):
@@ -82,6 +124,33 @@ def key(seed):
 PRNGKey = key
 
 
+def key_data(keys):
+    """The uint32 data of a key or a batch of keys (`jax.random.key_data`). funcgrad's keys are
+    their data already (uint32[..., 2] arrays, as JAX's legacy `PRNGKey` keys), so this checks
+    the argument and returns it."""
+    return _check_key_data(keys, "key_data")
+
+
+def wrap_key_data(key_bits_array, *, impl=None):
+    """A key (or a batch of keys) from uint32[..., 2] data (`jax.random.wrap_key_data`), e.g.
+    the `key_data` of a JAX key, or a key saved in a checkpoint. Only Threefry-2x32 keys exist
+    here: `impl` may be None or "threefry2x32"."""
+    if impl not in (None, "threefry2x32"):
+        raise ValueError(f"fg.random.wrap_key_data: impl={impl!r} is not available; funcgrad's "
+                         "keys are Threefry-2x32 (impl=None or 'threefry2x32')")
+    return _check_key_data(key_bits_array, "wrap_key_data")
+
+
+def _check_key_data(keys, fn):
+    dtype, shape = getattr(keys, "dtype", None), getattr(keys, "shape", None)
+    if dtype is None or shape is None or np.dtype(dtype) != _U32 or not shape or shape[-1] != 2:
+        got = (f"{np.dtype(dtype).name}{list(shape)}" if dtype is not None and shape is not None
+               else type(keys).__name__)
+        raise TypeError(f"fg.random.{fn}: expected key data, a uint32[..., 2] array (a key made "
+                        f"by fg.random.key(seed), split(), or a batch of them); got {got}")
+    return keys
+
+
 def _key_words(k):
     return (lax.reshape(lax.slice(k, (0,), (1,)), ()), lax.reshape(lax.slice(k, (1,), (2,)), ()))
 
@@ -107,29 +176,40 @@ def threefry_2x32(k0, k1, x0, x1):
     return x0, x1
 
 
-def _hash(k, counts):
-    """Threefry of the flat uint32 `counts` under key k, the counts paired first half with
-    second half (as JAX): one uint32 output per count."""
-    k0, k1 = _key_words(k)
-    n = counts.shape[0]
-    if n % 2:
-        counts = lax.concatenate([counts, lax.full((1,), 0, _U32)], 0)
-    h = counts.shape[0] // 2
-    y0, y1 = threefry_2x32(k0, k1, lax.slice(counts, (0,), (h,)), lax.slice(counts, (h,), (2 * h,)))
-    out = lax.concatenate([y0, y1], 0)
-    return lax.slice(out, (0,), (n,)) if n % 2 else out
+def _counters(shape):
+    """The flat index of each element of `shape` as a 64-bit counter, in two uint32 words
+    (high, low): JAX's `iota_2x32_shape`."""
+    size = math.prod(shape)
+    if size <= 2 ** 32:
+        return lax.full(shape, 0, _U32), lax.reshape(lax.iota(_U32, size), shape)
+    wide = lax.iota(np.uint64, size)
+    hi = lax.shift_right_logical(wide, np.array(32, np.uint64))
+    lo = lax.bitwise_and(wide, np.array(0xFFFFFFFF, np.uint64))
+    return (lax.reshape(lax.convert_element_type(hi, _U32), shape),
+            lax.reshape(lax.convert_element_type(lo, _U32), shape))
 
 
-def _words(k, n):
-    """n pseudo-random uint32 words: the hash of the counters 0..n-1."""
-    return _hash(k, lax.iota(_U32, n)) if n else lax.full((0,), 0, _U32)
+def _hash_counters(key, shape):
+    """Threefry of each element's counter under `key`: two uint32 arrays of `shape`."""
+    k0, k1 = _key_words(key)
+    hi, lo = _counters(shape)
+    return threefry_2x32(k0, k1, hi, lo)
 
 
 def split(key, num=2):
     """`num` new independent keys, shape (num, 2); `num` may be a shape tuple."""
     _check_key(key, "split")
     shape = (int(num),) if np.ndim(num) == 0 else tuple(int(s) for s in num)
-    return lax.reshape(_words(key, 2 * math.prod(shape)), shape + (2,))
+    y0, y1 = _hash_counters(key, shape)
+    nd = len(shape)
+    return lax.concatenate([lax.broadcast_in_dim(y0, shape + (1,), tuple(range(nd))),
+                            lax.broadcast_in_dim(y1, shape + (1,), tuple(range(nd)))], nd)
+
+
+def _split2(key):
+    """The two keys of split(key), as a pair."""
+    keys = split(key)
+    return tuple(lax.reshape(lax.slice(keys, (i, 0), (i + 1, 2)), (2,)) for i in range(2))
 
 
 def fold_in(key, data):
@@ -141,9 +221,11 @@ def fold_in(key, data):
     else:
         d = lax.convert_element_type(fnp.asarray(data), _U32)
         if d.shape != ():
-            raise TypeError(f"fg.random.fold_in: data must be a scalar, got shape {d.shape}")
-    counts = lax.concatenate([lax.full((1,), 0, _U32), lax.reshape(d, (1,))], 0)
-    return _hash(key, counts)
+            raise TypeError(f"fg.random.fold_in: data must be a scalar, got shape {d.shape} "
+                            "(a batch of data: use fg.vmap over it)")
+    k0, k1 = _key_words(key)
+    y0, y1 = threefry_2x32(k0, k1, _u32(0), d)
+    return lax.concatenate([lax.reshape(y0, (1,)), lax.reshape(y1, (1,))], 0)
 
 
 def _shape(shape, fn):
@@ -158,29 +240,22 @@ def _shape(shape, fn):
 def bits(key, shape=(), dtype=np.uint32):
     """Uniform random bits of an unsigned integer dtype (uint8, 16, 32 or 64)."""
     _check_key(key, "bits")
-    return _bits(key, _shape(shape, "bits"), dtype)
-
-
-def _bits(key, shape, dtype):
     dtype = _U32 if dtype is None else np.dtype(dtype)  # None: the default, as in JAX
     if dtype.kind != "u":
         raise TypeError(f"fg.random.bits: dtype must be an unsigned integer type, got {dtype}")
-    size = math.prod(shape)
-    width = dtype.itemsize * 8
-    if width == 32:
-        return lax.reshape(_words(key, size), shape)
+    return _bits(key, _shape(shape, "bits"), dtype.itemsize * 8)
+
+
+def _bits(key, shape, width):
+    """`width`-bit random words of `shape`: the two Threefry outputs of each element's counter,
+    xored (32 bits), joined high:low (64) or xored and truncated (8, 16)."""
+    y0, y1 = _hash_counters(key, shape)
     if width == 64:
-        w = _words(key, 2 * size)
-        hi = lax.convert_element_type(lax.slice(w, (0,), (size,)), dtype)
-        lo = lax.convert_element_type(lax.slice(w, (size,), (2 * size,)), dtype)
-        return lax.reshape(lax.bitwise_or(lax.shift_left(hi, np.array(32, dtype)), lo), shape)
-    per = 32 // width  # pieces per word, lowest first
-    count = -(-size // per)
-    w = lax.broadcast_in_dim(_words(key, count), (count, per), (0,))
-    shifts = lax.mul(lax.iota(_U32, (count, per), 1), _u32(width))
-    pieces = lax.bitwise_and(lax.shift_right_logical(w, shifts), _u32(2 ** width - 1))
-    flat = lax.slice(lax.reshape(pieces, (count * per,)), (0,), (size,))
-    return lax.reshape(lax.convert_element_type(flat, dtype), shape)
+        u64 = np.dtype(np.uint64)
+        hi = lax.shift_left(lax.convert_element_type(y0, u64), np.array(32, u64))
+        return lax.bitwise_or(hi, lax.convert_element_type(y1, u64))
+    word = lax.bitwise_xor(y0, y1)
+    return word if width == 32 else lax.convert_element_type(word, np.dtype(f"uint{width}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,24 +269,46 @@ def _float_dtype(dtype, fn):
 
 
 def _unit(key, shape, dtype):
-    """Uniform on [0, 1) from the top mantissa bits: (bits >> (width - nmant)) * 2**-nmant,
-    exactly JAX's bitcast construction without the bitcast."""
-    nmant = np.finfo(dtype).nmant
-    udt = np.dtype(f"uint{dtype.itemsize * 8}")
-    b = _bits(key, shape, udt)
-    m = lax.shift_right_logical(b, np.array(dtype.itemsize * 8 - nmant, udt))
-    return lax.mul(lax.convert_element_type(m, dtype), np.array(2.0 ** -nmant, dtype))
+    """Uniform on [0, 1): the top nmant bits of a random word as the mantissa of a float in
+    [1, 2), minus 1 (JAX's construction; m * 2**-nmant is that number exactly)."""
+    info = np.finfo(dtype)
+    width = info.bits
+    rng_bits = 8 if info.nmant < 8 else width  # bfloat16 draws 8 bits, as JAX
+    udt = np.dtype(f"uint{width}")
+    b = lax.convert_element_type(_bits(key, shape, rng_bits), udt)
+    m = lax.shift_right_logical(b, np.array(rng_bits - info.nmant, udt))
+    return lax.mul(lax.convert_element_type(m, dtype), np.array(2.0 ** -info.nmant, dtype))
+
+
+def _to_shape(x, shape):
+    """x (an array of a shape that broadcasts to `shape`) broadcast to `shape`."""
+    if tuple(x.shape) == tuple(shape):
+        return x
+    if x.ndim > len(shape) or np.broadcast_shapes(x.shape, shape) != tuple(shape):
+        raise ValueError(f"shape {tuple(x.shape)} does not broadcast to the sample shape "
+                         f"{tuple(shape)}")
+    return lax.broadcast_in_dim(x, tuple(shape), tuple(range(len(shape) - x.ndim, len(shape))))
+
+
+def _uniform(key, shape, dtype, minval, maxval):
+    u = _unit(key, shape, dtype)
+    if isinstance(minval, (int, float)) and isinstance(maxval, (int, float)) and \
+            minval == 0 and maxval == 1:
+        return u  # u * 1 + 0, exactly
+    lo = _to_shape(lax.convert_element_type(fnp.asarray(minval), dtype), shape)
+    hi = _to_shape(lax.convert_element_type(fnp.asarray(maxval), dtype), shape)
+    if np.dtype(dtype).itemsize >= 4:
+        scaled = sm.fma(u, lax.sub(hi, lo), lo)  # XLA fuses the multiply-add
+    else:
+        scaled = lax.add(lax.mul(u, lax.sub(hi, lo)), lo)
+    return lax.max(lo, scaled)
 
 
 def uniform(key, shape=(), dtype=np.float32, minval=0.0, maxval=1.0):
     """Uniform floats on [minval, maxval) (minval/maxval may be arrays broadcasting to shape)."""
     _check_key(key, "uniform")
     dtype = _float_dtype(dtype, "uniform")
-    shape = _shape(shape, "uniform")
-    lo = fnp.asarray(minval, dtype)
-    hi = fnp.asarray(maxval, dtype)
-    u = _unit(key, shape, dtype)
-    return fnp.maximum(lo, u * (hi - lo) + lo)
+    return _uniform(key, _shape(shape, "uniform"), dtype, minval, maxval)
 
 
 def normal(key, shape=(), dtype=np.float32):
@@ -219,53 +316,79 @@ def normal(key, shape=(), dtype=np.float32):
     _check_key(key, "normal")
     dtype = _float_dtype(dtype, "normal")
     lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
-    u = uniform(key, shape, dtype, lo, 1.0)
-    return lax.mul(np.array(math.sqrt(2), dtype), lax.erf_inv(u))
+    u = _uniform(key, _shape(shape, "normal"), dtype, lo, np.array(1.0, dtype))
+    return lax.mul(np.array(math.sqrt(2), dtype), sm.erf_inv(u))
+
+
+def _erf_of_bound(bound, dtype):
+    """erf(bound / sqrt(2)) in dtype, as JAX computes it: XLA rewrites the division as a
+    multiplication by 1/sqrt(2) and folds a constant bound (a Python number) at compile time with
+    the C library's erf, while an array bound goes through XLA's runtime erf (sm.erf). Both
+    rules hold here, eagerly and under jit."""
+    inv_s2 = np.array(1.0, dtype) / np.array(math.sqrt(2), dtype)
+    if isinstance(bound, (int, float)) and np.dtype(dtype).itemsize >= 4:
+        return np.array(math.erf(float(np.array(bound, dtype) * inv_s2)), dtype)
+    return sm.erf(lax.mul(lax.convert_element_type(fnp.asarray(bound), dtype), inv_s2))
 
 
 def truncated_normal(key, lower, upper, shape=None, dtype=np.float32):
     """Standard normal floats conditioned on lower < x < upper (bounds may be arrays; the shape
-    defaults to their broadcast), by inverting the CDF over [cdf(lower), cdf(upper)]."""
+    defaults to their broadcast), by inverting the CDF over [cdf(lower), cdf(upper)] (as JAX)."""
     _check_key(key, "truncated_normal")
     dtype = _float_dtype(dtype, "truncated_normal")
-    lower, upper = fnp.asarray(lower, dtype), fnp.asarray(upper, dtype)
-    if shape is None:
-        shape = np.broadcast_shapes(lower.shape, upper.shape)
-    s2 = np.dtype(dtype).type(math.sqrt(2))  # a NumPy scalar: fine next to any array type
-    a, b = lax.erf(lower / s2), lax.erf(upper / s2)
-    u = uniform(key, shape, dtype, a, b)
-    out = s2 * lax.erf_inv(u)
+    lo, hi = (lax.convert_element_type(fnp.asarray(b), dtype) for b in (lower, upper))
+    shape = np.broadcast_shapes(lo.shape, hi.shape) if shape is None else \
+        _shape(shape, "truncated_normal")
+    u = _uniform(key, shape, dtype, _erf_of_bound(lower, dtype), _erf_of_bound(upper, dtype))
+    out = lax.mul(np.array(math.sqrt(2), dtype), sm.erf_inv(u))
     # Rounding can land on (or past) a bound; keep the samples strictly inside.
-    return fnp.clip(out, fnp.nextafter(lower, np.array(np.inf, dtype)),
-                    fnp.nextafter(upper, np.array(-np.inf, dtype)))
+    inside_lo = lax.nextafter(lax.stop_gradient(lo), np.array(np.inf, dtype))
+    inside_hi = lax.nextafter(lax.stop_gradient(hi), np.array(-np.inf, dtype))
+    return lax.min(lax.max(out, _to_shape(inside_lo, shape)), _to_shape(inside_hi, shape))
 
 
 def gumbel(key, shape=(), dtype=np.float32):
-    """Standard Gumbel floats: -log(-log(u)), u uniform on [tiny, 1)."""
+    """Standard Gumbel floats: -log(-log(u)), u uniform on [tiny, 1) (JAX's mode="low")."""
     _check_key(key, "gumbel")
     dtype = _float_dtype(dtype, "gumbel")
-    u = uniform(key, shape, dtype, np.finfo(dtype).tiny, 1.0)
-    return -fnp.log(-fnp.log(u))
+    return _gumbel(key, _shape(shape, "gumbel"), dtype)
+
+
+def _gumbel(key, shape, dtype):
+    u = _uniform(key, shape, dtype, np.array(np.finfo(dtype).tiny, dtype), np.array(1.0, dtype))
+    return lax.neg(sm.log(lax.neg(sm.log(u))))
 
 
 # ---------------------------------------------------------------------------------------------
 # Discrete distributions
 
-def bernoulli(key, p=0.5, shape=None):
-    """Booleans, True with probability p (an array broadcasting to shape; shape defaults to
-    p's)."""
+def bernoulli(key, p=0.5, shape=None, mode="low"):
+    """Booleans, True with probability p (a float or an array of floats broadcasting to shape;
+    shape defaults to p's). mode="high" draws twice the bits, for p below ~1e-7 in float32."""
     _check_key(key, "bernoulli")
-    weak = isinstance(p, (int, float))
+    if mode not in ("low", "high"):
+        raise ValueError(f"fg.random.bernoulli: mode must be 'low' or 'high', got {mode!r}")
+    weak = isinstance(p, (int, float)) and not isinstance(p, bool)
     p = fnp.asarray(p)
-    dtype = np.dtype(np.float32) if weak or p.dtype.kind != "f" else p.dtype
+    if weak:
+        p = p.astype(np.float32)
+    elif p.dtype.kind != "f":
+        raise TypeError(f"fg.random.bernoulli: the probability p must have a floating dtype, "
+                        f"got {p.dtype} (pass p as a float, e.g. 0.5)")
     shape = p.shape if shape is None else _shape(shape, "bernoulli")
-    return uniform(key, shape, dtype) < p.astype(dtype)
+    if mode == "high":
+        u = _uniform(key, (2,) + tuple(shape), p.dtype, 0.0, 1.0)
+        u1, u2 = (lax.reshape(lax.slice_in_dim(u, i, i + 1, axis=0), tuple(shape))
+                  for i in range(2))
+        u2 = lax.mul(u2, np.array(2.0 ** -np.finfo(p.dtype).nmant, p.dtype))
+        return lax.lt(u2, lax.sub(_to_shape(p, shape), u1))
+    return lax.lt(_uniform(key, shape, p.dtype, 0.0, 1.0), _to_shape(p, shape))
 
 
-def categorical(key, logits, axis=-1, shape=None):
+def categorical(key, logits, axis=-1, shape=None, replace=True):
     """Class indices drawn with probabilities softmax(logits) along `axis`, by the Gumbel-max
     trick: argmax(logits + gumbel). `shape` (default: logits' shape without `axis`) may add
-    leading sample dimensions."""
+    leading sample dimensions; `replace=False` draws them without replacement (Gumbel top-k)."""
     _check_key(key, "categorical")
     logits = fnp.asarray(logits)
     if logits.dtype.kind != "f":
@@ -277,34 +400,90 @@ def categorical(key, logits, axis=-1, shape=None):
         raise ValueError(f"fg.random.categorical: shape {shape} must end with the logits' batch "
                          f"shape {batch}")
     prefix = shape[:len(shape) - len(batch)]
-    full_shape = prefix + logits.shape
-    g = gumbel(key, full_shape, logits.dtype)
-    return fnp.argmax(g + logits, axis=len(prefix) + axis)
+    if not replace:
+        k = math.prod(prefix)
+        if k > logits.shape[axis]:
+            raise ValueError(f"fg.random.categorical: {k} samples without replacement cannot "
+                             f"exceed the number of categories ({logits.shape[axis]})")
+        g = lax.add(logits, _gumbel(key, logits.shape, logits.dtype))
+        _, idx = lax.top_k(fnp.moveaxis(g, axis, -1), k)  # batch + (k,)
+        idx = fnp.moveaxis(idx, -1, 0).reshape(shape)
+        return idx.astype(np.int32)
+    g = _gumbel(key, prefix + logits.shape, logits.dtype)
+    full = lax.broadcast_in_dim(logits, prefix + logits.shape,
+                                tuple(range(len(prefix), len(prefix) + logits.ndim)))
+    return fnp.argmax(lax.add(g, full), axis=len(prefix) + axis).astype(np.int32)
+
+
+def _clip_convert(x, dtype):
+    """x (integer) converted to integer `dtype`, clipped to the range both can hold (no
+    wrapping)."""
+    src, dst = np.iinfo(x.dtype), np.iinfo(dtype)
+    lo, hi = max(src.min, dst.min), min(src.max, dst.max)
+    x = lax.min(lax.max(x, np.array(lo, x.dtype)), np.array(hi, x.dtype))
+    return lax.convert_element_type(x, dtype)
+
+
+def _urem(x, span):
+    """x % span for unsigned integers, x where span == 0 (XLA's remainder by zero)."""
+    zero = lax.eq(span, np.array(0, span.dtype))
+    r = lax.rem(x, lax.select_n(zero, span, lax.full(span.shape, 1, span.dtype)))
+    return lax.select_n(zero, r, x)
 
 
 def randint(key, shape, minval, maxval, dtype=np.int32):
-    """Integers uniform on [minval, maxval) (arrays broadcasting to shape), from 64 random bits
-    reduced modulo the span (bias below span / 2**64). maxval <= minval gives minval."""
+    """Integers uniform on [minval, maxval) (arrays broadcasting to shape), JAX's construction:
+    two `width`-bit draws (of the two halves of a split key) reduced modulo the span as one
+    2*width-bit number (bias below span / 2**(2*width)). maxval <= minval gives minval; a maxval
+    beyond the dtype's range reaches its maximum."""
     _check_key(key, "randint")
     dtype = np.dtype(np.int32 if dtype is None else dtype)
     if dtype.kind not in "iu":
         raise TypeError(f"fg.random.randint: dtype must be an integer type, got {dtype}")
     shape = _shape(shape, "randint")
-    lo = fnp.asarray(minval).astype(np.int64)
-    hi = fnp.asarray(maxval).astype(np.int64)
-    span = fnp.maximum(hi - lo, 1).astype(np.uint64)
-    offset = lax.rem(_bits(key, shape, np.uint64), fnp.broadcast_to(span, shape))
-    return (lo + offset.astype(np.int64)).astype(dtype)
+    lo, hi = fnp.asarray(minval), fnp.asarray(maxval)
+    lo = lo if lo.dtype.kind in "iu" else lo.astype(np.int64)
+    hi = hi if hi.dtype.kind in "iu" else hi.astype(np.int64)
+    if dtype.itemsize < 4:  # sampled in 32 bits, as JAX, so that the bias stays small
+        info = np.iinfo(dtype)
+        lo = lax.min(lax.max(_clip_convert(lo, np.int32), np.array(info.min, np.int32)),
+                     np.array(info.max, np.int32))
+        hi = lax.min(lax.max(_clip_convert(hi, np.int32), np.array(info.min, np.int32)),
+                     np.array(info.max + 1, np.int32))
+        return lax.convert_element_type(_randint(key, shape, lo, hi, np.dtype(np.int32)), dtype)
+    return _randint(key, shape, lo, hi, dtype)
+
+
+def _randint(key, shape, lo, hi, dtype):
+    width = dtype.itemsize * 8
+    udt = np.dtype(f"uint{width}")
+    top = _clip_convert(np.array(np.iinfo(dtype).max, dtype), hi.dtype)
+    hi_out_of_range = _to_shape(lax.gt(hi, top), shape)
+    lo = _to_shape(_clip_convert(lo, dtype), shape)
+    hi = _to_shape(_clip_convert(hi, dtype), shape)
+    k1, k2 = _split2(key)
+    higher, lower = _bits(k1, shape, width), _bits(k2, shape, width)
+    span = lax.sub(lax.convert_element_type(hi, udt), lax.convert_element_type(lo, udt))
+    empty = lax.le(hi, lo)
+    span = lax.select_n(empty, span, lax.full(shape, 1, udt))
+    span = lax.select_n(lax.bitwise_and(hi_out_of_range, lax.bitwise_not(empty)),
+                        span, lax.add(span, np.array(1, udt)))
+    # (higher * 2**width + lower) % span, with 2**width % span = (2**(width/2) % span)**2 % span
+    multiplier = _urem(lax.full(shape, 2 ** (width // 2), udt), span)
+    multiplier = _urem(lax.mul(multiplier, multiplier), span)
+    offset = lax.add(lax.mul(_urem(higher, span), multiplier), _urem(lower, span))
+    offset = _urem(offset, span)
+    return lax.add(lo, lax.convert_element_type(offset, dtype))
 
 
 def _shuffle(key, x, axis):
     """Sort x along axis by fresh random 32-bit keys, repeated so that ties are unlikely to
-    matter (JAX's rule: ceil(3 ln n / ln 2**32) rounds)."""
-    n = x.shape[axis] if x.ndim else 1
-    rounds = int(math.ceil(3 * math.log(max(1, n)) / math.log(2 ** 32 - 1)))
+    matter (JAX's rule: ceil(3 ln(size) / ln(2**32 - 1)) rounds, size = x's total size)."""
+    size = max(1, math.prod(x.shape))
+    rounds = int(math.ceil(3 * math.log(size) / math.log(2 ** 32 - 1)))
     for _ in range(rounds):
-        key, sub = split(key)
-        _, x = lax.sort(_bits(sub, x.shape, _U32), x, dimension=axis, num_keys=1)
+        key, sub = _split2(key)
+        _, x = lax.sort(_bits(sub, x.shape, 32), x, dimension=axis, num_keys=1)
     return x
 
 
@@ -320,7 +499,7 @@ def permutation(key, x, axis=0, independent=False):
     if x.ndim == 0:
         raise TypeError("fg.random.permutation: x must be an int or an array of rank >= 1")
     axis = axis % x.ndim
-    if independent:
+    if independent or x.ndim == 1:
         return _shuffle(key, x, axis)
     idx = _shuffle(key, lax.iota(np.int64, x.shape[axis]), 0)
     return fnp.take(x, idx, axis=axis)
@@ -328,7 +507,7 @@ def permutation(key, x, axis=0, independent=False):
 
 def choice(key, a, shape=(), replace=True, p=None, axis=0):
     """Samples from range(a) (a an int) or from a's entries along `axis`, with or without
-    replacement, uniformly or with probabilities p."""
+    replacement, uniformly or with probabilities p (JAX's construction for each case)."""
     _check_key(key, "choice")
     shape = _shape(shape, "choice")
     if isinstance(a, (int, np.integer)):
@@ -353,7 +532,7 @@ def choice(key, a, shape=(), replace=True, p=None, axis=0):
             p = p.astype(np.float32)
     if replace:
         if p is None:
-            ind = randint(key, shape, 0, n, np.int64)
+            ind = randint(key, shape, 0, n, np.int32).astype(np.int64)
         else:
             cdf = fnp.cumsum(p)
             r = cdf[-1] * (1 - uniform(key, shape, p.dtype))
@@ -362,7 +541,9 @@ def choice(key, a, shape=(), replace=True, p=None, axis=0):
         if p is None:
             ind = fnp.reshape(permutation(key, n)[:draws], shape)
         else:  # Gumbel-top-k: the k largest log p + gumbel are a sample without replacement
-            logp = fnp.where(p > 0, fnp.log(fnp.where(p > 0, p, 1)), -np.inf)
-            g = gumbel(key, (n,), p.dtype) + logp
-            ind = fnp.reshape(lax.top_k(g, draws)[1].astype(np.int64), shape)  # as above
+            pos = lax.gt(p, np.array(0, p.dtype))
+            logp = lax.select_n(pos, lax.full(p.shape, -np.inf, p.dtype),
+                                sm.log(lax.select_n(pos, lax.full(p.shape, 1, p.dtype), p)))
+            g = lax.add(_gumbel(key, (n,), p.dtype), logp)
+            ind = fnp.reshape(lax.top_k(g, draws)[1].astype(np.int64), shape)
     return ind if arr is None else fnp.take(arr, ind, axis=axis)

@@ -510,6 +510,19 @@ class PyTreeDef:
         """`(node type, aux data)` of the root, or None for a leaf."""
         return None if self._node is None else (self._node[0].type, self._node[1])
 
+    @staticmethod
+    def make_from_node_data_and_children(node_data, children) -> PyTreeDef:
+        """The structure whose root is `node_data = (node type, aux data)` (as `node_data()`
+        returns it) over the child structures `children`. JAX's method of this name also takes
+        a registry; funcgrad has one registry."""
+        t, aux = node_data
+        e = _entry_for(t)
+        if e is None:
+            raise ValueError(f"{getattr(t, '__name__', t)!r} is not a registered pytree node type")
+        children = tuple(children)
+        return PyTreeDef((e, aux, tuple(c._node for c in children)),
+                         sum(c.num_leaves for c in children))
+
     def __eq__(self, other):
         return isinstance(other, PyTreeDef) and self._node == other._node
 

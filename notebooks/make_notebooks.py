@@ -100,6 +100,28 @@ for name, prog in programs.items():
     print(f"{name:15s} ~{n_eqns} equations")
 print(fg.jit(fg.vmap(fg.grad(f), in_axes=(None, 0)))(w, xs).shape)
 """),
+    md("""
+## A picture: derivatives of any order
+
+`grad` of a scalar function is a function again, so it can be differentiated again, and `vmap`
+evaluates each of them on a whole grid at once.
+"""),
+    code("""
+%matplotlib inline
+import matplotlib.pyplot as plt
+
+g = lambda t: fnp.sin(3 * t) * fnp.exp(-t * t / 2)
+grid = np.linspace(-3, 3, 300)
+curves = {"g": g, "grad(g)": fg.grad(g), "grad(grad(g))": fg.grad(fg.grad(g))}
+fig, ax = plt.subplots(figsize=(7, 3.5))
+for name, fn in curves.items():
+    ax.plot(grid, fg.device_get(fg.vmap(fn)(grid)), label=name)
+ax.axhline(0, color="gray", lw=0.5)
+ax.set_xlabel("t")
+ax.legend()
+ax.set_title("g(t) = sin(3t) exp(-t²/2) and its derivatives, by fg.vmap(fg.grad(...))")
+plt.show()
+"""),
 ]
 
 NOTEBOOKS["02_per_example_gradients"] = [
@@ -108,36 +130,42 @@ NOTEBOOKS["02_per_example_gradients"] = [
 
 Many methods need one gradient per example rather than the batch mean: differential privacy
 (clip each example's gradient), influence estimates, gradient-noise statistics.
-`fg.vmap(fg.grad(loss))` computes them all in one program.
+`fg.vmap(fg.grad(loss))` computes them all in one program. The data: the UCI 8x8 handwritten
+digits (1797 images, in `examples/data`).
 """),
     code("""
+%matplotlib inline
+import os
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad import models
-from funcgrad.losses import softmax_cross_entropy
+from funcgrad.losses import softmax_cross_entropy_with_integer_labels as xent
 from funcgrad.tree_util import tree_leaves, tree_map
 
-rng = np.random.default_rng(1)
-x = rng.normal(size=(32, 20)).astype(np.float32)
-y = rng.integers(0, 5, 32).astype(np.int32)
-params = models.mlp.init(fg.random.key(0), [20, 64, 5])
+# the notebook runs in notebooks/ (as Jupyter starts it); the digits are in examples/data
+with np.load(os.path.join("..", "examples", "data", "digits.npz")) as z:
+    images, digits = z["images"].astype(np.float32) / 16, z["labels"].astype(np.int32)
+x, y = images[:1500], digits[:1500]
+params = models.mlp.init(fg.random.key(0), [64, 64, 10])
 
 def loss_one(params, x, y):
-    # the loss of a single example; vmap supplies the batch axis
-    return softmax_cross_entropy(models.mlp.apply(params, x[None]), y[None])
+    # the loss of a single example (x: (64,), y: ()); vmap supplies the batch axis
+    return xent(models.mlp.apply(params, x), y)
 """),
     code("""
 per_example = fg.jit(fg.vmap(fg.grad(loss_one), in_axes=(None, 0, 0)))
-g = per_example(params, x, y)
+xb, yb = x[:32], y[:32]
+g = per_example(params, xb, yb)
 print(tree_map(lambda a: a.shape, g))      # every leaf gains a leading axis of 32
 """),
     md("Check against a Python loop, and compare the time."),
     code("""
-loop = [fg.grad(loss_one)(params, x[i], y[i]) for i in range(len(x))]
+loop = [fg.grad(loss_one)(params, xb[i], yb[i]) for i in range(len(xb))]
 g_np, loop_np = fg.device_get((g, loop))   # NumPy copies of the results, to compare on the host
 for i, gi in enumerate(loop_np):
     for a, b in zip(tree_leaves(g_np), tree_leaves(gi)):
@@ -150,28 +178,74 @@ def timeit(fn, n=5):
         fg.block_until_ready(fn())
     return (time.perf_counter() - t0) / n * 1e3
 
-print(f"vmap(grad): {timeit(lambda: per_example(params, x, y)):.2f} ms")
-loop_fn = lambda: [fg.grad(loss_one)(params, x[i], y[i]) for i in range(len(x))]
+print(f"vmap(grad): {timeit(lambda: per_example(params, xb, yb)):.2f} ms")
+loop_fn = lambda: [fg.grad(loss_one)(params, xb[i], yb[i]) for i in range(len(xb))]
 print(f"loop of grad: {timeit(loop_fn, 1):.2f} ms")
 """),
     md("""
-## Clipping, as in DP-SGD
+## The per-example gradient norms
 
-The mean of the per-example gradients is the batch gradient; clipping each one to norm `C`
-before averaging bounds any single example's influence.
+The mean of the per-example gradients is the batch gradient. Their norms differ a lot from
+example to example: a few examples dominate the batch gradient. Clipping each one to norm `C`
+before averaging (as DP-SGD does) bounds any single example's influence.
 """),
     code("""
-batch_grad = fg.grad(lambda p: softmax_cross_entropy(models.mlp.apply(p, x), y))(params)
+batch_grad = fg.grad(lambda p: fnp.mean(xent(models.mlp.apply(p, xb), yb)))(params)
 for a, b in zip(tree_leaves(g_np), tree_leaves(fg.device_get(batch_grad))):
     np.testing.assert_allclose(a.mean(0), b, rtol=1e-4, atol=1e-6)
 
-# the clipping runs where the gradients are, with funcgrad.numpy
-norms = fnp.sqrt(sum(fnp.sum(a.reshape(len(x), -1) ** 2, axis=1) for a in tree_leaves(g)))
-C = float(fnp.median(norms))
-factor = fnp.minimum(1.0, C / norms)
-clipped = tree_map(lambda a: fnp.mean(a * factor.reshape((-1,) + (1,) * (a.ndim - 1)), axis=0), g)
-print("per-example norms: min %.3f  median %.3f  max %.3f"
-      % (float(fnp.min(norms)), C, float(fnp.max(norms))))
+def norms_of(g):
+    # one norm per example, over all leaves, computed where the gradients are
+    return fnp.sqrt(sum(fnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=1) for a in tree_leaves(g)))
+
+norms = fg.device_get(norms_of(per_example(params, x, y)))
+C = float(np.median(norms))
+fig, ax = plt.subplots(figsize=(7, 3.5))
+ax.hist(norms, bins=50)
+ax.axvline(C, color="k", ls="--", label=f"clipping norm C = median = {C:.2f}")
+ax.set_xlabel("per-example gradient norm (1500 digits, untrained MLP)")
+ax.set_ylabel("examples")
+ax.legend()
+plt.show()
+"""),
+    md("""
+## Training with clipped per-example gradients
+
+SGD on the batch mean against the clipped version (DP-SGD without its noise, to isolate the
+effect of clipping): with each example's pull bounded, the spikes that a few large gradients
+cause in plain SGD disappear, at the price of a slightly slower descent.
+"""),
+    code("""
+def clipped_mean(g, C):
+    factor = fnp.minimum(1.0, C / norms_of(g))
+    return tree_map(lambda a: fnp.mean(a * factor.reshape((-1,) + (1,) * (a.ndim - 1)), 0), g)
+
+@fg.jit
+def sgd_step(p, xb, yb):
+    return tree_map(lambda w, d: w - 0.5 * d,
+                    p, fg.grad(lambda p: fnp.mean(xent(models.mlp.apply(p, xb), yb)))(p))
+
+@fg.jit
+def clipped_step(p, xb, yb):
+    return tree_map(lambda w, d: w - 0.5 * d, p, clipped_mean(per_example(p, xb, yb), C))
+
+full_loss = fg.jit(lambda p: fnp.mean(xent(models.mlp.apply(p, x), y)))
+rng = np.random.default_rng(0)
+curves = {"SGD": [], f"clipped at C = {C:.2f}": []}
+for name, step in zip(curves, (sgd_step, clipped_step)):
+    p = params
+    for _ in range(150):
+        idx = rng.integers(0, len(x), 32)
+        p = step(p, x[idx], y[idx])
+        curves[name].append(float(full_loss(p)))
+fig, ax = plt.subplots(figsize=(7, 3.5))
+for name, ls in curves.items():
+    ax.plot(ls, label=name)
+ax.set_xlabel("step")
+ax.set_ylabel("training loss (all 1500 examples)")
+ax.set_yscale("log")
+ax.legend()
+plt.show()
 """),
 ]
 
@@ -181,17 +255,25 @@ NOTEBOOKS["03_finetuning_with_masks"] = [
 
 A mask is a boolean pytree shaped like the params: `True` means *trainable*. The same mask drives
 `fg.grad(..., wrt=mask)` (no backward work for frozen leaves) and `optim.masked` (no update, no
-optimizer state). LoRA trains low-rank adapters instead of the weights.
+optimizer state). LoRA trains low-rank adapters instead of the weights. First the masks, on a
+transformer; then a real task, where head-only, LoRA and full fine-tuning compete.
 """),
     code("""
+%matplotlib inline
+import os
+
+import matplotlib.pyplot as plt
 import numpy as np
 
 import funcgrad as fg
+import funcgrad.numpy as fnp
 from funcgrad import lora, masks, models, optim
-from funcgrad.losses import softmax_cross_entropy
+from funcgrad.losses import softmax_cross_entropy_with_integer_labels as xent
 
-params = models.transformer_classifier.init(fg.random.key(0), vocab_size=64, max_len=16,
-                                            d_model=32, d_mlp=64, num_layers=2, num_classes=4)
+config = models.TransformerConfig(vocab_size=64, max_len=16, d_model=32, d_mlp=64,
+                                  num_layers=2, num_heads=4, num_classes=4)
+params = models.transformer_classifier.init(fg.random.key(0), config)
+print(params["config"])           # the architecture travels with the params (no leaf)
 for p in masks.paths(params):
     print(p)
 """),
@@ -200,73 +282,118 @@ for p in masks.paths(params):
 head = masks.mask_from_paths(params, include=["head/**"])
 last_block_and_head = masks.mask_from_paths(params, include=["head/**", "blocks/1/**"])
 matrices = masks.mask_where(params, lambda path, leaf: np.ndim(leaf) == 2)
+attn = masks.mask_where(params, lambda path, w: "attn" in path and np.ndim(w) == 2)
 print("all params        ", masks.count(params))
 print("head only         ", masks.count(params, head))
 print("last block + head ", masks.count(params, last_block_and_head))
 print("2-D weights       ", masks.count(params, matrices))
-"""),
-    md("## Head-only training"),
-    code("""
-rng = np.random.default_rng(1)
-tokens = rng.integers(0, 64, (32, 16)).astype(np.int32)
-labels = (tokens[:, 0] % 4).astype(np.int32)          # a learnable rule: the first token
-
-def loss(p, tokens, labels):
-    return softmax_cross_entropy(models.transformer_classifier.apply(p, tokens), labels)
-
-def fit(trainable_mask, steps=30):
-    tx = optim.masked(optim.adam(3e-3), trainable_mask)
-    grad_fn = fg.value_and_grad(loss, wrt=trainable_mask)
-
-    @fg.jit
-    def step(p, s):
-        l, g = grad_fn(p, tokens, labels)
-        u, s = tx.update(g, s, p)
-        return optim.apply_updates(p, u), s, l
-
-    p, s = params, tx.init(params)
-    for _ in range(steps):
-        p, s, l = step(p, s)
-    return p, float(l)
-
-p_head, l_head = fit(head)
-print("head only: final loss", l_head)
-frozen_same = all(np.array_equal(a, b) for a, b in
-                  zip(fg.tree_util.tree_leaves(masks.partition(p_head, head)[1]),
-                      fg.tree_util.tree_leaves(masks.partition(params, head)[1])))
-print("frozen leaves unchanged:", frozen_same)
+adapters = lora.init(fg.random.key(1), params, attn, rank=2, alpha=4)
+print("LoRA r=2 on attn  ", sum(a.size for a in fg.tree_util.tree_leaves(adapters)))
 """),
     md("""
-## LoRA
+## A real task: digits 0-4, then 5-9
 
-`lora.init` puts an adapter (A: rank x in, B: out x rank, B = 0) on each selected 2-D weight;
-`lora.apply(apply_fn)` uses `W + scale * B @ A`; we differentiate with respect to the adapters
-only, and `lora.merge` folds them back.
+An MLP is pretrained on the handwritten digits 0-4 (the UCI 8x8 digits, in `examples/data`),
+then given a new 5-way head and adapted to the digits 5-9 three ways:
+
+* **head only**: a mask selects the head; the body gets no gradient and no update;
+* **LoRA**: rank-4 adapters on the body's matrices (plus the new head) train, the pretrained
+  weights stay frozen;
+* **full**: every parameter trains.
 """),
     code("""
-attn = masks.mask_where(params, lambda path, w: "attn" in path and np.ndim(w) == 2)
-adapters = lora.init(0, params, attn, rank=2, alpha=4)
-n_lora = sum(a.size for a in fg.tree_util.tree_leaves(adapters))
-print("LoRA trainable params:", n_lora, "of", masks.count(params))
+with np.load(os.path.join("..", "examples", "data", "digits.npz")) as z:
+    images, digits = z["images"].astype(np.float32) / 16, z["labels"].astype(np.int32)
+order = np.random.default_rng(0).permutation(len(digits))
+images, digits = images[order], digits[order]
+n = len(digits) * 3 // 4
 
-lora_loss = lambda ad, tokens, labels: softmax_cross_entropy(
-    lora.apply(models.transformer_classifier.apply)(params, ad, tokens), labels)
-tx = optim.adam(1e-2)
+def task(classes, train):
+    x, y = (images[:n], digits[:n]) if train else (images[n:], digits[n:])
+    keep = np.isin(y, classes)
+    return x[keep], y[keep] - min(classes)
 
-@fg.jit
-def step(ad, s):
-    l, g = fg.value_and_grad(lora_loss)(ad, tokens, labels)
-    u, s = tx.update(g, s, ad)
-    return optim.apply_updates(ad, u), s, l
+def apply(p, x):
+    h = fg.nn.relu(models.mlp.apply(p["body"], x))
+    return models.dense.apply(p["head"], h)
 
-s = tx.init(adapters)
-for _ in range(30):
-    adapters, s, l = step(adapters, s)
-print("LoRA: final loss", float(l))
-merged = lora.merge(params, adapters)       # the adapted model as plain params again
-np.testing.assert_allclose(
-    *fg.device_get((loss(merged, tokens, labels), lora_loss(adapters, tokens, labels))),
-    rtol=1e-4)
+def fit(loss, trainable, x, y, steps, wrt=None, evaluate=None, lr=3e-3):
+    tx = optim.adam(lr) if wrt is None else optim.masked(optim.adam(lr), wrt)
+    grad_fn = fg.value_and_grad(loss, wrt=wrt)
+
+    @fg.jit
+    def step(t, s, xb, yb):
+        value, g = grad_fn(t, xb, yb)
+        u, s = tx.update(g, s, t)
+        return optim.apply_updates(t, u), s, value
+
+    s, rng, losses, accs = tx.init(trainable), np.random.default_rng(1), [], []
+    for i in range(steps):
+        idx = rng.integers(0, len(y), 64)
+        trainable, s, value = step(trainable, s, x[idx], y[idx])
+        losses.append(float(value))
+        if evaluate is not None and (i % 10 == 9 or i == steps - 1):
+            accs.append((i + 1, evaluate(trainable)))
+    return trainable, losses, accs
+
+def accuracy(p, x, y):
+    return float(np.mean(np.argmax(fg.device_get(fg.jit(apply)(p, x)), -1) == y))
+
+k_body, k_head, k_new, k_lora = fg.random.split(fg.random.key(0), 4)
+pre = {"body": models.mlp.init(k_body, [64, 128, 128]), "head": models.dense.init(k_head, 128, 5)}
+x_pre, y_pre = task([0, 1, 2, 3, 4], True)
+loss = lambda p, xb, yb: fnp.mean(xent(apply(p, xb), yb))
+pre, pre_losses, _ = fit(loss, pre, x_pre, y_pre, 200)
+print(f"pretrained on 0-4: test accuracy {accuracy(pre, *task([0, 1, 2, 3, 4], False)):.3f}")
+"""),
+    code("""
+x_new, y_new = task([5, 6, 7, 8, 9], True)
+xt_new, yt_new = task([5, 6, 7, 8, 9], False)
+start = dict(pre, head=models.dense.init(k_new, 128, 5))    # a new head for the new classes
+results = {}
+
+# head only: one mask drives grad(..., wrt=mask) and optim.masked
+head_mask = masks.mask_from_paths(start, include=["head/**"])
+p, ls, acc = fit(loss, start, x_new, y_new, 150, wrt=head_mask,
+                 evaluate=lambda p: accuracy(p, xt_new, yt_new))
+results["head only"] = (masks.count(start, head_mask), ls, acc)
+
+# LoRA on the body's matrices, plus the new head; the pretrained weights stay frozen
+body = masks.mask_where(start, lambda path, w: path.startswith("body") and np.ndim(w) == 2)
+adapters = lora.init(k_lora, start, body, rank=4, alpha=8)
+lora_apply = lora.apply(apply)
+
+def lora_loss(t, xb, yb):
+    ad, head = t
+    return fnp.mean(xent(lora_apply(dict(start, head=head), ad, xb), yb))
+
+def lora_accuracy(t):
+    ad, head = t
+    return accuracy(lora.merge(dict(start, head=head), ad), xt_new, yt_new)
+
+t, ls, acc = fit(lora_loss, (adapters, start["head"]), x_new, y_new, 150,
+                 evaluate=lora_accuracy)
+results["LoRA r=4"] = (sum(a.size for a in fg.tree_util.tree_leaves(t)), ls, acc)
+
+# full fine-tuning
+p, ls, acc = fit(loss, start, x_new, y_new, 150, evaluate=lambda p: accuracy(p, xt_new, yt_new))
+results["full"] = (masks.count(start), ls, acc)
+
+print("| method    | trainable params | test accuracy (5-9) |")
+print("|-----------|-----------------:|--------------------:|")
+for name, (count, _, acc) in results.items():
+    print(f"| {name:9s} | {count:16d} | {acc[-1][1]:19.3f} |")
+"""),
+    code("""
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+for name, (count, ls, acc) in results.items():
+    label = f"{name} ({count:,} trainable)"
+    left.plot(ls, label=label)
+    right.plot(*zip(*acc), marker=".", label=label)
+left.set(xlabel="step", ylabel="training loss", yscale="log", title="adapting to 5-9")
+right.set(xlabel="step", ylabel="test accuracy on 5-9", title="adapting to 5-9")
+right.legend()
+plt.show()
 """),
 ]
 
@@ -324,6 +451,21 @@ def softsign(x):
 x = np.linspace(-3, 3, 7).astype(np.float32)
 print(softsign(x))
 print(fg.make_jaxpr(lambda x: fnp.sum(softsign(x) * 2))(x))
+"""),
+    md("Its derivative comes from the JVP/VJP rules; vmap evaluates both on a grid:"),
+    code("""
+%matplotlib inline
+import matplotlib.pyplot as plt
+
+grid = np.linspace(-6, 6, 200)
+fig, ax = plt.subplots(figsize=(7, 3.5))
+ax.plot(grid, fg.device_get(softsign(grid)), label="softsign(x) = x / (1 + |x|)")
+ax.plot(grid, fg.device_get(fg.vmap(fg.grad(softsign))(grid)), label="fg.grad(softsign)")
+ax.plot(grid, fg.device_get(fg.vmap(fg.grad(fg.grad(softsign)))(grid)), ls="--",
+        label="fg.grad(fg.grad(softsign))")
+ax.set_xlabel("x")
+ax.legend()
+plt.show()
 """),
     md("## Every transform, checked against finite differences"),
     code("""

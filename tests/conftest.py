@@ -120,3 +120,27 @@ def pytest_collection_modifyitems(config, items):
 def _default_settings():
     yield
     fg.config.reset()
+
+
+# The tests write only to temporary folders: a test that leaves a file in the repository's
+# outputs/ (where the examples put their plots by default) fails the run.
+_OUTPUTS = Path(__file__).resolve().parent.parent / "outputs"
+
+
+def _outputs_snapshot():
+    if not _OUTPUTS.exists():
+        return {}
+    return {p: p.stat().st_mtime_ns for p in _OUTPUTS.rglob("*")}
+
+
+_OUTPUTS_BEFORE = _outputs_snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    after = _outputs_snapshot()
+    written = sorted(str(p) for p, t in after.items() if _OUTPUTS_BEFORE.get(p) != t)
+    if written:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"\nFAILED: the tests wrote into the repository: {written[:5]} (write to tmp_path)",
+            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

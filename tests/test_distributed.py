@@ -7,6 +7,7 @@ tests marked `mpi` launch `mpiexec -n 2` on loopback and need mpi4py and an MPI 
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -243,8 +244,10 @@ def test_example_runs_under_mpiexec(tmp_path):
     env = dict(os.environ, HYDRA_IFACE="lo", OMP_NUM_THREADS="1")
     run = subprocess.run(["mpiexec", "-n", "2", "-host", "localhost", sys.executable,
                           str(ROOT / "examples" / "data_parallel.py"), "--steps", "3", "--debug",
-                          "--save", str(tmp_path / "p.safetensors")],
+                          "--save", str(tmp_path / "p.safetensors"), "--quiet",
+                          "--out", str(tmp_path)],
                          env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert run.returncode == 0, run.stderr
-    assert "2 process(es)" in run.stdout
-    assert (tmp_path / "p.safetensors").exists()
+    # the table's row: processes, global batch, steps
+    assert re.search(r"\|\s+2 \|\s+256 \|\s+3 \|", run.stdout), run.stdout
+    assert (tmp_path / "p.safetensors").exists() and (tmp_path / "data_parallel.png").exists()

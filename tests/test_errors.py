@@ -5,8 +5,10 @@ while tracing or running a primitive also name the primitive, its input types, a
 transforms it was inside ("inside jit(f) > vmap").
 """
 
+import json
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from numeric import gpu_unavailable
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
-from funcgrad import lax, optim
+from funcgrad import lax, lora, optim
 from funcgrad import masks as fmasks
 
 HERE = os.path.basename(__file__)
@@ -126,6 +128,12 @@ CASES = [
      TypeError, ["static", "is an array", "hashable"]),
     ("jit-static-unhashable", lambda: fg.jit(lambda a, n: a, static_argnums=1)(x3, [1, 2]),
      TypeError, ["not hashable", "tuple"]),
+    ("jit-static-argnames-unknown", lambda: fg.jit(lambda a, n=1: a, static_argnames=["nope"]),
+     ValueError, ["static_argnames ['nope']", "no parameter", "a, n", HERE]),
+    ("fori-loop-float-bounds", lambda: lax.fori_loop(0.0, 3, lambda i, c: c + 1.0, 0.0),
+     TypeError, ["fori_loop", "lower", "integer scalar", "f64[]", HERE, "int(n)"]),
+    ("fori-loop-float-bounds-jit", lambda: fg.jit(lambda n: lax.fori_loop(
+        0, n, lambda i, c: c + 1.0, 0.0))(3.0), TypeError, ["fori_loop", "upper", "f64[]"]),
     ("jit-bad-backend", lambda: fg.jit(lambda a: a, backend="tpu"), ValueError,
      ["Unknown backend", "'cpu' or 'gpu'"]),
     # -- differentiation ----------------------------------------------------------------------
@@ -158,7 +166,7 @@ CASES = [
      ["custom_vjp", "forward-mode"]),
     # -- training toolkit ---------------------------------------------------------------------
     ("optim-tree-mismatch", lambda: _optim_mismatch(), ValueError,
-     ["does not match", "initialised"]),
+     ["optim.adam", "do not match the params", "'b' is in the updates"]),
     ("masked-mask-mismatch", lambda: optim.masked(optim.sgd(0.1), {"zzz": True}).init(
         {"a": x3}), ValueError, ["mask"]),
     ("mask-from-paths-nomatch", lambda: fmasks.mask_from_paths({"a": x3}, include=["b/*"]),
@@ -171,6 +179,67 @@ CASES = [
     ("io-corrupted", "corrupted", fg.io.CheckpointError, ["corrupted", "ck.safetensors"]),
     ("io-truncated", "truncated", fg.io.CheckpointError, ["ck.safetensors"]),
     ("io-bad-leaf", "badleaf", TypeError, ["io.save", "dtype object"]),
+    # -- training toolkit: trees, states and hyperparameters (issue 19) -----------------------
+    ("optim-list-for-dict", lambda: optim.adam(1e-3).update([P["w"], P["b"]],
+                                                          optim.adam(1e-3).init(P), P),
+     ValueError, ["optim.adam", "at '<root>'", "a list in the updates, a dict in the params"]),
+    ("optim-grad-shape", lambda: optim.sgd(0.1).update(dict(P, b=np.ones(1, f32)), (
+        optim.EmptyState(),), P), ValueError, ["optim.sgd", "'b'", "(1,)", "(3,)"]),
+    ("optim-grad-dtype", lambda: optim.sgd(0.1).update(dict(P, b=np.ones(3)), (
+        optim.EmptyState(),), P), TypeError, ["'b'", "float64", "float32", "astype"]),
+    ("optim-state-shape-no-params", lambda: optim.adam(1e-3).update(
+        dict(P, b=np.ones(1, f32)), optim.adam(1e-3).init(P)), ValueError,
+     ["'b'", "optimizer state", "(3,)", "(1,)"]),
+    ("apply-updates-broadcast", lambda: optim.apply_updates({"a": x3}, {"a": np.ones((2, 3), f32)}),
+     ValueError, ["apply_updates", "'a'", "(2, 3)", "(3,)", "no broadcasting"]),
+    ("apply-updates-truncates", lambda: optim.apply_updates({"n": np.arange(3)}, {"n": x3}),
+     TypeError, ["'n'", "float32", "int64", "truncated"]),
+    ("optim-foreign-state", lambda: optim.adam(1e-3).update(P, optim.sgd(0.1, 0.9).init(P), P),
+     TypeError, ["TraceState", "made by optim.trace", "ScaleByAdamState", "init(params)"]),
+    ("optim-foreign-chain-state", lambda: optim.sgd(0.1).update(P, optim.adam(1e-3).init(P), P),
+     TypeError, ["optim.sgd", "ScaleByAdamState", "scale_by_adam (adam, adamw)"]),
+    ("multi-transform-foreign-labels", lambda: optim.multi_transform(
+        {"x": optim.sgd(0.1)}, "x").update(P, optim.MultiTransformState({"y": ()}), P),
+     ValueError, ["labels ['y']", "['x']"]),
+    ("optim-nan-lr", lambda: optim.adam(float("nan")), ValueError,
+     ["optim.adam", "learning_rate", "finite number >= 0"]),
+    ("optim-negative-lr", lambda: optim.sgd(-0.1), ValueError,
+     ["learning_rate", "negate the loss"]),
+    ("optim-schedule-nan", lambda: optim.sgd(lambda count: count * float("nan")), ValueError,
+     ["schedule's value at step 0"]),
+    ("optim-lr-string", lambda: optim.sgd("0.1"), TypeError,
+     ["learning_rate must be a number >= 0 or a schedule", "str"]),
+    ("adam-b1", lambda: optim.adam(1e-3, b1=1.5), ValueError, ["b1", "[0, 1)", "1.5"]),
+    ("clip-negative", lambda: optim.clip_by_global_norm(-1), ValueError,
+     ["max_norm", "(0, inf)", "-1"]),
+    ("multisteps-k-float", lambda: optim.MultiSteps(optim.sgd(0.1), 2.5), TypeError,
+     ["every_k_schedule", "an int"]),
+    ("lora-rank-too-big", lambda: lora.init(0, {"w": np.ones((3, 4), f32)}, True, rank=100),
+     ValueError, ["rank=100", "min(rows, cols) = 3", "'w'"]),
+    ("lora-rank-float", lambda: lora.init(0, {"w": np.ones((3, 4), f32)}, True, rank=2.5),
+     TypeError, ["rank must be an int", "2.5"]),
+    ("lora-int-weight", lambda: lora.init(0, {"w": np.ones((3, 4), np.int32)}, True, rank=2),
+     TypeError, ["'w'", "int32", "floating-point"]),
+    ("lora-merge-shape", lambda: lora.merge({"w": np.ones((4, 3), f32)}, lora.init(
+        0, {"w": np.ones((3, 4), f32)}, True, rank=2)), ValueError,
+     ["lora.merge", "'w'", "(4, 3)"]),
+    # -- checkpoints (issue 19) ------------------------------------------------------------------
+    ("io-header-dtype-altered", ("tmp", lambda d: fg.io.load(_altered_dtype(d))),
+     fg.io.CheckpointError, ["ck.safetensors", "tensor 'w'", "int32", "saved as float32"]),
+    ("io-header-bad-offsets", ("tmp", lambda d: fg.io.load(_raw(d, {"x": {
+        "dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"1234"))),
+     fg.io.CheckpointError, ["raw.safetensors", "entry 'x'", "needs 8"]),
+    ("io-missing-folder", ("tmp", lambda d: fg.io.save(os.path.join(d, "nope", "ck.st"), {})),
+     FileNotFoundError, ["folder", "nope", "does not exist", "makedirs"]),
+    ("io-unregistered-type", ("tmp", lambda d: _load_unregistered(d)), fg.io.CheckpointError,
+     ["Unregistered", "not a registered type", "like="]),
+    ("io-train-state-unregistered", ("tmp", lambda d: fg.io.save_train_state(
+        os.path.join(d, "s.st"), fg.io.TrainState(params={"u": Unregistered(x3)}))),
+     TypeError, ["'params/u'", "io.register_type"]),
+    ("io-train-state-from-plain-save", ("tmp", lambda d: (fg.io.save(os.path.join(d, "p.st"), {}),
+                                                          fg.io.load_train_state(
+                                                              os.path.join(d, "p.st")))),
+     fg.io.CheckpointError, ["not a training-state checkpoint", "io.load"]),
     # -- devices and settings -------------------------------------------------------------------
     ("gpu-without-cupy", lambda: fg.device_put(x3, "gpu"), RuntimeError,
      ["GPU", "CuPy", "pip install funcgrad[gpu]"]),
@@ -184,6 +253,34 @@ CASES = [
         lambda a: (fg.debug.callback(lambda v: _raise(ValueError("bad value")), a), a)[1])(x3),
      ValueError, ["bad value", "debug_callback", "f32[3]", "inside jit", HERE]),
 ]
+
+
+P = {"w": np.ones((3, 4), f32), "b": x3}
+
+
+class Unregistered(NamedTuple):
+    w: object
+
+
+def _altered_dtype(d):
+    path = os.path.join(d, "ck.safetensors")
+    fg.io.save(path, {"w": np.arange(4, dtype=f32)})
+    raw = open(path, "rb").read()
+    open(path, "wb").write(raw.replace(b'"dtype":"F32"', b'"dtype":"I32"'))
+    return path
+
+
+def _raw(d, header, data):
+    path = os.path.join(d, "raw.safetensors")
+    h = json.dumps(header).encode()
+    open(path, "wb").write(len(h).to_bytes(8, "little") + h + data)
+    return path
+
+
+def _load_unregistered(d):
+    path = os.path.join(d, "u.st")
+    fg.io.save(path, {"n": Unregistered(x3)})
+    return fg.io.load(path)
 
 
 def _custom_vjp_fn():
@@ -214,6 +311,11 @@ def test_misuse_message(name, thunk, exc, words, tmp_path):
     elif thunk == "badleaf":
         def thunk():
             return fg.io.save(os.path.join(tmp_path, "x.safetensors"), {"a": object()})
+    elif isinstance(thunk, tuple):
+        fn = thunk[1]
+
+        def thunk():
+            return fn(str(tmp_path))
     with pytest.raises(exc) as info:
         thunk()
     msg = str(info.value)

@@ -14,11 +14,10 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="examples need the 'examples' extra (matplotlib)")
 pytest.importorskip("tqdm", reason="examples need the 'examples' extra (tqdm)")
-pytest.importorskip("sklearn", reason="examples need the 'examples' extra (scikit-learn)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = ["digits_finetune", "char_transformer", "per_example_grads", "newton_logistic",
-            "adversarial"]
+EXAMPLES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "examples"))
+                  if f.endswith(".py") and not f.startswith("_"))
 
 
 def run(name, *args, timeout=120):
@@ -37,14 +36,26 @@ def test_help(name):
     assert "--quick" in out and "--out" in out
 
 
-@pytest.mark.parametrize("name,plots,expect", [
+def test_every_example_is_listed_here_and_in_the_readme():
+    assert len(EXAMPLES) == 7 and {name for name, _, _ in QUICK} == set(EXAMPLES)
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for name in EXAMPLES:
+        assert f"examples/{name}.py" in readme, name
+
+
+QUICK = [
+    ("demo", ["demo.png"], ["Gradient descent on sin(2x)", "{ lambda"]),
+    ("data_parallel", ["data_parallel.png"], ["processes", "final loss"]),
     ("digits_finetune", ["digits_finetune.png"], ["head only", "full", "LoRA"]),
     ("char_transformer", ["char_transformer.png"],
      ["samples before fine-tuning", "samples after LoRA", "ppl email", "LoRA r=", "head only"]),
     ("per_example_grads", ["per_example_grads.png"], ["DP-SGD", "max abs difference"]),
     ("newton_logistic", ["newton_logistic.png"], ["Newton", "gradient descent"]),
     ("adversarial", ["adversarial.png", "adversarial_loss.png"], ["FGSM"]),
-])
+]
+
+
+@pytest.mark.parametrize("name,plots,expect", QUICK, ids=[q[0] for q in QUICK])
 def test_quick_run(name, plots, expect, tmp_path):
     out = run(name, "--quick", "--quiet", "--out", str(tmp_path))
     assert "| " in out  # a Markdown result table
@@ -77,3 +88,26 @@ def test_digits_reads_mnist_idx(tmp_path):
               str(tmp_path / "out"))
     assert "60 train / 30 test images of shape (28, 28, 1)" in out
     assert "LoRA" in out and (tmp_path / "out" / "digits_finetune.png").exists()
+
+
+def test_tables_use_fixed_decimals_per_column(capsys):
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        from _util import print_table
+    finally:
+        sys.path.pop(0)
+    print_table([["a", 0.9412, 12.5, 1.2e-9], ["bb", 0.98, 3.25, 0.01]],
+                ["name", "acc", "ms", "gap"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| a    | 0.9412 | 12.50 | 1.20e-09 |"
+    assert lines[3] == "| bb   | 0.9800 |  3.25 | 1.00e-02 |"
+    assert lines[1] == "|------|-------:|------:|---------:|"  # numbers right-aligned
+
+
+def test_progress_bars_do_not_redraw_on_every_update():
+    """tqdm's set_postfix redraws at once unless refresh=False: with a loss shown every step
+    that is a redraw per step (and a bar stuck at its first percentage)."""
+    for name in EXAMPLES:
+        src = open(os.path.join(ROOT, "examples", f"{name}.py")).read()
+        for call in src.split("set_postfix(")[1:]:
+            assert "refresh=False" in call.split(")")[0] + ")", (name, call[:60])

@@ -121,3 +121,44 @@ def test_adapters_for_another_tree_raise():
     ad = lora.init(0, p, WEIGHTS(p), rank=2)
     with pytest.raises(ValueError, match="lora.apply"):
         lora.apply(model)({"l1": p["l1"]}, ad, np.ones((1, 6), np.float32))
+
+
+@pytest.mark.parametrize("kwargs,exc,words", [
+    ({"rank": 7}, ValueError, ["rank=7", "min(rows, cols) = 6", "'l1/w'", "(8, 6)"]),
+    ({"rank": 0}, ValueError, ["rank must be an int >= 1", "0"]),
+    ({"rank": 2.5}, TypeError, ["rank must be an int", "float 2.5"]),
+    ({"rank": True}, TypeError, ["rank must be an int", "bool"]),
+    ({"rank": 2, "alpha": "16"}, TypeError, ["alpha must be a finite number"]),
+    ({"rank": 2, "alpha": float("nan")}, TypeError, ["alpha must be a finite number"]),
+])
+def test_init_checks_rank_and_alpha(kwargs, exc, words):
+    p = make_params()
+    with pytest.raises(exc) as info:
+        lora.init(0, p, WEIGHTS(p), **kwargs)
+    for w in words:
+        assert w in str(info.value), f"{w!r} not in {info.value}"
+    assert lora.init(0, p, WEIGHTS(p), rank=np.int64(3))["l1"]["w"].a.shape == (3, 6)
+
+
+def test_init_refuses_integer_weights():
+    p = dict(make_params(), emb={"w": np.ones((4, 4), np.int32)})
+    with pytest.raises(TypeError, match="'emb/w' has dtype int32; LoRA adapts floating-point"):
+        lora.init(0, p, masks.mask_from_paths(p, include=["*/w"]), rank=2)
+
+
+def test_apply_names_the_path_of_a_mismatched_adapter():
+    p = make_params()
+    ad = lora.init(0, p, WEIGHTS(p), rank=2)
+    swapped = dict(p, l2=dict(p["l2"], w=p["l2"]["w"].T))
+    with pytest.raises(ValueError, match=r"lora.merge: at 'l2/w' the adapter factors B \(3, 2\) "
+                                         r"@ A \(2, 8\) do not fit a weight of shape \(8, 3\)"):
+        lora.merge(swapped, ad)
+    with pytest.raises(ValueError, match="lora.merge: the adapters do not match the params' "
+                                         "structure: 'l2' is in the adapters but not"):
+        lora.merge({"l1": p["l1"]}, ad)
+    bad = dict(ad, l1=dict(ad["l1"], w=lora.Adapter(np.ones((2, 6), np.int32),
+                                                    np.ones((8, 2), np.float32))))
+    with pytest.raises(TypeError, match="'l1/w' adapter factor A is int32"):
+        lora.merge(p, bad)
+    with pytest.raises(TypeError, match="'l1/w' the adapters hold a ndarray"):
+        lora.merge(p, dict(ad, l1=dict(ad["l1"], w=np.ones((8, 6), np.float32))))

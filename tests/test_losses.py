@@ -8,6 +8,7 @@ import pytest
 from numeric import numeric_grad
 
 import funcgrad as fg
+import funcgrad.numpy as fnp
 from funcgrad import losses
 
 rng = np.random.default_rng(0)
@@ -25,105 +26,149 @@ def np_softmax(x):
 
 
 # ---------------------------------------------------------------------------------------------
-# Losses
+# Losses: Optax's names, signatures and reductions (per example / per element), checked against
+# the formulas in Optax's documentation written out in NumPy.
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.5])
-def test_softmax_cross_entropy_matches_numpy(smoothing):
+def test_softmax_cross_entropy_takes_probability_labels_per_example():
     logits = rng.normal(size=(6, 5)) * 3
-    labels = rng.integers(0, 5, 6)
-    target = (1 - smoothing) * np.eye(5)[labels] + smoothing / 5
-    per_example = -np.sum(target * np_log_softmax(logits), -1)
-    np.testing.assert_allclose(
-        losses.softmax_cross_entropy(logits, labels, smoothing, reduction="none"), per_example,
-        rtol=1e-12)
-    np.testing.assert_allclose(losses.softmax_cross_entropy(logits, labels, smoothing),
-                               per_example.mean(), rtol=1e-12)
-    np.testing.assert_allclose(
-        losses.softmax_cross_entropy(logits, labels, smoothing, reduction="sum"),
-        per_example.sum(), rtol=1e-12)
-    # gradient of the mean: (softmax - target) / batch
-    g = fg.grad(lambda l: losses.softmax_cross_entropy(l, labels, smoothing))(logits)
-    np.testing.assert_allclose(g, (np_softmax(logits) - target) / 6, rtol=1e-9, atol=1e-12)
-    # probability targets give the same value
-    np.testing.assert_allclose(
-        losses.softmax_cross_entropy(logits, np.eye(5)[labels], smoothing), per_example.mean(),
-        rtol=1e-12)
+    labels = rng.dirichlet(np.ones(5), 6)  # soft labels; one-hot is the special case
+    ref = -np.sum(labels * np_log_softmax(logits), -1)
+    out = losses.softmax_cross_entropy(logits, labels)
+    assert out.shape == (6,)
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+    onehot = np.eye(5)[[0, 3, 1, 1, 4, 2]]
+    np.testing.assert_allclose(losses.softmax_cross_entropy(logits, onehot),
+                               -np_log_softmax(logits)[np.arange(6), [0, 3, 1, 1, 4, 2]],
+                               rtol=1e-12)
+    # d/dlogits sum_i loss_i = softmax - labels (labels sum to 1)
+    g = fg.grad(lambda l: fnp.sum(losses.softmax_cross_entropy(l, labels)))(logits)
+    np.testing.assert_allclose(g, np_softmax(logits) - labels, rtol=1e-9, atol=1e-12)
+    # another class axis
+    np.testing.assert_allclose(losses.softmax_cross_entropy(logits.T, labels.T, axis=0), ref,
+                               rtol=1e-12)
 
 
-def test_softmax_cross_entropy_batch_shapes_and_dtype():
+def test_softmax_cross_entropy_with_integer_labels():
     logits = rng.normal(size=(2, 3, 4)).astype(np.float32)
     labels = rng.integers(0, 4, (2, 3)).astype(np.int32)
-    out = losses.softmax_cross_entropy(logits, labels, reduction="none")
+    ref = -np.take_along_axis(np_log_softmax(logits.astype(np.float64)), labels[..., None],
+                              -1)[..., 0]
+    out = losses.softmax_cross_entropy_with_integer_labels(logits, labels)
     assert out.shape == (2, 3) and out.dtype == np.float32
-    assert losses.softmax_cross_entropy(logits, labels).dtype == np.float32
-    np.testing.assert_allclose(fg.jit(losses.softmax_cross_entropy)(logits, labels),
-                               losses.softmax_cross_entropy(logits, labels), rtol=1e-6)
-    per = fg.vmap(lambda l, y: losses.softmax_cross_entropy(l, y))(logits, labels)
-    np.testing.assert_allclose(per, out.mean(-1), rtol=1e-6)
+    np.testing.assert_allclose(out, ref, rtol=1e-6)
+    np.testing.assert_allclose(
+        out, losses.softmax_cross_entropy(logits, np.eye(4, dtype=np.float32)[labels]),
+        rtol=1e-6)
+    np.testing.assert_allclose(fg.jit(losses.softmax_cross_entropy_with_integer_labels)(
+        logits, labels), out, rtol=1e-6)
+    per = fg.vmap(losses.softmax_cross_entropy_with_integer_labels)(logits, labels)
+    np.testing.assert_allclose(per, out, rtol=1e-6)
+    # class axis 0; a tuple of axes is flattened into one class axis (label = flat index)
+    np.testing.assert_allclose(losses.softmax_cross_entropy_with_integer_labels(
+        np.moveaxis(logits, -1, 0), labels, axis=0), out, rtol=1e-6)
+    flat = logits.reshape(2, 12)
+    np.testing.assert_allclose(losses.softmax_cross_entropy_with_integer_labels(
+        logits, np.array([5, 11]), axis=(1, 2)),
+        losses.softmax_cross_entropy_with_integer_labels(flat, np.array([5, 11])), rtol=1e-6)
+    # where: masked classes take no part; a fully masked example gives 0
+    where = np.array([[True, True, False, True]] * 3 + [[False] * 4] * 3).reshape(2, 3, 4)
+    lab = np.array([[0, 1, 3], [0, 0, 0]])
+    masked = losses.softmax_cross_entropy_with_integer_labels(logits, lab, where=where)
+    keep = logits[0][:, [0, 1, 3]].astype(np.float64)
+    np.testing.assert_allclose(masked[0], -np_log_softmax(keep)[np.arange(3), [0, 1, 2]],
+                               rtol=1e-6)
+    assert masked[1].tolist() == [0, 0, 0]
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.2])
-def test_softmax_cross_entropy_extreme_logits_nan_free(smoothing):
+@pytest.mark.parametrize("fn", ["softmax_cross_entropy",
+                                "softmax_cross_entropy_with_integer_labels"])
+def test_cross_entropy_extreme_logits_nan_free(fn):
     logits = np.array([[1e4, -1e4, 0.0], [-1e30, 1e30, 0.0], [1e38, -1e38, 0.0]], np.float32)
     labels = np.array([0, 0, 1])
-    f = lambda l: losses.softmax_cross_entropy(l, labels, smoothing)
+    lab = labels if fn.endswith("integer_labels") else np.eye(3, dtype=np.float32)[labels]
+    f = lambda l: fnp.mean(getattr(losses, fn)(l, lab))
     v, g = fg.value_and_grad(f)(logits)
     assert np.isfinite(v) and np.all(np.isfinite(g)), (v, g)
-    target = (1 - smoothing) * np.eye(3)[labels] + smoothing / 3
-    np.testing.assert_allclose(g, (np_softmax(logits.astype(np.float64)) - target) / 3,
-                               atol=1e-6)
-    # a loss beyond float32's range is inf, but its gradient is still exact (no inf - inf)
-    with np.errstate(over="ignore"):
-        v, g = fg.value_and_grad(f)(logits * 3)
-    assert np.all(np.isfinite(g)) and not np.any(np.isnan(g)), g
+    np.testing.assert_allclose(g, (np_softmax(logits.astype(np.float64)) - np.eye(3)[labels])
+                               / 3, atol=1e-6)
 
 
-def test_sigmoid_binary_cross_entropy():
+def test_smooth_labels():
+    onehot = np.eye(4)[[0, 2]]
+    np.testing.assert_allclose(losses.smooth_labels(onehot, 0.2), 0.8 * onehot + 0.05)
+
+
+def test_sigmoid_binary_cross_entropy_is_elementwise():
     x = rng.normal(size=(4, 3)) * 4
     z = rng.uniform(size=(4, 3))
     p = 1 / (1 + np.exp(-x))
     ref = -(z * np.log(p) + (1 - z) * np.log(1 - p))
-    np.testing.assert_allclose(losses.sigmoid_binary_cross_entropy(x, z, reduction="none"), ref,
-                               rtol=1e-10)
-    g = fg.grad(lambda l: losses.sigmoid_binary_cross_entropy(l, z, reduction="sum"))(x)
+    np.testing.assert_allclose(losses.sigmoid_binary_cross_entropy(x, z), ref, rtol=1e-10)
+    g = fg.grad(lambda l: fnp.sum(losses.sigmoid_binary_cross_entropy(l, z)))(x)
     np.testing.assert_allclose(g, p - z, rtol=1e-10)
     # extreme logits: exact values, finite gradients sigmoid(x) - z (also at exactly 0)
     x = np.array([-1e4, 0.0, 1e4, -3e38, 3e38], np.float32)
     z = np.array([1, 0, 1, 0, 1], np.float32)
-    v = losses.sigmoid_binary_cross_entropy(x, z, reduction="none")
-    np.testing.assert_allclose(v, [1e4, np.log(2), 0, 0, 0], rtol=1e-6)
-    g = fg.grad(lambda l: losses.sigmoid_binary_cross_entropy(l, z, reduction="sum"))(x)
+    np.testing.assert_allclose(losses.sigmoid_binary_cross_entropy(x, z),
+                               [1e4, np.log(2), 0, 0, 0], rtol=1e-6)
+    g = fg.grad(lambda l: fnp.sum(losses.sigmoid_binary_cross_entropy(l, z)))(x)
     np.testing.assert_allclose(g, [-1, 0.5, 0, 0, 0], atol=1e-7)
     # integer labels are accepted
     assert losses.sigmoid_binary_cross_entropy(x, z.astype(np.int32)).dtype == np.float32
 
 
-def test_mse_and_huber():
+def test_regression_losses_are_elementwise():
     p, t = rng.normal(size=(5, 2)) * 2, rng.normal(size=(5, 2))
-    np.testing.assert_allclose(losses.mse(p, t), np.mean((p - t) ** 2), rtol=1e-12)
     r = p - t
+    np.testing.assert_allclose(losses.squared_error(p, t), r ** 2, rtol=1e-12)
+    np.testing.assert_allclose(losses.squared_error(p), p ** 2, rtol=1e-12)
+    np.testing.assert_allclose(losses.l2_loss(p, t), 0.5 * r ** 2, rtol=1e-12)
+    np.testing.assert_allclose(losses.mse(p, t), np.mean(r ** 2), rtol=1e-12)
+    np.testing.assert_allclose(losses.log_cosh(p, t), np.log(np.cosh(r)), rtol=1e-10)
+    assert np.isfinite(losses.log_cosh(np.array([1e4]), np.array([0.0]))).all()
     for delta in (0.5, 1.0, 2.0):
         a = np.abs(r)
-        ref = np.where(a <= delta, 0.5 * r ** 2, delta * (a - 0.5 * delta))
-        np.testing.assert_allclose(losses.huber(p, t, delta, reduction="none"), ref, rtol=1e-12)
-        g = fg.grad(lambda q, d=delta: losses.huber(q, t, d, reduction="sum"))(p)
+        ref = np.where(a <= delta, 0.5 * r ** 2, 0.5 * delta ** 2 + delta * (a - delta))
+        np.testing.assert_allclose(losses.huber_loss(p, t, delta=delta), ref, rtol=1e-12)
+        g = fg.grad(lambda q, d=delta: fnp.sum(losses.huber_loss(q, t, delta=d)))(p)
         np.testing.assert_allclose(g, np.clip(r, -delta, delta), rtol=1e-12)
     np.testing.assert_allclose(fg.grad(lambda q: losses.mse(q, t))(p), 2 * r / r.size)
-    assert fg.grad(lambda q: losses.huber(q, 0.0))(np.zeros(3)).tolist() == [0, 0, 0]
+    assert fg.grad(lambda q: fnp.sum(losses.huber_loss(q)))(np.zeros(3)).tolist() == [0, 0, 0]
     np.testing.assert_allclose(
-        fg.grad(lambda q: losses.huber(q, t))(p),
+        fg.grad(lambda q: fnp.mean(losses.huber_loss(q, t)))(p),
         numeric_grad(lambda q: np.mean(np.where(np.abs(q - t) <= 1, 0.5 * (q - t) ** 2,
                                                 np.abs(q - t) - 0.5)), p), rtol=1e-6)
 
 
+def test_cosine_similarity_and_distance():
+    a, b = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    ref = np.sum(a * b, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    np.testing.assert_allclose(losses.cosine_similarity(a, b), ref, rtol=1e-12)
+    np.testing.assert_allclose(losses.cosine_distance(a, b), 1 - ref, rtol=1e-12)
+    np.testing.assert_allclose(losses.cosine_distance(a.T, b.T, axis=0), 1 - ref, rtol=1e-12)
+    # epsilon bounds the squared norms from below: a zero vector gives distance 1, not NaN
+    z = losses.cosine_distance(np.zeros((1, 3)), b[:1], epsilon=1e-12)
+    np.testing.assert_allclose(z, [1.0])
+    g = fg.grad(lambda x: fnp.sum(losses.cosine_distance(x, b)))(a)
+    np.testing.assert_allclose(g, numeric_grad(
+        lambda x: np.sum(1 - np.sum(x * b, -1) / np.linalg.norm(x, axis=-1)
+                         / np.linalg.norm(b, axis=-1)), a), rtol=1e-6)
+
+
 def test_bad_input():
-    with pytest.raises(ValueError, match="reduction"):
-        losses.mse(np.ones(2), np.ones(2), reduction="avg")
-    with pytest.raises(ValueError, match="labels shape"):
-        losses.softmax_cross_entropy(np.ones((3, 4)), np.zeros(4, np.int32))
-    with pytest.raises(ValueError, match="label_smoothing"):
-        losses.softmax_cross_entropy(np.ones((3, 4)), np.zeros(3, np.int32), 1.5)
+    with pytest.raises(TypeError, match="softmax_cross_entropy_with_integer_labels"):
+        losses.softmax_cross_entropy(np.ones((3, 4)), np.zeros(3, np.int32))
+    with pytest.raises(ValueError, match="without the class axis"):
+        losses.softmax_cross_entropy_with_integer_labels(np.ones((3, 4)), np.zeros(4, np.int32))
+    with pytest.raises(TypeError, match="softmax_cross_entropy\\(logits, labels\\)"):
+        losses.softmax_cross_entropy_with_integer_labels(np.ones((3, 4)), np.ones((3, 4)))
+    with pytest.raises(ValueError, match="logits' shape"):
+        losses.softmax_cross_entropy(np.ones((3, 4)), np.ones((3, 5)))
+    with pytest.raises(TypeError, match="floating"):
+        losses.sigmoid_binary_cross_entropy(np.ones(3, np.int32), np.ones(3))
+    with pytest.raises(ValueError, match="predictions' shape"):
+        losses.huber_loss(np.ones(3), np.ones(4))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -496,7 +496,7 @@ def test_transformer_classifier_params_and_numpy_reference():
     assert all(x.dtype == np.float32 for x in tu.tree_leaves(p))
 
     # a small one in float64 against NumPy, with and without padding
-    q = to64(models.transformer_classifier.init(random.key(1), 11, 6, 8, 16, 2, 3))
+    q = to64(models.transformer_classifier.init(random.key(1), 11, 6, 8, 16, 2, 3, num_heads=2))
     tokens = rng.integers(0, 11, (2, 6))
     ref = np_encoder(q, tokens, 2)
     logits = models.transformer_classifier.apply(q, tokens, 2)
@@ -510,13 +510,13 @@ def test_transformer_classifier_params_and_numpy_reference():
 
 
 def test_transformer_classifier_grad_jit_vmap():
-    q = to64(models.transformer_classifier.init(random.key(2), 7, 4, 4, 8, 1, 3))
+    q = to64(models.transformer_classifier.init(random.key(2), 7, 4, 4, 8, 1, 3, num_heads=2))
     tokens = rng.integers(0, 7, (3, 4))
     labels = np.array([0, 2, 1])
 
     def loss(p):
-        return models.losses.softmax_cross_entropy(
-            models.transformer_classifier.apply(p, tokens, 2), labels)
+        return fnp.mean(models.losses.softmax_cross_entropy_with_integer_labels(
+            models.transformer_classifier.apply(p, tokens, 2), labels))
 
     g = fg.grad(loss)(q)
     for path in (("blocks", 0, "attn", "wk"), ("blocks", 0, "mlp", "w1"), ("head", "w")):
@@ -536,7 +536,7 @@ def test_transformer_classifier_grad_jit_vmap():
         for k in path:
             gw = gw[k]
         np.testing.assert_allclose(gw, numeric_grad(f, w), rtol=1e-5, atol=1e-8)
-    p32 = models.transformer_classifier.init(random.key(2), 7, 4, 4, 8, 1, 3)
+    p32 = models.transformer_classifier.init(random.key(2), 7, 4, 4, 8, 1, 3, num_heads=2)
     eager = models.transformer_classifier.apply(p32, tokens, 2)
     np.testing.assert_allclose(fg.jit(models.transformer_classifier.apply,
                                       static_argnums=2)(p32, tokens, 2), eager, rtol=1e-5)
@@ -568,7 +568,8 @@ def test_transformer_lm_is_causal_and_trains():
     def loss(p, key):
         out = models.transformer_lm.apply(p, seq[:, :-1], 4, dropout_rate=0.1, key=key,
                                           training=True)
-        return models.losses.softmax_cross_entropy(out, seq[:, 1:])
+        xent = models.losses.softmax_cross_entropy_with_integer_labels
+        return fnp.mean(xent(out, seq[:, 1:]))
 
     @fg.jit
     def step(p, key):
@@ -601,3 +602,118 @@ def test_models_use_only_the_public_api():
         text = f.read_text()
         for internal in ("core", "transforms", "backends", "lax.", "numpy._"):
             assert f"from ..{internal}" not in text and f"funcgrad.{internal}" not in text, f
+
+
+# ---------------------------------------------------------------------------------------------
+# One rule for keys: every init takes a key or an int seed (= fg.random.key(seed))
+
+_INITS = [
+    ("models.dense.init", lambda k: models.dense.init(k, 3, 4)),
+    ("models.mlp.init", lambda k: models.mlp.init(k, [3, 5, 2])),
+    ("models.conv2d.init", lambda k: models.conv2d.init(k, 2, 3, 3)),
+    ("models.embedding.init", lambda k: models.embedding.init(k, 7, 4)),
+    ("models.multi_head_attention.init", lambda k: models.multi_head_attention.init(k, 8)),
+    ("models.transformer_lm.init", lambda k: models.transformer_lm.init(k, 11, 4, 8, 16, 1)),
+    ("models.transformer_classifier.init",
+     lambda k: models.transformer_classifier.init(k, 11, 4, 8, 16, 1, 3)),
+    ("nn.lstm_init", lambda k: fg.nn.lstm_init(k, 3, 4)),
+    ("nn.rnn_init", lambda k: fg.nn.rnn_init(k, 3, 4)),
+    ("lora.init", lambda k: fg.lora.init(k, {"w": np.zeros((4, 3), np.float32)},
+                                         {"w": True}, rank=2)),
+]
+
+
+@pytest.mark.parametrize("name,init", _INITS, ids=[n for n, _ in _INITS])
+def test_every_init_takes_a_key_or_an_int_seed(name, init):
+    from funcgrad import tree_util as tu
+    by_seed, by_key = init(5), init(random.key(5))
+    for a, b in zip(tu.tree_leaves(by_seed), tu.tree_leaves(by_key)):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(tu.tree_leaves(by_seed),
+                                                         tu.tree_leaves(init(6))) if a.size)
+    with pytest.raises(TypeError, match=rf"{name}: key must be a key .* or an int seed, got "
+                                        r"float .*test_models\.py:\d+"):
+        init(1.5)
+    with pytest.raises(TypeError, match=r"a batch of keys"):
+        init(random.split(random.key(0), 2))
+
+
+def test_norm_inits_draw_nothing_and_accept_none():
+    assert models.layer_norm.init(None, 3)["scale"].tolist() == [1, 1, 1]
+    assert models.rms_norm.init(0, 3)["scale"].tolist() == [1, 1, 1]
+
+
+def test_samplers_take_keys_only_and_say_so():
+    with pytest.raises(TypeError, match=r"an int seed: fg\.random\.key\(seed\) makes its key.*"
+                                        r"test_models\.py"):
+        random.normal(0, (2,))
+
+
+# ---------------------------------------------------------------------------------------------
+# The config travels with the params
+
+
+def test_transformer_config_travels_with_the_params():
+    cfg = models.TransformerConfig(vocab_size=11, max_len=6, d_model=8, d_mlp=16, num_layers=1,
+                                   num_heads=2, num_classes=3)
+    p = models.transformer_classifier.init(random.key(4), cfg)
+    assert p["config"] is cfg and models.config_of(p) == cfg
+    same = models.transformer_classifier.init(random.key(4), 11, 6, 8, 16, 1, 3, num_heads=2)
+    assert same["config"] == cfg
+    for a, b in zip(tu.tree_leaves(p), tu.tree_leaves(same)):
+        np.testing.assert_array_equal(a, b)
+    # the config is static: no leaf, part of the tree structure
+    assert len(tu.tree_leaves(p)) == len(tu.tree_leaves({k: v for k, v in p.items()
+                                                         if k != "config"}))
+    assert tu.tree_structure(p) != tu.tree_structure(
+        models.transformer_classifier.init(random.key(4), cfg.replace(num_heads=4)))
+    tokens = rng.integers(0, 11, (2, 6))
+    logits = models.transformer_classifier.apply(p, tokens)  # no head count needed
+    np.testing.assert_allclose(models.transformer_classifier.apply(p, tokens, 2), logits)
+    with pytest.raises(ValueError, match=r"num_heads=4, but these params were made for "
+                                         r"num_heads=2"):
+        models.transformer_classifier.apply(p, tokens, 4)  # 4 divides 8: it would run
+    # grad, an optimizer, masks, LoRA and jit carry it along untouched
+    labels = np.array([0, 2])
+
+    def loss(p):
+        return fnp.mean(models.losses.softmax_cross_entropy_with_integer_labels(
+            models.transformer_classifier.apply(p, tokens), labels))
+
+    head = masks.mask_from_paths(p, include=["head/*"])
+    g = fg.grad(loss, wrt=head)(p)
+    assert g["config"] is cfg
+    tx = fg.optim.masked(fg.optim.adam(1e-2), head)
+    u, _ = tx.update(g, tx.init(p), p)
+    p2 = fg.optim.apply_updates(p, u)
+    assert p2["config"] is cfg and float(loss(p2)) < float(loss(p))
+    np.testing.assert_allclose(fg.jit(loss)(p2), loss(p2), rtol=1e-5)
+    ad = fg.lora.init(0, p, masks.mask_from_paths(p, include=["blocks/*/attn/wq"]), rank=2)
+    assert fg.lora.apply(models.transformer_classifier.apply)(p, ad, tokens).shape == (2, 3)
+
+
+def test_transformer_config_validation_and_round_trip():
+    with pytest.raises(ValueError, match="d_model=10 is not divisible by num_heads=4"):
+        models.TransformerConfig(d_model=10)
+    with pytest.raises(ValueError, match="num_layers must be a positive int"):
+        models.TransformerConfig(num_layers=0)
+    with pytest.raises(TypeError, match="transformer_lm.init: .*unexpected keyword"):
+        models.transformer_lm.init(0, heads=2)
+    cfg = models.TransformerConfig(num_heads=8, tie_embeddings=True)
+    assert models.TransformerConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown fields"):
+        models.TransformerConfig.from_dict({"n_head": 2})
+    # registered with io: a checkpoint stores it by name and fields and rebuilds it alone
+    assert tu.tree_structure(cfg).node_data()[0] is models.TransformerConfig
+    assert not tu.tree_leaves(cfg)
+
+
+def test_transformer_params_save_and_load_without_a_template(tmp_path):
+    p = models.transformer_lm.init(random.key(2), models.TransformerConfig(
+        vocab_size=7, max_len=4, d_model=8, d_mlp=8, num_layers=1, num_heads=2))
+    fg.io.save(tmp_path / "lm.safetensors", p)
+    q = fg.io.load(tmp_path / "lm.safetensors")  # no like=: the config comes back by name
+    assert q["config"] == p["config"]
+    tokens = np.array([[1, 2, 3, 4]])
+    np.testing.assert_array_equal(models.transformer_lm.apply(q, tokens),
+                                  models.transformer_lm.apply(p, tokens))

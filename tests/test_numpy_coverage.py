@@ -96,9 +96,9 @@ def _dtypes_for(dtype, n):
     return dtype if isinstance(dtype, tuple) else (dtype,) * n
 
 
-# The conversions that return an UpdatableArray (a NumPy array with JAX's `.at`); every other
-# function returns a plain np.ndarray.
-UPDATABLE = {"array", "asarray", "asanyarray", "ascontiguousarray"}
+# The conversions that return an UpdatableArray (a NumPy array with JAX's `.at`) to user code;
+# every other function returns a plain np.ndarray.
+UPDATABLE = {"array", "asarray"}
 
 
 def check_same(got, want, rtol, atol, values=True, where=""):

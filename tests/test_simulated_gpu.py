@@ -86,7 +86,9 @@ def test_the_suite_passes_with_the_gpu_as_default_backend():
 
 
 @pytest.mark.parametrize("name", ["demo", "digits_finetune", "newton_logistic",
-                                  "per_example_grads", "adversarial"])
-def test_examples_run_with_the_gpu_as_default_backend(name):
-    proc, out = _run([f"examples/{name}.py", "--quick", "--quiet"], gpu_default=True)
+                                  "per_example_grads", "adversarial", "data_parallel"])
+def test_examples_run_with_the_gpu_as_default_backend(name, tmp_path):
+    # plots go to a temporary folder: the tests write nothing into the repository
+    proc, out = _run([f"examples/{name}.py", "--quick", "--quiet", "--out", str(tmp_path)],
+                     gpu_default=True)
     assert proc.returncode == 0, out[-4000:]

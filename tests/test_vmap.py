@@ -344,8 +344,14 @@ def test_in_axes_pytree_prefix():
     f = lambda p, x: lax.add(_matmul(x, p["w"]), p["b"])
     got = vmap(f, in_axes=({"w": None, "b": None}, 0))(params, xs)
     np.testing.assert_allclose(got, xs @ params["w"] + params["b"])
-    # A prefix: None covers the whole dict; a list of axes is a tuple of axes.
-    np.testing.assert_allclose(vmap(f, in_axes=[None, 0])(params, xs), got)
+    # A prefix: None covers the whole dict.
+    np.testing.assert_allclose(vmap(f, in_axes=(None, 0))(params, xs), got)
+    # As in JAX, a list is not a prefix of the argument tuple: an error that names the fix.
+    with pytest.raises(TypeError, match=r"list \[None, 0\].*in_axes=\(None, 0\)"):
+        vmap(f, in_axes=[None, 0])
+    # ... but a list inside the tuple is a prefix of a list argument
+    got_list = vmap(lambda ab: ab[0] * ab[1], in_axes=([0, None],))([xs, 2.0])
+    np.testing.assert_allclose(got_list, xs * 2.0)
     # Mixed: batch the bias only, along its last axis.
     bs = np.arange(12.0).reshape(3, 4)
     got = vmap(f, in_axes=({"w": None, "b": -1}, None))(

@@ -168,6 +168,13 @@ OPS = [
 ]
 
 
+# Holomorphic chains (complex in, complex out, complex-differentiable): for holomorphic=True.
+HOLOMORPHIC = {"sin", "exp", "square", "affine", "center", "cumsum", "scale_by_sum", "reverse",
+               "gather", "at_updates", "at_mode", "r_", "matvec", "einsum", "outer_trace", "solve",
+               "det_scale", "fft_roundtrip", "fft2", "fftshift", "cond", "fori", "scan",
+               "sqrt_shift", "log_shift"}
+
+
 def _hermitian(lib, x):
     L = lib.np
     a = L.reshape(x[:4], (2, 2))
@@ -180,6 +187,42 @@ def _finish(lib, x):
     if x.dtype.kind == "c":
         return L.sum(L.real(x * (0.3 + 0.7j)) + L.imag(x) ** 2 * 0.5)
     return L.sum(L.sin(x) * np.linspace(0.5, 1.5, 6))
+
+
+def build_holomorphic(rng):
+    allowed = [o for o in OPS if o["name"] in HOLOMORPHIC]
+    return [allowed[int(rng.integers(len(allowed)))] for _ in range(int(rng.integers(1, 5)))]
+
+
+def holomorphic_program(lib, ops):
+    def f(x):
+        for op in ops:
+            x = op["fn"](lib, x)
+        return lib.np.sum(x * np.linspace(0.5, 1.5, 6) * (1 - 0.5j))
+    return f
+
+
+HOLO_TRANSFORMS = ["jit", "vmap", "grad", "jvp", "checkpoint", "jacfwd", "jacrev"]
+
+
+def wrap_holomorphic(lib, kind, f, w):
+    """Transforms of a complex scalar function of complex x, with holomorphic=True."""
+    L, t = lib.np, lib.t
+    if kind == "jit":
+        return t.jit(f)
+    if kind == "checkpoint":
+        return lib.checkpoint(f)
+    if kind == "vmap":
+        return lambda x: L.sum(t.vmap(f)(L.stack([x, x * 0.5 + 0.1])))
+    if kind == "grad":
+        return lambda x: L.sum(t.grad(f, holomorphic=True)(x) * w)
+    if kind == "jvp":
+        return lambda x: t.jvp(f, (x,), (w,))[1]
+    if kind == "jacfwd":
+        return lambda x: L.sum(t.jacfwd(f, holomorphic=True)(x) * w)
+    if kind == "jacrev":
+        return lambda x: L.sum(t.jacrev(f, holomorphic=True)(x) * w)
+    raise ValueError(kind)
 
 
 def build_program(rng, kind, with_custom):
@@ -243,7 +286,32 @@ def wrap(lib, kind, f, w, complex_input):
     raise ValueError(kind)
 
 
+def run_holomorphic(rng):
+    ops = build_holomorphic(rng)
+    stack = [HOLO_TRANSFORMS[int(rng.integers(len(HOLO_TRANSFORMS)))]
+             for _ in range(int(rng.integers(1, 4)))]
+    derivs = [s for s in stack if s in ("grad", "jvp", "jacfwd", "jacrev")]
+    if len(derivs) > 2:
+        stack = [s for s in stack if s not in ("grad", "jvp", "jacfwd", "jacrev")] + derivs[:2]
+    x = rng.uniform(-1, 1, SHAPE) + 1j * rng.uniform(-1, 1, SHAPE)
+    w = rng.uniform(-1, 1, SHAPE) + 1j * rng.uniform(-1, 1, SHAPE)
+    results = {}
+    for name in ("fg", "jax"):
+        lib = Lib(name)
+        f = holomorphic_program(lib, ops)
+        for s in stack:
+            f = wrap_holomorphic(lib, s, f, w)
+        try:
+            results[name] = ("ok", np.asarray(f(x)))
+        except Exception as e:  # noqa: BLE001
+            results[name] = ("raise", f"{type(e).__name__}: {str(e).splitlines()[0][:160]}")
+    return "holomorphic", ops, [s + "(holomorphic)" if s in ("grad", "jacfwd", "jacrev") else s
+                                for s in stack], results, x
+
+
 def run_one(rng, args):
+    if args.only != "real" and rng.random() < 0.15:
+        return run_holomorphic(rng)
     kind = "complex" if args.only == "complex" else "real" if args.only == "real" else (
         "complex" if rng.random() < 0.5 else "real")
     ops = build_program(rng, kind, args.custom)
@@ -299,11 +367,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     counts = {"agree": 0, "both_raise": 0, "disagree": 0, "skip": 0}
+    kinds = {}
     by_transform, by_op, disagreements, both_raise = {}, {}, [], {}
     start = time.time()
     for k in range(args.programs):
         kind, ops, stack, res, x = run_one(rng, args)
         a, b = res["fg"], res["jax"]
+        kinds[kind] = kinds.get(kind, 0) + 1
         if a[0] == "skip":
             counts["skip"] += 1
             continue
@@ -323,6 +393,7 @@ def main(argv=None):
     elapsed = time.time() - start
     print(f"{args.programs} programs in {elapsed:.0f} s (seed {args.seed}, custom rules "
           f"{'on' if args.custom else 'off'}): {counts}")
+    print(f"programs by input kind: {kinds}")
     print("transforms (programs using it: agree / disagree):")
     print("  " + ", ".join(f"{s} {v[0]}/{v[1]}" for s, v in sorted(by_transform.items())))
     print("operations:")

@@ -13,7 +13,7 @@ import numpy as np
 from . import errors as _errors
 from . import placement as _placement
 from .avals import PY_SCALARS
-from .errors import _describe, add_error_context, check_nans
+from .errors import FP_QUIET, _describe, add_error_context, check_nans, fp_quiet_set, fp_reset
 from .placement import _device_args, _namespaces, register_device_arrays
 from .trace import Tracer, _leak_error
 
@@ -72,11 +72,14 @@ def bind(prim, *args, **params):
             xp, args = _device_args(args)
         else:
             xp = np
+        fp = fp_quiet_set(FP_QUIET)  # inf/NaN without NumPy warnings (see core/errors.py)
         try:
             out = prim.impl(xp, *args, **params)
         except Exception as e:
             add_error_context(e, prim, [_describe(a) for a in args])
             raise
+        finally:
+            fp_reset(fp)
         if prim.multiple_results:
             out = tuple(o if type(o) is np.ndarray else _as_array(o) for o in out)
         elif type(out) is not np.ndarray:

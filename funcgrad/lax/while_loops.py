@@ -213,7 +213,14 @@ def while_loop(cond_fun, body_fun, init_val):
 
 def fori_loop(lower, upper, body_fun, init_val, *, unroll=1):
     """`for i in range(lower, upper): val = body_fun(i, val)`. Static (Python int) bounds lower
-    to a scan, which reverse mode can differentiate; traced bounds lower to a while_loop."""
+    to a scan, which reverse mode can differentiate; traced bounds lower to a while_loop.
+    Bounds must be integer scalars (as in JAX)."""
+    for name, b in (("lower", lower), ("upper", upper)):
+        a = _aval(b)
+        if a.dtype.kind not in "iu" or a.shape != ():
+            raise TypeError(f"fori_loop: {name} must be an integer scalar, got "
+                            f"{a.str_short()}{user_line()}; pass int bounds, e.g. "
+                            "fori_loop(0, int(n), body, init)")
     lo, hi = _concrete(lower), _concrete(upper)
     static = (lo is not None and hi is not None and type(lower) is not Tracer
               and type(upper) is not Tracer)

@@ -6,8 +6,11 @@ pytree of arrays) and `apply(params, x, ...)`; every layer is a `Layer(init, app
     params = models.dense.init(fg.random.key(0), 3, 4)     # {"w": (3, 4), "b": (4,)}
     y = models.dense.apply(params, x)                       # or models.dense(params, x)
 
-Hyperparameters that are not arrays (strides, heads, dropout rate, training) are arguments of
-`apply`; `batch_norm.init` returns (params, state) and its apply returns (y, new_state).
+Every `init` takes a key or an int seed (`fg.random.as_key`). Hyperparameters that are not
+arrays (strides, dropout rate, training) are arguments of `apply`; the transformers keep their
+architecture (heads included) in `params["config"]`, a `TransformerConfig` that is a static
+pytree node (no leaf). `batch_norm.init` returns (params, state) and its apply returns
+(y, new_state).
 Stateless layers are plain functions (`max_pool`, `avg_pool`, `dropout(key, x, rate, training)`).
 Initializers are in `models.initializers`; losses and metrics in `funcgrad.losses` (also
 `models.losses`). Written with the public API only.
@@ -15,6 +18,7 @@ Initializers are in `models.initializers`; losses and metrics in `funcgrad.losse
 
 from .. import losses
 from . import initializers
+from .config import TransformerConfig, config_of
 from .layers import (
     Layer,
     attention_mask,
@@ -38,7 +42,8 @@ from .transformer import (
 )
 
 __all__ = [
-    "Layer", "initializers", "losses", "dense", "mlp", "conv2d", "max_pool", "avg_pool",
+    "Layer", "TransformerConfig", "config_of", "initializers", "losses", "dense", "mlp",
+    "conv2d", "max_pool", "avg_pool",
     "layer_norm", "rms_norm", "batch_norm", "embedding", "dropout", "multi_head_attention",
     "attention_mask", "transformer_block", "transformer_encoder", "transformer_classifier",
     "transformer_lm",

@@ -24,91 +24,120 @@ __all__ = [
 _TRUNC_STD = 0.87962566103423978
 
 
-def _fans(shape, in_axis=-2, out_axis=-1):
-    if len(shape) < 2:
-        n = shape[0] if shape else 1
-        return n, n
-    in_axis, out_axis = in_axis % len(shape), out_axis % len(shape)
-    field = math.prod(s for i, s in enumerate(shape) if i not in (in_axis, out_axis))
-    return shape[in_axis] * field, shape[out_axis] * field
+def _axes_size(shape, axes):
+    return shape[axes] if isinstance(axes, int) else math.prod(shape[a] for a in axes)
 
 
-def variance_scaling(scale, mode, distribution, in_axis=-2, out_axis=-1):
-    """Samples with variance scale / n, n = fan_in, fan_out or their mean (`mode` "fan_in",
-    "fan_out", "fan_avg"), from a "truncated_normal" (at 2 std), "normal" or "uniform"."""
-    if mode not in ("fan_in", "fan_out", "fan_avg"):
-        raise ValueError(f"variance_scaling: unknown mode {mode!r}")
+def _fans(shape, in_axis=-2, out_axis=-1, batch_axis=()):
+    """(fan_in, fan_out) as JAX's `_compute_fans`: the sizes of in_axis and out_axis, each times
+    the receptive field (the product of the axes that are none of in, out and batch)."""
+    if isinstance(in_axis, int) and in_axis == -2 and len(shape) <= 1:
+        raise ValueError(f"variance_scaling: cannot compute the fans of a {len(shape)}-d weight "
+                         f"of shape {tuple(shape)} with the default in_axis=-2; the weight must "
+                         "be at least 2-d, or pass in_axis (and out_axis) explicitly")
+    in_size, out_size = _axes_size(shape, in_axis), _axes_size(shape, out_axis)
+    batch = _axes_size(shape, batch_axis) if batch_axis != () else 1
+    field = math.prod(shape) / in_size / out_size / batch
+    return in_size * field, out_size * field
+
+
+def variance_scaling(scale, mode, distribution, in_axis=-2, out_axis=-1, batch_axis=(),
+                     dtype=np.float32):
+    """Samples with variance scale / n, n = fan_in, fan_out, their mean or their geometric mean
+    (`mode` "fan_in", "fan_out", "fan_avg", "fan_geo_avg"), from a "truncated_normal" (at 2 std,
+    rescaled), "normal" or "uniform" (on [-1, 1) times sqrt(3 variance)): JAX's formulas in the
+    same dtype, so a key gives JAX's numbers."""
+    if mode not in ("fan_in", "fan_out", "fan_avg", "fan_geo_avg"):
+        raise ValueError(f"variance_scaling: unknown mode {mode!r} (fan_in, fan_out, fan_avg, "
+                         "fan_geo_avg)")
     if distribution not in ("truncated_normal", "normal", "uniform"):
-        raise ValueError(f"variance_scaling: unknown distribution {distribution!r}")
+        raise ValueError(f"variance_scaling: unknown distribution {distribution!r} "
+                         "(truncated_normal, normal, uniform)")
+    default_dtype = dtype
 
-    def init(key, shape, dtype=np.float32):
+    def init(key, shape, dtype=default_dtype):
         shape = tuple(shape)
-        fan_in, fan_out = _fans(shape, in_axis, out_axis)
-        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
-        variance = scale / max(1.0, n)
+        dtype = np.dtype(np.float32 if dtype is None else dtype)
+        fan_in, fan_out = _fans(shape, in_axis, out_axis, batch_axis)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2,
+             "fan_geo_avg": (fan_in * fan_out) ** 0.5}[mode]
+        variance = dtype.type(scale / n)  # NumPy scalars: computed in dtype, as JAX
         if distribution == "truncated_normal":
-            std = math.sqrt(variance) / _TRUNC_STD
-            return random.truncated_normal(key, -2.0, 2.0, shape, dtype) * np.dtype(dtype).type(std)
+            std = np.sqrt(variance) / dtype.type(_TRUNC_STD)
+            return random.truncated_normal(key, -2, 2, shape, dtype) * std
         if distribution == "normal":
-            return random.normal(key, shape, dtype) * np.dtype(dtype).type(math.sqrt(variance))
-        lim = math.sqrt(3 * variance)
-        return random.uniform(key, shape, dtype, -lim, lim)
+            return random.normal(key, shape, dtype) * np.sqrt(variance)
+        return random.uniform(key, shape, dtype, -1) * np.sqrt(dtype.type(3) * variance)
 
     return init
 
 
-def lecun_normal(in_axis=-2, out_axis=-1):
-    return variance_scaling(1.0, "fan_in", "truncated_normal", in_axis, out_axis)
+def lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(), dtype=np.float32):
+    return variance_scaling(1.0, "fan_in", "truncated_normal", in_axis, out_axis, batch_axis,
+                            dtype)
 
 
-def lecun_uniform(in_axis=-2, out_axis=-1):
-    return variance_scaling(1.0, "fan_in", "uniform", in_axis, out_axis)
+def lecun_uniform(in_axis=-2, out_axis=-1, batch_axis=(), dtype=np.float32):
+    return variance_scaling(1.0, "fan_in", "uniform", in_axis, out_axis, batch_axis, dtype)
 
 
-def he_normal(in_axis=-2, out_axis=-1):
-    return variance_scaling(2.0, "fan_in", "truncated_normal", in_axis, out_axis)
+def he_normal(in_axis=-2, out_axis=-1, batch_axis=(), dtype=np.float32):
+    return variance_scaling(2.0, "fan_in", "truncated_normal", in_axis, out_axis, batch_axis,
+                            dtype)
 
 
-def he_uniform(in_axis=-2, out_axis=-1):
-    return variance_scaling(2.0, "fan_in", "uniform", in_axis, out_axis)
+def he_uniform(in_axis=-2, out_axis=-1, batch_axis=(), dtype=np.float32):
+    return variance_scaling(2.0, "fan_in", "uniform", in_axis, out_axis, batch_axis, dtype)
 
 
-def glorot_normal(in_axis=-2, out_axis=-1):
-    return variance_scaling(1.0, "fan_avg", "truncated_normal", in_axis, out_axis)
+def glorot_normal(in_axis=-2, out_axis=-1, batch_axis=(), dtype=np.float32):
+    return variance_scaling(1.0, "fan_avg", "truncated_normal", in_axis, out_axis, batch_axis,
+                            dtype)
 
 
-def glorot_uniform(in_axis=-2, out_axis=-1):
-    return variance_scaling(1.0, "fan_avg", "uniform", in_axis, out_axis)
+def glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=(), dtype=np.float32):
+    return variance_scaling(1.0, "fan_avg", "uniform", in_axis, out_axis, batch_axis, dtype)
 
 
 xavier_normal, xavier_uniform = glorot_normal, glorot_uniform
 kaiming_normal, kaiming_uniform = he_normal, he_uniform
 
 
-def truncated_normal(stddev=1e-2, lower=-2.0, upper=2.0):
+def truncated_normal(stddev=1e-2, dtype=np.float32, lower=-2.0, upper=2.0):
     """stddev * a standard normal truncated to (lower, upper) (not rescaled, as JAX)."""
-    def init(key, shape, dtype=np.float32):
+    default_dtype = dtype
+
+    def init(key, shape, dtype=default_dtype):
+        dtype = np.dtype(np.float32 if dtype is None else dtype)
         return random.truncated_normal(key, lower, upper, tuple(shape), dtype) \
-            * np.dtype(dtype).type(stddev)
+            * dtype.type(stddev)
     return init
 
 
-def normal(stddev=1e-2):
-    def init(key, shape, dtype=np.float32):
-        return random.normal(key, tuple(shape), dtype) * np.dtype(dtype).type(stddev)
+def normal(stddev=1e-2, dtype=np.float32):
+    default_dtype = dtype
+
+    def init(key, shape, dtype=default_dtype):
+        dtype = np.dtype(np.float32 if dtype is None else dtype)
+        return random.normal(key, tuple(shape), dtype) * dtype.type(stddev)
     return init
 
 
-def uniform(scale=1e-2):
+def uniform(scale=1e-2, dtype=np.float32):
     """Uniform on [0, scale), as JAX."""
-    def init(key, shape, dtype=np.float32):
-        return random.uniform(key, tuple(shape), dtype, 0.0, scale)
+    default_dtype = dtype
+
+    def init(key, shape, dtype=default_dtype):
+        dtype = np.dtype(np.float32 if dtype is None else dtype)
+        return random.uniform(key, tuple(shape), dtype) * dtype.type(scale)
     return init
 
 
-def constant(value):
-    def init(key, shape, dtype=np.float32):
-        return fnp.full(tuple(shape), value, dtype)
+def constant(value, dtype=np.float32):
+    default_dtype = dtype
+
+    def init(key, shape, dtype=default_dtype):
+        return fnp.full(tuple(shape), value, np.float32 if dtype is None else dtype)
     return init
 
 

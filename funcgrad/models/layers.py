@@ -8,6 +8,7 @@ API, so every layer works under grad, jit and vmap.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -32,6 +33,23 @@ class Layer(NamedTuple):
 
     def __call__(self, params, *args, **kwargs):
         return self.apply(params, *args, **kwargs)
+
+
+def keyed_init(init, name, unused=False):
+    """`init` under funcgrad's one rule for keys (`fg.random.as_key`): the key argument may be a
+    key or an int seed; a bad one is a TypeError naming `name` and the user's line. `unused`:
+    the init draws nothing (norms), so None is accepted too."""
+    @functools.wraps(init)
+    def wrapped(key, *args, **kwargs):
+        if not (unused and key is None):
+            key = random.as_key(key, name)
+        return init(key, *args, **kwargs)
+    return wrapped
+
+
+def make_layer(name, init, apply, unused=False):
+    """Layer(init under the key rule, apply taking host or device inputs) named models.<name>."""
+    return Layer(keyed_init(init, f"models.{name}.init", unused), inputs_on_default_backend(apply))
 
 
 def _split(key, n):
@@ -59,7 +77,7 @@ def _dense_apply(params, x):
     return y + params["b"] if "b" in params else y
 
 
-dense = Layer(_dense_init, inputs_on_default_backend(_dense_apply))
+dense = make_layer("dense", _dense_init, _dense_apply)
 
 
 def _mlp_init(key, sizes, *, use_bias=True, w_init=None, dtype=np.float32):
@@ -82,7 +100,7 @@ def _mlp_apply(params, x, activation=nn.relu, final_activation=None):
     return final_activation(x) if final_activation is not None else x
 
 
-mlp = Layer(_mlp_init, inputs_on_default_backend(_mlp_apply))
+mlp = make_layer("mlp", _mlp_init, _mlp_apply)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +143,7 @@ def _conv2d_apply(params, x, stride=1, padding="SAME", dilation=1):
     return y + params["b"] if "b" in params else y
 
 
-conv2d = Layer(_conv2d_init, inputs_on_default_backend(_conv2d_apply))
+conv2d = make_layer("conv2d", _conv2d_init, _conv2d_apply)
 
 
 def _pool(x, window, strides, padding, init_value, combine):
@@ -192,7 +210,7 @@ def _layer_norm_apply(params, x, eps=1e-5):
     return y + params["bias"] if "bias" in params else y
 
 
-layer_norm = Layer(_layer_norm_init, inputs_on_default_backend(_layer_norm_apply))
+layer_norm = make_layer("layer_norm", _layer_norm_init, _layer_norm_apply, unused=True)
 
 
 def _rms_norm_init(key, dim, *, dtype=np.float32):
@@ -205,7 +223,7 @@ def _rms_norm_apply(params, x, eps=1e-6):
     return x * lax.rsqrt(fnp.mean(fnp.square(x), axis=-1, keepdims=True) + eps) * params["scale"]
 
 
-rms_norm = Layer(_rms_norm_init, inputs_on_default_backend(_rms_norm_apply))
+rms_norm = make_layer("rms_norm", _rms_norm_init, _rms_norm_apply, unused=True)
 
 
 def _batch_norm_init(key, dim, *, dtype=np.float32):
@@ -238,7 +256,7 @@ def _batch_norm_apply(params, state, x, training, momentum=0.9, eps=1e-5, axis_n
     return y, new_state
 
 
-batch_norm = Layer(_batch_norm_init, inputs_on_default_backend(_batch_norm_apply))
+batch_norm = make_layer("batch_norm", _batch_norm_init, _batch_norm_apply, unused=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +273,7 @@ def _embedding_apply(params, ids):
     return fnp.take(params["table"], ids, axis=0)
 
 
-embedding = Layer(_embedding_init, inputs_on_default_backend(_embedding_apply))
+embedding = make_layer("embedding", _embedding_init, _embedding_apply)
 
 
 def dropout(key, x, rate, training=True):
@@ -348,4 +366,4 @@ def _mha_apply(params, x, num_heads, *, kv=None, mask=None, causal=False, paddin
     return proj("o", out)
 
 
-multi_head_attention = Layer(_mha_init, inputs_on_default_backend(_mha_apply))
+multi_head_attention = make_layer("multi_head_attention", _mha_init, _mha_apply)

@@ -11,6 +11,8 @@ FUNCGRAD_BACKEND=gpu), and `*_like` functions on the device of their prototype.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .. import lax
@@ -71,17 +73,29 @@ def _shape(shape):
 
 
 def asarray(a, dtype=None, order=None, *, copy=None, device=None):
-    """a as an array: tracers stay tracers, lists of tracers are stacked. A NumPy result is an
-    UpdatableArray (a zero-copy view with JAX's `.at`, see _updatable.py), so that
-    fnp.asarray(x).at[i].set(v) works outside transforms as inside."""
+    """a as an array: tracers stay tracers, lists of tracers are stacked. Called from user code,
+    a NumPy result is an UpdatableArray (a zero-copy view with JAX's `.at`, see _updatable.py),
+    so that fnp.asarray(x).at[i].set(v) works outside transforms as inside; funcgrad's own
+    modules get the plain array."""
     out = _asarray(a, None if dtype is None else check_dtype(dtype))
-    return out if type(out) is Tracer else updatable(_new(out, a))
+    if type(out) is Tracer:
+        return out
+    out = _new(out, a)
+    return updatable(out) if _user_caller() else out
 
 
 def array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, like=None):  # noqa: A002
-    """A new array from `object` (a copy of NumPy arrays; lists of tracers are stacked); a NumPy
-    result is an UpdatableArray (with JAX's `.at`), as fnp.asarray's."""
-    return updatable(_array(object, dtype, copy, ndmin))
+    """A new array from `object` (a copy of NumPy arrays; lists of tracers are stacked); called
+    from user code, a NumPy result is an UpdatableArray (with JAX's `.at`), as fnp.asarray's."""
+    out = _array(object, dtype, copy, ndmin)
+    return updatable(out) if _user_caller() else out
+
+
+def _user_caller():
+    """Whether the function calling fnp.asarray / fnp.array (two frames up) is outside the
+    funcgrad package. Library code (optimizers, layers, losses, ...) then gets plain arrays, so
+    the values it returns and stores stay plain (DESIGN invariant 1) whatever it converts."""
+    return not sys._getframe(2).f_globals.get("__name__", "").startswith("funcgrad.")
 
 
 def _array(object, dtype, copy, ndmin):  # noqa: A002

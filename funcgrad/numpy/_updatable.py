@@ -1,12 +1,13 @@
 """Functional updates on values: the arrays fnp.asarray and fnp.array return have JAX's `.at`.
 
 `fnp.asarray(x).at[i].set(v)` is how a JAX user writes an update everywhere, transform or not.
-Under a transform fnp.asarray returns a tracer, which has `.at`. Outside one it returns an
-`UpdatableArray`: a zero-copy view of the NumPy array as an ndarray subclass whose only addition
-is `.at` (the same code as the tracers', so every method, `mode=` and out-of-bound behaviour
-agree). Its updates return UpdatableArrays too, so they chain.
+Under a transform fnp.asarray returns a tracer, which has `.at`. Outside one, called from user
+code, it returns an `UpdatableArray`: a zero-copy view of the NumPy array as an ndarray subclass
+whose only addition is `.at` (the same code as the tracers', so every method, `mode=` and
+out-of-bound behaviour agree). Its updates return UpdatableArrays too, so they chain.
 
-Everything else stays a plain numpy.ndarray (DESIGN invariant 1): NumPy's ufuncs and functions
+Everything else stays a plain numpy.ndarray (DESIGN invariant 1): funcgrad's own modules get
+plain arrays from fnp.asarray (it checks its caller's module), NumPy's ufuncs and functions
 applied to an UpdatableArray return plain arrays (`__array_ufunc__` / `__array_function__` unwrap
 it), funcgrad's functions and transforms convert it on entry, and it prints as an array. Only
 ndarray's own view methods (x.T, x.reshape, x[1:]) keep the subclass, so those views have `.at`

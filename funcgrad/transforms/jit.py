@@ -12,6 +12,7 @@ every transform applies to it: `grad(jit(f))`, `vmap(jit(f))`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 
 import numpy as np
@@ -68,6 +69,25 @@ def _leaf_key(x):
     return (a.shape, a.dtype, t.__module__)
 
 
+def _check_argnames(fun, names):
+    """static_argnames must name parameters of `fun` (JAX raises too; a typo would silently
+    trace the argument instead)."""
+    if not names:
+        return
+    try:
+        params = inspect.signature(fun).parameters.values()
+    except (TypeError, ValueError):  # no signature (some builtins): nothing to check
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params if p.kind is not p.POSITIONAL_ONLY]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"jit({fun_name(fun)}): static_argnames {unknown} name no parameter of "
+                         f"the function (its keyword parameters: {', '.join(known) or 'none'})"
+                         f"{user_line()}")
+
+
 class JitFunction:
     """A function compiled per input signature (see `jit`)."""
 
@@ -76,6 +96,7 @@ class JitFunction:
         self.fun = fun
         self.static_argnums = _as_tuple(static_argnums)
         self.static_argnames = _as_tuple(static_argnames)
+        _check_argnames(fun, self.static_argnames)
         self.donate_argnums = _as_tuple(donate_argnums)
         if backend is not None:
             from ..devices import _platform

@@ -81,12 +81,15 @@ def vmap(fun, in_axes=0, out_axes=0, axis_size=None, axis_name=None):
     """Vectorize `fun` over a new leading (or `in_axes`) axis of its arguments.
 
     in_axes: an int, None (not batched), or a pytree prefix of the positional arguments (a
-    tuple with one entry per argument). out_axes likewise for the outputs; an unbatched output
-    is broadcast when out_axes asks for a batch axis. axis_size is needed when no input is
-    batched; axis_name names the axis for collectives (fg.lax.psum, pmean, ...).
+    tuple with one entry per argument; a list is an error, as in JAX). out_axes likewise for
+    the outputs; an unbatched output is broadcast when out_axes asks for a batch axis.
+    axis_size is needed when no input is batched; axis_name names the axis for collectives
+    (fg.lax.psum, pmean, ...).
     """
-    if isinstance(in_axes, list):
-        in_axes = tuple(in_axes)
+    if isinstance(in_axes, list):  # as JAX: a list is never a prefix of the argument tuple
+        raise TypeError(f"vmap({fun_name(fun)}): in_axes must be an int, None, or a tuple with "
+                        f"one entry per positional argument, got the list {in_axes!r}"
+                        f"{user_line()}; write it as a tuple: in_axes={tuple(in_axes)!r}")
 
     def batched_fun(*args, **kwargs):
         if isinstance(in_axes, tuple) and len(in_axes) != len(args):
