@@ -12,6 +12,11 @@ frozen leaves under `masked` are `None` holes). Updates keep each leaf's dtype: 
 
 A learning rate is a number or a schedule `f(count) -> lr`, evaluated at the number of updates
 done so far (0 on the first update).
+
+Sharded training (`fg.distributed.make_train_step(..., shard=...)`) runs `update` on each rank's
+slice of every leaf. Elementwise rules need nothing for that; a transformation that reduces over
+the elements of a tree (a norm, a mean, a count of non-finite values) passes its local result
+through `shard_sum`, which adds up the ranks' parts when sharded (as `global_norm` does).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from . import lax as _lax
 from . import masks as _masks
 from . import numpy as fnp
 from . import tree_util as tu
@@ -34,7 +40,8 @@ __all__ = [
     "momentum", "adam", "adamw", "rmsprop", "adagrad", "lion", "masked", "multi_transform",
     "set_to_zero", "MultiSteps", "apply_updates", "constant_schedule", "linear_schedule",
     "polynomial_schedule", "cosine_decay_schedule", "warmup_cosine_decay_schedule",
-    "exponential_decay", "piecewise_constant_schedule", "join_schedules",
+    "exponential_decay", "piecewise_constant_schedule", "join_schedules", "shard_sum",
+    "SHARD_AXIS",
 ]
 
 
@@ -500,13 +507,42 @@ def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
     return _transformation(init, update, ScaleByLionState)
 
 
+# The process axis over which a sharded train step splits every leaf between ranks.
+SHARD_AXIS = "optim_shards"
+
+
+def _sharded():
+    try:
+        _lax.axis_size(SHARD_AXIS)
+    except NameError:
+        return False
+    return True
+
+
+def shard_sum(x):
+    """`x` summed over the ranks of a sharded train step, each of which updates a slice of every
+    leaf (fg.distributed.make_train_step(..., shard=...) binds `SHARD_AXIS`); `x` itself
+    otherwise. Reductions over the elements of the updates go through it to stay exact."""
+    return _lax.psum(x, SHARD_AXIS) if _sharded() else x
+
+
+def _leaf_mean(x):
+    """fnp.mean(x) of a whole leaf; under a sharded step, over every rank's slice of it."""
+    if not _sharded():
+        return fnp.mean(x)
+    wide = np.promote_types(x.dtype, np.float32)  # the element count, exact enough
+    total = shard_sum(fnp.stack([fnp.sum(x, dtype=wide), fnp.asarray(x.size, wide)]))
+    return fnp.asarray(total[0] / total[1], x.dtype)
+
+
 def global_norm(tree):
-    """sqrt of the sum of squares of every element of every leaf (at least float32)."""
+    """sqrt of the sum of squares of every element of every leaf (at least float32); under a
+    sharded step, of the whole leaves (see `shard_sum`)."""
     total = 0.0
     for g in tu.tree_leaves(tree):
         g = fnp.asarray(g, np.promote_types(g.dtype, np.float32))
         total = total + fnp.sum(g * g)
-    return fnp.sqrt(total)
+    return fnp.sqrt(shard_sum(total))
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
@@ -1012,11 +1048,12 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
 
 
 def _safe_norm(x, min_norm):
-    """max(||x||, min_norm) with a finite gradient at x = 0 (Optax's safe_norm)."""
-    norm = fnp.sqrt(fnp.sum(x * x))
+    """max(||x||, min_norm) with a finite gradient at x = 0 (Optax's safe_norm); the norm of the
+    whole leaf under a sharded step."""
+    norm = fnp.sqrt(shard_sum(fnp.sum(x * x)))
     small = norm <= min_norm
     x = fnp.where(small, fnp.ones_like(x), x)
-    return fnp.where(small, fnp.asarray(min_norm, norm.dtype), fnp.sqrt(fnp.sum(x * x)))
+    return fnp.where(small, fnp.asarray(min_norm, norm.dtype), fnp.sqrt(shard_sum(fnp.sum(x * x))))
 
 
 def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0) -> GradientTransformation:
@@ -1083,17 +1120,17 @@ def clip_by_block_rms(threshold) -> GradientTransformation:
 
     def update(updates, state, params=None):
         def clip(u):
-            return u / fnp.maximum(1.0, fnp.sqrt(fnp.mean(u * u)) / threshold).astype(u.dtype)
+            return u / fnp.maximum(1.0, fnp.sqrt(_leaf_mean(u * u)) / threshold).astype(u.dtype)
         return tu.tree_map(clip, updates), state
 
     return _transformation(lambda params: EmptyState(), update)
 
 
 def _safe_rms(x, min_rms):
-    rms = fnp.sqrt(fnp.mean(x * x))
+    rms = fnp.sqrt(_leaf_mean(x * x))
     small = rms <= min_rms
     x = fnp.where(small, fnp.ones_like(x), x)
-    return fnp.where(small, fnp.asarray(min_rms, rms.dtype), fnp.sqrt(fnp.mean(x * x)))
+    return fnp.where(small, fnp.asarray(min_rms, rms.dtype), fnp.sqrt(_leaf_mean(x * x)))
 
 
 def scale_by_param_block_rms(min_scale=1e-3) -> GradientTransformation:

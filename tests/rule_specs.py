@@ -680,6 +680,26 @@ spec("sort", _sort_case(), weight=3)
 LANES = "lanes"
 
 
+class SameValueGroup:
+    """Rank 0 of `size` processes that all hold the same value: binding a collective's axis to it
+    runs the collective's process implementation on one lane's operand (psum_scatter has no
+    other eager implementation: which block a lane keeps depends on the lane)."""
+
+    rank = 0
+
+    def __init__(self, size):
+        self.size = size
+
+    def allreduce(self, x, op="sum"):
+        return x * self.size if op == "sum" else x
+
+    def allgather(self, x):
+        return [x] * self.size
+
+    def reduce_scatter(self, x):
+        return (x * self.size)[:x.shape[0] // self.size]
+
+
 def _lanes_case(values, extra=lambda shape: st.just({})):
     return st.tuples(st.integers(2, 3), shapes(0, 2, max_side=3)).flatmap(
         lambda t: st.tuples(values((t[0],) + t[1]), extra(t[1]))).map(
@@ -692,6 +712,21 @@ spec("pmax", _lanes_case(distinct), axis_name=LANES)
 spec("pmin", _lanes_case(distinct), axis_name=LANES)
 spec("all_gather", _lanes_case(floats, lambda shape: st.integers(0, len(shape)).map(
     lambda a: {"axis": a})), axis_name=LANES)
+
+
+def _scatter_case():
+    """psum_scatter: the scattered dimension holds one block per lane (tiled: k elements each)."""
+    def build(t):
+        lanes, rest, pick, tiled, k = t
+        d = pick % (len(rest) + 1)
+        shape = rest[:d] + ((lanes * k) if tiled else lanes,) + rest[d:]
+        return floats((lanes,) + shape).map(lambda x: Case(
+            (x,), {"axis_name": LANES, "scatter_dimension": d, "tiled": tiled}))
+    return st.tuples(st.integers(2, 3), shapes(0, 1, max_side=3), st.integers(0, 1),
+                     st.booleans(), st.integers(1, 2)).flatmap(build)
+
+
+spec("psum_scatter", _scatter_case(), axis_name=LANES)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from rule_specs import NONDIFF, SPECS
+from rule_specs import NONDIFF, SPECS, SameValueGroup
 
 import funcgrad as fg
 import funcgrad.lax as _lax
@@ -122,8 +122,8 @@ def test_primitive_runs_on_the_standard(key, data, strict_namespace):
     ops = [np.asarray(a) for a in case.operands]
     frame = contextlib.nullcontext()
     axis_name = getattr(entry, "axis_name", None)
-    if axis_name is not None:  # a collective: one lane's value, with the axis bound
-        frame = axis_frame(axis_name, ops[0].shape[0])
+    if axis_name is not None:  # a collective: one lane's value, on lane 0 of a process axis
+        frame = axis_frame(axis_name, ops[0].shape[0], group=SameValueGroup(ops[0].shape[0]))
         ops = [a[0] for a in ops]
     if not ops:  # no array operands (iota): nothing to run in another namespace
         return

@@ -128,6 +128,7 @@ def _find_frame(name):
 
 
 def axis_size(name):
+    """The number of lanes (or processes) of the named axis; NameError if it is not bound."""
     return _find_frame(name)[1]
 
 

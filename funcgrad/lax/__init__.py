@@ -4,7 +4,7 @@ from .elementwise import *  # noqa: F403
 from .elementwise import abs, complex, max, min, pow, round  # noqa: A004 (lax names shadow builtins)
 from .structural import *  # noqa: F403
 from .structural import slice  # noqa: A004
-from .parallel import all_gather, axis_index, pmax, pmean, pmin, psum
+from .parallel import all_gather, axis_index, axis_size, pmax, pmean, pmin, psum, psum_scatter
 from .indexing import *  # noqa: F403
 from .dynamic_slicing import *  # noqa: F403
 from .cumulative import *  # noqa: F403

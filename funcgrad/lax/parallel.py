@@ -1,4 +1,4 @@
-"""Collectives over named axes: psum, pmean, pmax, pmin, all_gather, axis_index.
+"""Collectives over named axes: psum, pmean, pmax, pmin, psum_scatter, all_gather, axis_index.
 
 An axis name is bound by `fg.vmap(..., axis_name=...)`. The collectives are backend-neutral
 primitives: under the vmap that binds their name, the batching rule reduces over the batch axis;
@@ -6,20 +6,20 @@ a value not batched along the name (a constant across the axis) is handled by th
 implementation using the axis size from the axis environment.
 
 Process axes: `process_axis(name, group)` (used by fg.distributed.data_parallel) binds a name to a
-process group, any object with `rank`, `size`, `allreduce(x, op)` (op: "sum", "max", "min") and
-`allgather(x) -> list of arrays`. The eager implementations then call the group (an MPI or NCCL
-allreduce/allgather); under jit the collective stays one equation of the program and the
-generated code calls the same implementation. Nothing here knows about MPI. Collectives are
-`effectful`, so jit's passes never fold (run at compile time), drop, merge or reorder them: every
-process must issue the same collectives in the same order.
+process group, any object with `rank`, `size`, `allreduce(x, op)` (op: "sum", "max", "min"),
+`allgather(x) -> list of arrays` and `reduce_scatter(x)` (for psum_scatter). The eager
+implementations then call the group (an MPI or NCCL allreduce/allgather); under jit the collective
+stays one equation of the program and the generated code calls the same implementation. Nothing here
+knows about MPI. Collectives are `effectful`, so jit's passes never fold (run at compile time),
+drop, merge or reorder them: every process must issue the same collectives in the same order.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..core import Primitive, ShapedArray, Tracer, bind, current_traces
-from ..core.trace import axis_frame, axis_group, axis_size
+from ..core import JaxprTrace, Primitive, ShapedArray, Tracer, bind, current_traces
+from ..core.trace import axis_frame, axis_group, axis_size  # axis_size: also fg.lax's
 from . import elementwise as ew
 from . import structural as st
 from ._batching import move_to_front
@@ -86,9 +86,22 @@ def _winner_weights(x, out, axis_name):
     return ew.div(hit, psum(hit, axis_name))
 
 
+def _bind(prim, x, **params):
+    """bind, except that a collective over a process axis whose operand is a constant (no
+    tracer) inside a function being traced for jit is staged into that program: every call must
+    make it, on every rank alike. Evaluated once at trace time, it would bake one result into
+    the program, and a rank whose operand happens to be traced would make calls that no other
+    rank matches. (A constant along a vmap axis is handled by the eager implementations.)"""
+    if type(x) is not Tracer and axis_group(params["axis_name"]) is not None:
+        stagers = [t for t in current_traces() if isinstance(t, JaxprTrace)]
+        if stagers:
+            return stagers[-1].process(prim, [stagers[-1].to_tracer(x)], params)
+    return bind(prim, x, **params)
+
+
 def psum(x, axis_name):
     """Sum of x over the named axis; every lane gets the total."""
-    return bind(psum_p, x, axis_name=axis_name)
+    return _bind(psum_p, x, axis_name=axis_name)
 
 
 def pmean(x, axis_name):
@@ -98,11 +111,11 @@ def pmean(x, axis_name):
 
 
 def pmax(x, axis_name):
-    return bind(pmax_p, x, axis_name=axis_name)
+    return _bind(pmax_p, x, axis_name=axis_name)
 
 
 def pmin(x, axis_name):
-    return bind(pmin_p, x, axis_name=axis_name)
+    return _bind(pmin_p, x, axis_name=axis_name)
 
 
 def _all_gather_abstract(x, *, axis_name, axis):
@@ -122,7 +135,12 @@ def _all_gather_batch(vals, dims, *, frame, axis_name, axis):
 def _all_gather_eager(xp, x, *, axis_name, axis):
     group = axis_group(axis_name)
     if group is not None:
-        return xp.stack(group.allgather(x), axis=axis)
+        got = group.allgather(x)  # a list, or one array with the ranks along axis 0
+        if isinstance(got, (list, tuple)):
+            return xp.stack(got, axis=axis)
+        order = list(range(1, got.ndim))
+        order.insert(axis, 0)
+        return xp.transpose(got, order)
     n = axis_size(axis_name)
     return xp.stack([x] * n, axis=axis)
 
@@ -149,7 +167,95 @@ all_gather_p.batch = _all_gather_batch
 
 def all_gather(x, axis_name, axis=0):
     """The values of x from every lane of the named axis, stacked along `axis`."""
-    return bind(all_gather_p, x, axis_name=axis_name, axis=int(axis))
+    return _bind(all_gather_p, x, axis_name=axis_name, axis=int(axis))
+
+
+def _scatter_shape(shape, n, d, tiled, who="psum_scatter"):
+    if not 0 <= d < len(shape):
+        raise ValueError(f"{who}: scatter_dimension={d} is out of range for an operand of shape "
+                         f"{tuple(shape)}")
+    if tiled:
+        if shape[d] % n:
+            raise ValueError(f"{who}: with tiled=True, dimension {d} of shape {tuple(shape)} "
+                             f"must be a multiple of the axis size {n}")
+        return tuple(shape[:d]) + (shape[d] // n,) + tuple(shape[d + 1:])
+    if shape[d] != n:
+        raise ValueError(f"{who}: dimension {d} of shape {tuple(shape)} must equal the axis size "
+                         f"{n} (or pass tiled=True to split it into {n} blocks)")
+    return tuple(shape[:d]) + tuple(shape[d + 1:])
+
+
+def _psum_scatter_abstract(x, *, axis_name, scatter_dimension, tiled):
+    shape = _scatter_shape(x.shape, axis_size(axis_name), scatter_dimension, tiled)
+    return ShapedArray(shape, x.dtype, x.weak_type)
+
+
+def _psum_scatter_eager(xp, x, *, axis_name, scatter_dimension, tiled):
+    group = axis_group(axis_name)
+    if group is None:  # unreachable: psum_scatter makes the operand vary along a vmap axis
+        raise NameError(f"psum_scatter({axis_name!r}) needs an enclosing vmap over that axis")
+    n, d = group.size, scatter_dimension
+    out_shape = _scatter_shape(x.shape, n, d, tiled)
+    order = [d] + [a for a in range(x.ndim) if a != d]
+    moved = xp.transpose(x, order)
+    mine = group.reduce_scatter(xp.reshape(moved, (-1,)))  # block i of the flat buffer: lane i's
+    if not tiled:
+        return xp.reshape(mine, out_shape)
+    back = [order.index(a) for a in range(x.ndim)]
+    return xp.transpose(xp.reshape(mine, (out_shape[d],) + tuple(moved.shape[1:])), back)
+
+
+def _psum_scatter_batch(vals, dims, *, frame, axis_name, scatter_dimension, tiled):
+    x, b = vals[0], dims[0]
+    if frame.axis_name != axis_name:
+        return bind(psum_scatter_p, move_to_front(x, b), axis_name=axis_name,
+                    scatter_dimension=scatter_dimension + 1, tiled=tiled), 0
+    total = st.reduce_sum(x, (b,))  # the sum over lanes; lane i keeps block i of it
+    n, d = frame.axis_size, scatter_dimension
+    _scatter_shape(total.shape, n, d, tiled)
+    if tiled:
+        shape = tuple(total.shape)
+        total = st.reshape(total, shape[:d] + (n, shape[d] // n) + shape[d + 1:])
+    return total, d
+
+
+def _psum_scatter_vjp(ct, primals, out, active, *, axis_name, scatter_dimension, tiled):
+    full = all_gather(ct, axis_name, axis=scatter_dimension)
+    if tiled:
+        shape = tuple(full.shape)
+        d = scatter_dimension
+        full = st.reshape(full, shape[:d] + (shape[d] * shape[d + 1],) + shape[d + 2:])
+    return (full,)
+
+
+psum_scatter_p = Primitive(
+    "psum_scatter", impl=_psum_scatter_eager, abstract_eval=_psum_scatter_abstract,
+    residuals="none", vjp=_psum_scatter_vjp,
+    jvp=lambda primals, tangents, out, *, axis_name, scatter_dimension, tiled: psum_scatter(
+        tangents[0], axis_name, scatter_dimension=scatter_dimension, tiled=tiled))
+psum_scatter_p.collective = psum_scatter_p.effectful = True
+psum_scatter_p.batch = _psum_scatter_batch
+
+
+def _batched_along(x, axis_name):
+    """Whether x is a value of the vmap that binds `axis_name`, batched along it."""
+    return (isinstance(x, Tracer) and getattr(x._trace, "axis_name", None) == axis_name
+            and x.aux is not None)
+
+
+def psum_scatter(x, axis_name, *, scatter_dimension=0, tiled=False):
+    """The sum of x over the named axis, of which each lane keeps one block (a reduce-scatter, as
+    jax.lax.psum_scatter): lane i gets block i along `scatter_dimension`. That dimension must
+    equal the axis size (and is dropped), or with `tiled=True` be a multiple of it (and shrinks
+    by that factor). Over a process axis this is one reduce-scatter: half the traffic of psum.
+    """
+    d = int(scatter_dimension)
+    if axis_group(axis_name) is None and not _batched_along(x, axis_name):
+        # Lanes differ in the block they keep: a value constant along the axis varies first.
+        dtype = x.dtype if hasattr(x, "dtype") else np.result_type(x)
+        lane = ew.convert_element_type(axis_index(axis_name), dtype)
+        x = ew.add(x, ew.mul(lane, np.zeros((), dtype)))
+    return _bind(psum_scatter_p, x, axis_name=axis_name, scatter_dimension=d, tiled=bool(tiled))
 
 
 def axis_index(axis_name):
