@@ -1013,7 +1013,7 @@ for _key in ["broadcast_in_dim", "reshape", "transpose", "squeeze", "expand_dims
              "reduce_sum", "reduce_prod", "dot_general", "slice", "pad", "concatenate", "gather",
              "scatter", "scatter_add", "scatter_mul", "scatter_min", "scatter_max",
              "dynamic_slice", "dynamic_update_slice", "cumsum", "cumprod", "sort", "psum",
-             "all_gather", "solve", "triangular_solve"]:
+             "psum_scatter", "all_gather", "solve", "triangular_solve"]:
     _real = SPECS[_key]
     complex_spec(_real.name, complexified(_real.cases), weight=_real.weight,
                  axis_name=_real.axis_name, apply=_real.apply)
