@@ -35,6 +35,7 @@ SUITES = {
     "control_flow": "checkpoint memory/time, LSTM jit(value_and_grad) over a scan",
     "finetune": "finetune-head: all params vs last block + head (and PyTorch)",
     "per_example": "per-example gradients: vmap(grad) eager and jitted vs NumPy, autograd loop",
+    "pretrained": "GPT-2 small: LoRA step and KV-cache generation vs PyTorch + transformers + peft",
     "peers": "every workload for NumPy, funcgrad, autograd, JAX, PyTorch, one process each",
 }
 PEER_OPTIONS = ("workloads", "impls", "threads", "markdown")

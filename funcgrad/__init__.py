@@ -14,7 +14,7 @@ from . import (
 )
 from .core import ConcretizationError, LeakedTracerError, ShapedArray, make_jaxpr
 from .core.avals import float0
-from .transforms.custom import custom_jvp, custom_vjp
+from .lax.custom_derivatives import custom_jvp, custom_vjp
 from .transforms.grad import grad, jacrev, stop_gradient, value_and_grad, vjp
 from .transforms.jit import jit
 from .transforms.jvp import hessian, jacfwd, jvp, linearize

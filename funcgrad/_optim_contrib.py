@@ -91,7 +91,7 @@ def schedule_free(base_optimizer, learning_rate, b1=0.9, weight_lr_power=2.0, st
                                                                         np.int32),
                                           max_lr, base_state, z)
 
-    return optim._transformation(init, update)
+    return optim.checked_transformation(init, update)
 
 
 def _warmup(learning_rate, warmup_steps):

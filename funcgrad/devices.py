@@ -7,10 +7,14 @@ default backend is the `backend` setting (`FUNCGRAD_BACKEND=gpu` or
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import config, tree_util
-from .core.placement import inputs_on_default_backend, on_default_backend  # noqa: F401 (public)
+from .backends import load_cupy
+from .core import placement
+from .core.placement import on_default_backend  # noqa: F401 (public)
 
 __all__ = ["Device", "devices", "default_backend", "device_put"]
 
@@ -35,33 +39,7 @@ class Device:
         return hash((self.platform, self.id))
 
 
-def _gpu_missing(reason):
-    return RuntimeError(
-        f"GPU requested, but the GPU backend is unavailable: {reason}. funcgrad runs on GPUs "
-        "through CuPy: install it with `pip install funcgrad[gpu]` (or the CuPy wheel for your "
-        "CUDA version, e.g. `pip install cupy-cuda12x`), or use the CPU: device 'cpu', "
-        "FUNCGRAD_BACKEND=cpu.")
-
-
-def _cupy():
-    """The cupy module with at least one device, registered as an array namespace."""
-    try:
-        import cupy
-    except ImportError as e:
-        raise _gpu_missing(f"CuPy is not installed ({e})") from None
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # CuPy without a driver or a device
-        raise _gpu_missing(f"CuPy found no CUDA device ({e})") from None
-    if n == 0:
-        raise _gpu_missing("CuPy found no CUDA device")
-    from .backends.cupy_backend import namespace_for
-    from .core import register_array_namespace
-    register_array_namespace(cupy.ndarray, namespace_for(cupy))
-    return cupy
-
-
-def _platform(name, what="device"):
+def platform_name(name, what="device"):
     if isinstance(name, Device):
         return name.platform
     key = _ALIASES.get(str(name).lower()) if isinstance(name, str) else None
@@ -74,7 +52,7 @@ def _platform(name, what="device"):
 def default_backend():
     """The platform new arrays go to, and host (NumPy) data runs on, by default: the `backend`
     setting ("cpu" or "gpu")."""
-    return _platform(config.read("backend"), "backend (the FUNCGRAD_BACKEND setting)")
+    return platform_name(config.read("backend"), "backend (the FUNCGRAD_BACKEND setting)")
 
 
 def _set_default_backend(value):
@@ -83,36 +61,61 @@ def _set_default_backend(value):
     that `import funcgrad` itself works everywhere."""
     from .core import placement
     try:
-        platform = _platform(value, "backend (the FUNCGRAD_BACKEND setting)")
+        platform = platform_name(value, "backend (the FUNCGRAD_BACKEND setting)")
         if platform == "cpu":
             placement.set_default_namespace(np)
         else:
             from .backends.cupy_backend import namespace_for
-            placement.set_default_namespace(namespace_for(_cupy()))
+            placement.set_default_namespace(namespace_for(load_cupy()))
     except (ValueError, RuntimeError) as e:
         placement.set_default_namespace(e)
 
 
 def devices(backend=None):
     """The devices of a backend (default: the default backend), e.g. [CpuDevice(id=0)]."""
-    platform = default_backend() if backend is None else _platform(backend, "backend")
+    platform = default_backend() if backend is None else platform_name(backend, "backend")
     if platform == "cpu":
         return [Device("cpu", 0)]
-    cupy = _cupy()
+    cupy = load_cupy()
     return [Device("gpu", i) for i in range(cupy.cuda.runtime.getDeviceCount())]
 
 
 def device_put(x, device=None):
     """Copy the arrays of pytree `x` to `device` ("cpu", "gpu", or a Device; default: the
     default backend). Leaves already there are returned as they are."""
-    platform = default_backend() if device is None else _platform(device)
+    platform = default_backend() if device is None else platform_name(device)
     if platform == "cpu":
         from .core import to_host
         return tree_util.tree_map(to_host, x)
-    cupy = _cupy()
+    cupy = load_cupy()
     dev_id = device.id if isinstance(device, Device) else 0
     with cupy.cuda.Device(dev_id):
         return tree_util.tree_map(cupy.asarray, x)
+
+
+def inputs_on_default_backend(fn):
+    """Decorator for the public entry points of training and model code (a model layer, an
+    optimizer's update), which combine their array arguments with Python operators
+    (`x @ params["w"] + params["b"]`): with a GPU default backend, host (NumPy) arrays among the
+    arguments are copied to the device once, at the call, since CuPy's operators refuse NumPy
+    operands. With the CPU default it costs one check per call."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if placement.default_xp is not np:
+            args = tuple(_host_leaves_moved(a) for a in args)
+            kwargs = {k: _host_leaves_moved(v) for k, v in kwargs.items()}
+        return fn(*args, **kwargs)
+    return call
+
+
+def _host_leaves_moved(tree):
+    """`tree` with its NumPy leaves on the default backend; itself when it has none (so an
+    argument passed through, like an eval-mode batch-norm state, keeps its identity)."""
+    if not any(type(a) is np.ndarray for a in tree_util.tree_leaves(tree)):
+        return tree
+    xp = placement.default_namespace()
+    return tree_util.tree_map(lambda a: xp.asarray(a) if type(a) is np.ndarray else a, tree)
 
 
 config.watch("backend", _set_default_backend)
@@ -120,7 +123,7 @@ config.watch("backend", _set_default_backend)
 
 def _install_device_hook():
     from .core import placement
-    placement._device_hook = _cupy
+    placement.device_hook = load_cupy
 
 
 _install_device_hook()

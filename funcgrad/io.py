@@ -35,7 +35,9 @@ rebuilt from `like=`.
 
 **Plain safetensors files** (written by `safetensors`, Hugging Face tools, PyTorch) load as a flat
 `{name: array}` dict, or into `like=` by `/`-joined path. `read_safetensors_header` and
-`load_safetensors` are the validated readers that `funcgrad.models.pretrained` builds on.
+`load_safetensors` are the validated readers that `funcgrad.models.pretrained` builds on;
+`write_safetensors` writes such a file (tensors by name, string metadata, nothing of funcgrad's)
+atomically, and `atomic_write` any bytes (Hugging Face checkpoints, PEFT adapters, their JSON).
 
 **Atomic writes.** A save writes a temporary file `.<name>.<random>.tmp` in the same folder,
 holds an advisory lock on it, fsyncs it and renames it over the target, so a crash or kill
@@ -73,7 +75,8 @@ except ImportError:  # Windows: no advisory locks, so stale temporaries are not 
     fcntl = None
 
 __all__ = ["save", "load", "CheckpointError", "register_type", "TrainState", "save_train_state",
-           "load_train_state", "read_safetensors_header", "load_safetensors", "TensorInfo"]
+           "load_train_state", "read_safetensors_header", "load_safetensors", "TensorInfo",
+           "write_safetensors", "atomic_write"]
 
 _FORMAT = "funcgrad.pytree.v2"
 _OLD_FORMATS = ("funcgrad.pytree.v1",)  # no dtype/shape records, no registered types
@@ -711,6 +714,21 @@ def _atomic_write(path, data, who):
         with _live_lock:
             _live.discard(tmp)
     _fsync_dir(folder)
+
+
+def atomic_write(path, data) -> None:
+    """Write the bytes `data` to `path` as `save` does: through a temporary file in the same
+    (existing) folder, fsynced and renamed over the target."""
+    _atomic_write(os.fspath(path), data, "io.atomic_write")
+
+
+def write_safetensors(path, tensors, metadata=None) -> None:
+    """Write a plain safetensors file atomically: `tensors` ({name: array}, NumPy or CuPy; the
+    dtypes safetensors stores, bfloat16 included) and string `metadata`, nothing else, as other
+    tools (transformers, PEFT) write and read them."""
+    path = os.fspath(path)
+    arrays = {name: _to_host(x, name) for name, x in tensors.items()}
+    _atomic_write(path, st_numpy.save(arrays, metadata=metadata), "io.write_safetensors")
 
 
 def _serialize(tree, mask, who, strict=False, extra=None):

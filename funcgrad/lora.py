@@ -9,12 +9,15 @@ A weight W of shape (out, in) gets A of shape (rank, in) (small random) and B of
 (out, rank) (zeros), and is used as W + (alpha / rank) * B @ A. B starts at zero, so the adapted
 model starts out identical to the base model. For `x @ W` layouts (W of shape (in, out)) the
 roles of "in" and "out" swap; the update B @ A always has W's shape.
+
+    lora.save_peft("adapters/", adapters, model)     # PEFT's folder format, for a pretrained
+    adapters = lora.load_peft("adapters/", model)    # model (funcgrad.models.pretrained)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,7 +27,8 @@ from . import random
 from . import tree_util as tu
 from .devices import on_default_backend
 
-__all__ = ["Adapter", "init", "apply", "merge", "delta"]
+__all__ = ["Adapter", "AdaptedWeight", "init", "apply", "merge", "delta", "save_peft",
+           "load_peft"]
 
 
 @dataclasses.dataclass
@@ -37,6 +41,16 @@ class Adapter:
 
 
 tu.register_dataclass(Adapter)
+
+
+class AdaptedWeight(NamedTuple):
+    """A frozen weight and its adapter, as `lora.apply` hands them to a model function that
+    computes the low-rank product itself (one that sets `apply_fn.computes_adapters = True`,
+    as the pretrained models' `model.apply` does): it adds scale * (x A^T) B^T beside x W^T
+    instead of building W + scale * B A, with the same result and gradients."""
+
+    weight: Any
+    adapter: Adapter
 
 
 def _is_adapter_leaf(x) -> bool:
@@ -106,7 +120,9 @@ def delta(adapter: Adapter, like):
     return fnp.multiply(scale, fnp.matmul(adapter.b, adapter.a))  # host or device factors
 
 
-def _adapted(params, adapters, who):
+def _adapted(params, adapters, who, keep_factors=False):
+    """params with each adapted weight replaced by W + scale * B @ A (or, with `keep_factors`,
+    by `AdaptedWeight(W, adapter)`), after checking the adapters against the params."""
     def f(path, ad, w):
         if ad is None:
             return w  # the base array itself: no copy
@@ -122,7 +138,7 @@ def _adapted(params, adapters, who):
             if np.dtype(x.dtype).kind in "biu":
                 raise TypeError(f"{who}: at {where!r} adapter factor {name} is {x.dtype}; "
                                 "adapters are floating-point")
-        return fnp.add(w, delta(ad, w))
+        return AdaptedWeight(w, ad) if keep_factors else fnp.add(w, delta(ad, w))
 
     try:
         return tu.tree_map_with_path(f, adapters, params, is_leaf=_is_adapter_leaf)
@@ -142,10 +158,15 @@ def apply(apply_fn):
     Only the adapted leaves get a new array, computed inside the (traced) function so gradients
     flow to A and B; every other leaf is passed as the base array itself. The base tree is never
     copied or modified. Differentiate w.r.t. `adapters` (argnums=1) to train only them.
+
+    A model function that computes the low-rank products itself says so with
+    `apply_fn.computes_adapters = True` (the pretrained models' `model.apply` does); it then
+    gets an `AdaptedWeight(W, adapter)` at each adapted leaf instead of W + scale * B @ A.
     """
+    keep = bool(getattr(apply_fn, "computes_adapters", False))
 
     def adapted_apply(params, adapters, *args, **kwargs):
-        return apply_fn(_adapted(params, adapters, "lora.apply"), *args, **kwargs)
+        return apply_fn(_adapted(params, adapters, "lora.apply", keep), *args, **kwargs)
 
     adapted_apply.__name__ = f"lora({getattr(apply_fn, '__name__', 'apply_fn')})"
     return adapted_apply
@@ -157,3 +178,9 @@ def merge(params, adapters):
     merged = _adapted(params, adapters, "lora.merge")
     return tu.tree_map(lambda m, w: fnp.asarray(m, w.dtype) if m is not w and hasattr(w, "dtype")
                        else m, merged, params)
+
+
+# ---------------------------------------------------------------------------------------------
+# PEFT's folder format (adapter_config.json + adapter_model.safetensors), in funcgrad/_peft.py
+
+from ._peft import load_peft, save_peft  # noqa: E402

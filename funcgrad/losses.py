@@ -26,7 +26,6 @@ import numpy as np
 from . import nn
 from . import numpy as fnp
 from .core import to_host
-from .devices import inputs_on_default_backend
 
 __all__ = [
     "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels",
@@ -54,7 +53,6 @@ def _expand_where(where, logits, axis):
     return where
 
 
-@inputs_on_default_backend
 def softmax_cross_entropy(logits, labels, axis=-1, where=None):
     """-sum(labels * log_softmax(logits)) along `axis`: the cross-entropy against one-hot or soft
     (probability) `labels` shaped like `logits`, one value per example (Optax's).
@@ -82,7 +80,6 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None):
     return -fnp.sum(terms, axis=axis)
 
 
-@inputs_on_default_backend
 def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=None):
     """logsumexp(logits) - logits[label] along `axis`: the cross-entropy against integer class
     `labels` (logits' shape without `axis`), one value per example (Optax's). The gradient with
@@ -123,7 +120,6 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
     return fnp.where(some, nn.logsumexp(logits, axis=axis, where=where) - label_logits, 0)
 
 
-@inputs_on_default_backend
 def sigmoid_binary_cross_entropy(logits, labels):
     """-labels log sigmoid(logits) - (1 - labels) log(1 - sigmoid(logits)), elementwise
     (Optax's): binary labels in {0, 1} or target probabilities, shaped like the logits. The
@@ -146,20 +142,17 @@ def _errors(predictions, targets, fn):
     return predictions - targets
 
 
-@inputs_on_default_backend
 def squared_error(predictions, targets=None):
     """(predictions - targets)**2 elementwise (targets default to zeros), as Optax's; the mean
     squared error is its mean."""
     return fnp.square(_errors(predictions, targets, "squared_error"))
 
 
-@inputs_on_default_backend
 def l2_loss(predictions, targets=None):
     """0.5 * (predictions - targets)**2 elementwise (Optax's; note the 0.5)."""
     return 0.5 * fnp.square(_errors(predictions, targets, "l2_loss"))
 
 
-@inputs_on_default_backend
 def huber_loss(predictions, targets=None, *, delta=1.0):
     """0.5 r**2 for |r| <= delta, else 0.5 delta**2 + delta (|r| - delta), elementwise, with
     r = predictions - targets (Optax's): quadratic near 0, linear (robust to outliers) beyond
@@ -169,7 +162,6 @@ def huber_loss(predictions, targets=None, *, delta=1.0):
     return 0.5 * fnp.square(quadratic) + delta * (a - quadratic)
 
 
-@inputs_on_default_backend
 def log_cosh(predictions, targets=None):
     """log(cosh(predictions - targets)) elementwise (Optax's): about r**2 / 2 near 0 and
     |r| - log 2 far away, without overflow."""
@@ -177,7 +169,6 @@ def log_cosh(predictions, targets=None):
     return fnp.logaddexp(r, -r) - np.log(2.0).astype(r.dtype)
 
 
-@inputs_on_default_backend
 def cosine_similarity(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
     """The cosine of the angle between predictions and targets along `axis` (Optax's): the dot
     product of the two vectors scaled to unit norm, each squared norm clipped below at
@@ -191,14 +182,12 @@ def cosine_similarity(predictions, targets, *, epsilon=0.0, axis=-1, where=None)
     return fnp.sum(a_unit * b_unit, axis=axis, where=where)
 
 
-@inputs_on_default_backend
 def cosine_distance(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
     """1 - cosine_similarity(predictions, targets) along `axis` (Optax's)."""
     return 1.0 - cosine_similarity(predictions, targets, epsilon=epsilon, axis=axis,
                                    where=where)
 
 
-@inputs_on_default_backend
 def smooth_labels(labels, alpha, *, axis=-1, where=None):
     """(1 - alpha) * labels + alpha / K for one-hot labels, K the number of classes along `axis`
     (or the count of `where` there): Optax's label smoothing."""
@@ -213,7 +202,6 @@ def smooth_labels(labels, alpha, *, axis=-1, where=None):
     return (1.0 - alpha) * labels + alpha / k
 
 
-@inputs_on_default_backend
 def mse(predictions, targets):
     """The mean squared error, mean((predictions - targets)**2): funcgrad's shorthand for
     `fnp.mean(squared_error(predictions, targets))`."""
@@ -236,14 +224,12 @@ def _classes(predictions, labels):
     return predictions, labels
 
 
-@inputs_on_default_backend
 def accuracy(predictions, labels):
     """The fraction of correct predictions (float32)."""
     pred, labels = _classes(predictions, labels)
     return fnp.mean((pred == labels).astype(np.float32))
 
 
-@inputs_on_default_backend
 def confusion_matrix(predictions, labels, num_classes=None):
     """counts[i, j] = number of examples of true class i predicted as j (int64, as
     scikit-learn). `num_classes` is needed under jit (without it: the scores' last axis, or the
@@ -261,7 +247,6 @@ def confusion_matrix(predictions, labels, num_classes=None):
     return fnp.matmul(fnp.swapaxes(t, 0, 1), p)
 
 
-@inputs_on_default_backend
 def precision_recall_f1(predictions, labels, num_classes=None):
     """Macro-averaged (precision, recall, f1): per-class values averaged with equal weight over
     the classes that occur in labels or predictions (F1 per class, then averaged, as

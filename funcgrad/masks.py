@@ -98,7 +98,7 @@ def mask_where(params, pred: Callable[[str, object], bool]):
 # Structure checks
 
 
-def _children(x):
+def children(x):
     """`[(segment, child)]` of a container node, or None for a leaf (None is a childless node)."""
     if x is None:
         return []
@@ -111,7 +111,7 @@ def _children(x):
 def _kind(x) -> str:
     if x is None:
         return "None"
-    if _children(x) is None:
+    if children(x) is None:
         shape = getattr(x, "shape", None)
         return f"a leaf of shape {tuple(shape)}" if shape is not None else "a leaf"
     return f"a {type(x).__name__}"
@@ -126,7 +126,7 @@ def first_difference(a, b, *, names=("the first tree", "the second"), a_is_prefi
 
     def walk(x, y, path):
         where = "/".join(path) or "<root>"
-        cx, cy = _children(x), _children(y)
+        cx, cy = children(x), children(y)
         if a_is_prefix and cx is None:
             return None
         if cx is None and cy is None:

@@ -12,11 +12,13 @@ from functools import partial
 
 import numpy as np
 
-from . import lax
+from . import (
+    initializers,  # noqa: F401  (fg.nn.initializers, as jax.nn.initializers)
+    lax,
+)
 from . import numpy as fnp
-from .core.placement import inputs_on_default_backend
-from .transforms.custom import custom_jvp
-from .transforms.grad import stop_gradient
+from .lax import stop_gradient
+from .lax.custom_derivatives import custom_jvp
 
 
 def relu(x):
@@ -218,7 +220,6 @@ def _logsumexp_jvp(axis, keepdims, primals, tangents):
     return out, t_out
 
 
-@inputs_on_default_backend
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=None):
     """log(sum(b * exp(x))) over `axis`, shifted by the maximum so it never overflows.
 
@@ -237,7 +238,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     m = _finite_max(x, axes)
     terms = fnp.exp(x - m)
     if b is not None:
-        terms = terms * b
+        terms = terms * fnp.asarray(b)
     total = fnp.sum(terms, axis=axes, keepdims=True)
     sign = fnp.sign(total)
     out = fnp.log(fnp.abs(total)) + m
@@ -299,7 +300,6 @@ def log_softmax(x, axis=-1, where=None):
     return fnp.subtract(shifted, fnp.log(fnp.sum(fnp.exp(shifted), axis=axes, keepdims=True)))
 
 
-@inputs_on_default_backend
 def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None,
                           is_causal=False):
     """softmax(q k^T * scale + bias, masked) v, with JAX's layout: query (B, T, N, H) or
@@ -324,7 +324,8 @@ def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None
     logits = fnp.einsum("btkgh,bskh->bkgts", qg, k) * scale
     logits = fnp.reshape(logits, (B, N, T, S))
     if bias is not None:
-        logits = logits + (bias[None] if unbatched and fnp.ndim(bias) == 4 else bias)
+        bias = fnp.asarray(bias)
+        logits = logits + (bias[None] if unbatched and bias.ndim == 4 else bias)
     keep = None
     if mask is not None:
         keep = fnp.asarray(mask, bool)
@@ -385,7 +386,6 @@ def rnn_init(key, n_in, n_hidden, dtype=np.float32):
     return {"wx": wx, "wh": wh, "b": fnp.zeros((n_hidden,), dtype)}
 
 
-@inputs_on_default_backend
 def rnn(params, xs, h0=None, activation=None):
     """Elman RNN over time-major `xs` (T, ..., n_in): h_t = tanh(x_t wx + h_{t-1} wh + b).
 
@@ -393,10 +393,10 @@ def rnn(params, xs, h0=None, activation=None):
     before the scan; the scan carries only h."""
     act = fnp.tanh if activation is None else activation
     xs = fnp.asarray(xs)
-    wh = params["wh"]
+    wx, wh, b = (fnp.asarray(params[k]) for k in ("wx", "wh", "b"))
     if h0 is None:
         h0 = fnp.zeros(tuple(xs.shape[1:-1]) + (wh.shape[0],), xs.dtype)
-    xw = xs @ params["wx"] + params["b"]
+    xw = xs @ wx + b
 
     def step(h, xw_t):
         h = act(xw_t + h @ wh)
@@ -418,21 +418,20 @@ def lstm_init(key, n_in, n_hidden, dtype=np.float32, forget_bias=1.0):
     return {"wx": wx, "wh": wh, "b": b}
 
 
-@inputs_on_default_backend
 def lstm(params, xs, h0=None, c0=None):
     """LSTM over time-major `xs` (T, ..., n_in). Returns (hs of shape (T, ..., H), (h, c)).
 
     i, f, g, o = split(x_t wx + h wh + b); c = sigmoid(f) c + sigmoid(i) tanh(g);
     h = sigmoid(o) tanh(c). The input projection of all steps is one matmul before the scan."""
     xs = fnp.asarray(xs)
-    wh = params["wh"]
+    wx, wh, b = (fnp.asarray(params[k]) for k in ("wx", "wh", "b"))
     n_hidden = wh.shape[0]
     batch = tuple(xs.shape[1:-1])
     if h0 is None:
         h0 = fnp.zeros(batch + (n_hidden,), xs.dtype)
     if c0 is None:
         c0 = fnp.zeros(batch + (n_hidden,), xs.dtype)
-    xw = xs @ params["wx"] + params["b"]
+    xw = xs @ wx + b
     H = n_hidden
 
     def step(carry, xw_t):
@@ -448,11 +447,3 @@ def lstm(params, xs, h0=None, c0=None):
 
     (h, c), hs = lax.scan(step, (h0, c0), xw)
     return hs, (h, c)
-
-
-def __getattr__(name):
-    # fg.nn.initializers, where JAX keeps them (jax.nn.initializers); defined in funcgrad.models
-    if name == "initializers":
-        from .models import initializers
-        return initializers
-    raise AttributeError(f"module 'funcgrad.nn' has no attribute {name!r}")

@@ -52,7 +52,7 @@ class GradientTransformation(NamedTuple):
     update: Callable
 
 
-def _transformation(init, update, state_type=None, who=None):
+def checked_transformation(init, update, state_type=None, who=None):
     """A GradientTransformation whose update checks its inputs and takes host or device leaves
     alike (with a GPU default backend, host updates and parameters are copied to the device
     first). Checked on every call: the updates against the params (structure, shapes, dtypes)
@@ -333,12 +333,12 @@ def _chain(who, transforms):
             new.append(s)
         return updates, tuple(new)
 
-    return _transformation(init, update, who=who)
+    return checked_transformation(init, update, who=who)
 
 
 def identity() -> GradientTransformation:
     """Pass updates through unchanged."""
-    return _transformation(lambda params: EmptyState(),
+    return checked_transformation(lambda params: EmptyState(),
                            lambda updates, state, params=None: (updates, state), EmptyState,
                            "identity")
 
@@ -350,7 +350,7 @@ def scale(step_size) -> GradientTransformation:
     def update(updates, state, params=None):
         return tu.tree_map(lambda u: u * _cast(step_size, u), updates), state
 
-    return _transformation(lambda params: EmptyState(), update, EmptyState)
+    return checked_transformation(lambda params: EmptyState(), update, EmptyState)
 
 
 def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
@@ -369,7 +369,7 @@ def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
         return (tu.tree_map(lambda u: u * _cast(s, u), updates),
                 ScaleByScheduleState(_inc(state.count)))
 
-    return _transformation(init, update, ScaleByScheduleState)
+    return checked_transformation(init, update, ScaleByScheduleState)
 
 
 def scale_by_learning_rate(learning_rate, *, flip_sign=True) -> GradientTransformation:
@@ -400,7 +400,7 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
             out = t
         return out, TraceState(t)
 
-    return _transformation(init, update, TraceState)
+    return checked_transformation(init, update, TraceState)
 
 
 def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransformation:
@@ -426,7 +426,7 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransform
 
         return tu.tree_map(step, mu, nu), ScaleByAdamState(count, mu, nu)
 
-    return _transformation(init, update, ScaleByAdamState)
+    return checked_transformation(init, update, ScaleByAdamState)
 
 
 def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True, bias_correction=False,
@@ -469,7 +469,7 @@ def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True, bias_
             return out, ScaleByRmsWithCountState(count, nu)
         return out, ScaleByRmsState(None, nu)
 
-    return _transformation(init, update,
+    return checked_transformation(init, update,
                            ScaleByRmsWithCountState if bias_correction else ScaleByRmsState)
 
 
@@ -487,7 +487,7 @@ def scale_by_rss(initial_accumulator_value=0.1, eps=1e-7) -> GradientTransformat
         out = tu.tree_map(lambda g, s: fnp.where(s > 0, g / fnp.sqrt(s + eps), 0 * g), updates, s)
         return out, ScaleByRssState(s)
 
-    return _transformation(init, update, ScaleByRssState)
+    return checked_transformation(init, update, ScaleByRssState)
 
 
 def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
@@ -504,7 +504,7 @@ def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
         mu = tu.tree_map(lambda g, m: b2 * m + (1 - b2) * g, updates, state.mu)
         return out, ScaleByLionState(mu)
 
-    return _transformation(init, update, ScaleByLionState)
+    return checked_transformation(init, update, ScaleByLionState)
 
 
 # The process axis over which a sharded train step splits every leaf between ranks.
@@ -556,7 +556,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         factor = max_norm / fnp.maximum(norm, max_norm)
         return tu.tree_map(lambda u: u * _cast(factor, u), updates), state
 
-    return _transformation(lambda params: EmptyState(), update, EmptyState)
+    return checked_transformation(lambda params: EmptyState(), update, EmptyState)
 
 
 def default_decay_mask(params):
@@ -585,7 +585,7 @@ def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransfo
                for i, (u, p) in enumerate(zip(leaves, ps))]
         return tu.tree_unflatten(treedef, out), state
 
-    return _transformation(lambda params: EmptyState(), update, EmptyState)
+    return checked_transformation(lambda params: EmptyState(), update, EmptyState)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -688,12 +688,12 @@ def masked(inner: GradientTransformation, mask) -> GradientTransformation:
         out = [n if m else fnp.zeros_like(u) for u, n, m in zip(leaves, got, on)]
         return tu.tree_unflatten(treedef, out), MaskedState(inner_state)
 
-    return _transformation(init, update, MaskedState)
+    return checked_transformation(init, update, MaskedState)
 
 
 def set_to_zero() -> GradientTransformation:
     """Zero updates and no state: freezes whatever it is applied to (see `multi_transform`)."""
-    return _transformation(
+    return checked_transformation(
         lambda params: EmptyState(),
         lambda updates, state, params=None: (_zeros_like(updates), state), EmptyState,
         "set_to_zero")
@@ -749,7 +749,7 @@ def multi_transform(transforms: dict, param_labels) -> GradientTransformation:
                     out[i] = n
         return tu.tree_unflatten(treedef, out), MultiTransformState(new_states)
 
-    return _transformation(init, update, MultiTransformState)
+    return checked_transformation(init, update, MultiTransformState)
 
 
 class MultiSteps:
@@ -796,7 +796,7 @@ class MultiSteps:
         return state.mini_step == 0
 
     def gradient_transformation(self) -> GradientTransformation:
-        return _transformation(self.init, self.update, MultiStepsState, "MultiSteps")
+        return checked_transformation(self.init, self.update, MultiStepsState, "MultiSteps")
 
 
 _HOLE = object()   # a None update, as a leaf, when locating a mismatch
@@ -1040,7 +1040,7 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
                 updates, state.inner_state, params)
             return updates, InjectHyperparamsState(_inc(state.count), hp, inner_state)
 
-        return _transformation(init, update, InjectHyperparamsState)
+        return checked_transformation(init, update, InjectHyperparamsState)
 
     factory.__name__ = f"inject_hyperparams({inner_factory.__name__})"
     factory.__doc__ = inner_factory.__doc__
@@ -1074,7 +1074,7 @@ def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0) -> Gradie
 
         return _leafwise("scale_by_trust_ratio", one, updates, params), state
 
-    return _transformation(lambda params: EmptyState(), update)
+    return checked_transformation(lambda params: EmptyState(), update)
 
 
 def lamb(learning_rate, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0,
@@ -1112,7 +1112,7 @@ def ema(decay, debias=True, accumulator_dtype=None) -> GradientTransformation:
             new = tu.tree_map(lambda e: fnp.asarray(e, accumulator_dtype), new)
         return out, EmaState(count, new)
 
-    return _transformation(init, update, EmaState)
+    return checked_transformation(init, update, EmaState)
 
 
 def clip_by_block_rms(threshold) -> GradientTransformation:
@@ -1123,7 +1123,7 @@ def clip_by_block_rms(threshold) -> GradientTransformation:
             return u / fnp.maximum(1.0, fnp.sqrt(_leaf_mean(u * u)) / threshold).astype(u.dtype)
         return tu.tree_map(clip, updates), state
 
-    return _transformation(lambda params: EmptyState(), update)
+    return checked_transformation(lambda params: EmptyState(), update)
 
 
 def _safe_rms(x, min_rms):
@@ -1144,7 +1144,7 @@ def scale_by_param_block_rms(min_scale=1e-3) -> GradientTransformation:
                          lambda u, p: u * _cast(_safe_rms(fnp.asarray(p), min_scale), u),
                          updates, params), state
 
-    return _transformation(lambda params: EmptyState(), update)
+    return checked_transformation(lambda params: EmptyState(), update)
 
 
 class FactoredState(NamedTuple):
@@ -1238,7 +1238,7 @@ def scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
         return unflat(outs), FactoredState(_inc(state.count), unflat(rows), unflat(cols),
                                            unflat(full))
 
-    return _transformation(init, update, FactoredState)
+    return checked_transformation(init, update, FactoredState)
 
 
 def adafactor(learning_rate=None, min_dim_size_to_factor=128, decay_rate=0.8, decay_offset=0,

@@ -59,6 +59,7 @@ class Spec:
     weight: int = 1
     axis_name: str | None = None
     complex: bool = False  # operands are complex128: the complex rules are checked
+    forward_mode: bool | str = True  # or why forward mode raises by design (checked to raise)
 
 
 @dataclasses.dataclass
@@ -1062,6 +1063,34 @@ def _cf_specs():
     # operands: the cond's const n, then the carry (x, counter)
     spec("while", st.tuples(ints((), 0, 3), floats((3,)), st.just(np.int32(0))).map(
         lambda t: Case(t, while_params)), second_order="reverse mode raises by design")
+
+    # Custom derivative rules (funcgrad/lax/custom_derivatives.py), with rules that are the true
+    # derivatives, so that finite differences check that the rule is what is applied.
+    import funcgrad as fg
+
+    @fg.custom_jvp
+    def sin_times(x, w):
+        return fnp.sin(x) * w
+
+    @sin_times.defjvp
+    def sin_times_jvp(primals, tangents):
+        (x, w), (tx, tw) = primals, tangents
+        return sin_times(x, w), fnp.cos(x) * tx * w + fnp.sin(x) * tw
+
+    jvp_params = _cf_params("custom_jvp_call", sin_times, np.ones(3), np.ones(3))
+    spec("custom_jvp_call", st.tuples(floats((3,)), floats((3,))).map(
+        lambda t: Case(t, jvp_params)))
+
+    @fg.custom_vjp
+    def cos_times(x, w):
+        return fnp.cos(x) * w
+
+    cos_times.defvjp(lambda x, w: (fnp.cos(x) * w, (x, w)),
+                     lambda r, g: (-fnp.sin(r[0]) * r[1] * g, fnp.cos(r[0]) * g))
+    vjp_params = _cf_params("custom_vjp_call", cos_times, np.ones(3), np.ones(3))
+    spec("custom_vjp_call", st.tuples(floats((3,)), floats((3,))).map(
+        lambda t: Case(t, vjp_params)),
+        forward_mode="a custom_vjp rule is reverse-mode only: jvp raises, as in JAX")
 
 
 _cf_specs()

@@ -37,7 +37,7 @@ def test_help(name):
 
 
 def test_every_example_is_listed_here_and_in_the_readme():
-    assert len(EXAMPLES) == 7 and {name for name, _, _ in QUICK} == set(EXAMPLES)
+    assert len(EXAMPLES) == 8 and {name for name, _, _ in QUICK} == set(EXAMPLES)
     readme = open(os.path.join(ROOT, "README.md")).read()
     for name in EXAMPLES:
         assert f"examples/{name}.py" in readme, name
@@ -52,6 +52,10 @@ QUICK = [
     ("per_example_grads", ["per_example_grads.png"], ["DP-SGD", "max abs difference"]),
     ("newton_logistic", ["newton_logistic.png"], ["Newton", "gradient descent"]),
     ("adversarial", ["adversarial.png", "adversarial_loss.png"], ["FGSM"]),
+    ("finetune_pretrained", ["finetune_pretrained.png", "lora_adapters/adapter_model.safetensors",
+                             "lora_classifier/adapter_model.safetensors"],
+     ["ppl before", "LoRA r=", "head only", "samples after LoRA", "accuracy after",
+      "classifier only"]),
 ]
 
 
@@ -88,6 +92,34 @@ def test_digits_reads_mnist_idx(tmp_path):
               str(tmp_path / "out"))
     assert "60 train / 30 test images of shape (28, 28, 1)" in out
     assert "LoRA" in out and (tmp_path / "out" / "digits_finetune.png").exists()
+
+
+def test_finetune_pretrained_reads_a_transformers_folder(tmp_path):
+    """--model DIR --text FILE on a folder as transformers and tokenizers write it."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    text = "\n".join(f"line {i}: the value of x is {i * 7 % 13} and y is {i % 5}."
+                     for i in range(300))
+    (tmp_path / "train.txt").write_text(text)
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    tok.train_from_iterator([text], tokenizers.trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    model_dir = tmp_path / "model"
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=tok.get_vocab_size(),
+        bos_token_id=0, eos_token_id=0)).save_pretrained(model_dir)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                                pad_token="<|endoftext|>")
+    fast.save_pretrained(model_dir)
+    out = run("finetune_pretrained", "--quick", "--quiet", "--model", str(model_dir), "--text",
+              str(tmp_path / "train.txt"), "--out", str(tmp_path / "out"))
+    assert "fine-tuned on train.txt" in out and "ppl after" in out and "accuracy" not in out
+    assert (tmp_path / "out" / "lora_adapters" / "adapter_config.json").exists()
 
 
 def test_tables_use_fixed_decimals_per_column(capsys):

@@ -1,12 +1,40 @@
 """Backends: the code generators and interpreters that run programs on NumPy and CuPy.
 
 `compiler_for(xp)` picks jit's code generator for an array namespace; `check_placement` is the
-error for a call mixing host (NumPy) and device (CuPy) arrays.
+error for a call mixing host (NumPy) and device (CuPy) arrays; `load_cupy` loads the GPU
+backend (CuPy with a device) on first use.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def gpu_missing(reason):
+    return RuntimeError(
+        f"GPU requested, but the GPU backend is unavailable: {reason}. funcgrad runs on GPUs "
+        "through CuPy: install it with `pip install funcgrad[gpu]` (or the CuPy wheel for your "
+        "CUDA version, e.g. `pip install cupy-cuda12x`), or use the CPU: device 'cpu', "
+        "FUNCGRAD_BACKEND=cpu.")
+
+
+def load_cupy():
+    """The cupy module with at least one device, registered as an array namespace (the GPU
+    backend is loaded here, on first use; a clear error says how to get it when it is missing)."""
+    try:
+        import cupy
+    except ImportError as e:
+        raise gpu_missing(f"CuPy is not installed ({e})") from None
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CuPy without a driver or a device
+        raise gpu_missing(f"CuPy found no CUDA device ({e})") from None
+    if n == 0:
+        raise gpu_missing("CuPy found no CUDA device")
+    from ..core import register_array_namespace
+    from .cupy_backend import namespace_for
+    register_array_namespace(cupy.ndarray, namespace_for(cupy))
+    return cupy
 
 
 def compiler_for(xp):
@@ -32,9 +60,8 @@ def check_placement(flat, in_tree, xp, backend=None):
     captured are not arguments: they are moved once per compiled program.
     """
     if backend == "gpu":
-        from ..devices import _cupy
         from .cupy_backend import namespace_for
-        return namespace_for(_cupy())
+        return namespace_for(load_cupy())
     if backend == "cpu" and xp is not np:
         raise ValueError("jit(..., backend='cpu') was called with GPU arrays; move them first "
                          "with fg.device_put(x, 'cpu').")
@@ -44,7 +71,7 @@ def check_placement(flat, in_tree, xp, backend=None):
     if not host:
         return xp
     from ..core import placement
-    if placement._default_xp is xp:  # a GPU default backend: host data goes there (copied per call)
+    if placement.default_xp is xp:  # a GPU default backend: host data goes there (copied per call)
         return xp
     from .. import tree_util
     paths = [tree_util.keystr(p) for p, _ in tree_util.tree_flatten_with_path(

@@ -653,8 +653,8 @@ def _dels(dead, names):
 
 def compile_jaxpr(jaxpr, xp=None, donated=()):
     """jit's code generator for CuPy: `run(*consts, *args) -> outputs` (see the module doc)."""
-    from ..devices import _cupy
-    cupy = _cupy()
+    from . import load_cupy
+    cupy = load_cupy()
     xp = xp if isinstance(xp, CupyNamespace) else namespace_for(cupy)
     source, entries, kernels, nconsts, eqn_lines = generate(jaxpr, cupy)
     namespace = {}

@@ -14,7 +14,7 @@ from .trace import ConcretizationError, LeakedTracerError, Tracer, transform_sta
 _PASSTHROUGH = (ConcretizationError, LeakedTracerError, KeyboardInterrupt)
 
 
-def _describe(x):
+def describe(x):
     try:
         return (x.aval if type(x) is Tracer else get_aval(x)).str_short()
     except Exception:
@@ -51,12 +51,12 @@ def add_error_context(e, prim, in_descs, source=None, stack=None):
         pass
 
 
-_debug_nans = False
+debug_nans = False
 
 
 def _set_debug_nans(value):
-    global _debug_nans
-    _debug_nans = bool(value)
+    global debug_nans
+    debug_nans = bool(value)
 
 
 def check_nans(prim, args, out, source=None):
@@ -67,8 +67,8 @@ def check_nans(prim, args, out, source=None):
             continue
         if not bool(array_namespace((o,)).isfinite(o).all()):
             kind = "NaN" if bool(array_namespace((o,)).isnan(o).any()) else "Inf"
-            msg = (f"debug_nans: {prim.name} produced a {kind} (output {_describe(o)})\n"
-                   + error_context(prim.name, [_describe(a) for a in args], source)
+            msg = (f"debug_nans: {prim.name} produced a {kind} (output {describe(o)})\n"
+                   + error_context(prim.name, [describe(a) for a in args], source)
                    + "\nTurn the check off with fg.config.update('debug_nans', False).")
             err = FloatingPointError(msg)
             err._funcgrad_context = True

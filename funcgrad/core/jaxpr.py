@@ -57,13 +57,13 @@ class SourceInfo(NamedTuple):
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 # Set while a program is re-run (eval_jaxpr, backward passes) so that new equations keep the line
 # of the user's code that created the original equation instead of pointing into funcgrad.
-_source_override: list = [None]
+source_override: list = [None]
 
 
 def user_source_info(skip: int = 1) -> SourceInfo | None:
     """The innermost stack frame outside the funcgrad package (the user's line)."""
-    if _source_override[0] is not None:
-        return _source_override[0]
+    if source_override[0] is not None:
+        return source_override[0]
     frame = sys._getframe(skip)
     while frame is not None:
         fname = frame.f_code.co_filename

@@ -2,18 +2,14 @@
 host data goes.
 
 Backends register their array types here; `bind` asks `array_namespace` for the namespace of an
-eager call, and the library's placement helpers (`as_value`, `on_default_backend`,
-`inputs_on_default_backend`, `to_host`) read the same state, so that the default backend is
-decided in one place.
+eager call, and the placement helpers (`as_value`, `on_default_backend`, `to_host`) read the same
+state, so that the default backend is decided in one place.
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from .. import tree_util
 from .trace import Tracer
 
 # ---------------------------------------------------------------------------------------------
@@ -24,59 +20,59 @@ from .trace import Tracer
 # are copied to the device as JAX copies them to its default device. Device arrays always run
 # where they are.
 
-_namespaces: dict = {}
-_default_xp = np        # the namespace host data runs with (or the error saying why it cannot)
-_route = False          # True when eager calls must look for device arrays or move host data
+namespaces: dict = {}
+default_xp = np        # the namespace host data runs with (or the error saying why it cannot)
+routing = False          # True when eager calls must look for device arrays or move host data
 
 
 def _update_route():
-    global _route
-    _route = bool(_namespaces) or _default_xp is not np
+    global routing
+    routing = bool(namespaces) or default_xp is not np
 
 
 def register_array_namespace(array_type, xp):
     """Arrays of `array_type` compute with namespace `xp` (CuPy's module, or an adapter such as
     funcgrad.backends.array_api.ArrayAPINamespace). NumPy arrays need no registration."""
-    _namespaces[array_type] = xp
+    namespaces[array_type] = xp
     _update_route()
 
 
 def unregister_array_namespace(array_type):
-    _namespaces.pop(array_type, None)
+    namespaces.pop(array_type, None)
     _update_route()
 
 
-_device_hook = None  # set by funcgrad.devices: registers CuPy's namespace (the layer above)
+device_hook = None  # set by funcgrad.devices: registers CuPy's namespace (the layer above)
 
 
 def register_device_arrays():
     """Register the namespace of device arrays that arrive before their backend was first used
     (CuPy arrays made with cupy itself), through the hook funcgrad.devices installs."""
-    if _device_hook is not None:
-        _device_hook()
+    if device_hook is not None:
+        device_hook()
 
 
 def set_default_namespace(xp):
     """The namespace host data runs with (funcgrad.devices sets it from the backend setting);
     an exception instead of a namespace is raised at the first call that needs it."""
-    global _default_xp
-    _default_xp = xp
+    global default_xp
+    default_xp = xp
     _update_route()
 
 
 def default_namespace():
     """The namespace host data runs with, or the error saying why the default backend is
     unavailable."""
-    if isinstance(_default_xp, Exception):
-        raise _default_xp
-    return _default_xp
+    if isinstance(default_xp, Exception):
+        raise default_xp
+    return default_xp
 
 
 def array_namespace(args):
     """The array module (`xp`) of a call: that of its first device (non-NumPy) array, else the
     default backend's."""
     xp = device_namespace(args)
-    if xp is not np or _default_xp is np:
+    if xp is not np or default_xp is np:
         return xp
     return default_namespace()
 
@@ -84,9 +80,9 @@ def array_namespace(args):
 def device_namespace(args):
     """The namespace of the first device (non-NumPy) array among `args`, else NumPy: for code
     that builds index arrays and other host values next to its inputs."""
-    if _namespaces:
+    if namespaces:
         for a in args:
-            xp = _namespaces.get(type(a))
+            xp = namespaces.get(type(a))
             if xp is not None:
                 return xp
     return np
@@ -96,11 +92,11 @@ def as_value(x):
     """A concrete value for a transform's tracer: arrays and tracers as they are, Python and
     NumPy scalars as 0-d arrays; with a GPU default backend, host data goes to the device (as
     JAX puts the inputs of its transforms on the default device)."""
-    if type(x) is np.ndarray and _default_xp is np or type(x) is Tracer:
+    if type(x) is np.ndarray and default_xp is np or type(x) is Tracer:
         return x  # the common case first: it is paid per argument of every transform
     if hasattr(x, "__cuda_array_interface__"):
         return x
-    if _default_xp is np:
+    if default_xp is np:
         return np.asarray(x)  # scalars, lists, ndarray subclasses: a plain array
     return default_namespace().asarray(x)
 
@@ -109,36 +105,12 @@ def on_default_backend(x, like=None):
     """A new host array `x` (made by fnp.zeros, arange, ...) placed where new arrays go: on the
     device of `like` when that is a device array, else on the default backend."""
     if like is not None and hasattr(like, "__cuda_array_interface__"):
-        if type(like) not in _namespaces:
+        if type(like) not in namespaces:
             register_device_arrays()
         return device_namespace([like]).asarray(x)
-    if _default_xp is np or type(x) is not np.ndarray:
+    if default_xp is np or type(x) is not np.ndarray:
         return x
     return default_namespace().asarray(x)
-
-
-def inputs_on_default_backend(fn):
-    """Decorator for library functions that combine their array arguments with Python operators
-    (`x @ params["w"] + params["b"]`): with a GPU default backend, host (NumPy) arrays among the
-    arguments are copied to the device first, since CuPy's operators refuse NumPy operands.
-    With the CPU default it costs one check per call."""
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        if _default_xp is not np:
-            args = tuple(_host_leaves_moved(a) for a in args)
-            kwargs = {k: _host_leaves_moved(v) for k, v in kwargs.items()}
-        return fn(*args, **kwargs)
-    return call
-
-
-def _host_leaves_moved(tree):
-    """`tree` with its NumPy leaves on the default backend; itself when it has none (so an
-    argument passed through, like an eval-mode batch-norm state, keeps its identity)."""
-    if not any(type(a) is np.ndarray for a in tree_util.tree_leaves(tree)):
-        return tree
-    xp = default_namespace()
-    return tree_util.tree_map(lambda a: xp.asarray(a) if type(a) is np.ndarray else a, tree)
 
 
 def to_host(x):
@@ -150,7 +122,7 @@ def to_host(x):
     return np.asarray(x)
 
 
-def _device_args(args):
+def device_args(args):
     """(xp, args) for an eager call when other namespaces are registered: NumPy arrays and
     scalars among arguments of another namespace are host constants, moved over with
     `xp.asarray` (as JAX moves NumPy constants to the device)."""

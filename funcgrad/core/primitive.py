@@ -13,9 +13,9 @@ import numpy as np
 from . import errors as _errors
 from . import placement as _placement
 from .avals import PY_SCALARS
-from .errors import FP_QUIET, _describe, add_error_context, check_nans, fp_quiet_set, fp_reset
-from .placement import _device_args, _namespaces, register_device_arrays
-from .trace import Tracer, _leak_error
+from .errors import FP_QUIET, add_error_context, check_nans, describe, fp_quiet_set, fp_reset
+from .placement import device_args, namespaces, register_device_arrays
+from .trace import Tracer, leak_error
 
 
 class Primitive:
@@ -34,6 +34,14 @@ class Primitive:
                                             their bodies once instead of interpreting them)
     effectful (optional attribute): True for primitives with side effects (fg.debug callbacks,
       collectives): jit's passes never remove, merge, fold or reorder their equations.
+    Optional hooks the interpreters (funcgrad/interpreters) and passes look for:
+      grad_rule(trace, tracers, params) -> output tracers: reverse mode records its own tape entry
+        (control flow, custom_vjp_call); jvp_with_primal(primals, tangents, **params) -> (out,
+        tangents): forward mode computes the output too (custom rules); custom_rule: a call
+        whose `jaxpr` param jit's code generator may inline (its rule matters only to
+        transforms); inline_call: a call the passes always inline; collective: the batching rule
+        gets the vmap trace as `frame`; residuals_in_closure (on tape entries): residuals that
+        vjp_jaxpr cannot substitute.
     residuals: what a backward pass must keep of this primitive's values: "in", "out", "inout",
       "none" (linear primitives need only shapes) or "cross" (input i kept only when another input
       is active, as for mul and dot_general), or a tuple of the input positions to keep.
@@ -68,15 +76,15 @@ def bind(prim, *args, **params):
                 top = t
     if top is None:
         # a CuPy (or other) array among the arguments, or a GPU default backend?
-        if _placement._route:
-            xp, args = _device_args(args)
+        if _placement.routing:
+            xp, args = device_args(args)
         else:
             xp = np
         fp = fp_quiet_set(FP_QUIET)  # inf/NaN without NumPy warnings (see core/errors.py)
         try:
             out = prim.impl(xp, *args, **params)
         except Exception as e:
-            add_error_context(e, prim, [_describe(a) for a in args])
+            add_error_context(e, prim, [describe(a) for a in args])
             raise
         finally:
             fp_reset(fp)
@@ -84,11 +92,11 @@ def bind(prim, *args, **params):
             out = tuple(o if type(o) is np.ndarray else _as_array(o) for o in out)
         elif type(out) is not np.ndarray:
             out = _as_array(out)
-        if _errors._debug_nans:
+        if _errors.debug_nans:
             check_nans(prim, args, out)
         return out
     if not top.alive:
-        raise _leak_error(top)
+        raise leak_error(top)
     tracers = [top.to_tracer(a) for a in args]
     try:
         return top.process(prim, tracers, params)
@@ -102,6 +110,6 @@ def _as_array(x):
         return np.asarray(x)
     if isinstance(x, np.ndarray):  # a view of an ndarray subclass input: a plain array
         return x.view(np.ndarray)
-    if not _namespaces and hasattr(x, "__cuda_array_interface__"):
+    if not namespaces and hasattr(x, "__cuda_array_interface__"):
         register_device_arrays()
     return x

@@ -6,7 +6,7 @@ program evaluated inside a transform is transformed too.
 from __future__ import annotations
 
 from .avals import PY_SCALARS, get_aval
-from .jaxpr import ClosedJaxpr, Eqn, Jaxpr, Literal, Var, _source_override, user_source_info
+from .jaxpr import ClosedJaxpr, Eqn, Jaxpr, Literal, Var, source_override, user_source_info
 from .placement import to_host
 from .primitive import bind
 from .trace import Trace, Tracer, new_trace
@@ -127,10 +127,10 @@ def eval_jaxpr(jaxpr: Jaxpr, consts, *args):
     for v, x in zip(jaxpr.invars, args):
         env[v] = x
     frees = jaxpr.frees()
-    saved = _source_override[0]
+    saved = source_override[0]
     try:
         for eqn, dead in zip(jaxpr.eqns, frees):
-            _source_override[0] = eqn.source_info or saved
+            source_override[0] = eqn.source_info or saved
             ins = [env[v] if type(v) is Var else v.val for v in eqn.invars]
             out = bind(eqn.primitive, *ins, **eqn.params)
             if eqn.primitive.multiple_results:
@@ -141,7 +141,7 @@ def eval_jaxpr(jaxpr: Jaxpr, consts, *args):
             for v in dead:
                 del env[v]
     finally:
-        _source_override[0] = saved
+        source_override[0] = saved
     return [env[v] if type(v) is Var else v.val for v in jaxpr.outvars]
 
 

@@ -48,7 +48,7 @@ class Trace:
             if x._trace is self:
                 return x
             if not x._trace.alive or x._trace.level >= self.level:
-                raise _leak_error(x._trace)
+                raise leak_error(x._trace)
         return self.lift(x)
 
     def lift(self, x):
@@ -56,13 +56,6 @@ class Trace:
 
     def process(self, prim, tracers, params):
         raise NotImplementedError
-
-    def process_custom_jvp(self, fun, jvp_rule, args):
-        """By default a custom_jvp function is traced through (its rule applies under jvp/grad)."""
-        return fun(*args)
-
-    def process_custom_vjp(self, fun, fwd, bwd, args, out_tree):
-        return fun(*args)
 
     def __repr__(self):
         return f"{type(self).__name__}(level={self.level})"
@@ -89,7 +82,7 @@ def new_trace(trace_type, *args, **kwargs):
         trace.alive = False
 
 
-def _leak_error(trace):
+def leak_error(trace):
     created = getattr(trace, "created_at", None)
     where = f" The transform was applied at {created}." if created else ""
     return LeakedTracerError(
@@ -141,12 +134,18 @@ def axis_group(name):
 # The one tracer class. Its array methods forward to funcgrad.numpy (installed by set_array_api),
 # so that the core does not depend on the layers above it.
 
-_array_api = None
+_array_api = None   # funcgrad.numpy: methods and operators call its functions by name
+_hooks = {}         # what NumPy's protocols and indexing call: see set_array_api
 
 
-def set_array_api(module):
+def set_array_api(module, *, getitem, index_update, array_ufunc, array_function):
+    """Install the array API tracers forward to: `module` (funcgrad.numpy) for methods and
+    operators, and the functions behind `x[idx]`, `x.at[idx]` and NumPy's `__array_ufunc__` /
+    `__array_function__` protocols."""
     global _array_api
     _array_api = module
+    _hooks.update(getitem=getitem, index_update=index_update, array_ufunc=array_ufunc,
+                  array_function=array_function)
 
 
 class Tracer:
@@ -178,7 +177,7 @@ class Tracer:
             v = self.val
             return v.concrete_value(what) if type(v) is Tracer else v
         if not trace.alive:
-            raise _leak_error(trace)
+            raise leak_error(trace)
         raise concretization_error(self, what)
 
     def __bool__(self):
@@ -244,13 +243,13 @@ class Tracer:
         return str(self)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return _array_api._array_ufunc(ufunc, method, inputs, kwargs)
+        return _hooks["array_ufunc"](ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        return _array_api._array_function(func, args, kwargs)
+        return _hooks["array_function"](func, args, kwargs)
 
     def __getitem__(self, idx):
-        return _array_api._getitem(self, idx)
+        return _hooks["getitem"](self, idx)
 
     def __setitem__(self, idx, value):
         raise TypeError("Traced arrays are immutable: use x = x.at[idx].set(value) instead of "
@@ -258,7 +257,7 @@ class Tracer:
 
     @property
     def at(self):
-        return _array_api._IndexUpdateHelper(self)
+        return _hooks["index_update"](self)
 
     @property
     def T(self):

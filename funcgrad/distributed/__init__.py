@@ -31,7 +31,9 @@ Run with `mpiexec -n 2 python script.py` (`pip install "funcgrad[distributed]"`)
 from . import faults
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .groups import (
-    _LAUNCHER_VARS,  # noqa: F401  (the variables that say "under mpiexec")
+    LAUNCHER_VARS as _LAUNCHER_VARS,  # noqa: F401  (the variables that say "under mpiexec")
+)
+from .groups import (
     LocalGroup,
     MPIGroup,
     ProcessGroup,

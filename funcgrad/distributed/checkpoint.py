@@ -40,7 +40,7 @@ import numpy as np
 from .. import io
 from .. import tree_util as tu
 from ..devices import device_put
-from .groups import _is_cupy, world
+from .groups import is_cupy, world
 from .sharding import ShardedState
 
 _FORMAT = "funcgrad.distributed.checkpoint.v1"
@@ -312,6 +312,6 @@ def load_checkpoint(directory, like, group=None):
 
 def _placed_like(template, x):
     """`x` on the device of `template` (a GPU array there: loaded onto the GPU)."""
-    if _is_cupy(template) and not _is_cupy(x):
+    if is_cupy(template) and not is_cupy(x):
         return device_put(x, "gpu")
     return x

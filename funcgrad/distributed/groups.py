@@ -14,7 +14,7 @@ import numpy as np
 
 from . import faults
 
-_LAUNCHER_VARS = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+LAUNCHER_VARS = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 _world = None
 
 
@@ -103,7 +103,7 @@ class MPIGroup(ProcessGroup):
         self.key = faults.group_key(comm)  # the same on every member: its world ranks
 
     def allreduce(self, x, op="sum"):
-        if _is_cupy(x):
+        if is_cupy(x):
             return self._nccl_call("allreduce", x, op)
         x = np.asarray(x)
         send = np.ascontiguousarray(x).reshape(-1)
@@ -113,7 +113,7 @@ class MPIGroup(ProcessGroup):
         return out.reshape(x.shape)
 
     def allgather(self, x):
-        if _is_cupy(x):
+        if is_cupy(x):
             return self._nccl_call("allgather", x, None)
         x = np.asarray(x)
         out = np.empty((self.size,) + x.shape, x.dtype)
@@ -122,7 +122,7 @@ class MPIGroup(ProcessGroup):
         return out
 
     def reduce_scatter(self, x):
-        if _is_cupy(x):
+        if is_cupy(x):
             return self._nccl_call("reduce_scatter", x, "sum")
         send = np.ascontiguousarray(x).reshape(-1)
         out = np.empty(send.shape[0] // self.size, send.dtype)
@@ -131,7 +131,7 @@ class MPIGroup(ProcessGroup):
         return out
 
     def bcast(self, x, root=0):
-        if _is_cupy(x):
+        if is_cupy(x):
             import cupy
             return cupy.asarray(self.bcast(cupy.asnumpy(x), root))
         buf = np.array(x, copy=True, order="C")
@@ -183,12 +183,12 @@ class MPIGroup(ProcessGroup):
         return out
 
 
-def _is_cupy(x):
+def is_cupy(x):
     return type(x).__module__.startswith("cupy")
 
 
 def _under_launcher():
-    return any(v in os.environ for v in _LAUNCHER_VARS)
+    return any(v in os.environ for v in LAUNCHER_VARS)
 
 
 def init(abort_on_error=True, timeout=None):

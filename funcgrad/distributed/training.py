@@ -20,7 +20,7 @@ from ..lax import parallel as _parallel
 from ..transforms.grad import value_and_grad
 from ..transforms.jit import jit as _jit
 from . import sharding as _sharding
-from .groups import _is_cupy, world
+from .groups import is_cupy, world
 
 
 def data_parallel(f, axis_name="data", group=None):
@@ -109,7 +109,7 @@ def checksum(tree):
     """A CRC32 of the bytes of every leaf, in tree order: equal trees give equal checksums."""
     crc = 0
     for x in tu.tree_leaves(tree):
-        x = x.get() if _is_cupy(x) else np.asarray(x)
+        x = x.get() if is_cupy(x) else np.asarray(x)
         crc = zlib.crc32(np.ascontiguousarray(x).tobytes(), crc)
     return crc
 

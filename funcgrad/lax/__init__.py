@@ -15,7 +15,7 @@ from .while_loops import fori_loop, while_loop, while_p  # noqa: E402
 from .scans import associative_scan, scan, scan_p  # noqa: E402
 from .scans import map  # noqa: E402, A004 (lax's name)
 from .remat import remat_p  # noqa: E402
-from .conv import conv_general_dilated, conv_transpose  # noqa: E402
+from .conv import conv_general_dilated, conv_transpose, padtype_to_pads  # noqa: E402
 from .slicing import *  # noqa: E402, F403
 from .elementwise_composite import *  # noqa: E402, F403
 from .bitwise import *  # noqa: E402, F403

@@ -1,4 +1,5 @@
-"""Helpers for batching rules (vmap): moving and materializing the batch axis.
+"""Helpers for batching rules (vmap): the batch size, moving and materializing the batch axis
+(from the batching interpreter, funcgrad/interpreters/batching.py), the rule of elementwise ops.
 
 A batching rule gets the operands' values and batch dims (`None` = not batched) and returns the
 output and its batch dim. The helpers here keep the rules short and produce the programs a person
@@ -8,6 +9,7 @@ would write (a transpose or a broadcast at most, never a loop over examples).
 from __future__ import annotations
 
 from ..core import bind
+from ..interpreters.batching import at_front, move_axis, move_to_front  # noqa: F401
 from . import structural  # circular (structural imports this module): used at call time
 
 
@@ -16,29 +18,6 @@ def batch_size(vals, dims):
         if d is not None:
             return v.shape[d]
     raise ValueError("batching rule called with no batched operand")
-
-
-def move_to_front(x, d):
-    """x with its batch axis d moved to position 0."""
-    if d == 0:
-        return x
-    perm = (d,) + tuple(i for i in range(x.ndim) if i != d)
-    return structural.transpose(x, perm)
-
-
-def move_axis(x, src, dst):
-    if src == dst:
-        return x
-    order = [i for i in range(x.ndim) if i != src]
-    order.insert(dst, src)
-    return structural.transpose(x, tuple(order))
-
-
-def at_front(x, d, size):
-    """x with a batch axis of `size` at position 0: moved there, or broadcast if unbatched."""
-    if d is None:
-        return structural.broadcast_in_dim(x, (size,) + tuple(x.shape), tuple(range(1, x.ndim + 1)))
-    return move_to_front(x, d)
 
 
 def elementwise_batch(prim):

@@ -72,7 +72,7 @@ def copy(xp, x):
     return method() if method is not None else xp.copy(x)
 
 
-def _arr(x):
+def to_operand(x):
     """x as something primitives accept: arrays and tracers as they are, scalars as arrays."""
     if isinstance(x, Tracer) or hasattr(x, "shape") and hasattr(x, "dtype") \
             and not isinstance(x, np.generic):
@@ -80,5 +80,5 @@ def _arr(x):
     return np.asarray(x)
 
 
-def _const(value, like):
+def const_like(value, like):
     return np.array(value, like.dtype)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import elementwise as ew
-from ._util import _arr, normalize_axis
+from ._util import normalize_axis, to_operand
 from .slicing import slice_in_dim
 from .structural import squeeze
 
@@ -22,7 +22,7 @@ _POPCOUNT_MASKS = {bits: (int("01" * (bits // 2), 2), int("0011" * (bits // 4), 
 def population_count(x):
     """The number of set bits of each element (of its two's-complement pattern), in x's dtype:
     the classic shift-and-mask bit count on the unsigned view."""
-    x = _arr(x)
+    x = to_operand(x)
     if x.dtype.kind not in "iu":
         raise TypeError(f"population_count needs an integer operand, got {x.dtype}")
     bits = x.dtype.itemsize * 8
@@ -70,7 +70,7 @@ def _check_bitwise(name, x):
 
 def reduce_and(operand, axes):
     """Bitwise AND (logical AND for bools) over `axes`."""
-    operand = _arr(operand)
+    operand = to_operand(operand)
     _check_bitwise("reduce_and", operand)
     ones = True if operand.dtype == np.bool_ else np.array(-1).astype(operand.dtype)
     return _halving_reduce(operand, axes, ew.bitwise_and, ones)
@@ -78,6 +78,6 @@ def reduce_and(operand, axes):
 
 def reduce_or(operand, axes):
     """Bitwise OR (logical OR for bools) over `axes`."""
-    operand = _arr(operand)
+    operand = to_operand(operand)
     _check_bitwise("reduce_or", operand)
     return _halving_reduce(operand, axes, ew.bitwise_or, 0)

@@ -13,22 +13,14 @@ import numpy as np
 
 from .. import tree_util
 from ..core import ClosedJaxpr, Jaxpr, Primitive, Var, bind, eval_jaxpr, user_line
+from ..interpreters.batching import batch_jaxpr
+from ..interpreters.jvp import jvp_jaxpr
+from ..interpreters.programs import aval, is_float, trace_flat
+from ..interpreters.reverse import vjp_recompute
 from . import elementwise as ew
 from . import structural as st
 from ._batching import batch_size, move_to_front
-from ._programs import (
-    _arrays,
-    _aval,
-    _batch_jaxpr,
-    _compiled,
-    _concrete,
-    _is_float,
-    _jvp_jaxpr,
-    _leaf_paths,
-    _same_type,
-    _trace_flat,
-    _vjp_recompute,
-)
+from ._programs import arrays, compiled, concrete, leaf_paths, same_type
 
 __all__ = ["cond", "switch", "cond_p"]
 
@@ -56,12 +48,12 @@ def _cond_jvp(primals, tangents, out, *, branches):
     nz = [t is not None for t in tangents[1:]]
     union = [False] * len(branches[0].out_avals)
     for b in branches:
-        _, _, o = _jvp_jaxpr(b, nz, [False] * len(union))
+        _, _, o = jvp_jaxpr(b, nz, [False] * len(union))
         union = [u or x for u, x in zip(union, o)]
-    union = [u and _is_float(a) for u, a in zip(union, branches[0].out_avals)]
+    union = [u and is_float(a) for u, a in zip(union, branches[0].out_avals)]
     jbs, all_consts = [], []
     for b in branches:
-        jb, consts, _ = _jvp_jaxpr(b, nz, union)
+        jb, consts, _ = jvp_jaxpr(b, nz, union)
         jbs.append((jb, consts))
         all_consts.extend(consts)
     new = _join_consts(jbs)
@@ -74,7 +66,7 @@ def _cond_jvp(primals, tangents, out, *, branches):
 
 def _join_consts(branch_consts):
     """Branches with their own hoisted consts -> branches taking every branch's consts first."""
-    all_avals = [[_aval(c) for c in consts] for _, consts in branch_consts]
+    all_avals = [[aval(c) for c in consts] for _, consts in branch_consts]
     out = []
     for k, (b, consts) in enumerate(branch_consts):
         before = [a for avs in all_avals[:k] for a in avs]
@@ -92,9 +84,9 @@ def _cond_vjp(ct, primals, out, active, *, branches):
     act = list(active[1:])
     outs_avals = branches[0].out_avals
     ct = ct if isinstance(ct, (tuple, list)) else (ct,)
-    ct_mask = [_is_float(a) for a in outs_avals]
+    ct_mask = [is_float(a) for a in outs_avals]
     cts = [c for c, m in zip(ct, ct_mask) if m]
-    op_avals = [_aval(o) for o in ops]
+    op_avals = [aval(o) for o in ops]
     ct_avals = [a.strip_weak_type() for a, m in zip(outs_avals, ct_mask) if m]
     n = len(ops)
     bwds = []
@@ -102,8 +94,8 @@ def _cond_vjp(ct, primals, out, active, *, branches):
         def fun(*args, b=b):
             it = iter(args[n:])
             full = [next(it) if m else None for m in ct_mask]
-            return [c for c in _vjp_recompute(b, args[:n], act, full) if c is not None]
-        bwds.append(_trace_flat(fun, op_avals + ct_avals, "cond_vjp"))
+            return [c for c in vjp_recompute(b, args[:n], act, full) if c is not None]
+        bwds.append(trace_flat(fun, op_avals + ct_avals, "cond_vjp"))
     consts = [c for _, cs in bwds for c in cs]
     res = bind(cond_p, index, *consts, *ops, *cts, branches=_join_consts(bwds))
     it = iter(res)
@@ -118,9 +110,9 @@ def _cond_batch(vals, dims, *, branches):
     if dims[0] is None:
         union = [False] * len(branches[0].out_avals)
         for b in branches:
-            _, _, o = _batch_jaxpr(b, op_b, size, False)
+            _, _, o = batch_jaxpr(b, op_b, size, False)
             union = [u or x for u, x in zip(union, o)]
-        bbs = [_batch_jaxpr(b, op_b, size, union)[:2] for b in branches]
+        bbs = [batch_jaxpr(b, op_b, size, union)[:2] for b in branches]
         consts = [c for _, cs in bbs for c in cs]
         outs = bind(cond_p, index, *consts, *ops, branches=_join_consts(bbs))
         return outs, [0 if u else None for u in union]
@@ -130,8 +122,8 @@ def _cond_batch(vals, dims, *, branches):
     idx = ew.max(ew.min(idx, np.array(n - 1, idx.dtype)), np.array(0, idx.dtype))
     results = []
     for b in branches:
-        bb, consts, _ = _batch_jaxpr(b, op_b, size, True)
-        results.append(eval_jaxpr(bb.jaxpr, consts, *ops))
+        bb, consts, _ = batch_jaxpr(b, op_b, size, True)
+        results.append(eval_jaxpr(bb.jaxpr, (), *consts, *ops))  # consts lead the inputs
     outs = []
     for k in range(len(results[0])):
         cases = [r[k] for r in results]
@@ -143,7 +135,7 @@ def _cond_batch(vals, dims, *, branches):
 
 
 def _cond_compile(xp, compile_jaxpr, *, branches):
-    fns = [_compiled(compile_jaxpr, xp, b) for b in branches]
+    fns = [compiled(compile_jaxpr, xp, b) for b in branches]
     n = len(fns)
 
     def run(index, *ops):
@@ -162,11 +154,11 @@ def _check_branch_outs(closeds, trees, what):
         if t != t0:
             raise TypeError(f"{what}: branch 0 and branch {k} must return the same pytree "
                             f"structure, got {t0} and {t}{user_line()}.")
-    paths = _leaf_paths(tree_util.tree_unflatten(t0, [0] * t0.num_leaves))
+    paths = leaf_paths(tree_util.tree_unflatten(t0, [0] * t0.num_leaves))
     a0 = closeds[0].out_avals
     for k, c in enumerate(closeds[1:], 1):
         for p, x, y in zip(paths, a0, c.out_avals):
-            if not _same_type(x, y):
+            if not same_type(x, y):
                 raise TypeError(f"{what}: branch outputs must have identical types; the output "
                                 f"{p or '(the output)'} is {x.str_short()} in branch 0 but "
                                 f"{y.str_short()} in branch {k}{user_line()}.")
@@ -181,12 +173,12 @@ def switch(index, branches, *operands):
     branches = list(branches)
     if not branches:
         raise ValueError("switch: branches must be a non-empty sequence of functions")
-    idx_val = _concrete(index)
+    idx_val = concrete(index)
     if idx_val is not None and idx_val.shape != ():
         raise TypeError(f"switch/cond: the index (or predicate) must be a scalar, got shape "
                         f"{idx_val.shape}{user_line()}.")
     flat, in_tree = tree_util.tree_flatten(operands)
-    avals = [_aval(x) for x in flat]
+    avals = [aval(x) for x in flat]
     closeds, consts, trees = [], [], []
     for br in branches:
         box = {}
@@ -196,22 +188,22 @@ def switch(index, branches, *operands):
             leaves, box["tree"] = tree_util.tree_flatten(out)
             return leaves
 
-        c, cs = _trace_flat(fun, avals, "cond_branch")
+        c, cs = trace_flat(fun, avals, "cond_branch")
         closeds.append(c)
         consts.append(cs)
         trees.append(box["tree"])
     _check_branch_outs(closeds, trees, "cond" if len(branches) == 2 else "switch")
     if idx_val is not None:   # concrete: run the taken branch only
         k = _clamp_index(idx_val, len(branches))
-        outs = eval_jaxpr(closeds[k].jaxpr, [], *consts[k], *_arrays(flat))
+        outs = eval_jaxpr(closeds[k].jaxpr, [], *consts[k], *arrays(flat))
         return tree_util.tree_unflatten(trees[0], outs)
-    if _aval(index).shape != ():
+    if aval(index).shape != ():
         raise TypeError(f"switch/cond: the index (or predicate) must be a scalar, got "
-                        f"{_aval(index).str_short()}{user_line()}. For elementwise choices use "
+                        f"{aval(index).str_short()}{user_line()}. For elementwise choices use "
                         "fnp.where.")
     index = ew.convert_element_type(index, np.int32)
     joined = _join_consts(list(zip(closeds, consts)))
-    outs = bind(cond_p, index, *[c for cs in consts for c in cs], *_arrays(flat),
+    outs = bind(cond_p, index, *[c for cs in consts for c in cs], *arrays(flat),
                 branches=joined)
     return tree_util.tree_unflatten(trees[0], list(outs))
 
@@ -221,7 +213,7 @@ def cond(pred, true_fun, false_fun, *operands):
     branches are traced and must return the same types; only one runs."""
     if isinstance(pred, (bool, np.bool_)):
         pred = np.asarray(pred)
-    pa = _aval(pred)
+    pa = aval(pred)
     if pa.shape != ():
         raise TypeError(f"cond: the predicate must be a scalar, got {pa.str_short()}{user_line()}"
                         ". For an elementwise choice use fnp.where(pred, a, b).")

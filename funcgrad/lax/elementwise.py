@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ..core import Primitive, ShapedArray, bind
+from ..interpreters import ops as interpreter_ops
 from ..tree_util import tree_map
 from . import (
     _erf,
@@ -636,6 +637,9 @@ real, imag, conj = map(_unary_fn, (real_p, imag_p, conj_p))
 def complex(x, y):  # noqa: A001 (lax's name)
     """x + i y elementwise, from real operands of one dtype (float32 -> complex64)."""
     return bind(complex_p, x, y)
+
+# The interpreters add cotangents and make zeros with these (funcgrad/interpreters/ops.py).
+interpreter_ops.register(add=add, full=full)
 
 
 def integer_pow(x, y: int):

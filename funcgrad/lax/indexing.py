@@ -19,13 +19,13 @@ from . import elementwise as ew
 from ._batching import at_front, batch_size, move_axis, move_to_front
 from ._util import astype, check_kind, copy, dtype_of, normalize_axis, same_dtype, shape_error
 from .structural import (
-    _reshape,
     broadcast_in_dim,
     concatenate,
     expand_dims,
     iota,
     reduce_min,
     reshape,
+    reshape_array,
 )
 
 __all__ = [
@@ -205,8 +205,8 @@ def _scatter_impl(mode):
         out = copy(xp, operand)
         rest = operand.shape[k:]
         n = math.prod(indices.shape[:-1])  # (not -1: a zero-size `rest` makes -1 ambiguous)
-        idx = _reshape(xp, indices, (n, k))
-        upd = _reshape(xp, updates, (n,) + rest)
+        idx = reshape_array(xp, indices, (n, k))
+        upd = reshape_array(xp, updates, (n,) + rest)
         if xp is np:
             fast = _scatter_numpy(mode, out, idx, upd, operand.shape[:k])
             if fast is not None:

@@ -20,10 +20,12 @@ import numpy as np
 
 from ..core import JaxprTrace, Primitive, ShapedArray, Tracer, bind, current_traces
 from ..core.trace import axis_frame, axis_group, axis_size  # axis_size: also fg.lax's
+from ..interpreters.batching import BatchTrace
 from . import elementwise as ew
 from . import structural as st
-from ._batching import move_to_front
+from ._batching import move_axis, move_to_front
 from ._util import check_kind
+from .dynamic_slicing import dynamic_slice
 
 
 def process_axis(name, group):
@@ -128,7 +130,6 @@ def _all_gather_batch(vals, dims, *, frame, axis_name, axis):
     x, d = vals[0], dims[0]
     if frame.axis_name != axis_name:
         return bind(all_gather_p, move_to_front(x, d), axis_name=axis_name, axis=axis + 1), 0
-    from ._batching import move_axis
     return move_axis(x, d, axis), None
 
 
@@ -146,7 +147,6 @@ def _all_gather_eager(xp, x, *, axis_name, axis):
 
 
 def _all_gather_vjp(ct, primals, out, active, *, axis_name, axis):
-    from .dynamic_slicing import dynamic_slice
     total = psum(ct, axis_name)
     idx = axis_index(axis_name)
     starts = [np.zeros((), np.int64)] * total.ndim
@@ -260,7 +260,6 @@ def psum_scatter(x, axis_name, *, scatter_dimension=0, tiled=False):
 
 def axis_index(axis_name):
     """This lane's position along the named axis (0 ... size-1), as an int32 scalar."""
-    from ..transforms.vmap import BatchTrace
     for trace in reversed(current_traces()):
         if isinstance(trace, BatchTrace) and trace.axis_name == axis_name:
             idx = st.iota(np.int32, trace.axis_size)

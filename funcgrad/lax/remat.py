@@ -10,15 +10,12 @@ The public wrapper, fg.checkpoint, is in funcgrad/transforms/checkpoint.py.
 from __future__ import annotations
 
 from ..core import Primitive, bind, eval_jaxpr
+from ..interpreters.batching import batch_jaxpr
+from ..interpreters.jvp import jvp_jaxpr
+from ..interpreters.programs import aval, eval_each
+from ..interpreters.reverse import vjp_recompute
 from ._batching import batch_size, move_to_front
-from ._programs import (
-    _aval,
-    _batch_jaxpr,
-    _compiled,
-    _eval_each,
-    _jvp_jaxpr,
-    _vjp_recompute,
-)
+from ._programs import compiled
 
 __all__ = ["remat_p"]
 
@@ -36,30 +33,30 @@ def _remat_impl(xp, *args, jaxpr, prevent_cse, policy):
 
 def _remat_jvp(primals, tangents, out, *, jaxpr, prevent_cse, policy):
     nz = [t is not None for t in tangents]
-    jj, consts, o = _jvp_jaxpr(jaxpr, nz, [False] * len(jaxpr.out_avals))
+    jj, consts, o, missing = jvp_jaxpr(jaxpr, nz, [False] * len(jaxpr.out_avals), unknown=True)
     outs = bind(remat_p, *consts, *primals, *[t for t in tangents if t is not None],
                 jaxpr=jj, prevent_cse=prevent_cse, policy=policy)
     n = len(jaxpr.out_avals)
     it = iter(outs[n:])
-    return tuple(next(it) if z else None for z in o)
+    return tuple(next(it) if z else m for z, m in zip(o, missing))  # m: None or a NoTangent
 
 
 def _remat_vjp(ct, primals, out, active, *, jaxpr, prevent_cse, policy):
     ct = ct if isinstance(ct, (tuple, list)) else (ct,)
-    return tuple(_vjp_recompute(jaxpr, list(primals), list(active), list(ct)))
+    return tuple(vjp_recompute(jaxpr, list(primals), list(active), list(ct)))
 
 
 def _remat_batch(vals, dims, *, jaxpr, prevent_cse, policy):
     size = batch_size(vals, dims)
     b = [d is not None for d in dims]
     vals = [move_to_front(v, d) if d is not None else v for v, d in zip(vals, dims)]
-    bj, consts, o = _batch_jaxpr(jaxpr, b, size, False)
+    bj, consts, o = batch_jaxpr(jaxpr, b, size, False)
     outs = bind(remat_p, *consts, *vals, jaxpr=bj, prevent_cse=prevent_cse, policy=policy)
     return outs, [0 if x else None for x in o]
 
 
 def _remat_compile(xp, compile_jaxpr, *, jaxpr, prevent_cse, policy):
-    fn = _compiled(compile_jaxpr, xp, jaxpr)
+    fn = compiled(compile_jaxpr, xp, jaxpr)
     return lambda *args: fn(*args)
 
 
@@ -94,13 +91,13 @@ def _remat_grad(trace, tracers, params):
             saved[eqn.outvars[0]] = out
         return out
 
-    outs = _eval_each(closed, vals, run)
-    out_tracers = tuple(trace._out(o) for o in outs)
+    outs = eval_each(closed, vals, run)
+    out_tracers = tuple(trace.out_tracer(o) for o in outs)
     out_ids = tuple(t.aux for t in out_tracers)
     if any(i is not None for i in out_ids):
         trace.tape.append((_remat_saved_p, {"jaxpr": closed, "saved": saved},
                            tuple(t.aux for t in tracers), out_ids, tuple(vals),
-                           tuple(_aval(o) for o in outs),
+                           tuple(aval(o) for o in outs),
                            tuple(t.aux is not None for t in tracers)))
     return out_tracers
 
@@ -111,11 +108,12 @@ class _RematSaved:
 
     name = "checkpoint"
     multiple_results = True
+    residuals_in_closure = True  # the saved values are a param: vjp_jaxpr cannot substitute them
 
     @staticmethod
     def vjp(ct, primals, out, active, *, jaxpr, saved):
         ct = ct if isinstance(ct, (tuple, list)) else (ct,)
-        return tuple(_vjp_recompute(jaxpr, list(primals), list(active), list(ct), saved))
+        return tuple(vjp_recompute(jaxpr, list(primals), list(active), list(ct), saved))
 
 
 _remat_saved_p = _RematSaved()

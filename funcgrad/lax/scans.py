@@ -1,5 +1,5 @@
-"""scan (and map over it): the scan primitive with all of its rules, the functions that bind it,
-and the reverse mode of a program with stored residuals that scan's VJP uses.
+"""scan (and map over it): the scan primitive with all of its rules and the functions that bind
+it; associative_scan.
 
     scan_p   (*consts, *carry, *xs; jaxpr, length, ...)      VJP: forward scan that stacks the
                                                              residuals of each step, then a
@@ -14,29 +14,26 @@ from __future__ import annotations
 import numpy as np
 
 from .. import tree_util
-from ..core import ClosedJaxpr, Jaxpr, Primitive, Tracer, bind, eval_jaxpr, new_trace, user_line
-from ..core.trace import current_traces
+from ..core import ClosedJaxpr, Jaxpr, Primitive, bind, eval_jaxpr, user_line
+from ..interpreters.batching import batch_jaxpr
+from ..interpreters.jvp import jvp_jaxpr
+from ..interpreters.ops import zeros
+from ..interpreters.programs import aval, is_float, trace_flat
+from ..interpreters.reverse import ResidualsInClosure, dependence, vjp_jaxpr
 from ..tree_util import tree_flatten, tree_unflatten
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_axis, move_to_front
 from ._programs import (
-    _arrays,
-    _aval,
-    _batch_jaxpr,
-    _check_carry,
-    _compiled,
-    _ct_or_zero,
-    _dependence,
-    _is_float,
-    _jvp_jaxpr,
-    _leaf_paths,
-    _permute_invars,
-    _promote_weak,
-    _same_type,
-    _trace_flat,
-    _zeros,
+    arrays,
+    check_carry,
+    compiled,
+    ct_or_zero,
+    leaf_paths,
+    permute_invars,
+    promote_weak,
+    same_type,
 )
-from ._util import _arr, _const, normalize_axis
+from ._util import const_like, normalize_axis, to_operand
 from .remat import remat_p
 from .slicing import slice_in_dim
 from .structural import concatenate, pad, rev
@@ -44,119 +41,22 @@ from .structural import concatenate, pad, rev
 __all__ = ["scan", "map", "scan_p", "associative_scan"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Reverse mode of a program with stored residuals (used by scan's VJP)
-
-_UNSUBSTITUTABLE = ("custom_rule",)   # tape entries whose residuals live in Python closures
-
-
-class _Linearized:
-    """A program split for reverse mode: `fwd` computes the outputs and the residuals, `bwd` maps
-    (residuals, output cotangents) to input cotangents.
-
-    res_src[k] says where residual k of bwd comes from: ("in", i) the program's input i, or
-    ("out", j) the fwd program's extra output j. out_ct[j]: bwd takes a cotangent for output j.
-    """
-
-    def __init__(self, closed, active, keep_inputs):
-        from ..transforms.grad import GradTrace
-        n = len(closed.in_avals)
-        box = {}
-
-        def fwd_fun(*args):
-            level_trace = current_traces()[-1]
-            with new_trace(GradTrace) as trace:
-                tracers = [trace.new_arg(a, act) for a, act in zip(args, active)]
-                outs = [trace.to_tracer(o)
-                        for o in eval_jaxpr(closed.jaxpr, closed.consts, *tracers)]
-            tape = trace.tape
-            if any(e[0].name in _UNSUBSTITUTABLE for e in tape):
-                raise _NeedsRemat
-            arg_pos = {id(a): i for i, a in enumerate(args)}
-            res, seen, extra = [], set(), []
-
-            def walk(x):
-                if type(x) is Tracer:
-                    if x._trace is level_trace and id(x) not in seen:
-                        seen.add(id(x))
-                        i = arg_pos.get(id(x))
-                        if i is not None and i in keep_inputs:
-                            res.append((x, ("in", i)))
-                        else:
-                            res.append((x, ("out", len(extra))))
-                            extra.append(x)
-                elif isinstance(x, (tuple, list)):
-                    for y in x:
-                        walk(y)
-
-            for e in tape:
-                walk(e[4])
-                walk(e[5])
-            box.update(tape=tape, in_ids=[t.aux for t in tracers],
-                       out_ids=[o.aux for o in outs], res=res)
-            return [o.val for o in outs] + extra
-
-        self.fwd, self.fwd_consts = _trace_flat(fwd_fun, closed.in_avals, "fwd")
-        tape, in_ids, out_ids, res = box["tape"], box["in_ids"], box["out_ids"], box["res"]
-        self.res_src = [src for _, src in res]
-        self.res_avals = [t.aval for t, _ in res]
-        self.n_out = len(closed.out_avals)
-        self.out_ct = [i is not None for i in out_ids]
-        self.active = list(active)
-        out_avals = closed.out_avals
-        in_avals = closed.in_avals
-        res_keys = [id(t) for t, _ in res]
-        ct_avals = [a.strip_weak_type() for a, m in zip(out_avals, self.out_ct) if m]
-        n_res = len(res)
-
-        def bwd_fun(*args):
-            from ..transforms.grad import backward_pass
-            sub = dict(zip(res_keys, args[:n_res]))
-            new_tape = [_subst_entry(e, sub) for e in tape]
-            seeds = {}
-            for i, c in zip([i for i in out_ids if i is not None], args[n_res:]):
-                seeds[i] = c if i not in seeds else ew.add(seeds[i], c)
-            got = backward_pass(new_tape, seeds, True)
-            return [got[i] if i is not None and i in got else _zeros(a.strip_weak_type())
-                    for i, a, act in zip(in_ids, in_avals, active) if act]
-
-        self.bwd, self.bwd_consts = _trace_flat(bwd_fun, self.res_avals + ct_avals, "bwd")
-        self.n_in = n
-
-
-class _NeedsRemat(Exception):
-    """A tape entry keeps its residuals in a closure: differentiate by recomputation instead."""
-
-
-def _subst(x, sub):
-    if type(x) is Tracer:
-        return sub.get(id(x), x)
-    if isinstance(x, tuple):
-        return tuple(_subst(y, sub) for y in x)
-    if isinstance(x, list):
-        return [_subst(y, sub) for y in x]
-    return x
-
-
-def _subst_entry(entry, sub):
-    prim, params, in_ids, out_ids, ins, outs, active = entry
-    return (prim, params, in_ids, out_ids, _subst(ins, sub), _subst(outs, sub), active)
-
-
 def _remat_wrapped(closed):
     """The program as one remat_p equation: its reverse mode stores only its inputs."""
     def fun(*args):
         return bind(remat_p, *args, jaxpr=closed, prevent_cse=True, policy=None)
-    wrapped, consts = _trace_flat(fun, closed.in_avals, "remat")
+    wrapped, consts = trace_flat(fun, closed.in_avals, "remat")
     assert not consts
     return wrapped
 
 
 def _linearize(closed, active, keep_inputs):
+    """vjp_jaxpr of the body; where a primitive keeps residuals out of its reach, of the body
+    wrapped in one checkpoint (its reverse mode stores only the inputs)."""
     try:
-        return _Linearized(closed, active, keep_inputs)
-    except _NeedsRemat:
-        return _Linearized(_remat_wrapped(closed), active, keep_inputs)
+        return vjp_jaxpr(closed, active, keep_inputs)
+    except ResidualsInClosure:
+        return vjp_jaxpr(_remat_wrapped(closed), active, keep_inputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +71,7 @@ def _scan_abstract(*avals, jaxpr, num_consts, num_carry, length, reverse, unroll
     ins = jaxpr.in_avals
     for k, (a, b) in enumerate(zip(avals, ins)):
         want = b if k < num_consts + num_carry else b.update(shape=(length,) + b.shape)
-        if not _same_type(a, want):
+        if not same_type(a, want):
             raise TypeError(f"scan: operand {k} has type {a.str_short()} but the body expects "
                             f"{want.str_short()}")
     outs = jaxpr.out_avals
@@ -199,7 +99,7 @@ def _scan_impl(xp, *args, jaxpr, num_consts, num_carry, length, reverse, unroll)
 
 
 def _scan_compile(xp, compile_jaxpr, *, jaxpr, num_consts, num_carry, length, reverse, unroll):
-    body = _compiled(compile_jaxpr, xp, jaxpr)
+    body = compiled(compile_jaxpr, xp, jaxpr)
     y_avals = jaxpr.out_avals[num_carry:]
 
     def run(*args):
@@ -216,12 +116,12 @@ def _scan_jvp(primals, tangents, out, *, jaxpr, num_consts, num_carry, length, r
     k_nz = [t is not None for t in tk]
     ny = len(jaxpr.out_avals) - nk
     while True:
-        _, _, o = _jvp_jaxpr(jaxpr, c_nz + k_nz + x_nz, [False] * (nk + ny))
-        new = [a or (b and _is_float(_aval(p))) for a, b, p in zip(k_nz, o[:nk], carry)]
+        _, _, o = jvp_jaxpr(jaxpr, c_nz + k_nz + x_nz, [False] * (nk + ny))
+        new = [a or (b and is_float(aval(p))) for a, b, p in zip(k_nz, o[:nk], carry)]
         if new == k_nz:
             break
         k_nz = new
-    jb, jconsts, o = _jvp_jaxpr(jaxpr, c_nz + k_nz + x_nz, k_nz + [False] * ny)
+    jb, jconsts, o = jvp_jaxpr(jaxpr, c_nz + k_nz + x_nz, k_nz + [False] * ny)
     y_nz = o[nk:]
     nx = len(xs)
     ntc, ntk, ntx = sum(c_nz), sum(k_nz), sum(x_nz)
@@ -232,7 +132,7 @@ def _scan_jvp(primals, tangents, out, *, jaxpr, num_consts, num_carry, length, r
              + list(range(ncj + nc, ncj + nc + nk)) + list(range(base + ntc, base + ntc + ntk))
              + list(range(ncj + nc + nk, base)) + list(range(base + ntc + ntk,
                                                              base + ntc + ntk + ntx)))
-    jb = _permute_invars(jb, order)
+    jb = permute_invars(jb, order)
     # jb outputs: carry, ys, t_carry, t_ys -> carry, t_carry, ys, t_ys
     j = jb.jaxpr
     outv = list(j.outvars)
@@ -241,7 +141,7 @@ def _scan_jvp(primals, tangents, out, *, jaxpr, num_consts, num_carry, length, r
             + outv[nk + ny + ntk:nk + ny + ntk + nty])
     jb = ClosedJaxpr(Jaxpr(j.constvars, j.invars, outv, j.eqns), jb.consts)
     tcs = [t for t in tc if t is not None]
-    tks = [_ct_or_zero(t, _aval(p)) for t, p, nz in zip(tk, carry, k_nz) if nz]
+    tks = [ct_or_zero(t, aval(p)) for t, p, nz in zip(tk, carry, k_nz) if nz]
     txs = [t for t in tx if t is not None]
     outs = bind(scan_p, *jconsts, *consts, *tcs, *carry, *tks, *xs, *txs, jaxpr=jb,
                 num_consts=ncj + nc + ntc, num_carry=nk + ntk, length=length, reverse=reverse,
@@ -262,12 +162,12 @@ def _scan_batch(vals, dims, *, jaxpr, num_consts, num_carry, length, reverse, un
     k_b = [d is not None for d in kd]
     ny = len(jaxpr.out_avals) - nk
     while True:
-        _, _, o = _batch_jaxpr(jaxpr, c_b + k_b + x_b, size, False)
+        _, _, o = batch_jaxpr(jaxpr, c_b + k_b + x_b, size, False)
         new = [a or b for a, b in zip(k_b, o[:nk])]
         if new == k_b:
             break
         k_b = new
-    bj, bconsts, o = _batch_jaxpr(jaxpr, c_b + k_b + x_b, size, k_b + [False] * ny)
+    bj, bconsts, o = batch_jaxpr(jaxpr, c_b + k_b + x_b, size, k_b + [False] * ny)
     consts = [move_to_front(c, d) if d is not None else c for c, d in zip(consts, cd)]
     carry = [at_front(c, d, size) if want else c for c, d, want in zip(carry, kd, k_b)]
     xs = [move_axis(x, d, 1) if d is not None else x for x, d in zip(xs, xd)]
@@ -284,11 +184,11 @@ class _ScanLinearization:
     def __init__(self, params, active):
         jaxpr, nc, nk = params["jaxpr"], params["num_consts"], params["num_carry"]
         avals = jaxpr.in_avals
-        act = [a and _is_float(v) for a, v in zip(active, avals)]
+        act = [a and is_float(v) for a, v in zip(active, avals)]
         act_c, act_k, act_x = _scan_split(act, nc, nk)
         act_k = list(act_k)
         while True:
-            dep = _dependence(jaxpr.jaxpr, list(act_c) + act_k + list(act_x))
+            dep = dependence(jaxpr.jaxpr, list(act_c) + act_k + list(act_x))
             new = [a or b for a, b in zip(act_k, dep[:nk])]
             if new == act_k:
                 break
@@ -305,11 +205,11 @@ def _scan_grad(trace, tracers, params):
     active = tuple(t.aux is not None for t in tracers)
     sl = _ScanLinearization(params, active)
     outs, res = _scan_forward(sl, vals)
-    out_tracers = tuple(trace._out(o) for o in outs)
+    out_tracers = tuple(trace.out_tracer(o) for o in outs)
     out_ids = tuple(t.aux for t in out_tracers)
     if any(i is not None for i in out_ids):
         trace.tape.append((_scan_lin_p, {"sl": sl}, tuple(t.aux for t in tracers), out_ids,
-                           res, tuple(_aval(o) for o in outs), active))
+                           res, tuple(aval(o) for o in outs), active))
     return out_tracers
 
 
@@ -345,9 +245,9 @@ def _scan_backward(sl, ct, res):
     inv = [k for k, (kind, i) in enumerate(lin.res_src) if kind == "in" and i < nc]
     per = [k for k in range(len(lin.res_src)) if k not in set(inv)]
     ct_y_mask = lin.out_ct[nk:]
-    ct_k = [_ct_or_zero(ct[j], out_avals[j]) for j in range(nk) if act_k[j]]
-    acc = [_zeros(avals[i].strip_weak_type()) for i in range(nc) if act_c[i]]
-    ct_ys = [_ct_or_zero(ct[nk + j], out_avals[nk + j].update(
+    ct_k = [ct_or_zero(ct[j], out_avals[j]) for j in range(nk) if act_k[j]]
+    acc = [zeros(avals[i].strip_weak_type()) for i in range(nc) if act_c[i]]
+    ct_ys = [ct_or_zero(ct[nk + j], out_avals[nk + j].update(
         shape=(length,) + out_avals[nk + j].shape)) for j in range(ny) if ct_y_mask[j]]
     n_bc, n_inv, n_ck, n_acc = len(lin.bwd_consts), len(inv), len(ct_k), len(acc)
     n_per = len(per)
@@ -370,7 +270,7 @@ def _scan_backward(sl, ct, res):
         cy_it = iter(cy)
         cts += [next(cy_it) if m else None for m in ct_y_mask]
         cts_in = [c if m else None for c, m in zip(cts, lin.out_ct)]
-        cts_in = [_ct_or_zero(c, out_avals[j]) for j, c in enumerate(cts_in) if lin.out_ct[j]]
+        cts_in = [ct_or_zero(c, out_avals[j]) for j, c in enumerate(cts_in) if lin.out_ct[j]]
         got = eval_jaxpr(lin.bwd.jaxpr, (), *bconsts, *res_all, *cts_in)
         it = iter(got)
         full = [next(it) if a else None for a in act]
@@ -382,11 +282,11 @@ def _scan_backward(sl, ct, res):
     res = list(res)
     inv_vals = [res[k] for k in inv]
     per_vals = [res[k] for k in per]
-    in_avals = ([_aval(c) for c in lin.bwd_consts] + [_aval(v) for v in inv_vals]
-                + [_aval(v) for v in ct_k] + [_aval(v) for v in acc]
-                + [_aval(v).update(shape=_aval(v).shape[1:]) for v in per_vals]
-                + [_aval(v).update(shape=_aval(v).shape[1:]) for v in ct_ys])
-    bj, bconsts = _trace_flat(body, in_avals, "scan_bwd")
+    in_avals = ([aval(c) for c in lin.bwd_consts] + [aval(v) for v in inv_vals]
+                + [aval(v) for v in ct_k] + [aval(v) for v in acc]
+                + [aval(v).update(shape=aval(v).shape[1:]) for v in per_vals]
+                + [aval(v).update(shape=aval(v).shape[1:]) for v in ct_ys])
+    bj, bconsts = trace_flat(body, in_avals, "scan_bwd")
     outs = bind(scan_p, *bconsts, *lin.bwd_consts, *inv_vals, *ct_k, *acc, *per_vals, *ct_ys,
                 jaxpr=bj, num_consts=len(bconsts) + n_bc + n_inv, num_carry=n_ck + n_acc,
                 length=length, reverse=not p["reverse"], unroll=p["unroll"])
@@ -436,16 +336,16 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
     is None. The carry must keep its pytree structure and leaf types.
     """
     xs_flat, xs_tree = tree_util.tree_flatten(xs)
-    lengths = {int(_aval(x).shape[0]) for x in xs_flat if _aval(x).shape}
-    for p, x in zip(_leaf_paths(xs), xs_flat):
-        if not _aval(x).shape:
+    lengths = {int(aval(x).shape[0]) for x in xs_flat if aval(x).shape}
+    for p, x in zip(leaf_paths(xs), xs_flat):
+        if not aval(x).shape:
             raise ValueError(f"scan: xs leaf {p or '(xs)'} is a scalar; scanned-over values need "
                              f"a leading axis{user_line()}.")
     if length is not None:
         lengths.add(int(length))
     if len(lengths) > 1:
-        sizes = ", ".join(f"{p or 'xs'}: {_aval(x).shape[0]}"
-                          for p, x in zip(_leaf_paths(xs), xs_flat))
+        sizes = ", ".join(f"{p or 'xs'}: {aval(x).shape[0]}"
+                          for p, x in zip(leaf_paths(xs), xs_flat))
         raise ValueError(f"scan: the leading axes of xs must all equal the length; got {sizes}"
                          f"{' and length=' + str(length) if length is not None else ''}"
                          f"{user_line()}.")
@@ -454,9 +354,9 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
     length = lengths.pop()
     init_flat, in_tree = tree_util.tree_flatten(init)
     nk = len(init_flat)
-    x_avals = [_aval(x).update(shape=_aval(x).shape[1:], weak_type=False) for x in xs_flat]
+    x_avals = [aval(x).update(shape=aval(x).shape[1:], weak_type=False) for x in xs_flat]
     for attempt in range(2):
-        c_avals = [_aval(x) for x in init_flat]
+        c_avals = [aval(x) for x in init_flat]
         box = {}
 
         def body(*args, box=box):
@@ -472,20 +372,20 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
             box["ny"] = len(y_leaves)
             return c_leaves + y_leaves
 
-        bj, consts = _trace_flat(body, c_avals + x_avals, "scan_body")
+        bj, consts = trace_flat(body, c_avals + x_avals, "scan_body")
         if box["tree"] != in_tree:
             raise TypeError(f"scan body function must return a carry with the same pytree "
                             f"structure as init: got {box['tree']}, expected {in_tree}"
                             f"{user_line()}.")
         out_c = bj.out_avals[:nk]
         if attempt == 0:
-            init_flat, changed = _promote_weak(init_flat, c_avals, out_c)
+            init_flat, changed = promote_weak(init_flat, c_avals, out_c)
             if changed:
                 continue
-        _check_carry("scan body function", in_tree, box["tree"], c_avals, out_c,
+        check_carry("scan body function", in_tree, box["tree"], c_avals, out_c,
                      tree_util.tree_unflatten(in_tree, init_flat))
         break
-    outs = bind(scan_p, *consts, *_arrays(init_flat), *xs_flat, jaxpr=bj, num_consts=len(consts),
+    outs = bind(scan_p, *consts, *arrays(init_flat), *xs_flat, jaxpr=bj, num_consts=len(consts),
                 num_carry=nk, length=length, reverse=bool(reverse), unroll=unroll)
     carry = tree_util.tree_unflatten(in_tree, list(outs[:nk]))
     ys = tree_util.tree_unflatten(box["ytree"], list(outs[nk:]))
@@ -508,7 +408,7 @@ def _interleave(a, b, axis):
     a_cfg[axis] = (0, 1 if equal else 0, 1)
     b_cfg[axis] = (1, 0 if equal else 1, 1)
     op = ew.bitwise_or if a.dtype == np.bool_ else ew.add
-    return op(pad(a, _const(0, a), a_cfg), pad(b, _const(0, b), b_cfg))
+    return op(pad(a, const_like(0, a), a_cfg), pad(b, const_like(0, b), b_cfg))
 
 
 def associative_scan(fn, elems, reverse=False, axis=0):
@@ -517,7 +417,7 @@ def associative_scan(fn, elems, reverse=False, axis=0):
     prefix algorithm (Blelloch): log2(n) levels of strided slices, fn, pads and concatenates.
     `reverse` scans from the end (fn(later, earlier), as JAX)."""
     flat, tree = tree_flatten(elems)
-    flat = [_arr(e) for e in flat]
+    flat = [to_operand(e) for e in flat]
     if not flat:
         raise ValueError("associative_scan needs at least one array")
     axis = normalize_axis(axis, flat[0].ndim)
@@ -534,7 +434,7 @@ def associative_scan(fn, elems, reverse=False, axis=0):
         if c_tree != tree:
             raise TypeError(f"associative_scan: fn returned a {c_tree}, not the structure of "
                             f"elems, {tree}")
-        return [_arr(c) for c in c_flat]
+        return [to_operand(c) for c in c_flat]
 
     def sl(e, start, limit, stride=1):
         return slice_in_dim(e, start, limit, stride, axis)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import elementwise as ew
-from ._util import _arr, _const, normalize_axis
+from ._util import const_like, normalize_axis, to_operand
 from .dynamic_slicing import dynamic_slice, dynamic_update_slice
 from .indexing import INDEX
 from .structural import expand_dims, slice, squeeze
@@ -22,7 +22,7 @@ __all__ = [
 def slice_in_dim(operand, start_index, limit_index, stride=1, axis=0):
     """operand[..., start:limit:stride, ...] along `axis` (static bounds; None and negative
     indices as in Python, without clipping)."""
-    operand = _arr(operand)
+    operand = to_operand(operand)
     axis = normalize_axis(int(axis), operand.ndim)
     n = operand.shape[axis]
     start = 0 if start_index is None else int(start_index)
@@ -35,7 +35,7 @@ def slice_in_dim(operand, start_index, limit_index, stride=1, axis=0):
 
 def index_in_dim(operand, index, axis=0, keepdims=True):
     """operand[..., index, ...] along `axis` (a static index; negative counts from the end)."""
-    operand = _arr(operand)
+    operand = to_operand(operand)
     axis = normalize_axis(int(axis), operand.ndim)
     index, size = int(index), operand.shape[axis]
     wrapped = index + size if index < 0 else index
@@ -56,15 +56,15 @@ def _wrap_start(index, size, allow_negative):
                                  "allow_negative_indices=False")
             index += size
         return np.asarray(index, INDEX)
-    index = _arr(index)
+    index = to_operand(index)
     if index.dtype.kind not in "iu":
         raise TypeError(f"start index must be an integer, got {index.dtype}")
     if index.shape != ():
         raise TypeError(f"start index must be a scalar, got shape {tuple(index.shape)}")
     if not allow_negative or index.dtype.kind == "u":
         return index
-    return ew.select_n(ew.lt(index, _const(0, index)), index,
-                       ew.add(index, _const(size, index)))
+    return ew.select_n(ew.lt(index, const_like(0, index)), index,
+                       ew.add(index, const_like(size, index)))
 
 
 def _starts_along(operand, start, axis):
@@ -76,7 +76,7 @@ def dynamic_slice_in_dim(operand, start_index, slice_size, axis=0, *,
                          allow_negative_indices=True):
     """operand[..., start:start + slice_size, ...] along `axis` with a possibly traced start
     (negative counts from the end; then clamped so that the slice fits, as dynamic_slice)."""
-    operand = _arr(operand)
+    operand = to_operand(operand)
     axis = normalize_axis(int(axis), operand.ndim)
     start = _wrap_start(start_index, operand.shape[axis], allow_negative_indices)
     sizes = list(operand.shape)
@@ -95,7 +95,7 @@ def dynamic_index_in_dim(operand, index, axis=0, keepdims=True, *, allow_negativ
 def dynamic_update_slice_in_dim(operand, update, start_index, axis, *,
                                 allow_negative_indices=True):
     """operand with `update` written from `start_index` along `axis` (other axes from 0)."""
-    operand, update = _arr(operand), _arr(update)
+    operand, update = to_operand(operand), to_operand(update)
     axis = normalize_axis(int(axis), operand.ndim)
     start = _wrap_start(start_index, operand.shape[axis], allow_negative_indices)
     return dynamic_update_slice(operand, update, *_starts_along(operand, start, axis),
@@ -104,7 +104,7 @@ def dynamic_update_slice_in_dim(operand, update, start_index, axis, *,
 
 def dynamic_update_index_in_dim(operand, update, index, axis, *, allow_negative_indices=True):
     """operand with `update` written at `index` along `axis`; `update` may lack that axis."""
-    operand, update = _arr(operand), _arr(update)
+    operand, update = to_operand(operand), to_operand(update)
     axis = normalize_axis(int(axis), operand.ndim)
     if update.ndim != operand.ndim:
         if update.ndim + 1 != operand.ndim:

@@ -10,7 +10,7 @@ import numpy as np
 from ..core import Primitive, bind
 from . import elementwise as ew
 from ._batching import at_front, batch_size
-from ._util import _arr, dtype_of, normalize_axis, shape_error
+from ._util import dtype_of, normalize_axis, shape_error, to_operand
 from .indexing import INDEX, along_axis_indices, gather, scatter_add, take_along_axis
 from .structural import iota, slice
 
@@ -125,6 +125,6 @@ def top_k(x, k, *, axis=-1):
 
 def sort_key_val(keys, values, dimension=-1, is_stable=True):
     """(sorted keys, values permuted alike) along `dimension`."""
-    keys, values = _arr(keys), _arr(values)
+    keys, values = to_operand(keys), to_operand(values)
     dimension = normalize_axis(dimension, keys.ndim)
     return tuple(sort(keys, values, dimension=dimension, is_stable=is_stable, num_keys=1))

@@ -11,9 +11,10 @@ import math
 import numpy as np
 
 from ..core import Primitive, ShapedArray, bind
+from ..interpreters import ops as interpreter_ops
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_to_front
-from ._util import _arr, astype, check_kind, normalize_axis, same_dtype, shape_error, weak
+from ._util import astype, check_kind, normalize_axis, same_dtype, shape_error, to_operand, weak
 
 slice_builtin = builtins.slice  # this module defines lax.slice
 
@@ -39,7 +40,7 @@ def _broadcast_in_dim_abstract(x, *, shape, broadcast_dimensions):
     return ShapedArray(shape, x.dtype, x.weak_type)
 
 
-def _reshape(xp, x, shape):
+def reshape_array(xp, x, shape):
     """x.reshape for NumPy arrays (the method: no Python-level wrapper), xp.reshape elsewhere."""
     return x.reshape(shape) if type(x) is np.ndarray else xp.reshape(x, shape)
 
@@ -48,7 +49,7 @@ def _broadcast_in_dim_impl(xp, x, *, shape, broadcast_dimensions):
     expanded = [1] * len(shape)
     for i, d in enumerate(broadcast_dimensions):
         expanded[d] = x.shape[i]
-    x = _reshape(xp, x, expanded)
+    x = reshape_array(xp, x, expanded)
     # np.broadcast_to costs microseconds in Python: skip it when only size-1 axes were added.
     return x if tuple(expanded) == tuple(shape) else xp.broadcast_to(x, shape)
 
@@ -84,7 +85,7 @@ def broadcast_in_dim(x, shape, broadcast_dimensions):
 
 def broadcast(operand, sizes):
     """operand with new leading axes of the given sizes: shape sizes + operand.shape."""
-    operand = _arr(operand)
+    operand = to_operand(operand)
     sizes = tuple(int(s) for s in sizes)
     if not sizes:
         return operand
@@ -104,7 +105,7 @@ def _reshape_abstract(x, *, new_sizes):
 
 
 reshape_p = _linear(Primitive(
-    "reshape", impl=lambda xp, x, *, new_sizes: _reshape(xp, x, new_sizes),
+    "reshape", impl=lambda xp, x, *, new_sizes: reshape_array(xp, x, new_sizes),
     abstract_eval=_reshape_abstract,
     vjp=lambda ct, primals, out, active, *, new_sizes: (reshape(ct, primals[0].shape),)),
     lambda t, **p: reshape(t, **p))
@@ -153,7 +154,7 @@ def _squeeze_abstract(x, *, dimensions):
 
 
 squeeze_p = _linear(Primitive(
-    "squeeze", impl=lambda xp, x, *, dimensions: _reshape(
+    "squeeze", impl=lambda xp, x, *, dimensions: reshape_array(
         xp, x, tuple(s for i, s in enumerate(x.shape) if i not in dimensions)),
     abstract_eval=_squeeze_abstract,
     vjp=lambda ct, primals, out, active, *, dimensions: (reshape(ct, primals[0].shape),)),
@@ -183,7 +184,7 @@ def _expand_dims_abstract(x, *, dimensions):
 
 
 expand_dims_p = _linear(Primitive(
-    "expand_dims", impl=lambda xp, x, *, dimensions: _reshape(
+    "expand_dims", impl=lambda xp, x, *, dimensions: reshape_array(
         xp, x, _expanded_shape(x.shape, dimensions)),
     abstract_eval=_expand_dims_abstract,
     vjp=lambda ct, primals, out, active, *, dimensions: (reshape(ct, primals[0].shape),)),
@@ -320,6 +321,10 @@ reduce_sum = _reducer(reduce_sum_p)
 reduce_max = _reducer(reduce_max_p)
 reduce_min = _reducer(reduce_min_p)
 reduce_prod = _reducer(reduce_prod_p)
+
+# The interpreters move and sum batch axes with these (funcgrad/interpreters/ops.py).
+interpreter_ops.register(transpose=transpose, broadcast_in_dim=broadcast_in_dim,
+                         reduce_sum=reduce_sum)
 
 
 def _reduce_batch(p):
@@ -573,7 +578,7 @@ def dot(lhs, rhs, precision=None, preferred_element_type=None, *, dimension_numb
     """Vector-vector, matrix-vector or matrix-matrix product (lhs' last axis against rhs' first),
     or any contraction given as `dimension_numbers` (as dot_general). `precision` is ignored."""
     del precision
-    lhs, rhs = _arr(lhs), _arr(rhs)
+    lhs, rhs = to_operand(lhs), to_operand(rhs)
     if dimension_numbers is None:
         if not (1 <= lhs.ndim <= 2 and 1 <= rhs.ndim <= 2 and lhs.shape[-1] == rhs.shape[0]):
             raise ValueError("lax.dot: dimension_numbers must be given unless this is an "

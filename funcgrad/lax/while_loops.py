@@ -14,23 +14,21 @@ import numpy as np
 
 from .. import tree_util
 from ..core import Primitive, Tracer, bind, eval_jaxpr, user_line
+from ..interpreters.batching import batch_jaxpr
+from ..interpreters.jvp import jvp_jaxpr
+from ..interpreters.programs import aval, is_float, trace_flat
 from . import elementwise as ew
 from . import structural as st
 from ._batching import at_front, batch_size, move_to_front
 from ._programs import (
-    _arrays,
-    _aval,
-    _batch_jaxpr,
-    _check_carry,
-    _compiled,
-    _concrete,
-    _ct_or_zero,
-    _is_float,
-    _jvp_jaxpr,
-    _permute_invars,
-    _promote_weak,
-    _trace_flat,
-    _with_extra_invars,
+    arrays,
+    check_carry,
+    compiled,
+    concrete,
+    ct_or_zero,
+    permute_invars,
+    promote_weak,
+    with_extra_invars,
 )
 from .scans import scan
 
@@ -57,8 +55,8 @@ def _while_impl(xp, *args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts):
 
 
 def _while_compile(xp, compile_jaxpr, *, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts):
-    cond_fn = _compiled(compile_jaxpr, xp, cond_jaxpr)
-    body_fn = _compiled(compile_jaxpr, xp, body_jaxpr)
+    cond_fn = compiled(compile_jaxpr, xp, cond_jaxpr)
+    body_fn = compiled(compile_jaxpr, xp, body_jaxpr)
 
     def run(*args):
         cc, bc, carry = _while_split(args, cond_nconsts, body_nconsts)
@@ -73,25 +71,25 @@ def _while_jvp(primals, tangents, out, *, cond_jaxpr, body_jaxpr, cond_nconsts, 
     cc, bc, carry = _while_split(primals, nc, nb)
     _, bct, kt = _while_split(tangents, nc, nb)
     bc_nz = [t is not None for t in bct]
-    k_nz = [t is not None and _is_float(_aval(p)) for t, p in zip(kt, carry)]
+    k_nz = [t is not None and is_float(aval(p)) for t, p in zip(kt, carry)]
     while True:
-        _, _, o = _jvp_jaxpr(body_jaxpr, bc_nz + k_nz, [False] * len(k_nz))
-        new = [a or (b and _is_float(_aval(p))) for a, b, p in zip(k_nz, o, carry)]
+        _, _, o = jvp_jaxpr(body_jaxpr, bc_nz + k_nz, [False] * len(k_nz))
+        new = [a or (b and is_float(aval(p))) for a, b, p in zip(k_nz, o, carry)]
         if new == k_nz:
             break
         k_nz = new
-    jb, jconsts, _ = _jvp_jaxpr(body_jaxpr, bc_nz + k_nz, k_nz)
+    jb, jconsts, _ = jvp_jaxpr(body_jaxpr, bc_nz + k_nz, k_nz)
     # jb's inputs: bc, carry, bc tangents, carry tangents -> consts first, then the carries
     nbt, nk, nkt = sum(bc_nz), len(carry), sum(k_nz)
     ncj = len(jconsts)
     order = (list(range(ncj + nb)) + list(range(ncj + nb + nk, ncj + nb + nk + nbt))
              + list(range(ncj + nb, ncj + nb + nk)) + list(range(ncj + nb + nk + nbt,
                                                                  ncj + nb + nk + nbt + nkt)))
-    jb = _permute_invars(jb, order)
-    t_avals = [_aval(p).strip_weak_type() for p, nz in zip(carry, k_nz) if nz]
-    jc = _with_extra_invars(cond_jaxpr, t_avals)
+    jb = permute_invars(jb, order)
+    t_avals = [aval(p).strip_weak_type() for p, nz in zip(carry, k_nz) if nz]
+    jc = with_extra_invars(cond_jaxpr, t_avals)
     bct_nz = [t for t in bct if t is not None]
-    kts = [_ct_or_zero(t, _aval(p)) for t, p, nz in zip(kt, carry, k_nz) if nz]
+    kts = [ct_or_zero(t, aval(p)) for t, p, nz in zip(kt, carry, k_nz) if nz]
     outs = bind(while_p, *cc, *jconsts, *bc, *bct_nz, *carry, *kts, cond_jaxpr=jc,
                 body_jaxpr=jb, cond_nconsts=nc, body_nconsts=ncj + nb + nbt)
     it = iter(outs[nk:])
@@ -125,8 +123,8 @@ def _while_batch(vals, dims, *, cond_jaxpr, body_jaxpr, cond_nconsts, body_ncons
     cc, bc, carry = _while_split(vals, nc, nb)
     k_b = list(k_b)
     while True:
-        _, _, o = _batch_jaxpr(body_jaxpr, list(bc_b) + k_b, size, False)
-        _, _, p = _batch_jaxpr(cond_jaxpr, list(cc_b) + k_b, size, False)
+        _, _, o = batch_jaxpr(body_jaxpr, list(bc_b) + k_b, size, False)
+        _, _, p = batch_jaxpr(cond_jaxpr, list(cc_b) + k_b, size, False)
         new = [x or y for x, y in zip(k_b, o)]
         if p[0]:   # a batched predicate: every lane's carry is batched
             new = [True] * len(k_b)
@@ -135,8 +133,8 @@ def _while_batch(vals, dims, *, cond_jaxpr, body_jaxpr, cond_nconsts, body_ncons
         k_b = new
     carry = [at_front(c, 0 if was else None, size) if want and not was else c
              for c, was, want in zip(carry, _while_split(b, nc, nb)[2], k_b)]
-    bb, bconsts, _ = _batch_jaxpr(body_jaxpr, list(bc_b) + k_b, size, k_b)
-    cb, cconsts, pred_b = _batch_jaxpr(cond_jaxpr, list(cc_b) + k_b, size, False)
+    bb, bconsts, _ = batch_jaxpr(body_jaxpr, list(bc_b) + k_b, size, k_b)
+    cb, cconsts, pred_b = batch_jaxpr(cond_jaxpr, list(cc_b) + k_b, size, False)
     out_dims = [0 if x else None for x in k_b]
     if not pred_b[0]:
         outs = bind(while_p, *cconsts, *cc, *bconsts, *bc, *carry, cond_jaxpr=cb, body_jaxpr=bb,
@@ -144,9 +142,9 @@ def _while_batch(vals, dims, *, cond_jaxpr, body_jaxpr, cond_nconsts, body_ncons
         return outs, out_dims
     # Batched predicate: loop while any lane is running; finished lanes keep their carry.
     ncc, nbc = len(cconsts) + nc, len(bconsts) + nb
-    k_avals = [_aval(c) for c in carry]
-    c_avals = [_aval(c) for c in list(cconsts) + list(cc)]
-    b_avals = [_aval(c) for c in list(bconsts) + list(bc)]
+    k_avals = [aval(c) for c in carry]
+    c_avals = [aval(c) for c in list(cconsts) + list(cc)]
+    b_avals = [aval(c) for c in list(bconsts) + list(bc)]
 
     def any_cond(*args):
         p = eval_jaxpr(cb.jaxpr, (), *args)[0]
@@ -156,11 +154,11 @@ def _while_batch(vals, dims, *, cond_jaxpr, body_jaxpr, cond_nconsts, body_ncons
         cargs, bargs, ks = args[:ncc], args[ncc:ncc + nbc], args[ncc + nbc:]
         p = eval_jaxpr(cb.jaxpr, (), *cargs, *ks)[0]
         new = eval_jaxpr(bb.jaxpr, (), *bargs, *ks)
-        return [ew.select_n(st.reshape(p, (size,) + (1,) * (len(_aval(k).shape) - 1)), k, n)
+        return [ew.select_n(st.reshape(p, (size,) + (1,) * (len(aval(k).shape) - 1)), k, n)
                 for k, n in zip(ks, new)]
 
-    any_j, any_consts = _trace_flat(any_cond, c_avals + k_avals, "while_cond")
-    body_j, body_consts = _trace_flat(masked_body, c_avals + b_avals + k_avals, "while_body")
+    any_j, any_consts = trace_flat(any_cond, c_avals + k_avals, "while_cond")
+    body_j, body_consts = trace_flat(masked_body, c_avals + b_avals + k_avals, "while_body")
     outs = bind(while_p, *any_consts, *cconsts, *cc, *body_consts, *cconsts, *cc, *bconsts, *bc,
                 *carry, cond_jaxpr=any_j, body_jaxpr=body_j,
                 cond_nconsts=len(any_consts) + ncc, body_nconsts=len(body_consts) + ncc + nbc)
@@ -181,7 +179,7 @@ def while_loop(cond_fun, body_fun, init_val):
     reverse mode does not (use fori_loop with static bounds or scan)."""
     init_flat, in_tree = tree_util.tree_flatten(init_val)
     for attempt in range(2):
-        avals = [_aval(x) for x in init_flat]
+        avals = [aval(x) for x in init_flat]
         box = {}
 
         def body(*args, box=box):
@@ -191,22 +189,22 @@ def while_loop(cond_fun, body_fun, init_val):
 
         def cond_f(*args):
             p = cond_fun(tree_util.tree_unflatten(in_tree, list(args)))
-            pa = _aval(p)
+            pa = aval(p)
             if pa.shape != () or pa.dtype.kind != "b":
                 raise TypeError(f"while_loop: cond_fun must return a boolean scalar, got "
                                 f"{pa.str_short()}{user_line()}.")
             return [p]
 
-        bj, bconsts = _trace_flat(body, avals, "while_body")
+        bj, bconsts = trace_flat(body, avals, "while_body")
         if attempt == 0:
-            init_flat, changed = _promote_weak(init_flat, avals, bj.out_avals)
+            init_flat, changed = promote_weak(init_flat, avals, bj.out_avals)
             if changed:
                 continue
-        _check_carry("while_loop body_fun", in_tree, box["tree"], avals, bj.out_avals,
+        check_carry("while_loop body_fun", in_tree, box["tree"], avals, bj.out_avals,
                      tree_util.tree_unflatten(in_tree, init_flat))
         break
-    cj, cconsts = _trace_flat(cond_f, avals, "while_cond")
-    outs = bind(while_p, *cconsts, *bconsts, *_arrays(init_flat), cond_jaxpr=cj, body_jaxpr=bj,
+    cj, cconsts = trace_flat(cond_f, avals, "while_cond")
+    outs = bind(while_p, *cconsts, *bconsts, *arrays(init_flat), cond_jaxpr=cj, body_jaxpr=bj,
                 cond_nconsts=len(cconsts), body_nconsts=len(bconsts))
     return tree_util.tree_unflatten(in_tree, list(outs))
 
@@ -216,12 +214,12 @@ def fori_loop(lower, upper, body_fun, init_val, *, unroll=1):
     to a scan, which reverse mode can differentiate; traced bounds lower to a while_loop.
     Bounds must be integer scalars (as in JAX)."""
     for name, b in (("lower", lower), ("upper", upper)):
-        a = _aval(b)
+        a = aval(b)
         if a.dtype.kind not in "iu" or a.shape != ():
             raise TypeError(f"fori_loop: {name} must be an integer scalar, got "
                             f"{a.str_short()}{user_line()}; pass int bounds, e.g. "
                             "fori_loop(0, int(n), body, init)")
-    lo, hi = _concrete(lower), _concrete(upper)
+    lo, hi = concrete(lower), concrete(upper)
     static = (lo is not None and hi is not None and type(lower) is not Tracer
               and type(upper) is not Tracer)
     if static:
@@ -239,9 +237,9 @@ def fori_loop(lower, upper, body_fun, init_val, *, unroll=1):
 
     def body_f(c):
         i, u, x = c
-        return (ew.add(i, np.array(1, _aval(i).dtype)), u, body_fun(i, x))
+        return (ew.add(i, np.array(1, aval(i).dtype)), u, body_fun(i, x))
 
-    dt = np.result_type(_aval(lower).dtype, _aval(upper).dtype)
-    lower = ew.convert_element_type(lower, dt) if _aval(lower).dtype != dt else lower
-    upper = ew.convert_element_type(upper, dt) if _aval(upper).dtype != dt else upper
+    dt = np.result_type(aval(lower).dtype, aval(upper).dtype)
+    lower = ew.convert_element_type(lower, dt) if aval(lower).dtype != dt else lower
+    upper = ew.convert_element_type(upper, dt) if aval(upper).dtype != dt else upper
     return while_loop(cond_f, body_f, (lower, upper, init_val))[2]

@@ -12,9 +12,9 @@ import numpy as np
 
 from ..core import Tracer
 from . import elementwise as ew
-from ._util import _arr
+from ._util import to_operand
 from .conv import padtype_to_pads
-from .elementwise_composite import _as_dtype
+from .elementwise_composite import as_dtype
 from .structural import (
     broadcast_in_dim,
     concatenate,
@@ -85,7 +85,7 @@ def reduce_window(operand, init_value, computation, window_dimensions, window_st
     if isinstance(operand, (list, tuple, dict)):
         raise NotImplementedError("reduce_window: pytrees of operands are not supported; "
                                   "reduce one array at a time")
-    x = _arr(operand)
+    x = to_operand(operand)
     n = x.ndim
     dims = _window_tuple(window_dimensions, n, "window_dimensions")
     strides = _window_tuple(window_strides, n, "window_strides")
@@ -94,7 +94,7 @@ def reduce_window(operand, init_value, computation, window_dimensions, window_st
     if any(v < 1 for v in dims + strides + base + wdil):
         raise ValueError("reduce_window: window dimensions, strides and dilations must be "
                          "positive")
-    init = _as_dtype(init_value, x.dtype)
+    init = as_dtype(init_value, x.dtype)
     if getattr(init, "shape", ()) != ():
         raise ValueError("reduce_window: init_value must be a scalar")
     eff = [(d - 1) * w + 1 for d, w in zip(dims, wdil)]

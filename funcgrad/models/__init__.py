@@ -13,14 +13,16 @@ pytree node (no leaf). `batch_norm.init` returns (params, state) and its apply r
 (y, new_state).
 Stateless layers are plain functions (`max_pool`, `avg_pool`, `dropout(key, x, rate, training)`).
 Initializers are in `models.initializers`; losses and metrics in `funcgrad.losses` (also
-`models.losses`). Written with the public API only.
+`models.losses`). Pretrained Hugging Face families are `models.gpt2`, `models.bert` and
+`models.llama`, over parameter trees named as their checkpoints; `models.pretrained` loads and
+saves their folders and generates text. Written with the public API only.
 """
 
-from .. import losses
-from . import initializers
+from .. import initializers, losses
 from .config import TransformerConfig, config_of
 from .layers import (
     Layer,
+    attention,
     attention_mask,
     avg_pool,
     batch_norm,
@@ -29,6 +31,7 @@ from .layers import (
     dropout,
     embedding,
     layer_norm,
+    linear,
     max_pool,
     mlp,
     multi_head_attention,
@@ -41,10 +44,13 @@ from .transformer import (
     transformer_lm,
 )
 
+# isort: split
+from . import bert, gpt2, llama, pretrained  # noqa: E402  (Hugging Face model families)
+
 __all__ = [
     "Layer", "TransformerConfig", "config_of", "initializers", "losses", "dense", "mlp",
     "conv2d", "max_pool", "avg_pool",
     "layer_norm", "rms_norm", "batch_norm", "embedding", "dropout", "multi_head_attention",
     "attention_mask", "transformer_block", "transformer_encoder", "transformer_classifier",
-    "transformer_lm",
+    "transformer_lm", "linear", "attention", "gpt2", "bert", "llama", "pretrained",
 ]

@@ -1,4 +1,6 @@
-"""Layers as pairs of pure functions: `init(key, ...) -> params` and `apply(params, x, ...)`.
+"""Layers as pairs of pure functions: `init(key, ...) -> params` and `apply(params, x, ...)`,
+and the functions of arrays the pretrained families are built from (`linear`, `attention` with
+masks and a key/value cache, norms, rotary embeddings).
 
 Params are dicts (and lists) of arrays only, so they go straight into grad, optimizers, masks
 (`blocks/1/attn/wq`) and io; hyperparameters that do not live in an array (strides, the number
@@ -14,14 +16,19 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .. import lax, nn, random, stop_gradient
+from .. import initializers as inits
+from .. import lax, nn, random
 from .. import numpy as fnp
 from ..devices import inputs_on_default_backend
-from . import initializers as inits
+from ..lora import AdaptedWeight
 
 __all__ = [
     "Layer", "dense", "mlp", "conv2d", "max_pool", "avg_pool", "layer_norm", "rms_norm",
-    "batch_norm", "embedding", "dropout", "multi_head_attention",
+    "batch_norm", "embedding", "dropout", "multi_head_attention", "attention_mask",
+    # pieces of the pretrained families (gpt2, bert, llama)
+    "ParamMaker", "ParamSpec", "merged", "token_ids", "linear", "layer_norm_fn", "rms_norm_fn",
+    "activation", "causal_mask", "attention", "split_heads", "merge_heads", "kv_cache_update",
+    "rotary_cos_sin", "apply_rotary",
 ]
 
 
@@ -152,7 +159,7 @@ def _pool(x, window, strides, padding, init_value, combine):
         raise ValueError(f"pooling: x must be NHWC (rank 4), got shape {tuple(x.shape)}")
     window = _pair(window, "window")
     strides = window if strides is None else _pair(strides, "strides")
-    pads = lax.conv.padtype_to_pads(x.shape[1:3], window, strides, padding)
+    pads = lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
     if any(p for pair in pads for p in pair):
         config = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
         x = lax.pad(x, np.array(init_value, x.dtype), config)
@@ -202,12 +209,7 @@ def _layer_norm_init(key, dim, *, use_scale=True, use_bias=True, dtype=np.float3
 
 def _layer_norm_apply(params, x, eps=1e-5):
     """(x - mean) / sqrt(var + eps) * scale + bias over the last axis."""
-    mu = fnp.mean(x, axis=-1, keepdims=True)
-    var = fnp.mean(fnp.square(x - mu), axis=-1, keepdims=True)
-    y = (x - mu) * lax.rsqrt(var + eps)
-    if "scale" in params:
-        y = y * params["scale"]
-    return y + params["bias"] if "bias" in params else y
+    return layer_norm_fn(x, params.get("scale"), params.get("bias"), eps)
 
 
 layer_norm = make_layer("layer_norm", _layer_norm_init, _layer_norm_apply, unused=True)
@@ -220,7 +222,7 @@ def _rms_norm_init(key, dim, *, dtype=np.float32):
 
 def _rms_norm_apply(params, x, eps=1e-6):
     """x / sqrt(mean(x**2) + eps) * scale over the last axis (no centering)."""
-    return x * lax.rsqrt(fnp.mean(fnp.square(x), axis=-1, keepdims=True) + eps) * params["scale"]
+    return rms_norm_fn(x, params["scale"], eps)
 
 
 rms_norm = make_layer("rms_norm", _rms_norm_init, _rms_norm_apply, unused=True)
@@ -251,8 +253,8 @@ def _batch_norm_apply(params, state, x, training, momentum=0.9, eps=1e-5, axis_n
     var = fnp.maximum(mean_sq - fnp.square(mean), 0.0)
     y = (x - mean) * lax.rsqrt(var + eps) * params["scale"] + params["bias"]
     m = momentum
-    new_state = {"mean": m * state["mean"] + (1 - m) * stop_gradient(mean),
-                 "var": m * state["var"] + (1 - m) * stop_gradient(var)}
+    new_state = {"mean": m * state["mean"] + (1 - m) * lax.stop_gradient(mean),
+                 "var": m * state["var"] + (1 - m) * lax.stop_gradient(var)}
     return y, new_state
 
 
@@ -352,18 +354,232 @@ def _mha_apply(params, x, num_heads, *, kv=None, mask=None, causal=False, paddin
 
     q, k, v = (_heads(proj("q", x), num_heads), _heads(proj("k", kv), num_heads),
                _heads(proj("v", kv), num_heads))
-    d_head = q.shape[-1]
-    logits = fnp.matmul(q, fnp.swapaxes(k, -1, -2)) * (1.0 / math.sqrt(d_head))
     allowed = attention_mask(x.shape[-2], kv.shape[-2], mask=mask, causal=causal,
                              padding_mask=padding_mask)
-    if allowed is not None:
-        logits = fnp.where(allowed, logits, np.finfo(logits.dtype).min / 2)
-    weights = nn.softmax(logits, axis=-1)
-    weights = dropout(key, weights, dropout_rate, training)
-    out = fnp.matmul(weights, v)  # (..., H, T, d_head)
+    out = attention(q, k, v, mask=allowed, dropout_rate=dropout_rate, key=key,
+                    training=training)  # (..., H, T, d_head)
     out = fnp.swapaxes(out, -2, -3)
     out = fnp.reshape(out, (*out.shape[:-2], out.shape[-2] * out.shape[-1]))
     return proj("o", out)
 
 
 multi_head_attention = make_layer("multi_head_attention", _mha_init, _mha_apply)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of pretrained transformers (funcgrad.models.gpt2, bert, llama): functions of arrays,
+# so that each family keeps its checkpoint's parameter names and layout.
+
+class ParamSpec:
+    """A parameter's shape and dtype, nothing drawn (a leaf of `ParamMaker.SHAPES` trees)."""
+
+    def __init__(self, shape, dtype, make=None):
+        self.shape, self.dtype, self._make = tuple(shape), np.dtype(dtype), make
+
+    def value(self):
+        """The array itself (lazy trees only)."""
+        return self._make()
+
+
+class ParamMaker:
+    """Makes a family's parameters: the i-th `normal(std, shape, dtype)` draws from
+    fold_in(key, i), `zeros` and `ones` are constants. `key` may be a key or an int seed, or
+    `ParamMaker.SHAPES` (every leaf a `ParamSpec`, nothing drawn: a config's layout at once,
+    whatever the model's size), or `ParamMaker.lazy(key)` (every leaf a `ParamSpec` whose
+    `value()` draws it: a few new tensors of a big model without drawing the others)."""
+
+    SHAPES = object()
+
+    class lazy:  # noqa: N801  (a marker, used as ParamMaker.lazy(key))
+        def __init__(self, key):
+            self.key = key
+
+    def __init__(self, key, who):
+        self.mode = "shapes" if key is ParamMaker.SHAPES else \
+            "lazy" if isinstance(key, ParamMaker.lazy) else "arrays"
+        raw = key.key if self.mode == "lazy" else key
+        self.key = None if self.mode == "shapes" else random.as_key(raw, who)
+        self.count = 0
+
+    def _leaf(self, shape, dtype, make):
+        if self.mode == "arrays":
+            return make()
+        return ParamSpec(shape, dtype, make if self.mode == "lazy" else None)
+
+    def normal(self, std, shape, dtype):
+        k = None if self.key is None else random.fold_in(self.key, self.count)
+        self.count += 1
+        return self._leaf(shape, dtype, lambda: inits.normal(std)(k, shape, dtype))
+
+    def zeros(self, shape, dtype):
+        return self._leaf(shape, dtype, lambda: fnp.zeros(shape, dtype))
+
+    def ones(self, shape, dtype):
+        return self._leaf(shape, dtype, lambda: fnp.ones(shape, dtype))
+
+
+def token_ids(input_ids, who):
+    """`input_ids` as an integer array [batch, length], or a clear error naming `who`."""
+    ids = fnp.asarray(input_ids)
+    if ids.ndim != 2 or np.dtype(ids.dtype).kind not in "iu":
+        fix = "add a batch axis: ids[None]" if ids.ndim == 1 else \
+            "token ids are integers: ids.astype(np.int32)" if ids.ndim == 2 else "reshape them"
+        raise ValueError(f"{who}: input_ids must be integer token ids of shape [batch, length], "
+                         f"got {ids.dtype} {tuple(ids.shape)} ({fix})")
+    return ids
+
+
+def merged(w):
+    """The array a weight stands for: W itself, or W + scale * B @ A for a `lora.AdaptedWeight`
+    (used where a weight is not multiplied by `linear`, e.g. an embedding table)."""
+    if not isinstance(w, AdaptedWeight):
+        return w
+    ad = w.adapter
+    dt = w.weight.dtype
+    a, b = fnp.asarray(ad.a).astype(dt), fnp.asarray(ad.b).astype(dt)
+    return w.weight + ad.scale * fnp.matmul(b, a)
+
+
+def linear(x, weight, bias=None, *, layout="out_in"):
+    """x W^T + b for a weight stored [out, in] (PyTorch's `nn.Linear`, layout "out_in"), or
+    x W + b for [in, out] (GPT-2's `Conv1D`, layout "in_out"), over the last axis of x.
+
+    The one place where model weights reach a matmul: the weight is contracted in its stored
+    layout (no transposed copy), and a `lora.AdaptedWeight` adds its low-rank path here."""
+    if isinstance(weight, AdaptedWeight):
+        ad = weight.adapter
+        y = linear(x, weight.weight, bias, layout=layout)
+        # B @ A has W's shape: for [out, in], A is [r, in] and B [out, r]; for [in, out] the
+        # roles swap (B [in, r], A [r, out]).
+        dt = weight.weight.dtype
+        a, b = fnp.asarray(ad.a).astype(dt), fnp.asarray(ad.b).astype(dt)
+        first, second = (a, b) if layout == "out_in" else (b, a)
+        low = linear(linear(x, first, layout=layout), second, layout=layout)
+        return y + (ad.scale * low).astype(y.dtype)
+    contract = 1 if layout == "out_in" else 0
+    if layout not in ("out_in", "in_out"):
+        raise ValueError(f"linear: layout must be 'out_in' or 'in_out', got {layout!r}")
+    if x.shape[-1] != weight.shape[contract]:
+        raise ValueError(f"linear: input of shape {tuple(x.shape)} does not fit a weight of "
+                         f"shape {tuple(weight.shape)} (layout {layout!r}: "
+                         f"{'[out, in]' if contract else '[in, out]'})")
+    y = lax.dot_general(x, weight, (((x.ndim - 1,), (contract,)), ((), ())))
+    return y if bias is None else y + bias
+
+
+def layer_norm_fn(x, weight, bias, eps):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis (weight/bias may be None)."""
+    mu = fnp.mean(x, axis=-1, keepdims=True)
+    xc = x - mu
+    y = xc * lax.rsqrt(fnp.mean(fnp.square(xc), axis=-1, keepdims=True) + eps)
+    if weight is not None:
+        y = y * weight
+    return y if bias is None else y + bias
+
+
+def rms_norm_fn(x, weight, eps):
+    """x / sqrt(mean(x**2) + eps) * weight over the last axis, computed in at least float32 (as
+    Llama's RMSNorm) and returned in x's dtype."""
+    h = x if np.dtype(x.dtype).itemsize >= 4 else x.astype(np.float32)
+    h = h * lax.rsqrt(fnp.mean(fnp.square(h), axis=-1, keepdims=True) + eps)
+    return weight * h.astype(x.dtype)
+
+
+def activation(name):
+    """The activation function a Hugging Face config names (`hidden_act`,
+    `activation_function`)."""
+    table = {"gelu": lambda x: nn.gelu(x, approximate=False),
+             "gelu_new": nn.gelu, "gelu_pytorch_tanh": nn.gelu, "gelu_fast": nn.gelu,
+             "quick_gelu": lambda x: x * nn.sigmoid(1.702 * x),
+             "relu": nn.relu, "silu": nn.silu, "swish": nn.silu, "tanh": fnp.tanh}
+    if name not in table:
+        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(table)}")
+    return table[name]
+
+
+def causal_mask(q_positions, kv_len, *, window=None):
+    """Boolean [T, S] "may attend" mask for queries at the (possibly traced) integer positions
+    `q_positions` [T] over keys 0..kv_len-1: key j is visible from query i when j <= i and, with
+    a sliding `window`, j > i - window (Mistral's convention)."""
+    kv = lax.iota(np.int32, (kv_len,))
+    q = fnp.asarray(q_positions).astype(np.int32)[:, None]
+    ok = kv[None, :] <= q
+    if window is not None:
+        ok = fnp.logical_and(ok, kv[None, :] > q - window)
+    return ok
+
+
+def attention(q, k, v, *, mask=None, scale=None, dropout_rate=0.0, key=None, training=False):
+    """softmax(q k^T * scale, masked) v with heads before positions: q [..., Hq, T, D], k and v
+    [..., Hkv, S, D], Hq a multiple of Hkv (grouped-query attention: query head h reads key/value
+    head h // (Hq / Hkv), as Hugging Face's `repeat_kv`). `mask`: boolean, broadcastable to
+    [..., Hq, T, S], True where a query may attend. `scale` defaults to 1 / sqrt(D). The softmax
+    is computed in at least float32; masked logits get the dtype's lowest value, so a row with
+    nothing to attend to is uniform, not NaN. Dropout (when `training`) acts on the attention
+    weights. Returns [..., Hq, T, D]."""
+    *lead, hq, t, d = q.shape
+    hkv, s = k.shape[-3], k.shape[-2]
+    if hq % hkv or tuple(k.shape[:-3]) != tuple(lead) or v.shape != k.shape:
+        raise ValueError(f"attention: query {tuple(q.shape)}, key {tuple(k.shape)} and value "
+                         f"{tuple(v.shape)} must be [..., Hq, T, D], [..., Hkv, S, D] twice, "
+                         "with Hq a multiple of Hkv")
+    g, n = hq // hkv, math.prod(lead)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    # heads h = kv * g + j share key/value head kv: one batched matmul per key/value head
+    qg = fnp.reshape(q, (n, hkv, g * t, d))
+    kf, vf = fnp.reshape(k, (n, hkv, s, d)), fnp.reshape(v, (n, hkv, s, d))
+    logits = lax.dot_general(qg, kf, (((3,), (3,)), ((0, 1), (0, 1))))  # [n, Hkv, G*T, S]
+    logits = fnp.reshape(logits, (*lead, hq, t, s))
+    if np.dtype(logits.dtype).itemsize < 4:
+        logits = logits.astype(np.float32)
+    logits = logits * scale
+    if mask is not None:
+        logits = fnp.where(fnp.asarray(mask).astype(bool), logits,
+                           np.finfo(logits.dtype).min)
+    weights = nn.softmax(logits, axis=-1).astype(q.dtype)
+    weights = dropout(key, weights, dropout_rate, training)
+    out = lax.dot_general(fnp.reshape(weights, (n, hkv, g * t, s)), vf,
+                          (((3,), (2,)), ((0, 1), (0, 1))))  # [n, Hkv, G*T, D]
+    return fnp.reshape(out, (*lead, hq, t, d))
+
+
+def split_heads(x, num_heads):
+    """[B, T, H * D] -> [B, H, T, D]."""
+    b, t, hd = x.shape
+    return fnp.transpose(fnp.reshape(x, (b, t, num_heads, hd // num_heads)), (0, 2, 1, 3))
+
+
+def merge_heads(x):
+    """[B, H, T, D] -> [B, T, H * D]."""
+    b, h, t, d = x.shape
+    return fnp.reshape(fnp.transpose(x, (0, 2, 1, 3)), (b, t, h * d))
+
+
+def kv_cache_update(cache, k, v, index):
+    """Write k and v [B, H, T, D] into a fixed-size cache {"k", "v": [B, H, L, D]} at position
+    `index` (a traced integer is fine: the shapes never change, so one compiled decode step
+    serves every position). Returns the new cache."""
+    zero = np.zeros((), np.int32)
+    idx = fnp.asarray(index).astype(np.int32)
+    return {"k": lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), zero, zero,
+                                          idx, zero),
+            "v": lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), zero, zero,
+                                          idx, zero)}
+
+
+def rotary_cos_sin(position_ids, inv_freq, dtype=np.float32):
+    """cos and sin [B, T, D] of rotary embeddings for integer `position_ids` [B, T] and inverse
+    frequencies [D / 2] (halves repeated, as Hugging Face's `rotate_half` convention), computed
+    in float32."""
+    freqs = fnp.asarray(position_ids).astype(np.float32)[..., None] * \
+        fnp.asarray(inv_freq, np.float32)
+    emb = fnp.concatenate([freqs, freqs], axis=-1)
+    return fnp.cos(emb).astype(dtype), fnp.sin(emb).astype(dtype)
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate x [B, H, T, D] by cos/sin [B, T, D]: x cos + rotate_half(x) sin, with
+    rotate_half(x) = [-x2, x1] for the halves x1, x2 of the last axis."""
+    half = x.shape[-1] // 2
+    rotated = fnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[:, None] + rotated * sin[:, None]

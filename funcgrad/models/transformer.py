@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import initializers as inits
 from .. import nn, random
 from .. import numpy as fnp
-from . import initializers as inits
 from .config import TransformerConfig, config_of
 from .layers import (
-    _layer_norm_apply,
-    _layer_norm_init,
-    _mha_apply,
-    _mha_init,
     dropout,
+    layer_norm,
     make_layer,
+    multi_head_attention,
 )
 
 __all__ = ["transformer_block", "transformer_encoder", "transformer_classifier",
@@ -43,9 +41,9 @@ def _block_init(key, d_model, d_mlp, *, dtype=np.float32):
     """{"ln1", "attn": {wq, wk, wv, wo}, "ln2", "mlp": {w1, b1, w2, b2}}."""
     ka, k1, k2 = _keys(key, 3)
     w = inits.lecun_normal()
-    return {"ln1": _layer_norm_init(None, d_model, dtype=dtype),
-            "attn": _mha_init(ka, d_model, dtype=dtype),
-            "ln2": _layer_norm_init(None, d_model, dtype=dtype),
+    return {"ln1": layer_norm.init(None, d_model, dtype=dtype),
+            "attn": multi_head_attention.init(ka, d_model, dtype=dtype),
+            "ln2": layer_norm.init(None, d_model, dtype=dtype),
             "mlp": {"w1": w(k1, (d_model, d_mlp), dtype), "b1": fnp.zeros((d_mlp,), dtype),
                     "w2": w(k2, (d_mlp, d_model), dtype), "b2": fnp.zeros((d_model,), dtype)}}
 
@@ -55,13 +53,13 @@ def _block_apply(params, x, num_heads=4, *, mask=None, causal=False, padding_mas
     """x + attn(ln1(x)), then + mlp(ln2(x)) on x (..., T, d). Dropout (when `training`) acts on
     the attention weights and on each residual branch."""
     k_att, k1, k2 = _keys(key, 3) if training and dropout_rate > 0 else (None, None, None)
-    h = _layer_norm_apply(params["ln1"], x)
-    h = _mha_apply(params["attn"], h, num_heads, mask=mask, causal=causal,
+    h = layer_norm.apply(params["ln1"], x)
+    h = multi_head_attention.apply(params["attn"], h, num_heads, mask=mask, causal=causal,
                    padding_mask=padding_mask, dropout_rate=dropout_rate, key=k_att,
                    training=training)
     x = x + dropout(k1, h, dropout_rate, training)
     m = params["mlp"]
-    h = _layer_norm_apply(params["ln2"], x)
+    h = layer_norm.apply(params["ln2"], x)
     h = fnp.matmul(activation(fnp.matmul(h, m["w1"]) + m["b1"]), m["w2"]) + m["b2"]
     return x + dropout(k2, h, dropout_rate, training)
 
@@ -111,7 +109,7 @@ def _encoder_params(key, cfg, dtype):
             "embed": emb(ke, (cfg.vocab_size, cfg.d_model), dtype),
             "pos": emb(kp, (cfg.max_len, cfg.d_model), dtype),
             "blocks": [_block_init(k, cfg.d_model, cfg.d_mlp, dtype=dtype) for k in kb],
-            "ln_f": _layer_norm_init(None, cfg.d_model, dtype=dtype)}
+            "ln_f": layer_norm.init(None, cfg.d_model, dtype=dtype)}
 
 
 def _encoder_init(key, *config, dtype=np.float32, **fields):
@@ -138,7 +136,7 @@ def _encoder_apply(params, tokens, num_heads=None, *, causal=False, padding_mask
     for blk, k in zip(params["blocks"], keys):
         x = _block_apply(blk, x, num_heads, causal=causal, padding_mask=padding_mask,
                          dropout_rate=dropout_rate, key=k, training=training)
-    return _layer_norm_apply(params["ln_f"], x)
+    return layer_norm.apply(params["ln_f"], x)
 
 
 transformer_encoder = make_layer("transformer_encoder", _encoder_init, _encoder_apply)

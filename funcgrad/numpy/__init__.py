@@ -21,7 +21,8 @@ from ._diagonals import *
 from ._einsum import einsum, einsum_path
 from ._float_functions import *
 from ._index_tricks import *
-from ._indexing import _getitem, _IndexUpdateHelper
+from ._indexing import IndexUpdateHelper as _IndexUpdateHelper  # (for tracers: x.at[...])
+from ._indexing import getitem as _getitem  # (for tracers: x[...])
 from ._logic import *
 from ._logic import where  # ours, even if part B's namespace has one
 from ._nonzero import *
@@ -105,7 +106,9 @@ def _array_function(func, args, kwargs):
     return _lookup(name, f"np.{name}")(*args, **kwargs)
 
 
-_fg_core.set_array_api(_sys.modules[__name__])
+_fg_core.set_array_api(_sys.modules[__name__], getitem=_getitem,
+                       index_update=_IndexUpdateHelper, array_ufunc=_array_ufunc,
+                       array_function=_array_function)
 
 # Signals, polynomials, vectorize, number utilities, unique and set operations, histograms
 from ._creation import bool  # noqa: E402, A004 (NumPy's dtype alias)

@@ -15,18 +15,18 @@ from ..core import user_line
 from ..core.avals import PY_SCALARS
 from ._complex import extremum
 from ._core import (
-    _binary_shape,
-    _c,
-    _float_binary_operands,
-    _inexact,
-    _named,
-    _no_bool,
+    as_inexact,
     asarray,
+    broadcast_pair,
     broadcast_shapes,
     broadcast_to,
+    const_like,
     convert,
+    float_binary_operands,
     inexact_dtype,
+    named,
     promote2,
+    reject_bool,
     result_type,
 )
 
@@ -39,14 +39,14 @@ _LN2 = math.log(2.0)
 def negative(x, /):
     """-x."""
     x = asarray(x)
-    _no_bool("negative", x)
+    reject_bool("negative", x)
     return lax.neg(x)
 
 
 def positive(x, /):
     """+x (a copy in NumPy; the same value here)."""
     x = asarray(x)
-    _no_bool("positive", x)
+    reject_bool("positive", x)
     return x
 
 
@@ -64,7 +64,7 @@ abs = absolute  # noqa: A001 (NumPy's name)
 def sign(x, /):
     """-1, 0 or 1 by the sign of x (nan for nan)."""
     x = asarray(x)
-    _no_bool("sign", x)
+    reject_bool("sign", x)
     return lax.sign(x)
 
 
@@ -72,7 +72,7 @@ def _int_identity_unary(name, fn, doc):
     def f(x, /):
         x = asarray(x)
         return x if x.dtype.kind in "biu" else fn(x)
-    return _named(name, f, doc)
+    return named(name, f, doc)
 
 
 floor = _int_identity_unary("floor", lax.floor, "Largest integer <= x (integers unchanged).")
@@ -95,13 +95,13 @@ def round(a, decimals=0, out=None):  # noqa: A001 (NumPy's name)
         f = 10 ** (-decimals)
         return lax.mul(lax.convert_element_type(
             lax.round(lax.div(lax.convert_element_type(x, np.float64), np.array(float(f)))),
-            x.dtype), _c(f, x))
+            x.dtype), const_like(f, x))
     if decimals == 0:
         return lax.round(x)
     if decimals > 0:
-        f = _c(10.0 ** decimals, x)
+        f = const_like(10.0 ** decimals, x)
         return lax.div(lax.round(lax.mul(x, f)), f)
-    f = _c(10.0 ** -decimals, x)
+    f = const_like(10.0 ** -decimals, x)
     return lax.mul(lax.round(lax.div(x, f)), f)
 
 
@@ -113,7 +113,7 @@ def reciprocal(x, /):
     x = asarray(x)
     if x.dtype.kind == "b":
         x = convert(x, np.int8)
-    return lax.div(_c(1, x), x)
+    return lax.div(const_like(1, x), x)
 
 
 def square(x, /):
@@ -177,7 +177,7 @@ def _floor_divmod(x, y):
     """Floor quotient and remainder with the divisor's sign, as NumPy computes them."""
     if x.dtype.kind == "u":
         return lax.div(x, y), lax.rem(x, y)
-    x, y, shape = _binary_shape(x, y)
+    x, y, shape = broadcast_pair(x, y)
     zero = lax.full(shape, 0, x.dtype)
     if x.dtype.kind == "i":
         q, r = lax.div(x, y), lax.rem(x, y)
@@ -228,7 +228,7 @@ def fmod(x, y, /):
 
 def modf(x, /):
     """(fractional part, integral part), both with x's sign."""
-    x = _inexact(x)
+    x = as_inexact(x)
     t = lax.round_toward_zero(x)
     return lax.sub(x, t), t
 
@@ -283,7 +283,7 @@ def float_power(x, y, /):
 
 def arctan2(x1, x2, /):
     """The angle of the point (x2, x1), in (-pi, pi]."""
-    return lax.atan2(*_float_binary_operands(x1, x2))
+    return lax.atan2(*float_binary_operands(x1, x2))
 
 
 atan2 = arctan2
@@ -291,7 +291,7 @@ atan2 = arctan2
 
 def hypot(x1, x2, /):
     """sqrt(x1**2 + x2**2) without overflow or underflow in the squares."""
-    x, y = _float_binary_operands(x1, x2)
+    x, y = float_binary_operands(x1, x2)
     shape = broadcast_shapes(x.shape, y.shape)
     a, b = broadcast_to(lax.abs(x), shape), broadcast_to(lax.abs(y), shape)
     big, small = lax.max(a, b), lax.min(a, b)
@@ -299,12 +299,12 @@ def hypot(x1, x2, /):
     safe = lax.select_n(zero, big, lax.full(shape, 1, big.dtype))
     r = lax.div(small, safe)
     out = lax.mul(big, lax.sqrt(lax.add(lax.full(shape, 1, r.dtype), lax.mul(r, r))))
-    inf = lax.bitwise_or(lax.eq(a, _c(np.inf, a)), lax.eq(b, _c(np.inf, b)))
+    inf = lax.bitwise_or(lax.eq(a, const_like(np.inf, a)), lax.eq(b, const_like(np.inf, b)))
     return lax.select_n(inf, out, lax.full(shape, np.inf, out.dtype))
 
 
 def _logaddexp(x1, x2, log1p_of_exp_neg):
-    x, y = _float_binary_operands(x1, x2)
+    x, y = float_binary_operands(x1, x2)
     shape = broadcast_shapes(x.shape, y.shape)
     x, y = broadcast_to(x, shape), broadcast_to(y, shape)
     # big + f(big - small) picked by a select, not built from max/abs: each side is an exact
@@ -313,7 +313,7 @@ def _logaddexp(x1, x2, log1p_of_exp_neg):
     big, small = lax.select_n(x_big, y, x), lax.select_n(x_big, x, y)
     out = lax.add(big, log1p_of_exp_neg(lax.sub(big, small)))
     # Equal infinities (d = nan) give that infinity; a nan input stays nan.
-    same_inf = lax.bitwise_and(lax.eq(x, y), lax.eq(lax.abs(x), _c(np.inf, x)))
+    same_inf = lax.bitwise_and(lax.eq(x, y), lax.eq(lax.abs(x), const_like(np.inf, x)))
     return lax.select_n(same_inf, out, x)
 
 
@@ -324,7 +324,8 @@ def logaddexp(x1, x2, /):
 
 def logaddexp2(x1, x2, /):
     """log2(2**x1 + 2**x2) without overflow."""
-    return _logaddexp(x1, x2, lambda d: lax.div(lax.log1p(lax.exp2(lax.neg(d))), _c(_LN2, d)))
+    return _logaddexp(x1, x2,
+                      lambda d: lax.div(lax.log1p(lax.exp2(lax.neg(d))), const_like(_LN2, d)))
 
 
 def _max(x, y):
@@ -350,24 +351,24 @@ def _nan_ignoring(fn):
         x, y = promote2(x1, x2)
         if x.dtype.kind not in "fc":
             return fn(x, y)
-        x, y, _ = _binary_shape(x, y)
+        x, y, _ = broadcast_pair(x, y)
         out = fn(x, y)
         out = lax.select_n(lax.ne(y, y), out, x)
         return lax.select_n(lax.ne(x, x), out, y)
     return f
 
 
-fmax = _named("fmax", _nan_ignoring(_max), "Elementwise maximum, ignoring nans.")
-fmin = _named("fmin", _nan_ignoring(_min), "Elementwise minimum, ignoring nans.")
+fmax = named("fmax", _nan_ignoring(_max), "Elementwise maximum, ignoring nans.")
+fmin = named("fmin", _nan_ignoring(_min), "Elementwise minimum, ignoring nans.")
 
 
 def _signbit(x):
     if x.dtype.kind in "bu":
         return lax.ne(x, x)
     if x.dtype.kind == "i":
-        return lax.lt(x, _c(0, x))
+        return lax.lt(x, const_like(0, x))
     # atan2(x, -1) < 0 exactly when x's sign bit is set (it tells -0.0 from +0.0).
-    return lax.lt(lax.atan2(x, _c(-1, x)), _c(0, x))
+    return lax.lt(lax.atan2(x, const_like(-1, x)), const_like(0, x))
 
 
 def signbit(x, /):
@@ -377,22 +378,22 @@ def signbit(x, /):
 
 def copysign(x1, x2, /):
     """|x1| with the sign of x2."""
-    x, y = _float_binary_operands(x1, x2)
-    x, y, _ = _binary_shape(x, y)
+    x, y = float_binary_operands(x1, x2)
+    x, y, _ = broadcast_pair(x, y)
     flip = lax.ne(_signbit(x), _signbit(y))
     return lax.select_n(flip, x, lax.neg(x))
 
 
 def nextafter(x1, x2, /):
     """The next representable float after x1 toward x2."""
-    return lax.nextafter(*_float_binary_operands(x1, x2))
+    return lax.nextafter(*float_binary_operands(x1, x2))
 
 
 def heaviside(x1, x2, /):
     """Step function: 0 for x1 < 0, x2 for x1 == 0, 1 for x1 > 0 (nan stays nan)."""
-    x, h, shape = _binary_shape(*_float_binary_operands(x1, x2))
-    out = lax.select_n(lax.gt(x, _c(0, x)), h, lax.full(shape, 1, x.dtype))
-    out = lax.select_n(lax.lt(x, _c(0, x)), out, lax.full(shape, 0, x.dtype))
+    x, h, shape = broadcast_pair(*float_binary_operands(x1, x2))
+    out = lax.select_n(lax.gt(x, const_like(0, x)), h, lax.full(shape, 1, x.dtype))
+    out = lax.select_n(lax.lt(x, const_like(0, x)), out, lax.full(shape, 0, x.dtype))
     return lax.select_n(lax.ne(x, x), out, x)
 
 
@@ -402,7 +403,7 @@ def ldexp(x1, x2, /):
     dt = inexact_dtype(x.dtype) if type(x1) not in PY_SCALARS else np.dtype(np.float64)
     x = convert(x, dt)
     e = convert(asarray(x2), dt)
-    x, e, _ = _binary_shape(x, e)
+    x, e, _ = broadcast_pair(x, e)
     return lax.mul(x, lax.exp2(e))
 
 

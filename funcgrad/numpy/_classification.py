@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import lax
 from ..core import user_line
-from ._core import _c, asarray
+from ._core import asarray, const_like
 
 
 def isnan(x, /):
@@ -31,7 +31,7 @@ def isinf(x, /):
         return lax.bitwise_or(isinf(lax.real(x)), isinf(lax.imag(x)))
     if x.dtype.kind != "f":
         return lax.ne(x, x)
-    return lax.eq(lax.abs(x), _c(np.inf, x))
+    return lax.eq(lax.abs(x), const_like(np.inf, x))
 
 
 def _no_complex(name, x):
@@ -45,14 +45,14 @@ def isposinf(x, /):
     """True where x is +inf."""
     x = asarray(x)
     _no_complex("isposinf", x)
-    return lax.eq(x, _c(np.inf, x)) if x.dtype.kind == "f" else lax.ne(x, x)
+    return lax.eq(x, const_like(np.inf, x)) if x.dtype.kind == "f" else lax.ne(x, x)
 
 
 def isneginf(x, /):
     """True where x is -inf."""
     x = asarray(x)
     _no_complex("isneginf", x)
-    return lax.eq(x, _c(-np.inf, x)) if x.dtype.kind == "f" else lax.ne(x, x)
+    return lax.eq(x, const_like(-np.inf, x)) if x.dtype.kind == "f" else lax.ne(x, x)
 
 
 def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
@@ -69,8 +69,8 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     small = info.min if neginf is None else neginf
     full = lambda v: lax.full(x.shape, v, x.dtype)
     out = lax.select_n(lax.ne(x, x), x, full(nan))
-    out = lax.select_n(lax.eq(x, _c(np.inf, x)), out, full(big))
-    return lax.select_n(lax.eq(x, _c(-np.inf, x)), out, full(small))
+    out = lax.select_n(lax.eq(x, const_like(np.inf, x)), out, full(big))
+    return lax.select_n(lax.eq(x, const_like(-np.inf, x)), out, full(small))
 
 
 __all__ = [n for n, v in list(globals().items())

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .. import lax
-from ._core import _binary_shape, _c, _inexact, asarray, convert
+from ._core import as_inexact, asarray, broadcast_pair, const_like, convert
 
 
 def real(val, /):
@@ -36,13 +36,13 @@ conjugate = conj
 
 def angle(z, deg=False):
     """The argument of z in (-pi, pi] (degrees with deg=True): arctan2(imag(z), real(z))."""
-    x = _inexact(z)
+    x = as_inexact(z)
     if x.dtype.kind == "c":
         re, im = lax.real(x), lax.imag(x)
     else:
         re, im = x, lax.full(x.shape, 0, x.dtype)
     a = lax.atan2(im, re)
-    return lax.mul(a, _c(180 / math.pi, a)) if deg else a
+    return lax.mul(a, const_like(180 / math.pi, a)) if deg else a
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def lexicographic(compare, x, y):
 def extremum(x, y, largest):
     """NumPy's maximum (largest) or minimum of complex x and y: lexicographic, and a nan (in
     either part) wins, x's first."""
-    x, y, _ = _binary_shape(x, y)
+    x, y, _ = broadcast_pair(x, y)
     keep_x = lexicographic(lax.ge if largest else lax.le, x, y)
     keep_x = lax.bitwise_or(keep_x, lax.ne(x, x))
     keep_x = lax.bitwise_and(keep_x, lax.bitwise_not(lax.bitwise_and(lax.ne(y, y),

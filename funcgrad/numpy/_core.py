@@ -59,7 +59,7 @@ def asarray(x, dtype=None):
     """x as an array (a NumPy array, or a tracer inside a transform), optionally converted."""
     if type(x) is Tracer:
         return x if dtype is None else lax.convert_element_type(x, check_dtype(dtype))
-    if _placement._default_xp is not np:  # GPU default backend: host data goes to the device
+    if _placement.default_xp is not np:  # GPU default backend: host data goes to the device
         return _on_default_device(x, dtype)
     if isinstance(x, np.ndarray) and type(x) is np.ndarray:
         if dtype is None or x.dtype == dtype:
@@ -68,7 +68,7 @@ def asarray(x, dtype=None):
         return x.astype(check_dtype(dtype))
     if hasattr(x, "__cuda_array_interface__"):
         return x if dtype is None else x.astype(dtype)
-    if isinstance(x, (list, tuple)) and _contains_tracer(x):
+    if isinstance(x, (list, tuple)) and contains_tracer(x):
         from ._shape import stack
         return stack([asarray(e, dtype) for e in x])
     arr = np.asarray(x, dtype=None if dtype is None else check_dtype(dtype))
@@ -80,7 +80,7 @@ def _on_default_device(x, dtype):
     """asarray when the default backend is the GPU: device arrays stay, host data is copied."""
     if hasattr(x, "__cuda_array_interface__"):
         return x if dtype is None else x.astype(check_dtype(dtype))
-    if isinstance(x, (list, tuple)) and _contains_tracer(x):
+    if isinstance(x, (list, tuple)) and contains_tracer(x):
         from ._shape import stack
         return stack([asarray(e, dtype) for e in x])
     host = np.asarray(x, dtype=None if dtype is None else check_dtype(dtype))
@@ -88,11 +88,11 @@ def _on_default_device(x, dtype):
     return _placement.default_namespace().asarray(host)
 
 
-def _contains_tracer(x):
+def contains_tracer(x):
     if type(x) is Tracer:
         return True
     if isinstance(x, (list, tuple)):
-        return any(_contains_tracer(e) for e in x)
+        return any(contains_tracer(e) for e in x)
     return False
 
 
@@ -239,12 +239,12 @@ def convert(x, dtype):
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by the elementwise functions
 
-def _c(value, like):
+def const_like(value, like):
     """A rank-0 constant of `like`'s dtype (broadcasts against it in a lax binary op)."""
     return np.array(value, like.dtype)
 
 
-def _inexact(x):
+def as_inexact(x):
     t = type(x)
     if (t is Tracer or t is np.ndarray) and x.dtype.kind in "fc":  # the common case, fast
         return x
@@ -252,22 +252,22 @@ def _inexact(x):
     return convert(x, inexact_dtype(x.dtype))
 
 
-def _named(name, fn, doc):
+def named(name, fn, doc):
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = doc
     return fn
 
 
-def _no_bool(name, x):
+def reject_bool(name, x):
     if x.dtype.kind == "b":
         raise TypeError(f"numpy boolean {name} is not supported (as in NumPy){user_line()}; "
                         "use logical_not / logical_xor, or convert to an integer first.")
 
 
-def _float_binary_operands(x, y):
+def float_binary_operands(x, y):
     return promote2(x, y, dtype=inexact_dtype(result_type(x, y)))
 
 
-def _binary_shape(x, y):
+def broadcast_pair(x, y):
     shape = broadcast_shapes(x.shape, y.shape)
     return broadcast_to(x, shape), broadcast_to(y, shape), shape

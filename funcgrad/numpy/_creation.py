@@ -19,8 +19,8 @@ from .. import lax
 from ..core import Tracer, check_dtype, to_host
 from ..core import placement as _placement
 from ..core.placement import on_default_backend
-from ._core import _contains_tracer, broadcast_to, convert, result_type
 from ._core import asarray as _asarray
+from ._core import broadcast_to, contains_tracer, convert, result_type
 from ._updatable import updatable
 
 # Constants and dtype names, re-exported from NumPy.
@@ -54,7 +54,7 @@ _CONSTANTS = ["pi", "e", "inf", "nan", "euler_gamma", "newaxis", "bool_", "int8"
 
 def _new(x, like=None):
     """A new array built with NumPy, placed on the default backend (or on `like`'s device)."""
-    if _placement._default_xp is np and (like is None or type(like) is np.ndarray):
+    if _placement.default_xp is np and (like is None or type(like) is np.ndarray):
         return x  # the common case: NumPy stays NumPy
     return on_default_backend(x, like)
 
@@ -99,7 +99,7 @@ def _user_caller():
 
 
 def _array(object, dtype, copy, ndmin):  # noqa: A002
-    if type(object) is Tracer or (isinstance(object, (list, tuple)) and _contains_tracer(object)):
+    if type(object) is Tracer or (isinstance(object, (list, tuple)) and contains_tracer(object)):
         x = _asarray(object, None if dtype is None else check_dtype(dtype))
     elif _on_device(object):  # a device array: copied on its device
         x = object.astype(check_dtype(dtype) if dtype is not None else object.dtype, copy=True)
@@ -149,7 +149,7 @@ def empty(shape, dtype=float, order="C", *, like=None):
 def full(shape, fill_value, dtype=None, order="C", *, like=None):
     """An array filled with fill_value (its dtype by default; a traced fill is broadcast)."""
     shape = _shape(shape)
-    if _is_traced(fill_value) or _contains_tracer(fill_value):
+    if _is_traced(fill_value) or contains_tracer(fill_value):
         v = _asarray(fill_value)
         if dtype is not None:
             v = convert(v, check_dtype(dtype))

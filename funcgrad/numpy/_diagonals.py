@@ -11,8 +11,8 @@ import numpy as np
 from .. import lax
 from ..core import Tracer
 from ._core import asarray, broadcast_to
-from ._indexing import INDEX, _getitem
-from ._take import _normalize_axis, _ravel
+from ._indexing import INDEX, getitem
+from ._take import normalize_axis, ravel_array
 
 __all__ = [
     "diag", "diagflat", "diagonal", "trace", "tril", "triu", "tril_indices", "triu_indices",
@@ -35,13 +35,13 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
     a = asarray(a)
     if a.ndim < 2:
         raise ValueError("diagonal requires an array of at least two dimensions")
-    axis1, axis2 = _normalize_axis(axis1, a.ndim), _normalize_axis(axis2, a.ndim)
+    axis1, axis2 = normalize_axis(axis1, a.ndim), normalize_axis(axis2, a.ndim)
     if axis1 == axis2:
         raise ValueError("axis1 and axis2 cannot be the same")
     rest = [d for d in range(a.ndim) if d not in (axis1, axis2)]
     at = lax.transpose(a, rest + [axis1, axis2])
     rows, cols = _diag_positions(a.shape[axis1], a.shape[axis2], int(offset))
-    return _getitem(at, (Ellipsis, rows, cols))
+    return getitem(at, (Ellipsis, rows, cols))
 
 
 def trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
@@ -66,7 +66,7 @@ def diag(v, k=0):
 
 
 def diagflat(v, k=0):
-    return diag(_ravel(v), k)
+    return diag(ravel_array(v), k)
 
 
 def _tri_mask(n, m, k, lower):
@@ -146,9 +146,9 @@ def fill_diagonal(a, val, wrap=False, *, inplace=False):
         flat_pos = np.arange(0, end, step, dtype=INDEX)
     else:
         flat_pos = np.ravel_multi_index(diag_indices(a.shape[0], a.ndim), a.shape).astype(INDEX)
-    v = _ravel(asarray(val, a.dtype))
+    v = ravel_array(asarray(val, a.dtype))
     m = flat_pos.shape[0]
     if v.shape[0] != m:
         reps = -(-m // max(v.shape[0], 1))
         v = lax.slice(lax.concatenate([v] * reps, 0) if reps > 1 else v, (0,), (m,))
-    return lax.reshape(lax.scatter(_ravel(a), flat_pos[:, None], v, "set"), a.shape)
+    return lax.reshape(lax.scatter(ravel_array(a), flat_pos[:, None], v, "set"), a.shape)

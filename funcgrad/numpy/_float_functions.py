@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from .. import lax
-from ._core import _c, _inexact, _named
+from ._core import as_inexact, const_like, named
 
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
@@ -15,8 +15,8 @@ _LN10 = math.log(10.0)
 
 def _float_unary(name, fn, doc):
     def f(x, /):
-        return fn(_inexact(x))
-    return _named(name, f, doc)
+        return fn(as_inexact(x))
+    return named(name, f, doc)
 
 
 def _complex_parts(fn, x):
@@ -27,11 +27,11 @@ def _complex_parts(fn, x):
 
 
 def _log2(x):
-    return lax.div(lax.log(x), _c(_LN2, x))
+    return lax.div(lax.log(x), const_like(_LN2, x))
 
 
 def _log10(x):
-    return lax.div(lax.log(x), _c(_LN10, x))
+    return lax.div(lax.log(x), const_like(_LN10, x))
 
 
 sqrt = _float_unary("sqrt", lax.sqrt, "Square root, elementwise.")
@@ -55,9 +55,9 @@ tanh = _float_unary("tanh", lax.tanh, "Hyperbolic tangent, elementwise.")
 arcsinh = _float_unary("arcsinh", lax.asinh, "Inverse hyperbolic sine, elementwise.")
 arccosh = _float_unary("arccosh", lax.acosh, "Inverse hyperbolic cosine, elementwise.")
 arctanh = _float_unary("arctanh", lax.atanh, "Inverse hyperbolic tangent, elementwise.")
-deg2rad = _float_unary("deg2rad", lambda x: lax.mul(x, _c(math.pi / 180, x)),
+deg2rad = _float_unary("deg2rad", lambda x: lax.mul(x, const_like(math.pi / 180, x)),
                        "Degrees to radians.")
-rad2deg = _float_unary("rad2deg", lambda x: lax.mul(x, _c(180 / math.pi, x)),
+rad2deg = _float_unary("rad2deg", lambda x: lax.mul(x, const_like(180 / math.pi, x)),
                        "Radians to degrees.")
 rint = _float_unary("rint", lambda x: _complex_parts(lax.round, x),
                     "Round to the nearest integer (half to even), as float (complex: each part).")
@@ -68,10 +68,10 @@ radians, degrees = deg2rad, rad2deg
 
 def sinc(x, /):
     """sin(pi x) / (pi x), with sinc(0) = 1 (safe for gradients at 0)."""
-    x = _inexact(x)
-    zero = lax.eq(x, _c(0, x))
+    x = as_inexact(x)
+    zero = lax.eq(x, const_like(0, x))
     one = lax.full(x.shape, 1, x.dtype)
-    px = lax.mul(lax.select_n(zero, x, one), _c(math.pi, x))
+    px = lax.mul(lax.select_n(zero, x, one), const_like(math.pi, x))
     return lax.select_n(zero, lax.div(lax.sin(px), px), one)
 
 

@@ -15,9 +15,9 @@ from ._arithmetic import add, subtract, true_divide
 from ._arithmetic import clip as _clip
 from ._core import asarray, broadcast_to, convert, promote2, result_type
 from ._creation import linspace
-from ._indexing import INDEX, _is_concrete
+from ._indexing import INDEX, is_concrete
 from ._logic import equal, where
-from ._nonzero import _needs_size
+from ._nonzero import needs_size
 from ._reductions import diff
 from ._reductions import sum as _sum
 from ._shape import ravel
@@ -42,7 +42,7 @@ def bincount(x, weights=None, minlength=0, *, length=None):
     if minlength < 0:
         raise ValueError("'minlength' must not be negative")
     if length is None:
-        v = _needs_size("bincount", x)
+        v = needs_size("bincount", x)
         if v.size and v.min() < 0:
             raise ValueError("'list' argument must have no negative elements")
         length = builtins.max(minlength, int(v.max()) + 1 if v.size else 0)
@@ -59,7 +59,7 @@ def bincount(x, weights=None, minlength=0, *, length=None):
 # Histograms
 
 def _range_check(first, last, what):
-    if _is_concrete(first) and _is_concrete(last):
+    if is_concrete(first) and is_concrete(last):
         f, la = float(to_host(first)), float(to_host(last))
         if not (np.isfinite(f) and np.isfinite(la)):
             raise ValueError(f"{what} of [{f}, {la}] is not finite")
@@ -100,7 +100,7 @@ def _bin_edges(a, bins, range):  # noqa: A002
     edges = asarray(bins)
     if edges.ndim != 1:
         raise ValueError("`bins` must be 1d, when an array")
-    if _is_concrete(edges) and np.any(np.diff(to_host(edges)) < 0):
+    if is_concrete(edges) and np.any(np.diff(to_host(edges)) < 0):
         raise ValueError("`bins` must increase monotonically, when an array")
     return a, edges
 

@@ -9,8 +9,8 @@ import numpy as np
 from .. import lax
 from ..core import Tracer, device_namespace
 from ._core import asarray, broadcast_shapes, broadcast_to
-from ._indexing import INDEX, _concrete
-from ._take import _index_mode
+from ._indexing import INDEX, concrete_value
+from ._take import index_mode
 
 __all__ = ["ix_", "unravel_index", "ravel_multi_index"]
 
@@ -27,7 +27,7 @@ def ix_(*args):
         if a.ndim != 1:
             raise ValueError("Cross index must be 1 dimensional")
         if a.dtype == np.bool_:
-            a = np.nonzero(_concrete(a, "ix_ with a boolean array"))[0].astype(INDEX)
+            a = np.nonzero(concrete_value(a, "ix_ with a boolean array"))[0].astype(INDEX)
         shape = (1,) * k + (a.shape[0],) + (1,) * (n - k - 1)
         out.append(np.reshape(a, shape) if type(a) is not Tracer else lax.reshape(a, shape))
     return tuple(out)
@@ -76,7 +76,7 @@ def ravel_multi_index(multi_index, dims, mode="raise", order="C"):
         if p.dtype.kind not in "iu":
             raise TypeError(f"only int indices permitted, got {p.dtype}")
         p = lax.convert_element_type(broadcast_to(p, shape), INDEX)
-        p = asarray(_index_mode(p, n, "clip" if md == "raise" else md))
+        p = asarray(index_mode(p, n, "clip" if md == "raise" else md))
         term = lax.mul(p, np.array(s, INDEX))
         total = term if total is None else lax.add(total, term)
     return total

@@ -26,7 +26,7 @@ _slice = builtins.slice
 # ---------------------------------------------------------------------------------------------
 # Index parsing
 
-def _is_concrete(x):
+def is_concrete(x):
     """Whether a value can be read at trace time (an array, or a tracer of a concrete trace)."""
     if type(x) is not Tracer:
         return True
@@ -42,7 +42,7 @@ _CONCRETE_FIX = ("Under jit/vmap/make_jaxpr use fnp.where(mask, x, 0) (keeps the
                  "static argument.")
 
 
-def _concrete(x, what, fix=_CONCRETE_FIX):
+def concrete_value(x, what, fix=_CONCRETE_FIX):
     """x's value as a NumPy array; for an abstract tracer a clear error ending with `fix`."""
     if type(x) is not Tracer:
         return to_host(x)
@@ -55,7 +55,7 @@ def _concrete(x, what, fix=_CONCRETE_FIX):
             + fix) from e
 
 
-def _float_index_error(what):
+def float_index_error(what):
     return IndexError(f"only integers, slices (`:`), ellipsis (`...`), numpy.newaxis (`None`) "
                       f"and integer or boolean arrays are valid indices; got {what}{user_line()}. "
                       "Indices must be integers: convert with .astype(int).")
@@ -71,7 +71,7 @@ def _classify(item):
         for part in (item.start, item.stop, item.step):
             if part is not None and not isinstance(part, (int, np.integer)):
                 if type(part) is Tracer and part.ndim == 0 and part.dtype.kind in "iu" \
-                        and _is_concrete(part):
+                        and is_concrete(part):
                     continue
                 raise IndexError(f"slice indices must be integers or None, got {item}"
                                  f"{user_line()}; slices with traced bounds are not supported "
@@ -83,15 +83,15 @@ def _classify(item):
     if isinstance(item, (int, np.integer)):
         return "int", int(item)
     if isinstance(item, (float, complex, np.floating, np.complexfloating)):
-        raise _float_index_error(f"{type(item).__name__} {item!r}")
+        raise float_index_error(f"{type(item).__name__} {item!r}")
     if isinstance(item, str):
-        raise _float_index_error(f"a string {item!r}")
+        raise float_index_error(f"a string {item!r}")
     if type(item) is Tracer:
         kind = item.dtype.kind
         if kind == "b":
-            return "bool", _concrete(item, "Boolean mask indexing")
+            return "bool", concrete_value(item, "Boolean mask indexing")
         if kind not in "iu":
-            raise _float_index_error(f"an array of dtype {item.dtype}")
+            raise float_index_error(f"an array of dtype {item.dtype}")
         if item.ndim == 0:
             return "dyn", item
         return "array", item
@@ -106,7 +106,7 @@ def _classify(item):
     if kind == "b":
         return "bool", np.asarray(arr)
     if kind not in "iu":
-        raise _float_index_error(f"an array of dtype {arr.dtype}")
+        raise float_index_error(f"an array of dtype {arr.dtype}")
     if arr.ndim == 0:
         return "int", int(arr)
     return "array", arr
@@ -193,13 +193,13 @@ class _Plan:
             elif kind == "dyn":
                 axes.append(("dyn", val, n, dim))
             else:
-                axes.append(("array", _normalize_array(val, n, dim)))
+                axes.append(("array", normalize_index_array(val, n, dim)))
             dim += 1
         self.shape = tuple(self.shape)
         self.advanced = any(a[0] == "array" for a in axes)
         if self.advanced:  # integers take part in the broadcast of the advanced indices
             axes = [("array", np.asarray(a[1], INDEX)) if a[0] == "int" else
-                    ("array", _normalize_array(*a[1:])) if a[0] == "dyn" else a for a in axes]
+                    ("array", normalize_index_array(*a[1:])) if a[0] == "dyn" else a for a in axes]
         self.axes = axes
 
 
@@ -211,7 +211,7 @@ def _parse_with_scalar_bools(shape, idx):
     for item in idx:
         if isinstance(item, (bool, np.bool_)) or (
                 isinstance(item, (np.ndarray, Tracer)) and item.dtype == bool and item.ndim == 0):
-            pieces.append(("scalar_bool", bool(_concrete(item, "Boolean mask indexing"))))
+            pieces.append(("scalar_bool", bool(concrete_value(item, "Boolean mask indexing"))))
         else:
             pieces.append(("item", item))
     if not any(k == "scalar_bool" for k, _ in pieces):
@@ -230,11 +230,11 @@ def _parse_with_scalar_bools(shape, idx):
     return out
 
 
-def _normalize_array(a, n, dim):
+def normalize_index_array(a, n, dim):
     """Integer index array with negatives wrapped (x + n where x < 0); concrete out-of-bounds
     entries raise IndexError as in NumPy, traced ones are clamped by gather."""
     if type(a) is Tracer:
-        if not _is_concrete(a):
+        if not is_concrete(a):
             zero = np.zeros((), a.dtype)
             a = lax.select_n(lax.lt(a, zero), a, lax.add(a, np.array(n, a.dtype)))
             return lax.convert_element_type(a, INDEX)
@@ -264,7 +264,7 @@ def _dyn_start(i, n):
 # ---------------------------------------------------------------------------------------------
 # x[idx]
 
-def _getitem(x, idx):
+def getitem(x, idx):
     """NumPy's x[idx] with lax primitives (see the module docstring)."""
     x = asarray(x)
     if isinstance(idx, tuple) and not idx:
@@ -349,7 +349,7 @@ def _gather_advanced(x, axes):
 # ---------------------------------------------------------------------------------------------
 # x.at[idx].set(v) and friends
 
-class _IndexUpdateHelper:
+class IndexUpdateHelper:
     """`x.at[idx]`: functional updates returning new arrays (NumPy's in-place forms).
 
     With `wrap` (the eager `.at` of fnp.asarray's arrays, see _updatable.py) results are wrapped
@@ -365,7 +365,7 @@ class _IndexUpdateHelper:
         return _IndexUpdateRef(self.array, idx, self.wrap)
 
     def __repr__(self):
-        return f"_IndexUpdateHelper({self.array!r})"
+        return f"IndexUpdateHelper({self.array!r})"
 
 
 class _IndexUpdateRef:
@@ -390,7 +390,7 @@ class _IndexUpdateRef:
 
     def get(self, *, indices_are_sorted=False, unique_indices=False, mode=None, fill_value=None):
         if mode is None and fill_value is None:
-            return self._done(_getitem(self.array, self.index))
+            return self._done(getitem(self.array, self.index))
         return self._done(_get_with_mode(self.array, self.index, mode or "fill", fill_value))
 
     def _apply_update(self, values, kind, mode):
@@ -432,7 +432,7 @@ class _IndexUpdateRef:
     def apply(self, func, *, indices_are_sorted=False, unique_indices=False, mode=None):
         """x with func applied at the indexed places (each place once: for unique indices)."""
         if mode is None:
-            return self.set(func(_getitem(self.array, self.index)))
+            return self.set(func(getitem(self.array, self.index)))
         read = "clip" if mode == "clip" else "fill"
         return self.set(func(_get_with_mode(self.array, self.index, read, None)), mode=mode)
 
@@ -513,7 +513,7 @@ def _get_with_mode(x, idx, mode, fill_value):
     x = asarray(x)
     idx, padded = _rewrite(x, idx, clip=mode in ("clip", "promise_in_bounds"))
     fill = _default_fill(x.dtype) if fill_value is None else fill_value
-    return _getitem(_pad_axes(x, padded, fill), idx)
+    return getitem(_pad_axes(x, padded, fill), idx)
 
 
 def _update_with_mode(x, idx, values, kind, mode):
@@ -553,7 +553,7 @@ def _update(x, idx, values, mode):
 
 
 def _result_shape(plan):
-    """The shape of x[idx], from its plan (as _getitem lays the axes out)."""
+    """The shape of x[idx], from its plan (as getitem lays the axes out)."""
     kept = [a[4] for a in plan.axes if a[0] == "slice"]
     if not plan.advanced:
         return tuple(kept)
@@ -598,7 +598,7 @@ def _coordinates(x, idx):
         shape = [1] * x.ndim
         shape[d] = n
         grid = np.broadcast_to(np.arange(n, dtype=INDEX).reshape(shape), x.shape)
-        grids.append(_getitem(grid, idx))
+        grids.append(getitem(grid, idx))
     if all(type(g) is not Tracer for g in grids):
         xp = device_namespace(grids)
         return xp.stack([xp.asarray(g) for g in grids], -1)

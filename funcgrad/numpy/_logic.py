@@ -11,12 +11,12 @@ from ..core import Tracer
 from ._classification import isfinite
 from ._complex import lexicographic
 from ._core import (
-    _binary_shape,
-    _c,
-    _float_binary_operands,
-    _named,
     asarray,
+    broadcast_pair,
     broadcast_shapes,
+    const_like,
+    float_binary_operands,
+    named,
     promote2,
     result_type,
 )
@@ -40,7 +40,7 @@ def _comparison(name, fn, doc, ordered=False):
         if ordered and x.dtype.kind == "c":  # lexicographic, as NumPy and JAX
             return lexicographic(fn, x, y)
         return fn(x, y)
-    return _named(name, f, doc)
+    return named(name, f, doc)
 
 
 equal = _comparison("equal", lax.eq, "x1 == x2, elementwise.")
@@ -52,17 +52,17 @@ greater = _comparison("greater", lax.gt, "x1 > x2, elementwise." + _ORDER, True)
 greater_equal = _comparison("greater_equal", lax.ge, "x1 >= x2, elementwise." + _ORDER, True)
 
 
-def _truth(x):
+def truth(x):
     x = asarray(x)
-    return x if x.dtype.kind == "b" else lax.ne(x, _c(0, x))
+    return x if x.dtype.kind == "b" else lax.ne(x, const_like(0, x))
 
 
 def _logical(name, fn, doc):
     def f(x1, x2, /):
-        x, y = _truth(x1), _truth(x2)
-        x, y, _ = _binary_shape(x, y)
+        x, y = truth(x1), truth(x2)
+        x, y, _ = broadcast_pair(x, y)
         return fn(x, y)
-    return _named(name, f, doc)
+    return named(name, f, doc)
 
 
 logical_and = _logical("logical_and", lax.bitwise_and, "x1 and x2, elementwise (bool).")
@@ -72,13 +72,13 @@ logical_xor = _logical("logical_xor", lax.bitwise_xor, "x1 xor x2, elementwise (
 
 def logical_not(x, /):
     """not x, elementwise (bool)."""
-    return lax.bitwise_not(_truth(x))
+    return lax.bitwise_not(truth(x))
 
 
 def _bitwise(name, fn, doc):
     def f(x1, x2, /):
         return fn(*promote2(x1, x2))
-    return _named(name, f, doc)
+    return named(name, f, doc)
 
 
 bitwise_and = _bitwise("bitwise_and", lax.bitwise_and, "x1 & x2 (integers and booleans).")
@@ -119,7 +119,7 @@ def where(condition, x=None, y=None, /):
         return nonzero(condition)
     if x is None or y is None:
         raise ValueError("where: either both or neither of x and y should be given")
-    c = _truth(condition)
+    c = truth(condition)
     x, y = promote2(x, y)
     broadcast_shapes(c.shape, x.shape, y.shape)  # an error naming the shapes, if they clash
     return lax.select_n(c, y, x)  # select_n broadcasts like NumPy
@@ -127,14 +127,14 @@ def where(condition, x=None, y=None, /):
 
 def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     """|a - b| <= atol + rtol * |b| elementwise; infinities are close only to themselves."""
-    x, y = _float_binary_operands(a, b)
-    x, y, shape = _binary_shape(x, y)
+    x, y = float_binary_operands(a, b)
+    x, y, shape = broadcast_pair(x, y)
     fin = lax.bitwise_and(isfinite(x), isfinite(y))
     zero = lax.full(shape, 0, x.dtype)
     # Non-finite entries are replaced by 0 before subtracting (no inf - inf warnings).
     xs, ys = lax.select_n(fin, zero, x), lax.select_n(fin, zero, y)
     mag = lax.abs(ys)  # real, also for complex operands
-    tol = lax.add(_c(atol, mag), lax.mul(_c(rtol, mag), mag))
+    tol = lax.add(const_like(atol, mag), lax.mul(const_like(rtol, mag), mag))
     close = lax.select_n(fin, lax.eq(x, y), lax.le(lax.abs(lax.sub(xs, ys)), tol))
     if equal_nan:
         close = lax.bitwise_or(close, lax.bitwise_and(lax.ne(x, x), lax.ne(y, y)))
@@ -170,7 +170,7 @@ def array_equiv(a1, a2):
         broadcast_shapes(x.shape, y.shape)
     except ValueError:
         return False
-    x, y, _ = _binary_shape(*promote2(x, y))
+    x, y, _ = broadcast_pair(*promote2(x, y))
     eq = lax.eq(x, y)
     return _python_bool_if_concrete(lax.reduce_min(eq, tuple(range(eq.ndim))) if eq.ndim else eq)
 

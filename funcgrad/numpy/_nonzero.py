@@ -11,8 +11,8 @@ from .. import lax
 from ..core import Tracer, user_line
 from ._core import asarray, canonical_axes
 from ._index_tricks import unravel_index
-from ._indexing import INDEX, _concrete
-from ._take import _normalize_axis, _ravel, take
+from ._indexing import INDEX, concrete_value
+from ._take import normalize_axis, ravel_array, take
 
 __all__ = ["nonzero", "argwhere", "flatnonzero", "compress", "extract", "trim_zeros"]
 
@@ -28,7 +28,7 @@ def nonzero(a, *, size=None, fill_value=None):
         raise ValueError("Calling nonzero on 0d arrays is not allowed. Use "
                          "fnp.atleast_1d(a).nonzero() instead.")
     if size is None:
-        val = _concrete(a, "nonzero")
+        val = concrete_value(a, "nonzero")
         return tuple(np.asarray(i, INDEX) for i in np.nonzero(val))
     return _nonzero_sized(a, int(size), fill_value)
 
@@ -36,7 +36,7 @@ def nonzero(a, *, size=None, fill_value=None):
 def _nonzero_sized(a, size, fill_value):
     """The first `size` nonzero coordinates as a fixed-shape traced computation: each nonzero
     element scatters its flat position to the slot given by its rank (a cumsum)."""
-    flat = _ravel(a)
+    flat = ravel_array(a)
     n = flat.shape[0]
     mask = lax.ne(flat, np.zeros((), flat.dtype))
     rank = lax.sub(lax.cumsum(lax.convert_element_type(mask, INDEX), 0), np.ones((), INDEX))
@@ -55,7 +55,7 @@ def argwhere(a, *, size=None, fill_value=None):
     """Indices of the nonzero elements as an (N, ndim) array."""
     a = asarray(a)
     if a.ndim == 0:
-        val = _concrete(a, "argwhere") if size is None else None
+        val = concrete_value(a, "argwhere") if size is None else None
         n = (1 if bool(val) else 0) if size is None else size
         return np.zeros((n, 0), INDEX)
     parts = nonzero(a, size=size, fill_value=fill_value)
@@ -66,18 +66,18 @@ def argwhere(a, *, size=None, fill_value=None):
 
 def flatnonzero(a, *, size=None, fill_value=None):
     """Flat indices of the nonzero elements of a."""
-    return nonzero(_ravel(a), size=size, fill_value=fill_value)[0]
+    return nonzero(ravel_array(a), size=size, fill_value=fill_value)[0]
 
 
 def compress(condition, a, axis=None, *, size=None, fill_value=0):
     """The slices of a along axis where condition (1-D, concrete) is true."""
-    cond = _concrete(asarray(condition), "compress")
+    cond = concrete_value(asarray(condition), "compress")
     if cond.ndim != 1:
         raise ValueError("compress: condition must be a 1-d array")
     a = asarray(a)
     if axis is None:
-        a, axis = _ravel(a), 0
-    axis = _normalize_axis(axis, a.ndim)
+        a, axis = ravel_array(a), 0
+    axis = normalize_axis(axis, a.ndim)
     if cond.shape[0] > a.shape[axis]:
         if np.any(cond[a.shape[axis]:]):
             raise IndexError(f"compress: condition of length {cond.shape[0]} selects beyond "
@@ -88,15 +88,15 @@ def compress(condition, a, axis=None, *, size=None, fill_value=0):
 
 def extract(condition, arr, *, size=None, fill_value=0):
     """The elements of arr where condition (concrete) is true, flattened."""
-    cond = _concrete(asarray(condition), "extract")
-    return take(_ravel(arr), np.flatnonzero(cond).astype(INDEX))
+    cond = concrete_value(asarray(condition), "extract")
+    return take(ravel_array(arr), np.flatnonzero(cond).astype(INDEX))
 
 
-def _needs_size(what, x):
+def needs_size(what, x):
     """x's concrete value, or a ConcretizationError that points at size=."""
-    return _concrete(x, what, "Under jit/vmap pass a static size (size=..., fill_value=... for "
-                              "the padding; length=... for bincount), or call it outside the "
-                              "transform.")
+    return concrete_value(x, what, "Under jit/vmap pass a static size (size=..., fill_value=... "
+                          "for the padding; length=... for bincount), or call it outside the "
+                          "transform.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def trim_zeros(filt, trim="fb", axis=None):
     axes = canonical_axes(axis, x.ndim)
     if not axes:
         return x
-    v = _concrete(x, "trim_zeros")
+    v = concrete_value(x, "trim_zeros")
     nz = np.argwhere(v)
     if nz.size == 0:
         start = stop = np.zeros(x.ndim, INDEX)

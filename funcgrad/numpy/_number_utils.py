@@ -12,7 +12,7 @@ import numpy as np
 from .. import lax
 from ..core import user_line
 from ._arithmetic import abs as _abs
-from ._core import _inexact as _inexact_arr
+from ._core import as_inexact as _inexact_arr
 from ._core import asarray, broadcast_shapes, broadcast_to, convert, promote2
 
 __all__ = [

@@ -10,11 +10,11 @@ from .. import lax
 from ..core import user_line
 from ._arithmetic import multiply, negative, subtract
 from ._core import (
-    _binary_shape,
-    _c,
     asarray,
+    broadcast_pair,
     broadcast_shapes,
     broadcast_to,
+    const_like,
     convert,
     promote2,
     result_type,
@@ -35,7 +35,7 @@ def _conj(x):
 
 def _finish_product(out, dt):
     if dt.kind == "b":
-        return lax.ne(out, _c(0, out))
+        return lax.ne(out, const_like(0, out))
     return out
 
 
@@ -187,7 +187,7 @@ def vecdot(x1, x2, /, *, axis=-1):
     """The dot product of vectors along `axis` (broadcasting the other axes); a complex x1 is
     conjugated first."""
     x, y = promote2(asarray(x1), asarray(x2))
-    x, y, _ = _binary_shape(_conj(x), y)
+    x, y, _ = broadcast_pair(_conj(x), y)
     from ._reductions import sum as _sum
     return _sum(multiply(x, y), axis=axis)
 

@@ -46,8 +46,8 @@ def _masked(x, where, fill):
     """x with the elements where `where` is False replaced by `fill`."""
     if where is None or where is True:
         return x
-    from ._logic import _truth
-    w = broadcast_to(_truth(where), x.shape)
+    from ._logic import truth
+    w = broadcast_to(truth(where), x.shape)
     return lax.select_n(w, lax.full(x.shape, fill, x.dtype), x)
 
 
@@ -167,8 +167,8 @@ amax, amin = max, min
 def _bool_reduce(name, reducer, empty):
     def f(a, axis=None, out=None, keepdims=False, *, where=None):
         _no_out(out, name)
-        from ._logic import _truth
-        x = _truth(a)
+        from ._logic import truth
+        x = truth(a)
         axes = canonical_axes(axis, x.ndim)
         x = _masked(x, where, empty)
         if axes and _count(x.shape, axes) == 0:
@@ -206,8 +206,8 @@ def _mean_dtypes(x, dtype):
 def _count_where(x, axes, where, dt, keepdims=True):
     if where is None or where is True:
         return np.array(_count(x.shape, axes), dt)
-    from ._logic import _truth
-    w = convert(broadcast_to(_truth(where), x.shape), dt)
+    from ._logic import truth
+    w = convert(broadcast_to(truth(where), x.shape), dt)
     n = lax.reduce_sum(w, axes) if axes else w
     return lax.expand_dims(n, axes) if keepdims and axes else n
 
@@ -243,7 +243,8 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=Non
     d = lax.sub(xf, broadcast_to(m, xf.shape))
     ss = sum(_abs_squared(d), axes, keepdims=keepdims, where=where)
     n = _count_where(x, axes, where, ss.dtype, keepdims)
-    denom = lax.sub(n, _c(ddof, n)) if type(n) is not np.ndarray else np.array(n - ddof, n.dtype)
+    denom = (lax.sub(n, _c(ddof, n)) if type(n) is not np.ndarray
+             else np.array(n - ddof, n.dtype))
     return convert(lax.div(ss, denom), _real_dtype(dt))
 
 
@@ -302,8 +303,8 @@ argmin = _arg_reduce("argmin", lax.argmin)
 
 def count_nonzero(a, axis=None, *, keepdims=False):
     """The number (int64) of non-zero elements over the given axes."""
-    from ._logic import _truth
-    return sum(_truth(a), axis, dtype=np.int64, keepdims=keepdims)
+    from ._logic import truth
+    return sum(truth(a), axis, dtype=np.int64, keepdims=keepdims)
 
 
 def average(a, axis=None, weights=None, returned=False, *, keepdims=False):
@@ -407,8 +408,8 @@ def nanmean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=None):
 
 
 def _where_mask(where):
-    from ._logic import _truth
-    return np.array(True) if where is None or where is True else _truth(where)
+    from ._logic import truth
+    return np.array(True) if where is None or where is True else truth(where)
 
 
 def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None,
@@ -511,7 +512,7 @@ def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
     return lax.argsort(x, dimension=canonical_axis(axis, x.ndim))
 
 
-def _static_q(q, name):
+def static_quantiles(q, name):
     if type(q) is Tracer:
         try:
             return to_host(q.concrete_value(f"{name}'s q"))
@@ -521,7 +522,7 @@ def _static_q(q, name):
     return np.asarray(q)
 
 
-def _lerp(a, b, t):
+def lerp(a, b, t):
     """a + (b - a) * t, computed from the nearer end as NumPy's quantile does."""
     diff = lax.sub(b, a)
     lo = lax.add(a, lax.mul(diff, t))
@@ -534,26 +535,26 @@ def _take_static(x, idx, axis):
     return take_static(x, idx, axis)
 
 
-def _q_item(q):
+def quantile_item(q):
     """q for dtype promotion: a Python scalar stays weak, a list or array is strong."""
     if type(q) in (int, float):
         return q
-    return _static_q(q, "quantile").dtype
+    return static_quantiles(q, "quantile").dtype
 
 
 def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
              keepdims=False, *, weights=None, interpolation=None):
     """The q-th quantiles (q in [0, 1], static) along the given axes, with linear
     interpolation between order statistics (NumPy's default method)."""
-    return _quantile(a, _static_q(q, "quantile"), _q_item(q), axis, out, method, keepdims,
-                     weights, interpolation)
+    return _quantile(a, static_quantiles(q, "quantile"), quantile_item(q), axis, out, method,
+                     keepdims, weights, interpolation)
 
 
 def percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
                keepdims=False, *, weights=None, interpolation=None):
     """quantile with q in percent."""
-    qs = _static_q(q, "percentile")
-    return _quantile(a, qs / 100, _q_item(q), axis, out, method, keepdims, weights,
+    qs = static_quantiles(q, "percentile")
+    return _quantile(a, qs / 100, quantile_item(q), axis, out, method, keepdims, weights,
                      interpolation)
 
 
@@ -577,7 +578,7 @@ def _quantile(a, qs, q_item, axis, out, method, keepdims, weights, interpolation
     last = xs.ndim - 1
     vlo, vhi = _take_static(xs, lo, last), _take_static(xs, hi, last)
     t = np.asarray(pos - lo, dt)
-    res = _lerp(vlo, vhi, lax.broadcast_in_dim(t, vlo.shape, (last,)))
+    res = lerp(vlo, vhi, lax.broadcast_in_dim(t, vlo.shape, (last,)))
     # The q axes come first, then the kept (or, with keepdims, size-1) axes.
     res = lax.transpose(res, (last,) + tuple(range(last)))
     kept_shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape)) if keepdims else \

@@ -16,8 +16,8 @@ from ._core import (
     promote_args,
     result_type,
 )
-from ._indexing import _concrete, _is_concrete
-from ._take import _index_mode
+from ._indexing import concrete_value, is_concrete
+from ._take import index_mode
 
 __all__ = ["select", "choose", "piecewise"]
 
@@ -56,13 +56,13 @@ def choose(a, choices, out=None, mode="raise"):
     if a.dtype.kind not in "iu":
         raise TypeError(f"choose: the index array must be integer, got {a.dtype}")
     if mode == "raise":
-        if _is_concrete(a):
-            v = _concrete(a, "choose's index array")
+        if is_concrete(a):
+            v = concrete_value(a, "choose's index array")
             if v.size and (v.min() < 0 or v.max() >= n):
                 raise ValueError("invalid entry in choice array")
         else:
             mode = "clip"
-    a = _index_mode(a, n, mode if mode != "raise" else None)
+    a = index_mode(a, n, mode if mode != "raise" else None)
     vals = promote_args(*choices)
     shape = broadcast_shapes(tuple(np.shape(a)) if type(a) is not Tracer else a.shape,
                              *(tuple(v.shape) for v in vals))

@@ -19,7 +19,7 @@ from ._classification import isnan
 from ._core import asarray, canonical_axis, convert, is_array, result_type
 from ._indexing import INDEX
 from ._logic import equal, logical_not, not_equal, where
-from ._nonzero import _needs_size, nonzero
+from ._nonzero import needs_size, nonzero
 from ._reductions import any as _any
 from ._reductions import argmax, argsort, cumsum
 from ._shape import concatenate, expand_dims, ravel, reshape
@@ -59,7 +59,7 @@ def _compact(mask, size, what):
     """Positions of the True entries of the 1-D mask, padded with len(mask) to `size` entries
     (size None: exactly as many as there are, which needs a concrete mask)."""
     if size is None:
-        size = int(np.count_nonzero(_needs_size(what, mask)))
+        size = int(np.count_nonzero(needs_size(what, mask)))
     size = operator.index(size)
     return nonzero(mask, size=size, fill_value=mask.shape[0])[0]
 
@@ -119,7 +119,7 @@ def unique(ar, return_index=False, return_inverse=False, return_counts=False, ax
     if axis is not None:
         if size is not None:
             raise NotImplementedError("unique: size= with axis= is not supported")
-        v = _needs_size("unique", x)
+        v = needs_size("unique", x)
         ax = canonical_axis(axis, x.ndim)
         _, index, inverse, counts = np.unique(v, True, True, True, axis=ax, equal_nan=equal_nan)
         outs = [take(x, index.astype(INDEX), axis=ax)]

@@ -19,7 +19,7 @@ from ._core import asarray, canonical_axes, canonical_axis, convert, is_array
 from ._core import broadcast_shapes as _broadcast_shapes
 from ._core import broadcast_to as _broadcast_to
 from ._core import result_type as _result_type
-from ._indexing import INDEX, _concrete
+from ._indexing import INDEX, concrete_value
 
 # ---------------------------------------------------------------------------------------------
 # Queries
@@ -654,7 +654,7 @@ def insert(arr, obj, values, axis=None):
     ax = canonical_axis(axis, x.ndim)
     n = x.shape[ax]
     if type(obj) is Tracer:
-        obj = _concrete(obj, "insert's indices")
+        obj = concrete_value(obj, "insert's indices")
     if isinstance(obj, slice):
         indices = np.arange(*obj.indices(n), dtype=INDEX)
     else:

@@ -18,7 +18,7 @@ from ._arithmetic import add, multiply, remainder, subtract, true_divide
 from ._arithmetic import clip as _clip
 from ._core import asarray, broadcast_to, canonical_axis, convert, is_array, result_type
 from ._float_functions import cos
-from ._indexing import _concrete, _is_concrete
+from ._indexing import concrete_value, is_concrete
 from ._logic import equal, where
 from ._number_utils import i0
 from ._products import matmul
@@ -35,7 +35,7 @@ __all__ = [
 
 def _static_int(x, what):
     if type(x) is Tracer:
-        x = _concrete(x, what)
+        x = concrete_value(x, what)
     return operator.index(np.asarray(x).item()) if np.ndim(x) == 0 else operator.index(x)
 
 
@@ -98,7 +98,7 @@ def interp(x, xp, fp, left=None, right=None, period=None):
     if xp.shape[0] == 0:
         raise ValueError("array of sample points is empty")
     if period is not None:
-        if _is_concrete(period) and float(np.asarray(period)) == 0:
+        if is_concrete(period) and float(np.asarray(period)) == 0:
             raise ValueError("period must be a non-zero value")
         period = _abs(asarray(period, dt))
         x = remainder(x, period)

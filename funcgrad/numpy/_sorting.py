@@ -24,7 +24,7 @@ from ._core import (
     inexact_dtype,
     result_type,
 )
-from ._indexing import INDEX, _concrete, _is_concrete
+from ._indexing import INDEX, concrete_value, is_concrete
 from ._logic import logical_not, where
 from ._reductions import argsort, quantile, sort
 from ._reductions import sum as _sum
@@ -93,8 +93,8 @@ def digitize(x, bins, right=False):
     if bins.ndim != 1:
         raise ValueError("digitize: bins must be 1-dimensional")
     side = "left" if right else "right"
-    if bins.shape[0] >= 2 and _is_concrete(bins):
-        b = _concrete(bins, "digitize's bins")
+    if bins.shape[0] >= 2 and is_concrete(bins):
+        b = concrete_value(bins, "digitize's bins")
         inc, dec = np.all(np.diff(b) >= 0), np.all(np.diff(b) <= 0)
         if not (inc or dec):
             raise ValueError("bins must be monotonically increasing or decreasing")
@@ -189,11 +189,11 @@ def _nanquantile(a, qs, q_item, axis, out, method, keepdims, weights, name, medi
     hi = _clip(add(lo, 1), 0, lax.max(subtract(count, 1), np.zeros((), INDEX)))
     t = convert(subtract(pos, lo_f), dt)
     vlo, vhi = take_along_axis(xs, lo, -1), take_along_axis(xs, hi, -1)
-    from ._reductions import _lerp
+    from ._reductions import lerp
     if median:  # NumPy's median: the middle value, or the mean of the two middle values
         res = where(t == 0, vlo, true_divide(add(vlo, vhi), np.array(2, dt)))
     else:
-        res = _lerp(vlo, vhi, t)
+        res = lerp(vlo, vhi, t)
     res = where(count == 0, np.array(np.nan, dt), res)
     last = res.ndim - 1
     res = lax.transpose(res, (last,) + tuple(range(last)))
@@ -205,17 +205,17 @@ def _nanquantile(a, qs, q_item, axis, out, method, keepdims, weights, name, medi
 def nanquantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
                 keepdims=False, *, weights=None, interpolation=None):
     """quantile ignoring nans (nan for slices that are all nan); q static, in [0, 1]."""
-    from ._reductions import _q_item, _static_q
-    return _nanquantile(a, _static_q(q, "nanquantile"), _q_item(q), axis, out, method, keepdims,
-                        weights, "nanquantile")
+    from ._reductions import quantile_item, static_quantiles
+    return _nanquantile(a, static_quantiles(q, "nanquantile"), quantile_item(q), axis, out,
+                        method, keepdims, weights, "nanquantile")
 
 
 def nanpercentile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
                   keepdims=False, *, weights=None, interpolation=None):
     """percentile ignoring nans; q static, in [0, 100]."""
-    from ._reductions import _q_item, _static_q
-    return _nanquantile(a, _static_q(q, "nanpercentile") / 100, _q_item(q), axis, out, method,
-                        keepdims, weights, "nanpercentile")
+    from ._reductions import quantile_item, static_quantiles
+    return _nanquantile(a, static_quantiles(q, "nanpercentile") / 100, quantile_item(q), axis,
+                        out, method, keepdims, weights, "nanpercentile")
 
 
 def nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):

@@ -4,12 +4,14 @@ reads and writes, with its modes 'clip' / 'wrap'), written with gather and scatt
 
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 from .. import lax
 from ..core import Tracer, device_namespace, user_line
 from ._core import asarray, broadcast_shapes, broadcast_to
-from ._indexing import INDEX, _float_index_error, _getitem, _normalize_array, _slice
+from ._indexing import INDEX, float_index_error, getitem, normalize_index_array
 
 __all__ = ["take", "take_along_axis", "put_along_axis", "put"]
 
@@ -17,21 +19,21 @@ __all__ = ["take", "take_along_axis", "put_along_axis", "put"]
 # ---------------------------------------------------------------------------------------------
 # take, take_along_axis, put_along_axis, put
 
-def _normalize_axis(axis, ndim):
+def normalize_axis(axis, ndim):
     if not -ndim <= axis < max(ndim, 1):
         raise np.exceptions.AxisError(f"axis {axis} is out of bounds for array of dimension "
                                       f"{ndim}{user_line()}")
     return axis % ndim if ndim else 0
 
 
-def _index_mode(indices, n, mode):
+def index_mode(indices, n, mode):
     """Indices adjusted for mode: 'clip' clamps into [0, n-1], 'wrap' takes them mod n; None and
     'raise' wrap negatives (and raise on concrete out-of-range values)."""
     if mode in (None, "raise", "fill", "promise_in_bounds"):
         return indices
     ind = asarray(indices)
     if ind.dtype.kind not in "iu":
-        raise _float_index_error(f"an array of dtype {ind.dtype}")
+        raise float_index_error(f"an array of dtype {ind.dtype}")
     if mode == "clip":
         if type(ind) is not Tracer:
             return np.clip(ind, 0, n - 1)
@@ -44,7 +46,7 @@ def _index_mode(indices, n, mode):
     raise ValueError(f"mode must be one of 'raise', 'clip', 'wrap', got {mode!r}")
 
 
-def _ravel(a):
+def ravel_array(a):
     a = asarray(a)
     return lax.reshape(a, (a.size,))
 
@@ -56,14 +58,14 @@ def take(a, indices, axis=None, out=None, mode=None, unique_indices=False,
         raise TypeError("take: out= is not supported (arrays are immutable)")
     a = asarray(a)
     if axis is None:
-        a, axis = _ravel(a), 0
-    axis = _normalize_axis(axis, a.ndim)
-    ind = _index_mode(indices if not isinstance(indices, (list, tuple)) else asarray(indices),
+        a, axis = ravel_array(a), 0
+    axis = normalize_axis(axis, a.ndim)
+    ind = index_mode(indices if not isinstance(indices, (list, tuple)) else asarray(indices),
                       a.shape[axis], mode)
     ind = asarray(ind)
     if ind.ndim == 0 and type(ind) is not Tracer:
         ind = int(ind)
-    return _getitem(a, (_slice(None),) * axis + (ind,))
+    return getitem(a, (builtins.slice(None),) * axis + (ind,))
 
 
 def _along_axis_full(arr, indices, axis):
@@ -72,7 +74,7 @@ def _along_axis_full(arr, indices, axis):
     from ..lax.indexing import along_axis_indices
     ind = asarray(indices)
     if ind.dtype.kind not in "iu":
-        raise _float_index_error(f"an array of dtype {ind.dtype}")
+        raise float_index_error(f"an array of dtype {ind.dtype}")
     if ind.ndim != arr.ndim:
         raise ValueError(f"take_along_axis: indices ({ind.ndim}-d) and arr ({arr.ndim}-d) must "
                          f"have the same number of dimensions{user_line()}")
@@ -83,7 +85,7 @@ def _along_axis_full(arr, indices, axis):
     b[axis] = n
     arr = broadcast_to(arr, b)
     b[axis] = ind.shape[axis]
-    ind = _normalize_array(broadcast_to(ind, b) if type(ind) is Tracer else
+    ind = normalize_index_array(broadcast_to(ind, b) if type(ind) is Tracer else
                            np.broadcast_to(ind, b), n, axis)
     ind = asarray(ind)
     if type(ind) is Tracer:
@@ -98,14 +100,14 @@ def take_along_axis(arr, indices, axis, mode=None, fill_value=None):
     """NumPy's take_along_axis: indices and arr broadcast except along `axis`."""
     arr = asarray(arr)
     if axis is None:
-        arr, axis = _ravel(arr), 0
-        indices = _ravel(indices)
-    axis = _normalize_axis(axis, arr.ndim)
+        arr, axis = ravel_array(arr), 0
+        indices = ravel_array(indices)
+    axis = normalize_axis(axis, arr.ndim)
     if (mode is None and type(indices) is np.ndarray and indices.dtype.kind in "iu"
             and indices.shape[:axis] + indices.shape[axis + 1:]
             == arr.shape[:axis] + arr.shape[axis + 1:]):
         return lax.gather(arr, _concrete_along_axis_coords(indices, arr.shape[axis], axis))
-    indices = _index_mode(indices, arr.shape[axis], mode)
+    indices = index_mode(indices, arr.shape[axis], mode)
     arr, coords = _along_axis_full(arr, indices, axis)
     return lax.gather(arr, coords)
 
@@ -134,10 +136,10 @@ def put_along_axis(arr, indices, values, axis, inplace=False, mode=None):
     arr = asarray(arr)
     shape = arr.shape
     if axis is None:
-        arr, axis = _ravel(arr), 0
-        indices = _ravel(indices)
-    axis = _normalize_axis(axis, arr.ndim)
-    indices = _index_mode(indices, arr.shape[axis], mode)
+        arr, axis = ravel_array(arr), 0
+        indices = ravel_array(indices)
+    axis = normalize_axis(axis, arr.ndim)
+    indices = index_mode(indices, arr.shape[axis], mode)
     ind = asarray(indices)
     barr, coords = _along_axis_full(arr, ind, axis)
     if barr.shape != arr.shape:
@@ -153,11 +155,11 @@ def put(a, ind, v, mode=None, inplace=False):
         raise ValueError("put: arrays are immutable; call it with inplace=False and use the "
                          "returned array.")
     a = asarray(a)
-    flat = _ravel(a)
-    ind = _index_mode(asarray(ind), flat.shape[0], mode or "raise")
-    ind = _ravel(ind)
-    ind = _normalize_array(ind, flat.shape[0], 0)
-    v = _ravel(asarray(v, a.dtype))
+    flat = ravel_array(a)
+    ind = index_mode(asarray(ind), flat.shape[0], mode or "raise")
+    ind = ravel_array(ind)
+    ind = normalize_index_array(ind, flat.shape[0], 0)
+    v = ravel_array(asarray(v, a.dtype))
     m = ind.shape[0]
     if v.shape[0] != m and v.shape[0] > 0:
         reps = -(-m // v.shape[0])

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._indexing import _IndexUpdateHelper
+from ._indexing import IndexUpdateHelper
 
 __all__ = ["UpdatableArray"]
 
@@ -30,7 +30,7 @@ class UpdatableArray(np.ndarray):
 
     @property
     def at(self):
-        return _IndexUpdateHelper(self.view(np.ndarray), wrap=updatable)
+        return IndexUpdateHelper(self.view(np.ndarray), wrap=updatable)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         inputs = tuple(_plain(a) for a in inputs)

@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 
+from ..interpreters.batching import at_front, batch_fun
+from ..tree_util import tree_flatten, tree_map, tree_unflatten
 from ._core import asarray, broadcast_shapes, broadcast_to, canonical_axis, convert
 from ._shape import expand_dims, moveaxis, reshape
 
@@ -33,12 +35,25 @@ def _parse_signature(signature):
     return parse(ins), parse(outs)
 
 
+def _map_rows(fun, arrays):
+    """fun applied to row i of every array (all of one leading size), as fg.vmap does it: one
+    run on whole batches under the batching interpreter; outputs are stacked along axis 0."""
+    size = arrays[0].shape[0]
+    box = {}
+
+    def flat_fun(*rows):
+        leaves, box["tree"] = tree_flatten(fun(*rows))
+        return leaves
+
+    outs, dims = batch_fun(flat_fun, list(arrays), [0] * len(arrays), size)
+    return tree_unflatten(box["tree"], [at_front(o, d, size) for o, d in zip(outs, dims)])
+
+
 def vectorize(pyfunc, *, excluded=frozenset(), signature=None, otypes=None, doc=None,
               cache=False):
     """A function mapping pyfunc over the broadcast leading axes of its array arguments with
-    fg.vmap (core axes from a gufunc `signature`; `excluded` positions/names pass through)."""
-    from ..transforms.vmap import vmap
-    from ..tree_util import tree_map
+    vmap's batching (core axes from a gufunc `signature`; `excluded` positions/names pass
+    through)."""
     excluded = frozenset(excluded)
     in_core = out_core = None
     if signature is not None:
@@ -80,7 +95,7 @@ def vectorize(pyfunc, *, excluded=frozenset(), signature=None, otypes=None, doc=
         if not batch:
             out = call(*vec)
         else:
-            out = vmap(call)(*flat)
+            out = _map_rows(call, flat)
             out = tree_map(lambda o: reshape(o, batch + tuple(o.shape[1:])), out)
         if otypes:
             types = list(otypes) if not isinstance(otypes, str) else list(otypes)
@@ -96,15 +111,14 @@ def vectorize(pyfunc, *, excluded=frozenset(), signature=None, otypes=None, doc=
 
 
 def apply_along_axis(func1d, axis, arr, *args, **kwargs):
-    """func1d applied to every 1-D slice of arr along axis (with fg.vmap); its output axes take
-    the place of that axis."""
-    from ..transforms.vmap import vmap
+    """func1d applied to every 1-D slice of arr along axis (batched, as fg.vmap); its output axes
+    take the place of that axis."""
     x = asarray(arr)
     ax = canonical_axis(axis, x.ndim)
     xt = moveaxis(x, ax, -1)
     batch = tuple(xt.shape[:-1])
     flat = reshape(xt, (math.prod(batch), xt.shape[-1]))
-    out = vmap(lambda r: asarray(func1d(r, *args, **kwargs)))(flat)
+    out = _map_rows(lambda r: asarray(func1d(r, *args, **kwargs)), [flat])
     core = tuple(out.shape[1:])
     out = reshape(out, batch + core)
     if core:

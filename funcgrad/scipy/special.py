@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import lax
 from .. import numpy as fnp
-from ..transforms.custom import custom_jvp
+from ..lax.custom_derivatives import custom_jvp
 
 __all__ = ["gammaln", "digamma"]
 

@@ -18,11 +18,11 @@ import functools
 import numpy as np
 
 from .. import tree_util
-from ..core import Tracer, bind, get_aval, new_trace, user_source_info
-from ..lax._programs import _aval, _trace_flat
+from ..core import Tracer, as_value, bind, get_aval, new_trace, user_source_info
+from ..interpreters import programs
+from ..interpreters.reverse import GradTrace
 from ..lax.remat import checkpoint_name, remat_p  # noqa: F401
 from ._util import fun_name
-from .grad import GradTrace, _as_value
 
 __all__ = ["checkpoint", "remat", "print_saved_residuals", "saved_residuals",
            "checkpoint_policies", "checkpoint_name"]
@@ -105,7 +105,7 @@ def checkpoint(fun=None, *, prevent_cse=True, policy=None, static_argnums=()):
         static = {i % n: args[i] for i in static_argnums if -n <= i < n}
         dyn = [a for i, a in enumerate(args) if i not in static]
         flat, in_tree = tree_util.tree_flatten((dyn, kwargs))
-        flat = [_as_value(x) if type(x) is not Tracer else x for x in flat]
+        flat = [as_value(x) if type(x) is not Tracer else x for x in flat]
         box = {}
 
         def flat_fun(*leaves):
@@ -115,7 +115,7 @@ def checkpoint(fun=None, *, prevent_cse=True, policy=None, static_argnums=()):
             out_flat, box["tree"] = tree_util.tree_flatten(fun(*full, **kw))
             return out_flat
 
-        closed, consts = _trace_flat(flat_fun, [_aval(x) for x in flat],
+        closed, consts = programs.trace_flat(flat_fun, [programs.aval(x) for x in flat],
                                      f"checkpoint({fun_name(fun)})")
         outs = bind(remat_p, *consts, *flat, jaxpr=closed, prevent_cse=prevent_cse,
                     policy=policy)
@@ -166,7 +166,7 @@ def saved_residuals(fun, *args, **kwargs):
     flat, in_tree = tree_util.tree_flatten(args)
     paths = [tree_util.keystr(p) for p, _ in tree_util.tree_flatten_with_path(args)[0]]
     with new_trace(_SourceGradTrace) as trace:
-        tracers = [trace.new_arg(x, get_aval(_as_value(x)).dtype.kind in "fc") for x in flat]
+        tracers = [trace.new_arg(x, get_aval(as_value(x)).dtype.kind in "fc") for x in flat]
         fun(*tree_util.tree_unflatten(in_tree, tracers), **kwargs)
     arg_ids = {id(t.val): p for t, p in zip(tracers, paths)}
     sources = trace.sources

@@ -99,8 +99,8 @@ class JitFunction:
         _check_argnames(fun, self.static_argnames)
         self.donate_argnums = _as_tuple(donate_argnums)
         if backend is not None:
-            from ..devices import _platform
-            backend = _platform(backend, "backend")
+            from ..devices import platform_name
+            backend = platform_name(backend, "backend")
         self.backend = backend
         self._cache = {}
         self._last_key = None
@@ -137,7 +137,7 @@ class JitFunction:
             static_pos, statics = (), ()
             flat, in_tree = tree_util.tree_flatten((args, {}))
         key = (in_tree, tuple([(x.shape, x.dtype) if type(x) is np.ndarray else _leaf_key(x)
-                               for x in flat]), statics, _placement._default_xp)
+                               for x in flat]), statics, _placement.default_xp)
         return key, flat, in_tree, static_pos, statics
 
     # -- compile --
@@ -168,7 +168,9 @@ class JitFunction:
 
         in_avals = [x.aval if type(x) is Tracer else get_aval(x) for x in flat]
         closed = trace_to_jaxpr(flat_fun, in_avals, name=f"jit({fun_name(self.fun)})")
-        closed = optimize(closed)
+        # called inside another transform, the program is transformed further: keep its custom
+        # derivative rules and derivatives (grad(jit(f)) is grad(f))
+        closed = optimize(closed, differentiable=any(type(x) is Tracer for x in flat))
         donated = self._donated_leaves(args, static_pos, in_tree)
         compile_jaxpr = compiler_for(xp)  # the backend's code generator
         compiled = compile_jaxpr(closed.jaxpr, xp=xp if xp is not None else np, donated=donated)
@@ -216,7 +218,7 @@ class JitFunction:
             flat = _safe_donations(flat, entry.compiled)
         if entry.has_scalars:
             flat = [np.asarray(x) if type(x) in PY_SCALARS else x for x in flat]
-        if _errors._debug_nans:
+        if _errors.debug_nans:
             return self._call_checking_nans(entry, flat)
         try:
             outs = entry.fn(*entry.consts, *flat)

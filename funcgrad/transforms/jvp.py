@@ -1,64 +1,26 @@
 """Forward mode: jvp, linearize, jacfwd, hessian.
 
-A `JvpTrace` carries, beside each value, its tangent (`Tracer.aux`; None is a symbolic zero).
-Each primitive's JVP rule computes the output tangent with primitives, at the level below, so
-forward mode nests with itself and with reverse mode. `linearize` traces the tangent part into a
-program once: under it the primal values are concrete, so only tangent work is recorded.
+The function runs under a `JvpTrace` (funcgrad/interpreters/jvp.py), which carries each value's
+tangent beside it. `linearize` traces the tangent part into a program once: under it the primal
+values are concrete, so only tangent work is recorded.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import numpy as fnp
 from .. import tree_util
-from ..core import Trace, Tracer, eval_jaxpr, get_aval, new_trace, trace_to_jaxpr, user_line
-from ._util import fun_name, normalize_argnums
-from .grad import _as_value, _aval_of, _check_flag, _check_grad_input, _check_output_dtype
-
-
-class JvpTrace(Trace):
-    concrete = True
-    name = "jvp"
-
-    def new_arg(self, val, tangent):
-        val = _as_value(val)
-        return Tracer(self, _aval_of(val).strip_weak_type(), val, tangent)
-
-    def lift(self, x):
-        return Tracer(self, get_aval(x), _as_value(x), None)
-
-    def process(self, prim, tracers, params):
-        vals = [t.val for t in tracers]
-        tangents = [t.aux for t in tracers]
-        out = prim.bind(*vals, **params)
-        if not prim.differentiable or all(t is None for t in tangents):
-            t_out = None
-        else:
-            t_out = prim.jvp(vals, tangents, out, **params)
-        if prim.multiple_results:
-            t_out = (None,) * len(out) if t_out is None else t_out
-            return tuple(self._out(o, t) for o, t in zip(out, t_out))
-        return self._out(out, t_out)
-
-    def _out(self, val, tangent):
-        aval = _aval_of(val)
-        if aval.dtype.kind not in "fc":
-            tangent = None
-        return Tracer(self, aval, val, tangent)
-
-    def process_custom_jvp(self, fun, jvp_rule, args):
-        from .custom import jvp_of_custom_jvp
-        return jvp_of_custom_jvp(self, fun, jvp_rule, args)
-
-    def process_custom_vjp(self, fun, fwd, bwd, args, out_tree):
-        raise TypeError(f"can't apply forward-mode autodiff (jvp) to the custom_vjp function "
-                        f"{fun_name(fun)}{user_line()}: it defines only a reverse-mode rule. Use "
-                        "fg.custom_jvp for a rule that works in both modes, or reverse mode "
-                        "(grad, vjp, jacrev).")
+from ..core import Tracer, as_value, eval_jaxpr, new_trace, trace_to_jaxpr, user_line
+from ..interpreters.jvp import JvpTrace, checked_tangent
+from ..interpreters.programs import aval_of
+from ._util import check_flag, check_grad_input, check_output_dtype, fun_name, normalize_argnums
+from .grad import jacrev
+from .vmap import vmap
 
 
 def _zeros_like_val(v):
-    a = _aval_of(v)
+    a = aval_of(v)
     return np.zeros(a.shape, a.dtype)
 
 
@@ -74,7 +36,7 @@ def jvp(fun, primals, tangents, has_aux=False):
         raise ValueError(f"jvp: tangents must have the structure of primals: {p_tree} vs "
                          f"{t_tree}{user_line()}.")
     for p, t in zip(p_flat, t_flat):
-        pa, ta = _aval_of(_as_value(p)), _aval_of(_as_value(t))
+        pa, ta = aval_of(as_value(p)), aval_of(as_value(t))
         if pa.shape != ta.shape:
             raise ValueError(f"jvp: a tangent has shape {ta.shape} but its primal has shape "
                              f"{pa.shape}{user_line()}; each tangent must match its primal.")
@@ -82,7 +44,7 @@ def jvp(fun, primals, tangents, has_aux=False):
             raise TypeError(f"jvp: a tangent has dtype {ta.dtype} but its primal has dtype "
                             f"{pa.dtype}{user_line()}; tangents must have the primal's dtype.")
     with new_trace(JvpTrace) as trace:
-        tracers = [trace.new_arg(p, _as_value(t) if _aval_of(_as_value(p)).dtype.kind in "fc"
+        tracers = [trace.new_arg(p, as_value(t) if aval_of(as_value(p)).dtype.kind in "fc"
                                  else None) for p, t in zip(p_flat, t_flat)]
         out = fun(*tree_util.tree_unflatten(p_tree, tracers))
         aux = None
@@ -93,7 +55,8 @@ def jvp(fun, primals, tangents, has_aux=False):
         out_flat, out_tree = tree_util.tree_flatten(out)
         out_tracers = [trace.to_tracer(o) for o in out_flat]
         vals = [t.val for t in out_tracers]
-        tans = [t.aux if t.aux is not None else _zeros_like_val(t.val) for t in out_tracers]
+        tans = [checked_tangent(t.aux) if t.aux is not None else _zeros_like_val(t.val)
+                for t in out_tracers]
     out = tree_util.tree_unflatten(out_tree, vals)
     t_out = tree_util.tree_unflatten(out_tree, tans)
     return (out, t_out, aux) if has_aux else (out, t_out)
@@ -104,7 +67,7 @@ def linearize(fun, *primals, has_aux=False):
     forward computation: the tangent computation is traced once into a program. With
     `has_aux`, fun returns `(out, aux)` and linearize `(out, f_jvp, aux)`."""
     p_flat, p_tree = tree_util.tree_flatten(primals)
-    t_avals = [_aval_of(_as_value(p)).strip_weak_type() for p in p_flat]
+    t_avals = [aval_of(as_value(p)).strip_weak_type() for p in p_flat]
     box = {}
 
     def tangent_fun(*t_flat):
@@ -135,17 +98,15 @@ def jacfwd(fun, argnums=0, has_aux=False, holomorphic=False):
     """The Jacobian by forward mode: the tangent map is linearized once, then vmapped over the
     basis vectors of each input leaf. Each output leaf gets shape out.shape + in.shape per input
     leaf. Complex inputs need `holomorphic=True` (as in JAX), which gives df/dz."""
-    from .. import numpy as fnp
-    from .vmap import vmap
-    _check_flag(holomorphic, "holomorphic")
+    check_flag(holomorphic, "holomorphic")
 
     def jac_fun(*args, **kwargs):
         single, nums = normalize_argnums(fun, argnums, len(args), "jacfwd")
         diff_args = tuple(args[i] for i in nums)
         for i, a in zip(nums, diff_args):
             for path, leaf in tree_util.tree_flatten_with_path(a)[0]:
-                _check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacfwd", holomorphic,
-                                  complex_ok=False)
+                check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacfwd", holomorphic,
+                                 complex_ok=False)
         def partial_fun(*dargs):
             full = list(args)
             for i, d in zip(nums, dargs):
@@ -155,10 +116,10 @@ def jacfwd(fun, argnums=0, has_aux=False, holomorphic=False):
         out, f_jvp, *aux = linearize(partial_fun, *diff_args, has_aux=has_aux)
         in_flat, in_tree = tree_util.tree_flatten(diff_args)
         out_flat, out_tree = tree_util.tree_flatten(out)
-        in_avals = [_aval_of(_as_value(x)) for x in in_flat]
-        out_avals = [_aval_of(_as_value(o)) for o in out_flat]
+        in_avals = [aval_of(as_value(x)) for x in in_flat]
+        out_avals = [aval_of(as_value(o)) for o in out_flat]
         for oa in out_avals:
-            _check_output_dtype(fun, oa, "jacfwd", holomorphic)
+            check_output_dtype(fun, oa, "jacfwd", holomorphic)
         zeros = [np.zeros(a.shape, a.dtype) for a in in_avals]
         columns = []  # per input leaf: the flat output tangents, batched over its basis
         for j, a in enumerate(in_avals):
@@ -188,6 +149,5 @@ def jacfwd(fun, argnums=0, has_aux=False, holomorphic=False):
 
 def hessian(fun, argnums=0, has_aux=False, holomorphic=False):
     """The Hessian: forward mode over reverse mode (jacfwd of jacrev), as JAX computes it."""
-    from .grad import jacrev
     return jacfwd(jacrev(fun, argnums, has_aux=has_aux, holomorphic=holomorphic), argnums,
                   has_aux=has_aux, holomorphic=holomorphic)

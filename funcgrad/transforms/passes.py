@@ -7,6 +7,9 @@ input and output avals, its `in_tree`/`out_tree`, and the values it computes are
 Primitives with `effectful = True` are never removed, merged, folded or reordered.
 
     optimize(closed) = dce ∘ simplify ∘ cse ∘ dce ∘ fold_constants ∘ inline, to a fixed point
+
+`optimize(closed, differentiable=True)` is for a program that is transformed further (jit called
+inside grad, vmap, ...): custom derivative rules stay in it and no rewrite changes a derivative.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..core import (
     eval_jaxpr,
     to_host,
 )
+from ..interpreters.programs import set_optimizer
 from ..lax import elementwise as _ew
 from ..lax import structural as _st
 
@@ -115,25 +119,28 @@ def _literal_key(lit):
 # ---------------------------------------------------------------------------------------------
 # Inlining
 
-def inline(program):
+def inline(program, keep_custom_rules=False):
     """Replace calls of primitives marked `inline_call = True` (with a ClosedJaxpr `jaxpr` param)
     by the body's equations, renamed, with the body's consts hoisted as new constvars.
 
     Inlining exposes the body to the other passes (CSE across the call boundary, DCE of unused
     outputs, folding) and leaves the code generator a flat program. Nested calls are inlined too.
+    Calls that carry a custom derivative rule (`custom_rule = True`: custom_jvp_call,
+    custom_vjp_call) are inlined too, to their primal program, unless `keep_custom_rules` (the
+    program will be differentiated).
     """
     jaxpr, consts, rebuild = _split(program)
-    if not any(_is_inline_call(e) for e in jaxpr.eqns):
+    if not any(_is_inline_call(e, keep_custom_rules) for e in jaxpr.eqns):
         return rebuild(Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, jaxpr.eqns), consts)
     constvars = list(jaxpr.constvars)
     consts = list(consts)
     env = _Env()
     eqns = []
     for eqn in jaxpr.eqns:
-        if not _is_inline_call(eqn):
+        if not _is_inline_call(eqn, keep_custom_rules):
             eqns.append(_copy_eqn(eqn, env))
             continue
-        body = inline(eqn.params["jaxpr"])
+        body = inline(eqn.params["jaxpr"], keep_custom_rules)
         if body.consts and not isinstance(program, ClosedJaxpr):
             raise ValueError("inline: a call body has constants, which a bare Jaxpr cannot hold; "
                              "pass the ClosedJaxpr")
@@ -160,8 +167,10 @@ def inline(program):
     return rebuild(Jaxpr(constvars, jaxpr.invars, outvars, eqns), consts)
 
 
-def _is_inline_call(eqn):
-    return (getattr(eqn.primitive, "inline_call", False)
+def _is_inline_call(eqn, keep_custom_rules=False):
+    prim = eqn.primitive
+    return ((getattr(prim, "inline_call", False)
+             or not keep_custom_rules and getattr(prim, "custom_rule", False))
             and isinstance(eqn.params.get("jaxpr"), ClosedJaxpr))
 
 
@@ -345,7 +354,7 @@ def _try_fold(eqn, values, max_size, max_expand_size):
 # ---------------------------------------------------------------------------------------------
 # Algebraic simplification
 
-def simplify(program):
+def simplify(program, differentiable=False):
     """Algebraic rewrites that remove work, mostly left behind by autodiff and broadcasting:
 
     `x*1`, `1*x`, `x+0`, `0+x`, `x-0` -> x (the one/zero a literal, a broadcast of one, or a
@@ -358,11 +367,13 @@ def simplify(program):
     by that rank-0 value when the other operand has the output's shape; a `dot_general` with a
     constant identity matrix -> a transpose of the other operand (or the operand itself).
     `x*0` is kept: it is NaN for x = inf or NaN. A rewrite to an alias needs equal avals, so
-    output avals never change.
+    output avals never change. With `differentiable`, rewrites that keep values but not
+    derivatives are left out (a select to max/min; checkpoint_name labels, which checkpoint
+    policies read).
     """
     jaxpr, consts, rebuild = _split(program)
     env = _Env()
-    ctx = _Ctx({v: c for v, c in zip(jaxpr.constvars, consts) if _known(c)})
+    ctx = _Ctx({v: c for v, c in zip(jaxpr.constvars, consts) if _known(c)}, differentiable)
     eqns = []
     for eqn in jaxpr.eqns:
         new = _copy_eqn(eqn, env)
@@ -395,8 +406,9 @@ def _host_const(c, limit):
 class _Ctx:
     """What the rewrite rules may look at: constant values and each variable's defining eqn."""
 
-    def __init__(self, consts):
+    def __init__(self, consts, differentiable=False):
         self.consts = consts
+        self.differentiable = differentiable
         self.producers = {}
         self._uniform = {}
 
@@ -587,7 +599,7 @@ def _select_rule(eqn, ctx):
     cases = eqn.invars[1:]
     if all(c is cases[0] or _same_literal(c, cases[0]) for c in cases[1:]):
         return _alias_if_same(eqn, cases[0])
-    return _clamp_rule(eqn, ctx)
+    return None if ctx.differentiable else _clamp_rule(eqn, ctx)  # max's derivative differs
 
 
 # select_n(x <= c, x, c) is max(x, c) and select_n(x >= c, x, c) is min(x, c), NaN included
@@ -646,7 +658,7 @@ _RULES = {
     "convert_element_type": _convert_rule, "select_n": _select_rule,
     "reduce_sum": _reduce_sum_rule, "dot_general": _dot_general_rule,
     # fg.checkpoint_name labels only matter to checkpoint policies, applied before jit's passes
-    "name": lambda eqn, ctx: _alias_if_same(eqn, eqn.invars[0]),
+    "name": lambda eqn, ctx: None if ctx.differentiable else _alias_if_same(eqn, eqn.invars[0]),
 }
 
 
@@ -853,16 +865,23 @@ def _fused_eqn(jaxpr, group):
 # ---------------------------------------------------------------------------------------------
 # The pipeline
 
-def optimize(program, max_rounds=4):
+def optimize(program, max_rounds=4, differentiable=False):
     """inline, then dce ∘ simplify ∘ cse ∘ dce ∘ fold_constants until nothing changes (at most
-    `max_rounds` rounds). The result computes the same values with the same signature."""
-    program = inline(program)
+    `max_rounds` rounds). The result computes the same values with the same signature; with
+    `differentiable` (a program transformed further) also the same derivatives, custom rules
+    included."""
+    program = inline(program, keep_custom_rules=differentiable)
     for _ in range(max_rounds):
-        new = dce(simplify(cse(dce(fold_constants(program)))))
+        new = dce(simplify(cse(dce(fold_constants(program))), differentiable))
         if _fingerprint(new) == _fingerprint(program):
             return new
         program = new
     return program
+
+
+# Primitives that compile a sub-program (loop bodies, branches) optimize it with this pipeline;
+# they reach it through the interpreters' hook, below them (funcgrad/interpreters/programs.py).
+set_optimizer(optimize)
 
 
 def _fingerprint(program):

@@ -1,10 +1,9 @@
-"""vmap: batching as a trace. Each tracer holds the batched value and where its batch axis is.
+"""vmap: vectorizing a function over an axis of its arguments.
 
-A `BatchTrace` applies each primitive's batching rule (beside its definition in funcgrad/lax) to
-the batched values, so `vmap(f)` runs f once on whole batches: a batched matmul is one
-dot_general with a batch dimension, never a loop. The values live at the level below, so vmap
-nests with itself and with every other transform. Tracers are abstract to Python: a batch of
-values has no single truth value, so `if x > 0` raises ConcretizationError.
+The function runs once under a `BatchTrace` (funcgrad/interpreters/batching.py), which applies
+each primitive's batching rule to whole batches: a batched matmul is one dot_general with a batch
+dimension, never a loop. Tracers are abstract to Python: a batch of values has no single truth
+value, so `if x > 0` raises ConcretizationError.
 """
 
 from __future__ import annotations
@@ -12,56 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import tree_util
-from ..core import Trace, Tracer, as_value, get_aval, new_trace, user_line
+from ..core import Tracer, as_value, new_trace, user_line
 from ..core.trace import axis_frame
-from ..lax._batching import move_axis
+from ..interpreters.batching import BatchTrace, move_axis
+from ..lax import broadcast_in_dim
 from ._util import fun_name
-
-
-class BatchTrace(Trace):
-    name = "vmap"
-
-    def __init__(self, level, axis_size, axis_name):
-        super().__init__(level)
-        self.axis_size = axis_size
-        self.axis_name = axis_name
-
-    def new_arg(self, val, dim):
-        aval = get_aval(val) if type(val) is not Tracer else val.aval
-        if dim is not None:
-            shape = aval.shape[:dim] + aval.shape[dim + 1:]
-            aval = aval.update(shape=shape)
-        return Tracer(self, aval, val, dim)
-
-    def lift(self, x):
-        return Tracer(self, get_aval(x), _as_value(x), None)
-
-    def process(self, prim, tracers, params):
-        vals = [t.val for t in tracers]
-        dims = [t.aux for t in tracers]
-        if all(d is None for d in dims):
-            out, out_dim = prim.bind(*vals, **params), None
-            if prim.multiple_results:
-                out_dim = (None,) * len(out)
-        else:
-            if prim.batch is None:
-                raise NotImplementedError(f"vmap: primitive {prim.name} has no batching rule")
-            if getattr(prim, "collective", False):
-                out, out_dim = prim.batch(vals, dims, frame=self, **params)
-            else:
-                out, out_dim = prim.batch(vals, dims, **params)
-        if prim.multiple_results:
-            return tuple(self._out(o, d) for o, d in zip(out, out_dim))
-        return self._out(out, out_dim)
-
-    def _out(self, val, dim):
-        aval = get_aval(val) if type(val) is not Tracer else val.aval
-        if dim is not None:
-            aval = aval.update(shape=aval.shape[:dim] + aval.shape[dim + 1:])
-        return Tracer(self, aval, val, dim)
-
-
-_as_value = as_value
 
 
 def _flat_axes(axes, tree, what, fun):
@@ -127,8 +81,8 @@ def vmap(fun, in_axes=0, out_axes=0, axis_size=None, axis_name=None):
             sizes.append((f"{tree_util.keystr(p)} (keyword)", 0, shape[0]))
         size = _axis_size(fun, sizes, axis_size)
         with axis_frame(axis_name, size), new_trace(BatchTrace, size, axis_name) as trace:
-            tracers = [trace.new_arg(_as_value(x), a) for x, a in zip(flat, norm)]
-            kw_tracers = [trace.new_arg(_as_value(x), 0) for x in kw_flat]
+            tracers = [trace.new_arg(as_value(x), a) for x, a in zip(flat, norm)]
+            kw_tracers = [trace.new_arg(as_value(x), 0) for x in kw_flat]
             out = fun(*tree_util.tree_unflatten(in_tree, tracers),
                       **tree_util.tree_unflatten(kw_tree, kw_tracers))
             out_flat, out_tree = tree_util.tree_flatten(out)
@@ -160,7 +114,6 @@ def _axis_size(fun, sizes, axis_size):
 
 
 def _place_out(val, dim, out_axis, size, fun):
-    from ..lax import broadcast_in_dim
     if out_axis is None:
         if dim is not None:
             raise ValueError(f"vmap({fun_name(fun)}): out_axes=None for an output that depends "

@@ -1,5 +1,6 @@
-"""Weight initializers, as `jax.nn.initializers`: each is a function `(key, shape, dtype=float32)
--> array`; the factories (`lecun_normal()`, `variance_scaling(...)`) return one.
+"""Weight initializers, as `jax.nn.initializers` (`fg.nn.initializers`, also
+`fg.models.initializers`): each is a function `(key, shape, dtype=float32) -> array`; the
+factories (`lecun_normal()`, `variance_scaling(...)`) return one.
 
 Fans follow JAX: for a weight of shape (*receptive_field, fan_in, fan_out) (dense (in, out),
 conv HWIO) fan_in = in * prod(receptive_field), fan_out = out * prod(receptive_field).
@@ -11,8 +12,8 @@ import math
 
 import numpy as np
 
-from .. import numpy as fnp
-from .. import random
+from . import numpy as fnp
+from . import random
 
 __all__ = [
     "variance_scaling", "lecun_normal", "lecun_uniform", "he_normal", "he_uniform",
