@@ -241,6 +241,25 @@ def test_isposinf_of_complex_raises_as_numpy():
         fnp.isposinf(Z)
 
 
+@pytest.mark.parametrize("mode", ["valid", "same", "full"])
+def test_correlate_conjugates_its_second_argument_as_numpy(mode):
+    v = np.array([1 + 2j, 3 - 1j])
+    for a, b in [(Z, v), (v, Z), (Z.real, v), (v, Z.real)]:
+        np.testing.assert_allclose(fnp.correlate(a, b, mode), np.correlate(a, b, mode))
+        np.testing.assert_allclose(fg.jit(fnp.correlate, static_argnums=2)(a, b, mode),
+                                   np.correlate(a, b, mode))
+
+    def loss(z):
+        return fnp.sum(fnp.abs(fnp.correlate(z, z[::-1] * 1j, mode)) ** 2)
+    np.testing.assert_allclose(fg.grad(loss)(Z), complex_grad_fd(loss, Z), rtol=1e-6)
+
+
+def test_fabs_of_complex_raises_as_numpy():
+    for fn in (fnp.fabs, fg.jit(fnp.fabs)):
+        with pytest.raises(TypeError, match="fabs needs a real operand.*use abs"):
+            fn(Z)
+
+
 # ---------------------------------------------------------------------------------------------
 # power(0, y): the derivative in y is 0 (as JAX), for scalars and arrays, every transform
 

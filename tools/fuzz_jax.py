@@ -12,8 +12,10 @@ only, or different numbers, is a disagreement, printed with the program and the 
 
 Operation families: elementwise (real and complex), reductions, products and einsum, linalg
 (solve, det, norm, svd, eigh, eigvals), fft (fft, ifft, rfft, irfft, fft2, fftshift), indexing
-(.at updates with and without mode=, gathers, r_), control flow (cond, fori_loop, scan), and
-user custom_jvp / custom_vjp rules whose derivative differs from the primal's.
+(.at updates with and without mode=, gathers, r_), control flow (cond, fori_loop, scan), the
+library's custom rules (nn.relu at its kink, softplus, softmax, log_softmax, logsumexp,
+scipy.special.gammaln, digamma) and user custom_jvp / custom_vjp rules whose derivative differs
+from the primal's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import jax.scipy.special  # noqa: E402,F401
 
 import funcgrad as fg  # noqa: E402
 import funcgrad.numpy as fnp  # noqa: E402
@@ -49,10 +52,12 @@ class Lib:
         self.name = name
         if name == "fg":
             self.np, self.lax, self.t = fnp, fg.lax, fg
+            self.nn, self.special = fg.nn, fg.scipy.special
             self.checkpoint = fg.checkpoint
             self.custom_jvp, self.custom_vjp = fg.custom_jvp, fg.custom_vjp
         else:
             self.np, self.lax, self.t = jnp, jax.lax, jax
+            self.nn, self.special = jax.nn, jax.scipy.special
             self.checkpoint = jax.checkpoint
             self.custom_jvp, self.custom_vjp = jax.custom_jvp, jax.custom_vjp
         self._custom = {}
@@ -168,10 +173,21 @@ OPS = [
                                                      x)[1] + x),
     _op("where", "real", lambda lib, x: lib.np.where(x > 0.1234, x, 0.5 * x)),
     _op("maximum", "real", lambda lib, x: lib.np.maximum(x, 0.2 * x + 0.0317)),
+    # The library's own rules (custom_jvp in nn and scipy.special): relu's kink at 0 (x - x is
+    # exactly 0) has derivative 0 only by its rule.
+    _op("relu_kink", "real", lambda lib, x: lib.nn.relu(x - x) + lib.nn.relu(x), custom=True),
+    _op("softplus", "real", lambda lib, x: lib.nn.softplus(2.0 * x), custom=True),
+    _op("logsumexp", "real", lambda lib, x: x - lib.special.logsumexp(x), custom=True),
+    _op("softmax", "real", lambda lib, x: lib.nn.softmax(x) * 3.0, custom=True),
+    _op("log_softmax", "real", lambda lib, x: lib.nn.log_softmax(x), custom=True),
+    _op("gammaln", "real", lambda lib, x: lib.special.gammaln(x * x + 0.5), custom=True),
+    _op("digamma", "real", lambda lib, x: lib.special.digamma(x * x + 0.5) * 0.3, custom=True),
     _op("custom_jvp", "real", lambda lib, x: lib.custom("jvp")(x), custom=True),
     _op("custom_vjp", "real", lambda lib, x: lib.custom("vjp")(x), custom=True),
 ]
 
+
+CUSTOM_OPS = {o["name"] for o in OPS if o["custom"]}
 
 # Holomorphic chains (complex in, complex out, complex-differentiable): for holomorphic=True.
 HOLOMORPHIC = {"sin", "exp", "square", "affine", "center", "cumsum", "scale_by_sum", "reverse",
@@ -407,7 +423,7 @@ def main(argv=None):
         print("both raise (JAX's message):")
         for m, n in sorted(both_raise.items(), key=lambda t: -t[1]):
             print(f"  {n} x {m}")
-    custom = [d for d in disagreements if set(d[2]) & {"custom_jvp", "custom_vjp"}]
+    custom = [d for d in disagreements if set(d[2]) & CUSTOM_OPS]
     jax_internal = [d for d in disagreements if d not in custom and d[5][0] == "raise"
                     and "INTERNAL" in str(d[5][1])]
     other = [d for d in disagreements if d not in custom and d not in jax_internal]
