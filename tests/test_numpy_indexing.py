@@ -306,6 +306,50 @@ def test_at_duplicate_indices_accumulate(op, ufunc):
     np.testing.assert_allclose(abstract(lambda a: getattr(a.at[idx], op)(v), x), ref)
 
 
+def test_at_power_and_apply_act_once_per_occurrence():
+    """A place indexed twice is raised twice (JAX: x ** (y * y)) and gets func twice (NumPy's
+    ufunc.at, JAX's scatter_apply), eagerly, under jit and make_jaxpr, with every mode."""
+    x = np.linspace(-1.0, 2.0, 6)
+    idx = np.array([0, 2, 2, 5, 2])
+    powered = x.copy()
+    for i in idx:
+        powered[i] = powered[i] ** 2.0
+    applied = x.copy()
+    np.negative.at(applied, idx)
+    for mode in (None, "clip", "drop", "promise_in_bounds"):
+        pw = lambda a: fnp.asarray(a).at[idx].power(2.0, mode=mode)  # noqa: E731,B023
+        ap = lambda a: fnp.asarray(a).at[idx].apply(fnp.negative, mode=mode)  # noqa: E731,B023
+        for run in (fg.jit, lambda f: (lambda a: concrete(f, a))):
+            np.testing.assert_allclose(run(pw)(x), powered)
+            np.testing.assert_allclose(run(ap)(x), applied)
+    # x ** 1 at the places not indexed: the negative x there get no NaN derivative.
+    pos = np.array([2, 5, 2])
+
+    def total(a, y):
+        return fnp.sum(fnp.asarray(a).at[pos].power(y))
+    gx, gy = fg.jit(fg.grad(total, argnums=(0, 1)))(x, 2.0)
+    np.testing.assert_allclose(gx, [1.0, 1.0, 4 * x[2] ** 3, 1.0, 1.0, 2 * x[5]])
+    eps = 1e-6
+    fd = (total(x, 2.0 + eps) - total(x, 2.0 - eps)) / (2 * eps)
+    np.testing.assert_allclose(gy, fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("v", [[2.0, 3.0, 5.0, -1.5], [0.0, 3.0, 5.0, -1.5], [0.0, 0.0, 5.0, 2.0]])
+def test_at_multiply_with_duplicate_indices_differentiates_in_the_values(v):
+    """out[p] = x[p] * (product of the values at p): each value's derivative is x[p] times the
+    others at p, zeros included (the old rule assumed unique indices and gave x[p])."""
+    v = np.array(v)
+    idx = np.array([2, 2, 0, 2])
+    x = np.array([1.5, -2.0, 0.7])
+
+    def f(u):
+        return fnp.sum(fnp.asarray(x).at[idx].multiply(u) * np.array([1.0, 2.0, 3.0]))
+    want = np.array([3 * x[2] * v[1] * v[3], 3 * x[2] * v[0] * v[3], x[0],
+                     3 * x[2] * v[0] * v[1]])
+    for g in (fg.grad(f), fg.jit(fg.grad(f)), fg.jacfwd(f)):
+        np.testing.assert_allclose(g(v), want, rtol=1e-12, atol=1e-12)
+
+
 def test_at_with_traced_index():
     f = lambda a, i: a.at[i, 1:3].add(10.0)
     closed = fg.make_jaxpr(f)(X[0, 0], np.int64(0))

@@ -371,10 +371,13 @@ class IndexUpdateHelper:
 class _IndexUpdateRef:
     """`x.at[idx]`: set / add / subtract / multiply / divide / power / min / max / apply / get.
 
-    Duplicate indices accumulate in add, multiply, min and max (as np.add.at); in set the last
-    wins on NumPy (unspecified on other backends, as in JAX). `mode` is JAX's out-of-bound mode:
-    None (funcgrad's default: indices known when tracing must be in bounds, as in NumPy; traced
-    ones are clamped by get and dropped by updates), "promise_in_bounds" (the same, unchecked),
+    Duplicate indices accumulate in add, multiply, divide, power, min and max (as np.add.at),
+    and apply runs func once per occurrence when the index is concrete (a traced index is
+    taken as unique there); in set the last wins on NumPy (unspecified on other backends, as
+    in JAX). multiply's derivative in the values is exact with duplicates too (JAX refuses
+    it). `mode` is JAX's out-of-bound mode: None (funcgrad's default: indices known when
+    tracing must be in bounds, as in NumPy; traced ones are clamped by get and dropped by
+    updates), "promise_in_bounds" (the same, unchecked),
     "clip" (clamped into range), "drop" / "fill" (updates skip them; get returns fill_value,
     NaN for floats by default). indices_are_sorted and unique_indices are accepted hints."""
 
@@ -420,8 +423,19 @@ class _IndexUpdateRef:
         return self._apply_update(recip, "mul", mode)
 
     def power(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        """x ** e, e the product of the values at each place (1 elsewhere), as JAX: a place
+        indexed twice is raised twice. Places not indexed keep x (and get no NaN derivative
+        from log(x) of a negative x, which JAX's x ** 1 gives there)."""
         import funcgrad.numpy as fnp
-        return self.apply(lambda v: fnp.power(v, values), mode=mode)
+        x = asarray(self.array)
+        ones = lax.full(x.shape, 1, x.dtype)
+        exps = _IndexUpdateRef(ones, self.index)._apply_update(values, "mul", mode)
+        hit = _IndexUpdateRef(lax.full(x.shape, False, np.dtype(bool)), self.index) \
+            ._apply_update(True, "set", mode)
+        raised = fnp.power(lax.select_n(hit, ones, x), exps)
+        if raised.dtype != x.dtype:
+            raised = lax.convert_element_type(raised, x.dtype)
+        return self._done(lax.select_n(hit, x, raised))
 
     def min(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
         return self._apply_update(values, "min", mode)
@@ -430,11 +444,41 @@ class _IndexUpdateRef:
         return self._apply_update(values, "max", mode)
 
     def apply(self, func, *, indices_are_sorted=False, unique_indices=False, mode=None):
-        """x with func applied at the indexed places (each place once: for unique indices)."""
+        """x with the elementwise func applied at the indexed places, once per occurrence of a
+        place in the index (as NumPy's ufunc.at and JAX's scatter_apply). The occurrences are
+        counted when the index is concrete (a NumPy array, a constant under jit); a traced index
+        is taken as unique, func applied once per place (docs/differences.md)."""
+        hits = None if unique_indices else _hit_counts(self.array, self.index, mode)
+        if hits is not None and hits.size and hits.max() > 1:
+            out = asarray(self.array)
+            for r in range(int(hits.max())):
+                new = asarray(func(out))
+                if new.dtype != out.dtype:
+                    new = lax.convert_element_type(new, out.dtype)
+                out = lax.select_n(hits > r, out, new)
+            return self._done(out)
         if mode is None:
             return self.set(func(getitem(self.array, self.index)))
         read = "clip" if mode == "clip" else "fill"
         return self.set(func(_get_with_mode(self.array, self.index, read, None)), mode=mode)
+
+
+def _hit_counts(x, index, mode):
+    """How many times the index names each place of x (a NumPy int array), or None when a part
+    of the index is traced (not known before the program runs)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    host = []
+    for part in parts:
+        if type(part) is Tracer:
+            if not is_concrete(part):
+                return None
+            part = concrete_value(part, "an index")
+        host.append(part)
+    host = tuple(host) if isinstance(index, tuple) else host[0]
+    zeros = np.zeros(np.shape(x), np.int32)
+    if mode is None:
+        return to_host(_update(zeros, host, np.int32(1), "add"))
+    return to_host(_update_with_mode(zeros, host, np.int32(1), "add", mode))
 
 
 # ---------------------------------------------------------------------------------------------
