@@ -306,6 +306,7 @@ def test_at_duplicate_indices_accumulate(op, ufunc):
     np.testing.assert_allclose(abstract(lambda a: getattr(a.at[idx], op)(v), x), ref)
 
 
+@eager_at
 def test_at_power_and_apply_act_once_per_occurrence():
     """A place indexed twice is raised twice (JAX: x ** (y * y)) and gets func twice (NumPy's
     ufunc.at, JAX's scatter_apply), eagerly, under jit and make_jaxpr, with every mode."""
@@ -334,6 +335,7 @@ def test_at_power_and_apply_act_once_per_occurrence():
     np.testing.assert_allclose(gy, fd, rtol=1e-6)
 
 
+@eager_at
 @pytest.mark.parametrize("v", [[2.0, 3.0, 5.0, -1.5], [0.0, 3.0, 5.0, -1.5], [0.0, 0.0, 5.0, 2.0]])
 def test_at_multiply_with_duplicate_indices_differentiates_in_the_values(v):
     """out[p] = x[p] * (product of the values at p): each value's derivative is x[p] times the
