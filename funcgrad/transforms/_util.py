@@ -54,6 +54,8 @@ def check_grad_input(fun, i, leaf, path, transform, holomorphic=False, complex_o
     (reverse mode does; jacfwd only with holomorphic=True, as in JAX), and complex alone when
     `holomorphic` promises a holomorphic function."""
     dtype = aval_of(as_value(leaf)).dtype
+    if dtype.kind in "fc" and not holomorphic and (complex_ok or dtype.kind == "f"):
+        return  # the common case, without building a message (inspect.signature is slow)
     where = f" at {path}" if path else ""
     what = f"{arg_name(fun, i)}{where} of {fun_name(fun)}"
     if holomorphic and dtype.kind != "c":
