@@ -182,8 +182,8 @@ OPS = [
     _op("log_softmax", "real", lambda lib, x: lib.nn.log_softmax(x), custom=True),
     _op("gammaln", "real", lambda lib, x: lib.special.gammaln(x * x + 0.5), custom=True),
     _op("digamma", "real", lambda lib, x: lib.special.digamma(x * x + 0.5) * 0.3, custom=True),
-    _op("custom_jvp", "real", lambda lib, x: lib.custom("jvp")(x), custom=True),
-    _op("custom_vjp", "real", lambda lib, x: lib.custom("vjp")(x), custom=True),
+    _op("custom_jvp", "both", lambda lib, x: lib.custom("jvp")(x), custom=True),
+    _op("custom_vjp", "both", lambda lib, x: lib.custom("vjp")(x), custom=True),
 ]
 
 
@@ -193,7 +193,7 @@ CUSTOM_OPS = {o["name"] for o in OPS if o["custom"]}
 HOLOMORPHIC = {"sin", "exp", "square", "affine", "center", "cumsum", "scale_by_sum", "reverse",
                "gather", "at_updates", "at_mode", "r_", "matvec", "einsum", "outer_trace", "solve",
                "det_scale", "fft_roundtrip", "fft2", "fftshift", "cond", "fori", "scan",
-               "sqrt_shift", "log_shift"}
+               "sqrt_shift", "log_shift", "custom_jvp"}
 
 
 def _hermitian(lib, x):
