@@ -36,6 +36,7 @@ SUITES = {
     "finetune": "finetune-head: all params vs last block + head (and PyTorch)",
     "per_example": "per-example gradients: vmap(grad) eager and jitted vs NumPy, autograd loop",
     "pretrained": "GPT-2 small: LoRA step and KV-cache generation vs PyTorch + transformers + peft",
+    "random_draws": "fg.random: large eager draws vs the pre-JAX-streams sampler, GPT-2 init",
     "peers": "every workload for NumPy, funcgrad, autograd, JAX, PyTorch, one process each",
 }
 PEER_OPTIONS = ("workloads", "impls", "threads", "markdown")

@@ -32,6 +32,8 @@ Written with lax primitives only, so that every sampler traces under jit, vmap a
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import lax
@@ -63,31 +65,44 @@ def _split(x):
     return hi, lax.sub(x, hi)
 
 
-def fma(a, b, c):
-    """a * b + c rounded once, in the dtype of the operands (float32 or float64)."""
+def fma(a, b, c, b_parts=None):
+    """a * b + c rounded once, in the dtype of the operands (float32 or float64). `b_parts`:
+    _split(b), when b is a polynomial's variable split once for all of its steps."""
     dtype = np.dtype(a.dtype)
     if dtype == _F64:
         p = lax.mul(a, b)
         ah, al = _split(a)
-        bh, bl = _split(b)
+        bh, bl = b_parts or _split(b)
         e = lax.add(lax.add(lax.add(lax.sub(lax.mul(ah, bh), p), lax.mul(ah, bl)),
                             lax.mul(al, bh)), lax.mul(al, bl))
         s = lax.add(p, c)
         z = lax.sub(s, p)
         t = lax.add(lax.sub(p, lax.sub(s, z)), lax.sub(c, z))
         return lax.add(s, lax.add(t, e))
-    wide = [lax.convert_element_type(v, _F64) for v in (a, b, c)]
-    return lax.convert_element_type(lax.add(lax.mul(wide[0], wide[1]), wide[2]), dtype)
+    return _fma32(a, b, c)
+
+
+def _wide(v):
+    """A float32 FMA operand in float64, exactly: a float32 array widened, a float64 array taken
+    as one widened before (so that a polynomial's variable is widened once, not per step), a
+    Python number rounded to float32 first (it is a float32 constant of the formula)."""
+    if not hasattr(v, "dtype"):
+        return np.array(np.float32(v), _F64)
+    return v if np.dtype(v.dtype) == _F64 else lax.convert_element_type(v, _F64)
+
+
+def _fma32(a, b, c):
+    """The float32 fma(a, b, c) (operands as _wide takes them), in float64: the product of two
+    float32 is exact there, so only the sum rounds (see the module docstring)."""
+    return lax.convert_element_type(lax.add(lax.mul(_wide(a), _wide(b)), _wide(c)), _F32)
 
 
 def _fma_const(a, b, c):
-    """fma with Python-number operands taken in a's dtype."""
+    """fma with Python-number operands taken in a's dtype (as rank-0 constants: they broadcast)."""
+    if np.dtype(a.dtype) != _F64:
+        return _fma32(a, b, c)
     b = b if hasattr(b, "dtype") else _c(b, a)
     c = c if hasattr(c, "dtype") else _c(c, a)
-    if b.shape != a.shape:
-        b = lax.broadcast_in_dim(b, a.shape, tuple(range(a.ndim - b.ndim, a.ndim)))
-    if c.shape != a.shape:
-        c = lax.broadcast_in_dim(c, a.shape, tuple(range(a.ndim - c.ndim, a.ndim)))
     return fma(a, b, c)
 
 
@@ -107,12 +122,11 @@ _LOG_P = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
 _LOG_Q1, _LOG_Q2 = -2.12194440e-4, 0.693359375  # ln 2 = Q2 - Q1, split for exact products
 
 
-def _log_f32(x):
+def _log_f32(x, finite_positive=False):
     """XLA's CPU float32 log: x = m * 2**e with m in [sqrt(1/2), sqrt(2)), log(m) by Cephes'
-    polynomial in f = m - 1, plus e * ln 2 in two exact pieces."""
-    tiny = _c(np.finfo(np.float32).tiny, x)
-    m, e = fnp.frexp(lax.max(x, tiny))  # m in [0.5, 1): denormals count as the smallest normal
-    e = lax.convert_element_type(e, _F32)
+    polynomial in f = m - 1, plus e * ln 2 in two exact pieces; then inf, 0, negatives and NaN
+    (no-ops, skipped, when the caller knows x is finite and positive)."""
+    m, e = _frexp_normal(lax.max(x, _c(np.finfo(np.float32).tiny, x)))  # denormals: tiny
     one = _c(1.0, x)
     below = lax.lt(m, _c(0.707106781186547524, x))
     f = lax.add(lax.sub(m, one), _select(below, m, _c(0.0, x)))  # 2m - 1 or m - 1
@@ -120,28 +134,43 @@ def _log_f32(x):
     f2 = lax.mul(f, f)
     f3 = lax.mul(f2, f)
     p = _LOG_P
-    y = _fma_const(f, p[0], p[1])
-    y1 = _fma_const(f, p[3], p[4])
-    y2 = _fma_const(f, p[6], p[7])
-    y = _fma_const(y, f, p[2])
-    y1 = _fma_const(y1, f, p[5])
-    y2 = _fma_const(y2, f, p[8])
-    y = fma(y, f3, y1)
-    y = fma(y, f3, y2)
-    y = fma(y, f3, lax.mul(_c(_LOG_Q1, x), e))
+    wf, wf3 = _wide(f), _wide(f3)  # the polynomial's variables, widened once for its FMAs
+    y = _fma32(wf, p[0], p[1])
+    y1 = _fma32(wf, p[3], p[4])
+    y2 = _fma32(wf, p[6], p[7])
+    y = _fma32(y, wf, p[2])
+    y1 = _fma32(y1, wf, p[5])
+    y2 = _fma32(y2, wf, p[8])
+    y = _fma32(y, wf3, y1)
+    y = _fma32(y, wf3, y2)
+    y = _fma32(y, wf3, lax.mul(_c(_LOG_Q1, x), e))
     r = lax.sub(f, lax.mul(_c(0.5, x), f2))
     r = lax.add(r, y)
     r = lax.add(r, lax.mul(_c(_LOG_Q2, x), e))
+    if finite_positive:
+        return r
     r = _select(lax.eq(x, _c(np.inf, x)), x, r)
-    r = _select(lax.eq(x, _c(0.0, x)), lax.full(x.shape, -np.inf, x.dtype), r)
+    r = _select(lax.eq(x, _c(0.0, x)), _c(-np.inf, x), r)
     return _select(lax.lt(x, _c(0.0, x)), lax.mul(x, _c(np.nan, x)), _select(lax.ne(x, x), x, r))
 
 
-def log(x):
-    """The natural log as JAX computes it on the CPU."""
+def _frexp_normal(x):
+    """(m, e), both float32, with x = m * 2**e and m in [0.5, 1), for x a positive normal
+    float32 (frexp, read off the bits; inf and NaN give finite junk that the caller replaces)."""
+    b = lax.bitcast_convert_type(x, np.uint32)
+    biased = lax.shift_right_logical(b, np.array(23, np.uint32))
+    e = lax.sub(lax.convert_element_type(biased, _F32), _c(126.0, x))
+    m = lax.bitwise_or(lax.bitwise_and(b, np.array(0x007FFFFF, np.uint32)),
+                       np.array(0x3F000000, np.uint32))  # the exponent of [0.5, 1)
+    return lax.bitcast_convert_type(m, _F32), e
+
+
+def log(x, finite_positive=False):
+    """The natural log as JAX computes it on the CPU. `finite_positive`: the caller guarantees
+    x > 0 and finite (gumbel's arguments), so the special cases are left out."""
     if np.dtype(x.dtype) == _F64:
         return lax.log(x)
-    return _in_float32(_log_f32, x)
+    return _in_float32(functools.partial(_log_f32, finite_positive=finite_positive), x)
 
 
 _LOG1P_NUM = (4.5270000862445199635215e-5, 4.9854102823193375972212e-1,
@@ -155,9 +184,16 @@ _LOG1P_DEN = (1.0, 1.5062909083469192043167e1, 8.3047565967967209469434e1,
 
 def _horner(x, coeffs):
     """coeffs[0] x^n + ... + coeffs[n], one FMA a step."""
-    p = lax.full(x.shape, coeffs[0], x.dtype)
+    if np.dtype(x.dtype) == _F32:
+        wx = _wide(x)  # widened once for all the steps
+        p = coeffs[0]
+        for c in coeffs[1:]:
+            p = _fma32(p, wx, c)
+        return p
+    parts = _split(x)
+    p = _c(coeffs[0], x)
     for c in coeffs[1:]:
-        p = _fma_const(p, x, c)
+        p = fma(p, x, _c(c, x), parts)
     return p
 
 
@@ -236,15 +272,34 @@ def _piecewise_horner(t, branch, tables):
     t, 0) = 0), as XLA evaluates it."""
     n = max(len(c) for c in tables)
     padded = [(0.0,) * (n - len(c)) + tuple(c) for c in tables]
-    p = None
-    for k in range(n):
-        coeff = lax.full(t.shape, padded[0][k], t.dtype)
-        for i in range(1, len(tables)):
+    picks = [lax.eq(branch, np.array(i, np.int32)) for i in range(1, len(tables))]
+    f32 = np.dtype(t.dtype) == _F32  # float32 FMAs run in float64: coefficients picked there
+
+    def coefficient(k):
+        value = _wide if f32 else (lambda v: _c(v, t))
+        coeff = value(padded[0][k])
+        for i, pick in enumerate(picks, 1):
             if padded[i][k] != padded[0][k]:
-                coeff = _select(lax.eq(branch, np.array(i, np.int32)),
-                                lax.full(t.shape, padded[i][k], t.dtype), coeff)
-        p = coeff if p is None else fma(p, t, coeff)
-    return p
+                coeff = _select(pick, value(padded[i][k]), coeff)
+        return coeff
+
+    if f32:
+        wt = _wide(t)
+        p = lax.convert_element_type(coefficient(0), _F32)
+        for k in range(1, n):
+            p = _fma32(p, wt, coefficient(k))
+    else:
+        parts = _split(t)
+        p = coefficient(0)
+        for k in range(1, n):
+            p = fma(p, t, coefficient(k), parts)
+    return _broadcast_to(p, t.shape)
+
+
+def _broadcast_to(x, shape):
+    if tuple(x.shape) == tuple(shape):
+        return x
+    return lax.broadcast_in_dim(x, tuple(shape), tuple(range(len(shape) - x.ndim, len(shape))))
 
 
 def _erf_inv(x):

@@ -16,11 +16,14 @@ done so far (0 on the first update).
 Sharded training (`fg.distributed.make_train_step(..., shard=...)`) runs `update` on each rank's
 slice of every leaf. Elementwise rules need nothing for that; a transformation that reduces over
 the elements of a tree (a norm, a mean, a count of non-finite values) passes its local result
-through `shard_sum`, which adds up the ranks' parts when sharded (as `global_norm` does).
+through `shard_sum`, which adds up the ranks' parts when sharded (as `global_norm` does), and
+one whose state or statistics depend on a leaf's whole shape asks `whole_shape` (the sharded step
+names the whole leaf behind each parameter slice with `shard_slices`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from typing import Any, Callable, NamedTuple
@@ -41,7 +44,7 @@ __all__ = [
     "set_to_zero", "MultiSteps", "apply_updates", "constant_schedule", "linear_schedule",
     "polynomial_schedule", "cosine_decay_schedule", "warmup_cosine_decay_schedule",
     "exponential_decay", "piecewise_constant_schedule", "join_schedules", "shard_sum",
-    "SHARD_AXIS",
+    "SHARD_AXIS", "shard_slices", "whole_shape",
 ]
 
 
@@ -533,6 +536,52 @@ def _leaf_mean(x):
     wide = np.promote_types(x.dtype, np.float32)  # the element count, exact enough
     total = shard_sum(fnp.stack([fnp.sum(x, dtype=wide), fnp.asarray(x.size, wide)]))
     return fnp.asarray(total[0] / total[1], x.dtype)
+
+
+_slices = threading.local()  # .known: the stack of shard_slices contexts
+
+
+@contextlib.contextmanager
+def shard_slices(slices, wholes):
+    """Within this context each array of `slices` (the parameter slices a sharded train step
+    passes to `init` and `update`) is known as a slice of a whole leaf: `wholes` gives, per
+    slice, (the whole leaf's shape, the axis it is cut along, or None for a leaf passed whole).
+    Transformations ask `whole_shape(param)`."""
+    stack = _slices.__dict__.setdefault("known", [])
+    stack.append({id(x): (x, tuple(shape), axis) for x, (shape, axis) in zip(slices, wholes)})
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def whole_shape(param):
+    """(the shape of the whole leaf that `param` is a slice of, the axis it is cut along or None):
+    `(param.shape, None)` outside a sharded train step. A transformation whose state or
+    statistics depend on a leaf's shape (Adafactor's factoring) decides from the whole shape."""
+    stack = getattr(_slices, "known", None)
+    if not stack:
+        return tuple(np.shape(param)), None
+    for known in reversed(stack):
+        hit = known.get(id(param))
+        if hit is not None and hit[0] is param:
+            return hit[1], hit[2]
+    raise ValueError(
+        f"optim: a parameter of shape {tuple(np.shape(param))} reached a transformation under a "
+        "sharded train step, but it is not one of the parameter slices the step passed in (a "
+        "transformation replaced the params it hands on); transformations that depend on a "
+        "leaf's whole shape (scale_by_factored_rms) need the params as given")
+
+
+def _whole_mean(x, axis, cut, size, keepdims=False):
+    """fnp.mean(x, axis) of the whole array that `x` is a slice of, cut along axis `cut`
+    (None: x is whole) and `size` long along `axis`: over the ranks' slices (`shard_sum`) when
+    the cut is along `axis`."""
+    if cut != axis:
+        return fnp.mean(x, axis=axis, keepdims=keepdims)
+    wide = np.promote_types(x.dtype, np.float32)
+    total = shard_sum(fnp.sum(x, axis=axis, keepdims=keepdims, dtype=wide))
+    return fnp.asarray(total / size, x.dtype)
 
 
 def global_norm(tree):
@@ -1179,11 +1228,15 @@ def scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
     largest axes (d1 < d0 in size) are at least `min_dim_size_to_factor`, keep only the row and
     column means of g^2 + epsilon as decayed averages r, c and scale g by
     (r / mean(r))^-1/2 (along d0) * c^-1/2 (along d1); other leaves keep the full average v and
-    get g * v^-1/2. The decay is decay_rate_fn(count - step_offset, decay_rate)."""
+    get g * v^-1/2. The decay is decay_rate_fn(count - step_offset, decay_rate).
+
+    Under a sharded train step the factoring follows the whole leaf (`whole_shape`), and a mean
+    along the axis the ranks cut adds up their slices (`shard_sum`): r and c are then slices of
+    the whole run's statistics, or (reduced along the cut) the same on every rank."""
 
     def init(params):
-        def one(p):
-            dims = _factored_dims(np.shape(p), factored, min_dim_size_to_factor)
+        def one(p):  # (under a sharded step: factored by the whole shape, p's slice of it)
+            dims = _factored_dims(whole_shape(p)[0], factored, min_dim_size_to_factor)
             small = fnp.zeros((1,), p.dtype)
             if dims is None:
                 return small, small, fnp.zeros_like(p)
@@ -1215,7 +1268,8 @@ def scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
             dt = p.dtype
             r = fnp.asarray(rate, dt)
             g2 = g * g + _cast(epsilon, g)
-            dims = _factored_dims(np.shape(p), factored, min_dim_size_to_factor)
+            shape, cut = whole_shape(p)
+            dims = _factored_dims(shape, factored, min_dim_size_to_factor)
             small = fnp.zeros((1,), dt)
             if dims is None:
                 new_v = fnp.asarray(r * v + (1 - r) * g2, dt)
@@ -1224,11 +1278,13 @@ def scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
                 cols.append(small)
                 full.append(new_v)
                 continue
-            d1, d0 = dims
-            new_r = fnp.asarray(r * vr + (1 - r) * fnp.mean(g2, axis=d0), dt)
-            new_c = fnp.asarray(r * vc + (1 - r) * fnp.mean(g2, axis=d1), dt)
+            d1, d0 = dims  # (sliced along `cut`, the means over it add up the ranks' parts)
+            new_r = fnp.asarray(r * vr + (1 - r) * _whole_mean(g2, d0, cut, shape[d0]), dt)
+            new_c = fnp.asarray(r * vc + (1 - r) * _whole_mean(g2, d1, cut, shape[d1]), dt)
             reduced_d1 = d1 - 1 if d1 > d0 else d1
-            row_factor = (new_r / fnp.mean(new_r, axis=reduced_d1, keepdims=True)) ** -0.5
+            row_cut = None if cut in (None, d0) else cut - (cut > d0)  # new_r's cut axis
+            row_factor = (new_r / _whole_mean(new_r, reduced_d1, row_cut, shape[d1],
+                                              keepdims=True)) ** -0.5
             col_factor = new_c ** -0.5
             outs.append(g * fnp.expand_dims(row_factor, d0) * fnp.expand_dims(col_factor, d1))
             rows.append(new_r)

@@ -2,10 +2,11 @@
 
 A key is a plain `uint32[2]` array (what `jax.random.PRNGKey` makes; `key_data` / `wrap_key_data`
 convert, as in JAX). Every function is a pure function of its key: the numbers are Threefry-2x32
-(20 rounds, Salmon et al. 2011) of a counter, written with integer primitives (add mod 2**32,
-shifts, or, xor), so the same key gives the same bits eagerly, under `jit`, under `vmap` over a
-batch of keys, inside `grad`, and on every backend. Keys are never reused: `split` a key into
-fresh ones, or `fold_in` an integer (a step, a layer index).
+(20 rounds, Salmon et al. 2011) of a counter, computed by primitives (`threefry2x32`, and
+`threefry2x32_iota` for a draw's counters: funcgrad/lax/threefry.py), so the same key gives the
+same bits eagerly, under `jit`, under `vmap` over a batch of keys, inside `grad`, and on every
+backend. Keys are never reused: `split` a key into fresh ones, or `fold_in` an integer (a step, a
+layer index).
 
 The streams are JAX's defaults (JAX 0.10, `jax_threefry_partitionable=True`), bit for bit:
 element i of a draw of shape s hashes the 64-bit counter i (its flat index) under the key;
@@ -19,10 +20,15 @@ float32 draws equal JAX's exactly; float64 normals can differ from JAX's in the 
 cases in ten thousand (the C library's log is not NumPy's everywhere). So a seed gives the same
 initialization in funcgrad and in JAX. Floating-point results default to float32, integers to
 int32, bits to uint32 (JAX's defaults without x64).
+
+Every element of a draw is a function of its own counter, so a large eager draw is computed a
+chunk of counters at a time straight into its output (`_draw`): the sampler's temporaries stay a
+few MB (in the cache) whatever the draw's size, and the numbers are the whole draw's.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,7 +36,8 @@ import numpy as np
 from . import _sampler_math as sm
 from . import lax
 from . import numpy as fnp
-from .core import user_line
+from .core import array_namespace, runs_now, user_line
+from .lax import threefry as _threefry
 
 __all__ = [
     "key", "PRNGKey", "as_key", "key_data", "wrap_key_data", "split", "fold_in", "bits", "uniform",
@@ -39,8 +46,6 @@ __all__ = [
 ]
 
 _U32 = np.dtype(np.uint32)
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-_PARITY = 0x1BD11BDA
 
 
 def _u32(v):
@@ -156,44 +161,54 @@ def _key_words(k):
 
 
 # ---------------------------------------------------------------------------------------------
-# Threefry-2x32
-
-def _rotl(x, r):
-    return lax.bitwise_or(lax.shift_left(x, _u32(r)), lax.shift_right_logical(x, _u32(32 - r)))
-
+# Threefry-2x32, and draws of it
 
 def threefry_2x32(k0, k1, x0, x1):
     """Threefry-2x32 with 20 rounds of the block (x0, x1) under the key (k0, k1): uint32 arrays
-    that broadcast together. Returns the two output words."""
-    ks = (k0, k1, lax.bitwise_xor(lax.bitwise_xor(k0, k1), _u32(_PARITY)))
-    x0, x1 = lax.add(x0, ks[0]), lax.add(x1, ks[1])
-    for i in range(5):  # 5 x 4 rounds, a key injection after each 4
-        for r in _ROTATIONS[i % 2]:
-            x0 = lax.add(x0, x1)
-            x1 = lax.bitwise_xor(_rotl(x1, r), x0)
-        x0 = lax.add(x0, ks[(i + 1) % 3])
-        x1 = lax.add(x1, lax.add(ks[(i + 2) % 3], _u32(i + 1)))
-    return x0, x1
+    that broadcast together. Returns the two output words (the `threefry2x32` primitive)."""
+    return _threefry.threefry2x32(*(lax.convert_element_type(fnp.asarray(v), _U32)
+                                    for v in (k0, k1, x0, x1)))
 
 
-def _counters(shape):
-    """The flat index of each element of `shape` as a 64-bit counter, in two uint32 words
-    (high, low): JAX's `iota_2x32_shape`."""
-    size = math.prod(shape)
-    if size <= 2 ** 32:
-        return lax.full(shape, 0, _U32), lax.reshape(lax.iota(_U32, size), shape)
-    wide = lax.iota(np.uint64, size)
-    hi = lax.shift_right_logical(wide, np.array(32, np.uint64))
-    lo = lax.bitwise_and(wide, np.array(0xFFFFFFFF, np.uint64))
-    return (lax.reshape(lax.convert_element_type(hi, _U32), shape),
-            lax.reshape(lax.convert_element_type(lo, _U32), shape))
-
-
-def _hash_counters(key, shape):
-    """Threefry of each element's counter under `key`: two uint32 arrays of `shape`."""
+def _hash_counters(key, shape, start=0):
+    """Threefry of each element's counter under `key`: two uint32 arrays of `shape`. Element i
+    (row major) hashes the 64-bit counter start + i, as high and low words: JAX's
+    `threefry_2x32(key, iota_2x32_shape(shape))`."""
     k0, k1 = _key_words(key)
-    hi, lo = _counters(shape)
-    return threefry_2x32(k0, k1, hi, lo)
+    return _threefry.threefry2x32_iota(k0, k1, shape, start)
+
+
+# Eager draws of more elements than this are computed this many at a time: their temporaries
+# (the sampler formulas hold a dozen arrays of the chunk's size, some float64) stay in the cache
+# and stay a few MB whatever the draw's size, instead of ~90 bytes per value of the whole draw.
+# On a device (CuPy) larger chunks, as a kernel launch costs what a NumPy call does.
+_CHUNK = 1 << 15
+_DEVICE_CHUNK = 1 << 22
+
+
+def _draw(keys, shape, sample, *operands):
+    """`sample(*words, *operands)`: values from the two Threefry words of each element's counter
+    under each of `keys` (y0, y1 of the first key, then of the next), for a draw of `shape`
+    (operands broadcast against it). A concrete draw (no tracer among the keys and operands,
+    each operand a single value) larger than a chunk is sampled chunk by chunk into its output:
+    every element is the same function of its own counter, so the numbers are the whole draw's
+    (and those under jit or vmap), bit for bit."""
+    size = math.prod(shape)
+    if size <= _CHUNK or not runs_now(keys + operands) or any(
+            math.prod(v.shape) != 1 for v in operands):
+        words = [w for k in keys for w in _hash_counters(k, shape)]
+        return sample(*words, *operands)
+    operands = [lax.reshape(v, ()) for v in operands]
+    chunk = _CHUNK if array_namespace(keys) is np else _DEVICE_CHUNK
+    out = None
+    for start in range(0, size, chunk):
+        n = min(chunk, size - start)
+        words = [w for k in keys for w in _hash_counters(k, (n,), start)]
+        vals = sample(*words, *operands)
+        if out is None:
+            out = array_namespace([vals]).empty((size,), vals.dtype)
+        out[start:start + n] = vals
+    return out.reshape(shape)
 
 
 def split(key, num=2):
@@ -224,7 +239,7 @@ def fold_in(key, data):
             raise TypeError(f"fg.random.fold_in: data must be a scalar, got shape {d.shape} "
                             "(a batch of data: use fg.vmap over it)")
     k0, k1 = _key_words(key)
-    y0, y1 = threefry_2x32(k0, k1, _u32(0), d)
+    y0, y1 = _threefry.threefry2x32(k0, k1, _u32(0), d)
     return lax.concatenate([lax.reshape(y0, (1,)), lax.reshape(y1, (1,))], 0)
 
 
@@ -247,9 +262,12 @@ def bits(key, shape=(), dtype=np.uint32):
 
 
 def _bits(key, shape, width):
-    """`width`-bit random words of `shape`: the two Threefry outputs of each element's counter,
+    return _draw((key,), shape, functools.partial(_bits_of, width=width))
+
+
+def _bits_of(y0, y1, *, width):
+    """`width`-bit random words from the two Threefry outputs of each element's counter:
     xored (32 bits), joined high:low (64) or xored and truncated (8, 16)."""
-    y0, y1 = _hash_counters(key, shape)
     if width == 64:
         u64 = np.dtype(np.uint64)
         hi = lax.shift_left(lax.convert_element_type(y0, u64), np.array(32, u64))
@@ -268,40 +286,81 @@ def _float_dtype(dtype, fn):
     return dtype
 
 
-def _unit(key, shape, dtype):
-    """Uniform on [0, 1): the top nmant bits of a random word as the mantissa of a float in
-    [1, 2), minus 1 (JAX's construction; m * 2**-nmant is that number exactly)."""
+def _mantissas(y0, y1, dtype):
+    """(m, nmant): the top nmant bits of a random word, as an integer m of `dtype`. JAX's uniform
+    on [0, 1) puts them in the mantissa of a float in [1, 2) and subtracts 1: m * 2**-nmant is
+    that number exactly."""
     info = np.finfo(dtype)
     width = info.bits
     rng_bits = 8 if info.nmant < 8 else width  # bfloat16 draws 8 bits, as JAX
     udt = np.dtype(f"uint{width}")
-    b = lax.convert_element_type(_bits(key, shape, rng_bits), udt)
+    b = lax.convert_element_type(_bits_of(y0, y1, width=rng_bits), udt)
     m = lax.shift_right_logical(b, np.array(rng_bits - info.nmant, udt))
-    return lax.mul(lax.convert_element_type(m, dtype), np.array(2.0 ** -info.nmant, dtype))
+    return lax.convert_element_type(m, dtype), info.nmant
+
+
+def _unit_of(y0, y1, *, dtype):
+    """Uniform on [0, 1)."""
+    m, nmant = _mantissas(y0, y1, dtype)
+    return lax.mul(m, np.array(2.0 ** -nmant, dtype))
+
+
+def _uniform_of(y0, y1, lo, hi, *, dtype):
+    """Uniform on [lo, hi): max(lo, u * (hi - lo) + lo), u uniform on [0, 1) (JAX's formula;
+    XLA fuses the multiply-add)."""
+    m, nmant = _mantissas(y0, y1, dtype)
+    span = _power_of_two_span(lo, hi, dtype, nmant)
+    if span is not None:
+        # u * span = m * 2**-nmant * span is exact, so the fused multiply-add rounds once, as
+        # this add does; and since u * span >= 0, the result is >= lo already.
+        scaled = lax.add(lax.mul(m, np.array(2.0 ** -nmant * span, dtype)), lo)
+        return scaled if lo.reshape(()) != 0 else lax.max(lo, scaled)  # max(-0.0, +0.0)
+    u = lax.mul(m, np.array(2.0 ** -nmant, dtype))
+    if np.dtype(dtype).itemsize >= 4:
+        scaled = sm.fma(u, lax.sub(hi, lo), lo)  # XLA fuses the multiply-add
+    else:
+        scaled = lax.add(lax.mul(u, lax.sub(hi, lo)), lo)
+    return lax.max(lo, scaled)
+
+
+def _power_of_two_span(lo, hi, dtype, nmant):
+    """hi - lo (computed in dtype, as the sampler does) when lo and hi are host constants
+    whose difference is a positive power of two that keeps u * (hi - lo) exact, else None."""
+    if type(lo) is not np.ndarray or type(hi) is not np.ndarray or lo.size != 1 or hi.size != 1:
+        return None
+    span = float(np.subtract(hi.reshape(()), lo.reshape(()), dtype=dtype))
+    if not (math.isfinite(span) and span > 0 and math.frexp(span)[0] == 0.5
+            and 2.0 ** -nmant * span >= np.finfo(dtype).tiny and math.isfinite(lo.reshape(()))):
+        return None
+    return span
+
+
+def _check_broadcasts(x, shape, what):
+    """x (an operand of a draw of `shape`) must broadcast to it without changing it."""
+    if x.ndim > len(shape) or np.broadcast_shapes(x.shape, shape) != tuple(shape):
+        raise ValueError(f"{what} of shape {tuple(x.shape)} does not broadcast to the sample "
+                         f"shape {tuple(shape)}")
+    return x
 
 
 def _to_shape(x, shape):
     """x (an array of a shape that broadcasts to `shape`) broadcast to `shape`."""
     if tuple(x.shape) == tuple(shape):
         return x
-    if x.ndim > len(shape) or np.broadcast_shapes(x.shape, shape) != tuple(shape):
-        raise ValueError(f"shape {tuple(x.shape)} does not broadcast to the sample shape "
-                         f"{tuple(shape)}")
+    _check_broadcasts(x, shape, "shape")
     return lax.broadcast_in_dim(x, tuple(shape), tuple(range(len(shape) - x.ndim, len(shape))))
 
 
+def _bound(v, dtype, shape, what):
+    return _check_broadcasts(lax.convert_element_type(fnp.asarray(v), dtype), shape, what)
+
+
 def _uniform(key, shape, dtype, minval, maxval):
-    u = _unit(key, shape, dtype)
     if isinstance(minval, (int, float)) and isinstance(maxval, (int, float)) and \
             minval == 0 and maxval == 1:
-        return u  # u * 1 + 0, exactly
-    lo = _to_shape(lax.convert_element_type(fnp.asarray(minval), dtype), shape)
-    hi = _to_shape(lax.convert_element_type(fnp.asarray(maxval), dtype), shape)
-    if np.dtype(dtype).itemsize >= 4:
-        scaled = sm.fma(u, lax.sub(hi, lo), lo)  # XLA fuses the multiply-add
-    else:
-        scaled = lax.add(lax.mul(u, lax.sub(hi, lo)), lo)
-    return lax.max(lo, scaled)
+        return _draw((key,), shape, functools.partial(_unit_of, dtype=dtype))  # u * 1 + 0, exactly
+    lo, hi = _bound(minval, dtype, shape, "minval"), _bound(maxval, dtype, shape, "maxval")
+    return _draw((key,), shape, functools.partial(_uniform_of, dtype=dtype), lo, hi)
 
 
 def uniform(key, shape=(), dtype=np.float32, minval=0.0, maxval=1.0):
@@ -316,7 +375,12 @@ def normal(key, shape=(), dtype=np.float32):
     _check_key(key, "normal")
     dtype = _float_dtype(dtype, "normal")
     lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
-    u = _uniform(key, _shape(shape, "normal"), dtype, lo, np.array(1.0, dtype))
+    return _draw((key,), _shape(shape, "normal"), functools.partial(_normal_of, dtype=dtype),
+                 lo, np.array(1.0, dtype))
+
+
+def _normal_of(y0, y1, lo, hi, *, dtype):
+    u = _uniform_of(y0, y1, lo, hi, dtype=dtype)
     return lax.mul(np.array(math.sqrt(2), dtype), sm.erf_inv(u))
 
 
@@ -339,12 +403,18 @@ def truncated_normal(key, lower, upper, shape=None, dtype=np.float32):
     lo, hi = (lax.convert_element_type(fnp.asarray(b), dtype) for b in (lower, upper))
     shape = np.broadcast_shapes(lo.shape, hi.shape) if shape is None else \
         _shape(shape, "truncated_normal")
-    u = _uniform(key, shape, dtype, _erf_of_bound(lower, dtype), _erf_of_bound(upper, dtype))
-    out = lax.mul(np.array(math.sqrt(2), dtype), sm.erf_inv(u))
-    # Rounding can land on (or past) a bound; keep the samples strictly inside.
+    # Rounding can land on (or past) a bound; the samples are kept strictly inside.
     inside_lo = lax.nextafter(lax.stop_gradient(lo), np.array(np.inf, dtype))
     inside_hi = lax.nextafter(lax.stop_gradient(hi), np.array(-np.inf, dtype))
-    return lax.min(lax.max(out, _to_shape(inside_lo, shape)), _to_shape(inside_hi, shape))
+    cdf_lo, cdf_hi = _erf_of_bound(lower, dtype), _erf_of_bound(upper, dtype)
+    operands = [_check_broadcasts(v, shape, what) for v, what in (
+        (cdf_lo, "lower"), (cdf_hi, "upper"), (inside_lo, "lower"), (inside_hi, "upper"))]
+    return _draw((key,), shape, functools.partial(_truncated_normal_of, dtype=dtype), *operands)
+
+
+def _truncated_normal_of(y0, y1, cdf_lo, cdf_hi, inside_lo, inside_hi, *, dtype):
+    out = _normal_of(y0, y1, cdf_lo, cdf_hi, dtype=dtype)
+    return lax.min(lax.max(out, inside_lo), inside_hi)
 
 
 def gumbel(key, shape=(), dtype=np.float32):
@@ -355,8 +425,16 @@ def gumbel(key, shape=(), dtype=np.float32):
 
 
 def _gumbel(key, shape, dtype):
-    u = _uniform(key, shape, dtype, np.array(np.finfo(dtype).tiny, dtype), np.array(1.0, dtype))
-    return lax.neg(sm.log(lax.neg(sm.log(u))))
+    return _draw((key,), shape, functools.partial(_gumbel_of, dtype=dtype),
+                 np.array(np.finfo(dtype).tiny, dtype), np.array(1.0, dtype))
+
+
+def _gumbel_of(y0, y1, lo, hi, *, dtype):
+    u = _uniform_of(y0, y1, lo, hi, dtype=dtype)
+    # u in [tiny, 1) and -log(u) in (0, 88]: both logs' arguments are finite and positive
+    known = type(lo) is np.ndarray and lo.reshape(()) > 0 and type(hi) is np.ndarray \
+        and hi.reshape(()) <= 1
+    return lax.neg(sm.log(lax.neg(sm.log(u, known)), known))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +460,12 @@ def bernoulli(key, p=0.5, shape=None, mode="low"):
                   for i in range(2))
         u2 = lax.mul(u2, np.array(2.0 ** -np.finfo(p.dtype).nmant, p.dtype))
         return lax.lt(u2, lax.sub(_to_shape(p, shape), u1))
-    return lax.lt(_uniform(key, shape, p.dtype, 0.0, 1.0), _to_shape(p, shape))
+    p = _check_broadcasts(p, shape, "p")
+    return _draw((key,), shape, functools.partial(_bernoulli_of, dtype=p.dtype), p)
+
+
+def _bernoulli_of(y0, y1, p, *, dtype):
+    return lax.lt(_unit_of(y0, y1, dtype=dtype), p)
 
 
 def categorical(key, logits, axis=-1, shape=None, replace=True):
@@ -426,6 +509,8 @@ def _clip_convert(x, dtype):
 
 def _urem(x, span):
     """x % span for unsigned integers, x where span == 0 (XLA's remainder by zero)."""
+    if type(span) is np.ndarray and span.size == 1 and span.reshape(()) != 0:
+        return lax.rem(x, span)  # a known nonzero span (the common case, eagerly)
     zero = lax.eq(span, np.array(0, span.dtype))
     r = lax.rem(x, lax.select_n(zero, span, lax.full(span.shape, 1, span.dtype)))
     return lax.select_n(zero, r, x)
@@ -457,20 +542,26 @@ def randint(key, shape, minval, maxval, dtype=np.int32):
 def _randint(key, shape, lo, hi, dtype):
     width = dtype.itemsize * 8
     udt = np.dtype(f"uint{width}")
+    _check_broadcasts(lo, shape, "minval")
+    _check_broadcasts(hi, shape, "maxval")
     top = _clip_convert(np.array(np.iinfo(dtype).max, dtype), hi.dtype)
-    hi_out_of_range = _to_shape(lax.gt(hi, top), shape)
-    lo = _to_shape(_clip_convert(lo, dtype), shape)
-    hi = _to_shape(_clip_convert(hi, dtype), shape)
-    k1, k2 = _split2(key)
-    higher, lower = _bits(k1, shape, width), _bits(k2, shape, width)
+    hi_out_of_range = lax.gt(hi, top)
+    lo, hi = _clip_convert(lo, dtype), _clip_convert(hi, dtype)
+    # The span, and 2**width % span = (2**(width/2) % span)**2 % span, at the bounds' shape
     span = lax.sub(lax.convert_element_type(hi, udt), lax.convert_element_type(lo, udt))
     empty = lax.le(hi, lo)
-    span = lax.select_n(empty, span, lax.full(shape, 1, udt))
+    span = lax.select_n(empty, span, np.array(1, udt))
     span = lax.select_n(lax.bitwise_and(hi_out_of_range, lax.bitwise_not(empty)),
                         span, lax.add(span, np.array(1, udt)))
-    # (higher * 2**width + lower) % span, with 2**width % span = (2**(width/2) % span)**2 % span
-    multiplier = _urem(lax.full(shape, 2 ** (width // 2), udt), span)
+    multiplier = _urem(np.array(2 ** (width // 2), udt), span)
     multiplier = _urem(lax.mul(multiplier, multiplier), span)
+    return _draw(_split2(key), shape, functools.partial(_randint_of, width=width, dtype=dtype),
+                 lo, span, multiplier)
+
+
+def _randint_of(y0, y1, z0, z1, lo, span, multiplier, *, width, dtype):
+    """lo + (higher * 2**width + lower) % span, for the words of the two keys of a split."""
+    higher, lower = _bits_of(y0, y1, width=width), _bits_of(z0, z1, width=width)
     offset = lax.add(lax.mul(_urem(higher, span), multiplier), _urem(lower, span))
     offset = _urem(offset, span)
     return lax.add(lo, lax.convert_element_type(offset, dtype))

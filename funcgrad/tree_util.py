@@ -32,76 +32,59 @@ __all__ = [
 # Key path entries
 
 
-class DictKey:
+class _PathEntry:
+    """One step of a key path. A subclass names its one field in `__slots__` and says how `str`
+    shows it; equality, hashing and repr come from here (JAX's are dataclasses alike)."""
+
+    __slots__ = ()
+
+    def __init__(self, value):
+        setattr(self, self.__slots__[0], value)
+
+    def _value(self):
+        return getattr(self, self.__slots__[0])
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.__slots__[0]}={self._value()!r})"
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self._value() == other._value()
+
+    def __hash__(self):
+        return hash((type(self), self._value()))
+
+
+class DictKey(_PathEntry):
     """Path entry for a mapping child: `str` gives `['w']`."""
 
     __slots__ = ("key",)
 
-    def __init__(self, key):
-        self.key = key
-
     def __str__(self):
         return f"[{self.key!r}]"
 
-    def __repr__(self):
-        return f"DictKey(key={self.key!r})"
 
-    def __eq__(self, other):
-        return type(other) is DictKey and self.key == other.key
-
-    def __hash__(self):
-        return hash((DictKey, self.key))
-
-
-class SequenceKey:
+class SequenceKey(_PathEntry):
     """Path entry for a tuple/list child: `str` gives `[1]`."""
 
     __slots__ = ("idx",)
 
-    def __init__(self, idx: int):
-        self.idx = idx
-
     def __str__(self):
         return f"[{self.idx}]"
 
-    def __repr__(self):
-        return f"SequenceKey(idx={self.idx})"
 
-    def __eq__(self, other):
-        return type(other) is SequenceKey and self.idx == other.idx
-
-    def __hash__(self):
-        return hash((SequenceKey, self.idx))
-
-
-class GetAttrKey:
+class GetAttrKey(_PathEntry):
     """Path entry for an attribute child (namedtuple field, dataclass field): `str` gives `.x`."""
 
     __slots__ = ("name",)
 
-    def __init__(self, name: str):
-        self.name = name
-
     def __str__(self):
         return f".{self.name}"
 
-    def __repr__(self):
-        return f"GetAttrKey(name={self.name!r})"
 
-    def __eq__(self, other):
-        return type(other) is GetAttrKey and self.name == other.name
-
-    def __hash__(self):
-        return hash((GetAttrKey, self.name))
-
-
-class FlattenedIndexKey:
+class FlattenedIndexKey(_PathEntry):
     """Path entry for a child of a class registered without keys: `[<flat index 0>]`."""
 
     __slots__ = ("key",)
-
-    def __init__(self, key: int):
-        self.key = key
 
     @property
     def idx(self) -> int:
@@ -109,15 +92,6 @@ class FlattenedIndexKey:
 
     def __str__(self):
         return f"[<flat index {self.key}>]"
-
-    def __repr__(self):
-        return f"FlattenedIndexKey(key={self.key})"
-
-    def __eq__(self, other):
-        return type(other) is FlattenedIndexKey and self.key == other.key
-
-    def __hash__(self):
-        return hash((FlattenedIndexKey, self.key))
 
 
 def keystr(path, *, simple: bool = False, separator: str = "") -> str:

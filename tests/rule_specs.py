@@ -329,6 +329,33 @@ nondiff("nextafter", "steps to the adjacent float: piecewise constant in y, no u
         binary_case(floats, floats))
 
 
+def _threefry_case():
+    """Keys and counters (uint32) that broadcast together: each of the full shape, a trailing
+    part of it, or a scalar."""
+    def build(shape):
+        def operand():
+            return st.integers(0, len(shape)).flatmap(
+                lambda k: ints(shape[k:], 0, 2 ** 32 - 1, np.uint32))
+        return st.tuples(*[operand() for _ in range(4)]).map(lambda ops: Case(ops, {}))
+    return shapes(0, 3).flatmap(build)
+
+
+nondiff("threefry2x32", "a hash of uint32 words: integer operands and outputs", _threefry_case())
+
+
+def _threefry_iota_case():
+    """Keys of one shape (or a key and a scalar), counters from 0, or across 2**32."""
+    return st.tuples(shapes(0, 2), shapes(0, 2), st.booleans(),
+                     st.sampled_from([0, 5, 2 ** 32 - 3])).flatmap(
+        lambda t: st.tuples(ints(t[0], 0, 2 ** 32 - 1, np.uint32),
+                            ints(t[0] if t[2] else (), 0, 2 ** 32 - 1, np.uint32)).map(
+            lambda ks: Case(ks, {"shape": t[1], "start": t[3]})))
+
+
+nondiff("threefry2x32_iota", "a hash of uint32 counters: integer keys and outputs",
+        _threefry_iota_case())
+
+
 # ---------------------------------------------------------------------------------------------
 # select_n, convert_element_type
 
@@ -352,6 +379,21 @@ SPECS["convert_element_type_f32"] = Spec(
         lambda x: Case((x,), {"new_dtype": np.dtype(np.float32), "weak_type": False})),
     eps=1e-2, rtol=1e-4, atol=1e-4, dot_rtol=1e-6)
 
+
+
+def _bitcast_case():
+    """float64 bits read as a type of the same width, a narrower one (a trailing axis of pieces)
+    or, from pieces, a wider one (the last axis consumed)."""
+    same_or_narrower = shapes(0, 3).flatmap(floats).flatmap(lambda x: st.sampled_from(
+        [np.int64, np.uint64, np.uint32, np.int16, np.uint8]).map(
+        lambda dt: Case((x,), {"new_dtype": np.dtype(dt)})))
+    wider = shapes(0, 2).flatmap(lambda s: ints(s + (2,), -2 ** 31, 2 ** 31 - 1)).map(
+        lambda x: Case((x,), {"new_dtype": np.dtype(np.int64)}))
+    return st.one_of(same_or_narrower, wider)
+
+
+nondiff("bitcast_convert_type", "reinterprets bits: a zero derivative, as JAX's",
+        _bitcast_case())
 
 # ---------------------------------------------------------------------------------------------
 # Structural primitives

@@ -260,6 +260,8 @@ OPTIMIZERS = {
     "multisteps": lambda: optim.MultiSteps(optim.adam(1e-2), 2),
     "lamb": lambda: optim.lamb(1e-2, weight_decay=0.1),
     "adafactor": lambda: optim.adafactor(1e-2, momentum=0.9, weight_decay_rate=0.01),
+    "adafactor_factored": lambda: optim.adafactor(1e-2, min_dim_size_to_factor=3, momentum=0.9,
+                                                  weight_decay_rate=0.01),
     "inject_hyperparams": lambda: optim.inject_hyperparams(optim.adam)(
         learning_rate=optim.linear_schedule(1e-2, 1e-3, 5)),
     "schedule_free": lambda: optim.contrib.schedule_free_adamw(1e-2),
@@ -346,18 +348,50 @@ def test_state_classification_and_sharded_step_errors():
     with pytest.raises(ValueError, match="rank 1 of 2, but this is rank 0 of 1.*reshards"):
         dist.make_train_step(_loss, tx, shard="optimizer")(params, two.init(params), *batch)
 
-    with pytest.raises(ValueError, match="'0/v_col/layers/1/w' has shape \\(256,\\)"):
-        big = {"layers": [{"w": np.ones((3, 256), np.float32), "b": np.ones(256, np.float32)},
-                          {"w": np.ones((256, 32), np.float32), "b": np.ones(32, np.float32)}]}
-        dist.make_train_step(_loss, optim.adafactor(1e-2, min_dim_size_to_factor=32),
-                             shard="gradients").init(big)  # factored moments: refused
-
     def flat_init(p):  # state that is neither per element of a leaf nor replicated
         return fnp.concatenate([fnp.ravel(x) for x in fg.tree_util.tree_leaves(p)])
 
     odd = optim.GradientTransformation(flat_init, lambda u, s, p=None: (u, s))
     with pytest.raises(ValueError, match="neither a slice of one parameter.*shard=None"):
         dist.make_train_step(_loss, odd, shard="optimizer").init(params)
+
+
+def test_factored_moments_are_sliced_along_the_cut_or_held_by_every_rank():
+    # (whole shape, split axis): Adafactor's row means reduce over the largest axis d0, the
+    # column means over the second largest d1. Reduced over the cut axis, a statistic is the
+    # same on every rank; else it is a slice, cut along its own axis that the cut becomes.
+    params = {"down": np.ones((12, 5), np.float32),        # cut along d0 (axis 0)
+              "up": np.ones((5, 12), np.float32),          # cut along d1 (axis 0)
+              "long": np.ones((2, 70000), np.float32),     # cut along d0 (axis 1)
+              "deep": np.ones((3, 6, 5), np.float32),      # cut along neither (axis 0)
+              "vec": np.ones((12,), np.float32)}           # not factored
+    tx = optim.adafactor(1e-2, min_dim_size_to_factor=2)
+    step = dist.make_train_step(_loss, tx, shard="gradients", group=FakeGroup(2, rank=1))
+    state = step.init(params)
+    lay, paths = state.layout, fg.masks.paths(params)
+    leaves = dict(zip(fg.masks.paths(state.inner), fg.tree_util.tree_leaves(state.inner)))
+    got = {p: (o, a) for p, o, a in zip(leaves, lay.state_params, lay.state_axes)}
+    mine = {p: lay.fragment_shape(i) for i, p in enumerate(paths)}
+    sliced = lambda p, axis: (paths.index(p), axis)  # noqa: E731
+    expect = {"down": ((-1, -1), sliced("down", 0)), "up": (sliced("up", 0), (-1, -1)),
+              "long": ((-1, -1), sliced("long", 0)),
+              "deep": (sliced("deep", 0), sliced("deep", 0))}
+    for p, (row, col) in expect.items():
+        assert (got[f"0/v_row/{p}"], got[f"0/v_col/{p}"]) == (row, col), p
+        assert got[f"0/v/{p}"] == (-1, -1) and leaves[f"0/v/{p}"].shape == (1,)
+    assert leaves["0/v_row/down"].shape == (5,) and leaves["0/v_col/down"].shape == mine["down"][:1]
+    assert leaves["0/v_row/up"].shape == mine["up"][:1] and leaves["0/v_col/up"].shape == (12,)
+    assert leaves["0/v_row/long"].shape == (2,)
+    assert leaves["0/v_col/long"].shape == mine["long"][1:] != (70000,)
+    assert got["0/v/vec"] == sliced("vec", 0)
+
+    # A transformation that replaces the params it hands on hides the whole leaves: refused.
+    copying = optim.GradientTransformation(
+        lambda p: tx.init(fg.tree_util.tree_map(lambda x: x + 0, p)),
+        lambda u, s, p=None: tx.update(u, s, p))
+    with pytest.raises(ValueError, match="not one of the parameter slices.*scale_by_factored"):
+        dist.make_train_step(_loss, copying, shard="gradients").init(params)
+    assert optim.whole_shape(params["up"]) == ((5, 12), None)  # outside a sharded step
 
 
 def test_master_weights_are_the_optimizer_state_of_low_precision_params():
@@ -450,32 +484,40 @@ def _on_ranks(n, fn):
     return out
 
 
+def _cut(lay, owner, axis, whole):
+    """This rank's slice of a whole state leaf of parameter `owner`, cut along its `axis`."""
+    lo, hi = lay.bounds[owner][lay.rank], lay.bounds[owner][lay.rank + 1]
+    return whole[(slice(None),) * axis + (slice(lo, hi),)]
+
+
 def _known_state(params, tx, shard, group, master=False):
     """A sharded state whose slices are slices of known whole arrays, and those arrays."""
     step = dist.make_train_step(_loss, tx, shard=shard, group=group)
     state = step.init(params, master_dtype=np.float64 if master else None)
     lay = state.layout
-    leaves = fg.tree_util.tree_leaves(params)
     whole = {}
     inner, tree = fg.tree_util.tree_flatten(state.inner)
-    for k, owner in enumerate(lay.state_params):
+    for k, (owner, axis) in enumerate(zip(lay.state_params, lay.state_axes)):
         if owner >= 0:
-            full = np.arange(leaves[owner].size, dtype=inner[k].dtype).reshape(
-                np.shape(leaves[owner])) + 1000 * k
-            whole[k] = full
-            inner[k] = lay.fragments([full if i == owner else leaves[i]
-                                      for i in range(len(leaves))], dtype=inner[k].dtype)[owner]
+            shape = list(np.shape(inner[k]))
+            shape[axis] = lay.bounds[owner][-1]
+            whole[k] = np.arange(np.prod(shape), dtype=inner[k].dtype).reshape(shape) + 1000 * k
+            inner[k] = _cut(lay, owner, axis, whole[k])
         else:
             inner[k] = np.full_like(inner[k], 7)
     state = dist.ShardedState(fg.tree_util.tree_unflatten(tree, inner), state.master, lay)
     return state, whole
 
 
-@pytest.mark.parametrize("saved,loaded", [(4, 2), (4, 1), (1, 4), (3, 2)])
-def test_checkpoints_reshard_across_rank_counts(tmp_path, saved, loaded):
+@pytest.mark.parametrize("saved,loaded,name", [
+    (4, 2, "adamw"), (4, 1, "adamw"), (1, 4, "adamw"), (3, 2, "adamw"),
+    (4, 2, "adafactor"), (2, 3, "adafactor")])
+def test_checkpoints_reshard_across_rank_counts(tmp_path, saved, loaded, name):
     params = _mixed_params()
     del params["stack"]  # keep it small
-    tx = optim.adamw(1e-2)
+    params["long"] = np.ones((2, 70000), np.float32)  # factored, cut along its second axis
+    tx = {"adamw": optim.adamw(1e-2),  # factored moments: row or column statistics, sliced
+          "adafactor": optim.adafactor(1e-2, min_dim_size_to_factor=2)}[name]
 
     def save(group):
         state, whole = _known_state(params, tx, "gradients", group, master=True)
@@ -497,16 +539,16 @@ def test_checkpoints_reshard_across_rank_counts(tmp_path, saved, loaded):
             np.testing.assert_array_equal(a, b)
         lay = got["opt"].layout
         assert (lay.rank, lay.size, lay.mode) == (r, loaded, "optimizer")
-        leaves = fg.tree_util.tree_leaves(params)
-        for k, (x, owner) in enumerate(zip(fg.tree_util.tree_leaves(got["opt"].inner),
-                                           lay.state_params)):
+        for k, (x, owner, axis) in enumerate(zip(fg.tree_util.tree_leaves(got["opt"].inner),
+                                                 lay.state_params, lay.state_axes)):
             if owner < 0:
                 assert np.all(np.asarray(x) == 7)
                 continue
-            want = lay.fragments([whole[k] if i == owner else leaves[i]
-                                  for i in range(len(leaves))], dtype=x.dtype)[owner]
-            np.testing.assert_array_equal(x, want)
-        masters = lay.fragments(leaves, dtype=np.float64)
+            np.testing.assert_array_equal(x, _cut(lay, owner, axis, whole[k]))
+        if name == "adafactor":  # ("long"'s column means: cut along their axis 0)
+            assert any(a != lay.axes[o] for o, a in zip(lay.state_params, lay.state_axes)
+                       if o >= 0)
+        masters = lay.fragments(fg.tree_util.tree_leaves(params), dtype=np.float64)
         for x, want in zip(fg.tree_util.tree_leaves(got["opt"].master), masters):
             np.testing.assert_array_equal(x, want)
 
@@ -538,6 +580,22 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path, monkeypat
     assert dist.load_checkpoint(tmp_path, like)["step"] == 3
     kept = dist.save_checkpoint(tmp_path, dict(state, step=4), keep=2)
     assert sorted(os.listdir(tmp_path)) == [os.path.basename(third), os.path.basename(kept)]
+
+
+def test_a_manifest_without_state_axes_still_loads(tmp_path):
+    # Saved before state leaves could be cut along another axis than their parameter's.
+    import json
+    params, _ = _setup()
+    step = dist.make_train_step(_loss, optim.adam(1e-2), shard="gradients")
+    state = {"params": params, "opt": step.init(params)}
+    folder = dist.save_checkpoint(tmp_path, state)
+    path = os.path.join(folder, "manifest.safetensors")
+    manifest = json.loads(bytes(fg.io.load(path)["json"]).decode())
+    del manifest["sharded"]["opt"]["state_axes"]
+    fg.io.save(path, {"json": np.frombuffer(json.dumps(manifest).encode(), np.uint8)})
+    got = dist.load_checkpoint(tmp_path, state)
+    for a, b in zip(fg.tree_util.tree_leaves(got), fg.tree_util.tree_leaves(state)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_damaged_checkpoints_are_refused(tmp_path):
@@ -591,11 +649,12 @@ WORKER = textwrap.dedent("""
     ckpt, fail = sys.argv[4], sys.argv[5]
     dist.init()
     assert dist.size() == int(sys.argv[6]), (dist.size(), sys.argv[6])
-    optimizers = {  # per-leaf norms and RMS (LAMB, Adafactor unfactored) must see whole leaves
+    optimizers = {  # per-leaf norms, RMS and row/column means must see whole leaves
         "clip_adamw": optim.chain(optim.clip_by_global_norm(0.5),
                                   optim.adamw(1e-2, weight_decay=0.1)),
         "lamb": optim.lamb(1e-2, weight_decay=0.1),
         "adafactor": optim.adafactor(1e-2, min_dim_size_to_factor=1024),
+        "adafactor_factored": optim.adafactor(1e-2, min_dim_size_to_factor=3, momentum=0.9),
     }
 
     def loss(p, x, y):
@@ -654,12 +713,13 @@ def _mpiexec(nprocs, args, env, timeout=TIMEOUT):
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _launch(out, nprocs, steps=6, shards="none", ckpt="-", fail="-", txs="clip_adamw"):
+def _launch(out, nprocs, steps=6, shards="none", ckpt="-", fail="-", txs="clip_adamw",
+            timeout=TIMEOUT):
     script = out / "worker.py"
     script.write_text(WORKER)
     args = [sys.executable, str(script), str(out), str(steps), shards, str(ckpt), fail,
             str(nprocs), txs]
-    return _mpiexec(nprocs, args, _env())
+    return _mpiexec(nprocs, args, _env(), timeout)
 
 
 def _load(path):
@@ -695,14 +755,86 @@ def test_two_processes_match_one_process_replicated_and_sharded(tmp_path, refere
 
 @mpi
 def test_per_leaf_norms_see_whole_leaves_when_sharded(tmp_path):
-    """LAMB's trust ratio and Adafactor's update clipping and parameter scale reduce over each
-    leaf: sharded, they add up the ranks' slices (optim.shard_sum), so the trajectory is the
-    replicated one."""
-    run = _launch(tmp_path, 2, steps=4, shards="none,gradients", txs="lamb,adafactor")
+    """LAMB's trust ratio, Adafactor's update clipping and parameter scale, and its factored
+    row and column means reduce over each leaf or one of its axes: sharded, they add up the
+    ranks' slices (optim.shard_sum), so the trajectory is the replicated one."""
+    names = ("lamb", "adafactor", "adafactor_factored")
+    run = _launch(tmp_path, 2, steps=4, shards="none,gradients", txs=",".join(names),
+                  timeout=2 * TIMEOUT)  # (6 programs to compile per rank)
     assert run.returncode == 0, run.stderr
-    for name in ("lamb", "adafactor"):
+    for name in names:
         _close(_load(tmp_path / f"{name}_gradients_rank0_of2.npz"),
                _load(tmp_path / f"{name}_None_rank0_of2.npz"))
+
+
+# Factored Adafactor on leaves cut every way: along the axis a statistic reduces (d0 or d1), on
+# the leading axis or an inner one, and leaves a rank has none of; a frozen leaf; a checkpoint.
+FACTORED_WORKER = textwrap.dedent("""
+    import sys  # (SHAPES, {name: (shape, dtype)}, is prepended)
+    import numpy as np
+    import funcgrad as fg, funcgrad.distributed as dist, funcgrad.numpy as fnp
+    from funcgrad import optim
+
+    out, steps = sys.argv[1], int(sys.argv[2])
+    dist.init()
+    rng = np.random.default_rng(0)
+    params = {k: rng.normal(size=s).astype(dt) for k, (s, dt) in SHAPES.items()}
+    mask = {k: k != "frozen" for k in params}
+
+    def loss(p, x):
+        c = fnp.mean(x)
+        return sum(fnp.mean(fnp.sin(v * c + 0.3) ** 2).astype(np.float64) for v in p.values())
+
+    for shard in (None, "gradients"):
+        tx = optim.adafactor(1e-2, min_dim_size_to_factor=4, momentum=0.9,
+                             weight_decay_rate=0.01)
+        step = dist.make_train_step(loss, tx, shard=shard, mask=mask, debug=True)
+        p, s = params, step.init(params)
+        for i in range(steps):
+            x = np.random.default_rng(i).normal(size=(12,)).astype(np.float32)
+            p, s, _ = step(p, s, *dist.shard((x,)))
+            if shard and i == steps // 2 - 1:  # save, load, go on
+                dist.save_checkpoint(f"{out}/ckpt", {"params": p, "opt": s})
+                got = dist.load_checkpoint(f"{out}/ckpt", {"params": params,
+                                                           "opt": step.init(params)})
+                p, s = got["params"], got["opt"]
+        np.savez(f"{out}/{shard}_rank{dist.rank()}.npz",
+                 *fg.tree_util.tree_leaves(fg.device_get(p)))
+""")
+FACTORED_SHAPES = {"b": ((12,), "float32"), "deep": ((3, 8, 6), "float32"),
+                   "flat": ((6, 30), "float32"), "frozen": ((8, 8), "float32"),
+                   "tall": ((40, 6), "float32"), "cube": ((2, 260, 260), "float64"),
+                   "slab": ((2, 300, 240), "float64")}
+
+
+@mpi
+def test_factored_adafactor_on_three_processes_is_the_replicated_trajectory(tmp_path):
+    """Every way a cut meets Adafactor's factored moments, on 3 ranks (two cuts per dtype;
+    checked on the layout first), with a frozen leaf and through a checkpoint: the same
+    parameters on every rank, and those of the replicated step. (The one-process tests cover
+    both modes, with and without a mask; each configuration here costs a compile per rank.)"""
+    params = {k: np.zeros(s, dt) for k, (s, dt) in FACTORED_SHAPES.items()}
+    trainable = [p != "frozen" for p in fg.masks.paths(params)]
+    lay = dist.sharding.build_layout(params, trainable, "gradients", 0, 3)
+    seen = set()
+    for i, x in enumerate(fg.tree_util.tree_leaves(params)):
+        if np.ndim(x) < 2 or not trainable[i]:
+            continue
+        d1, d0 = np.argsort(np.shape(x), kind="stable")[-2:]  # the factored axes
+        parts = [lay.fragment_shape(i, r)[lay.axes[i]] for r in range(3)]
+        if 0 < max(parts) < sum(parts):  # truly cut
+            seen.add(({d0: "d0", d1: "d1"}.get(lay.axes[i], "other"), lay.axes[i] > 0))
+        if min(parts) == 0:
+            seen.add("empty")
+    assert seen >= {("d0", False), ("d1", False), ("d0", True), ("d1", True), "empty"}
+    script = tmp_path / "factored.py"
+    script.write_text(f"SHAPES = {FACTORED_SHAPES!r}\n" + FACTORED_WORKER)
+    run = _mpiexec(3, [sys.executable, str(script), str(tmp_path), "4"], _env(), timeout=300)
+    assert run.returncode == 0, run.stderr
+    ref = _load(tmp_path / "None_rank0.npz")
+    for r in range(3):
+        _close(_load(tmp_path / f"None_rank{r}.npz"), ref)
+        _close(_load(tmp_path / f"gradients_rank{r}.npz"), ref)
 
 
 @mpi

@@ -238,3 +238,70 @@ def test_disable_jit_runs_python_and_eval_shape_computes_nothing():
     assert out["prod"].shape == (2, 4) and out["prod"].dtype == np.float32
     assert out["n"][0].shape == () and calls == [1]  # traced once, abstractly
     assert fg.jacobian is fg.jacrev
+
+
+@pytest.mark.cpu_only  # tracemalloc sees NumPy's allocations
+def test_eval_shape_records_operations_on_constants():
+    """A function of constants (an init from a seed) computes nothing under eval_shape: its
+    operations are recorded, as JAX's; also inside grad, vmap and a jitted function called in
+    it. jit itself keeps computing constants at trace time."""
+    import tracemalloc
+
+    from funcgrad import models, random
+    n = 1 << 26  # a 256 MiB draw
+    jitted = fg.jit(lambda k: random.normal(k, (n,)))
+    tracemalloc.start()
+    try:
+        out = fg.eval_shape(lambda: random.normal(random.key(0), (n,)))
+        inside = fg.eval_shape(lambda: (
+            fg.grad(lambda w: fnp.sum(w * random.normal(random.key(1), (n,))))(np.float32(1)),
+            fg.vmap(lambda k: random.uniform(k, (n // 4,)))(random.split(random.key(2), 4)),
+            jitted(random.key(3))))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (out.shape, out.dtype) == ((n,), np.float32)
+    assert [(o.shape, o.dtype) for o in inside] == [((), np.float32), ((4, n // 4), np.float32),
+                                                    ((n,), np.float32)]
+    assert peak < (8 << 20), peak  # a draw alone is 256 MiB
+
+    def init():
+        return models.transformer_lm.init(0, vocab_size=50, max_len=8, d_model=16, d_mlp=32,
+                                          num_layers=2)
+    shapes, real = fg.eval_shape(init), init()
+    got = fg.tree_util.tree_leaves(fg.tree_util.tree_map(lambda a: (a.shape, a.dtype), shapes))
+    want = fg.tree_util.tree_leaves(fg.tree_util.tree_map(lambda a: (a.shape, a.dtype), real))
+    assert got == want
+
+    # As in JAX: a Python decision on a value computed from constants needs it concrete.
+    def decides():
+        return 1 if random.uniform(random.key(0)) > 0.5 else 0
+    assert decides() in (0, 1)
+    with pytest.raises(fg.ConcretizationError):
+        fg.eval_shape(decides)
+    # Per thread: eager work in one thread while another is inside eval_shape stays eager.
+    import threading
+    inside_now, done = threading.Event(), threading.Event()
+
+    def waits():
+        inside_now.set()
+        done.wait(10)
+        return random.normal(random.key(0), (3,))
+    worker = threading.Thread(target=lambda: fg.eval_shape(waits))
+    worker.start()
+    inside_now.wait(10)
+    try:
+        assert type(fnp.sin(np.ones(3)) * 2) is np.ndarray
+    finally:
+        done.set()
+        worker.join()
+    # jit's semantics are unchanged: constants are computed while tracing, and baked in.
+    seen = []
+
+    @fg.jit
+    def g(x):
+        c = fnp.arange(3.0) * 2
+        seen.append(type(c).__name__)
+        return x + c
+    g(np.ones(3))
+    assert seen == ["ndarray"]

@@ -218,6 +218,66 @@ def test_select_and_square(shape):
     np.testing.assert_array_equal(lax.square(np.arange(-3, 4)), np.arange(-3, 4) ** 2)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int8, np.uint32,
+                                   np.int64, np.bool_, np.complex64, np.complex128])
+def test_select_n_picks_bit_patterns(dtype):
+    """select_n returns the chosen operand's exact bits (NaN payloads, -0.0, inf), for predicates
+    and operands of shapes that broadcast, eagerly and under jit."""
+    r = np.random.default_rng(1)
+    bits = r.integers(0, 256, (3, 4, np.dtype(dtype).itemsize), dtype=np.uint8)
+    a = bits.view(dtype).reshape(3, 4) if dtype != np.bool_ else bits[..., 0] > 127
+    b = np.roll(a, 1)
+    for pred, c0, c1 in [(r.random((3, 4)) < 0.5, a, b), (r.random((3, 1)) < 0.5, a[0], b),
+                         (r.random(4) < 0.5, a[0, 0], b[1, 1]), (r.random((2, 3, 4)) < 0.5, a, b)]:
+        want = np.where(pred, c1, c0)
+        for got in (lax.select_n(pred, c0, c1), fg.jit(lax.select_n)(pred, c0, c1)):
+            got = np.asarray(got)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.uint32, np.int64, np.uint64])
+def test_shifts_by_a_scalar_amount(dtype):
+    """A rank-0 shift amount (in range or not) gives what the same amount per element gives."""
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(2).integers(info.min, info.max, 40, dtype=dtype, endpoint=True)
+    for amount in range(info.bits + 2):
+        for f in (lax.shift_left, lax.shift_right_logical, lax.shift_right_arithmetic):
+            want = f(x, np.full(x.shape, amount, dtype))
+            got = f(x, np.array(amount, dtype))
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(lax.shift_right_logical(np.array([-8], np.int8), np.int8(1)),
+                                  [124])
+
+
+def test_bitcast_convert_type():
+    """NumPy's `view` with JAX's shape rule: the same width keeps the shape, a narrower type adds a
+    trailing axis of pieces, a wider one consumes the last axis; no derivative; jit and vmap."""
+    x = np.array([[1.0, -2.5, np.inf], [0.0, -0.0, 3.0]], np.float32)
+    np.testing.assert_array_equal(lax.bitcast_convert_type(x, np.uint32), x.view(np.uint32))
+    pieces = lax.bitcast_convert_type(x, np.uint8)
+    assert pieces.shape == (2, 3, 4)
+    np.testing.assert_array_equal(pieces.reshape(2, 12), x.view(np.uint8))
+    np.testing.assert_array_equal(lax.bitcast_convert_type(pieces, np.float32), x)
+    np.testing.assert_array_equal(lax.bitcast_convert_type(np.float64(3.0), np.uint32),
+                                  np.array([3.0]).view(np.uint32))
+    np.testing.assert_array_equal(lax.bitcast_convert_type(x.T, np.int16).reshape(3, 4),
+                                  np.ascontiguousarray(x.T).view(np.int16))
+    f = fg.jit(lambda v: lax.bitcast_convert_type(lax.bitcast_convert_type(v, np.int32) + 1,
+                                                  np.float32))
+    np.testing.assert_array_equal(f(x), (x.view(np.int32) + 1).view(np.float32))
+    batched = fg.vmap(lambda v: lax.bitcast_convert_type(v, np.uint16), in_axes=1)(x)
+    np.testing.assert_array_equal(batched, np.moveaxis(x, 1, 0).copy().view(np.uint16).reshape(
+        3, 2, 2))
+    assert fg.grad(lambda v: fnp.sum(lax.bitcast_convert_type(
+        lax.bitcast_convert_type(v, np.int32), np.float32)))(x[0]).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(TypeError, match="last axis"):
+        fg.jit(lambda v: lax.bitcast_convert_type(v, np.float64))(x)
+    with pytest.raises(TypeError, match="bool"):
+        fg.jit(lambda v: lax.bitcast_convert_type(v, np.bool_))(np.zeros(3, np.int8))
+
+
 @pytest.mark.parametrize("bounds", [(-0.5, 0.5), ("array", "array"), (-0.9, "array")])
 def test_clamp(bounds):
     x = normal(3, 4)

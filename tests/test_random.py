@@ -8,9 +8,13 @@
   validity          permutations are permutations, choice without replacement is distinct,
                     truncated normals stay inside their bounds, dtypes
   bad input         anything but a uint32[2] key is rejected, naming what is expected
+  large draws       eager draws computed a chunk of counters at a time equal the whole draw;
+                    their memory beyond the output is bounded by a chunk (tracemalloc)
 """
 
 from __future__ import annotations
+
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -347,3 +351,77 @@ def test_key_data_and_wrap_key_data():
         random.key_data(np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="rbg"):
         random.wrap_key_data(np.zeros(2, np.uint32), impl="rbg")
+
+
+# ---------------------------------------------------------------------------------------------
+# Large eager draws: a chunk of counters at a time
+
+
+def _chunkable(k):
+    """Draws of every sampler with scalar operands (the ones drawn in chunks), odd sizes."""
+    return {
+        "bits8": random.bits(k, (301,), np.uint8), "bits64": random.bits(k, (7, 43), np.uint64),
+        "uniform16": random.uniform(k, (300,), np.float16),
+        "uniform": random.uniform(k, (3, 101), minval=-3.0, maxval=5.0),
+        "uniform64": random.uniform(k, (301,), np.float64, 0.0, 2.0),
+        "normal": random.normal(k, (2, 3, 55)), "normal64": random.normal(k, (301,), np.float64),
+        "truncated": random.truncated_normal(k, -1.5, 0.5, (301,)),
+        "gumbel": random.gumbel(k, (301,)), "bernoulli": random.bernoulli(k, 0.3, (301,)),
+        "randint8": random.randint(k, (301,), -100, 100, np.int8),
+        "randint64": random.randint(k, (301,), -2 ** 40, 2 ** 40, np.int64),
+        "categorical": random.categorical(k, np.zeros(5), shape=(61, )),
+        "permutation": random.permutation(k, 300),
+    }
+
+
+def test_eager_draws_in_chunks_equal_the_whole_draw(monkeypatch):
+    """An eager draw larger than a chunk is sampled chunk by chunk into its output; every
+    element is a function of its own counter, so the numbers are the whole draw's."""
+    k = random.key(21)
+    whole = _chunkable(k)
+    for name in ("_CHUNK", "_DEVICE_CHUNK"):
+        monkeypatch.setattr(random, name, 64)
+    chunked = _chunkable(k)
+    for name, w in whole.items():
+        assert chunked[name].dtype == w.dtype and chunked[name].shape == w.shape, name
+        np.testing.assert_array_equal(chunked[name], w, err_msg=name)
+
+
+@pytest.mark.cpu_only  # tracemalloc sees NumPy's allocations
+@pytest.mark.parametrize("draw", ["normal", "truncated_normal", "gumbel", "uniform", "bits",
+                                  "randint", "bernoulli"])
+def test_large_eager_draw_memory_is_bounded(draw):
+    """The allocations of an eager draw of 2M values (NumPy reports them to tracemalloc) beyond
+    its output stay under the output's size: the sampler's temporaries (a dozen arrays, some
+    float64) live a chunk at a time, where a whole draw held ~90 bytes per value."""
+    n = 1 << 21
+    k = random.key(0)
+    fns = {"normal": lambda: random.normal(k, (n,)),
+           "truncated_normal": lambda: random.truncated_normal(k, -2.0, 2.0, (n,)),
+           "gumbel": lambda: random.gumbel(k, (n,)),
+           "uniform": lambda: random.uniform(k, (n,), minval=-1.0),
+           "bits": lambda: random.bits(k, (n,)),
+           "randint": lambda: random.randint(k, (n,), 0, 1000),
+           "bernoulli": lambda: random.bernoulli(k, 0.5, (n,))}
+    fns[draw]()  # warm-up: first-call caches are not the draw's
+    tracemalloc.start()
+    try:
+        out = fns[draw]()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    beyond = peak - out.nbytes
+    assert beyond <= max(out.nbytes, 8 << 20), (draw, peak, out.nbytes)
+
+
+def test_threefry_batch_of_keys_equals_one_key_at_a_time():
+    """Keys that are arrays (a batch) take the whole-array path of threefry2x32, a single key
+    the blockwise in-place one: the same words."""
+    keys = np.array([[0], [0x13198A2E], [0xFFFFFFFF]], np.uint32)
+    x1 = np.arange(40_000, dtype=np.uint32) * np.uint32(2654435761)
+    y0, y1 = random.threefry_2x32(keys, np.uint32(0x03707344), np.uint32(7), x1)
+    assert y0.shape == y1.shape == (3, 40_000)
+    for i in range(3):
+        z0, z1 = random.threefry_2x32(keys[i, 0], np.uint32(0x03707344), np.uint32(7), x1)
+        np.testing.assert_array_equal(y0[i], z0)
+        np.testing.assert_array_equal(y1[i], z1)

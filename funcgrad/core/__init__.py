@@ -16,8 +16,10 @@ from .trace import (
     LeakedTracerError,
     Trace,
     Tracer,
+    constant_stager,
     current_traces,
     new_trace,
+    runs_now,
     set_array_api,
     transform_stack_str,
 )

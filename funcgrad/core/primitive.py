@@ -2,8 +2,9 @@
 
 Every operation on arrays ends in `bind(primitive, *args, **params)`. With no tracer among the
 arguments the primitive's implementation runs at once on the arrays' namespace (`xp`: NumPy or
-CuPy). Otherwise the trace of highest level among the arguments processes it; arguments of a lower
-level (or plain arrays) are first lifted into that trace as its constants.
+CuPy), unless fg.eval_shape is tracing (`constant_stager`). Otherwise the trace of highest level
+among the arguments processes it; arguments of a lower level (or plain arrays) are first lifted
+into that trace as its constants.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from . import placement as _placement
 from .avals import PY_SCALARS
 from .errors import FP_QUIET, add_error_context, check_nans, describe, fp_quiet_set, fp_reset
 from .placement import device_args, namespaces, register_device_arrays
-from .trace import Tracer, leak_error
+from .trace import Tracer, constant_stager, constant_staging, leak_error
 
 
 class Primitive:
@@ -74,6 +75,8 @@ def bind(prim, *args, **params):
             t = a._trace
             if top is None or t.level > top.level:
                 top = t
+    if top is None and constant_staging[0]:
+        top = constant_stager()  # eval_shape: operations on constants are recorded too
     if top is None:
         # a CuPy (or other) array among the arguments, or a GPU default backend?
         if _placement.routing:

@@ -5,17 +5,20 @@ program evaluated inside a transform is transformed too.
 
 from __future__ import annotations
 
+import contextlib
+
 from .avals import PY_SCALARS, get_aval
 from .jaxpr import ClosedJaxpr, Eqn, Jaxpr, Literal, Var, source_override, user_source_info
 from .placement import to_host
 from .primitive import bind
-from .trace import Trace, Tracer, new_trace
+from .trace import Trace, Tracer, new_trace, staging_constants
 
 
 class JaxprTrace(Trace):
     """Records each primitive as an equation; tracers are abstract (shape and dtype only)."""
 
     name = "make_jaxpr"
+    staging = True
 
     def __init__(self, level, name=None):
         super().__init__(level)
@@ -67,12 +70,14 @@ class JaxprTrace(Trace):
         return ClosedJaxpr(jaxpr, self.consts)
 
 
-def trace_to_jaxpr(fun, in_avals, name="make_jaxpr"):
-    """Trace `fun(*flat_tracers) -> flat list` abstractly into a ClosedJaxpr."""
+def trace_to_jaxpr(fun, in_avals, name="make_jaxpr", stage_constants=False):
+    """Trace `fun(*flat_tracers) -> flat list` abstractly into a ClosedJaxpr. `stage_constants`:
+    record the operations on constants too, rather than computing them (fg.eval_shape)."""
     with new_trace(JaxprTrace, name) as trace:
-        args = [trace.new_arg(a) for a in in_avals]
-        outs = fun(*args)
-        return trace.to_jaxpr(outs)
+        with staging_constants(trace) if stage_constants else contextlib.nullcontext():
+            args = [trace.new_arg(a) for a in in_avals]
+            outs = fun(*args)
+            return trace.to_jaxpr(outs)
 
 
 def make_jaxpr(fun, static_argnums=()):

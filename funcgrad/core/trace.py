@@ -10,6 +10,7 @@ trace whether it is still alive and concrete), so they live in one module. The a
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 
@@ -34,9 +35,13 @@ class Trace:
     """One level of tracing. Subclasses define how primitives are processed.
 
     concrete: tracers of this trace know their value, so Python control flow may read them.
+    staging: the trace records a program (make_jaxpr, jit, eval_shape); `stages_constants`: it
+      also records the operations none of whose operands is a tracer (see `constant_stager`).
     """
 
     concrete = False
+    staging = False
+    stages_constants = False
     name = "trace"
 
     def __init__(self, level):
@@ -65,6 +70,44 @@ def current_traces():
     return tuple(_trace_stack)
 
 
+constant_staging = [0]  # live traces with stages_constants (eval_shape's), in any thread
+_thread = threading.local()  # .staging: this thread's live staging traces, innermost last
+
+
+def constant_stager():
+    """The trace that records an operation on constants only (no tracer among its operands), or
+    None: run it now. Such operations are recorded by fg.eval_shape's trace, so that a function
+    of constants (`eval_shape(lambda: model.init(0))`) computes nothing, while a transform
+    started inside it that is not a program (grad, vmap) keeps it in effect. A program traced
+    inside it (jit's, a control-flow body's) computes its constants at trace time, as jit
+    always does: its program, cached or compiled, never holds a tracer of eval_shape's. Per
+    thread: an eval_shape in one thread leaves the eager operations of the others alone."""
+    if not constant_staging[0]:
+        return None
+    staging = getattr(_thread, "staging", None)
+    if staging and staging[-1].stages_constants:
+        return staging[-1]
+    return None
+
+
+def runs_now(values):
+    """Whether an operation on `values` runs at once (rather than being recorded): no tracer
+    among them, and no eval_shape recording operations on constants."""
+    return not any(type(v) is Tracer for v in values) and constant_stager() is None
+
+
+@contextlib.contextmanager
+def staging_constants(trace):
+    """Within the block, `trace` (a staging trace) records the operations on constants too."""
+    trace.stages_constants = True
+    constant_staging[0] += 1
+    try:
+        yield
+    finally:
+        constant_staging[0] -= 1
+        trace.stages_constants = False
+
+
 def transform_stack_str():
     """'jit > vmap > grad' style description of the live transforms, outermost first."""
     return " > ".join(t.name for t in _trace_stack)
@@ -75,10 +118,15 @@ def new_trace(trace_type, *args, **kwargs):
     """Start a trace one level above every live trace; it dies (tracers leak) on exit."""
     trace = trace_type(len(_trace_stack) + 1, *args, **kwargs)
     _trace_stack.append(trace)
+    staging = _thread.__dict__.setdefault("staging", []) if trace.staging else None
+    if staging is not None:
+        staging.append(trace)
     try:
         yield trace
     finally:
         _trace_stack.remove(trace)
+        if staging is not None:
+            staging.remove(trace)
         trace.alive = False
 
 

@@ -89,7 +89,7 @@ def _describe(node):
     return {"mode": lay.mode, "master_dtype": lay.master_dtype, "paths": list(lay.paths),
             "shapes": [list(s) for s in lay.shapes], "dtypes": list(lay.dtypes),
             "axes": list(lay.axes), "bounds": [list(b) for b in lay.bounds],
-            "state_params": list(lay.state_params),
+            "state_params": list(lay.state_params), "state_axes": list(lay.state_axes),
             "state_dtypes": [np.dtype(x.dtype).name for x in _slices(node)]}
 
 
@@ -202,7 +202,9 @@ def _fill(path, node, saved, folder, read):
     """`node`'s slices (a ShardedState of the loading rank) from the saved slices."""
     lay = node.layout
     where = path or "<root>"
-    for field in ("paths", "shapes", "dtypes", "state_params"):
+    for field in ("paths", "shapes", "dtypes", "state_params", "state_axes"):
+        if field not in saved:  # saved before state_axes: slices were cut as their parameter
+            saved[field] = [lay.axes[o] if o >= 0 else -1 for o in saved["state_params"]]
         have = [list(x) if isinstance(x, tuple) else x for x in getattr(lay, field)]
         if have != saved[field]:
             diff = next((i for i, (a, b) in enumerate(zip(have, saved[field])) if a != b),
@@ -218,11 +220,13 @@ def _fill(path, node, saved, folder, read):
                                  "weights; make `like` with the same master_dtype")
     old_bounds, old_size = saved["bounds"], len(saved["bounds"][0]) - 1
     owners = [o for o in lay.state_params if o >= 0]
+    cuts = [a for a, o in zip(lay.state_axes, lay.state_params) if o >= 0]
     if lay.master_dtype is not None:
         owners += list(range(len(lay.paths)))
+        cuts += list(lay.axes)
     wanted = _slices(node)
     out = []
-    for k, (i, want) in enumerate(zip(owners, wanted)):
+    for k, (i, a, want) in enumerate(zip(owners, cuts, wanted)):
         if saved["state_dtypes"][k] != np.dtype(want.dtype).name:
             raise io.CheckpointError(f"{folder}: slice {k} of {where!r} ({lay.paths[i]!r}) is "
                                      f"{saved['state_dtypes'][k]} in the checkpoint, "
@@ -231,7 +235,7 @@ def _fill(path, node, saved, folder, read):
         if hi > lo and old_bounds[i][-1] == 0:
             raise io.CheckpointError(f"{folder}: {lay.paths[i]!r} was frozen when saved: the "
                                      f"checkpoint holds no optimizer state for it")
-        a, parts = lay.axes[i], []
+        parts = []
         for q in range(old_size):
             olo, ohi = old_bounds[i][q], old_bounds[i][q + 1]
             if max(lo, olo) < min(hi, ohi):
@@ -241,7 +245,7 @@ def _fill(path, node, saved, folder, read):
         if parts:
             x = np.concatenate(parts, axis=a)
         else:
-            x = np.zeros(lay.fragment_shape(i), want.dtype)
+            x = np.zeros(np.shape(want), want.dtype)
         if x.shape != tuple(np.shape(want)):
             raise io.CheckpointError(f"{folder}: slice {k} of {where!r} has shape {x.shape}, "
                                      f"expected {tuple(np.shape(want))}")

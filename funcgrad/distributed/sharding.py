@@ -11,14 +11,19 @@ rank: every rank sees them as empty arrays (size 0 along the split axis), so the
 state and no buffer space.
 
 **The per-slice optimizer state.** The optimizer runs unchanged, through its public `init` and
-`update`, on the tree of this rank's slices (same structure as the parameters). Elementwise
-optimizers (every one in funcgrad.optim) then compute exactly what they compute unsharded, and
-masks or labels given as callables of the parameters see the right number of dimensions
+`update`, on the tree of this rank's slices (same structure as the parameters), inside
+`optim.shard_slices`, which tells it the whole shape behind each slice (`optim.whole_shape`).
+Elementwise optimizers then compute exactly what they compute unsharded, and masks or labels
+given as callables of the parameters see the right number of dimensions
 (`optim.default_decay_mask` decays the slices of matrices). Reductions over the elements of a
-tree (`optim.global_norm` in `clip_by_global_norm`) add up the slices of all ranks through
-`optim.shard_sum`, which sums over the process axis `optim.SHARD_AXIS` that the sharded step
-binds. `ShardedState(inner, master, layout)` holds the optimizer's state of the slice (`inner`)
-and the layout (static: part of the tree structure, so it is checked, saved and resharded).
+tree or a leaf (`optim.global_norm` in `clip_by_global_norm`, Adafactor's row and column means)
+add up the slices of all ranks through `optim.shard_sum`, which sums over the process axis
+`optim.SHARD_AXIS` that the sharded step binds. A state leaf is a slice of one parameter, cut
+along one of its own axes (per element: Adam's moments; a statistic reduced over another axis:
+Adafactor's row means of a matrix cut between rows), or held whole and alike by every rank (step
+counters; a statistic reduced over the cut axis) (`classify_state`).
+`ShardedState(inner, master, layout)` holds the optimizer's state of the slice (`inner`) and the
+layout (static: part of the tree structure, so it is checked, saved and resharded).
 
 **Master weights.** `master` is None, or this rank's slices of the parameters in a wider dtype
 (`step.init(params, master_dtype=np.float32)` for bfloat16/float16 parameters): the optimizer
@@ -36,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .. import numpy as fnp
+from .. import optim as _optim
 from .. import tree_util as tu
 from ..core import ShapedArray, device_namespace
 
@@ -65,7 +71,8 @@ class ShardLayout:
     trainable leaves and the length of each rank's block in the flat buffers the collectives
     send (the largest slice of that dtype; smaller slices are padded). `state_params` gives, per
     leaf of the optimizer state, the parameter it holds a slice of, or -1 for a leaf every rank
-    holds whole (step counters).
+    holds whole (step counters), and `state_axes` the axis of that state leaf along which it is
+    cut (its rows are the parameter's slabs `bounds[r]:bounds[r + 1]`), or -1.
     """
 
     mode: str
@@ -78,6 +85,7 @@ class ShardLayout:
     bounds: tuple
     groups: tuple
     state_params: tuple = ()
+    state_axes: tuple = ()
     master_dtype: str | None = None
 
     def __post_init__(self):
@@ -118,6 +126,13 @@ class ShardLayout:
 
     def fragment_size(self, i, r=None):
         return _prod(self.fragment_shape(i, r))
+
+    def slices_known(self, slices):
+        """The context (`optim.shard_slices`) in which the optimizer sees `slices` (one per leaf:
+        this rank's, or larger probes) as slices of the whole leaves; frozen leaves as whole."""
+        wholes = [(self.view_shape(i), self.axes[i]) if self.trainable(i)
+                  else (tuple(np.shape(x)), None) for i, x in enumerate(slices)]
+        return _optim.shard_slices(slices, wholes)
 
     # -- moving data (written with funcgrad.numpy: runs eagerly and under fg.jit) -----------
     def _slabs(self, x, i, lo, hi):
@@ -256,12 +271,18 @@ def _ends_with(path, suffix):
 
 
 def classify_state(init, layout, treedef, param_paths, dtype_of):
-    """`state_params` for `layout`: which parameter each leaf of `init(slices)` slices.
+    """`(state_params, state_axes)` for `layout` (see ShardLayout): which parameter each leaf of
+    `init(slices)` holds a slice of, and along which of its own axes.
 
-    Found by tracing `init` abstractly on two trees of slices whose shapes differ along every
-    trainable leaf's split axis: a state leaf that follows the shape of parameter i (and whose
-    path ends with i's path, as Optax-style states mirror the parameters) holds slices of i; a
-    leaf of the same shape in both is held whole by every rank. Anything else cannot be sharded.
+    Found by tracing `init` abstractly on two trees of slices, the second one slab longer along
+    every trainable leaf's split axis. A state leaf whose shape differs between the two in one
+    axis only, by one, and that is as long along that axis as parameter i along its split axis
+    (at a path ending with i's path, as Optax-style states mirror the parameters) holds slices
+    of i cut along that axis: per element of i (Adam's moments), or a statistic reduced over
+    other axes of i (Adafactor's row means when the cut is between rows). A leaf of the same
+    shape in both is held whole, and alike, by every rank (step counters; a statistic reduced
+    over the cut axis, which the optimizer adds up over the ranks with `optim.shard_sum`).
+    Anything else cannot be sharded.
     """
     def probe(extra):
         avals = []
@@ -274,39 +295,43 @@ def classify_state(init, layout, treedef, param_paths, dtype_of):
             avals.append(ShapedArray(tuple(shape), dtype_of(i)))
         return avals
 
+    def init_slices(leaves):
+        with layout.slices_known(leaves):
+            return init(tu.tree_unflatten(treedef, leaves))
+
     from ..transforms.jit import eval_shape
-    out = []
-    a_pairs, a_tree = tu.tree_flatten_with_path(
-        eval_shape(init, tu.tree_unflatten(treedef, probe(0))))
-    b_pairs, b_tree = tu.tree_flatten_with_path(
-        eval_shape(init, tu.tree_unflatten(treedef, probe(1))))
+    a_pairs, a_tree = tu.tree_flatten_with_path(eval_shape(init_slices, probe(0)))
+    b_pairs, b_tree = tu.tree_flatten_with_path(eval_shape(init_slices, probe(1)))
     if a_tree != b_tree:
         raise ValueError("make_train_step(shard=...): the optimizer's state has a different "
                          "structure for different slice sizes; it cannot be sharded")
-    a_shapes = [layout.view_shape(i) for i in range(len(layout.paths))]
+    owners, axes = [], []
     for (path, a), (_, b) in zip(a_pairs, b_pairs):
         if a.shape == b.shape:
-            out.append(-1)
+            owners.append(-1)
+            axes.append(-1)
             continue
+        grown = [k for k in range(len(a.shape)) if len(a.shape) == len(b.shape)
+                 and b.shape[k] != a.shape[k]]
+        k = grown[0] if len(grown) == 1 and b.shape[grown[0]] == a.shape[grown[0]] + 1 else -1
         found = -1
         for i in sorted(range(len(param_paths)), key=lambda i: -len(param_paths[i])):
-            if not layout.trainable(i) or not _ends_with(path, param_paths[i]):
-                continue
-            grown = list(a_shapes[i])
-            grown[layout.axes[i]] += 1
-            if tuple(a.shape) == a_shapes[i] and tuple(b.shape) == tuple(grown):
+            if (k >= 0 and layout.trainable(i) and _ends_with(path, param_paths[i])
+                    and a.shape[k] == layout.view_shape(i)[layout.axes[i]]):
                 found = i
                 break
         if found < 0:
             raise ValueError(
                 f"make_train_step(shard=...): the optimizer state leaf "
                 f"{tu.path_to_str(path)!r} has shape {tuple(a.shape)} for slices shaped like "
-                "the parameters, but is neither a slice of one parameter (the same shape, at a "
-                "path ending with the parameter's path) nor the same on every rank. Only "
-                "optimizers whose state is per element of the parameters, or replicated, can "
-                "be sharded; use shard=None for this one.")
-        out.append(found)
-    return tuple(out)
+                f"the parameters and {tuple(b.shape)} for slices one slab longer, so it is "
+                "neither a slice of one parameter (at a path ending with the parameter's path, "
+                "one slab longer along one axis) nor the same on every rank. Only optimizers "
+                "whose state is per element of the parameters, a statistic of their rows or "
+                "columns, or replicated, can be sharded; use shard=None for this one.")
+        owners.append(found)
+        axes.append(k)
+    return tuple(owners), tuple(axes)
 
 
 # ----------------------------------------------------------------------------------------------

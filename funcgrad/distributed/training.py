@@ -186,11 +186,13 @@ class TrainStep:
         layout = layout.replace(master_dtype=mdt)
         dtype_of = (lambda i: layout.dtypes[i]) if mdt is None else (lambda i: mdt)
         paths = [tuple(p) for p, _ in tu.tree_flatten_with_path(params)[0]]
-        layout = layout.replace(state_params=_sharding.classify_state(
-            self.optimizer.init, layout, treedef, paths, dtype_of))
+        owners, axes = _sharding.classify_state(self.optimizer.init, layout, treedef, paths,
+                                                dtype_of)
+        layout = layout.replace(state_params=owners, state_axes=axes)
         frags = layout.fragments(leaves, dtype=mdt)
         master = None if mdt is None else tu.tree_unflatten(treedef, frags)
-        inner = self.optimizer.init(tu.tree_unflatten(treedef, frags))
+        with layout.slices_known(frags):
+            inner = self.optimizer.init(tu.tree_unflatten(treedef, frags))
         return _sharding.ShardedState(inner, master, layout)
 
     # -- the step ---------------------------------------------------------------------------
@@ -238,8 +240,9 @@ class TrainStep:
         else:
             target = state.master
             g_frag = [fnp.asarray(x, lay.master_dtype) for x in g_frag]
-        updates, inner = self.optimizer.update(tu.tree_unflatten(treedef, g_frag), state.inner,
-                                               target)
+        with lay.slices_known(treedef.flatten_up_to(target)):
+            updates, inner = self.optimizer.update(tu.tree_unflatten(treedef, g_frag),
+                                                   state.inner, target)
         new_target = _optim.apply_updates(target, updates)
         new_frag = treedef.flatten_up_to(new_target)
         blocks = [lay.pack_mine(group, new_frag, pad=False) for group in lay.groups]
@@ -328,8 +331,9 @@ def make_train_step(loss_fn, optimizer, axis_name="data", group=None, jit=True, 
     prefix or callable, True = trainable) freezes the False leaves: they get no gradient, take no
     optimizer state and no buffer space, and never change. The optimizers of funcgrad.optim work
     sharded, `masked`, `multi_transform` and `MultiSteps` included (one reduce-scatter per
-    accumulated step); `step.init` refuses one whose state is neither per element of the parameters
-    nor replicated (Adafactor's factored moments), naming the state leaf. `debug` checks after every
+    accumulated step) and Adafactor's factored moments (row and column statistics: slices, or
+    the same on every rank where they reduce along the cut); `step.init` refuses an optimizer
+    whose state is none of these, naming the state leaf. `debug` checks after every
     step, with a checksum, that all ranks hold the same parameters. With `jit` the step is compiled
     with fg.jit (per rank: the slices of each rank have their own shapes).
     """

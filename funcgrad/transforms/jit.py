@@ -209,11 +209,11 @@ class JitFunction:
         if _jit_disabled:  # fg.disable_jit(): run the Python function itself
             return self.fun(*args, **kwargs)
         entry, flat = self._entry(args, kwargs)
-        if entry.traced_args:
-            for x in flat:
-                if type(x) is Tracer:  # inside another transform: run it primitive by primitive
-                    outs = eval_jaxpr(entry.closed.jaxpr, entry.consts, *flat)
-                    return tree_util.tree_unflatten(entry.out_tree, outs)
+        if entry.traced_args and any(type(x) is Tracer for x in flat) or \
+                _trace.constant_staging[0] and _trace.constant_stager() is not None:
+            # inside another transform (or eval_shape): run it primitive by primitive
+            outs = eval_jaxpr(entry.closed.jaxpr, entry.consts, *flat)
+            return tree_util.tree_unflatten(entry.out_tree, outs)
         if self.donate_argnums:
             flat = _safe_donations(flat, entry.compiled)
         if entry.has_scalars:
@@ -339,6 +339,10 @@ def _describe(key):
 def jit(fun=None, *, static_argnums=(), static_argnames=(), donate_argnums=(), backend=None):
     """Compile `fun` per input signature. Usable as `@fg.jit` or `fg.jit(f, static_argnums=1)`.
 
+    Unlike JAX (which stages every operation, "omnistaging"), an operation none of whose operands
+    depends on the arguments (`fnp.arange(3) * 2`, a draw from a constant key) runs once while
+    `fun` is traced, and its result is a constant of the compiled program.
+
     donate_argnums: arguments whose buffers the function may overwrite (e.g. old parameters in
     an optimizer step). As in JAX, a donated array must not be used after the call: its contents
     are unspecified (NumPy cannot invalidate it, so this is documented, not checked).
@@ -369,8 +373,10 @@ def disable_jit(disable=True):
 
 def eval_shape(fun, *args, **kwargs):
     """The shapes and dtypes `fun(*args, **kwargs)` would return, as a pytree of ShapedArray
-    (`fg.ShapeDtypeStruct`), found by tracing abstractly: nothing is computed. Arguments may be
-    arrays or ShapeDtypeStructs."""
+    (`fg.ShapeDtypeStruct`), found by tracing abstractly: nothing is computed, also not the
+    operations on constants (`eval_shape(lambda: model.init(0))` draws no random numbers), as
+    in JAX. Arguments may be arrays or ShapeDtypeStructs. Arrays that NumPy-style creation
+    functions make (fnp.zeros, ...) are still made: they are not operations."""
     from ..core import ShapedArray
     flat, in_tree = tree_util.tree_flatten((args, kwargs))
     avals = [x if isinstance(x, ShapedArray) else get_aval(x) for x in flat]
@@ -381,6 +387,7 @@ def eval_shape(fun, *args, **kwargs):
         out_flat, box["tree"] = tree_util.tree_flatten(fun(*a, **kw))
         return out_flat
 
-    closed = trace_to_jaxpr(flat_fun, avals, name=f"eval_shape({fun_name(fun)})")
+    closed = trace_to_jaxpr(flat_fun, avals, name=f"eval_shape({fun_name(fun)})",
+                            stage_constants=True)
     return tree_util.tree_unflatten(
         box["tree"], [ShapedArray(a.shape, a.dtype, a.weak_type) for a in closed.out_avals])
