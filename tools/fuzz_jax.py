@@ -411,6 +411,8 @@ def main(argv=None):
             by_transform.setdefault(s, [0, 0])[0 if ok else 1] += 1
         for o in {o["name"] for o in ops}:
             by_op.setdefault(o, [0, 0])[0 if ok else 1] += 1
+        if (k + 1) % 50 == 0:  # a run cut short still says how far it got
+            print(f"... {k + 1} programs, {time.time() - start:.0f} s: {counts}", flush=True)
     elapsed = time.time() - start
     print(f"{args.programs} programs in {elapsed:.0f} s (seed {args.seed}, custom rules "
           f"{'on' if args.custom else 'off'}): {counts}")
