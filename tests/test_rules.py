@@ -517,7 +517,7 @@ COMPLEX_SPEC_NAMES = {s.name for s in SPECS.values() if s.complex} | {
 COMPLEX_EXEMPT: dict[str, str] = {
     name: "holds a body traced for the spec's float64 operands; with complex operands it "
           "differentiates as the primitives of its body do (checked here one by one)"
-    for name in ("cond", "checkpoint", "while", "scan")}
+    for name in ("cond", "checkpoint", "while", "scan", "custom_jvp_call", "custom_vjp_call")}
 
 
 @pytest.mark.parametrize("key", REAL_DIFF_KEYS)
