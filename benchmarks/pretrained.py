@@ -101,10 +101,12 @@ def funcgrad_impl(task):
 
     import funcgrad as fg
     import funcgrad.numpy as fnp
-    from funcgrad import lora, masks, optim
+    from funcgrad import lora, losses, masks, optim
     from funcgrad import tree_util as tu
     from funcgrad.models import pretrained
 
+    # freed temporaries stay in the process for the next step (fg.config, retain_host_memory)
+    fg.config.update("retain_host_memory", os.environ.get("BENCH_RETAIN", "1") == "1")
     model = pretrained.from_tensors(config(), gpt2_weights())
     params = model.params
     train_ids, prompt = data()
@@ -142,10 +144,9 @@ def funcgrad_impl(task):
     state = {"ad": adapters, "opt": tx.init(adapters)}
     x, y = train_ids[:, :-1].astype(np.int32), train_ids[:, 1:].astype(np.int32)
 
-    def loss_fn(ad, params, x, y):
+    def loss_fn(ad, params, x, y):       # as torch's F.cross_entropy: one fused loss
         logits = lora.apply(model.apply)(params, ad, x)
-        logp = fg.nn.log_softmax(logits)
-        return -fnp.mean(fnp.take_along_axis(logp, y[..., None], axis=-1))
+        return fnp.mean(losses.softmax_cross_entropy_with_integer_labels(logits, y))
 
     @fg.jit
     def step(ad, opt, params, x, y):
@@ -281,8 +282,9 @@ TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**31), "MALLOC_TRIM_THRESHOLD_": 
 
 
 class Proc:
-    def __init__(self, impl, task, threads, tuned_malloc=False):
-        env = dict(os.environ, **(TUNED_MALLOC if tuned_malloc else {}))
+    def __init__(self, impl, task, threads, tuned_malloc=False, no_retain=False):
+        env = dict(os.environ, **(TUNED_MALLOC if tuned_malloc else {}),
+                   BENCH_RETAIN="0" if no_retain else "1")
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self.impl = impl
@@ -301,10 +303,10 @@ class Proc:
         raise RuntimeError(f"{self.impl} worker exited with code {self.p.wait()}")
 
 
-def measure(task, threads, rounds, block, impls, tuned_malloc=False):
+def measure(task, threads, rounds, block, impls, tuned_malloc=False, no_retain=False):
     procs = []
     for impl in impls:                       # started one at a time: first calls don't overlap
-        p = Proc(impl, task, threads, tuned_malloc)
+        p = Proc(impl, task, threads, tuned_malloc, no_retain)
         p.info = p.ask()
         p.rounds, p.cpu = [], []
         procs.append(p)
@@ -334,6 +336,9 @@ def main(argv=None):
     ap.add_argument("--tuned-malloc", action="store_true",
                     help="glibc keeps freed memory (MALLOC_MMAP_THRESHOLD_ / _TRIM_THRESHOLD_ "
                          "2 GiB) in both processes: large temporaries stop costing page faults")
+    ap.add_argument("--no-retain", action="store_true",
+                    help="funcgrad without fg.config 'retain_host_memory' (on by default here: "
+                         "freed temporaries stay in the process for the next step)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -346,11 +351,14 @@ def main(argv=None):
         impls = [i for i in impls if i != "torch"]
     rounds = args.rounds or (3 if args.quick else 5)
     print(f"GPT-2 small (124M), {load_note()}; {rounds} interleaved rounds, medians"
-          + ("; glibc malloc tuned (--tuned-malloc)" if args.tuned_malloc else "") + "\n")
+          + ("; glibc malloc tuned (--tuned-malloc)" if args.tuned_malloc else "")
+          + ("; funcgrad without retain_host_memory" if args.no_retain else
+             "; funcgrad with fg.config retain_host_memory") + "\n")
     for threads in (int(t) for t in args.threads.split(",")):
         for task in args.tasks.split(","):
             block = 1 if task == "generate" or args.quick else 2
-            procs = measure(task, threads, rounds, block, impls, args.tuned_malloc)
+            procs = measure(task, threads, rounds, block, impls, args.tuned_malloc,
+                            args.no_retain)
             ref = next((p for p in procs if p.impl == "torch"), procs[-1])
             unit = "ms / token" if task == "generate" else "step"
             print(f"### {task}, {threads} thread{'s' * (threads > 1)}\n")

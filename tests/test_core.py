@@ -1,6 +1,10 @@
 """The core: programs, printing, tracing modes, errors, config."""
 
 
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -147,6 +151,33 @@ def test_config_update_read_and_environment(monkeypatch):
     monkeypatch.setenv("FUNCGRAD_DEBUG_NANS", "maybe")
     with pytest.raises(ValueError, match="FUNCGRAD_DEBUG_NANS"):
         fg.config.read("debug_nans")
+
+
+_REFAULTS = """
+import resource, sys
+import numpy as np
+import funcgrad as fg
+fg.config.update("retain_host_memory", sys.argv[1] == "on")
+def faults():  # minor page faults of making a 64 MiB array again after freeing one
+    a = np.ones(2**24, np.float32)
+    del a
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    a = np.ones(2**24, np.float32)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+print(min(faults() for _ in range(3)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or
+                    platform.libc_ver()[0] != "glibc", reason="glibc's malloc setting")
+def test_retain_host_memory_reuses_freed_pages():
+    """On, a freed large array's pages serve the next one (no page faults); off, glibc unmaps
+    it and the new array faults its pages in again."""
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", _REFAULTS, mode], capture_output=True,
+                             text=True, timeout=120, check=True)
+        return int(out.stdout.split()[-1])
+    assert faults("on") < 8 < faults("off")
 
 
 def test_bad_inputs_are_clear():

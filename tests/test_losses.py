@@ -81,6 +81,45 @@ def test_softmax_cross_entropy_with_integer_labels():
     assert masked[1].tolist() == [0, 0, 0]
 
 
+def test_integer_label_cross_entropy_rule_agrees_with_the_composed_formula():
+    """The loss's own derivative rule (softmax - one_hot, made once) gives what differentiating
+    logsumexp - logits[label] gives, however it is staged, and matches finite differences."""
+    logits = rng.normal(size=(3, 4, 6)) * 3
+    labels = rng.integers(0, 6, (3, 4))
+    weights = rng.normal(size=(3, 4))
+
+    def new(x):
+        return fnp.sum(losses.softmax_cross_entropy_with_integer_labels(x, labels) * weights)
+
+    def composed(x):
+        picked = fnp.take_along_axis(x, labels[..., None], axis=-1)[..., 0]
+        return fnp.sum((fg.nn.logsumexp(x, axis=-1) - picked) * weights)
+
+    def np_loss(x):
+        picked = np.take_along_axis(np_log_softmax(x), labels[..., None], -1)[..., 0]
+        return -np.sum(picked * weights)
+
+    ref = fg.grad(composed)(logits)
+    np.testing.assert_allclose(ref, numeric_grad(np_loss, logits), rtol=1e-6, atol=1e-8)
+    for g in (fg.grad(new), fg.jit(fg.grad(new)), fg.grad(fg.jit(new))):
+        np.testing.assert_allclose(g(logits), ref, rtol=1e-12, atol=1e-14)
+    t = rng.normal(size=logits.shape)
+    np.testing.assert_allclose(fg.jvp(new, (logits,), (t,))[1],
+                               fg.jvp(composed, (logits,), (t,))[1], rtol=1e-12)
+    def hessian_of(f):  # over the first example's logits (24 values)
+        return fg.hessian(lambda v: f(fnp.concatenate([fnp.reshape(v, (1, 4, 6)), logits[1:]])))(
+            logits[0].ravel())
+
+    np.testing.assert_allclose(hessian_of(new), hessian_of(composed), rtol=1e-10, atol=1e-12)
+    per_example = fg.vmap(fg.grad(lambda x, y: fnp.sum(
+        losses.softmax_cross_entropy_with_integer_labels(x, y))))(logits, labels)
+    np.testing.assert_allclose(per_example, fg.grad(lambda x: fnp.sum(
+        losses.softmax_cross_entropy_with_integer_labels(x, labels)))(logits), rtol=1e-12)
+    x32 = logits.astype(np.float32)
+    assert fg.grad(lambda x: fnp.sum(
+        losses.softmax_cross_entropy_with_integer_labels(x, labels)))(x32).dtype == np.float32
+
+
 @pytest.mark.parametrize("fn", ["softmax_cross_entropy",
                                 "softmax_cross_entropy_with_integer_labels"])
 def test_cross_entropy_extreme_logits_nan_free(fn):

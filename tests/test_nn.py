@@ -56,6 +56,29 @@ def test_elementwise_values_and_grads(name):
     np.testing.assert_allclose(fg.vmap(f)(x32), f(x32), rtol=1e-6)
 
 
+def test_gelu_tanh_rule_agrees_with_the_composed_formula():
+    """gelu's own derivative rule gives what differentiating its formula gives, however it is
+    staged (grad, jit, vmap, jvp, second order)."""
+    x = rng.normal(size=(3, 5)) * 3
+
+    def composed(v):
+        return 0.5 * v * (1 + fnp.tanh(SQRT2PI * (v + 0.044715 * v ** 3)))
+
+    w = rng.normal(size=x.shape)
+    new, ref = (lambda v: fnp.sum(nn.gelu(v) * w)), (lambda v: fnp.sum(composed(v) * w))
+    for g in (fg.grad(new), fg.jit(fg.grad(new)), fg.grad(fg.jit(new))):
+        np.testing.assert_allclose(g(x), fg.grad(ref)(x), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(fg.vmap(fg.grad(lambda v: fnp.sum(nn.gelu(v) * w[0])))(x),
+                               fg.vmap(fg.grad(lambda v: fnp.sum(composed(v) * w[0])))(x),
+                               rtol=1e-12, atol=1e-14)
+    t = rng.normal(size=x.shape)
+    np.testing.assert_allclose(fg.jvp(new, (x,), (t,))[1], fg.jvp(ref, (x,), (t,))[1],
+                               rtol=1e-12)
+    flat = lambda f: (lambda v: f(fnp.reshape(v, x.shape)))
+    np.testing.assert_allclose(fg.hessian(flat(new))(x.ravel()), fg.hessian(flat(ref))(x.ravel()),
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_relu_derivative_at_zero_is_zero():
     assert fg.grad(lambda x: nn.relu(x))(0.0) == 0.0
 
