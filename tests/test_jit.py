@@ -426,7 +426,9 @@ def test_eval_shape_records_operations_on_constants():
     assert (out.shape, out.dtype) == ((n,), np.float32)
     assert [(o.shape, o.dtype) for o in inside] == [((), np.float32), ((4, n // 4), np.float32),
                                                     ((n,), np.float32)]
-    assert peak < (8 << 20), peak  # a draw alone is 256 MiB
+    # a draw alone is 256 MiB; the margin is for allocations of other threads, which
+    # tracemalloc counts too (a full suite run measured 9 MiB)
+    assert peak < (64 << 20), peak
 
     def init():
         return models.transformer_lm.init(0, vocab_size=50, max_len=8, d_model=16, d_mlp=32,

@@ -68,13 +68,18 @@ class _Linalg:
         return res[0], res[1]
 
     def eigh(self, a, UPLO="L"):
-        # The standard reads a symmetric matrix; NumPy reads one triangle. Mirror that triangle.
+        # The standard reads a symmetric (Hermitian) matrix; NumPy reads one triangle. Mirror
+        # that triangle (conjugated, for complex matrices).
         ns = self._ns
         tri = ns.tril(a) if UPLO == "L" else ns.triu(a)
         strict = ns.tril(a, -1) if UPLO == "L" else ns.triu(a, 1)
-        sym = tri + self._std.matrix_transpose(strict)
+        sym = tri + self._std.conj(self._std.matrix_transpose(strict))
         res = self._ext("eigh")(sym)
         return res[0], res[1]
+
+    def eig(self, a):
+        raise Unsupported("linalg.eig: the Array API standard has no eigensolver for general "
+                          "(non-symmetric) matrices")
 
     def svd(self, a, full_matrices=True, compute_uv=True):
         if not compute_uv:
@@ -85,6 +90,33 @@ class _Linalg:
     def qr(self, a, mode="reduced"):
         res = self._ext("qr")(a, mode=mode)
         return res[0], res[1]
+
+
+class _FFT:
+    """NumPy's `fft` names over the standard's optional `fft` extension."""
+
+    def __init__(self, ns):
+        self._std = ns._std
+
+    def _ext(self, name):
+        mod = getattr(self._std, "fft", None)
+        fn = getattr(mod, name, None) if mod is not None else None
+        if fn is None:
+            raise Unsupported(f"fft.{name}: this array namespace has no fft extension with "
+                              f"{name}")
+        return fn
+
+    def fftn(self, x, s=None, axes=None):
+        return self._ext("fftn")(x, s=s, axes=axes)
+
+    def ifftn(self, x, s=None, axes=None):
+        return self._ext("ifftn")(x, s=s, axes=axes)
+
+    def rfftn(self, x, s=None, axes=None):
+        return self._ext("rfftn")(x, s=s, axes=axes)
+
+    def irfftn(self, x, s=None, axes=None):
+        return self._ext("irfftn")(x, s=s, axes=axes)
 
 
 class ArrayAPINamespace:
@@ -110,6 +142,7 @@ class ArrayAPINamespace:
         self.inf = math.inf
         self.nan = math.nan
         self.linalg = _Linalg(self)
+        self.fft = _FFT(self)
         self.array_type = type(std.asarray(0))
 
     def __repr__(self):
@@ -145,6 +178,19 @@ class ArrayAPINamespace:
 
     def real(self, x):
         return self._std.real(x)
+
+    def imag(self, x):
+        return self._std.imag(x)
+
+    def conj(self, x):
+        return self._std.conj(x)
+
+    def make_complex(self, x, y):
+        """x + i y from real arrays (lax.complex): the standard has no constructor, so the parts
+        are combined arithmetically (exact for finite parts)."""
+        std = self._std
+        cdt = std.complex64 if x.dtype == std.float32 else std.complex128
+        return std.astype(x, cdt) + std.astype(y, cdt) * std.asarray(1j, dtype=cdt)
 
     # -- creation --
     def zeros(self, shape, dtype=None):

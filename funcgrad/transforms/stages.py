@@ -6,11 +6,12 @@
     fg.jit(f).lower(*args)             # = fg.jit(f).trace(*args).lower()
 
 Tracing turns the function into a program; lowering runs the optimization passes
-(funcgrad/transforms/passes.py) and then the fusion pass (transforms/fusion.py) with the options of the backend that
-will run it, so that what a backend receives is one Jaxpr; compiling is the backend's code
-generator (funcgrad/backends) and nothing else. `cost_analysis()` counts flops, transcendental
-functions and bytes from the program: on a Lowered per equation, on a Compiled per generated
-step (a fused group reads its inputs and writes its outputs once).
+(funcgrad/transforms/passes.py) and then the fusion pass (transforms/fusion.py) with the
+options of the backend that will run it, so that what a backend receives is one Jaxpr;
+compiling is the backend's code generator (funcgrad/backends) and nothing else.
+`cost_analysis()` counts flops, transcendental functions and bytes from the program: on a
+Lowered per equation, on a Compiled per generated step (a fused group reads its inputs and
+writes its outputs once).
 """
 
 from __future__ import annotations
