@@ -287,6 +287,7 @@ def _abs_vjp(ct, primals, out, active):
 
 abs_p = Primitive("abs", impl=lambda xp, x: xp.abs(x), abstract_eval=_abs_abstract,
                   jvp=_abs_jvp, vjp=_abs_vjp, residuals="in")
+abs_p.elementwise = True  # fused and lowered as the others (a complex operand is not lowered)
 
 for _p in (real_p, imag_p, conj_p, complex_p, abs_p):
     _p.batch = elementwise_batch(_p)
