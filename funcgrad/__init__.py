@@ -52,6 +52,7 @@ from . import (
 from .core import ShapedArray as ShapeDtypeStruct  # noqa: E402  (JAX's name for an abstract array)
 from .transforms.checkpoint import checkpoint_name, checkpoint_policies  # noqa: E402
 from .transforms.jit import disable_jit, eval_shape  # noqa: E402
+from .transforms.jit_cache import clear_caches  # noqa: E402
 from .typing import Array  # noqa: E402
 
 jacobian = jacrev  # JAX's alias

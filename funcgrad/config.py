@@ -19,6 +19,10 @@ _DEFAULTS = {
     "explain_cache_misses": False,   # log why jit traced a function again
     "backend": "cpu",                # default backend for new arrays: "cpu" (NumPy) or "gpu"
     "log_compiles": False,           # log each jit trace + compile
+    "cpu_backend": "llvm",           # jit's CPU code generator: "llvm" (compiled) or "numpy"
+    "jit_cache_size": 4096,          # compiled programs kept by all jitted functions (LRU; 0: all)
+    "kernel_cache": True,            # keep compiled CPU kernels on disk (FUNCGRAD_CACHE_DIR)
+    "cpu_threads": 0,                # threads for CPU kernels (0: the CPUs, OMP_NUM_THREADS)
     "retain_host_memory": False,     # glibc keeps freed memory for reuse (see below)
 }
 _values: dict = {}
@@ -82,6 +86,8 @@ def update(name, value):
     default = _DEFAULTS[name]
     if isinstance(default, bool) and not isinstance(value, bool):
         raise TypeError(f"Setting {name!r} takes True or False, got {value!r}.")
+    if type(default) is int and (type(value) is not int or value < 0):
+        raise TypeError(f"Setting {name!r} takes an integer >= 0, got {value!r}.")
     _values[name] = value
     _notify(name)
 

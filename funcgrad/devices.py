@@ -65,7 +65,7 @@ def _set_default_backend(value):
         if platform == "cpu":
             placement.set_default_namespace(np)
         else:
-            from .backends.cupy_backend import namespace_for
+            from .backends.cupy_namespace import namespace_for
             placement.set_default_namespace(namespace_for(load_cupy()))
     except (ValueError, RuntimeError) as e:
         placement.set_default_namespace(e)

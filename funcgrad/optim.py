@@ -24,6 +24,7 @@ names the whole leaf behind each parameter slice with `shard_slices`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 from typing import Any, Callable, NamedTuple
@@ -36,6 +37,7 @@ from . import numpy as fnp
 from . import tree_util as tu
 from .devices import inputs_on_default_backend
 from .transforms.jit import eval_shape
+from .transforms.jit import jit as _jit
 
 __all__ = [
     "GradientTransformation", "chain", "identity", "scale", "scale_by_learning_rate",
@@ -57,12 +59,18 @@ class GradientTransformation(NamedTuple):
     update: Callable
 
 
-def checked_transformation(init, update, state_type=None, who=None):
+def checked_transformation(init, update, state_type=None, who=None, inner=(), eager=False):
     """A GradientTransformation whose update checks its inputs and takes host or device leaves
     alike (with a GPU default backend, host updates and parameters are copied to the device
     first). Checked on every call: the updates against the params (structure, shapes, dtypes)
     and, with `state_type`, that the state is one (so a state made by another optimizer is
-    named). `who` defaults to the name of the function that defines `update`."""
+    named). `who` defaults to the name of the function that defines `update`.
+
+    The update is jitted (it runs as one compiled program, every leaf's update in one fused
+    pass; the checks run when a new structure, shape or dtype traces it; under a transform it is
+    traced as the formulas are), unless it is `eager` (it calls a schedule: a Python function
+    of the step count, checked at every step on concrete values) or a transformation in
+    `inner` is."""
     who = who or update.__qualname__.split(".")[0]
 
     def checked(updates, state, params=None):
@@ -77,7 +85,15 @@ def checked_transformation(init, update, state_type=None, who=None):
         finally:
             _checking.done = False
 
-    return GradientTransformation(init, inputs_on_default_backend(checked))
+    fn = inputs_on_default_backend(checked)
+    if eager or any(not _compiled(t) for t in inner):
+        return GradientTransformation(init, fn)
+    return GradientTransformation(init, _jit(fn, inline=True))
+
+
+def _compiled(transformation):
+    """Whether a transformation's update is jitted (see checked_transformation)."""
+    return callable(getattr(transformation.update, "lower", None))
 
 
 class EmptyState(NamedTuple):
@@ -338,7 +354,7 @@ def _chain(who, transforms):
             new.append(s)
         return updates, tuple(new)
 
-    return checked_transformation(init, update, who=who)
+    return checked_transformation(init, update, who=who, inner=transforms)
 
 
 def identity() -> GradientTransformation:
@@ -374,7 +390,7 @@ def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
         return (tu.tree_map(lambda u: u * _cast(s, u), updates),
                 ScaleByScheduleState(_inc(state.count)))
 
-    return checked_transformation(init, update, ScaleByScheduleState)
+    return checked_transformation(init, update, ScaleByScheduleState, eager=True)
 
 
 def scale_by_learning_rate(learning_rate, *, flip_sign=True) -> GradientTransformation:
@@ -739,7 +755,7 @@ def masked(inner: GradientTransformation, mask) -> GradientTransformation:
         out = [n if m else fnp.zeros_like(u) for u, n, m in zip(leaves, got, on)]
         return tu.tree_unflatten(treedef, out), MaskedState(inner_state)
 
-    return checked_transformation(init, update, MaskedState)
+    return checked_transformation(init, update, MaskedState, inner=(inner,))
 
 
 def set_to_zero() -> GradientTransformation:
@@ -800,7 +816,8 @@ def multi_transform(transforms: dict, param_labels) -> GradientTransformation:
                     out[i] = n
         return tu.tree_unflatten(treedef, out), MultiTransformState(new_states)
 
-    return checked_transformation(init, update, MultiTransformState)
+    return checked_transformation(init, update, MultiTransformState,
+                                  inner=tuple(transforms.values()))
 
 
 class MultiSteps:
@@ -825,6 +842,7 @@ class MultiSteps:
         if not callable(every_k_schedule):
             _hyper("MultiSteps", "every_k_schedule", every_k_schedule, 1, integer=True)
         self.opt = opt
+        self._k_is_schedule = callable(every_k_schedule)
         self.every_k_schedule = (every_k_schedule if callable(every_k_schedule)
                                  else (lambda step, k=int(every_k_schedule): k))
 
@@ -865,7 +883,8 @@ class MultiSteps:
         return state.mini_step == 0
 
     def gradient_transformation(self) -> GradientTransformation:
-        return checked_transformation(self.init, self.update, MultiStepsState, "MultiSteps")
+        return checked_transformation(self.init, self.update, MultiStepsState, "MultiSteps",
+                                      inner=(self.opt,), eager=self._k_is_schedule)
 
 
 _HOLE = object()   # a None update, as a leaf, when locating a mismatch
@@ -891,6 +910,7 @@ def _apply_updates_error(params, updates, us):
                        "the updates do not match the params (no broadcasting)")
 
 
+@functools.partial(_jit, inline=True)
 @inputs_on_default_backend
 def apply_updates(params, updates):
     """p + u per leaf, cast back to p's dtype; a None update leaves p unchanged.

@@ -8,6 +8,7 @@
   arrays, and the tests' own NumPy calls (`HostNumPy`: reference values, numpy.testing) fetch
   them first. Tests that check the NumPy backend itself are marked `cpu_only` and skipped.
   Without CuPy or a CUDA device every test is skipped with the reason.
+* Compiled CPU kernels (jit's llvm backend) are cached in a temporary folder.
 * `FUNCGRAD_SIMULATE_GPU=1` puts `tests/simgpu` (a CuPy simulator: NumPy arrays that refuse
   implicit host conversion, kernels compiled with g++) first on sys.path, so GPU mode and
   tests/test_gpu.py also run, slowly, on machines without a GPU.
@@ -16,8 +17,14 @@
 import functools
 import os
 import sys
+import tempfile
 import types
 from pathlib import Path
+
+# Compiled CPU kernels are cached in a temporary folder, not the user's ~/.cache (kept between
+# runs, so that a second run does not compile them again).
+os.environ.setdefault("FUNCGRAD_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"funcgrad-test-kernels-{getattr(os, 'getuid', lambda: 0)()}"))
 
 if os.environ.get("FUNCGRAD_SIMULATE_GPU", "") not in ("", "0"):
     sys.path.insert(0, str(Path(__file__).parent / "simgpu"))

@@ -61,6 +61,7 @@ class Spec:
     weight: int = 1
     axis_name: str | None = None
     frozen: tuple = ()  # operands that are data, never differentiated (a quantized weight's)
+    complex: bool = False  # operands are complex128: the complex rules are checked
     forward_mode: bool | str = True  # or why forward mode raises by design (checked to raise)
 
 
@@ -87,6 +88,19 @@ def spec(name, cases, **kw):
 def nondiff(name, reason, cases=None, raises=None):
     assert name not in SPECS and name not in NONDIFF, name
     NONDIFF[name] = NonDiff(name, reason, cases, raises)
+
+
+def complex_spec(name, cases, **kw):
+    """A spec drawing complex128 operands, under the key '<name>[complex]'."""
+    key = f"{name}[complex]"
+    assert key not in SPECS, key
+    SPECS[key] = Spec(name, cases, complex=True, **kw)
+
+
+def complex_nondiff(name, cases):
+    """Complex cases for a NonDiff entry (checked for zero derivatives like the real ones)."""
+    entry = NONDIFF[name]
+    NONDIFF[f"{name}[complex]"] = NonDiff(name, entry.reason, cases, entry.raises)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,6 +139,42 @@ def distinct(shape, spacing=0.1):
     span = max(2 * size, 20)
     return hnp.arrays(np.int64, shape, elements=st.integers(-span, span), unique=True).map(
         lambda a: (a * spacing + spacing / 3).astype(F64))
+
+
+def cfloats(shape, lo=-2.0, hi=2.0, im_lo=None, im_hi=None):
+    """complex128 arrays with real parts in [lo, hi] and imaginary parts in [im_lo, im_hi]
+    (default: the same range)."""
+    im_lo = lo if im_lo is None else im_lo
+    im_hi = hi if im_hi is None else im_hi
+    return st.tuples(floats(shape, lo, hi), floats(shape, im_lo, im_hi)).map(
+        lambda t: t[0] + 1j * t[1])
+
+
+def cmagnitude(shape, lo, hi):
+    """complex128 arrays with |elements| in [lo, hi] and any phase: away from 0."""
+    el = st.tuples(st.floats(lo, hi), st.floats(-3.1, 3.1)).map(
+        lambda t: complex(t[0] * np.cos(t[1]), t[0] * np.sin(t[1])))
+    return hnp.arrays(np.complex128, shape, elements=el)
+
+
+def with_imag(a):
+    """A float64 array made complex128 by a smooth, deterministic imaginary part of size <= 0.5
+    (keeps what the real strategy guarantees about the real parts: distinct values, ranges)."""
+    a = np.asarray(a)
+    if a.dtype.kind != "f":
+        return a
+    phase = 1.7 * a + 0.3 * np.arange(a.size, dtype=np.float64).reshape(a.shape)
+    return a + 0.5j * np.cos(phase)
+
+
+def complexified(cases, which=None):
+    """A Case strategy whose float operands (those at positions `which`, default all) become
+    complex (with_imag)."""
+    def convert(case):
+        ops = tuple(with_imag(a) if which is None or i in which else a
+                    for i, a in enumerate(case.operands))
+        return Case(ops, case.params)
+    return cases.map(convert)
 
 
 def ints(shape, lo, hi, dtype=np.int32):
@@ -178,6 +228,7 @@ for _name, _vals in {
     "acosh": _range(1.1, 4),
     "atanh": _range(-0.9, 0.9),
     "sqrt": _range(0.2, 4),
+    "square": _range(-2, 2),
     "rsqrt": _range(0.2, 4),
     "cbrt": _away_from_zero(0.2, 3),
     "logistic": _range(-4, 4),
@@ -765,13 +816,24 @@ def _signs_fixed(cols, *others):
     sign is locally constant, so this does not change derivatives, and it makes the finite
     differences well defined."""
     from funcgrad import lax
+    from funcgrad.core.avals import numpy_dtype
     nb = cols.ndim - 2
-    r = np.sqrt(np.arange(2.0, cols.shape[-2] + 2))
+    complex_cols = numpy_dtype(cols.dtype).kind == "c"
+    r = np.sqrt(np.arange(2.0, cols.shape[-2] + 2)).astype(
+        np.complex128 if complex_cols else np.float64)
     r = lax.broadcast_in_dim(r, cols.shape, (nb,))
-    s = lax.sign(lax.reduce_sum(lax.mul(cols, r), (nb,)))        # (..., k)
+    c = lax.reduce_sum(lax.mul(cols, r), (nb,))                  # (..., k)
+    if complex_cols:
+        # Complex vectors have an arbitrary phase: rotate each column so that c is real and
+        # positive (the matching rows of `others` rotate back). Smooth, so the derivatives of
+        # the fixed vectors are well defined and independent of the phase the rule picks.
+        s = lax.mul(lax.conj(c), lax.rsqrt(lax.mul(c, lax.conj(c))))  # conj(c) / |c|
+        back = lax.conj(s)
+    else:
+        s = back = lax.sign(c)
     col = lax.broadcast_in_dim(s, cols.shape, tuple(range(nb)) + (nb + 1,))
     return (lax.mul(cols, col),) + tuple(lax.mul(o, lax.broadcast_in_dim(
-        s, o.shape, tuple(range(nb)) + (nb + d,))) for o, d in others)
+        back, o.shape, tuple(range(nb)) + (nb + d,))) for o, d in others)
 
 
 def _solve_case():
@@ -842,6 +904,166 @@ nondiff("qr", "derivative not implemented yet: its rules raise NotImplementedErr
         st.tuples(_BATCH, st.integers(1, 3), st.integers(1, 3), st.booleans()).flatmap(
             lambda t: floats(tuple(t[0]) + (t[1], t[2]))
             .map(lambda a: Case((a,), {"full_matrices": t[3]}))), raises=NotImplementedError)
+
+
+def _hermitian_case():
+    def build(t):
+        batch, n, lower = t
+        return st.tuples(cfloats(tuple(batch) + (n, n), -1, 1), _spread(batch, n, lo=-1)).map(
+            lambda u: Case((_herm(_orthogonal(u[0]), u[1]),), {"lower": lower}))
+    return st.tuples(_BATCH, st.integers(1, 3), st.booleans()).flatmap(build)
+
+
+def _herm(q, w):
+    return (q * w[..., None, :]) @ np.conj(np.swapaxes(q, -1, -2))
+
+
+def _complex_svd_case():
+    def build(t):
+        batch, m, n, full, compute_uv = t
+        k = min(m, n)
+        full = full and m == n
+        return st.tuples(cfloats(tuple(batch) + (m, m), -1, 1),
+                         cfloats(tuple(batch) + (n, n), -1, 1), _spread(batch, k)).map(
+            lambda u: Case((_orthogonal(u[0])[..., :, :k] * u[2][..., None, :]
+                            @ np.swapaxes(_orthogonal(u[1])[..., :, :k], -1, -2),),
+                           {"full_matrices": full, "compute_uv": compute_uv}))
+    return st.tuples(_BATCH, st.integers(1, 3), st.integers(1, 3), st.booleans(),
+                     st.booleans()).flatmap(build)
+
+
+def _eig_case(values):
+    """a = P diag(w) P^{-1} with well separated real w and a well-conditioned P (I plus a small
+    drawn matrix): distinct eigenvalues, so their derivatives exist."""
+    def build(t):
+        batch, n = t
+        return st.tuples(values(tuple(batch) + (n, n), -0.3, 0.3), _spread(batch, n, lo=-1)).map(
+            lambda u: Case((_conjugated(np.eye(n) + u[0], u[1]),), {"compute_eigenvectors": False}))
+    return st.tuples(_BATCH, st.integers(1, 3)).flatmap(build)
+
+
+def _conjugated(p, w):
+    return (p * w[..., None, :]) @ np.linalg.inv(p)
+
+
+def _apply_eig(prim, ops, params):
+    """The eigenvalues in a fixed (lexicographic) order: LAPACK's order is not a smooth function
+    of the matrix."""
+    from funcgrad import lax
+    w = prim.bind(*ops, **params)[0]
+    return (lax.sort(w, dimension=w.ndim - 1),)
+
+
+_EIG_SECOND = "second derivatives need the eigenvectors' derivative, which raises (as in JAX)"
+spec("eig", _eig_case(floats), apply=_apply_eig, weight=2, second_order=_EIG_SECOND)
+complex_spec("eig", _eig_case(cfloats), apply=_apply_eig, weight=2, second_order=_EIG_SECOND)
+NONDIFF["eig[eigenvectors]"] = NonDiff(
+    "eig", "the derivative of eigenvectors is not implemented (as in JAX), only of eigenvalues",
+    _eig_case(floats).map(lambda c: Case(c.operands, {"compute_eigenvectors": True})),
+    raises=NotImplementedError)
+
+
+# Hermitian positive definite: M M^H / n + I.
+complex_spec("cholesky", st.tuples(_BATCH, st.integers(1, 3)).flatmap(
+    lambda t: cfloats(tuple(t[0]) + (t[1], t[1]), -1, 1)).map(
+    lambda m: Case((m @ np.conj(np.swapaxes(m, -1, -2)) / m.shape[-1] + np.eye(m.shape[-1]),),
+                   {})), weight=2)
+complex_spec("slogdet", complexified(SPECS["slogdet"].cases), weight=2)
+complex_spec("eigh", _hermitian_case(), apply=_apply_eigh, weight=2)
+complex_spec("svd", _complex_svd_case(), apply=_apply_svd, weight=3)
+complex_nondiff("qr", complexified(NONDIFF["qr"].cases))
+
+
+# ---------------------------------------------------------------------------------------------
+# fft: 1 to 3 trailing axes (lengths up to 5, odd and even), with or without a batch axis in
+# front. RFFT takes real operands; FFT, IFFT and IRFFT complex ones (their specs are complex).
+
+def _fft_case(kind):
+    from funcgrad.lax import FftType
+
+    def build(t):
+        lead, tail = t
+        in_tail = tail[:-1] + (tail[-1] // 2 + 1,) if kind == "IRFFT" else tail
+        values = floats if kind == "RFFT" else cfloats
+        return values(tuple(lead) + tuple(in_tail)).map(
+            lambda x: Case((x,), {"fft_type": FftType[kind], "fft_lengths": tuple(tail)}))
+    return st.tuples(shapes(0, 1, max_side=3), shapes(1, 3, max_side=5)).flatmap(build)
+
+
+spec("fft", _fft_case("RFFT"))
+for _kind in ["FFT", "IFFT", "IRFFT"]:
+    SPECS[f"fft[{_kind}]"] = Spec("fft", _fft_case(_kind), complex=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Complex operands (complex128): each primitive that accepts them, drawn inside the domain where
+# it is holomorphic (away from branch cuts and poles) or, for structural and linear primitives,
+# the real strategy with an imaginary part added (complexified).
+
+for _name, _vals in {
+    "neg": lambda s: cfloats(s),
+    "exp": lambda s: cfloats(s),
+    "exp2": lambda s: cfloats(s),
+    "expm1": lambda s: cfloats(s),
+    "log": lambda s: cfloats(s, 0.2, 3),           # cut: the negative real axis
+    "log1p": lambda s: cfloats(s, -0.5, 3),        # cut: real axis below -1
+    "sin": lambda s: cfloats(s, -2, 2, -1, 1),
+    "cos": lambda s: cfloats(s, -2, 2, -1, 1),
+    "tan": lambda s: cfloats(s, -1, 1, -1, 1),     # poles at +-pi/2
+    "asin": lambda s: cfloats(s, -0.8, 0.8, -1, 1),  # cuts: real axis, |x| > 1
+    "acos": lambda s: cfloats(s, -0.8, 0.8, -1, 1),
+    "atan": lambda s: cfloats(s, -2, 2, -0.7, 0.7),  # cuts: imaginary axis, |y| > 1
+    "sinh": lambda s: cfloats(s, -2, 2, -1, 1),
+    "cosh": lambda s: cfloats(s, -2, 2, -1, 1),
+    "tanh": lambda s: cfloats(s, -1, 1, -1, 1),    # poles at +-i pi/2
+    "asinh": lambda s: cfloats(s, -2, 2, -0.7, 0.7),
+    "acosh": lambda s: cfloats(s, 1.2, 3, -2, 2),  # cut: real axis below 1
+    "atanh": lambda s: cfloats(s, -0.8, 0.8, -1, 1),
+    "sqrt": lambda s: cfloats(s, 0.2, 3),
+    "rsqrt": lambda s: cfloats(s, 0.2, 3),
+    "logistic": lambda s: cfloats(s, -2, 2, -1, 1),  # poles at +-i pi
+    "abs": lambda s: cmagnitude(s, 0.2, 3),        # kink at 0
+    "real": lambda s: cfloats(s),
+    "imag": lambda s: cfloats(s),
+    "conj": lambda s: cfloats(s),
+}.items():
+    complex_spec(_name, unary_case(_vals))
+complex_spec("integer_pow", st.tuples(shapes(), st.integers(-3, 5)).flatmap(
+    lambda t: cmagnitude(t[0], 0.3, 2).map(lambda x: Case((x,), {"y": t[1]}))))
+complex_nondiff("sign", unary_case(lambda s: cmagnitude(s, 0.1, 3)))
+# complex(x, y) takes real operands and gives a complex output.
+spec("complex", binary_case(floats, floats))
+
+complex_spec("add", binary_case(cfloats, cfloats))
+complex_spec("sub", binary_case(cfloats, cfloats))
+complex_spec("mul", binary_case(cfloats, cfloats))
+complex_spec("div", binary_case(cfloats, lambda s: cmagnitude(s, 0.5, 2)))
+complex_spec("pow", binary_case(lambda s: cfloats(s, 0.3, 2.5, -1, 1),
+                                lambda s: cfloats(s, -1.5, 1.5, -1, 1)))
+for _name in ["eq", "ne"]:
+    complex_nondiff(_name, binary_case(cfloats, cfloats))
+complex_spec("select_n", complexified(_select_n_case()), weight=2)
+for _src, _dst in [(np.complex128, np.complex128), (np.float64, np.complex128),
+                   (np.complex128, np.float64)]:
+    SPECS[f"convert_element_type[{np.dtype(_src).name}->{np.dtype(_dst).name}]"] = Spec(
+        "convert_element_type", shapes().flatmap(
+            cfloats if _src == np.complex128 else floats).map(
+            lambda x, d=_dst: Case((x,), {"new_dtype": np.dtype(d), "weak_type": False})),
+        complex=True)
+SPECS["convert_element_type[complex128->complex64]"] = Spec(
+    "convert_element_type", shapes().flatmap(cfloats).map(
+        lambda x: Case((x,), {"new_dtype": np.dtype(np.complex64), "weak_type": False})),
+    eps=1e-2, rtol=1e-4, atol=1e-4, dot_rtol=1e-6, complex=True)
+
+# Structural, indexing and linear primitives: the real cases with imaginary parts added.
+for _key in ["broadcast_in_dim", "reshape", "transpose", "squeeze", "expand_dims", "name", "rev",
+             "reduce_sum", "reduce_prod", "dot_general", "slice", "pad", "concatenate", "gather",
+             "scatter", "scatter_add", "scatter_mul", "scatter_min", "scatter_max",
+             "dynamic_slice", "dynamic_update_slice", "cumsum", "cumprod", "sort", "psum",
+             "psum_scatter", "all_gather", "solve", "triangular_solve"]:
+    _real = SPECS[_key]
+    complex_spec(_real.name, complexified(_real.cases), weight=_real.weight,
+                 axis_name=_real.axis_name, apply=_real.apply)
 
 
 # ---------------------------------------------------------------------------------------------

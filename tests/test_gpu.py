@@ -280,12 +280,13 @@ def test_without_a_gpu_the_errors_say_how_to_install():
 
 @gpu
 def test_a_reduction_kernel_that_fails_to_compile_shows_its_source(cp):
-    from funcgrad.backends import cupy_backend as cb
-    bad = cb.ReductionSource(
+    from funcgrad.backends import cuda_source, cupy_kernels
+    bad = cuda_source.ReductionSource(
         "broken_reduction", "__device__ float broken_reduction_map(const float x0) {\n"
         "    return no_such_function(x0);\n}\n", "float32 in0", "float32 out0",
-        "broken_reduction_map(in0)", "a + b", "out0 = a", "0.0f", "float", np.dtype(np.float32))
-    with pytest.raises(cb.KernelCompileError) as info:
-        cb._Reducer(cp, bad, (0,))(put(np.ones(4, np.float32)))
+        "broken_reduction_map(in0)", "a + b", "out0 = a", "0.0f", "float", np.dtype(np.float32),
+        (0,))
+    with pytest.raises(cupy_kernels.KernelCompileError) as info:
+        cupy_kernels.Reducer(cp, bad)(put(np.ones(4, np.float32)))
     msg = str(info.value)
     assert "no_such_function" in msg and "broken_reduction" in msg and "cupy.ReductionKernel" in msg

@@ -666,7 +666,7 @@ def test_conv_transpose_layouts_grad_vmap_jit():
 
 
 # ---------------------------------------------------------------------------------------------
-# funcgrad.scipy.special: gammaln, digamma
+# funcgrad.scipy.special: gammaln, digamma, polygamma
 
 POSITIVE = np.concatenate([[1e-8, 0.01, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 10.0, 100.0, 1e5, 1e10],
                            rng.uniform(0.05, 40, 40)])
@@ -703,6 +703,37 @@ def test_digamma_properties():
                                atol=1e-10)
 
 
+def test_polygamma_against_scipy():
+    special = pytest.importorskip("scipy.special")
+    x = np.concatenate([POSITIVE[2:-2], NEGATIVE])
+    for n in range(7):
+        np.testing.assert_allclose(fsp.polygamma(n, x), special.polygamma(n, x), rtol=1e-9,
+                                   err_msg=f"n={n}")
+    # poles: inf for odd n, NaN for even n (as JAX); +inf: the limit 0
+    edge = np.array([0.0, -3.0, np.inf, -np.inf, np.nan])
+    np.testing.assert_array_equal(fsp.polygamma(1, edge), [np.inf, np.inf, 0.0, np.nan, np.nan])
+    np.testing.assert_array_equal(fsp.polygamma(2, edge), [np.nan, np.nan, 0.0, np.nan, np.nan])
+    np.testing.assert_array_equal(fsp.polygamma(0, x), fsp.digamma(x))
+    x32 = POSITIVE[2:20].astype(np.float32)
+    assert fsp.polygamma(2, x32).dtype == np.float32
+    np.testing.assert_allclose(fsp.polygamma(2, x32), special.polygamma(2, x32.astype(float)),
+                               rtol=2e-5)
+    for bad in (-1, 1.5, True, np.array([1, 2])):
+        with pytest.raises(TypeError, match="n must be a non-negative integer"):
+            fsp.polygamma(bad, x)
+
+
+def test_polygamma_derivatives_to_any_order():
+    """digamma' = polygamma(1), polygamma(n)' = polygamma(n + 1): the exact functions under
+    grad, jit and vmap, to the fourth derivative of digamma."""
+    x = np.array([0.3, 1.7, 4.2, -0.6, -2.4])
+    d = fsp.digamma
+    for n in range(1, 5):
+        d = fg.grad(d)
+        for g in (fg.vmap(d), fg.jit(fg.vmap(d)), fg.vmap(fg.jit(d))):
+            np.testing.assert_allclose(g(x), fsp.polygamma(n, x), rtol=1e-12, err_msg=f"n={n}")
+        check_grad(lambda v, n=n: fsp.polygamma(n, v), (x,), rtol=1e-5)
+
 def test_special_derivatives():
     x = np.concatenate([POSITIVE[:-3], NEGATIVE])
     g = fg.vmap(fg.grad(fsp.gammaln))(x)
@@ -716,8 +747,8 @@ def test_special_derivatives():
     # jvp agrees; the third derivative of gammaln needs polygamma(2, x)
     _, t = fg.jvp(fsp.gammaln, (np.array([2.5]),), (np.array([1.0]),))
     np.testing.assert_allclose(t, fsp.digamma(np.array([2.5])), rtol=1e-15)
-    with pytest.raises(NotImplementedError, match="polygamma"):
-        fg.grad(fg.grad(fsp.digamma))(1.5)
+    np.testing.assert_allclose(fg.grad(fg.grad(fsp.digamma))(1.5), fsp.polygamma(2, 1.5),
+                               rtol=1e-15)
 
 
 def test_special_vmap_jit():

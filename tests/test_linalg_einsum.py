@@ -313,3 +313,44 @@ def test_array_api_linalg_names_match_numpy():
         np.testing.assert_allclose(got, want, rtol=1e-12)
     g = fg.grad(lambda m: fnp.sum(la.vecdot(m, b) ** 2))(a)
     np.testing.assert_allclose(g, 2 * np.sum(a * b, -1, keepdims=True) * b, rtol=1e-12)
+
+
+_SUBLIST_CASES = [
+    ((2, 3), [0, 1], (3, 4), [1, 2]),
+    ((2, 3), [0, 1], (3, 4), [1, 2], [2, 0]),
+    ((2, 3, 4), [Ellipsis, 1], (5, 4), [2, 1], [Ellipsis, 2]),
+    ((3, 3), [0, 0]),
+    ((3, 3), [0, 0], []),
+    ((2, 3), [5, 7], (3,), [7], (2,), [5], []),
+]
+
+
+@pytest.mark.parametrize("case", range(len(_SUBLIST_CASES)))
+def test_einsum_interleaved_operands_and_sublists(case):
+    """einsum(op0, sublist0, op1, sublist1, ..., [out]) as NumPy, eager, jit and in grad."""
+    rng = np.random.default_rng(case)
+    spec = list(_SUBLIST_CASES[case])
+    for i in range(0, len(spec) - (len(spec) % 2), 2):
+        spec[i] = rng.normal(size=spec[i])
+    want = np.einsum(*spec)
+    np.testing.assert_allclose(fnp.einsum(*spec), want, rtol=1e-12)
+    ops = spec[0::2][: len(spec) // 2]
+    rest = spec[1::2] + ([spec[-1]] if len(spec) % 2 else [])
+
+    def f(*xs):
+        args = []
+        for x, sub in zip(xs, rest):
+            args += [x, sub]
+        return fnp.einsum(*args, *rest[len(xs):])
+
+    np.testing.assert_allclose(fg.jit(f)(*ops), want, rtol=1e-12)
+    g = fg.grad(lambda x: fnp.sum(f(x, *ops[1:]) ** 2))(ops[0])
+    assert g.shape == ops[0].shape
+    assert fnp.einsum_path(*spec)[0][0] == "einsum_path"
+
+
+def test_einsum_sublist_errors_are_clear():
+    with pytest.raises(ValueError, match="sublist labels must be integers"):
+        fnp.einsum(np.ones(2), [0.5])
+    with pytest.raises(TypeError, match="expected a sublist"):
+        fnp.einsum(np.ones(2), "i")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numeric import GPU_MODE
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
@@ -179,6 +180,116 @@ def test_at_updates_match_numpy_in_place(idx, op):
     np.testing.assert_array_equal(X, np.arange(X.size).reshape(X.shape))  # input untouched
 
 
+# Eager `.at` on values is NumPy's (fnp.asarray returns CuPy arrays, without `.at`, on a GPU
+# default backend: docs/arrays.md).
+eager_at = pytest.mark.cpu_only
+
+
+@eager_at
+@pytest.mark.parametrize("idx", UPDATE_IDX, ids=repr)
+@pytest.mark.parametrize("op", ["set", "add", "subtract", "multiply", "divide", "power", "min",
+                                "max", "apply", "get"])
+def test_at_on_values_eagerly_as_under_transforms(idx, op):
+    """fnp.asarray(x).at[idx] outside any transform: the same results as under jit and make_jaxpr
+    (the same code), every method; x itself is never modified."""
+    x = X.copy()
+    v = np.random.default_rng(1).uniform(1, 2, size=X[idx].shape)
+    args = {"apply": (np.sin,), "get": ()}.get(op, (v,))
+    f = lambda a: getattr(fnp.asarray(a).at[idx], op)(*args)  # noqa: E731
+    eager = f(x)
+    assert type(eager) is fnp.UpdatableArray
+    np.testing.assert_allclose(eager, concrete(f, x))
+    if not (isinstance(idx, tuple) and isinstance(idx[0], np.ndarray) and idx[0].dtype == bool):
+        np.testing.assert_allclose(eager, fg.jit(f)(x))
+    np.testing.assert_array_equal(x, X)
+
+
+@eager_at
+def test_at_updates_chain_and_stay_functional():
+    x = np.zeros(4)
+    y = fnp.asarray(x).at[0].set(1.0).at[1].add(2.0).at[np.array([2, 2])].add(1.0)
+    np.testing.assert_array_equal(y, [1.0, 2.0, 2.0, 0.0])
+    np.testing.assert_array_equal(x, 0.0)
+    z = fnp.array([1, 2, 3]).at[-1].multiply(10)
+    np.testing.assert_array_equal(z, [1, 2, 30])
+    assert z.dtype == np.int64
+
+
+# JAX's answers for out-of-bound indices (checked against jax 0.10.2): with x = [0, 1, 2, 3, 4],
+# indices [0, 7, -1, -9] (7 and -9 are out of bounds for a size-5 axis)
+_OOB = np.array([0, 7, -1, -9])
+_MODE_CASES = [
+    ("add", "clip", [2.0, 1.0, 2.0, 3.0, 6.0]),       # 7 -> 4, -9 -> 0
+    ("add", "drop", [1.0, 1.0, 2.0, 3.0, 5.0]),       # 7 and -9 skipped
+    ("add", "fill", [1.0, 1.0, 2.0, 3.0, 5.0]),
+    ("add", "promise_in_bounds", [1.0, 1.0, 2.0, 3.0, 5.0]),
+    ("set", "drop", [1.0, 1.0, 2.0, 3.0, 1.0]),
+    ("max", "clip", [1.0, 1.0, 2.0, 3.0, 4.0]),
+    ("get", "clip", [0.0, 4.0, 4.0, 0.0]),
+    ("get", "fill", [0.0, np.nan, 4.0, np.nan]),
+    ("get", "promise_in_bounds", [0.0, 4.0, 4.0, 0.0]),
+]
+
+
+@pytest.mark.parametrize("op, mode, want", _MODE_CASES, ids=lambda v: str(v)[:20])
+def test_at_modes_as_jax(op, mode, want):
+    x = np.arange(5.0)
+    args = () if op == "get" else (1.0,)
+
+    def f(a):
+        return getattr(fnp.asarray(a).at[_OOB], op)(*args, mode=mode)
+
+    for g in ((fg.jit(f), lambda a: concrete(f, a)) if GPU_MODE else
+              (f, fg.jit(f), lambda a: concrete(f, a))):
+        np.testing.assert_array_equal(g(x), want)
+    if op != "get":  # the dropped and clipped updates differentiate like the kept ones
+        grad = fg.grad(lambda a: fnp.sum(f(a) * np.arange(1.0, 6.0)))(x)
+        assert np.all(np.isfinite(grad))
+
+
+def test_at_modes_with_traced_indices_fill_values_and_slices():
+    x = np.arange(12.0).reshape(3, 4)
+    f = lambda a, i: fnp.asarray(a).at[i, 1:3].get(mode="fill", fill_value=-1.0)  # noqa: E731
+    np.testing.assert_array_equal(fg.jit(f)(x, np.array([0, 3, -4])),
+                                  [[1.0, 2.0], [-1.0, -1.0], [-1.0, -1.0]])
+    g = lambda a, i: fnp.asarray(a).at[1, i].add(100.0, mode="drop")  # noqa: E731
+    want = x.copy()
+    want[1, 3] += 100.0
+    np.testing.assert_array_equal(fg.jit(g)(x, np.int32(-1)), want)
+    np.testing.assert_array_equal(fg.jit(g)(x, np.int32(4)), x)
+    ints = np.arange(3, dtype=np.int32)
+    assert fg.jit(lambda v: v.at[5].get(mode="fill"))(ints) == np.iinfo(np.int32).min
+    with pytest.raises(ValueError, match="mode must be one of"):
+        fg.jit(lambda v: v.at[0].set(1.0, mode="wrap"))(x)
+    with pytest.raises(IndexError, match="out of bounds"):  # no mode: NumPy's check (static)
+        fg.jit(lambda v: v.at[5].set(1.0))(x)
+
+
+@eager_at
+def test_updatable_arrays_stay_contained():
+    """Only fnp.asarray / fnp.array (and .at updates) return UpdatableArray: what NumPy and
+    funcgrad compute from one is a plain ndarray, and library results never are one."""
+    import pickle
+
+    from funcgrad import optim
+    x = np.arange(4.0)
+    a = fnp.asarray(x)
+    assert type(a) is fnp.UpdatableArray and a.base is not None  # a view, no copy
+    assert isinstance(a, np.ndarray) and repr(a) == repr(x)
+    plain = [a * 2, np.sin(a), np.concatenate([a, a]), a.sum(), fnp.sin(a), fnp.transpose(a),
+             fg.jit(lambda v: v * 2)(a), fg.grad(lambda v: fnp.sum(v ** 2))(a),
+             pickle.loads(pickle.dumps(a))]
+    for r in plain:
+        assert type(r) in (np.ndarray, np.float64), type(r)
+    params = {"w": fnp.asarray(np.ones(3)), "b": np.zeros(2)}
+    tx = optim.adamw(1e-2)
+    state = tx.init(params)
+    updates, state = tx.update(params, state, params)
+    new = optim.apply_updates(params, updates)
+    for leaf in fg.tree_util.tree_leaves((updates, state, new)):
+        assert type(leaf) is np.ndarray, type(leaf)
+
+
 def test_at_scalar_values_broadcast_and_get():
     np.testing.assert_array_equal(abstract(lambda a: a.at[:, 1].set(-1.0), X)[:, 1], -1.0)
     np.testing.assert_array_equal(abstract(lambda a: a.at[0, [1, 2]].get(), X), X[0, [1, 2]])
@@ -193,6 +304,52 @@ def test_at_duplicate_indices_accumulate(op, ufunc):
     ref = x.copy()
     ufunc.at(ref, idx, v)
     np.testing.assert_allclose(abstract(lambda a: getattr(a.at[idx], op)(v), x), ref)
+
+
+@eager_at
+def test_at_power_and_apply_act_once_per_occurrence():
+    """A place indexed twice is raised twice (JAX: x ** (y * y)) and gets func twice (NumPy's
+    ufunc.at, JAX's scatter_apply), eagerly, under jit and make_jaxpr, with every mode."""
+    x = np.linspace(-1.0, 2.0, 6)
+    idx = np.array([0, 2, 2, 5, 2])
+    powered = x.copy()
+    for i in idx:
+        powered[i] = powered[i] ** 2.0
+    applied = x.copy()
+    np.negative.at(applied, idx)
+    for mode in (None, "clip", "drop", "promise_in_bounds"):
+        pw = lambda a: fnp.asarray(a).at[idx].power(2.0, mode=mode)  # noqa: E731,B023
+        ap = lambda a: fnp.asarray(a).at[idx].apply(fnp.negative, mode=mode)  # noqa: E731,B023
+        for run in (fg.jit, lambda f: (lambda a: concrete(f, a))):
+            np.testing.assert_allclose(run(pw)(x), powered)
+            np.testing.assert_allclose(run(ap)(x), applied)
+    # x ** 1 at the places not indexed: the negative x there get no NaN derivative.
+    pos = np.array([2, 5, 2])
+
+    def total(a, y):
+        return fnp.sum(fnp.asarray(a).at[pos].power(y))
+    gx, gy = fg.jit(fg.grad(total, argnums=(0, 1)))(x, 2.0)
+    np.testing.assert_allclose(gx, [1.0, 1.0, 4 * x[2] ** 3, 1.0, 1.0, 2 * x[5]])
+    eps = 1e-6
+    fd = (total(x, 2.0 + eps) - total(x, 2.0 - eps)) / (2 * eps)
+    np.testing.assert_allclose(gy, fd, rtol=1e-6)
+
+
+@eager_at
+@pytest.mark.parametrize("v", [[2.0, 3.0, 5.0, -1.5], [0.0, 3.0, 5.0, -1.5], [0.0, 0.0, 5.0, 2.0]])
+def test_at_multiply_with_duplicate_indices_differentiates_in_the_values(v):
+    """out[p] = x[p] * (product of the values at p): each value's derivative is x[p] times the
+    others at p, zeros included (the old rule assumed unique indices and gave x[p])."""
+    v = np.array(v)
+    idx = np.array([2, 2, 0, 2])
+    x = np.array([1.5, -2.0, 0.7])
+
+    def f(u):
+        return fnp.sum(fnp.asarray(x).at[idx].multiply(u) * np.array([1.0, 2.0, 3.0]))
+    want = np.array([3 * x[2] * v[1] * v[3], 3 * x[2] * v[0] * v[3], x[0],
+                     3 * x[2] * v[0] * v[1]])
+    for g in (fg.grad(f), fg.jit(fg.grad(f)), fg.jacfwd(f)):
+        np.testing.assert_allclose(g(v), want, rtol=1e-12, atol=1e-12)
 
 
 def test_at_with_traced_index():
@@ -423,3 +580,39 @@ def test_empty_selections_scatter_and_differentiate(index):
     np.testing.assert_array_equal(fg.jit(lambda a: a.at[index].add(1.5))(x), want)
     g = fg.grad(lambda a: fnp.sum(a[index] ** 2))(x)
     np.testing.assert_array_equal(g, np.zeros_like(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# r_ and c_
+
+_A = np.array([1.0, 2.0, 3.0])
+_B = np.array([4.0, 5.0, 6.0])
+_M = np.arange(6).reshape(2, 3)
+R_C_CASES = [
+    lambda m: m.r_[1:4, 0, _A], lambda m: m.r_[0:1:5j, 7], lambda m: m.r_[_A, _B],
+    lambda m: m.r_[-1:1:0.5], lambda m: m.c_[_A, _B], lambda m: m.c_[_M, _M],
+    lambda m: m.r_["0,2", _A, _B], lambda m: m.r_["0,2,0", _A, _B],
+    lambda m: m.r_["1,2,0", _A, _B], lambda m: m.r_["-1", _M, _M], lambda m: m.c_[_A, 0:3],
+    lambda m: m.r_[np.int32(1), np.array([2, 3], np.int8)], lambda m: m.r_[3, 2.5],
+    lambda m: m.r_["0,3,-1", _A], lambda m: m.r_[_M, _M + 1], lambda m: m.c_[1:4],
+]
+
+
+@pytest.mark.parametrize("case", range(len(R_C_CASES)))
+def test_r_and_c_match_numpy(case):
+    f = R_C_CASES[case]
+    want, got = f(np), f(fnp)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_r_and_c_under_transforms():
+    g = fg.grad(lambda x: fnp.sum(fnp.r_[x, 2.0 * x, 1.0] ** 2))(_A)
+    np.testing.assert_allclose(g, 10 * _A)
+    np.testing.assert_array_equal(fg.jit(lambda x: fnp.c_[x, x])(_A), np.c_[_A, _A])
+    np.testing.assert_array_equal(fg.vmap(lambda x: fnp.r_[x, 0.0])(np.eye(2)),
+                                  [[1, 0, 0], [0, 1, 0]])
+    with pytest.raises(ValueError, match="matrix directives"):
+        fnp.r_["r", _A]
+    with pytest.raises(ValueError, match="must come first"):
+        fnp.r_[_A, "0,2"]

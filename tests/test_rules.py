@@ -2,9 +2,11 @@
 
 Every `Primitive` of the modules of funcgrad.lax needs an entry in tests/rule_specs.py: a `Spec`
 (how to draw valid float64 operands and static params) or, for a primitive with no derivative, a
-`NonDiff` entry saying why. Hypothesis draws a case; the primitive is applied with `prim.bind`
-inside the function being differentiated, with respect to a random nonempty subset of its float
-operands (the others, and all integer/boolean operands, are held fixed by closure). Checks:
+`NonDiff` entry saying why; a primitive that accepts complex operands also needs a complex spec
+(complex128 operands, checked the same way). Hypothesis draws a case; the primitive is applied
+with `prim.bind` inside the function being differentiated, with respect to a random nonempty
+subset of its float or complex operands (the others, and all integer/boolean operands, are held
+fixed by closure). Checks:
 
   test_jvp_matches_finite_differences       fg.jvp's tangent == central differences along u
   test_vjp_matches_finite_differences       fg.vjp's cotangent == d<v, f>/dx by central differences
@@ -15,6 +17,14 @@ operands (the others, and all integer/boolean operands, are held fixed by closur
   test_nondifferentiable_rules_give_zero    NonDiff entries: zero tangents and cotangents
   test_shape_rule_matches_implementation    abstract_eval agrees with what impl computes
   test_every_primitive_has_a_spec           so that a new primitive cannot skip the harness
+  test_complex_capable_primitives_have_complex_specs
+                                            and one that takes complex operands cannot skip
+                                            the complex checks
+
+Complex numbers follow JAX's convention: a tangent is the R-linear image J u of the input
+tangent u, and a cotangent g pairs with a tangent t by <g, t> = Re(sum(g * t)) (no conjugation),
+so the VJP is the adjoint of the JVP under that pairing. Central differences along a complex
+direction give J u directly; a cotangent's coordinate c is d<v, f>/d(Re x_c) - i d<v, f>/d(Im x_c).
 
 Runs are deterministic (derandomize=True, no example database). Set FUNCGRAD_RULE_EXAMPLES to
 draw more examples per test locally, FUNCGRAD_RULE_SHRINK=1 to shrink a failure to a minimal case.
@@ -37,7 +47,7 @@ import funcgrad as fg
 import funcgrad.lax
 from funcgrad.core import Primitive, ShapedArray
 from funcgrad.core.trace import axis_frame
-from funcgrad.lax import add, mul, reduce_sum
+from funcgrad.lax import add, mul, real, reduce_sum
 
 try:
     vmap = fg.vmap
@@ -112,7 +122,7 @@ def _ids(kind, keys):
 
 DIFF_KEYS = [k for k, s in SPECS.items() if s.name in PRIMS]
 SECOND_ORDER_KEYS = [k for k in DIFF_KEYS if SPECS[k].second_order is True]
-NONDIFF_KEYS = [k for k in NONDIFF if k in PRIMS]
+NONDIFF_KEYS = [k for k, e in NONDIFF.items() if e.name in PRIMS]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,8 +145,8 @@ def _draw(data, key):
     spec = SPECS[key]
     case = data.draw(spec.cases, label="case")
     float_idx = [i for i, a in enumerate(case.operands)
-                 if np.asarray(a).dtype.kind == "f" and i not in spec.frozen]
-    assert float_idx, f"spec {key} drew no float operand"
+                 if np.asarray(a).dtype.kind in "fc" and i not in spec.frozen]
+    assert float_idx, f"spec {key} drew no float or complex operand"
     wrt = data.draw(st.lists(st.sampled_from(float_idx), min_size=1, unique=True).map(sorted),
                     label="wrt")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
@@ -159,7 +169,7 @@ def _fun(spec, case, wrt):
         else:
             out = prim.bind(*ops, **case.params)
         outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
-        return tuple(o for o in outs if o.dtype.kind == "f")
+        return tuple(o for o in outs if o.dtype.kind in "fc")
 
     return f
 
@@ -198,7 +208,18 @@ def _gradient(f, n):
 def _eval(f, xs):
     out = f(*[np.asarray(x) for x in xs])
     assert out, "the primitive has no float output to differentiate"
-    return [np.asarray(o, np.float64) for o in out]
+    return [_wide(o) for o in out]
+
+
+def _wide(a):
+    """a as float64, or complex128 when complex."""
+    a = np.asarray(a)
+    return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
+
+
+def _pair(a, b):
+    """<a, b> = Re(sum(a * b)): how a cotangent pairs with a tangent (real or complex)."""
+    return float(np.sum(_wide(a) * _wide(b)).real)
 
 
 def _central(f, xs, us, eps):
@@ -208,12 +229,15 @@ def _central(f, xs, us, eps):
 
 
 def _normal_like(rng, a, dtype=None):
-    return np.asarray(rng.standard_normal(np.shape(a))).astype(dtype or np.asarray(a).dtype)
+    dtype = np.dtype(dtype or np.asarray(a).dtype)
+    z = rng.standard_normal(np.shape(a))
+    if dtype.kind == "c":
+        z = z + 1j * rng.standard_normal(np.shape(a))
+    return np.asarray(z).astype(dtype)
 
 
 def _assert_close(actual, expected, spec, what, case):
-    actual = np.asarray(actual, np.float64)
-    expected = np.asarray(expected, np.float64)
+    actual, expected = _wide(actual), _wide(expected)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=spec.rtol, atol=spec.atol * scale,
@@ -221,10 +245,13 @@ def _assert_close(actual, expected, spec, what, case):
 
 
 def _weighted_sum(outs, ws):
-    """<w, f>: a scalar built with primitives, so it can be differentiated."""
+    """<w, f> = Re(sum(w * f)): a real scalar built with primitives, so it can be
+    differentiated."""
     total = None
     for o, w in zip(outs, ws):
         term = reduce_sum(mul(o, w), tuple(range(len(w.shape))))
+        if term.dtype.kind == "c":
+            term = real(term)
         total = term if total is None else add(total, term)
     return total
 
@@ -279,8 +306,12 @@ def _check_vjp(key, data):
     assert len(cts) == len(xs)
 
     def phi(*ys):  # <v, f(ys)>, evaluated on arrays
-        return sum(float(np.vdot(v.astype(np.float64), o))
-                   for v, o in zip(vs, _apply(spec, f, ys)))
+        return sum(_pair(v, o) for v, o in zip(vs, _apply(spec, f, ys)))
+
+    def derivative(j, e):  # d phi along direction e of input j, by central differences
+        plus = [y + spec.eps * e if k == j else y for k, y in enumerate(xs)]
+        minus = [y - spec.eps * e if k == j else y for k, y in enumerate(xs)]
+        return (phi(*plus) - phi(*minus)) / (2 * spec.eps)
 
     for j, (x, ct) in enumerate(zip(xs, cts)):
         ct = np.asarray(ct)
@@ -290,12 +321,13 @@ def _check_vjp(key, data):
                   else rng.choice(x.size, MAX_COORDS, replace=False))
         got, want = [], []
         for c in coords:
-            e = np.zeros(x.size)
+            e = np.zeros(x.size, x.dtype)
             e[c] = 1.0
             e = e.reshape(x.shape)
-            plus = [y + spec.eps * e if k == j else y for k, y in enumerate(xs)]
-            minus = [y - spec.eps * e if k == j else y for k, y in enumerate(xs)]
-            want.append((phi(*plus) - phi(*minus)) / (2 * spec.eps))
+            d = derivative(j, e)
+            if x.dtype.kind == "c":  # <g, t> = Re(g t): Re g along e, -Im g along i e
+                d = d - 1j * derivative(j, 1j * e)
+            want.append(d)
             got.append(ct.reshape(-1)[c])
         _assert_close(np.array(got), np.array(want), spec,
                       f"cotangent of input {wrt[j]} at flat coordinates {list(coords)}", case)
@@ -314,10 +346,10 @@ def _check_dot(key, data):
     out, ju = _jvp(spec, f, xs, us)
     vs = tuple(_normal_like(rng, o) for o in out)
     cts = _vjp(spec, f, xs, vs)
-    terms_fwd = [np.asarray(v, np.float64) * np.asarray(t, np.float64) for v, t in zip(vs, ju)]
-    terms_rev = [np.asarray(c, np.float64) * u for c, u in zip(cts, us)]
-    fwd = sum(float(t.sum()) for t in terms_fwd)
-    rev = sum(float(t.sum()) for t in terms_rev)
+    terms_fwd = [_wide(v) * _wide(t) for v, t in zip(vs, ju)]
+    terms_rev = [_wide(c) * _wide(u) for c, u in zip(cts, us)]
+    fwd = sum(float(t.sum().real) for t in terms_fwd)
+    rev = sum(float(t.sum().real) for t in terms_rev)
     scale = sum(float(np.abs(t).sum()) for t in terms_fwd + terms_rev)
     assert abs(fwd - rev) <= spec.dot_rtol * scale + 1e-300, (
         f"<v, J u> = {fwd!r} but <J^T v, u> = {rev!r} for {case}")
@@ -364,7 +396,7 @@ def _check_second_order(key, data):
 @given(data=st.data())
 def test_nondifferentiable_rules_give_zero(key, data):
     entry = NONDIFF[key]
-    prim = PRIMS[key]
+    prim = PRIMS[entry.name]
     if entry.cases is None:
         assert not prim.differentiable, f"{key} is listed as non-differentiable ({entry.reason})"
         return
@@ -377,10 +409,10 @@ def test_nondifferentiable_rules_give_zero(key, data):
         return
     if prim.differentiable:
         # The transforms call its rules: they must give symbolic zeros.
-        tangents = [np.zeros_like(a) if a.dtype.kind == "f" else None for a in ops]
+        tangents = [np.zeros_like(a) if a.dtype.kind in "fc" else None for a in ops]
         assert prim.jvp(ops, tangents, out, **case.params) is None
         assert all(c is None for c in prim.vjp(out, ops, out, [True] * len(ops), **case.params))
-    float_idx = [i for i, a in enumerate(ops) if a.dtype.kind == "f"]
+    float_idx = [i for i, a in enumerate(ops) if a.dtype.kind in "fc"]
     if not float_idx:  # nothing to differentiate: the outputs only need a sane dtype
         return
     rng = np.random.default_rng(0)
@@ -396,17 +428,17 @@ def test_nondifferentiable_rules_give_zero(key, data):
     _, tangents = fg.jvp(f, tuple(xs), tuple(_normal_like(rng, x) for x in xs))
     for t in tangents:
         assert not np.any(np.asarray(t)), f"nonzero tangent {t} for {case}"
-    float_outs = [o for o in outs if o.dtype.kind == "f"]
+    float_outs = [o for o in outs if o.dtype.kind in "fc"]
     if not float_outs:
         return
-    _, vjp_fn = fg.vjp(lambda *d: tuple(o for o in f(*d) if o.dtype.kind == "f"), *xs)
+    _, vjp_fn = fg.vjp(lambda *d: tuple(o for o in f(*d) if o.dtype.kind in "fc"), *xs)
     for c in vjp_fn(tuple(_normal_like(rng, o) for o in float_outs)):
         assert not np.any(np.asarray(c)), f"nonzero cotangent {c} for {case}"
 
 
 def _check_raises(entry, prim, ops, case):
     """A derivative not implemented yet must fail loudly in both modes, not give zeros."""
-    float_idx = [i for i, a in enumerate(ops) if a.dtype.kind == "f"]
+    float_idx = [i for i, a in enumerate(ops) if a.dtype.kind in "fc"]
 
     def f(*diff):
         full = list(ops)
@@ -457,7 +489,7 @@ def test_every_lax_module_imports():
 
 
 def test_every_primitive_has_a_spec():
-    covered = {s.name for s in SPECS.values()} | set(NONDIFF)
+    covered = {s.name for s in SPECS.values()} | {n.name for n in NONDIFF.values()}
     missing = sorted(set(PRIMS) - covered)
     assert not missing, (
         f"primitives with no entry in tests/rule_specs.py: {missing}. Add a Spec (how to draw "
@@ -466,13 +498,50 @@ def test_every_primitive_has_a_spec():
 
 
 def test_every_spec_names_a_primitive():
-    covered = {s.name for s in SPECS.values()} | set(NONDIFF)
+    covered = {s.name for s in SPECS.values()} | {n.name for n in NONDIFF.values()}
     stale = sorted(covered - set(PRIMS))
     assert not stale, f"tests/rule_specs.py has entries for unknown primitives: {stale}"
 
 
 def test_specs_agree_with_differentiable_flags():
-    wrong = [k for k in NONDIFF_KEYS if PRIMS[k].differentiable and NONDIFF[k].cases is None]
+    wrong = [k for k in NONDIFF_KEYS
+             if PRIMS[NONDIFF[k].name].differentiable and NONDIFF[k].cases is None]
     wrong += [s.name for s in SPECS.values()
               if s.name in PRIMS and not PRIMS[s.name].differentiable]
     assert not wrong, f"Spec/NonDiff entry disagrees with Primitive.differentiable: {wrong}"
+
+
+REAL_DIFF_KEYS = [k for k in DIFF_KEYS if not SPECS[k].complex]
+COMPLEX_SPEC_NAMES = {s.name for s in SPECS.values() if s.complex} | {
+    n.name for k, n in NONDIFF.items() if k.endswith("[complex]")}
+# Primitives that accept complex operands but whose complex derivatives are not checked here.
+COMPLEX_EXEMPT: dict[str, str] = {
+    name: "holds a body traced for the spec's float64 operands; with complex operands it "
+          "differentiates as the primitives of its body do (checked here one by one)"
+    for name in ("cond", "checkpoint", "while", "scan", "custom_jvp_call", "custom_vjp_call")}
+
+
+@pytest.mark.parametrize("key", REAL_DIFF_KEYS)
+@settings(rule_settings, max_examples=1)
+@given(data=st.data())
+def test_complex_capable_primitives_have_complex_specs(key, data):
+    """A primitive whose shape rule accepts complex128 in place of its float64 operands must have
+    a complex spec (or an exemption saying why), so that its complex rules are checked."""
+    spec = SPECS[key]
+    prim = PRIMS[spec.name]
+    if spec.name in COMPLEX_SPEC_NAMES or spec.name in COMPLEX_EXEMPT:
+        return
+    case = data.draw(spec.cases, label="case")
+    avals = [ShapedArray(np.shape(a), np.complex128 if np.asarray(a).dtype.kind == "f"
+                         else np.asarray(a).dtype) for a in case.operands]
+    frame = contextlib.nullcontext()
+    if spec.axis_name is not None:
+        frame = axis_frame(spec.axis_name, avals[0].shape[0])
+        avals = [ShapedArray(a.shape[1:], a.dtype) for a in avals]
+    try:
+        with frame:
+            prim.abstract_eval(*avals, **case.params)
+    except Exception:
+        return  # real operands only
+    pytest.fail(f"{spec.name} accepts complex operands but has no complex spec in "
+                "tests/rule_specs.py (complex_spec) and no COMPLEX_EXEMPT entry")

@@ -15,6 +15,9 @@ and never takes values to the host behind the caller's back.
     from funcgrad.backends.array_api import register
     register(array_api_strict)      # strict arrays in -> strict arrays out, through the interpreter
 
+Every NumPy name of the elementwise vocabulary (funcgrad.core.lowering.VOCABULARY, the calls an
+elementwise primitive's implementation may make) is here; tests/test_lowering.py checks it.
+
 Dtypes: funcgrad describes dtypes with NumPy's (avals, params); the adapter maps them to the
 namespace's dtypes by name (`np.float32` -> `std.float32`) and back.
 """
@@ -65,13 +68,18 @@ class _Linalg:
         return res[0], res[1]
 
     def eigh(self, a, UPLO="L"):
-        # The standard reads a symmetric matrix; NumPy reads one triangle. Mirror that triangle.
+        # The standard reads a symmetric (Hermitian) matrix; NumPy reads one triangle. Mirror
+        # that triangle (conjugated, for complex matrices).
         ns = self._ns
         tri = ns.tril(a) if UPLO == "L" else ns.triu(a)
         strict = ns.tril(a, -1) if UPLO == "L" else ns.triu(a, 1)
-        sym = tri + self._std.matrix_transpose(strict)
+        sym = tri + self._std.conj(self._std.matrix_transpose(strict))
         res = self._ext("eigh")(sym)
         return res[0], res[1]
+
+    def eig(self, a):
+        raise Unsupported("linalg.eig: the Array API standard has no eigensolver for general "
+                          "(non-symmetric) matrices")
 
     def svd(self, a, full_matrices=True, compute_uv=True):
         if not compute_uv:
@@ -82,6 +90,33 @@ class _Linalg:
     def qr(self, a, mode="reduced"):
         res = self._ext("qr")(a, mode=mode)
         return res[0], res[1]
+
+
+class _FFT:
+    """NumPy's `fft` names over the standard's optional `fft` extension."""
+
+    def __init__(self, ns):
+        self._std = ns._std
+
+    def _ext(self, name):
+        mod = getattr(self._std, "fft", None)
+        fn = getattr(mod, name, None) if mod is not None else None
+        if fn is None:
+            raise Unsupported(f"fft.{name}: this array namespace has no fft extension with "
+                              f"{name}")
+        return fn
+
+    def fftn(self, x, s=None, axes=None):
+        return self._ext("fftn")(x, s=s, axes=axes)
+
+    def ifftn(self, x, s=None, axes=None):
+        return self._ext("ifftn")(x, s=s, axes=axes)
+
+    def rfftn(self, x, s=None, axes=None):
+        return self._ext("rfftn")(x, s=s, axes=axes)
+
+    def irfftn(self, x, s=None, axes=None):
+        return self._ext("irfftn")(x, s=s, axes=axes)
 
 
 class ArrayAPINamespace:
@@ -107,6 +142,7 @@ class ArrayAPINamespace:
         self.inf = math.inf
         self.nan = math.nan
         self.linalg = _Linalg(self)
+        self.fft = _FFT(self)
         self.array_type = type(std.asarray(0))
 
     def __repr__(self):
@@ -143,6 +179,19 @@ class ArrayAPINamespace:
     def real(self, x):
         return self._std.real(x)
 
+    def imag(self, x):
+        return self._std.imag(x)
+
+    def conj(self, x):
+        return self._std.conj(x)
+
+    def make_complex(self, x, y):
+        """x + i y from real arrays (lax.complex): the standard has no constructor, so the parts
+        are combined arithmetically (exact for finite parts)."""
+        std = self._std
+        cdt = std.complex64 if x.dtype == std.float32 else std.complex128
+        return std.astype(x, cdt) + std.astype(y, cdt) * std.asarray(1j, dtype=cdt)
+
     # -- creation --
     def zeros(self, shape, dtype=None):
         return self._std.zeros(tuple(shape), dtype=None if dtype is None else self.dtype(dtype))
@@ -178,6 +227,15 @@ class ArrayAPINamespace:
         return fn
 
     negative = _unary("negative")
+    positive = _unary("positive")
+    square = _unary("square")
+    log2 = _unary("log2")
+    log10 = _unary("log10")
+    trunc = _unary("trunc")
+    rint = _unary("round")
+    isinf = _unary("isinf")
+    signbit = _unary("signbit")
+    logical_not = _unary("logical_not")
     sign = _unary("sign")
     floor = _unary("floor")
     ceil = _unary("ceil")
@@ -215,6 +273,10 @@ class ArrayAPINamespace:
     maximum = _binary("maximum")
     minimum = _binary("minimum")
     arctan2 = _binary("atan2")
+    hypot = _binary("hypot")
+    logical_and = _binary("logical_and")
+    logical_or = _binary("logical_or")
+    logical_xor = _binary("logical_xor")
     nextafter = _binary("nextafter")
     copysign = _binary("copysign")
     logaddexp = _binary("logaddexp")
@@ -233,6 +295,22 @@ class ArrayAPINamespace:
 
     def exp2(self, x):
         return self._std.pow(2.0, self._in(x))
+
+    def fmax(self, x, y):
+        """NumPy's fmax: the larger, a NaN only where both are NaN."""
+        x, y = self._in(x), self._in(y)
+        return self._std.where(self._std.isnan(y), x,
+                               self._std.where(self._std.isnan(x), y, self._std.maximum(x, y)))
+
+    def fmin(self, x, y):
+        x, y = self._in(x), self._in(y)
+        return self._std.where(self._std.isnan(y), x,
+                               self._std.where(self._std.isnan(x), y, self._std.minimum(x, y)))
+
+    def ldexp(self, x, n):
+        x = self._in(x)
+        return x * self._std.pow(self._std.asarray(2.0, dtype=x.dtype),
+                                 self._std.astype(self._in(n), x.dtype))
 
     def cbrt(self, x):
         x = self._in(x)

@@ -111,6 +111,8 @@ def bind(prim, *args, **params):
 def _as_array(x):
     if isinstance(x, np.generic) or type(x) in PY_SCALARS:
         return np.asarray(x)
+    if isinstance(x, np.ndarray):  # a view of an ndarray subclass input: a plain array
+        return x.view(np.ndarray)
     if not namespaces and hasattr(x, "__cuda_array_interface__"):
         register_device_arrays()
     return x

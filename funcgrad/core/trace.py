@@ -168,6 +168,14 @@ def _find_frame(name):
                     f"fg.distributed.data_parallel(..., axis_name={name!r}) (bound here: {bound}).")
 
 
+def axis_env_key():
+    """The bound axes (names, sizes, process groups) as a hashable key: a program traced under
+    them (collectives, `axis_size`) is only valid under the same ones (jit's cache key)."""
+    if not _axis_env:
+        return ()
+    return tuple((name, size, id(group)) for name, size, group in _axis_env)
+
+
 def axis_size(name):
     """The number of lanes (or processes) of the named axis; NameError if it is not bound."""
     return _find_frame(name)[1]

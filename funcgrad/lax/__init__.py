@@ -1,7 +1,7 @@
 """funcgrad.lax: the primitives, each defined once with all of its rules, and thin wrappers."""
 
 from .elementwise import *  # noqa: F403
-from .elementwise import abs, max, min, pow, round  # noqa: A004 (lax names shadow builtins)
+from .elementwise import abs, complex, max, min, pow, round  # noqa: A004 (lax names shadow builtins)
 from .structural import *  # noqa: F403
 from .structural import slice  # noqa: A004
 from .parallel import all_gather, axis_index, axis_size, pmax, pmean, pmin, psum, psum_scatter
@@ -9,6 +9,7 @@ from .indexing import *  # noqa: F403
 from .dynamic_slicing import *  # noqa: F403
 from .cumulative import *  # noqa: F403
 from . import linalg  # noqa: E402
+from .fft import FftType, fft, fft_p  # noqa: E402
 from .conditionals import cond, cond_p, switch  # noqa: E402
 from .while_loops import fori_loop, while_loop, while_p  # noqa: E402
 from .scans import associative_scan, scan, scan_p  # noqa: E402

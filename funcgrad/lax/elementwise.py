@@ -124,6 +124,7 @@ def unary(name, impl, deriv=None, kinds=FLOAT, residuals="in", out_dtype=None, l
                   abstract_eval=_unary_abstract(name, kinds, out_dtype),
                   residuals="none" if linear else residuals,
                   differentiable=deriv is not None or linear)
+    p.elementwise = True
     p.batch = elementwise_batch(p)
     if linear:
         p.jvp = lambda primals, tangents, out: bind(p, tangents[0])
@@ -175,12 +176,14 @@ acosh_p = unary("acosh", lambda xp, x: xp.arccosh(x),
                 lambda x, y: rsqrt(mul(sub(x, _one(x)), add(x, _one(x)))))
 atanh_p = unary("atanh", lambda xp, x: xp.arctanh(x),
                 lambda x, y: div(_one(x), sub(_one(x), mul(x, x))))
+square_p = unary("square", lambda xp, x: xp.square(x), lambda x, y: mul(_scalar(2, x), x),
+                 kinds=NUMBER)
 sqrt_p = unary("sqrt", lambda xp, x: xp.sqrt(x), lambda x, y: div(_scalar(0.5, y), y),
                residuals="out")
 rsqrt_p = unary("rsqrt", lambda xp, x: xp.reciprocal(xp.sqrt(x)),
                 lambda x, y: mul(_scalar(-0.5, y), div(y, x)), residuals="inout")
 cbrt_p = unary("cbrt", lambda xp, x: xp.cbrt(x),
-               lambda x, y: div(_scalar(1 / 3, y), mul(y, y)), residuals="out")
+               lambda x, y: div(_scalar(1 / 3, y), mul(y, y)), residuals="out", kinds=REAL_FLOAT)
 logistic_p = unary("logistic", lambda xp, x: _logistic(xp, x),
                    lambda x, y: mul(y, sub(_one(y), y)), residuals="out")
 erf_p = unary("erf", lambda xp, x: _erf.erf(xp, x),
@@ -189,16 +192,130 @@ erf_p = unary("erf", lambda xp, x: _erf.erf(xp, x),
 erf_inv_p = unary("erf_inv", lambda xp, x: _erf.erf_inv(xp, x),
                   lambda x, y: mul(_scalar(math.sqrt(math.pi) / 2, y), exp(mul(y, y))),
                   kinds=REAL_FLOAT, residuals="out")
-# d|x|/dx is 1 at x = 0 (JAX's convention: the slope of the x >= 0 side), not sign(0) = 0.
-abs_p = unary("abs", lambda xp, x: xp.abs(x),
-              lambda x, y: select_n(ge(x, _scalar(0, x)), _scalar(-1, x), _one(x)), kinds="iuf")
 not_p = unary("not", lambda xp, x: xp.invert(x), kinds=INT_OR_BOOL)
 
 
 def _logistic(xp, x):
+    if dtype_of(x).kind == "c":
+        return xp.reciprocal(1 + xp.exp(-x))
     # exp(-|x|) never overflows: 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0.
     e = xp.exp(-xp.abs(x))
     return astype(xp, xp.where(x >= 0, 1 / (1 + e), e / (1 + e)), dtype_of(x), copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Complex numbers: real, imag, complex, conj, and abs (whose output is real for complex input).
+#
+# Derivatives of complex functions follow JAX: a tangent is the R-linear image of the input
+# tangent, and a cotangent pairs with a tangent by Re(sum(ct * t)) (no conjugation). So the VJP
+# of a holomorphic function is the cotangent times f'(z), as for real functions (the factories
+# above need no change), and only the non-holomorphic primitives here have rules of their own:
+# real's VJP is complex(ct, 0), imag's complex(0, -ct), conj's conj(ct).
+
+def real_dtype(dtype):
+    """The real dtype of a complex one (complex64 -> float32); other dtypes as they are."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.finfo(dtype).dtype) if dtype.kind == "c" else dtype
+
+
+def complex_dtype(dtype):
+    """The complex dtype with `dtype`'s precision (float32 -> complex64, float64 -> complex128)."""
+    return np.result_type(dtype, np.complex64)
+
+
+def _part_abstract(name):
+    def rule(x):
+        check_kind(name, x, "c")
+        return ShapedArray(x.shape, real_dtype(x.dtype), x.weak_type)
+    return rule
+
+
+def _real_zero(x):
+    return np.zeros((), real_dtype(x.dtype))
+
+
+real_p = Primitive("real", impl=lambda xp, x: xp.real(x), abstract_eval=_part_abstract("real"),
+                   residuals="none",
+                   jvp=lambda primals, tangents, out: real(tangents[0]),
+                   vjp=lambda ct, primals, out, active: (complex(ct, _real_zero(primals[0])),))
+imag_p = Primitive("imag", impl=lambda xp, x: xp.imag(x), abstract_eval=_part_abstract("imag"),
+                   residuals="none",
+                   jvp=lambda primals, tangents, out: imag(tangents[0]),
+                   vjp=lambda ct, primals, out, active: (
+                       complex(_real_zero(primals[0]), neg(ct)),))
+conj_p = Primitive("conj", impl=lambda xp, x: xp.conj(x),
+                   abstract_eval=_unary_abstract("conj", "c"), residuals="none",
+                   jvp=lambda primals, tangents, out: conj(tangents[0]),
+                   vjp=lambda ct, primals, out, active: (conj(ct),))
+
+
+def _complex_abstract(x, y):
+    dt = same_dtype("complex", (x, y))
+    check_kind("complex", x, REAL_FLOAT)
+    return ShapedArray(broadcast_shapes("complex", x, y), complex_dtype(dt), weak((x, y)))
+
+
+def _complex_impl(xp, x, y):
+    make = getattr(xp, "make_complex", None)  # an Array API namespace (backends/array_api.py)
+    if make is not None:
+        return make(x, y)
+    # Set the parts: x + 1j * y would turn an infinite y into a NaN real part.
+    out = xp.empty(np.broadcast_shapes(x.shape, y.shape), complex_dtype(dtype_of(x)))
+    out.real = x
+    out.imag = y
+    return out
+
+
+def _complex_jvp(primals, tangents, out):
+    tx, ty = tangents
+    x, y = primals
+    tx = _scalar(0, x) if tx is None else tx
+    ty = _scalar(0, y) if ty is None else ty
+    return _broadcast_to_out(complex(tx, ty), out)
+
+
+def _complex_vjp(ct, primals, out, active):
+    x, y = primals
+    return (unbroadcast(real(ct), x) if active[0] else None,
+            unbroadcast(neg(imag(ct)), y) if active[1] else None)
+
+
+complex_p = Primitive("complex", impl=_complex_impl, abstract_eval=_complex_abstract,
+                      jvp=_complex_jvp, vjp=_complex_vjp, residuals="none")
+
+
+def _abs_abstract(x):
+    check_kind("abs", x, "iufc")
+    return ShapedArray(x.shape, real_dtype(x.dtype), x.weak_type)
+
+
+def _abs_complex_scale(x, out):
+    """conj(x) / |x| (0 where x is 0), the factor of abs's derivative at complex x."""
+    safe = select_n(eq(out, _scalar(0, out)), out, _one(out))
+    return div(conj(x), convert_element_type(safe, x.dtype))
+
+
+def _abs_jvp(primals, tangents, out):
+    (x,), (t,) = primals, tangents
+    if x.dtype.kind == "c":
+        return real(mul(t, _abs_complex_scale(x, out)))
+    # d|x|/dx is 1 at x = 0 (JAX's convention: the slope of the x >= 0 side), not sign(0) = 0.
+    return mul(t, select_n(ge(x, _scalar(0, x)), _scalar(-1, x), _one(x)))
+
+
+def _abs_vjp(ct, primals, out, active):
+    x = primals[0]
+    if x.dtype.kind == "c":  # |x| is recomputed: the real case (most uses) keeps only x
+        return (mul(convert_element_type(ct, x.dtype), _abs_complex_scale(x, abs(x))),)
+    return (mul(ct, select_n(ge(x, _scalar(0, x)), _scalar(-1, x), _one(x))),)
+
+
+abs_p = Primitive("abs", impl=lambda xp, x: xp.abs(x), abstract_eval=_abs_abstract,
+                  jvp=_abs_jvp, vjp=_abs_vjp, residuals="in")
+abs_p.elementwise = True  # fused and lowered as the others (a complex operand is not lowered)
+
+for _p in (real_p, imag_p, conj_p, complex_p, abs_p):
+    _p.batch = elementwise_batch(_p)
 
 
 def _integer_pow_abstract(x, *, y):
@@ -240,6 +357,7 @@ integer_pow_p = Primitive(
     "integer_pow", impl=_integer_pow_impl, abstract_eval=_integer_pow_abstract,
     jvp=lambda primals, tangents, out, y: mul(tangents[0], _integer_pow_deriv(primals[0], y)),
     vjp=lambda ct, primals, out, active, y: (mul(ct, _integer_pow_deriv(primals[0], y)),))
+integer_pow_p.elementwise = True
 integer_pow_p.batch = elementwise_batch(integer_pow_p)
 
 
@@ -266,6 +384,7 @@ def binary(name, impl, partials=None, kinds=NUMBER, residuals="in", out_dtype=No
     p = Primitive(name, impl=_impl_for(name, impl),
                   abstract_eval=_binary_abstract(name, kinds, out_dtype),
                   residuals=residuals, differentiable=partials is not None or vjp is not None)
+    p.elementwise = True
     p.batch = elementwise_batch(p)
 
     def default_jvp(primals, tangents, out):
@@ -390,10 +509,11 @@ def _shift(xp, x, y, kind):
 
 
 def _pow_partials(x, y, out):
-    # d/dx x**y = y * x**(y-1); d/dy = log(x) * x**y, taken as 0 where x == 0 (as JAX does).
+    # d/dx x**y = y * x**(y-1); d/dy = log(x) * x**y, with log(x) taken as log(1) = 0 where
+    # x == 0 (as JAX does): 0 ** y has derivative 0 in y, not 0 * log(0) = NaN.
     dx = mul(y, pow(x, sub(y, _one(y))))
-    safe_log = select_n(eq(x, _scalar(0, x)), log(x), zeros_like(x)) if x.shape else log(x)
-    dy = mul(safe_log, out)
+    safe_x = select_n(eq(x, _scalar(0, x)), x, _one(x))
+    dy = mul(log(safe_x), out)
     return dx, dy
 
 
@@ -502,6 +622,7 @@ def _select_n_vjp(ct, primals, out, active):
 
 select_n_p = Primitive("select_n", impl=_select_n_impl, abstract_eval=_select_n_abstract,
                        jvp=_select_n_jvp, vjp=_select_n_vjp, residuals=(0,))
+select_n_p.elementwise = True
 select_n_p.batch = elementwise_batch(select_n_p)
 
 
@@ -527,6 +648,7 @@ convert_element_type_p = Primitive(
     vjp=lambda ct, primals, out, active, new_dtype, weak_type=False: (
         convert_element_type(ct, primals[0].dtype)
         if _float_path(primals[0].dtype, new_dtype) else None,))
+convert_element_type_p.elementwise = True
 convert_element_type_p.batch = elementwise_batch(convert_element_type_p)
 
 
@@ -576,6 +698,7 @@ bitcast_convert_type_p = Primitive("bitcast_convert_type", impl=_bitcast_impl,
 stop_gradient_p = Primitive("stop_gradient", impl=lambda xp, x: x, abstract_eval=lambda x: x,
                             differentiable=False, jvp=lambda primals, tangents, out: None,
                             vjp=lambda ct, primals, out, active: (None,))
+stop_gradient_p.elementwise = True
 stop_gradient_p.batch = elementwise_batch(stop_gradient_p)
 
 
@@ -602,14 +725,20 @@ exp, exp2, log, log1p, expm1 = map(_unary_fn, (exp_p, exp2_p, log_p, log1p_p, ex
 sin, cos, tan, asin, acos, atan = map(_unary_fn, (sin_p, cos_p, tan_p, asin_p, acos_p, atan_p))
 sinh, cosh, tanh, asinh, acosh, atanh = map(_unary_fn, (sinh_p, cosh_p, tanh_p, asinh_p, acosh_p,
                                                         atanh_p))
-sqrt, rsqrt, cbrt, logistic, erf, erf_inv, abs, bitwise_not = map(
-    _unary_fn, (sqrt_p, rsqrt_p, cbrt_p, logistic_p, erf_p, erf_inv_p, abs_p, not_p))
+sqrt, rsqrt, cbrt, logistic, erf, erf_inv, abs, bitwise_not, square = map(
+    _unary_fn, (sqrt_p, rsqrt_p, cbrt_p, logistic_p, erf_p, erf_inv_p, abs_p, not_p, square_p))
 add, sub, mul, div, rem, pow, max, min, atan2, nextafter = map(
     _binary_fn, (add_p, sub_p, mul_p, div_p, rem_p, pow_p, max_p, min_p, atan2_p, nextafter_p))
 eq, ne, lt, le, gt, ge = map(_binary_fn, (eq_p, ne_p, lt_p, le_p, gt_p, ge_p))
 bitwise_and, bitwise_or, bitwise_xor = map(_binary_fn, (and_p, or_p, xor_p))
 shift_left, shift_right_logical, shift_right_arithmetic = map(
     _binary_fn, (shift_left_p, shift_right_logical_p, shift_right_arithmetic_p))
+real, imag, conj = map(_unary_fn, (real_p, imag_p, conj_p))
+
+
+def complex(x, y):  # noqa: A001 (lax's name)
+    """x + i y elementwise, from real operands of one dtype (float32 -> complex64)."""
+    return bind(complex_p, x, y)
 
 # The interpreters add cotangents and make zeros with these (funcgrad/interpreters/ops.py).
 interpreter_ops.register(add=add, full=full)

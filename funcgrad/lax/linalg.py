@@ -1,4 +1,4 @@
-"""Linear-algebra primitives: cholesky, triangular_solve, solve, slogdet, eigh, svd, qr.
+"""Linear-algebra primitives: cholesky, triangular_solve, solve, slogdet, eigh, svd, qr, eig.
 
 Each works on a matrix or a stack of matrices (..., m, n) as NumPy's linalg does, and is defined
 once with its shape rule, implementation (`xp.linalg`), JVP and VJP; the rules are written with
@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import Primitive, ShapedArray, bind
+from ..core import Primitive, ShapedArray, bind, to_host
 from . import elementwise as ew
 from ._batching import move_to_front
-from ._util import check_kind, same_dtype, shape_error, small_floats_in_float32
+from ._util import astype, check_kind, dtype_of, same_dtype, shape_error, small_floats_in_float32
 from .structural import broadcast_in_dim, dot_general, reduce_sum, transpose
 
 __all__ = [
-    "cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr",
-    "cholesky_p", "triangular_solve_p", "solve_p", "slogdet_p", "eigh_p", "svd_p", "qr_p",
+    "cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "eig",
+    "cholesky_p", "triangular_solve_p", "solve_p", "slogdet_p", "eigh_p", "svd_p", "qr_p", "eig_p",
 ]
 
 
@@ -31,6 +31,25 @@ def _T(x):
     """Swap the last two axes."""
     n = x.ndim
     return transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
+
+
+def _H(x):
+    """The conjugate transpose of the last two axes (the transpose for real x)."""
+    return ew.conj(_T(x)) if x.dtype.kind == "c" else _T(x)
+
+
+def _conj(x):
+    return ew.conj(x) if x.dtype.kind == "c" else x
+
+
+def _re(x):
+    """The real part of x (x itself when real)."""
+    return ew.real(x) if x.dtype.kind == "c" else x
+
+
+def _as_dtype_of(x, like):
+    """Real x converted to like's (possibly complex) dtype."""
+    return ew.convert_element_type(x, like.dtype) if x.dtype != like.dtype else x
 
 
 def _mm(a, b):
@@ -54,15 +73,20 @@ def _tri_masks(n, lower, dtype):
 
 
 def _from_triangle(t, lower):
-    """The symmetric matrix a decomposition reading one triangle of t sees: T(t)."""
-    full, strict = _tri_masks(t.shape[-1], lower, t.dtype)
-    return ew.add(ew.mul(t, _const_mask(full, t)), _T(ew.mul(t, _const_mask(strict, t))))
+    """The symmetric (Hermitian, for complex t) matrix a decomposition reading one triangle of t
+    sees: the triangle, its (conjugate) transpose, and the real part of the diagonal (LAPACK
+    ignores the imaginary part of a Hermitian matrix's diagonal)."""
+    _, strict = _tri_masks(t.shape[-1], lower, t.dtype)
+    off = ew.mul(t, _const_mask(strict, t))
+    return ew.add(ew.add(off, _H(off)), _diag_matrix(_as_dtype_of(_re(_diag_part(t)), t)))
 
 
 def _to_triangle(g, lower):
-    """The adjoint of _from_triangle: the triangle gets g + g^T, the diagonal g's diagonal."""
-    full, strict = _tri_masks(g.shape[-1], lower, g.dtype)
-    return ew.add(ew.mul(g, _const_mask(full, g)), ew.mul(_T(g), _const_mask(strict, g)))
+    """The adjoint of _from_triangle: the strict triangle gets g + g^H there, the diagonal the
+    real part of g's diagonal."""
+    _, strict = _tri_masks(g.shape[-1], lower, g.dtype)
+    off = ew.mul(ew.add(g, _H(g)), _const_mask(strict, g))
+    return ew.add(off, _diag_matrix(_as_dtype_of(_re(_diag_part(g)), g)))
 
 
 def _eye_like(x):
@@ -221,20 +245,20 @@ def _phi(x):
 
 
 def _cholesky_jvp(primals, tangents, out):
-    # dL = L phi(L^{-1} dA L^{-T}) with dA the symmetric matrix read from the lower triangle.
+    # dL = L phi(L^{-1} dA L^{-H}) with dA the Hermitian matrix read from the lower triangle.
     L = out
     da = _from_triangle(tangents[0], lower=True)
     z = triangular_solve(L, da, lower=True)                     # L^{-1} dA
-    m = triangular_solve(L, _T(z), lower=True)                  # L^{-1} dA L^{-T} (symmetric)
+    m = triangular_solve(L, _H(z), lower=True)                  # L^{-1} dA L^{-H} (Hermitian)
     return _mm(L, _phi(m))
 
 
 def _cholesky_vjp(ct, primals, out, active):
-    # The adjoint of the JVP: abar = T^*(L^{-T} phi(L^T Lbar) L^{-1}).
+    # The adjoint of the JVP: abar = T^*(L^{-T} phi(L^T Lbar) conj(L)^{-1}).
     L = out
     p = _phi(_mm(_T(L), ct))
-    s = triangular_solve(L, p, lower=True, transpose_a=True)           # L^{-T} P
-    s = _T(triangular_solve(L, _T(s), lower=True, transpose_a=True))   # L^{-T} P L^{-1}
+    s = triangular_solve(L, p, lower=True, transpose_a=True)                 # L^{-T} P
+    s = _T(triangular_solve(_conj(L), _T(s), lower=True, transpose_a=True))  # ... conj(L)^{-1}
     return (_to_triangle(s, lower=True),)
 
 
@@ -266,21 +290,31 @@ def _slogdet_impl(xp, a):
 
 
 def _slogdet_jvp(primals, tangents, out):
-    # d log|det a| = tr(a^{-1} da); the sign is locally constant.
+    # d log|det a| = Re tr(a^{-1} da); the sign moves only for complex a: d sign = i Im(...) sign.
     a = primals[0]
-    return None, reduce_sum(_diag_part(solve(a, tangents[0])), (a.ndim - 2,))
+    t = reduce_sum(_diag_part(solve(a, tangents[0])), (a.ndim - 2,))
+    if a.dtype.kind != "c":
+        return None, t
+    d_logdet = ew.real(t)
+    d_sign = ew.mul(ew.sub(t, ew.convert_element_type(d_logdet, t.dtype)), out[0])
+    return d_sign, d_logdet
 
 
 def _slogdet_vjp(ct, primals, out, active):
     a = primals[0]
     inv_t = solve(_T(a), _eye_like(a))                       # a^{-T}
-    g = ct[1]
+    ct_sign, g = ct
+    if a.dtype.kind == "c":  # the adjoint of t -> (i Im(t) sign, Re t)
+        g = ew.convert_element_type(g, a.dtype)
+        if ct_sign is not None:
+            w = ew.mul(ct_sign, out[0])
+            g = ew.add(g, ew.sub(w, ew.convert_element_type(ew.real(w), a.dtype)))
     return (ew.mul(inv_t, broadcast_in_dim(g, inv_t.shape, tuple(range(g.ndim)))),)
 
 
 slogdet_p = Primitive("slogdet", multiple_results=True, impl=_slogdet_impl,
                       abstract_eval=_slogdet_abstract, jvp=_slogdet_jvp, vjp=_slogdet_vjp,
-                      residuals="in")
+                      residuals="inout")
 slogdet_p.batch = _batch_leading(slogdet_p)
 
 
@@ -316,17 +350,19 @@ def _gap_inverse(w):
 def _eigh_jvp(primals, tangents, out, *, lower):
     w, v = out
     da = _from_triangle(tangents[0], lower)
-    m = _mm(_T(v), _mm(da, v))                                  # V^T dA V
-    dw = _diag_part(m)
-    dv = _mm(v, ew.mul(_gap_inverse(w), m))
+    m = _mm(_H(v), _mm(da, v))                                  # V^H dA V
+    dw = _re(_diag_part(m))
+    dv = _mm(v, ew.mul(_as_dtype_of(_gap_inverse(w), v), m))
     return dw, dv
 
 
 def _eigh_vjp(ct, primals, out, active, *, lower):
+    # The adjoint of the JVP: abar = T^*(conj(V) (diag(wbar) + F o (V^T Vbar)) V^T).
     w, v = out
     ct_w, ct_v = ct
-    inner = ew.add(_diag_matrix(ct_w), ew.mul(_gap_inverse(w), _mm(_T(v), ct_v)))
-    g = _mm(v, _mm(inner, _T(v)))
+    inner = ew.add(_diag_matrix(_as_dtype_of(ct_w, v)),
+                   ew.mul(_as_dtype_of(_gap_inverse(w), v), _mm(_T(v), ct_v)))
+    g = _mm(_conj(v), _mm(inner, _T(v)))
     return (_to_triangle(g, lower),)
 
 
@@ -369,73 +405,90 @@ def _svd_thin(a):
     return bind(svd_p, a, full_matrices=False, compute_uv=True)
 
 
-def _svd_jvp(primals, tangents, out, *, full_matrices, compute_uv):
-    a, da = primals[0], tangents[0]
-    if compute_uv and full_matrices and a.shape[-1] != a.shape[-2]:
-        raise NotImplementedError(
-            "The derivative of svd(full_matrices=True) of a non-square matrix is not defined "
-            "(the extra singular vectors are not unique): use full_matrices=False.")
-    u, s, vh = out if compute_uv else _svd_thin(a)
-    v = _T(vh)
-    ds_mat = _mm(_T(u), _mm(da, v))                             # U^T dA V
-    ds = _diag_part(ds_mat)
-    if not compute_uv:
-        return (ds,)
-    # JAX's svd_jvp_rule, real case (its diagonal term for complex phases vanishes here).
-    k = s.shape[-1]
-    eye = _const_mask(np.eye(k), ds_mat)
-    si = broadcast_in_dim(s, s.shape + (k,), tuple(range(s.ndim - 1)) + (s.ndim - 1,))
-    sj = broadcast_in_dim(s, s.shape + (k,), tuple(range(s.ndim - 1)) + (s.ndim,))
-    f = ew.sub(ew.div(_const_mask(np.ones((k, k)), si),
-                      ew.add(ew.mul(ew.add(sj, si), ew.sub(sj, si)), eye)), eye)
-    dss = ew.mul(sj, ds_mat)                                    # dS diag(s)
-    sds = ew.mul(si, ds_mat)                                    # diag(s) dS
-    s_inv = ew.div(np.ones((), s.dtype), s)
-    du = _mm(u, ew.mul(f, ew.add(dss, _T(dss))))
-    dv = _mm(v, ew.mul(f, ew.add(sds, _T(sds))))
-    m, n = a.shape[-2:]
-    if m > n:
-        dav = _mm(da, v)
-        du = ew.add(du, _scale_cols(ew.sub(dav, _mm(u, _mm(_T(u), dav))), s_inv))
-    if n > m:
-        dahu = _mm(_T(da), u)
-        dv = ew.add(dv, _scale_cols(ew.sub(dahu, _mm(v, _mm(vh, dahu))), s_inv))
-    return du, ds, _T(dv)
-
-
-def _svd_vjp(ct, primals, out, active, *, full_matrices, compute_uv):
-    a = primals[0]
-    if not compute_uv:
-        u, _, vh = _svd_thin(a)
-        return (_mm(_scale_cols(u, ct[0]), vh),)
-    if full_matrices and a.shape[-1] != a.shape[-2]:
-        raise NotImplementedError(
-            "The derivative of svd(full_matrices=True) of a non-square matrix is not defined "
-            "(the extra singular vectors are not unique): use full_matrices=False.")
-    # The adjoint of the JVP above (Townsend, "Differentiating the SVD", real case).
-    u, s, vh = out
-    ct_u, ct_s, ct_vh = ct
-    v, ct_v = _T(vh), _T(ct_vh)
+def _svd_gaps(s):
+    """F[i, j] = 1 / (s_j^2 - s_i^2) off the diagonal, 0 on it, and 1 / s (0 where s is 0)."""
     k = s.shape[-1]
     si = broadcast_in_dim(s, s.shape + (k,), tuple(range(s.ndim - 1)) + (s.ndim - 1,))
     sj = broadcast_in_dim(s, s.shape + (k,), tuple(range(s.ndim - 1)) + (s.ndim,))
     eye = _const_mask(np.eye(k), si)
     f = ew.sub(ew.div(_const_mask(np.ones((k, k)), si),
                       ew.add(ew.mul(ew.add(sj, si), ew.sub(sj, si)), eye)), eye)
-    s_inv = ew.div(np.ones((), s.dtype), s)
-    utgu = _mm(_T(u), ct_u)
-    vtgv = _mm(_T(v), ct_v)
-    j = ew.mul(f, ew.sub(utgu, _T(utgu)))                       # F o (U^T Ubar - Ubar^T U)
-    kk = ew.mul(f, ew.sub(vtgv, _T(vtgv)))
-    inner = ew.add(ew.add(ew.mul(j, sj), _diag_matrix(ct_s)), ew.mul(si, kk))
-    ga = _mm(u, _mm(inner, vh))
+    zero = ew.convert_element_type(ew.eq(s, np.zeros((), s.dtype)), s.dtype)
+    s_inv = ew.sub(ew.div(np.ones((), s.dtype), ew.add(s, zero)), zero)
+    return f, si, sj, s_inv
+
+
+def _check_svd_derivative(a, full_matrices, compute_uv):
+    if compute_uv and full_matrices and a.shape[-1] != a.shape[-2]:
+        raise NotImplementedError(
+            "The derivative of svd(full_matrices=True) of a non-square matrix is not defined "
+            "(the extra singular vectors are not unique): use full_matrices=False.")
+
+
+def _svd_jvp(primals, tangents, out, *, full_matrices, compute_uv):
+    # JAX's svd_jvp_rule. For complex a, the phase of each singular pair (u_i, v_i) is fixed by
+    # Im(u_i^H du_i) = Im(ds_ii) / s_i and v_i^H dv_i = 0, as in JAX.
+    a, da = primals[0], tangents[0]
+    _check_svd_derivative(a, full_matrices, compute_uv)
+    u, s, vh = out if compute_uv else _svd_thin(a)
+    v = _H(vh)
+    ds_mat = _mm(_H(u), _mm(da, v))                             # U^H dA V
+    ds = _re(_diag_part(ds_mat))
+    if not compute_uv:
+        return (ds,)
+    f, si, sj, s_inv = _svd_gaps(s)
+    f = _as_dtype_of(f, a)
+    dss = ew.mul(_as_dtype_of(sj, a), ds_mat)                   # dS diag(s)
+    sds = ew.mul(_as_dtype_of(si, a), ds_mat)                   # diag(s) dS
+    inner_u = ew.mul(f, ew.add(dss, _H(dss)))
+    if a.dtype.kind == "c":                                     # i Im(dS_ii) / s_i
+        half = ew.mul(np.asarray(0.5, a.dtype), ew.sub(ds_mat, _H(ds_mat)))
+        inner_u = ew.add(inner_u, ew.mul(half, _diag_matrix(_as_dtype_of(s_inv, a))))
+    du = _mm(u, inner_u)
+    dv = _mm(v, ew.mul(f, ew.add(sds, _H(sds))))
+    m, n = a.shape[-2:]
+    s_inv_c = _as_dtype_of(s_inv, a)
+    if m > n:
+        dav = _mm(da, v)
+        du = ew.add(du, _scale_cols(ew.sub(dav, _mm(u, _mm(_H(u), dav))), s_inv_c))
+    if n > m:
+        dahu = _mm(_H(da), u)
+        dv = ew.add(dv, _scale_cols(ew.sub(dahu, _mm(v, _mm(vh, dahu))), s_inv_c))
+    return du, ds, _H(dv)
+
+
+def _svd_vjp(ct, primals, out, active, *, full_matrices, compute_uv):
+    a = primals[0]
+    _check_svd_derivative(a, full_matrices, compute_uv)
+    if not compute_uv:
+        u, _, vh = _svd_thin(a)
+        return (_mm(_conj(_scale_cols(u, _as_dtype_of(ct[0], u))), _conj(vh)),)
+    # The adjoint of the JVP above (Townsend, "Differentiating the SVD"; for complex a, with
+    # JAX's pairing Re(sum(ct * t)), so conjugates appear where the real rule has none).
+    u, s, vh = out
+    ct_u, ct_s, ct_vh = ct
+    v, ct_v = _H(vh), _H(ct_vh)
+    f, si, sj, s_inv = _svd_gaps(s)
+    f = _as_dtype_of(f, a)
+    ku = _mm(_T(u), ct_u)                                       # U^T Ubar
+    kv = _mm(_T(v), ct_v)                                       # V^T Vbar
+    j = ew.mul(f, ew.sub(ku, _H(ku)))
+    kk = ew.mul(f, ew.sub(kv, _H(kv)))
+    inner = ew.add(ew.add(ew.mul(j, _as_dtype_of(sj, a)), _diag_matrix(_as_dtype_of(ct_s, a))),
+                   ew.mul(_as_dtype_of(si, a), kk))
+    s_inv_c = _as_dtype_of(s_inv, a)
+    if a.dtype.kind == "c":                                     # adjoint of the phase term
+        d = _diag_part(ku)
+        im = ew.sub(d, ew.convert_element_type(ew.real(d), a.dtype))  # i Im(diag(U^T Ubar))
+        inner = ew.add(inner, _diag_matrix(ew.mul(im, s_inv_c)))
+    ga = _mm(_conj(u), _mm(inner, _conj(vh)))
     m, n = a.shape[-2:]
     if m > n:
-        proj = ew.sub(ct_u, _mm(u, utgu))                       # (I - U U^T) Ubar
-        ga = ew.add(ga, _mm(_scale_cols(proj, s_inv), vh))
+        proj = ew.sub(ct_u, _mm(_conj(u), ku))                  # (I - conj(U) U^T) Ubar
+        ga = ew.add(ga, _mm(_scale_cols(proj, s_inv_c), _conj(vh)))
     if n > m:
-        proj = ew.sub(ct_v, _mm(v, vtgv))                       # (I - V V^T) Vbar
-        ga = ew.add(ga, _T(_mm(_scale_cols(proj, s_inv), _T(u))))
+        proj = ew.sub(ct_v, _mm(_conj(v), kv))                  # (I - conj(V) V^T) Vbar
+        ga = ew.add(ga, _mm(_conj(u), _H(_scale_cols(proj, s_inv_c))))
     return (ga,)
 
 
@@ -482,6 +535,70 @@ def qr(a, full_matrices=False):
 
 
 
+# ---------------------------------------------------------------------------------------------
+# eig: eigenvalues (and right eigenvectors) of a general square matrix, always complex
+
+def _eig_abstract(a, *, compute_eigenvectors):
+    _check_matrix("eig", a)
+    cdt = ew.complex_dtype(a.dtype)
+    w = ShapedArray(a.shape[:-1], cdt)
+    return (w, ShapedArray(a.shape, cdt)) if compute_eigenvectors else (w,)
+
+
+def _eig_impl(xp, a, *, compute_eigenvectors):
+    cdt = ew.complex_dtype(dtype_of(a))
+    if getattr(xp.linalg, "eig", None) is None:
+        # CuPy before v14 has no general eigensolver: LAPACK on the host, as JAX on a GPU.
+        host = np.linalg.eig(to_host(a))
+        w, v = (xp.asarray(h.astype(cdt, copy=False)) for h in host)
+    else:
+        w, v = xp.linalg.eig(a)
+        w, v = astype(xp, w, cdt, copy=False), astype(xp, v, cdt, copy=False)
+    return (w, v) if compute_eigenvectors else (w,)
+
+
+def _eig_vectors(a):
+    return bind(eig_p, a, compute_eigenvectors=True)[1]
+
+
+def _no_eigenvector_derivative():
+    return NotImplementedError(
+        "The derivatives of eig's eigenvectors are not implemented, only of the eigenvalues "
+        "(as in JAX): use funcgrad.numpy.linalg.eigvals, or eigh for a symmetric (Hermitian) "
+        "matrix.")
+
+
+def _eig_jvp(primals, tangents, out, *, compute_eigenvectors):
+    # dw = diag(V^{-1} dA V) (distinct eigenvalues; Magnus 1985, as JAX).
+    if compute_eigenvectors:
+        raise _no_eigenvector_derivative()
+    a, da = primals[0], tangents[0]
+    v = _eig_vectors(a)
+    return (_diag_part(_mm(solve(v, _as_dtype_of(da, v)), v)),)
+
+
+def _eig_vjp(ct, primals, out, active, *, compute_eigenvectors):
+    # The adjoint of the JVP: abar = V^{-T} diag(wbar) V^T (its real part for a real a).
+    if compute_eigenvectors:
+        raise _no_eigenvector_derivative()
+    a = primals[0]
+    v = _eig_vectors(a)
+    g = solve(_T(v), _mm(_diag_matrix(ct[0]), _T(v)))
+    return (g if a.dtype.kind == "c" else ew.convert_element_type(ew.real(g), a.dtype),)
+
+
+eig_p = Primitive("eig", multiple_results=True, impl=_eig_impl, abstract_eval=_eig_abstract,
+                  jvp=_eig_jvp, vjp=_eig_vjp, residuals="in")
+eig_p.batch = _batch_leading(eig_p)
+
+
+def eig(a, compute_eigenvectors=True):
+    """(w, v): the eigenvalues and right eigenvectors (columns, unit norm) of (a stack of) square
+    matrices, complex whatever a's dtype (as JAX: a real matrix may have complex eigenvalues,
+    and a program's dtypes cannot depend on values); (w,) without eigenvectors. Eigenvalues are
+    differentiable (distinct ones); eigenvectors are not (as in JAX)."""
+    out = bind(eig_p, a, compute_eigenvectors=bool(compute_eigenvectors))
+    return out if compute_eigenvectors else out[0]
 # LAPACK has no 16-bit floats: float16 and bfloat16 matrices are factored in float32 and the
 # results rounded back (on NumPy; see lax._util.small_floats_in_float32).
 for _p in (solve_p, triangular_solve_p, cholesky_p, slogdet_p, eigh_p, svd_p, qr_p):

@@ -24,6 +24,7 @@ from ..interpreters.batching import BatchTrace
 from . import elementwise as ew
 from . import structural as st
 from ._batching import move_axis, move_to_front
+from ._util import check_kind
 from .dynamic_slicing import dynamic_slice
 
 
@@ -68,6 +69,17 @@ pmax_p = _collective(
 pmin_p = _collective(
     "pmin", lambda x, n: x, lambda x, d, n: st.reduce_min(x, (d,)),
     jvp=pmax_p.jvp, vjp=pmax_p.vjp, residuals="inout")
+
+
+def _ordered_abstract(name):
+    def rule(x, *, axis_name):
+        check_kind(name, x, "iufb")  # no order on complex numbers (as reduce_max)
+        return x
+    return rule
+
+
+pmax_p.abstract_eval = _ordered_abstract("pmax")
+pmin_p.abstract_eval = _ordered_abstract("pmin")
 
 
 def _winner_weights(x, out, axis_name):

@@ -11,7 +11,7 @@ from ..core import Primitive, bind
 from ..core.avals import dtype_kind
 from . import elementwise as ew
 from ._batching import at_front, batch_size
-from ._util import normalize_axis, shape_error, to_operand
+from ._util import dtype_of, normalize_axis, shape_error, to_operand
 from .indexing import INDEX, along_axis_indices, gather, scatter_add, take_along_axis
 from .structural import iota, slice
 
@@ -34,7 +34,10 @@ def _sort_abstract(*operands, dimension, is_stable, num_keys):
 
 def _sort_impl(xp, *operands, dimension, is_stable, num_keys):
     # Stable sorts from the least to the most significant key give the lexicographic order.
-    keys = operands[:num_keys]
+    # A complex key orders by its real part, then its imaginary part (as NumPy).
+    keys = []
+    for key in operands[:num_keys]:
+        keys += [xp.real(key), xp.imag(key)] if dtype_of(key).kind == "c" else [key]
     perm = xp.argsort(keys[-1], axis=dimension, kind="stable")
     for key in reversed(keys[:-1]):
         order = xp.argsort(xp.take_along_axis(key, perm, axis=dimension), axis=dimension,

@@ -429,18 +429,17 @@ def _outer_subscripts(lhs_ndim, rhs_ndim, lb, rb):
 
 
 def _dot_impl(xp, lhs, rhs, *, dimension_numbers, preferred_element_type=None):
+    """One matmul on strided views: lhs as (batch..., M, K), rhs as (batch..., K, N), where M,
+    K, N each merge their axes into one only where the memory layout allows it without a copy
+    (transposes are views; NumPy's matmul calls BLAS once per matrix, transposes folded into
+    the call, batch axes at any strides). The result is (batch..., lhs free..., rhs free...)."""
     (lc, rc), (lb, rb) = dimension_numbers
-    if not lb and len(lc) == 1 and lhs.ndim and rhs.ndim and rhs.ndim <= 2 and (
-            lc[0] == lhs.ndim - 1 or lhs.ndim == 2):
-        # One contraction, no batch: a matmul, transposing 2-D operands as views if needed.
-        a = lhs if lc[0] == lhs.ndim - 1 else lhs.T
-        b = rhs if rc[0] == 0 else rhs.T
-        if a.ndim > 2:  # fold leading axes into rows: one large GEMM, not a loop of small ones
-            out = xp.reshape(xp.matmul(xp.reshape(a, (-1, a.shape[-1])), b),
-                             a.shape[:-1] + b.shape[1:])
-        else:
-            out = xp.matmul(a, b)
-    elif not lc:  # no contraction (outer products, per batch)
+    if not lb and len(lc) == 1 and lhs.ndim == 2 and rhs.ndim == 2:  # a matrix product
+        out = xp.matmul(lhs if lc[0] == 1 else lhs.T, rhs if rc[0] == 0 else rhs.T)
+        if preferred_element_type is not None:
+            out = astype(xp, out, preferred_element_type, copy=False)
+        return out
+    if not lc:  # no contraction (outer products, per batch)
         lfree = [i for i in range(lhs.ndim) if i not in lb]
         rfree = [i for i in range(rhs.ndim) if i not in rb]
         einsum = getattr(xp, "einsum", None)
@@ -460,17 +459,60 @@ def _dot_impl(xp, lhs, rhs, *, dimension_numbers, preferred_element_type=None):
     else:
         lfree = [i for i in range(lhs.ndim) if i not in lc and i not in lb]
         rfree = [i for i in range(rhs.ndim) if i not in rc and i not in rb]
-        bshape = [lhs.shape[i] for i in lb]
-        lf = [lhs.shape[i] for i in lfree]
-        rf = [rhs.shape[i] for i in rfree]
+        lc, rc = _contraction_order(lhs, rhs, lc, rc)
+        bshape = tuple(lhs.shape[i] for i in lb)
+        lf = tuple(lhs.shape[i] for i in lfree)
+        rf = tuple(rhs.shape[i] for i in rfree)
         k = math.prod(lhs.shape[i] for i in lc)
-        nb = math.prod(bshape)
-        a = xp.reshape(xp.transpose(lhs, list(lb) + lfree + list(lc)), (nb, math.prod(lf), k))
-        b = xp.reshape(xp.transpose(rhs, list(rb) + list(rc) + rfree), (nb, k, math.prod(rf)))
-        out = xp.reshape(xp.matmul(a, b), bshape + lf + rf)
+        a = _as_matrices(xp, lhs, list(lb) + lfree + list(lc), bshape + (math.prod(lf), k))
+        b = _as_matrices(xp, rhs, list(rb) + list(rc) + rfree, bshape + (k, math.prod(rf)))
+        out = xp.matmul(a, b)
+        if out.shape != bshape + lf + rf:
+            out = xp.reshape(out, bshape + lf + rf)
     if preferred_element_type is not None:
         out = astype(xp, out, preferred_element_type, copy=False)
     return out
+
+
+def _as_matrices(xp, x, perm, shape):
+    """x with axes `perm` as an array of `shape` (batch..., rows, cols): a view where the layout
+    allows (NumPy: a copy only where an axis group does not merge, or where BLAS could not read
+    the matrices in place)."""
+    if list(perm) != list(range(x.ndim)):
+        x = xp.transpose(x, perm)
+    if x.shape != shape:
+        x = xp.reshape(x, shape)
+    if type(x) is np.ndarray and not _blas_readable(x):
+        x = np.ascontiguousarray(x)
+    return x
+
+
+def _blas_readable(x):
+    """Whether BLAS reads each matrix of x (its last two axes) in place: one of the two
+    strides is the element size, the other at least the other axis' extent."""
+    if x.ndim < 2:
+        return True
+    (r, c), (sr, sc), it = x.shape[-2:], x.strides[-2:], x.itemsize
+    return (sc == it and (sr >= c * it or r == 1)) or (sr == it and (sc >= r * it or c == 1))
+
+
+def _contraction_order(lhs, rhs, lc, rc):
+    """The contraction axis pairs in an order in which both operands' contracted axes merge
+    into one without a copy, if there is one (they are summed in any order)."""
+    if len(lc) < 2 or type(lhs) is not np.ndarray or type(rhs) is not np.ndarray:
+        return lc, rc
+    pairs = list(zip(lc, rc))
+    for key in (lambda p: -lhs.strides[p[0]], lambda p: -rhs.strides[p[1]]):
+        order = sorted(pairs, key=key)
+        if _merges(lhs, [p[0] for p in order]) and _merges(rhs, [p[1] for p in order]):
+            return tuple(p[0] for p in order), tuple(p[1] for p in order)
+    return lc, rc
+
+
+def _merges(x, axes):
+    """Whether axes `axes` of x, in this order, are one axis in memory (a reshape is a view)."""
+    axes = [a for a in axes if x.shape[a] != 1]
+    return all(x.strides[a] == x.strides[b] * x.shape[b] for a, b in zip(axes, axes[1:]))
 
 
 def _dot_jvp(primals, tangents, out, *, dimension_numbers, preferred_element_type=None):

@@ -12,7 +12,7 @@ import builtins as _builtins
 import sys as _sys
 
 from .. import core as _fg_core
-from . import linalg
+from . import fft, linalg
 from ._arithmetic import *
 from ._classification import *
 from ._complex import *
@@ -32,6 +32,7 @@ from ._select import *
 from ._shape import *
 from ._sorting import *
 from ._take import *
+from ._updatable import UpdatableArray
 
 # ---------------------------------------------------------------------------------------------
 # NumPy ufuncs and functions applied to tracers
@@ -91,12 +92,13 @@ def _array_function(func, args, kwargs):
     module = getattr(func, "__module__", "") or ""
     kwargs = dict(kwargs)
     _no_out(kwargs, name)
-    if module.endswith("linalg"):
-        fn = getattr(linalg, name, None)
-        if fn is None:
-            raise TypeError(f"np.linalg.{name} is not supported on funcgrad traced arrays"
-                            f"{_fg_core.user_line()}.")
-        return fn(*args, **kwargs)
+    for sub, submodule in (("linalg", linalg), ("fft", fft)):
+        if module.endswith(sub):
+            fn = getattr(submodule, name, None)
+            if fn is None:
+                raise TypeError(f"np.{sub}.{name} is not supported on funcgrad traced arrays"
+                                f"{_fg_core.user_line()}.")
+            return fn(*args, **kwargs)
     if module not in ("numpy", "numpy._core.fromnumeric", "numpy._core.multiarray") and \
             module.startswith("numpy.") and module.split(".")[1] not in ("_core", "lib"):
         raise TypeError(f"{module}.{name} is not supported on funcgrad traced arrays"

@@ -13,6 +13,7 @@ import numpy as np
 from .. import lax
 from ..core import user_line
 from ..core.avals import PY_SCALARS, dtype_kind
+from ._complex import extremum
 from ._core import (
     as_inexact,
     asarray,
@@ -86,6 +87,8 @@ def round(a, decimals=0, out=None):  # noqa: A001 (NumPy's name)
     if out is not None:
         raise TypeError("funcgrad arrays are immutable: round(..., out=) is not supported.")
     x = asarray(a)
+    if x.dtype.kind == "c":  # each part, as NumPy
+        return lax.complex(round(lax.real(x), decimals), round(lax.imag(x), decimals))
     if x.dtype.kind in "biu":
         if decimals >= 0:
             return x
@@ -325,14 +328,22 @@ def logaddexp2(x1, x2, /):
                       lambda d: lax.div(lax.log1p(lax.exp2(lax.neg(d))), const_like(_LN2, d)))
 
 
+def _max(x, y):
+    return extremum(x, y, True) if x.dtype.kind == "c" else lax.max(x, y)
+
+
+def _min(x, y):
+    return extremum(x, y, False) if x.dtype.kind == "c" else lax.min(x, y)
+
+
 def maximum(x1, x2, /):
-    """Elementwise maximum; nan if either is nan."""
-    return lax.max(*promote2(x1, x2))
+    """Elementwise maximum; nan if either is nan (complex: lexicographic, as NumPy)."""
+    return _max(*promote2(x1, x2))
 
 
 def minimum(x1, x2, /):
-    """Elementwise minimum; nan if either is nan."""
-    return lax.min(*promote2(x1, x2))
+    """Elementwise minimum; nan if either is nan (complex: lexicographic, as NumPy)."""
+    return _min(*promote2(x1, x2))
 
 
 def _nan_ignoring(fn):
@@ -347,8 +358,8 @@ def _nan_ignoring(fn):
     return f
 
 
-fmax = named("fmax", _nan_ignoring(lax.max), "Elementwise maximum, ignoring nans.")
-fmin = named("fmin", _nan_ignoring(lax.min), "Elementwise minimum, ignoring nans.")
+fmax = named("fmax", _nan_ignoring(_max), "Elementwise maximum, ignoring nans.")
+fmin = named("fmin", _nan_ignoring(_min), "Elementwise minimum, ignoring nans.")
 
 
 def _signbit(x):
@@ -408,9 +419,9 @@ def clip(a, a_min=None, a_max=None, out=None, *, min=None, max=None):  # noqa: A
     dt = result_type(*args)
     x = a
     if lo is not None:
-        x = lax.max(*promote2(x, lo, dtype=dt))
+        x = _max(*promote2(x, lo, dtype=dt))
     if hi is not None:
-        x = lax.min(*promote2(x, hi, dtype=dt))
+        x = _min(*promote2(x, hi, dtype=dt))
     return convert(asarray(x), dt)
 
 

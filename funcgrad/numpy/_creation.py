@@ -11,6 +11,8 @@ FUNCGRAD_BACKEND=gpu), and `*_like` functions on the device of their prototype.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .. import lax
@@ -19,6 +21,7 @@ from ..core import placement as _placement
 from ..core.placement import on_default_backend
 from ._core import asarray as _asarray
 from ._core import broadcast_to, contains_tracer, convert, result_type
+from ._updatable import updatable
 
 # Constants and dtype names, re-exported from NumPy.
 pi, e, inf, nan, euler_gamma = np.pi, np.e, np.inf, np.nan, np.euler_gamma
@@ -99,14 +102,32 @@ def _shape(shape):
 
 
 def asarray(a, dtype=None, order=None, *, copy=None, device=None):
-    """a as an array: NumPy arrays pass through, tracers stay tracers, lists of tracers are
-    stacked."""
+    """a as an array: tracers stay tracers, lists of tracers are stacked. Called from user code,
+    a NumPy result is an UpdatableArray (a zero-copy view with JAX's `.at`, see _updatable.py),
+    so that fnp.asarray(x).at[i].set(v) works outside transforms as inside; funcgrad's own
+    modules get the plain array."""
     out = _asarray(a, None if dtype is None else check_dtype(dtype))
-    return out if type(out) is Tracer else _new(out, a)
+    if type(out) is Tracer:
+        return out
+    out = _new(out, a)
+    return updatable(out) if _user_caller() else out
 
 
 def array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, like=None):  # noqa: A002
-    """A new array from `object` (a copy of NumPy arrays; lists of tracers are stacked)."""
+    """A new array from `object` (a copy of NumPy arrays; lists of tracers are stacked); called
+    from user code, a NumPy result is an UpdatableArray (with JAX's `.at`), as fnp.asarray's."""
+    out = _array(object, dtype, copy, ndmin)
+    return updatable(out) if _user_caller() else out
+
+
+def _user_caller():
+    """Whether the function calling fnp.asarray / fnp.array (two frames up) is outside the
+    funcgrad package. Library code (optimizers, layers, losses, ...) then gets plain arrays, so
+    the values it returns and stores stay plain (DESIGN invariant 1) whatever it converts."""
+    return not sys._getframe(2).f_globals.get("__name__", "").startswith("funcgrad.")
+
+
+def _array(object, dtype, copy, ndmin):  # noqa: A002
     if type(object) is Tracer or (isinstance(object, (list, tuple)) and contains_tracer(object)):
         x = _asarray(object, None if dtype is None else check_dtype(dtype))
     elif _on_device(object):  # a device array: copied on its device
@@ -120,7 +141,7 @@ def array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, lik
 
 
 def asanyarray(a, dtype=None, order=None, *, like=None):
-    """Same as asarray (there are no array subclasses here)."""
+    """Same as asarray."""
     return asarray(a, dtype)
 
 

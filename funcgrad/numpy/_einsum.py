@@ -144,11 +144,12 @@ def _path(eq, shapes, optimize):
 def einsum(subscripts, *operands, optimize=True, precision=None, preferred_element_type=None,
            out=None, dtype=None, casting="safe"):
     """NumPy's einsum (explicit or implicit output, '...', repeated indices), contracted in
-    opt_einsum's order with one dot_general per pairwise step."""
+    opt_einsum's order with one dot_general per pairwise step. The interleaved form
+    einsum(a, [0, 1], b, [1, 2], [0, 2]) (integer axis labels, Ellipsis) is accepted too."""
     if out is not None:
         raise TypeError("einsum: out= is not supported (arrays are immutable)")
-    if not isinstance(subscripts, str):
-        raise TypeError("einsum: only the string form of the subscripts is supported")
+    if not isinstance(subscripts, str):  # einsum(a, [0, 1], b, [1, 2], [0, 2])
+        subscripts, operands = _from_sublists((subscripts,) + operands)
     ops = [asarray(o) for o in operands]
     dt = np.dtype(dtype) if dtype is not None else result_type(*operands)
     if preferred_element_type is not None:
@@ -194,8 +195,44 @@ def einsum(subscripts, *operands, optimize=True, precision=None, preferred_eleme
     return x
 
 
+def _from_sublists(args):
+    """NumPy's interleaved form, einsum(op0, sublist0, op1, sublist1, ..., [sublistout]): each
+    sublist names an operand's axes with integers (0..51) or Ellipsis. Returns (subscripts,
+    operands) of the string form."""
+    output = args[-1] if len(args) % 2 == 1 else None
+    pairs = args[:-1] if output is not None else args
+    ops, lists = list(pairs[0::2]), list(pairs[1::2])
+    if not ops or len(lists) != len(ops):
+        raise ValueError(f"einsum: the interleaved form takes operand, sublist pairs (and an "
+                         f"optional output sublist), got {len(args)} arguments{user_line()}")
+
+    def letters(sublist):
+        out = []
+        for label in sublist:
+            if label is Ellipsis:
+                out.append("...")
+            elif isinstance(label, (int, np.integer)) and not isinstance(label, bool) \
+                    and 0 <= label < len(_LETTERS):
+                out.append(_LETTERS[int(label)])
+            else:
+                raise ValueError(f"einsum: sublist labels must be integers in [0, "
+                                 f"{len(_LETTERS)}) or Ellipsis, got {label!r}{user_line()}")
+        return "".join(out)
+
+    for sub in lists + ([output] if output is not None else []):
+        if isinstance(sub, str) or not hasattr(sub, "__iter__"):
+            raise TypeError(f"einsum: expected a sublist (a list of axis labels), got {sub!r}"
+                            f"{user_line()}; the string form takes the subscripts first.")
+    subscripts = ",".join(letters(sub) for sub in lists)
+    if output is not None:
+        subscripts += "->" + letters(output)
+    return subscripts, tuple(ops)
+
+
 def einsum_path(subscripts, *operands, optimize="greedy", einsum_call=False):
     """(path, report) as NumPy's einsum_path: the path starts with 'einsum_path'."""
+    if not isinstance(subscripts, str):
+        subscripts, operands = _from_sublists((subscripts,) + operands)
     shapes = [tuple(np.shape(o)) if type(o) is not Tracer else o.shape for o in operands]
     inputs, output = _parse(subscripts, shapes)
     eq = ",".join(inputs) + "->" + output

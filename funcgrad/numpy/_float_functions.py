@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from .. import lax
+from ..core import user_line
 from ._core import as_inexact, const_like, named
 
 _LN2 = math.log(2.0)
@@ -17,6 +18,20 @@ def _float_unary(name, fn, doc):
     def f(x, /):
         return fn(as_inexact(x))
     return named(name, f, doc)
+
+
+def _complex_parts(fn, x):
+    """fn applied to the real and imaginary parts of a complex x (to x itself otherwise)."""
+    if x.dtype.kind == "c":
+        return lax.complex(fn(lax.real(x)), fn(lax.imag(x)))
+    return fn(x)
+
+
+def _fabs(x):
+    if x.dtype.kind == "c":  # as NumPy's ufunc (and JAX): fabs is for real numbers
+        raise TypeError(f"fabs needs a real operand, got {x.dtype}{user_line()}; use abs for "
+                        "the modulus of complex numbers.")
+    return lax.abs(x)
 
 
 def _log2(x):
@@ -52,8 +67,9 @@ deg2rad = _float_unary("deg2rad", lambda x: lax.mul(x, const_like(math.pi / 180,
                        "Degrees to radians.")
 rad2deg = _float_unary("rad2deg", lambda x: lax.mul(x, const_like(180 / math.pi, x)),
                        "Radians to degrees.")
-rint = _float_unary("rint", lax.round, "Round to the nearest integer (half to even), as float.")
-fabs = _float_unary("fabs", lax.abs, "Absolute value, as float.")
+rint = _float_unary("rint", lambda x: _complex_parts(lax.round, x),
+                    "Round to the nearest integer (half to even), as float (complex: each part).")
+fabs = _float_unary("fabs", _fabs, "Absolute value of real numbers, as float (complex raises).")
 asin, acos, atan, asinh, acosh, atanh = arcsin, arccos, arctan, arcsinh, arccosh, arctanh
 radians, degrees = deg2rad, rad2deg
 

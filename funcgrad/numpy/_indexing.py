@@ -351,68 +351,222 @@ def _gather_advanced(x, axes):
 # x.at[idx].set(v) and friends
 
 class IndexUpdateHelper:
-    """`x.at[idx]`: functional updates returning new arrays (NumPy's in-place forms)."""
+    """`x.at[idx]`: functional updates returning new arrays (NumPy's in-place forms).
 
-    __slots__ = ("array",)
+    With `wrap` (the eager `.at` of fnp.asarray's arrays, see _updatable.py) results are wrapped
+    the same way, so that updates chain: x.at[0].set(1).at[1].add(2)."""
 
-    def __init__(self, array):
+    __slots__ = ("array", "wrap")
+
+    def __init__(self, array, wrap=None):
         self.array = array
+        self.wrap = wrap
 
     def __getitem__(self, idx):
-        return _IndexUpdateRef(self.array, idx)
+        return _IndexUpdateRef(self.array, idx, self.wrap)
 
     def __repr__(self):
         return f"IndexUpdateHelper({self.array!r})"
 
 
 class _IndexUpdateRef:
-    """`x.at[idx]`: set / add / multiply / divide / power / min / max / apply / get. Duplicate
-    indices accumulate in add, multiply, min and max (as np.add.at); in set the last wins on
-    NumPy (unspecified on other backends, as in JAX)."""
+    """`x.at[idx]`: set / add / subtract / multiply / divide / power / min / max / apply / get.
 
-    __slots__ = ("array", "index")
+    Duplicate indices accumulate in add, multiply, divide, power, min and max (as np.add.at),
+    and apply runs func once per occurrence when the index is concrete (a traced index is
+    taken as unique there); in set the last wins on NumPy (unspecified on other backends, as
+    in JAX). multiply's derivative in the values is exact with duplicates too (JAX refuses
+    it). `mode` is JAX's out-of-bound mode: None (funcgrad's default: indices known when
+    tracing must be in bounds, as in NumPy; traced ones are clamped by get and dropped by
+    updates), "promise_in_bounds" (the same, unchecked),
+    "clip" (clamped into range), "drop" / "fill" (updates skip them; get returns fill_value,
+    NaN for floats by default). indices_are_sorted and unique_indices are accepted hints."""
 
-    def __init__(self, array, index):
+    __slots__ = ("array", "index", "wrap")
+
+    def __init__(self, array, index, wrap=None):
         self.array = array
         self.index = index
+        self.wrap = wrap
 
-    def get(self, **kwargs):
-        return getitem(self.array, self.index)
+    def _done(self, out):
+        return out if self.wrap is None or type(out) is Tracer else self.wrap(out)
 
-    def set(self, values, **kwargs):
-        return _update(self.array, self.index, values, "set")
+    def get(self, *, indices_are_sorted=False, unique_indices=False, mode=None, fill_value=None):
+        if mode is None and fill_value is None:
+            return self._done(getitem(self.array, self.index))
+        return self._done(_get_with_mode(self.array, self.index, mode or "fill", fill_value))
 
-    def add(self, values, **kwargs):
-        return _update(self.array, self.index, values, "add")
+    def _apply_update(self, values, kind, mode):
+        if mode is None:
+            return self._done(_update(self.array, self.index, values, kind))
+        return self._done(_update_with_mode(self.array, self.index, values, kind, mode))
 
-    def subtract(self, values, **kwargs):
-        return _update(self.array, self.index, _negate(values), "add")
+    def set(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        return self._apply_update(values, "set", mode)
 
-    def multiply(self, values, **kwargs):
-        return _update(self.array, self.index, values, "mul")
+    def add(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        return self._apply_update(values, "add", mode)
+
+    def subtract(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        return self._apply_update(_negate(values), "add", mode)
+
+    def multiply(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        return self._apply_update(values, "mul", mode)
 
     mul = multiply
 
-    def divide(self, values, **kwargs):
+    def divide(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
         x = asarray(self.array)
         if dtype_kind(x.dtype) not in "fc":
             raise TypeError(f"x.at[].divide needs a floating array, got {x.dtype}{user_line()}")
         recip = lax.div(np.ones((), x.dtype), asarray(values, x.dtype))
-        return _update(x, self.index, recip, "mul")
+        return self._apply_update(recip, "mul", mode)
 
-    def power(self, values, **kwargs):
+    def power(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        """x ** e, e the product of the values at each place (1 elsewhere), as JAX: a place
+        indexed twice is raised twice. Places not indexed keep x (and get no NaN derivative
+        from log(x) of a negative x, which JAX's x ** 1 gives there)."""
         import funcgrad.numpy as fnp
-        return self.apply(lambda v: fnp.power(v, values))
+        x = asarray(self.array)
+        ones = lax.full(x.shape, 1, x.dtype)
+        exps = _IndexUpdateRef(ones, self.index)._apply_update(values, "mul", mode)
+        hit = _IndexUpdateRef(lax.full(x.shape, False, np.dtype(bool)), self.index) \
+            ._apply_update(True, "set", mode)
+        raised = fnp.power(lax.select_n(hit, ones, x), exps)
+        if raised.dtype != x.dtype:
+            raised = lax.convert_element_type(raised, x.dtype)
+        return self._done(lax.select_n(hit, x, raised))
 
-    def min(self, values, **kwargs):
-        return _update(self.array, self.index, values, "min")
+    def min(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        return self._apply_update(values, "min", mode)
 
-    def max(self, values, **kwargs):
-        return _update(self.array, self.index, values, "max")
+    def max(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        return self._apply_update(values, "max", mode)
 
-    def apply(self, func, **kwargs):
-        """x with func applied at the indexed places (each place once: for unique indices)."""
-        return self.set(func(self.get()))
+    def apply(self, func, *, indices_are_sorted=False, unique_indices=False, mode=None):
+        """x with the elementwise func applied at the indexed places, once per occurrence of a
+        place in the index (as NumPy's ufunc.at and JAX's scatter_apply). The occurrences are
+        counted when the index is concrete (a NumPy array, a constant under jit); a traced index
+        is taken as unique, func applied once per place (docs/differences.md)."""
+        hits = None if unique_indices else _hit_counts(self.array, self.index, mode)
+        if hits is not None and hits.size and hits.max() > 1:
+            out = asarray(self.array)
+            for r in range(int(hits.max())):
+                new = asarray(func(out))
+                if new.dtype != out.dtype:
+                    new = lax.convert_element_type(new, out.dtype)
+                out = lax.select_n(hits > r, out, new)
+            return self._done(out)
+        if mode is None:
+            return self.set(func(getitem(self.array, self.index)))
+        read = "clip" if mode == "clip" else "fill"
+        return self.set(func(_get_with_mode(self.array, self.index, read, None)), mode=mode)
+
+
+def _hit_counts(x, index, mode):
+    """How many times the index names each place of x (a NumPy int array), or None when a part
+    of the index is traced (not known before the program runs)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    host = []
+    for part in parts:
+        if type(part) is Tracer:
+            if not is_concrete(part):
+                return None
+            part = concrete_value(part, "an index")
+        host.append(part)
+    host = tuple(host) if isinstance(index, tuple) else host[0]
+    zeros = np.zeros(np.shape(x), np.int32)
+    if mode is None:
+        return to_host(_update(zeros, host, np.int32(1), "add"))
+    return to_host(_update_with_mode(zeros, host, np.int32(1), "add", mode))
+
+
+# ---------------------------------------------------------------------------------------------
+# Explicit out-of-bound modes (JAX's `mode=` of x.at[]): the index is rewritten axis by axis.
+# "clip" clamps each integer index into range (after wrapping negatives). "drop"/"fill" send
+# out-of-range ones to an extra slot padded onto the end of their axis: a read there gives the
+# fill value, a write lands in the pad, which is cut off again. The ordinary indexing then runs.
+
+_MODES = ("promise_in_bounds", "clip", "drop", "fill")
+
+
+def _check_mode(mode):
+    if mode not in _MODES:
+        raise ValueError(f"x.at[]: mode must be one of {_MODES} (or None), got {mode!r}"
+                         f"{user_line()}")
+
+
+def _default_fill(dtype):
+    """JAX's fill value for out-of-bound reads: NaN, the lowest signed or highest unsigned
+    integer, True."""
+    if dtype.kind in "fc":
+        return np.nan
+    if dtype.kind == "i":
+        return np.iinfo(dtype).min
+    if dtype.kind == "u":
+        return np.iinfo(dtype).max
+    return True
+
+
+def _remap(v, n, clip):
+    """An integer index (int, array or tracer) for an axis of size n, negatives wrapped, then
+    clamped into [0, n - 1] (clip) or with out-of-range entries moved to n (the pad slot)."""
+    if type(v) is not Tracer and not hasattr(v, "__cuda_array_interface__"):
+        w = np.where(np.asarray(v) < 0, np.asarray(v) + n, v)
+        w = np.clip(w, 0, n - 1) if clip else np.where((w < 0) | (w >= n), n, w)
+        return int(w) if isinstance(v, (int, np.integer)) else w.astype(INDEX)
+    zero = np.zeros((), v.dtype)  # traced (or device) indices: the same with primitives
+    w = lax.select_n(lax.lt(v, zero), v, lax.add(v, np.array(n, v.dtype)))
+    hi = np.array(n - 1, v.dtype)
+    if clip:
+        return lax.max(lax.min(w, hi), zero)
+    outside = lax.bitwise_or(lax.lt(w, zero), lax.gt(w, hi))
+    return lax.select_n(outside, w, np.array(n, v.dtype))
+
+
+def _rewrite(x, idx, clip):
+    """(index with integer entries remapped, axes that need a pad slot)."""
+    if any(isinstance(i, (bool, np.bool_)) for i in (idx if isinstance(idx, tuple) else (idx,))):
+        raise NotImplementedError(f"x.at[] with mode= does not take scalar booleans in the "
+                                  f"index{user_line()}")
+    entries = _parse(x.shape, idx)
+    out, padded, dim = [], [], 0
+    for kind, val in entries:
+        if kind == "none":
+            out.append(None)
+            continue
+        if kind == "slice":
+            out.append(val)
+        else:  # int, dyn or array (boolean masks arrive as in-range integer arrays)
+            out.append(_remap(val, x.shape[dim], clip))
+            if not clip:
+                padded.append(dim)
+        dim += 1
+    return tuple(out), padded
+
+
+def _pad_axes(x, axes, value):
+    if not axes:
+        return x
+    config = tuple((0, 1 if d in axes else 0, 0) for d in range(x.ndim))
+    return lax.pad(x, np.asarray(value, x.dtype), config)
+
+
+def _get_with_mode(x, idx, mode, fill_value):
+    _check_mode(mode)
+    x = asarray(x)
+    idx, padded = _rewrite(x, idx, clip=mode in ("clip", "promise_in_bounds"))
+    fill = _default_fill(x.dtype) if fill_value is None else fill_value
+    return getitem(_pad_axes(x, padded, fill), idx)
+
+
+def _update_with_mode(x, idx, values, kind, mode):
+    _check_mode(mode)
+    x = asarray(x)
+    idx, padded = _rewrite(x, idx, clip=mode == "clip")
+    out = _update(_pad_axes(x, padded, 0), idx, values, kind)
+    return lax.slice(out, (0,) * x.ndim, tuple(x.shape)) if padded else out
 
 
 def _negate(v):

@@ -8,7 +8,8 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer
-from ..core.avals import dtype_kind
+from ._classification import isfinite
+from ._complex import lexicographic
 from ._core import (
     asarray,
     broadcast_pair,
@@ -33,18 +34,22 @@ def _compare_operands(x, y):
     return promote2(x, y)
 
 
-def _comparison(name, fn, doc):
+def _comparison(name, fn, doc, ordered=False):
     def f(x1, x2, /):
-        return fn(*_compare_operands(x1, x2))
+        x, y = _compare_operands(x1, x2)
+        if ordered and x.dtype.kind == "c":  # lexicographic, as NumPy and JAX
+            return lexicographic(fn, x, y)
+        return fn(x, y)
     return named(name, f, doc)
 
 
 equal = _comparison("equal", lax.eq, "x1 == x2, elementwise.")
 not_equal = _comparison("not_equal", lax.ne, "x1 != x2, elementwise.")
-less = _comparison("less", lax.lt, "x1 < x2, elementwise.")
-less_equal = _comparison("less_equal", lax.le, "x1 <= x2, elementwise.")
-greater = _comparison("greater", lax.gt, "x1 > x2, elementwise.")
-greater_equal = _comparison("greater_equal", lax.ge, "x1 >= x2, elementwise.")
+_ORDER = " Complex numbers compare by the real part, then the imaginary part."
+less = _comparison("less", lax.lt, "x1 < x2, elementwise." + _ORDER, True)
+less_equal = _comparison("less_equal", lax.le, "x1 <= x2, elementwise." + _ORDER, True)
+greater = _comparison("greater", lax.gt, "x1 > x2, elementwise." + _ORDER, True)
+greater_equal = _comparison("greater_equal", lax.ge, "x1 >= x2, elementwise." + _ORDER, True)
 
 
 def truth(x):
@@ -124,12 +129,12 @@ def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     """|a - b| <= atol + rtol * |b| elementwise; infinities are close only to themselves."""
     x, y = float_binary_operands(a, b)
     x, y, shape = broadcast_pair(x, y)
-    fin = lax.bitwise_and(lax.is_finite(x), lax.is_finite(y)) if dtype_kind(x.dtype) == "f" else \
-        lax.eq(x, x)
+    fin = lax.bitwise_and(isfinite(x), isfinite(y))
     zero = lax.full(shape, 0, x.dtype)
     # Non-finite entries are replaced by 0 before subtracting (no inf - inf warnings).
     xs, ys = lax.select_n(fin, zero, x), lax.select_n(fin, zero, y)
-    tol = lax.add(const_like(atol, x), lax.mul(const_like(rtol, x), lax.abs(ys)))
+    mag = lax.abs(ys)  # real, also for complex operands
+    tol = lax.add(const_like(atol, mag), lax.mul(const_like(rtol, mag), mag))
     close = lax.select_n(fin, lax.eq(x, y), lax.le(lax.abs(lax.sub(xs, ys)), tol))
     if equal_nan:
         close = lax.bitwise_or(close, lax.bitwise_and(lax.ne(x, x), lax.ne(y, y)))

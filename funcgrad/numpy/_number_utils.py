@@ -14,7 +14,6 @@ from ..core import user_line
 from ._arithmetic import abs as _abs
 from ._core import as_inexact as _inexact_arr
 from ._core import asarray, broadcast_shapes, broadcast_to, convert, promote2
-from ._indexing import concrete_value
 
 __all__ = [
     "gcd", "lcm", "frexp", "spacing", "i0", "iscomplex", "isreal", "iscomplexobj", "isrealobj",
@@ -146,23 +145,22 @@ def i0(x):
     return lax.select_n(small, f_large, f_small)
 
 
-def _real_dtype_check(x, name):
-    """x's concrete value if it is complex (lax has no imag primitive), else None."""
-    return concrete_value(x, name) if x.dtype.kind == "c" else None
-
-
 def iscomplex(x):
     """Elementwise: whether the imaginary part is nonzero (always False for real dtypes)."""
     x = asarray(x)
-    v = _real_dtype_check(x, "iscomplex of a complex array")
-    return np.asarray(v.imag != 0) if v is not None else lax.full(x.shape, False, np.bool_)
+    if x.dtype.kind == "c":
+        im = lax.imag(x)
+        return lax.ne(im, np.zeros((), im.dtype))
+    return lax.full(x.shape, False, np.bool_)
 
 
 def isreal(x):
     """Elementwise: whether the imaginary part is zero (always True for real dtypes)."""
     x = asarray(x)
-    v = _real_dtype_check(x, "isreal of a complex array")
-    return np.asarray(v.imag == 0) if v is not None else lax.full(x.shape, True, np.bool_)
+    if x.dtype.kind == "c":
+        im = lax.imag(x)
+        return lax.eq(im, np.zeros((), im.dtype))
+    return lax.full(x.shape, True, np.bool_)
 
 
 def iscomplexobj(x):

@@ -38,6 +38,8 @@ def _mixed_floats_ok(x, y, dt):
     weak = any(type(v) is Tracer and v.aval.weak_type for v in (x, y))
     return (not weak and dtype_kind(x.dtype) == "f" and dtype_kind(y.dtype) == "f"
             and dt == np.promote_types(x.dtype, y.dtype))
+def _conj(x):
+    return lax.conj(x) if x.dtype.kind == "c" else x
 
 
 def _finish_product(out, dt):
@@ -95,9 +97,9 @@ def dot(a, b):
 
 
 def vdot(a, b, /):
-    """The dot product of a and b flattened."""
+    """The dot product of a and b flattened; a complex a is conjugated first."""
     x, y, dt = _product_operands(a, b)
-    x, y = lax.reshape(x, (x.size,)), lax.reshape(y, (y.size,))
+    x, y = lax.reshape(_conj(x), (x.size,)), lax.reshape(y, (y.size,))
     if x.shape != y.shape:
         raise _mismatch("vdot", asarray(a), asarray(b), "they must have the same size")
     return _finish_product(lax.dot_general(x, y, (((0,), (0,)), ((), ()))), dt)
@@ -191,9 +193,10 @@ def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
 
 
 def vecdot(x1, x2, /, *, axis=-1):
-    """The dot product of vectors along `axis` (broadcasting the other axes)."""
+    """The dot product of vectors along `axis` (broadcasting the other axes); a complex x1 is
+    conjugated first."""
     x, y = promote2(asarray(x1), asarray(x2))
-    x, y, _ = broadcast_pair(x, y)
+    x, y, _ = broadcast_pair(_conj(x), y)
     from ._reductions import sum as _sum
     return _sum(multiply(x, y), axis=axis)
 
@@ -206,8 +209,9 @@ def matvec(x1, x2, /):
 
 
 def vecmat(x1, x2, /):
-    """Vector-matrix products over broadcast batch axes: (..., n) x (..., n, m) -> (..., m)."""
-    x = asarray(x1)
+    """Vector-matrix products over broadcast batch axes: (..., n) x (..., n, m) -> (..., m);
+    a complex vector is conjugated first."""
+    x = _conj(asarray(x1))
     out = matmul(lax.expand_dims(x, (x.ndim - 1,)), x2)
     return lax.squeeze(out, (out.ndim - 2,))
 

@@ -105,17 +105,63 @@ def _extremum(name, reducer, combine):
             shape = tuple(s for i, s in enumerate(x.shape) if i not in axes)
             res = lax.full(shape, initial, x.dtype)
         else:
-            res = reducer(x, axes) if axes else x
+            if not axes:
+                res = x
+            elif x.dtype.kind == "c":
+                res = _complex_extremum(x, axes, name == "max")
+            else:
+                res = reducer(x, axes)
             if initial is not None:
                 res = combine(res, _c(initial, res))
         return _keep(res, axes, keepdims)
     f.__name__ = f.__qualname__ = name
-    f.__doc__ = f"The {name}imum over the given axes (nan if any element is nan)."
+    f.__doc__ = (f"The {name}imum over the given axes (nan if any element is nan; complex "
+                 "numbers are ordered by the real part, then the imaginary part).")
     return f
 
 
-max = _extremum("max", lax.reduce_max, lax.max)  # noqa: A001 (NumPy's name)
-min = _extremum("min", lax.reduce_min, lax.min)  # noqa: A001 (NumPy's name)
+def _complex_arg_extremum(x, axis, largest):
+    """Index along `axis` of NumPy's complex max (largest) or min: lexicographic (real part,
+    then imaginary part); the first element with a nan in either part wins; first on ties."""
+    pick = lax.reduce_max if largest else lax.reduce_min
+    re, im = lax.real(x), lax.imag(x)
+    nan = lax.bitwise_or(lax.ne(re, re), lax.ne(im, im))
+    worst = lax.full(re.shape, -np.inf if largest else np.inf, re.dtype)
+
+    def spread(v):
+        return lax.broadcast_in_dim(v, x.shape, tuple(i for i in range(x.ndim) if i != axis))
+
+    re_ok = lax.select_n(nan, re, worst)
+    cand = lax.bitwise_and(lax.eq(re_ok, spread(pick(re_ok, (axis,)))), lax.bitwise_not(nan))
+    im_ok = lax.select_n(cand, worst, im)
+    hit = lax.bitwise_and(cand, lax.eq(im_ok, spread(pick(im_ok, (axis,)))))
+    any_nan = spread(lax.reduce_max(nan, (axis,)))
+    return lax.argmax(lax.select_n(any_nan, hit, nan), axis, np.int64)
+
+
+def _complex_extremum(x, axes, largest):
+    """max / min of complex x over `axes`, picked by _complex_arg_extremum (a gather, so the
+    derivative goes to the chosen element)."""
+    from ._take import take_along_axis
+    kept = [i for i in range(x.ndim) if i not in axes]
+    flat = lax.reshape(lax.transpose(x, tuple(kept) + tuple(axes)),
+                       tuple(x.shape[i] for i in kept) + (_count(x.shape, axes),))
+    idx = _complex_arg_extremum(flat, flat.ndim - 1, largest)
+    picked = take_along_axis(flat, lax.expand_dims(idx, (flat.ndim - 1,)), axis=-1)
+    return lax.squeeze(picked, (flat.ndim - 1,))
+
+
+def _combine_extremum(largest):
+    def combine(x, y):
+        from ._complex import extremum
+        if x.dtype.kind == "c":
+            return extremum(x, y, largest)
+        return lax.max(x, y) if largest else lax.min(x, y)
+    return combine
+
+
+max = _extremum("max", lax.reduce_max, _combine_extremum(True))  # noqa: A001 (NumPy's name)
+min = _extremum("min", lax.reduce_min, _combine_extremum(False))  # noqa: A001 (NumPy's name)
 amax, amin = max, min
 
 
@@ -197,10 +243,23 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=Non
             m = lax.expand_dims(m, axes) if m.ndim != x.ndim else m
         m = broadcast_to(m, tuple(1 if i in axes else s for i, s in enumerate(x.shape)))
     d = lax.sub(xf, broadcast_to(m, xf.shape))
-    ss = sum(lax.mul(d, d), axes, keepdims=keepdims, where=where)
-    n = _count_where(x, axes, where, acc, keepdims)
-    denom = lax.sub(n, _c(ddof, n)) if type(n) is not np.ndarray else np.array(n - ddof, acc)
-    return convert(lax.div(ss, denom), dt)
+    ss = sum(_abs_squared(d), axes, keepdims=keepdims, where=where)
+    n = _count_where(x, axes, where, ss.dtype, keepdims)
+    denom = (lax.sub(n, _c(ddof, n)) if type(n) is not np.ndarray
+             else np.array(n - ddof, n.dtype))
+    return convert(lax.div(ss, denom), _real_dtype(dt))
+
+
+def _abs_squared(d):
+    """d * d, or |d|**2 for complex d (a real array: NumPy's var of complex numbers is real)."""
+    if d.dtype.kind == "c":
+        re, im = lax.real(d), lax.imag(d)
+        return lax.add(lax.mul(re, re), lax.mul(im, im))
+    return lax.mul(d, d)
+
+
+def _real_dtype(dt):
+    return np.dtype(np.finfo(dt).dtype) if dt.kind == "c" else dt
 
 
 def _mean_kept(xf, axes, where, acc):
@@ -217,15 +276,22 @@ def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=Non
 
 
 def _arg_reduce(name, lax_fn):
+    largest = name == "argmax"
+
+    def arg(x, axis):
+        if x.dtype.kind == "c":
+            return _complex_arg_extremum(x, axis, largest)
+        return lax_fn(x, axis)
+
     def f(a, axis=None, out=None, *, keepdims=False):
         _no_out(out, name)
         x = asarray(a)
         if axis is None:
             flat = lax.reshape(x, (x.size,))
-            res = lax_fn(flat, 0)
+            res = arg(flat, 0)
             return lax.reshape(res, (1,) * x.ndim) if keepdims else res
         ax = canonical_axis(axis, x.ndim)
-        res = lax_fn(x, ax)
+        res = arg(x, ax)
         return lax.expand_dims(res, (ax,)) if keepdims else res
     f.__name__ = f.__qualname__ = name
     f.__doc__ = f"Index (int64) of the {name[3:]}imum along an axis (of the flattened array " \
@@ -296,7 +362,7 @@ def nanprod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, wh
 def _nan_extremum(name, fn, fill):
     def f(a, axis=None, out=None, keepdims=False, initial=None, where=None):
         x = asarray(a)
-        if dtype_kind(x.dtype) != "f":
+        if dtype_kind(x.dtype) not in "fc":
             return fn(x, axis, out, keepdims, initial, where)
         res = fn(_nan_replaced(x, fill), axis, out, keepdims, initial, where)
         # All-nan slices give nan, as NumPy (which also warns).
@@ -334,7 +400,7 @@ def _not_nan_count(x, axis, keepdims, dt):
 def nanmean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=None):
     """mean over the elements that are not nan."""
     x = asarray(a)
-    if dtype_kind(x.dtype) != "f":
+    if dtype_kind(x.dtype) not in "fc":
         return mean(x, axis, dtype, out, keepdims, where=where)
     acc, dt = _mean_dtypes(x, dtype)
     s = sum(_nan_replaced(x, 0), axis, dtype=acc, keepdims=keepdims, where=where)
@@ -352,7 +418,7 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
            mean=None, correction=None):
     """var over the elements that are not nan."""
     x = asarray(a)
-    if dtype_kind(x.dtype) != "f":
+    if dtype_kind(x.dtype) not in "fc":
         return var(x, axis, dtype, out, ddof, keepdims, where=where, correction=correction)
     if correction is not None:
         ddof = correction
@@ -362,9 +428,9 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
     m = nanmean(xf, axis, keepdims=True, where=where)
     d = lax.sub(xf, broadcast_to(m, xf.shape))
     d = lax.select_n(valid, lax.full(xf.shape, 0, acc), d)
-    ss = sum(lax.mul(d, d), axis, keepdims=keepdims)
-    n = sum(valid, axis, dtype=acc, keepdims=keepdims)
-    return convert(lax.div(ss, lax.sub(n, _c(ddof, n))), dt)
+    ss = sum(_abs_squared(d), axis, keepdims=keepdims)
+    n = sum(valid, axis, dtype=ss.dtype, keepdims=keepdims)
+    return convert(lax.div(ss, lax.sub(n, _c(ddof, n))), _real_dtype(dt))
 
 
 def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None,
@@ -665,7 +731,8 @@ def cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=N
         ddof = 0 if bias else 1
     n = x.shape[1]
     xc = lax.sub(x, lax.broadcast_in_dim(mean(x, axis=1), x.shape, (0,)))
-    c = lax.div(matmul(xc, lax.transpose(xc, (1, 0))), np.array(n - ddof, dt))
+    xh = lax.transpose(lax.conj(xc) if xc.dtype.kind == "c" else xc, (1, 0))
+    c = lax.div(matmul(xc, xh), np.array(n - ddof, dt))
     return lax.reshape(c, ()) if c.shape == (1, 1) else c
 
 
@@ -675,9 +742,13 @@ def corrcoef(x, y=None, rowvar=True, *, dtype=None):
     c = cov(x, y, rowvar, dtype=dtype)
     if c.ndim == 0:
         return lax.div(c, c)
-    d = lax.sqrt(_diag_of(c))
+    d = _diag_of(c)
+    d = lax.sqrt(lax.real(d) if d.dtype.kind == "c" else d)
+    d = convert(d, c.dtype)
     c = lax.div(c, lax.broadcast_in_dim(d, c.shape, (0,)))
     c = lax.div(c, lax.broadcast_in_dim(d, c.shape, (1,)))
+    if c.dtype.kind == "c":  # each part clipped, as NumPy
+        return lax.complex(clip(lax.real(c), -1, 1), clip(lax.imag(c), -1, 1))
     return clip(c, -1, 1)
 
 

@@ -83,8 +83,10 @@ def convolve(a, v, mode="full"):
 
 
 def correlate(a, v, mode="valid"):
-    """Cross-correlation of two 1-D sequences: c[k] = sum_n a[n+k] v[n] (modes valid/same/full)."""
-    return _conv(a, v, mode, "correlate")
+    """Cross-correlation of two 1-D sequences: c[k] = sum_n a[n+k] conj(v[n]) (modes
+    valid/same/full), as NumPy (v is conjugated when complex)."""
+    v = asarray(v)
+    return _conv(a, lax.conj(v) if v.dtype.kind == "c" else v, mode, "correlate")
 
 
 def interp(x, xp, fp, left=None, right=None, period=None):

@@ -2,9 +2,11 @@
 
 Inputs are promoted as NumPy does (integers to float64; float16 is computed in float32 and cast
 back). cholesky and eigh symmetrize their input first (as JAX does), so that for symmetric
-inputs the values are NumPy's and the gradients are symmetric. Everything differentiable in the
-primitives (solve, slogdet, cholesky, eigh, thin svd) is differentiable here, and so is what is
-composed of them (inv, det, norm, pinv, matrix_power, lstsq, ...).
+(Hermitian) inputs the values are NumPy's and the gradients are symmetric (Hermitian). Everything
+differentiable in the primitives (solve, slogdet, cholesky, eigh, thin svd, eig) is
+differentiable here, and so is what is composed of them (inv, det, norm, pinv, matrix_power,
+lstsq, ...). Complex inputs work throughout; results that are real in NumPy (eigenvalues of eigh,
+singular values, norms, log|det|) are real here too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from ._core import asarray, broadcast_shapes, broadcast_to, inexact_dtype, resul
 
 __all__ = [
     "norm", "vector_norm", "matrix_norm", "cond", "inv", "pinv", "solve", "lstsq", "det",
-    "slogdet", "cholesky", "qr", "eigh", "eigvalsh", "svd", "svdvals", "matrix_power",
+    "slogdet", "cholesky", "qr", "eig", "eigvals", "eigh", "eigvalsh", "svd", "svdvals",
+    "matrix_power",
     "matrix_rank", "multi_dot", "tensorsolve", "tensorinv", "LinAlgError",
 ]
 
@@ -31,6 +34,11 @@ LinAlgError = np.linalg.LinAlgError
 class SlogdetResult(NamedTuple):
     sign: object
     logabsdet: object
+
+
+class EigResult(NamedTuple):
+    eigenvalues: object
+    eigenvectors: object
 
 
 class EighResult(NamedTuple):
@@ -76,12 +84,33 @@ def _float(x, what, min_ndim=2, square=False):
 
 
 def _back(x, dtype):
+    """x in the output dtype of a function of `dtype` inputs: a real result (eigenvalues,
+    singular values, norms) of complex inputs stays real, in the matching precision."""
+    if x.dtype.kind != "c" and dtype.kind == "c":
+        dtype = np.dtype(np.finfo(dtype).dtype)
     return x if x.dtype == dtype else lax.convert_element_type(x, dtype)
 
 
 def _mT(x):
     n = x.ndim
     return lax.transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
+
+
+def _mH(x):
+    """The conjugate transpose of the last two axes (the transpose of real x)."""
+    return lax.conj(_mT(x)) if x.dtype.kind == "c" else _mT(x)
+
+
+def _abs2(x):
+    """|x|**2 elementwise, real (x * x for real x)."""
+    if x.dtype.kind == "c":
+        re, im = lax.real(x), lax.imag(x)
+        return lax.add(lax.mul(re, re), lax.mul(im, im))
+    return lax.mul(x, x)
+
+
+def _real_dtype(dtype):
+    return np.dtype(np.finfo(dtype).dtype) if np.dtype(dtype).kind == "c" else np.dtype(dtype)
 
 
 def _matmul(a, b):
@@ -102,7 +131,8 @@ def _eye(n, like):
 
 
 def _symmetrize(a):
-    return lax.mul(lax.add(a, _mT(a)), np.array(0.5, a.dtype))
+    """(a + a^H) / 2: symmetric, or Hermitian for complex a."""
+    return lax.mul(lax.add(a, _mH(a)), np.array(0.5, a.dtype))
 
 
 def _abs(x):
@@ -185,7 +215,10 @@ def det(a):
     """The determinant, as sign * exp(log|det|) (differentiable for nonsingular a)."""
     a, dtype = _float(a, "det", square=True)
     sign, logdet = lax_linalg.slogdet(a)
-    return _back(lax.mul(sign, lax.exp(logdet)), dtype)
+    magnitude = lax.exp(logdet)
+    if sign.dtype != magnitude.dtype:  # complex a: a complex sign (phase) and a real magnitude
+        magnitude = lax.convert_element_type(magnitude, sign.dtype)
+    return _back(lax.mul(sign, magnitude), dtype)
 
 
 def matrix_power(a, n):
@@ -263,12 +296,13 @@ def _chain_order(shapes):
 # Decompositions
 
 def cholesky(a, upper=False, *, symmetrize_input=True):
-    """The lower (or upper) Cholesky factor of (a stack of) positive definite matrices."""
+    """The lower (or upper, L^H) Cholesky factor of (a stack of) positive definite (Hermitian)
+    matrices."""
     a, dtype = _float(a, "cholesky", square=True)
     if symmetrize_input:
         a = _symmetrize(a)
     L = lax_linalg.cholesky(a)
-    return _back(_mT(L) if upper else L, dtype)
+    return _back(_mH(L) if upper else L, dtype)
 
 
 def eigh(a, UPLO="L", *, symmetrize_input=True):
@@ -280,6 +314,24 @@ def eigh(a, UPLO="L", *, symmetrize_input=True):
         a = _symmetrize(a)
     w, v = lax_linalg.eigh(a, lower=UPLO == "L")
     return EighResult(_back(w, dtype), _back(v, dtype))
+
+
+def eig(a):
+    """(eigenvalues, right eigenvectors as unit columns) of (a stack of) square matrices.
+
+    Always complex, also for real a (as JAX; NumPy returns a real dtype when every eigenvalue
+    happens to be real, which a traced program cannot know). The eigenvalues are differentiable;
+    the eigenvectors are not (as in JAX): use eigvals, or eigh for symmetric matrices."""
+    a, _ = _float(a, "eig", square=True)
+    w, v = lax_linalg.eig(a)
+    return EigResult(w, v)
+
+
+def eigvals(a):
+    """The eigenvalues of (a stack of) square matrices, complex (see eig); differentiable where
+    they are distinct."""
+    a, _ = _float(a, "eigvals", square=True)
+    return lax_linalg.eig(a, compute_eigenvectors=False)
 
 
 def eigvalsh(a, UPLO="L", *, symmetrize_input=True):
@@ -328,16 +380,19 @@ def pinv(a, rcond=None, hermitian=False, *, rtol=None):
     one = lax.full(s.shape, 1, s.dtype)
     s_inv = lax.select_n(large, lax.full(s.shape, 0, s.dtype),
                          lax.div(one, lax.select_n(large, one, s)))
-    scaled = lax.mul(_mT(u), lax.broadcast_in_dim(s_inv, s.shape + (u.shape[-2],),
+    s_inv = lax.convert_element_type(s_inv, u.dtype)
+    scaled = lax.mul(_mH(u), lax.broadcast_in_dim(s_inv, s.shape + (u.shape[-2],),
                                                   tuple(range(s.ndim))))
-    return _back(_matmul(_mT(vh), scaled), dtype)
+    return _back(_matmul(_mH(vh), scaled), dtype)
 
 
 def lstsq(a, b, rcond=None):
     """(x, residuals, rank, s): the least-squares solution of a @ x = b, through pinv."""
-    a, dtype = _float(a, "lstsq")
+    a, out_dtype = _float(a, "lstsq")
     b = asarray(b)
-    b = lax.convert_element_type(b, a.dtype) if b.dtype != a.dtype else b
+    dtype = inexact_dtype(np.result_type(out_dtype, b.dtype))  # the result's
+    work = inexact_dtype(result_type(a, b))
+    a, b = (v if v.dtype == work else lax.convert_element_type(v, work) for v in (a, b))
     m, n = a.shape
     if rcond is None:
         rcond = np.finfo(a.dtype).eps * max(m, n)
@@ -350,9 +405,9 @@ def lstsq(a, b, rcond=None):
     full_rank = m > n and (not known or int(rank) == n)
     if full_rank:
         r = lax.sub(b2, _matmul(a, x))
-        residuals = _sum(lax.mul(r, r), (0,))
+        residuals = _sum(_abs2(r), (0,))
     else:
-        residuals = np.zeros((0,), a.dtype)
+        residuals = np.zeros((0,), _real_dtype(a.dtype))
     if vector:
         x = lax.reshape(x, (n,))
     return LstsqResult(_back(x, dtype), residuals, lax.convert_element_type(rank, np.int32), s)
@@ -397,22 +452,23 @@ def _vector_norm(x, ord, axes):
     if isinstance(ord, str):
         raise ValueError(f"Invalid norm order '{ord}' for vectors")
     if ord is None or ord == 2:
-        return lax.sqrt(_sum(lax.mul(x, x), axes))
+        return lax.sqrt(_sum(_abs2(x), axes))
     if ord == np.inf:
         return lax.reduce_max(_abs(x), axes)
     if ord == -np.inf:
         return lax.reduce_min(_abs(x), axes)
+    real = _real_dtype(x.dtype)
     if ord == 0:
-        return _sum(lax.convert_element_type(lax.ne(x, np.zeros((), x.dtype)), x.dtype), axes)
+        return _sum(lax.convert_element_type(lax.ne(x, np.zeros((), x.dtype)), real), axes)
     if ord == 1:
         return _sum(_abs(x), axes)
-    p = np.array(ord, x.dtype)
-    return lax.pow(_sum(lax.pow(_abs(x), p), axes), np.array(1.0 / ord, x.dtype))
+    p = np.array(ord, real)
+    return lax.pow(_sum(lax.pow(_abs(x), p), axes), np.array(1.0 / ord, real))
 
 
 def _matrix_norm(x, ord, row, col):
     if ord in ("fro", None):
-        return lax.sqrt(_sum(lax.mul(x, x), (row, col)))
+        return lax.sqrt(_sum(_abs2(x), (row, col)))
     if ord in (2, -2, "nuc"):
         rest = [d for d in range(x.ndim) if d not in (row, col)]
         s = lax_linalg.svd(lax.transpose(x, rest + [row, col]), compute_uv=False)
@@ -441,7 +497,7 @@ def norm(x, ord=None, axis=None, keepdims=False):
     if axis is None:
         if ord is None:
             axes = tuple(range(x.ndim))
-            return _back(_keepdims(lax.sqrt(_sum(lax.mul(x, x), axes)), shape, axes, keepdims),
+            return _back(_keepdims(lax.sqrt(_sum(_abs2(x), axes)), shape, axes, keepdims),
                          dtype)
         if x.ndim == 1:
             axis = (0,)

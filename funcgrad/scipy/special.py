@@ -5,15 +5,19 @@ reflection formula log|Gamma(x)| = log(pi / |sin(pi x)|) - gammaln(1 - x) below.
 digamma: shifted by the recurrence psi(x) = psi(x + 10) - sum 1/(x + k) into the range of the
 asymptotic (Stirling) series, reflected as psi(x) = psi(1 - x) - pi / tan(pi x) for x < 1/2.
 
-Both carry custom JVP rules, so derivatives are the exact functions (gammaln' = digamma,
-digamma' = trigamma, computed the same way) and not the derivatives of the approximations;
-derivatives beyond the trigamma raise NotImplementedError (they need polygamma).
+polygamma(n, x), n >= 1: the same recurrence and the asymptotic series of psi^(n), reflected by
+the n-th derivative of the reflection formula (a polynomial in cot(pi x)).
+
+All carry custom JVP rules, so derivatives are the exact functions (gammaln' = digamma,
+digamma' = polygamma(1, .), polygamma(n, .)' = polygamma(n + 1, .), computed the same way) and
+not the derivatives of the approximations.
 Integer inputs are computed in float64; float32 stays float32. sin(pi x) and tan(pi x) are
 taken of x minus its nearest integer, so the reflection stays accurate for large |x|.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -23,16 +27,16 @@ from .. import numpy as fnp
 from ..core.avals import dtype_kind
 from ..lax.custom_derivatives import custom_jvp
 
-__all__ = ["gammaln", "digamma"]
+__all__ = ["gammaln", "digamma", "polygamma"]
 
 _LANCZOS_G = 7.0
 _LANCZOS = (0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313,
             -176.61502916214059, 12.507343278686905, -0.13857109526572012,
             9.9843695780195716e-6, 1.5056327351493116e-7)
-_SHIFT = 10  # digamma/trigamma: shift x >= 1/2 to x + 10 >= 10.5 before the asymptotic series
-# B_2k / (2k) for psi, and B_2k for psi', k = 1..7
+_SHIFT = 10  # digamma/polygamma: shift x >= 1/2 to x + 10 (+ 2n) before the asymptotic series
+# B_2k / (2k) for psi, and the Bernoulli numbers B_2k, k = 1..7
 _PSI_SERIES = (1 / 12, -1 / 120, 1 / 252, -1 / 240, 1 / 132, -691 / 32760, 1 / 12)
-_TRIGAMMA_SERIES = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6)
+_BERNOULLI = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6)
 
 
 def _float(x):
@@ -94,27 +98,51 @@ def _gammaln(x):
     return lax.select_n(lax.is_finite(x), lax.abs(x), out)  # +-inf -> inf, NaN -> NaN
 
 
-def _psi_pos(x, order):
-    """psi (order 0) or psi' (order 1) of x >= 1/2: recurrence to x + 10, asymptotic series."""
+def _psi_pos(x):
+    """psi of x >= 1/2: recurrence to x + 10, asymptotic (Stirling) series."""
     y = lax.add(x, _c(_SHIFT, x))
     inv = lax.div(_c(1, x), y)
     w = lax.mul(inv, inv)
-    if order == 0:
-        series = lax.mul(w, _horner(w, _PSI_SERIES))
-        out = lax.sub(lax.sub(lax.log(y), lax.mul(_c(0.5, x), inv)), series)
-    else:
-        series = lax.mul(lax.mul(w, inv), _horner(w, _TRIGAMMA_SERIES))
-        out = lax.add(lax.add(inv, lax.mul(_c(0.5, x), w)), series)
-    # recurrence terms, smallest first
-    for k in reversed(range(_SHIFT)):
-        term = lax.div(_c(1, x), lax.add(x, _c(k, x)))
-        out = lax.sub(out, term) if order == 0 else lax.add(out, lax.mul(term, term))
+    series = lax.mul(w, _horner(w, _PSI_SERIES))
+    out = lax.sub(lax.sub(lax.log(y), lax.mul(_c(0.5, x), inv)), series)
+    for k in reversed(range(_SHIFT)):  # recurrence terms, smallest first
+        out = lax.sub(out, lax.div(_c(1, x), lax.add(x, _c(k, x))))
     return out
+
+
+def _polygamma_pos(n, x):
+    """psi^(n) of x >= 1/2, n >= 1: psi^(n)(x) = psi^(n)(y) + (-1)^(n+1) n! sum 1/(x+k)^(n+1)
+    (k < y - x), and at y the asymptotic series (-1)^(n+1) [(n-1)!/y^n + n!/(2 y^(n+1))
+    + sum_k B_2k (2k+n-1)! / ((2k)! y^(2k+n))]. The shift grows with n, which the series'
+    terms do."""
+    shift = _SHIFT + 2 * n
+    y = lax.add(x, _c(shift, x))
+    inv = lax.div(_c(1, x), y)
+    w = lax.mul(inv, inv)
+    coeffs = [math.factorial(2 * k + n - 1) / math.factorial(2 * k) * b
+              for k, b in enumerate(_BERNOULLI, start=1)]
+    series = lax.mul(w, _horner(w, coeffs))
+    lead = lax.add(_c(math.factorial(n - 1), x), lax.mul(_c(math.factorial(n) / 2, x), inv))
+    out = lax.mul(lax.pow(inv, _c(n, x)), lax.add(lead, series))
+    for k in reversed(range(shift)):  # recurrence terms, smallest first
+        out = lax.add(out, lax.mul(_c(math.factorial(n), x),
+                                   lax.pow(lax.add(x, _c(k, x)), _c(-(n + 1), x))))
+    return out if n % 2 else lax.neg(out)
+
+
+def _cot_derivative(n):
+    """Coefficients (lowest power first) of the polynomial P with d^n/dx^n cot(pi x) =
+    P(cot(pi x)): P_0 = c, P_(k+1) = -pi (1 + c^2) P_k'(c)."""
+    p = [0.0, 1.0]
+    for _ in range(n):
+        d = [i * p[i] for i in range(1, len(p))] + [0.0, 0.0]
+        p = [-math.pi * (d[i] + (d[i - 2] if i >= 2 else 0.0)) for i in range(len(d))]
+    return p
 
 
 def _digamma(x):
     xs, below, x_pos, r, pole = _reflected(x)
-    base = _psi_pos(x_pos, 0)
+    base = _psi_pos(x_pos)
     cot = lax.div(_c(math.pi, x), lax.tan(lax.mul(_c(math.pi, x), r)))
     out = lax.select_n(below, base, lax.sub(base, cot))
     # poles (0, -1, -2, ...) give NaN, as jax.scipy.special.digamma; inf -> inf, -inf -> NaN
@@ -123,26 +151,37 @@ def _digamma(x):
     return lax.select_n(lax.is_finite(x), nonfinite, out)
 
 
-def _trigamma_impl(x):
+def _polygamma_impl(n, x):
+    """psi^(n)(x), n >= 1. Below 1/2 by the reflection formula differentiated n times:
+    psi^(n)(x) = (-1)^n psi^(n)(1 - x) - pi d^n/dx^n cot(pi x). Poles (0, -1, ...): inf for odd
+    n, NaN for even n (the sign depends on the side), as jax.scipy.special.polygamma; +inf
+    gives the limit 0, -inf and NaN give NaN."""
     xs, below, x_pos, r, pole = _reflected(x)
-    base = _psi_pos(x_pos, 1)
-    s = lax.sin(lax.mul(_c(math.pi, x), r))
-    reflected = lax.sub(lax.div(_c(math.pi ** 2, x), lax.mul(s, s)), base)
+    base = _polygamma_pos(n, x_pos)
+    angle = lax.mul(_c(math.pi, x), r)
+    cot = lax.div(lax.cos(angle), lax.sin(angle))
+    reflected = lax.sub(base if n % 2 == 0 else lax.neg(base),
+                        lax.mul(_c(math.pi, x), _horner(cot, _cot_derivative(n))))
     out = lax.select_n(below, base, reflected)
-    out = lax.select_n(pole, out, _c(np.inf, x))
+    out = lax.select_n(pole, out, _c(np.inf if n % 2 else np.nan, x))
     nonfinite = lax.select_n(lax.eq(x, _c(np.inf, x)), _c(np.nan, x), _c(0, x))
     return lax.select_n(lax.is_finite(x), nonfinite, out)
 
 
-@custom_jvp
-def _trigamma(x):
-    return _trigamma_impl(x)
+@functools.lru_cache(maxsize=None)
+def _polygamma_fn(n):
+    """psi^(n) as a function of x with its custom JVP psi^(n+1), so every derivative is the
+    exact function (not the derivative of the approximation)."""
+    @custom_jvp
+    def polygamma_n(x):
+        return _polygamma_impl(n, x)
 
+    @polygamma_n.defjvp
+    def polygamma_n_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return polygamma_n(x), lax.mul(t, _polygamma_fn(n + 1)(x))
 
-@_trigamma.defjvp
-def _trigamma_jvp(primals, tangents):
-    raise NotImplementedError("the derivative of digamma's derivative (polygamma(2, x)) is not "
-                              "implemented")
+    return polygamma_n
 
 
 @custom_jvp
@@ -153,7 +192,7 @@ def _digamma_cj(x):
 @_digamma_cj.defjvp
 def _digamma_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
-    return _digamma_cj(x), lax.mul(t, _trigamma(x))
+    return _digamma_cj(x), lax.mul(t, _polygamma_fn(1)(x))
 
 
 @custom_jvp
@@ -175,8 +214,21 @@ def gammaln(x):
 
 def digamma(x):
     """psi(x) = d/dx log Gamma(x), elementwise (scipy.special.digamma); NaN at 0, -1, -2, ...
-    Its derivative is the trigamma function; higher derivatives raise NotImplementedError."""
+    Its derivatives are polygamma(n, x), to any order."""
     return _digamma_cj(_float(x))
+
+
+def polygamma(n, x):
+    """psi^(n)(x), the n-th derivative of digamma, elementwise (jax.scipy.special.polygamma);
+    n a non-negative Python int (or a concrete integer scalar); polygamma(0, x) = digamma(x).
+    Its derivative in x is polygamma(n + 1, x)."""
+    if isinstance(n, (np.ndarray, np.generic)) and n.ndim == 0 and n.dtype.kind in "iu":
+        n = int(n)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise TypeError(f"special.polygamma: n must be a non-negative integer (a Python int or a "
+                        f"concrete integer scalar), got {n!r}")
+    x = _float(x)
+    return _digamma_cj(x) if n == 0 else _polygamma_fn(n)(x)
 
 
 # ---------------------------------------------------------------------------------------------

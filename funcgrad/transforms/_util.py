@@ -50,12 +50,50 @@ def top_trace(values):
     return top
 
 
-def check_grad_input(fun, i, leaf, path, transform):
+def check_grad_input(fun, i, leaf, path, transform, holomorphic=False, complex_ok=True):
+    """Inputs of a derivative must be floating point; complex only where the transform allows it
+    (reverse mode does; jacfwd only with holomorphic=True, as in JAX), and complex alone when
+    `holomorphic` promises a holomorphic function."""
     dtype = aval_of(as_value(leaf)).dtype
-    if dtype_kind(dtype) not in "fc":
-        where = f" at {path}" if path else ""
+    kind = dtype_kind(dtype)
+    if kind in "fc" and not holomorphic and (complex_ok or kind == "f"):
+        return  # the common case, without building a message (inspect.signature is slow)
+    where = f" at {path}" if path else ""
+    what = f"{arg_name(fun, i)}{where} of {fun_name(fun)}"
+    if holomorphic and kind != "c":
+        raise TypeError(
+            f"{transform} with holomorphic=True requires inputs with complex dtype, but {what} "
+            f"has dtype {dtype}{user_line()}. Convert it with x.astype(np.complex64), or drop "
+            "holomorphic=True for a real-valued input.")
+    if kind == "c" and not complex_ok and not holomorphic:
+        raise TypeError(
+            f"{transform} requires real-valued inputs, but {what} has dtype {dtype}"
+            f"{user_line()}. For holomorphic differentiation, pass holomorphic=True. For "
+            "differentiation of non-holomorphic functions involving complex inputs, use fg.jvp "
+            "directly.")
+    if kind not in "fc":
         raise TypeError(
             f"{transform} requires real- or complex-valued (floating point) inputs, but "
-            f"{arg_name(fun, i)}{where} of {fun_name(fun)} has dtype {dtype}{user_line()}. "
+            f"{what} has dtype {dtype}{user_line()}. "
             "Convert it with x.astype(np.float32), move it out of argnums, or use fg.vjp, which "
             "gives integer inputs float0 zeros.")
+
+
+def check_output_dtype(fun, aval, transform, holomorphic):
+    """JAX's rule for the outputs of grad / jacrev (and jacfwd with holomorphic=True): complex
+    only with holomorphic=True, and then complex only."""
+    if holomorphic and aval.dtype.kind != "c":
+        raise TypeError(
+            f"{transform} with holomorphic=True requires outputs with complex dtype, but "
+            f"{fun_name(fun)} returned {aval.str_short()}{user_line()}.")
+    if not holomorphic and aval.dtype.kind == "c" and transform != "jacfwd":
+        raise TypeError(
+            f"{transform} requires real-valued outputs, but {fun_name(fun)} returned "
+            f"{aval.str_short()}{user_line()}. For holomorphic differentiation, pass "
+            "holomorphic=True. For differentiation of non-holomorphic functions involving "
+            "complex outputs, use fg.vjp directly (or take fnp.real / fnp.abs of the output).")
+
+
+def check_flag(value, name):
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise TypeError(f"{name} must be True or False, got {value!r}; pass masks as wrt=.")

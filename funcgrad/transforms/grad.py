@@ -16,7 +16,14 @@ from ..core.avals import dtype_kind, is_float
 from ..interpreters.programs import aval_of
 from ..interpreters.reverse import trace_vjp
 from ..lax import reshape, stop_gradient, stop_gradient_p  # noqa: F401 (re-exported)
-from ._util import arg_name, check_grad_input, fun_name, normalize_argnums
+from ._util import (
+    arg_name,
+    check_flag,
+    check_grad_input,
+    check_output_dtype,
+    fun_name,
+    normalize_argnums,
+)
 from .vmap import vmap
 
 
@@ -27,12 +34,25 @@ def _check_cotangent(ct, out, path):
                          f"shape and dtype {oa.str_short()}, got {ca.str_short()}{user_line()}.")
 
 
-def vjp(fun, *primals, has_aux=False):
+def vjp(fun, *primals, has_aux=False, holomorphic=False):
     """`(out, vjp_fn)` or `(out, vjp_fn, aux)`: vjp_fn(ct) -> a tuple of cotangents, one per
-    primal, for the vector-Jacobian product ct^T J. Integer inputs get float0 zeros (as JAX)."""
+    primal, for the vector-Jacobian product ct^T J. Integer inputs get float0 zeros (as JAX).
+
+    Complex values follow JAX: the cotangent g of an input pairs with its tangent t by
+    Re(sum(g * t)), so for a holomorphic function vjp_fn(ct) is ct * f'(z) (no conjugation).
+    `holomorphic=True` (not in jax.vjp) only checks that inputs and outputs are complex.
+    """
+    check_flag(holomorphic, "holomorphic")
     flat = tree_util.tree_leaves(primals)
+    if holomorphic:
+        for i, p in enumerate(primals):
+            for path, leaf in tree_util.tree_flatten_with_path(p)[0]:
+                check_grad_input(fun, i, leaf, tree_util.keystr(path), "vjp", holomorphic=True)
     active = [is_float(aval_of(as_value(x)).dtype) for x in flat]
     out_vals, out_tree, aux, backward, in_tree = trace_vjp(fun, primals, active, has_aux)
+    if holomorphic:
+        for o in out_vals:
+            check_output_dtype(fun, aval_of(o), "vjp", holomorphic=True)
     out = tree_util.tree_unflatten(out_tree, out_vals)
 
     def vjp_fn(ct):
@@ -65,12 +85,18 @@ def _mask_leaves(fun, arg, mask, i):
     return [bool(m) for m in leaves]
 
 
-def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
+def value_and_grad(fun, argnums=0, has_aux=False, holomorphic=False, allow_int=False,
+                   wrt=None):
     """`(value, grad)` (or `((value, aux), grad)`) of a function with a scalar float output.
 
     `wrt` is a boolean pytree (or prefix) shaped like the differentiated argument (a tuple of them
     when argnums is a tuple): `False` leaves get zero gradients and cost no backward work.
+
+    Complex inputs follow JAX's convention: for a real-valued f of z = x + iy the gradient is
+    df/dx - i df/dy (grad of |z|**2 at 3+4j is 6-8j). A complex output raises unless
+    `holomorphic=True` promises a holomorphic f of complex inputs, whose gradient is then f'(z).
     """
+    check_flag(holomorphic, "holomorphic")
 
     def value_and_grad_fun(*args, **kwargs):
         single, nums = normalize_argnums(fun, argnums, len(args), "grad")
@@ -83,8 +109,8 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
         for i, a, m in zip(nums, diff_args, masks):
             leaf_mask = _mask_leaves(fun, a, m, i)
             for (path, leaf), on in zip(tree_util.tree_flatten_with_path(a)[0], leaf_mask):
-                if on and not allow_int:
-                    check_grad_input(fun, i, leaf, tree_util.keystr(path), "grad")
+                if on and (not allow_int or holomorphic):
+                    check_grad_input(fun, i, leaf, tree_util.keystr(path), "grad", holomorphic)
                 active.append(on and is_float(aval_of(as_value(leaf)).dtype))
 
         def partial_fun(*dargs):
@@ -109,6 +135,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
         if dtype_kind(oa.dtype) not in "fc":
             raise TypeError(f"grad requires a floating-point output, but {fun_name(fun)} returned "
                             f"{oa.str_short()}{user_line()}.")
+        check_output_dtype(fun, oa, "grad", holomorphic)
         seed = device_namespace([out]).ones((), oa.dtype)  # where the output is
         cts = backward([seed], consume=True)
         grads = tree_util.tree_unflatten(in_tree, cts)
@@ -120,9 +147,10 @@ def value_and_grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
     return value_and_grad_fun
 
 
-def grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
-    """The gradient of a scalar-valued function with respect to argument(s) `argnums`."""
-    vg = value_and_grad(fun, argnums, has_aux, wrt, allow_int)
+def grad(fun, argnums=0, has_aux=False, holomorphic=False, allow_int=False, wrt=None):
+    """The gradient of a scalar-valued function with respect to argument(s) `argnums` (see
+    value_and_grad for `wrt` masks and complex numbers)."""
+    vg = value_and_grad(fun, argnums, has_aux, holomorphic, allow_int, wrt)
 
     def grad_fun(*args, **kwargs):
         (value, g) = vg(*args, **kwargs)
@@ -132,18 +160,21 @@ def grad(fun, argnums=0, has_aux=False, wrt=None, allow_int=False):
     return grad_fun
 
 
-def jacrev(fun, argnums=0, has_aux=False):
+def jacrev(fun, argnums=0, has_aux=False, holomorphic=False):
     """The Jacobian by reverse mode: one forward pass, then the backward pass vmapped over the
     rows of an identity (one batched backward pass per output leaf, no Python loop).
 
     The result has, for each output leaf and each input leaf, shape out.shape + in.shape.
+    Complex outputs need `holomorphic=True` (as in JAX), which gives df/dz.
     """
+    check_flag(holomorphic, "holomorphic")
+
     def jac_fun(*args, **kwargs):
         single, nums = normalize_argnums(fun, argnums, len(args), "jacrev")
         diff_args = tuple(args[i] for i in nums)
         for i, a in zip(nums, diff_args):
             for path, leaf in tree_util.tree_flatten_with_path(a)[0]:
-                check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacrev")
+                check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacrev", holomorphic)
 
         def partial_fun(*dargs):
             full = list(args)
@@ -155,6 +186,8 @@ def jacrev(fun, argnums=0, has_aux=False):
         out_vals, out_tree, aux, backward, in_tree = trace_vjp(partial_fun, diff_args,
                                                               [True] * n_in, has_aux)
         in_avals = [aval_of(as_value(x)) for x in tree_util.tree_leaves(diff_args)]
+        for o in out_vals:
+            check_output_dtype(fun, aval_of(o), "jacrev", holomorphic)
         per_out = []
         for k, o in enumerate(out_vals):
             oa = aval_of(o)

@@ -15,7 +15,7 @@ from ..core import Tracer, as_value, eval_jaxpr, new_trace, trace_to_jaxpr, user
 from ..core.avals import dtype_kind, is_float
 from ..interpreters.jvp import JvpTrace, checked_tangent
 from ..interpreters.programs import aval_of
-from ._util import check_grad_input, fun_name, normalize_argnums
+from ._util import check_flag, check_grad_input, check_output_dtype, fun_name, normalize_argnums
 from .grad import jacrev
 from .vmap import vmap
 
@@ -95,16 +95,19 @@ def linearize(fun, *primals, has_aux=False):
     return (out, f_jvp, box["aux"]) if has_aux else (out, f_jvp)
 
 
-def jacfwd(fun, argnums=0, has_aux=False):
+def jacfwd(fun, argnums=0, has_aux=False, holomorphic=False):
     """The Jacobian by forward mode: the tangent map is linearized once, then vmapped over the
     basis vectors of each input leaf. Each output leaf gets shape out.shape + in.shape per input
-    leaf."""
+    leaf. Complex inputs need `holomorphic=True` (as in JAX), which gives df/dz."""
+    check_flag(holomorphic, "holomorphic")
+
     def jac_fun(*args, **kwargs):
         single, nums = normalize_argnums(fun, argnums, len(args), "jacfwd")
         diff_args = tuple(args[i] for i in nums)
         for i, a in zip(nums, diff_args):
             for path, leaf in tree_util.tree_flatten_with_path(a)[0]:
-                check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacfwd")
+                check_grad_input(fun, i, leaf, tree_util.keystr(path), "jacfwd", holomorphic,
+                                 complex_ok=False)
         def partial_fun(*dargs):
             full = list(args)
             for i, d in zip(nums, dargs):
@@ -116,6 +119,8 @@ def jacfwd(fun, argnums=0, has_aux=False):
         out_flat, out_tree = tree_util.tree_flatten(out)
         in_avals = [aval_of(as_value(x)) for x in in_flat]
         out_avals = [aval_of(as_value(o)) for o in out_flat]
+        for oa in out_avals:
+            check_output_dtype(fun, oa, "jacfwd", holomorphic)
         zeros = [np.zeros(a.shape, a.dtype) for a in in_avals]
         columns = []  # per input leaf: the flat output tangents, batched over its basis
         for j, a in enumerate(in_avals):
@@ -143,6 +148,7 @@ def jacfwd(fun, argnums=0, has_aux=False):
     return jac_fun
 
 
-def hessian(fun, argnums=0, has_aux=False):
+def hessian(fun, argnums=0, has_aux=False, holomorphic=False):
     """The Hessian: forward mode over reverse mode (jacfwd of jacrev), as JAX computes it."""
-    return jacfwd(jacrev(fun, argnums, has_aux=has_aux), argnums, has_aux=has_aux)
+    return jacfwd(jacrev(fun, argnums, has_aux=has_aux, holomorphic=holomorphic), argnums,
+                  has_aux=has_aux, holomorphic=holomorphic)

@@ -1,5 +1,5 @@
-"""Program-to-program optimization passes: inlining, DCE, CSE, constant folding, algebraic
-simplification, and grouping of elementwise equations for fusion.
+"""Program-to-program optimization passes: inlining, DCE, CSE, constant folding and algebraic
+simplification (the fusion of elementwise equations, run after them by jit, is in fusion.py).
 
 Every pass takes a `ClosedJaxpr` (or a bare `Jaxpr`, whose constants are then unknown) and returns
 a new one of the same kind; the input is never mutated (Var objects are shared). The program's
@@ -14,9 +14,6 @@ inside grad, vmap, ...): custom derivative rules stay in it and no rewrite chang
 
 from __future__ import annotations
 
-import heapq
-from typing import NamedTuple
-
 import numpy as np
 
 from ..core import (
@@ -24,61 +21,44 @@ from ..core import (
     Eqn,
     Jaxpr,
     Literal,
-    Primitive,
     Tracer,
     Var,
     device_namespace,
-    eval_jaxpr,
     to_host,
 )
 from ..interpreters.programs import set_optimizer
 from ..lax import elementwise as _ew
 from ..lax import structural as _st
+from .jaxpr_util import (
+    UNKNOWN as _UNKNOWN,
+)
+from .jaxpr_util import (
+    Unhashable as _Unhashable,
+)
+from .jaxpr_util import (
+    has_effects as _has_effects,
+)
+from .jaxpr_util import (
+    is_elementwise,
+)
+from .jaxpr_util import (
+    literal_key as _literal_key,
+)
+from .jaxpr_util import (
+    literal_value as _literal_value,
+)
+from .jaxpr_util import (
+    param_key as _param_key,
+)
+from .jaxpr_util import (
+    split_program as _split,
+)
 
-__all__ = ["inline", "dce", "cse", "fold_constants", "simplify", "fusion_groups", "fuse",
-           "optimize", "FusionGroup", "is_elementwise", "ELEMENTWISE_PRIMITIVES", "fused_p"]
+__all__ = ["inline", "dce", "cse", "fold_constants", "simplify", "optimize"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
-
-def _effectful(prim) -> bool:
-    return bool(getattr(prim, "effectful", False))
-
-
-def _has_effects(eqn) -> bool:
-    """Whether the equation, or a program in its params (a call body), has an effect."""
-    if _effectful(eqn.primitive):
-        return True
-    for v in eqn.params.values():
-        for body in (v if isinstance(v, (tuple, list)) else (v,)):
-            if isinstance(body, ClosedJaxpr):
-                body = body.jaxpr
-            if isinstance(body, Jaxpr) and any(_has_effects(e) for e in body.eqns):
-                return True
-    return False
-
-
-def _split(program):
-    """(jaxpr, consts, rebuild): `rebuild(jaxpr, consts)` gives a program of the input's kind."""
-    if isinstance(program, ClosedJaxpr):
-        def rebuild(jaxpr, consts):
-            return ClosedJaxpr(jaxpr, consts, program.in_tree, program.out_tree)
-        return program.jaxpr, list(program.consts), rebuild
-    if isinstance(program, Jaxpr):
-        return program, [_UNKNOWN] * len(program.constvars), lambda jaxpr, consts: jaxpr
-    raise TypeError(f"expected a ClosedJaxpr or a Jaxpr, got {type(program).__name__}")
-
-
-class _Unknown:
-    """The value of a constvar of a bare Jaxpr: not known to the pass."""
-
-    def __repr__(self):
-        return "<unknown const>"
-
-
-_UNKNOWN = _Unknown()
-
 
 def _known(value) -> bool:
     """Whether a const's value may be computed with (not unknown, not a tracer of a trace)."""
@@ -107,13 +87,6 @@ def _copy_eqn(eqn, env, **changes):
                changes.get("outvars", eqn.outvars), changes.get("params", eqn.params),
                eqn.source_info)
 
-
-def _literal_value(lit):
-    return np.asarray(lit.val, dtype=lit.aval.dtype)
-
-
-def _literal_key(lit):
-    return ("lit", lit.aval, _literal_value(lit).tobytes())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,29 +170,6 @@ def dce(program):
 
 # ---------------------------------------------------------------------------------------------
 # Common-subexpression elimination
-
-class _Unhashable(Exception):
-    pass
-
-
-def _param_key(value):
-    """A hashable, type-aware key for a param value; raises _Unhashable when there is none."""
-    if isinstance(value, (tuple, list)):
-        return (type(value).__name__,) + tuple(_param_key(x) for x in value)
-    if isinstance(value, dict):
-        return ("dict",) + tuple((k, _param_key(v)) for k, v in sorted(value.items()))
-    if isinstance(value, np.dtype):
-        return ("dtype", value.str)
-    if isinstance(value, (Jaxpr, ClosedJaxpr)):
-        return ("program", id(value))
-    try:
-        hash(value)
-    except TypeError:
-        raise _Unhashable from None
-    if isinstance(value, np.ndarray):
-        raise _Unhashable
-    return (type(value), value)
-
 
 def _const_key(value):
     """Key under which equal constants merge: identity, or contents for small NumPy arrays."""
@@ -460,8 +410,7 @@ def _scalarize_operands(eqn, ctx):
     """In a binary elementwise eqn, read a full-shape operand that holds one value (a constant
     of equal elements, a broadcast of a literal or of a rank-0 value) as that rank-0 value, which
     the primitive broadcasts itself: the big constant or the broadcast can then go."""
-    name = eqn.primitive.name
-    if name not in ELEMENTWISE_PRIMITIVES or name == "select_n" or len(eqn.invars) != 2:
+    if not is_elementwise(eqn) or eqn.primitive.name == "select_n" or len(eqn.invars) != 2:
         return eqn
     shape = eqn.outvars[0].aval.shape
     if shape == ():
@@ -660,206 +609,6 @@ _RULES = {
     # fg.checkpoint_name labels only matter to checkpoint policies, applied before jit's passes
     "name": lambda eqn, ctx: None if ctx.differentiable else _alias_if_same(eqn, eqn.invars[0]),
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# Fusion of elementwise equations
-
-ELEMENTWISE_PRIMITIVES = frozenset(
-    p.name for k, p in vars(_ew).items() if k.endswith("_p") and isinstance(p, Primitive))
-
-
-def is_elementwise(prim) -> bool:
-    """Default predicate: the primitive is one of funcgrad.lax.elementwise's."""
-    return prim.name in ELEMENTWISE_PRIMITIVES
-
-
-class FusionGroup(NamedTuple):
-    """Equations (indices, in program order) computable in one pass over `shape`.
-
-    inputs: Vars read by the group and defined outside it (literals stay inline in the eqns);
-    outputs: Vars defined in the group and read after it (by other eqns or as program outputs).
-    Every other value of the group is an intermediate no one else reads.
-    """
-
-    eqns: list
-    inputs: list
-    outputs: list
-    shape: tuple
-
-
-def fusion_groups(program, is_elementwise=is_elementwise, min_size=2, broadcast_inputs=False):
-    """Group elementwise equations (operands of the output's shape or rank 0) into DAGs that a
-    code generator can compute in one pass each (a NumPy chain with `out=`, a CUDA kernel).
-    With `broadcast_inputs`, operands may also broadcast to the output's shape NumPy-style (a
-    bias row, a keepdims statistic): the code generator reads them with broadcast indexing.
-
-    Equations join the group of an operand's producer (groups of several operands merge) unless
-    that would create a cycle through an equation outside the group, so each group can run as a
-    unit (see `fuse` for an order). Returns the groups of at least `min_size` equations.
-    """
-    jaxpr, _, _ = _split(program)
-    parent = {}  # group id -> group id (union-find)
-
-    def find(g):
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
-
-    group_of = {}  # eqn index -> group id
-    producer = {}  # var -> eqn index
-    reach = {}  # var -> group ids that reach it through an equation outside them
-    greach = {}  # group id -> union of reach over its members' inputs
-    for i, eqn in enumerate(jaxpr.eqns):
-        ins = [a for a in eqn.invars if type(a) is Var]
-        through = set()
-        for a in ins:
-            through |= {find(g) for g in reach.get(a, ())}
-        out_shape = eqn.outvars[0].aval.shape if len(eqn.outvars) == 1 else None
-        target = None
-        if out_shape is not None and _fusible(eqn, is_elementwise, broadcast_inputs):
-            cands = []
-            for a in ins:
-                j = producer.get(a)
-                if j is not None and j in group_of:
-                    g = find(group_of[j])
-                    if g not in cands and jaxpr.eqns[j].outvars[0].aval.shape == out_shape:
-                        cands.append(g)
-            cands = [g for g in cands if g not in through]
-            for g in cands:
-                if target is None:
-                    target = g
-                elif not ({find(h) for h in greach[g]} & {target}
-                          or {find(h) for h in greach[target]} & {g}):
-                    parent[g] = target
-                    greach[target] = {find(h) for h in greach[target] | greach[g]}
-            if target is None:
-                target = i
-                parent[i] = i
-                greach[i] = set()
-            group_of[i] = target
-            greach[target] |= through
-        member = find(target) if target is not None else None
-        direct = {find(group_of[producer[a]]) for a in ins
-                  if a in producer and producer[a] in group_of}
-        out_reach = frozenset(through | (direct - {member}))
-        for v in eqn.outvars:
-            producer[v] = i
-            reach[v] = out_reach
-    members = {}
-    for i, g in group_of.items():
-        members.setdefault(find(g), []).append(i)
-    groups = [sorted(m) for m in members.values() if len(m) >= min_size]
-    groups.sort(key=lambda m: m[0])
-    readers = {}  # var -> indices of the eqns reading it (None: a program output)
-    for i, eqn in enumerate(jaxpr.eqns):
-        for a in eqn.invars:
-            if type(a) is Var:
-                readers.setdefault(a, []).append(i)
-    for v in jaxpr.outvars:
-        if type(v) is Var:
-            readers.setdefault(v, []).append(None)
-    return [_describe_group(jaxpr, m, readers) for m in groups]
-
-
-def _fusible(eqn, is_elementwise, broadcast_inputs=False):
-    if eqn.primitive.multiple_results or len(eqn.outvars) != 1 or _has_effects(eqn):
-        return False
-    if not is_elementwise(eqn.primitive):
-        return False
-    shape = eqn.outvars[0].aval.shape
-    if broadcast_inputs:
-        return all(broadcasts_to(a.aval.shape, shape) for a in eqn.invars)
-    return all(a.aval.shape in (shape, ()) for a in eqn.invars)
-
-
-def broadcasts_to(shape, target):
-    """Whether `shape` broadcasts to `target` NumPy-style without changing `target`."""
-    if len(shape) > len(target):
-        return False
-    return all(s in (1, t) for s, t in zip(shape[::-1], target[::-1]))
-
-
-def _describe_group(jaxpr, idx, readers):
-    inside = set(idx)
-    defined = {v for i in idx for v in jaxpr.eqns[i].outvars}
-    inputs = []
-    for i in idx:
-        for a in jaxpr.eqns[i].invars:
-            if type(a) is Var and a not in defined and a not in inputs:
-                inputs.append(a)
-    outputs = [v for i in idx for v in jaxpr.eqns[i].outvars
-               if any(r is None or r not in inside for r in readers.get(v, ()))]
-    return FusionGroup(idx, inputs, outputs, jaxpr.eqns[idx[0]].outvars[0].aval.shape)
-
-
-def _fused_impl(xp, *args, jaxpr):
-    return eval_jaxpr(jaxpr.jaxpr, jaxpr.consts, *args)
-
-
-fused_p = Primitive("fused", multiple_results=True, impl=_fused_impl,
-                    abstract_eval=lambda *avals, jaxpr: list(jaxpr.out_avals),
-                    differentiable=False)
-fused_p.inline_call = True  # inline() undoes fuse()
-
-
-def fuse(program, is_elementwise=is_elementwise, min_size=2, broadcast_inputs=False):
-    """The program with each fusion group replaced by one `fused[jaxpr=...]` equation, placed in
-    a valid order (the groups' members need not be consecutive in the input).
-    `broadcast_inputs`: see `fusion_groups`.
-
-    The annotated program is what a code generator walks: a `fused` body is all elementwise.
-    `inline` turns it back into the flat program.
-    """
-    jaxpr, consts, rebuild = _split(program)
-    groups = fusion_groups(program, is_elementwise, min_size, broadcast_inputs)
-    unit_of = {}
-    for gi, g in enumerate(groups):
-        for i in g.eqns:
-            unit_of[i] = ("g", gi)
-    units = {}
-    for i in range(len(jaxpr.eqns)):
-        units.setdefault(unit_of.get(i, ("e", i)), []).append(i)
-    producer = {v: unit_of.get(i, ("e", i)) for i, e in enumerate(jaxpr.eqns) for v in e.outvars}
-    deps = {u: set() for u in units}
-    last_effect = None
-    for i, eqn in enumerate(jaxpr.eqns):
-        u = unit_of.get(i, ("e", i))
-        deps[u].update(producer[a] for a in eqn.invars if type(a) is Var and a in producer)
-        if _has_effects(eqn):
-            if last_effect is not None:
-                deps[u].add(last_effect)
-            last_effect = u
-    for u in deps:
-        deps[u].discard(u)
-    users = {u: [] for u in units}
-    for u, ds in deps.items():
-        for d in ds:
-            users[d].append(u)
-    pending = {u: len(ds) for u, ds in deps.items()}
-    ready = [(units[u][0], u) for u, n in pending.items() if n == 0]
-    heapq.heapify(ready)
-    eqns = []
-    while ready:
-        _, u = heapq.heappop(ready)
-        if u[0] == "e":
-            eqns.append(jaxpr.eqns[u[1]])
-        else:
-            eqns.append(_fused_eqn(jaxpr, groups[u[1]]))
-        for w in users[u]:
-            pending[w] -= 1
-            if pending[w] == 0:
-                heapq.heappush(ready, (units[w][0], w))
-    assert len(eqns) == len(units), "fusion groups form a cycle"
-    return rebuild(Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns), consts)
-
-
-def _fused_eqn(jaxpr, group):
-    body = Jaxpr([], group.inputs, group.outputs, [jaxpr.eqns[i] for i in group.eqns])
-    first = jaxpr.eqns[group.eqns[0]]
-    return Eqn(fused_p, group.inputs, group.outputs, {"jaxpr": ClosedJaxpr(body, [])},
-               first.source_info)
 
 
 # ---------------------------------------------------------------------------------------------

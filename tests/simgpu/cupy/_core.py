@@ -315,8 +315,18 @@ class ndarray(NDArrayOperatorsMixin):
     data = property(lambda self: _MemoryPointer(self._a))
     T = property(lambda self: wrap(self._a.T, (self,)))
     mT = property(lambda self: wrap(self._a.mT, (self,)))
-    real = property(lambda self: wrap(self._a.real, (self,)))
-    imag = property(lambda self: wrap(self._a.imag, (self,)))
+    real = property(lambda self: wrap(self._a.real, (self,)),
+                    lambda self, value: self._set_part("real", value))
+    imag = property(lambda self: wrap(self._a.imag, (self,)),
+                    lambda self, value: self._set_part("imag", value))
+
+    def _set_part(self, part, value):
+        """`x.real = v` / `x.imag = v` as CuPy: a device array (broadcast) or a scalar."""
+        if isinstance(value, ndarray):
+            value = value._a
+        elif isinstance(value, np.ndarray) and value.shape != ():
+            raise unsupported(value)
+        setattr(self._a, part, value)
 
     @property
     def shape(self):

@@ -1,0 +1,163 @@
+"""The "llvm" backend, jit's default on the CPU: the NumPy code generator's straight-line Python
+function, in which every fusion group is one call of a compiled kernel.
+
+jit runs the fusion pass with `FUSION` first: elementwise equations the kernels translate
+(`llvm_codegen.can_translate`: everything but the float functions NumPy computes faster itself)
+are grouped, operands may broadcast (a bias row, a keepdims statistic), and a reduction over
+the group's trailing or leading axes joins the group that feeds it. Each `fused` equation of the
+program then becomes, in the generated Python code,
+
+    v7 = _empty((128, 512), dt_float32)          # the group's outputs
+    fused_3(v2, c1, v7, 65536, 0, 128)           # the kernel: arrays, loop sizes, range
+
+and everything else is generated exactly as by the "numpy" backend (numpy_backend.py), which
+stays the readable reference (`fg.config.update("cpu_backend", "numpy")`). Kernels are compiled
+once per process and kept on disk (llvm_runtime.py); a group the generator cannot write runs
+its equations through NumPy as part of the same function.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core import Var
+from . import llvm_codegen, llvm_runtime, numpy_backend
+from .codegen import Executable
+
+__all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK"]
+
+def _worth_alone(eqn):
+    """A lone equation is a kernel when NumPy would take several passes (select_n, logistic)
+    or, for a reduction, when the array is large enough to repay a kernel call."""
+    if eqn.primitive.name in llvm_codegen.REDUCTIONS:
+        return eqn.invars[0].aval.size >= 4096
+    return numpy_backend.ufunc_of(eqn) is None
+
+
+FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reductions=True,
+              horizontal=True, singles=_worth_alone, recompute=llvm_codegen.cheap_to_recompute)
+
+# A kernel call is split across two threads from this much work (elements x equations) on:
+# below it, handing half to the other thread costs more than it saves.
+PARALLEL_WORK = 1 << 20
+
+# Equations that keep a C-contiguous operand C-contiguous (views of the same buffer).
+_CONTIGUITY_KEEPING = {"reshape", "squeeze", "expand_dims", "stop_gradient", "name"}
+
+
+def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, quiet=True):
+    """An Executable for a fused program on NumPy arrays (see the module doc)."""
+    jaxpr = getattr(program, "jaxpr", program)
+    kernels = {}
+    for k, eqn in enumerate(jaxpr.eqns):
+        if eqn.primitive.name == "fused":
+            try:
+                kernels[k] = llvm_codegen.kernel_source(eqn.params["jaxpr"], f"fused_{k}")
+            except llvm_codegen.UnsupportedOnCPU:
+                pass
+    functions = llvm_runtime.compile_kernels(list(kernels.values())) if kernels else {}
+    contiguous = _contiguous_vars(jaxpr, kernels)
+    nthreads = llvm_runtime.threads()
+    by_eqn = {id(jaxpr.eqns[k]): kern for k, kern in kernels.items()}
+
+    def special(eqn, fn, ins, outs, namespace, reusable):
+        kern = by_eqn.get(id(eqn))
+        if kern is None:
+            if eqn.primitive.name == "fused":  # not translatable: its equations, by NumPy
+                body = eqn.params["jaxpr"]
+                namespace[fn] = _numpy_body(body)
+                return [f"    {', '.join(outs)}{',' if len(outs) == 1 else ''} = "
+                        f"{fn}({', '.join(ins)})"]
+            return None
+        lines = []
+        args = []
+        for a, name in zip(eqn.invars, ins):
+            if a.aval.ndim == 0:
+                name = f"_asarray({name})"
+            elif not (type(a) is Var and a in contiguous):
+                name = f"_c({name})"
+            args.append(name)
+        taken = []
+        nin = len(eqn.invars)
+        for k, (name, v, (shape, dtype)) in enumerate(zip(outs, eqn.outvars, kern.outputs)):
+            # (merged groups: only an input of the output's own group, read at the same element)
+            # (a deep chain computed in blocks: not an input it reads after writing this output)
+            others = [a for i, a in enumerate(eqn.invars)
+                      if kern.part_of[i] != kern.part_of[nin + k] or i in kern.late_reads[k]]
+            dt = f"dt_{dtype.name}"
+            namespace[dt] = dtype
+            reuse = reusable(v.aval, taken + others) if kern.elementwise else None
+            if reuse is not None:  # a dead input's buffer, read at the same element
+                taken.append(reuse)
+                src = ins[eqn.invars.index(reuse)]
+                lines.append(f"    {name} = {src}" if reuse in contiguous else
+                             f"    {name} = _reuse({src}, {dt})")  # a donated argument
+            elif kern.init is not None:
+                init = f"init_{fn}"
+                namespace[init] = kern.init
+                lines.append(f"    {name} = _full({shape!r}, {init}, {dt})")
+            else:
+                lines.append(f"    {name} = _empty({shape!r}, {dt})")
+        dims = [str(d) for d in kern.dims]
+        cfn = functions[kern.name]
+        n0 = kern.parts if kern.parts > 1 else (kern.dims[0] if kern.dims else 1)
+        if kern.threadable and nthreads > 1 and kern.work >= PARALLEL_WORK and n0 >= 2:
+            namespace[fn] = llvm_runtime.Parallel(cfn, n0)
+            call = f"{fn}({', '.join(args + list(outs) + dims)})"
+        else:
+            namespace[fn] = cfn
+            call = f"{fn}({', '.join(args + list(outs) + dims + ['0', str(n0)])})"
+        lines.append(f"    {call}  # compiled kernel: {_describe(eqn)}")
+        return lines
+
+    executable = numpy_backend.compile_jaxpr(jaxpr, xp, donated, compile_body, special,
+                                             extra_names=_NAMES, profile=profile, quiet=quiet)
+    listing = "".join(f"\n; ---- kernel fused_{k} ({_describe(jaxpr.eqns[k])}) ----\n{kern.ir}"
+                      for k, kern in kernels.items())
+    source = executable.source + ("\n; compiled LLVM kernels" + listing if kernels else "")
+    out = Executable(executable.fn, source, executable.eqn_lines, code=executable.code,
+                     kernels=list(kernels.values()))
+    out.times = getattr(executable, "times", None)
+    return out
+
+
+def _contiguous(x):
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+def _reuse(x, dtype):
+    """A donated argument's buffer for a kernel's output, when the kernel reads it in place."""
+    return x if x.flags.c_contiguous else np.empty(x.shape, dtype)
+
+
+_NAMES = {"_empty": np.empty, "_full": np.full, "_c": _contiguous, "_reuse": _reuse}
+
+
+def _describe(eqn):
+    body = eqn.params["jaxpr"].jaxpr
+    names = [e.primitive.name for e in body.eqns]
+    shape = "x".join(map(str, body.eqns[-1].invars[0].aval.shape if names[-1].startswith(
+        "reduce") else body.outvars[0].aval.shape)) or "scalar"
+    head = ", ".join(names[:6]) + (f", ... ({len(names)} equations)" if len(names) > 6 else "")
+    return f"{head} on {shape}"
+
+
+def _contiguous_vars(jaxpr, kernels):
+    """Variables whose values are C-contiguous arrays whatever the caller passes: the outputs
+    of compiled kernels (allocated C-contiguous here) and reshapes of them. NumPy's own results
+    are not: ufuncs, concatenate, astype, reductions and matmul lay their result out as their
+    operands are (a transposed operand gives a transposed result), so those are checked when
+    called (`_c`, one flag read)."""
+    out = set()
+    for k, eqn in enumerate(jaxpr.eqns):
+        keep = eqn.primitive.name in _CONTIGUITY_KEEPING and all(
+            type(a) is Var and a in out for a in eqn.invars[:1])
+        if k in kernels or keep:
+            out.update(eqn.outvars)
+    return out
+
+
+def _numpy_body(body):
+    fn = numpy_backend.compile_jaxpr(body.jaxpr).fn
+    consts = list(body.consts)
+    return (lambda *args: fn(*consts, *args)) if consts else fn

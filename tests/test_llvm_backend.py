@@ -1,0 +1,266 @@
+"""The compiled CPU backend ("llvm"): agreement with the NumPy generator on whole programs, the
+kernel cache (in the process, by pattern, and on disk), threads, merged groups, and copy-free
+matmuls. tests/test_lowering.py checks every primitive's kernel against NumPy one by one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import funcgrad as fg
+import funcgrad.numpy as fnp
+from funcgrad.backends import llvm_runtime
+from funcgrad.lax import structural
+
+pytestmark = [pytest.mark.cpu_only,
+              pytest.mark.skipif(llvm_runtime.available() is not None,
+                                 reason=str(llvm_runtime.available()))]
+
+rng = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _on_the_llvm_backend():
+    """These tests are about the llvm backend: also when the suite runs on the NumPy one
+    (FUNCGRAD_CPU_BACKEND=numpy)."""
+    with fg.config.setting("cpu_backend", "llvm"):
+        yield
+
+
+def on(backend, f, *args):
+    with fg.config.setting("cpu_backend", backend):
+        jf = fg.jit(f)
+        return jf(*args), jf.lower(*args).as_text()
+
+
+def mlp_loss(params, x, y):
+    h = x
+    for w, b in params[:-1]:
+        h = fg.nn.relu(h @ w + b)
+    w, b = params[-1]
+    logp = fg.nn.log_softmax(h @ w + b)
+    return -fnp.mean(fnp.take_along_axis(logp, y[:, None], axis=1))
+
+
+def layer_norm(x, scale, bias):
+    mu = fnp.mean(x, axis=-1, keepdims=True)
+    var = fnp.mean((x - mu) ** 2, axis=-1, keepdims=True)
+    return (x - mu) / fnp.sqrt(var + 1e-5) * scale + bias
+
+
+def _deep_chain(x, s):
+    for i in range(12):
+        x = fnp.tanh(x * s + 0.1) if i % 3 else fnp.exp(-x * x) * s
+    return fnp.sum(fnp.where(x > 0.5, x, 0.5 * x))
+
+
+def _rotary(x, angles):
+    x = fnp.transpose(x, (0, 2, 1, 3))
+    half = x.shape[-1] // 2
+    rotated = fnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * fnp.cos(angles) + rotated * fnp.sin(angles)
+
+
+PROGRAMS = {
+    "mlp_grad": (fg.value_and_grad(mlp_loss),
+                 ([(rng.normal(size=(16, 32)).astype(np.float32), np.zeros(32, np.float32)),
+                   (rng.normal(size=(32, 5)).astype(np.float32), np.zeros(5, np.float32))],
+                  rng.normal(size=(8, 16)).astype(np.float32), rng.integers(0, 5, 8))),
+    "layer_norm_grad": (fg.grad(lambda x, s, b: fnp.sum(layer_norm(x, s, b) ** 2),
+                                argnums=(0, 1, 2)),
+                        (rng.normal(size=(6, 40)).astype(np.float32),
+                         rng.normal(size=40).astype(np.float32),
+                         rng.normal(size=40).astype(np.float32))),
+    "gelu_chain": (lambda x: fg.nn.gelu(x) * fnp.exp(-x * x) + fnp.log(fnp.abs(x) + 1.0),
+                   (rng.normal(size=(3, 50)).astype(np.float32),)),
+    "softmax": (lambda x: fg.nn.softmax(x, axis=-1), (rng.normal(size=(4, 3, 9)) * 5,)),
+    "deep_chain_grad": (fg.value_and_grad(_deep_chain, argnums=(0, 1)),
+                        (rng.normal(size=3001).astype(np.float32), np.float32(0.7))),
+    # NumPy results laid out as their transposed operands (neg, concatenate) read by a kernel
+    "rotary_on_a_transposed_view": (_rotary, (rng.normal(size=(3, 9, 4, 8)).astype(np.float32),
+                                              rng.normal(size=(9, 8)).astype(np.float32))),
+    "scaled_layer_norm_grad": (fg.grad(lambda x, g: fnp.sum(layer_norm(x, 1.0, 0.0) * g),
+                                       argnums=(0, 1)),
+                               (rng.normal(size=(4, 8)).astype(np.float32),
+                                rng.normal(size=8).astype(np.float32))),
+    "ints_and_bools": (lambda i, j: fnp.where((i % 3 == 0) | (j > i), i * j - 7, i // (j + 100)),
+                       (rng.integers(-50, 50, 30), rng.integers(-50, 50, 30))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_llvm_and_numpy_backends_agree(name):
+    f, args = PROGRAMS[name]
+    got, text = on("llvm", f, *args)
+    want, _ = on("numpy", f, *args)
+    assert "compiled kernel" in text
+    for g, w in zip(fg.tree_util.tree_leaves(got), fg.tree_util.tree_leaves(want)):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        if w.dtype.kind == "f":  # exp/log/tanh within ulps, sums in another order
+            np.testing.assert_allclose(g, w, rtol=3e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(g, w)
+
+
+def test_equal_kernels_compile_once_whatever_the_shapes():
+    def f(x, b):
+        return fnp.maximum(x * 2.0 + b, 0.0)
+
+    f(np.ones((3, 4), np.float32), np.ones(4, np.float32))  # (warm: eager)
+    fg.jit(f)(np.ones((3, 4), np.float32), np.ones(4, np.float32))
+    before = dict(llvm_runtime.stats)
+    out = fg.jit(f)(np.ones((50, 7), np.float32), np.ones(7, np.float32))  # another shape
+    assert llvm_runtime.stats["kernels"] == before["kernels"]  # the same compiled kernel
+    np.testing.assert_array_equal(out, np.full((50, 7), 3.0, np.float32))
+
+
+def test_kernels_are_kept_on_disk_for_new_processes(tmp_path):
+    code = ("import numpy as np, funcgrad as fg, funcgrad.numpy as fnp\n"
+            "from funcgrad.backends import llvm_runtime as r\n"
+            "f = fg.jit(lambda x: fnp.tanh(x * 3.0 - 1.0) * x + 0.5)\n"
+            "print(float(f(np.linspace(-1, 1, 64, dtype=np.float32)).sum()),\n"
+            "      r.stats['modules compiled'], r.stats['modules loaded'])\n")
+    env = dict(os.environ, FUNCGRAD_CACHE_DIR=str(tmp_path), FUNCGRAD_CPU_BACKEND="llvm")
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           check=True).stdout.split() for _ in range(2)]
+    assert runs[0][1:] == ["1", "0"] and runs[1][1:] == ["0", "1"]  # compiled, then loaded
+    assert runs[0][0] == runs[1][0]
+    files = list(tmp_path.rglob("*.o"))
+    assert len(files) == 1
+    files[0].write_bytes(files[0].read_bytes()[:-10])  # a damaged file is compiled again
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert again == runs[0]
+
+
+def test_two_threads_split_large_kernels_with_the_same_result():
+    def f(x, y):
+        return fnp.tanh(x * y + 1.0) * x - y, fnp.sum(fnp.exp(x - 1.0) * y, axis=1)
+
+    x = rng.normal(size=(512, 1024)).astype(np.float32)
+    y = rng.normal(size=(512, 1024)).astype(np.float32)
+    with fg.config.setting("cpu_threads", 1):
+        one, text1 = on("llvm", f, x, y)
+    with fg.config.setting("cpu_threads", 2):
+        two, text2 = on("llvm", f, x, y)
+    assert "Parallel" not in text1
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    prog = fg.jit(f)
+    with fg.config.setting("cpu_threads", 2):
+        prog(x, y)
+        fn = [v for v in _namespace(prog, x, y).values()
+              if isinstance(v, llvm_runtime.Parallel)]
+    assert fn, "no kernel split across threads"
+
+
+def _namespace(jf, *args):
+    return jf.lower(*args).compile().executable.fn.__globals__
+
+
+def test_independent_equal_groups_are_one_kernel_call():
+    def step(ps, gs):
+        return [p - 0.1 * fnp.sign(g) * fnp.abs(p) for p, g in zip(ps, gs)]
+
+    ps = [rng.normal(size=s).astype(np.float32) for s in [(3, 4), (7,), (2, 5, 6)]]
+    gs = [rng.normal(size=p.shape).astype(np.float32) for p in ps]
+    text = fg.jit(step).lower(ps, gs).as_text()
+    assert text.count("# compiled kernel") == 1
+    got = fg.jit(step)(ps, gs)
+    with fg.disable_jit():
+        want = step(ps, gs)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("lhs,rhs,dims", [
+    ((16, 4, 64, 32), (16, 4, 32, 64), (((3,), (2,)), ((0, 1), (0, 1)))),   # q @ k^T
+    ((16, 4, 64, 64), (16, 4, 64, 32), (((3,), (2,)), ((0, 1), (0, 1)))),   # att @ v
+    ((16, 64, 128), (16, 64, 512), (((0, 1), (0, 1)), ((), ()))),           # dW = x^T g
+    ((16, 64, 512), (128, 512), (((2,), (1,)), ((), ()))),                  # dx = g W^T
+])
+def test_dot_general_makes_no_copies(lhs, rhs, dims):
+    """Every contraction is one matmul on views: the only new memory is the result, also for
+    the attention shapes, whose heads come from a transposed view of the projections."""
+    def heads(shape):
+        if len(shape) == 4:  # [b, t, h, d] projections seen as [b, h, t, d]
+            b, h, t, d = shape
+            return rng.normal(size=(b, t, h, d)).astype(np.float32).transpose(0, 2, 1, 3)
+        return rng.normal(size=shape).astype(np.float32)
+
+    a, b = heads(lhs), heads(rhs)
+    if len(rhs) == 4 and dims[0][1] == (2,) and rhs[2] == lhs[3]:
+        b = np.swapaxes(heads(rhs[:2] + rhs[2:][::-1]), -1, -2)  # k^T: a view of k
+    structural._dot_impl(np, a, b, dimension_numbers=dims)  # warm up
+    tracemalloc.start()
+    out = structural._dot_impl(np, a, b, dimension_numbers=dims)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak <= out.nbytes + 4096, (peak, out.nbytes)
+    want = np.einsum(_subscripts(a.ndim, b.ndim, dims), a, b)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+
+
+def _subscripts(nl, nr, dims):
+    (lc, rc), (lb, rb) = dims
+    ls = list("abcdefgh"[:nl])
+    rs = list("ijklmnop"[:nr])
+    for x, y in zip(lc, rc):
+        rs[y] = ls[x]
+    for x, y in zip(lb, rb):
+        rs[y] = ls[x]
+    out = [ls[i] for i in lb] + [ls[i] for i in range(nl) if i not in lc and i not in lb] + \
+        [rs[i] for i in range(nr) if i not in rc and i not in rb]
+    return f"{''.join(ls)},{''.join(rs)}->{''.join(out)}"
+
+
+def test_attention_gradients_agree_with_the_numpy_backend():
+    def attention(q, k, v):
+        s = fg.nn.softmax(q @ fnp.swapaxes(k, -1, -2) * 0.25, axis=-1)
+        return fnp.sum((s @ v) ** 2)
+
+    q, k, v = (rng.normal(size=(2, 3, 8, 4)).astype(np.float32) for _ in range(3))
+    got, _ = on("llvm", fg.grad(attention, argnums=(0, 1, 2)), q, k, v)
+    want, _ = on("numpy", fg.grad(attention, argnums=(0, 1, 2)), q, k, v)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_deep_chain_runs_in_blocks():
+    """A long elementwise chain is computed block by block (each equation one vector loop over
+    a block held in the L1 cache), which is what makes it faster than NumPy's passes."""
+    f = fg.jit(fg.value_and_grad(_deep_chain))
+    x = rng.normal(size=5000).astype(np.float32)
+    with fg.config.setting("cpu_backend", "llvm"):
+        text = f.lower(x, np.float32(0.3)).as_text()
+    assert "block.head" in text
+    for n in (1, 17, 1000, 5000):  # block remainders
+        got, _ = on("llvm", fg.value_and_grad(_deep_chain), x[:n], np.float32(0.3))
+        want, _ = on("numpy", fg.value_and_grad(_deep_chain), x[:n], np.float32(0.3))
+        np.testing.assert_allclose(got[1], want[1], rtol=2e-5, atol=1e-6)
+
+
+def test_a_deep_chain_does_not_write_over_an_input_it_still_reads():
+    # A chain computed in blocks writes each output at its own stage; an output that took over
+    # a dead input's buffer (in place) overwrote values the later stages still read.
+    def f(a, w):
+        x = a @ w                       # a temporary, dead after the group
+        c = x * 1.0001 + 0.5
+        early = c                       # an output written at the group's first stages
+        for _ in range(40):
+            c = c * 1.0001 + 0.5
+        return early @ w, (c - x) @ w   # x read again at the last stage
+
+    a = rng.normal(size=(64, 64)).astype(np.float32)
+    w = np.eye(64, dtype=np.float32)
+    got, text = on("llvm", f, a, w)
+    want, _ = on("numpy", f, a, w)
+    assert "compiled kernel" in text
+    for g, v in zip(got, want):
+        np.testing.assert_array_equal(g, v)
