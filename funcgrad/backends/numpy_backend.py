@@ -214,7 +214,9 @@ def _direct_call(eqn, ins, namespace):
         return f"{ins[0]}.reshape({out.shape!r})"
     if name == "dot_general" and out.ndim == 2 and eqn.invars[0].aval.ndim == 2 \
             and eqn.invars[1].aval.ndim == 2 and eqn.params.get("preferred_element_type") is None \
-            and not eqn.params["dimension_numbers"][1][0]:  # a matrix product: one matmul
+            and not eqn.params["dimension_numbers"][1][0] \
+            and not any(is_small_float(v.aval.dtype) for v in eqn.invars):  # one matmul
+        # (16-bit floats go through the implementation, which multiplies in float32 tiles)
         (lc, rc), _ = eqn.params["dimension_numbers"]
         namespace["np_matmul"] = np.matmul
         a = ins[0] if lc[0] == 1 else f"{ins[0]}.T"

@@ -249,9 +249,16 @@ conj_p = Primitive("conj", impl=lambda xp, x: xp.conj(x),
                    vjp=lambda ct, primals, out, active: (conj(ct),))
 
 
+def _no_16_bit_complex(dtype):
+    if dtype.itemsize == 2:  # no 16-bit complex type (JAX refuses them too)
+        raise TypeError(f"complex: parts of dtype {dtype} have no complex type; convert them to "
+                        "float32 first")
+
+
 def _complex_abstract(x, y):
     dt = same_dtype("complex", (x, y))
     check_kind("complex", x, REAL_FLOAT)
+    _no_16_bit_complex(dt)
     return ShapedArray(broadcast_shapes("complex", x, y), complex_dtype(dt), weak((x, y)))
 
 
@@ -738,6 +745,7 @@ real, imag, conj = map(_unary_fn, (real_p, imag_p, conj_p))
 
 def complex(x, y):  # noqa: A001 (lax's name)
     """x + i y elementwise, from real operands of one dtype (float32 -> complex64)."""
+    _no_16_bit_complex(dtype_of(x))
     return bind(complex_p, x, y)
 
 # The interpreters add cotangents and make zeros with these (funcgrad/interpreters/ops.py).

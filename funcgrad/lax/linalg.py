@@ -599,7 +599,9 @@ def eig(a, compute_eigenvectors=True):
     differentiable (distinct ones); eigenvectors are not (as in JAX)."""
     out = bind(eig_p, a, compute_eigenvectors=bool(compute_eigenvectors))
     return out if compute_eigenvectors else out[0]
+
+
 # LAPACK has no 16-bit floats: float16 and bfloat16 matrices are factored in float32 and the
 # results rounded back (on NumPy; see lax._util.small_floats_in_float32).
-for _p in (solve_p, triangular_solve_p, cholesky_p, slogdet_p, eigh_p, svd_p, qr_p):
+for _p in (solve_p, triangular_solve_p, cholesky_p, slogdet_p, eigh_p, svd_p, qr_p, eig_p):
     _p.impl = small_floats_in_float32(_p.impl)

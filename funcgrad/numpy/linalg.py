@@ -153,7 +153,7 @@ def solve(a, b):
     b = asarray(b)
     dtype = inexact_dtype(result_type(a, b))
     dtype = dtype if not is_small_float(dtype) else np.dtype(np.float32)
-    a = _back(a, dtype)
+    a = lax.convert_element_type(a, dtype) if a.dtype != dtype else a
     b = lax.convert_element_type(b, dtype) if b.dtype != dtype else b
     n = a.shape[-1]
     vector = b.ndim == 1
