@@ -1026,6 +1026,7 @@ for _name, _vals in {
     "real": lambda s: cfloats(s),
     "imag": lambda s: cfloats(s),
     "conj": lambda s: cfloats(s),
+    "square": lambda s: cfloats(s),
 }.items():
     complex_spec(_name, unary_case(_vals))
 complex_spec("integer_pow", st.tuples(shapes(), st.integers(-3, 5)).flatmap(
