@@ -31,6 +31,9 @@ from . import losses, models, random  # noqa: E402  (fg.random, fg.models, fg.lo
 from . import io, lora  # noqa: E402  (checkpoints and LoRA adapters: fg.io, fg.lora)
 
 # isort: split
+from . import mixed_precision, quant  # noqa: E402  (fg.mixed_precision.Policy, fg.quant)
+
+# isort: split
 from . import distributed  # noqa: E402  (data-parallel training over MPI/NCCL: fg.distributed)
 
 # isort: split

@@ -38,7 +38,7 @@ class ScheduleFreeState(NamedTuple):
 
 def _lowest_float_dtype(tree):
     dts = [np.dtype(x.dtype) for x in tu.tree_leaves(tree)
-           if hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f"]
+           if hasattr(x, "dtype") and fnp.issubdtype(x.dtype, fnp.floating)]
     return min(dts, key=lambda d: d.itemsize) if dts else np.dtype(np.float32)
 
 

@@ -90,7 +90,16 @@ def device_put(x, device=None):
     cupy = load_cupy()
     dev_id = device.id if isinstance(device, Device) else 0
     with cupy.cuda.Device(dev_id):
-        return tree_util.tree_map(cupy.asarray, x)
+        return tree_util.tree_map(lambda a: cupy.asarray(_gpu_dtype_checked(a)), x)
+
+
+def _gpu_dtype_checked(a):
+    """`a`, or a TypeError for the one funcgrad dtype CuPy cannot hold: bfloat16."""
+    if getattr(getattr(a, "dtype", None), "name", None) == "bfloat16":
+        raise TypeError("device_put: CuPy has no bfloat16 arrays, so bfloat16 data stays on the "
+                        "CPU. On the GPU store 16-bit floats as float16 (a.astype(np.float16), "
+                        "or mixed_precision.Policy with float16), or use float32.")
+    return a
 
 
 def inputs_on_default_backend(fn):

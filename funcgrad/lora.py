@@ -57,7 +57,7 @@ def _is_adapter_leaf(x) -> bool:
     return x is None or isinstance(x, Adapter)
 
 
-def init(key, params, mask, rank: int = 8, alpha: float | None = None):
+def init(key, params, mask, rank: int = 8, alpha: float | None = None, dtype=None):
     """Adapters for the True leaves of `mask` (all must be 2-D): a tree shaped like `params`
     with an `Adapter(a, b)` at each chosen leaf and None elsewhere.
 
@@ -66,7 +66,10 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None):
     (`fg.random.as_key`); the adapter at flat leaf index i draws from fold_in(key, i).
     `alpha` defaults to `rank` (scale 1). `rank` is at most min(rows, cols) of each chosen
     weight (a larger one adds parameters and no expressiveness); chosen weights must be
-    floating-point.
+    floating-point. The factors are in `dtype`, by default the weight's dtype, or float32 for
+    a 16-bit float or quantized weight (as PEFT's `autocast_adapter_dtype`): the adapters train
+    in float32 on top of a half-precision or quantized base (funcgrad.quant weights count as
+    one leaf each).
     """
     key = random.as_key(key, "lora.init")
     if not isinstance(rank, (int, np.integer)) or isinstance(rank, (bool, np.bool_)):
@@ -81,8 +84,8 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None):
                         f"got {alpha!r}")
     rank = int(rank)
     scale = float(alpha if alpha is not None else rank) / rank
-    pairs, treedef = tu.tree_flatten_with_path(params)
-    on = _masks.leaf_mask(mask, params, "lora.init")
+    pairs, treedef = tu.tree_flatten_with_path(params, is_leaf=_quant().is_quantized)
+    on = _masks.leaf_mask(_quantized_as_leaves(mask), _shapes_view(params), "lora.init")
     if not any(on):
         raise ValueError("lora.init: the mask selects no leaf; nothing would be adapted")
     out = []
@@ -94,22 +97,69 @@ def init(key, params, mask, rank: int = 8, alpha: float | None = None):
         if len(shape) != 2:
             raise ValueError(f"lora.init: {where!r} has shape {tuple(shape)}; "
                              "LoRA adapts 2-D weight matrices only (leave it out of the mask)")
-        dtype = np.dtype(w.dtype) if hasattr(w, "dtype") else np.dtype(np.float32)
-        if dtype.kind in "biu":
-            raise TypeError(f"lora.init: {where!r} has dtype {dtype}; LoRA adapts "
+        wdt = np.dtype(w.dtype) if hasattr(w, "dtype") else np.dtype(np.float32)
+        if wdt.kind in "biu":
+            raise TypeError(f"lora.init: {where!r} has dtype {wdt}; LoRA adapts "
                             "floating-point weights only (leave it out of the mask, or load the "
                             "weights as floats)")
+        dt = _adapter_dtype(w) if dtype is None else np.dtype(dtype)
         rows, cols = shape
         if rank > min(rows, cols):
             raise ValueError(f"lora.init: rank={rank} exceeds min(rows, cols) = "
                              f"{min(rows, cols)} of {where!r} (shape {tuple(shape)}); use "
                              f"rank <= {min(rows, cols)}, or leave that weight out of the mask")
         bound = 1.0 / np.sqrt(cols)
-        a = random.uniform(random.fold_in(key, i), (rank, cols), dtype, -bound, bound)
+        a = random.uniform(random.fold_in(key, i), (rank, cols), dt, -bound, bound)
         a = on_default_backend(a, like=w)
-        b = on_default_backend(np.zeros((rows, rank), dtype), like=w)
+        b = on_default_backend(np.zeros((rows, rank), dt), like=w)
         out.append(Adapter(a, b, scale))
     return tu.tree_unflatten(treedef, out)
+
+
+def _quant():
+    from . import quant  # quantized weights are leaves here: adapters go on top of them
+    return quant
+
+
+def _shapes_view(params):
+    """`params` with each quantized weight as one leaf (a ShapedArray of its shape and dtype),
+    so that masks and adapters see it as the matrix it stands for."""
+    q = _quant()
+    if not any(q.is_quantized(x) for x in tu.tree_leaves(params, is_leaf=q.is_quantized)):
+        return params
+    return tu.tree_map(lambda x: _Shape(tuple(x.shape), x.dtype) if q.is_quantized(x) else x,
+                       params, is_leaf=q.is_quantized)
+
+
+class _Shape:
+    """A stand-in leaf (not a pytree node) with a quantized weight's shape and dtype, for masks
+    that look at them."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, dtype
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+
+def _quantized_as_leaves(mask):
+    """A mask made on a tree with quantized weights (one bool per packed array) as one bool per
+    quantized weight: True when all of its arrays are selected."""
+    if callable(mask) or isinstance(mask, (bool, np.bool_)):
+        return mask
+    q = _quant()
+    return tu.tree_map(lambda m: all(bool(b) for b in tu.tree_leaves(m)) if q.is_quantized(m)
+                       else m, mask, is_leaf=q.is_quantized)
+
+
+def _adapter_dtype(w):
+    dt = getattr(w, "dtype", None)
+    if dt is None or not fnp.issubdtype(dt, fnp.floating) or np.dtype(dt).itemsize < 4:
+        return np.dtype(np.float32)
+    return np.dtype(dt)
 
 
 def delta(adapter: Adapter, like):
@@ -138,7 +188,16 @@ def _adapted(params, adapters, who, keep_factors=False):
             if np.dtype(x.dtype).kind in "biu":
                 raise TypeError(f"{who}: at {where!r} adapter factor {name} is {x.dtype}; "
                                 "adapters are floating-point")
-        return AdaptedWeight(w, ad) if keep_factors else fnp.add(w, delta(ad, w))
+        if keep_factors:
+            return AdaptedWeight(w, ad)
+        if _quant().is_quantized(w):
+            if who != "lora.merge":
+                raise TypeError(f"{who}: {where!r} is a quantized weight, so W + B A cannot be "
+                                "formed in its storage; use a model that adds the adapters on "
+                                "their own path (funcgrad.models' families and layers.linear "
+                                "do), or lora.merge for a float checkpoint")
+            w = _quant().dequantize(w)
+        return fnp.add(w, delta(ad, w))
 
     try:
         return tu.tree_map_with_path(f, adapters, params, is_leaf=_is_adapter_leaf)
@@ -174,10 +233,13 @@ def apply(apply_fn):
 
 def merge(params, adapters):
     """A new params tree with each adapter folded in (W + scale * B @ A, in W's dtype); the
-    other leaves are shared with `params`, which is left unchanged."""
+    other leaves are shared with `params`, which is left unchanged. Quantized weights
+    (funcgrad.quant) are dequantized, adapted or not, so the result is a float checkpoint."""
+    q = _quant()
     merged = _adapted(params, adapters, "lora.merge")
+    merged = q.dequantize_tree(merged)
     return tu.tree_map(lambda m, w: fnp.asarray(m, w.dtype) if m is not w and hasattr(w, "dtype")
-                       else m, merged, params)
+                       else m, merged, params, is_leaf=q.is_quantized)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ __all__ = [
 
 def _floating(x, fn, what="logits"):
     x = fnp.asarray(x)
-    if x.dtype.kind != "f":
+    if not fnp.issubdtype(x.dtype, fnp.floating):  # (bfloat16 included)
         raise TypeError(f"losses.{fn}: {what} must be floating point, got {x.dtype} (cast with "
                         f".astype(np.float32))")
     return x

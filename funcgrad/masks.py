@@ -19,7 +19,7 @@ import numpy as np
 from . import tree_util as tu
 
 __all__ = ["mask_from_paths", "mask_where", "partition", "combine", "count", "leaf_mask",
-           "paths", "first_difference"]
+           "paths", "first_difference", "prune_by_magnitude", "apply_pruning", "sparsity"]
 
 
 def paths(tree) -> list[str]:
@@ -209,3 +209,117 @@ def count(params, mask=None) -> int:
     leaves = tu.tree_leaves(params)
     on = [True] * len(leaves) if mask is None else leaf_mask(mask, params, "count")
     return int(sum(int(np.prod(np.shape(x))) for x, m in zip(leaves, on) if m))
+
+
+# ----------------------------------------------------------------------------------------------
+# Magnitude pruning: masks of kept weights (arrays of bools, one per element)
+
+
+def _default_prunable(params):
+    """Weight matrices and kernels: floating leaves with two or more dimensions."""
+    return tu.tree_map(lambda x: bool(np.ndim(x) >= 2 and _is_floating(x)), params)
+
+
+def _is_floating(x):
+    dt = getattr(x, "dtype", None)
+    return dt is not None and (np.dtype(dt).kind == "f" or np.dtype(dt).name == "bfloat16")
+
+
+def _host_abs(x):
+    get = getattr(x, "get", None)  # a CuPy array
+    a = get() if get is not None and not isinstance(x, np.ndarray) else np.asarray(x)
+    return np.abs(a.astype(np.float32, copy=False))
+
+
+def prune_by_magnitude(params, sparsity: float, mask=None, scope: str = "global"):
+    """A mask of the weights to keep: the largest in magnitude, so that a fraction `sparsity` of
+    the selected elements is pruned.
+
+    `mask` selects the leaves to prune (a bool tree or prefix, or a callable of params); by
+    default the floating leaves with two or more dimensions (weight matrices, not biases or
+    norm scales). `scope="global"` ranks all selected elements together (layers that matter
+    less lose more, as `torch.nn.utils.prune.global_unstructured`); `scope="layer"` prunes each
+    leaf to `sparsity` on its own (as `l1_unstructured` per module). Exactly
+    `round(sparsity * n)` elements are pruned (ties broken by position).
+
+    The result is shaped like `params`: a bool array per pruned leaf (True = kept) and `True`
+    for the others. Zero the pruned weights with `apply_pruning(params, keep)`, keep them at
+    zero while fine-tuning with `optim.keep_pruned(tx, keep)`, and report with `sparsity`.
+    """
+    if not 0.0 <= float(sparsity) <= 1.0:
+        raise ValueError(f"prune_by_magnitude: sparsity must be in [0, 1], got {sparsity!r}")
+    if scope not in ("global", "layer"):
+        raise ValueError(f"prune_by_magnitude: scope must be 'global' or 'layer', got {scope!r}")
+    leaves, treedef = tu.tree_flatten(params)
+    on = leaf_mask(_default_prunable if mask is None else mask, params, "prune_by_magnitude")
+    for (path, x), m in zip(tu.tree_flatten_with_path(params)[0], on):
+        if m and not _is_floating(x):
+            raise TypeError(f"prune_by_magnitude: {tu.path_to_str(path)!r} is not a floating "
+                            "array; leave it out of the mask")
+    chosen = [i for i, m in enumerate(on) if m]
+    keep = [True] * len(leaves)
+    if scope == "layer":
+        for i in chosen:
+            keep[i] = _keep_largest([_host_abs(leaves[i])], sparsity)[0]
+    elif chosen:
+        for i, k in zip(chosen, _keep_largest([_host_abs(leaves[i]) for i in chosen],
+                                              sparsity)):
+            keep[i] = k
+    return tu.tree_unflatten(treedef, keep)
+
+
+def _keep_largest(mags, sparsity):
+    """Bool arrays (shaped as `mags`) keeping all but the round(sparsity * n) smallest."""
+    n = sum(m.size for m in mags)
+    k = int(round(float(sparsity) * n))
+    if k == 0:
+        return [np.ones(m.shape, bool) for m in mags]
+    if k >= n:
+        return [np.zeros(m.shape, bool) for m in mags]
+    flat = np.concatenate([m.ravel() for m in mags])
+    order = np.argpartition(flat, k - 1)[:k]   # the k smallest (ties by position)
+    kept = np.ones(n, bool)
+    kept[order] = False
+    out, start = [], 0
+    for m in mags:
+        out.append(kept[start:start + m.size].reshape(m.shape))
+        start += m.size
+    return out
+
+
+def apply_pruning(params, keep):
+    """`params` with the pruned elements (False in `keep`) set to zero; leaves whose `keep` is
+    a plain `True` are returned as they are."""
+    def zero(x, k):
+        if k is True or isinstance(k, (bool, np.bool_)) and k:
+            return x
+        if isinstance(k, (bool, np.bool_)):
+            return x * 0
+        return x * _like(k, x)
+    return tu.tree_map(zero, params, keep)
+
+
+def _like(k, x):
+    """The keep array as 0/1 in x's dtype, on x's device."""
+    ones = np.asarray(k).astype(x.dtype)
+    if hasattr(x, "__cuda_array_interface__"):
+        from .devices import device_put
+        return device_put(ones, "gpu")
+    return ones
+
+
+def sparsity(params, keep=None) -> dict:
+    """The fraction of zero elements: `{"overall": f, "<path>": f, ...}` over the leaves `keep`
+    prunes (with `keep=None`, over the floating leaves with two or more dimensions). Computed
+    from the values, so it reports what fine-tuning actually kept at zero."""
+    sel = _default_prunable(params) if keep is None else tu.tree_map(
+        lambda k: not (isinstance(k, (bool, np.bool_)) and k), keep)
+    out, zeros, total = {}, 0, 0
+    for (path, x), m in zip(tu.tree_flatten_with_path(params)[0], leaf_mask(sel, params)):
+        if not m:
+            continue
+        z = int(np.count_nonzero(_host_abs(x) == 0))
+        out[tu.path_to_str(path)] = z / max(int(np.size(x)), 1)
+        zeros += z
+        total += int(np.size(x))
+    return {"overall": zeros / max(total, 1), **out}

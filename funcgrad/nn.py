@@ -17,6 +17,7 @@ from . import (
     lax,
 )
 from . import numpy as fnp
+from .core.avals import dtype_kind
 from .lax import stop_gradient
 from .lax.custom_derivatives import custom_jvp
 
@@ -35,7 +36,7 @@ def relu6(x):
 def sigmoid(x):
     """1 / (1 + exp(-x)), computed without overflow."""
     x = fnp.asarray(x)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     return lax.logistic(x)
 
@@ -60,7 +61,7 @@ def _softplus_jvp(primals, tangents):
 def softplus(x):
     """log(1 + exp(x)), stable for large |x|; its derivative is sigmoid(x) at every order."""
     x = fnp.asarray(x)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     return _softplus(x)
 
@@ -76,7 +77,7 @@ swish = silu
 def gelu(x, approximate=True):
     """Gaussian error linear unit; the tanh approximation by default (as JAX)."""
     x = fnp.asarray(x)
-    if x.dtype.kind != "f":
+    if dtype_kind(x.dtype) != "f":
         x = fnp.asarray(x, np.float64)
     if approximate:
         return _gelu_tanh(x)
@@ -124,7 +125,7 @@ def leaky_relu(x, negative_slope=0.01):
 
 def _float(x):
     x = fnp.asarray(x)
-    return x if x.dtype.kind in "fc" else fnp.asarray(x, np.float64)
+    return x if dtype_kind(x.dtype) in "fc" else fnp.asarray(x, np.float64)
 
 
 def identity(x):
@@ -256,7 +257,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     all -inf gives -inf, and its gradient (the softmax, undefined there) is NaN, as in JAX and
     PyTorch: a fully masked row shows up instead of passing as zeros."""
     x = fnp.asarray(a)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     axes = _axes(axis, x.ndim)
     if b is None and where is None and not return_sign:
@@ -280,7 +281,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
 def logmeanexp(x, axis=None, where=None, keepdims=False):
     """log(mean(exp(x))) over `axis` (terms outside `where` left out), without overflow."""
     x = fnp.asarray(x)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     axes = _axes(axis, x.ndim)
     if where is None:
@@ -308,7 +309,7 @@ def softmax(x, axis=-1, where=None):
     """exp(x) / sum(exp(x)) along `axis`, stable for large inputs; entries outside `where`
     take no part and come out 0 (as JAX)."""
     x = fnp.asarray(x)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     if where is not None:
         return fnp.where(where, _softmax(fnp.where(where, x, -np.inf), _axes(axis, x.ndim)), 0)
@@ -319,7 +320,7 @@ def log_softmax(x, axis=-1, where=None):
     """x - logsumexp(x) along `axis`, computed from the max-shifted input; entries outside
     `where` take no part and come out -inf (as JAX)."""
     x = fnp.asarray(x)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         x = fnp.asarray(x, np.float64)
     axes = _axes(axis, x.ndim)
     if where is not None:

@@ -36,6 +36,7 @@ from . import masks as _masks
 from . import numpy as fnp
 from . import tree_util as tu
 from .devices import inputs_on_default_backend
+from .transforms.jit import eval_shape
 from .transforms.jit import jit as _jit
 
 __all__ = [
@@ -46,7 +47,8 @@ __all__ = [
     "set_to_zero", "MultiSteps", "apply_updates", "constant_schedule", "linear_schedule",
     "polynomial_schedule", "cosine_decay_schedule", "warmup_cosine_decay_schedule",
     "exponential_decay", "piecewise_constant_schedule", "join_schedules", "shard_sum",
-    "SHARD_AXIS", "shard_slices", "whole_shape",
+    "SHARD_AXIS", "shard_slices", "whole_shape", "master_weights", "master_params",
+    "dynamic_loss_scale", "loss_scale", "all_finite", "keep_pruned", "pmean_updates",
 ]
 
 
@@ -822,8 +824,15 @@ class MultiSteps:
     """Gradient accumulation: average the gradients of `every_k_schedule` mini-steps, then apply
     `opt` once to the mean; the mini-steps in between emit zero updates.
 
-    Written with `fnp.where` instead of Python branches, so it traces under `fg.jit` (the inner
-    update is computed every mini-step and selected on the k-th).
+    The inner update runs under `fg.lax.cond`, so it traces under `fg.jit` and runs only on the
+    k-th mini-step: the mini-steps in between cost an addition per gradient. That is what makes
+    data-parallel accumulation communicate once per accumulated step: put the gradient
+    averaging inside, `MultiSteps(chain(optim.pmean_updates("data"), adam), k)`, and the
+    allreduce runs on the k-th mini-step only, on the accumulated gradients (as PyTorch's
+    DistributedDataParallel under `no_sync()` for the first k - 1). Masks (`masked`), master
+    weights and loss scaling compose: `master_weights(MultiSteps(...))` accumulates float32
+    gradients of half-precision parameters; `MultiSteps(dynamic_loss_scale(...))` keeps the loss
+    scale fixed during an accumulation and skips the whole step on an overflow.
     """
 
     def __init__(self, opt: GradientTransformation, every_k_schedule):
@@ -849,14 +858,25 @@ class MultiSteps:
         acc = _leafwise("MultiSteps", lambda g, a: a + (g - a) / _cast(n, a), updates,
                         state.acc_grads)
         emit = n >= k
-        inner_u, inner_s = self.opt.update(acc, state.inner_opt_state, params)
-        out = tu.tree_map(lambda u: fnp.where(emit, u, fnp.zeros_like(u)), inner_u)
-        new_inner = tu.tree_map(lambda a, b: fnp.where(emit, a, b), inner_s,
-                                state.inner_opt_state)
+        out, new_inner = self._inner(emit, acc, state.inner_opt_state, params)
         acc = tu.tree_map(lambda a: fnp.where(emit, fnp.zeros_like(a), a), acc)
         mini = fnp.asarray(fnp.where(emit, 0, n), np.int32)
         step = fnp.asarray(fnp.where(emit, state.gradient_step + 1, state.gradient_step), np.int32)
         return out, MultiStepsState(mini, step, new_inner, acc)
+
+    def _inner(self, emit, acc, inner_state, params):
+        """(updates, inner state): `opt`'s on the k-th mini-step, else zeros and the state as
+        it was; only the branch taken runs."""
+        def apply(acc, inner_state, params):
+            return self.opt.update(acc, inner_state, params)
+
+        def skip(acc, inner_state, params):
+            shapes = eval_shape(apply, acc, inner_state, params)[0]
+            return (tu.tree_map(lambda s: fnp.zeros(s.shape, s.dtype), shapes), inner_state)
+
+        if isinstance(emit, np.ndarray) or isinstance(emit, (bool, np.bool_)):
+            return (apply if bool(emit) else skip)(acc, inner_state, params)  # eager: no trace
+        return _lax.cond(emit, apply, skip, acc, inner_state, params)
 
     def has_updated(self, state):
         """True right after a mini-step that applied the inner optimizer."""
@@ -938,6 +958,256 @@ _MADE_BY.update({
     MultiTransformState: "multi_transform",
     MultiStepsState: "MultiSteps",
 })
+
+
+def pmean_updates(axis_name="data") -> GradientTransformation:
+    """Average the updates (gradients) over the named axis: the leaves of each dtype flattened
+    into one buffer and averaged with one `lax.pmean` (under `distributed.data_parallel` one MPI
+    allreduce per dtype, as `distributed.fused_pmean`). Inside `MultiSteps` it runs once per
+    accumulated step, on the accumulated gradients."""
+
+    def update(updates, state, params=None):
+        leaves, treedef = tu.tree_flatten(updates)
+        out = list(leaves)
+        by_dtype = {}
+        for i, x in enumerate(leaves):
+            by_dtype.setdefault(np.dtype(x.dtype), []).append(i)
+        for idx in by_dtype.values():
+            buf = _lax.pmean(fnp.concatenate([fnp.ravel(leaves[i]) for i in idx]), axis_name)
+            start = 0
+            for i in idx:
+                n = int(np.prod(np.shape(leaves[i])))
+                out[i] = fnp.reshape(buf[start:start + n], np.shape(leaves[i]))
+                start += n
+        return tu.tree_unflatten(treedef, out), state
+
+    return checked_transformation(lambda params: EmptyState(), update)
+
+
+def keep_pruned(inner: GradientTransformation, keep) -> GradientTransformation:
+    """Fine-tune a pruned model: `keep` (from `masks.prune_by_magnitude`: a bool array per
+    pruned leaf, True for kept elements, and True for whole leaves) holds the pruned weights
+    at exactly zero. Their gradients are zeroed before `inner` (so clipping norms and Adam's
+    moments see only the kept weights, as under PyTorch's pruning reparametrization), and
+    their update is `-p`, so `apply_updates` puts an exact zero there even where the params
+    were not zeroed first (`masks.apply_pruning`). `update` needs `params`."""
+
+    def pruned(k):
+        return not (isinstance(k, (bool, np.bool_)) and k)
+
+    def init(params):
+        return inner.init(params)
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("optim.keep_pruned: update needs params: tx.update(grads, state, "
+                             "params)")
+        g = tu.tree_map(lambda u, k: fnp.where(k, u, fnp.zeros_like(u)) if pruned(k) else u,
+                        updates, keep)
+        new, state = inner.update(g, state, params)
+        out = tu.tree_map(lambda u, p, k: fnp.where(k, u, -fnp.asarray(p, u.dtype))
+                          if pruned(k) else u, new, params, keep)
+        return out, state
+
+    return checked_transformation(init, update)
+
+
+# ----------------------------------------------------------------------------------------------
+# Precision: float32 master weights for half-precision parameters, dynamic loss scaling
+
+
+class MasterWeightsState(NamedTuple):
+    master: Any       # per leaf: the wide copy of a half-precision parameter, or None
+    inner_state: Any
+
+
+def master_weights(inner: GradientTransformation, dtype=np.float32) -> GradientTransformation:
+    """Keep `dtype` (float32) master copies of the parameters stored in a narrower float dtype
+    (bfloat16, float16) and run `inner` on them: the gradients are widened, `inner` updates the
+    master copies with its state in `dtype`, and the new parameters are the master copies
+    rounded to the parameters' dtype. Small updates that rounding to 8 bits of mantissa would
+    lose accumulate in the master copy instead of vanishing.
+
+        tx = optim.master_weights(optim.adamw(1e-4))      # params in bfloat16
+        updates, state = tx.update(grads, state, params)  # grads in the params' dtypes
+        params = optim.apply_updates(params, updates)     # == master rounded to bfloat16
+
+    Leaves already in `dtype` or wider (and integer leaves) pass through to `inner` unchanged,
+    with no copy. The updates of the narrow leaves are in `dtype` (the master's new value minus
+    the widened parameter), so `apply_updates` rounds the sum once. `update` needs `params`.
+    Composes with `masked` (frozen leaves get no master copy), `MultiSteps` (accumulate inside:
+    `master_weights(MultiSteps(adam, k))` accumulates float32 gradients) and
+    `dynamic_loss_scale` (inside: unscaling happens in float32). Read the master copies with
+    `master_params(state, params)`.
+    """
+    wide = np.dtype(dtype)
+    if not fnp.issubdtype(wide, fnp.floating):
+        raise TypeError(f"optim.master_weights: dtype must be a float dtype, got {wide}")
+
+    def narrow(x):
+        dt = getattr(x, "dtype", None)
+        return (dt is not None and fnp.issubdtype(dt, fnp.floating)
+                and np.dtype(dt).itemsize < wide.itemsize)
+
+    def views(params, master):
+        leaves, treedef = tu.tree_flatten(params)
+        ms = treedef.flatten_up_to(master)
+        return leaves, treedef, ms
+
+    def init(params):
+        leaves, treedef = tu.tree_flatten(params)
+        ms = [fnp.asarray(p, wide) if narrow(p) else None for p in leaves]
+        view = tu.tree_unflatten(treedef, [p if m is None else m for p, m in zip(leaves, ms)])
+        return MasterWeightsState(tu.tree_unflatten(treedef, ms), inner.init(view))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("optim.master_weights: update needs params (the half-precision "
+                             "parameters whose master copies it keeps): tx.update(grads, "
+                             "state, params)")
+        leaves, treedef, ms = views(params, state.master)
+        gs = treedef.flatten_up_to(updates)
+        view = tu.tree_unflatten(treedef, [p if m is None else m for p, m in zip(leaves, ms)])
+        wide_g = tu.tree_unflatten(treedef, [g if m is None or g is None else
+                                             fnp.asarray(g, wide) for g, m in zip(gs, ms)])
+        new, inner_state = inner.update(wide_g, state.inner_state, view)
+        us = treedef.flatten_up_to(new)
+        new_ms, out = [], []
+        for p, m, u in zip(leaves, ms, us):
+            if m is None or u is None:
+                new_ms.append(m)
+                out.append(u)
+                continue
+            m = m + u
+            new_ms.append(m)
+            out.append(m - fnp.asarray(p, wide))
+        return (tu.tree_unflatten(treedef, out),
+                MasterWeightsState(tu.tree_unflatten(treedef, new_ms), inner_state))
+
+    return checked_transformation(init, update)
+
+
+def master_params(state, params):
+    """The parameters as the optimizer's master copies hold them: `params` with each leaf that
+    `master_weights` keeps a copy of replaced by that copy (found anywhere in `state`)."""
+    found = _find_states(state, MasterWeightsState)
+    if len(found) != 1:
+        raise ValueError("optim.master_params: the state holds "
+                         f"{len(found) or 'no'} master_weights states; expected one")
+    leaves, treedef = tu.tree_flatten(params)
+    ms = treedef.flatten_up_to(found[0].master)
+    return tu.tree_unflatten(treedef, [p if m is None else m for p, m in zip(leaves, ms)])
+
+
+class DynamicLossScaleState(NamedTuple):
+    scale: Any           # float32 scalar: multiply the loss by it before differentiating
+    growth_tracker: Any  # int32: finite steps since the scale last changed
+    found_inf: Any       # bool: whether the last update skipped its step
+    inner_state: Any
+
+
+def dynamic_loss_scale(inner: GradientTransformation, init_scale=2.0 ** 16, growth_factor=2.0,
+                       backoff_factor=0.5, growth_interval=2000) -> GradientTransformation:
+    """Dynamic loss scaling for float16 training, as PyTorch's `torch.amp.GradScaler`.
+
+    Multiply the loss by `loss_scale(state)` before differentiating, so that small gradients of
+    float16 activations do not flush to zero; pass the (scaled) gradients to `update`, which
+    divides them by the scale (in float32 at least) and then:
+
+    * if every gradient is finite, runs `inner` and counts the step; after `growth_interval`
+      finite steps in a row the scale grows by `growth_factor` (if it stays finite);
+    * if any is inf or NaN, skips the step (zero updates, `inner`'s state unchanged) and
+      shrinks the scale by `backoff_factor`.
+
+        tx = optim.dynamic_loss_scale(optim.adam(1e-3))
+        scale = optim.loss_scale(state)
+        grads = fg.grad(lambda p: loss(p, batch) * scale)(params)
+        updates, state = tx.update(grads, state, params)
+
+    Written with `fnp.where`, so it traces under `fg.jit`. With `MultiSteps`, put it inside
+    (`MultiSteps(dynamic_loss_scale(adam), k)`): the scale then stays fixed during an
+    accumulation and an overflow in any mini-step skips the whole step, as GradScaler used with
+    accumulation does. With bfloat16 or float16 parameters, put it inside `master_weights`, so
+    the gradients are unscaled in float32. Under data parallelism the gradients are averaged
+    before `update`, so every rank skips the same steps.
+    """
+    _hyper_positive("dynamic_loss_scale", init_scale=init_scale, growth_factor=growth_factor,
+                    backoff_factor=backoff_factor)
+    if not 0 < backoff_factor < 1 or not growth_factor > 1:
+        raise ValueError("optim.dynamic_loss_scale: need backoff_factor in (0, 1) and "
+                         f"growth_factor > 1, got {backoff_factor} and {growth_factor}")
+    if int(growth_interval) != growth_interval or growth_interval < 1:
+        raise ValueError("optim.dynamic_loss_scale: growth_interval must be a positive int, "
+                         f"got {growth_interval!r}")
+    growth_interval = int(growth_interval)
+
+    def init(params):
+        return DynamicLossScaleState(fnp.asarray(init_scale, np.float32), _count0(),
+                                     fnp.asarray(False), inner.init(params))
+
+    def update(updates, state, params=None):
+        inv = 1 / state.scale
+
+        def unscale(g):
+            dt = np.promote_types(g.dtype, np.float32)
+            return fnp.asarray(fnp.asarray(g, dt) * fnp.asarray(inv, dt), g.dtype)
+
+        grads = tu.tree_map(unscale, updates)
+        finite = all_finite(grads)
+        new_u, new_inner = inner.update(grads, state.inner_state, params)
+        out = tu.tree_map(lambda u: fnp.where(finite, u, fnp.zeros_like(u)), new_u)
+        kept = tu.tree_map(lambda a, b: fnp.where(finite, a, b), new_inner, state.inner_state)
+        tracker = fnp.where(finite, state.growth_tracker + 1, 0)
+        grown = state.scale * np.float32(growth_factor)
+        grow = fnp.logical_and(tracker >= growth_interval, fnp.isfinite(grown))
+        scale = fnp.where(finite, fnp.where(grow, grown, state.scale),
+                          state.scale * np.float32(backoff_factor))
+        tracker = fnp.where(tracker >= growth_interval, 0, tracker)
+        return out, DynamicLossScaleState(fnp.asarray(scale, np.float32),
+                                          fnp.asarray(tracker, np.int32),
+                                          fnp.logical_not(finite), kept)
+
+    return checked_transformation(init, update)
+
+
+def _hyper_positive(who, **values):
+    for name, v in values.items():
+        if not (isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v)
+                and v > 0):
+            raise ValueError(f"optim.{who}: {name} must be a finite number > 0, got {v!r}")
+
+
+def loss_scale(state):
+    """The current loss scale of the `dynamic_loss_scale` inside an optimizer's state (found
+    anywhere in it: under `chain`, `masked`, `MultiSteps`, `master_weights`, ...)."""
+    found = _find_states(state, DynamicLossScaleState)
+    if len(found) != 1:
+        raise ValueError(f"optim.loss_scale: the state holds {len(found) or 'no'} "
+                         "dynamic_loss_scale states; expected one (wrap the optimizer with "
+                         "optim.dynamic_loss_scale)")
+    return found[0].scale
+
+
+def all_finite(tree):
+    """A bool scalar: True when no leaf of `tree` holds an inf or a NaN."""
+    ok = fnp.asarray(True)
+    for leaf in tu.tree_leaves(tree):
+        if leaf is not None and fnp.issubdtype(leaf.dtype, fnp.inexact):
+            ok = fnp.logical_and(ok, fnp.all(fnp.isfinite(leaf)))
+    return ok
+
+
+def _find_states(state, cls):
+    """Every `cls` instance inside a state tree (tuples, lists, dicts, NamedTuples)."""
+    if isinstance(state, cls):
+        return [state]
+    if isinstance(state, dict):
+        children = state.values()
+    elif isinstance(state, (tuple, list)):
+        children = state
+    else:
+        return []
+    return [s for c in children for s in _find_states(c, cls)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1054,7 +1324,7 @@ class InjectHyperparamsState(NamedTuple):
 
 def _highest_float_dtype(tree):
     dts = [np.dtype(x.dtype) for x in tu.tree_leaves(tree)
-           if hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f"]
+           if hasattr(x, "dtype") and fnp.issubdtype(x.dtype, fnp.floating)]
     return max(dts, key=lambda d: d.itemsize) if dts else np.dtype(np.float32)
 
 

@@ -37,6 +37,7 @@ from . import _sampler_math as sm
 from . import lax
 from . import numpy as fnp
 from .core import array_namespace, runs_now, user_line
+from .core.avals import dtype_kind
 from .lax import threefry as _threefry
 
 __all__ = [
@@ -281,7 +282,7 @@ def _bits_of(y0, y1, *, width):
 
 def _float_dtype(dtype, fn):
     dtype = np.dtype(np.float32 if dtype is None else dtype)  # None: the default, as in JAX
-    if dtype.kind != "f":
+    if dtype_kind(dtype) != "f":
         raise TypeError(f"fg.random.{fn}: dtype must be a floating type, got {dtype}")
     return dtype
 
@@ -450,7 +451,7 @@ def bernoulli(key, p=0.5, shape=None, mode="low"):
     p = fnp.asarray(p)
     if weak:
         p = p.astype(np.float32)
-    elif p.dtype.kind != "f":
+    elif dtype_kind(p.dtype) != "f":
         raise TypeError(f"fg.random.bernoulli: the probability p must have a floating dtype, "
                         f"got {p.dtype} (pass p as a float, e.g. 0.5)")
     shape = p.shape if shape is None else _shape(shape, "bernoulli")
@@ -474,7 +475,7 @@ def categorical(key, logits, axis=-1, shape=None, replace=True):
     leading sample dimensions; `replace=False` draws them without replacement (Gumbel top-k)."""
     _check_key(key, "categorical")
     logits = fnp.asarray(logits)
-    if logits.dtype.kind != "f":
+    if dtype_kind(logits.dtype) != "f":
         logits = logits.astype(np.float32)
     axis = axis % logits.ndim
     batch = logits.shape[:axis] + logits.shape[axis + 1:]
@@ -619,7 +620,7 @@ def choice(key, a, shape=(), replace=True, p=None, axis=0):
         p = fnp.asarray(p)
         if p.shape != (n,):
             raise ValueError(f"fg.random.choice: p must have shape ({n},), got {p.shape}")
-        if p.dtype.kind != "f":
+        if dtype_kind(p.dtype) != "f":
             p = p.astype(np.float32)
     if replace:
         if p is None:

@@ -46,6 +46,8 @@ class Spec:
     weight: draw `weight` times the default number of examples (primitives with many params).
     axis_name: for collectives (psum, ...): operands carry a leading axis of lanes, and the
       primitive and every transform of it run per lane under fg.vmap(..., axis_name=axis_name).
+    frozen: indices of float operands held fixed (the scales of a quantized weight: the
+      primitive gives them no derivative, by design).
     """
 
     name: str
@@ -58,6 +60,7 @@ class Spec:
     dot_rtol: float = 1e-10
     weight: int = 1
     axis_name: str | None = None
+    frozen: tuple = ()  # operands that are data, never differentiated (a quantized weight's)
     complex: bool = False  # operands are complex128: the complex rules are checked
     forward_mode: bool | str = True  # or why forward mode raises by design (checked to raise)
 
@@ -1138,3 +1141,45 @@ def _cf_specs():
 
 
 _cf_specs()
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantized weights (funcgrad/lax/quantized.py): the weight's arrays are data (frozen operands)
+
+def _quantized_cases(kind, with_x=True):
+    """(x, *weight arrays) for a weight [rows, cols] quantized by funcgrad.quant."""
+    from funcgrad import quant
+
+    def build(t):
+        rows, cols, lead, layout, w = t
+        q = quant.quantize_nf4(w) if kind == "nf4" else quant.quantize_int8(w, axis=rows % 2)
+        arrays = ((q.packed, q.absmax, q.absmax_scale, q.absmax_offset) if kind == "nf4"
+                  else (q.q, q.scale))
+        meta = ({"shape": q.shape, "block_size": q.block_size} if kind == "nf4"
+                else {"shape": q.shape, "axis": q.axis})
+        return w, arrays, meta, lead, layout
+
+    weights = st.tuples(st.integers(1, 5), st.sampled_from([32, 64, 96]), shapes(0, 2),
+                        st.sampled_from(["in_out", "out_in"])).flatmap(
+        lambda t: floats((t[0], t[1]), -1.0, 1.0).map(lambda w: t + (w,))).map(build)
+    if with_x:
+        return weights.flatmap(lambda b: floats(
+            b[3] + ((b[2]["shape"][0] if b[4] == "in_out" else b[2]["shape"][1]),)).map(
+            lambda x: Case((x,) + b[1], dict(b[2], layout=b[4]))))
+    return weights
+
+
+def _quantized_specs():
+    for kind, n in (("nf4", 4), ("int8", 2)):
+        spec(f"quantized_matmul_{kind}", _quantized_cases(kind), frozen=tuple(range(1, 1 + n)),
+             rtol=1e-4, atol=1e-5)
+        nondiff(f"dequantize_{kind}", "the weight's arrays are frozen data (codes and scales)",
+                _quantized_cases(kind, with_x=False).map(
+                    lambda b: Case(b[1], dict(b[2], dtype=np.dtype(np.float64)))))
+        nondiff(f"quantized_take_{kind}", "integer ids and frozen weight arrays",
+                _quantized_cases(kind, with_x=False).flatmap(lambda b: ints(
+                    (3,), 0, b[2]["shape"][0] - 1).map(
+                    lambda ids: Case((ids,) + b[1], dict(b[2], dtype=np.dtype(np.float64))))))
+
+
+_quantized_specs()

@@ -37,7 +37,7 @@ def test_help(name):
 
 
 def test_every_example_is_listed_here_and_in_the_readme():
-    assert len(EXAMPLES) == 8 and {name for name, _, _ in QUICK} == set(EXAMPLES)
+    assert len(EXAMPLES) == 9 and {name for name, _, _ in QUICK} == set(EXAMPLES)
     readme = open(os.path.join(ROOT, "README.md")).read()
     for name in EXAMPLES:
         assert f"examples/{name}.py" in readme, name
@@ -52,6 +52,8 @@ QUICK = [
     ("per_example_grads", ["per_example_grads.png"], ["DP-SGD", "max abs difference"]),
     ("newton_logistic", ["newton_logistic.png"], ["Newton", "gradient descent"]),
     ("adversarial", ["adversarial.png", "adversarial_loss.png"], ["FGSM"]),
+    ("compress", ["compress.png"], ["Post-training quantization", "int8 per channel", "NF4",
+                                    "Global magnitude pruning", "measured sparsity"]),
     ("finetune_pretrained", ["finetune_pretrained.png", "lora_adapters/adapter_model.safetensors",
                              "lora_classifier/adapter_model.safetensors"],
      ["ppl before", "LoRA r=", "head only", "samples after LoRA", "accuracy after",

@@ -84,6 +84,60 @@ def test_grad_vmap_jit_on_the_gpu(cp):
 
 
 @gpu
+def test_float16_trains_on_the_gpu(cp):
+    """float16 runs on CuPy's own float16 kernels (eagerly and under jit) and agrees with the
+    CPU, where NumPy computes matmuls and sums in float32 and rounds."""
+    rng = np.random.default_rng(0)
+    params, x = _params(rng, dtype=np.float16), rng.normal(size=(5, 8)).astype(np.float16)
+
+    def loss(p, x):
+        return fnp.mean(_mlp(p, x) ** 2)
+
+    want = fg.grad(loss)(params, x)
+    for fn in (fg.grad(loss), fg.jit(fg.grad(loss))):
+        got = fn(put(params), put(x))
+        for g, w in zip(tree_flatten(got)[0], tree_flatten(want)[0]):
+            assert isinstance(g, cp.ndarray) and g.dtype == np.float16
+            np.testing.assert_allclose(g.get().astype(np.float32), w.astype(np.float32),
+                                       rtol=2e-2, atol=2e-3)
+
+
+@gpu
+def test_quantized_weights_on_the_gpu(cp):
+    """int8 and NF4 weights quantized from a device array live on the device; quant.linear,
+    take and dequantize run there (the array-standard path of funcgrad/lax/quantized.py) and
+    agree with the CPU."""
+    from funcgrad import quant
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((96, 160)) * 0.05).astype(np.float32)
+    x = rng.standard_normal((4, 160)).astype(np.float32)
+    ids = np.array([0, 5, 95])
+    for scheme in ("nf4", "int8"):
+        make = quant.quantize_nf4 if scheme == "nf4" else quant.quantize_int8
+        q_cpu, q_gpu = make(w), make(put(w))
+        assert all(isinstance(a, cp.ndarray) for a in tree_flatten(q_gpu)[0])
+
+        def f(x, q):
+            return fnp.sum(fnp.tanh(quant.linear(x, q)))
+
+        for fn in (fg.grad(f), fg.jit(fg.grad(f))):
+            got = fn(put(x), q_gpu)
+            assert isinstance(got, cp.ndarray)
+            np.testing.assert_allclose(got.get(), fg.grad(f)(x, q_cpu), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(quant.take(q_gpu, put(ids)).get(), quant.take(q_cpu, ids),
+                                   rtol=1e-6)
+        np.testing.assert_allclose(quant.dequantize(q_gpu).get(), quant.dequantize(q_cpu),
+                                   rtol=1e-6)
+
+
+@gpu
+def test_bfloat16_stays_on_the_cpu_with_a_clear_error(cp):
+    import ml_dtypes
+    with pytest.raises(TypeError, match="CuPy has no bfloat16"):
+        put(np.ones(3, ml_dtypes.bfloat16))
+
+
+@gpu
 def test_jit_fuses_elementwise_chains_into_kernels(cp):
     def f(x, y):
         return fnp.tanh(x * 2.0 + y) - fnp.exp(-x) * 0.5

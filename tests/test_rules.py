@@ -144,7 +144,8 @@ def _draw(data, key):
     """(spec, case, wrt, rng): wrt is a nonempty subset of the float operands."""
     spec = SPECS[key]
     case = data.draw(spec.cases, label="case")
-    float_idx = [i for i, a in enumerate(case.operands) if np.asarray(a).dtype.kind in "fc"]
+    float_idx = [i for i, a in enumerate(case.operands)
+                 if np.asarray(a).dtype.kind in "fc" and i not in spec.frozen]
     assert float_idx, f"spec {key} drew no float or complex operand"
     wrt = data.draw(st.lists(st.sampled_from(float_idx), min_size=1, unique=True).map(sorted),
                     label="wrt")

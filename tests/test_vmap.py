@@ -120,6 +120,12 @@ _EXTRA = {
 }
 
 
+def _unbatched_weight(name, i):
+    """A quantized weight's arrays are not mapped over (vmap refuses a batch of quantized
+    weights with the fix, tests/test_quant.py): only the input x or the ids are."""
+    return name.startswith("dequantize_") or (name.startswith("quantized_") and i >= 1)
+
+
 @pytest.mark.parametrize("key, name, cases, apply", _harness_entries())
 @hyp
 @given(data=st.data())
@@ -129,7 +135,8 @@ def test_batching_rule_matches_loop(key, name, cases, apply, data):
     f = _apply(prim, apply)
     size = data.draw(st.integers(1, 3), label="batch size")
     ops = [np.asarray(o) for o in case.operands]
-    in_axes = tuple(data.draw(st.one_of(st.none(), st.integers(-o.ndim - 1, o.ndim)),
+    in_axes = tuple(data.draw(st.none() if _unbatched_weight(name, i) else
+                              st.one_of(st.none(), st.integers(-o.ndim - 1, o.ndim)),
                               label=f"in_axes[{i}]") for i, o in enumerate(ops))
     examples = [[_example(o, b, name) if a is not None else o for o, a in zip(ops, in_axes)]
                 for b in range(size)]

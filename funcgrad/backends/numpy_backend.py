@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from ..core import Literal, Var
+from ..core import Literal, Var, is_small_float
 from ..core.errors import FP_QUIET, fp_quiet_set, fp_reset
 from ..core.lowering import single_ufunc
 from .codegen import Executable, eqn_names, param_names
@@ -214,13 +214,16 @@ def _direct_call(eqn, ins, namespace):
         return f"{ins[0]}.reshape({out.shape!r})"
     if name == "dot_general" and out.ndim == 2 and eqn.invars[0].aval.ndim == 2 \
             and eqn.invars[1].aval.ndim == 2 and eqn.params.get("preferred_element_type") is None \
-            and not eqn.params["dimension_numbers"][1][0]:  # a matrix product: one matmul
+            and not eqn.params["dimension_numbers"][1][0] \
+            and not any(is_small_float(v.aval.dtype) for v in eqn.invars):  # one matmul
+        # (16-bit floats go through the implementation, which multiplies in float32 tiles)
         (lc, rc), _ = eqn.params["dimension_numbers"]
         namespace["np_matmul"] = np.matmul
         a = ins[0] if lc[0] == 1 else f"{ins[0]}.T"
         b = ins[1] if rc[0] == 0 else f"{ins[1]}.T"
         return f"np_matmul({a}, {b})"
-    if name in _REDUCERS:
+    if name in _REDUCERS and not is_small_float(eqn.invars[0].aval.dtype):
+        # (16-bit floats go through the implementation, which accumulates in float32)
         fn = f"np_{_REDUCERS[name]}_reduce"
         namespace[fn] = getattr(np, _REDUCERS[name]).reduce
         dtype = eqn.invars[0].aval.dtype

@@ -1,6 +1,15 @@
 """The core: abstract values, programs (jaxprs), primitives, traces and tracers."""
 
-from .avals import ShapedArray, check_dtype, dtype_short, float0, get_aval, is_float
+from .avals import (
+    ShapedArray,
+    check_dtype,
+    dtype_kind,
+    dtype_short,
+    float0,
+    get_aval,
+    is_float,
+    is_small_float,
+)
 from .jaxpr import ClosedJaxpr, Eqn, Jaxpr, Literal, SourceInfo, Var, user_line, user_source_info
 from .placement import (
     array_namespace,

@@ -10,13 +10,37 @@ _SHORT = {
     "float16": "f16", "float32": "f32", "float64": "f64",
     "int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64",
     "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64",
-    "bool": "bool", "complex64": "c64", "complex128": "c128",
+    "bool": "bool", "complex64": "c64", "complex128": "c128", "bfloat16": "bf16",
 }
 
 # float0 is the dtype of the cotangent of an integer or boolean input (as in JAX): it has no values.
 float0 = np.dtype([("float0", np.void, 0)])
 
 _SUPPORTED_KINDS = "biufc"
+
+# bfloat16 comes from ml_dtypes (the package JAX uses), which registers it with NumPy as a dtype of
+# kind "V". funcgrad imports ml_dtypes only when it meets the name "bfloat16" (the import takes
+# most of a second): an array of that dtype means the user's code imported it already.
+_BFLOAT16_NAME = "bfloat16"
+
+
+def bfloat16():
+    """The bfloat16 dtype (ml_dtypes')."""
+    import ml_dtypes
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def dtype_kind(dtype) -> str:
+    """NumPy's kind letter of `dtype` ("b", "i", "u", "f", "c"), with "f" for bfloat16, which
+    NumPy files under "V": every kind test in funcgrad goes through here."""
+    k = dtype.kind
+    return "f" if k == "V" and dtype.name == _BFLOAT16_NAME else k
+
+
+def is_small_float(dtype) -> bool:
+    """float16 or bfloat16: the 16-bit floats NumPy has few fast kernels for (matmuls,
+    reductions and most math run in float32 and round back; see funcgrad/lax)."""
+    return dtype.itemsize == 2 and dtype_kind(dtype) == "f"
 
 
 class ShapedArray:
@@ -77,27 +101,31 @@ def dtype_short(dtype) -> str:
     return short
 
 
-_VALID_DTYPES = {np.dtype(name) for name in _SHORT}
+_VALID_DTYPES = {np.dtype(name) for name in _SHORT if name != _BFLOAT16_NAME}
 
 
 def check_dtype(dtype, what="dtype"):
     """Return `dtype` as a NumPy dtype, or raise a TypeError saying which dtypes are supported."""
     if dtype in _VALID_DTYPES:
         return dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
+    if isinstance(dtype, str) and dtype == _BFLOAT16_NAME:
+        return bfloat16()
     try:
         dt = np.dtype(dtype)
     except TypeError as e:
         raise TypeError(f"{what} {dtype!r} is not a dtype funcgrad understands; use a NumPy "
                         "numeric dtype such as float32, float64, int32 or bool.") from e
-    if dt.kind not in _SUPPORTED_KINDS or dt.name not in _SHORT:
+    if dtype_kind(dt) not in _SUPPORTED_KINDS or dt.name not in _SHORT:
         raise TypeError(f"{what} {dt} is not supported: funcgrad arrays hold booleans, integers, "
-                        "floats or complex numbers (no object, string or structured dtypes). "
-                        "Convert the data first, e.g. np.asarray(x, dtype=np.float32).")
+                        "floats (bfloat16 from ml_dtypes included) or complex numbers (no object, "
+                        "string or structured dtypes). Convert the data first, e.g. "
+                        "np.asarray(x, dtype=np.float32).")
     return dt
 
 
 def is_float(dtype) -> bool:
-    return np.dtype(dtype).kind in "fc"
+    """A floating or complex dtype (bfloat16 included): the dtypes derivatives flow through."""
+    return dtype_kind(np.dtype(dtype)) in "fc"
 
 
 _PY_SCALAR_DTYPE = {bool: np.dtype(bool), int: np.dtype(np.int64), float: np.dtype(np.float64),

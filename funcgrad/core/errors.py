@@ -6,7 +6,7 @@ check. Both are paid only when something goes wrong (or debug_nans is on).
 from __future__ import annotations
 
 from .. import config as _config
-from .avals import get_aval
+from .avals import dtype_kind, get_aval
 from .jaxpr import user_source_info
 from .placement import array_namespace
 from .trace import ConcretizationError, LeakedTracerError, Tracer, transform_stack_str
@@ -63,7 +63,7 @@ def check_nans(prim, args, out, source=None):
     """Raise FloatingPointError if a floating output of `prim` holds a NaN or an Inf."""
     for o in (out if prim.multiple_results else (out,)):
         dt = getattr(o, "dtype", None)
-        if dt is None or dt.kind not in "fc":
+        if dt is None or dtype_kind(dt) not in "fc":
             continue
         if not bool(array_namespace((o,)).isfinite(o).all()):
             kind = "NaN" if bool(array_namespace((o,)).isnan(o).any()) else "Inf"

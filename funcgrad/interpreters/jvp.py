@@ -9,6 +9,7 @@ jacfwd, hessian) are in funcgrad/transforms/jvp.py.
 from __future__ import annotations
 
 from ..core import Trace, Tracer, as_value, eval_jaxpr, get_aval, new_trace
+from ..core.avals import dtype_kind
 from . import ops
 from .programs import aval_of, trace_flat
 
@@ -75,7 +76,7 @@ class JvpTrace(Trace):
         """A tracer of this trace for an output value and its tangent (dropped for outputs that
         are not differentiable)."""
         aval = aval_of(val)
-        if aval.dtype.kind not in "fc":
+        if dtype_kind(aval.dtype) not in "fc":
             tangent = None
         return Tracer(self, aval, val, tangent)
 

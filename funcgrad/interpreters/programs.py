@@ -6,7 +6,7 @@ evaluating a program one equation at a time, and the program optimizer that jit 
 from __future__ import annotations
 
 from ..core import ClosedJaxpr, Jaxpr, ShapedArray, Tracer, Var, get_aval, trace_to_jaxpr
-from ..core.avals import shaped_array
+from ..core.avals import dtype_kind, shaped_array
 
 
 def aval(x):
@@ -25,7 +25,7 @@ def aval_of(v):
 
 def is_float(a):
     """Whether values of aval `a` are differentiable (floating or complex)."""
-    return a.dtype.kind in "fc"
+    return dtype_kind(a.dtype) in "fc"
 
 
 def hoist(closed):

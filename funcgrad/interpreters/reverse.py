@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import tree_util
 from ..core import Trace, Tracer, Var, as_value, bind, eval_jaxpr, float0, get_aval, new_trace
-from ..core.avals import shaped_array
+from ..core.avals import dtype_kind, shaped_array
 from ..core.trace import current_traces
 from . import ops
 from .programs import aval_of, eval_each, is_float, trace_flat
@@ -81,7 +81,7 @@ class GradTrace(Trace):
                 return out_tracers
         else:
             aval = out.aval if type(out) is Tracer else shaped_array(out.shape, out.dtype)
-            if aval.dtype.kind not in "fc":
+            if dtype_kind(aval.dtype) not in "fc":
                 return Tracer(self, aval, out, None)
             out_ids = next(self._ids)
             out_tracers = Tracer(self, aval, out, out_ids)
@@ -100,7 +100,7 @@ class GradTrace(Trace):
         """A tracer of this trace for an output value: active when it is differentiable (its
         tape entry is the caller's to record)."""
         aval = aval_of(val)
-        return Tracer(self, aval, val, next(self._ids) if aval.dtype.kind in "fc" else None)
+        return Tracer(self, aval, val, next(self._ids) if dtype_kind(aval.dtype) in "fc" else None)
 
 
 def _residuals(kind, vals, out, active, multiple):
@@ -161,7 +161,7 @@ def _host_zeros(aval):
 def zero_cotangent(val):
     """The cotangent of an input nothing flowed back to: zeros, float0 zeros for integers."""
     aval = aval_of(val)
-    if aval.dtype.kind in "fc":
+    if dtype_kind(aval.dtype) in "fc":
         return np.zeros(aval.shape, aval.dtype)
     return np.zeros(aval.shape, float0)
 

@@ -21,3 +21,5 @@ from .elementwise_composite import *  # noqa: E402, F403
 from .bitwise import *  # noqa: E402, F403
 from .sorting import *  # noqa: E402, F403
 from .windowed_reductions import *  # noqa: E402, F403
+from . import quantized  # noqa: E402  (funcgrad.quant's primitives)
+from .quantized import quantized_dequantize, quantized_matmul, quantized_take  # noqa: E402

@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from ..core import is_small_float
 from ._util import astype, dtype_of
 
 _A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02,
@@ -50,7 +51,7 @@ _SQRT_PI = math.sqrt(math.pi)
 def _working(xp, x):
     """x as an array in the dtype the computation runs in (float16 is widened to float32)."""
     x = xp.asarray(x)
-    return astype(xp, x, np.float32) if dtype_of(x) == np.float16 else x
+    return astype(xp, x, np.float32) if is_small_float(dtype_of(x)) else x
 
 
 def _exp_neg_sq(xp, a):

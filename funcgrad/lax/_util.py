@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import ShapedArray, Tracer, user_line
-from ..core.avals import numpy_dtype
+from ..core.avals import dtype_kind, numpy_dtype
 
 
 def shape_error(prim_name, msg):
@@ -24,7 +24,7 @@ def same_dtype(prim_name, avals):
 
 
 def check_kind(prim_name, aval, kinds, what="operand"):
-    if aval.dtype.kind not in kinds:
+    if dtype_kind(aval.dtype) not in kinds:
         names = {"f": "floating", "c": "complex", "i": "signed integer", "u": "unsigned integer",
                  "b": "boolean"}
         allowed = " or ".join(names[k] for k in kinds)
@@ -82,3 +82,51 @@ def to_operand(x):
 
 def const_like(value, like):
     return np.array(value, like.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# 16-bit floats on NumPy. NumPy has no BLAS for float16 and bfloat16 (ml_dtypes), accumulates
+# their sums in 16 bits (float16 overflows at 65504) and computes most of their math one element
+# at a time. Implementations wrapped with `small_floats_in_float32` compute such operands in
+# float32 and round the results back once, as XLA does on the CPU: the values stored (and the
+# memory they take) stay 16-bit, the arithmetic is float32's. Other namespaces (CuPy has float16
+# kernels) get the operands as they are.
+
+_F32 = np.dtype(np.float32)
+
+
+def _is_small(x):
+    return type(x) is np.ndarray and x.dtype.itemsize == 2 and dtype_kind(x.dtype) == "f"
+
+
+_SMALL = frozenset({"float16", "bfloat16"})
+
+
+def small_floats_in_float32(impl, round_back=lambda small, params: small, dtypes=_SMALL):
+    """`impl(xp, *args, **params)` computing 16-bit float operands (of the dtype names `dtypes`)
+    in float32 on NumPy; float32 results are rounded to `round_back(small dtype, params)` (the
+    operand's dtype by default; None keeps float32, for dot_general's `preferred_element_type`).
+    """
+    def run(xp, *args, **params):
+        if xp is not np:
+            return impl(xp, *args, **params)
+        small = None
+        for a in args:
+            if _is_small(a):
+                small = a.dtype
+                break
+        if small is None or small.name not in dtypes:
+            return impl(xp, *args, **params)
+        out = impl(xp, *(a.astype(_F32) if _is_small(a) else a for a in args), **params)
+        target = round_back(small, params)
+        if target is None:
+            return out
+        if isinstance(out, (tuple, list)):
+            return type(out)(_round(o, target) for o in out)
+        return _round(out, target)
+    run.__wrapped__ = impl
+    return run
+
+
+def _round(out, dtype):
+    return out.astype(dtype) if getattr(out, "dtype", None) == _F32 else out

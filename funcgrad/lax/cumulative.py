@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core import Primitive, bind
 from . import elementwise as ew
-from ._util import check_kind, normalize_axis, shape_error
+from ._util import check_kind, normalize_axis, shape_error, small_floats_in_float32
 from .indexing import INDEX, along_axis_indices, gather, scatter_add
 from .structural import iota, pad
 
@@ -65,7 +65,8 @@ def _cumulative(name, kinds, fn, residuals):
             raise shape_error(name, f"axis {axis} is out of bounds for {x.str_short()}")
         return x
 
-    p = Primitive(name, impl=impl, abstract_eval=abstract, residuals=residuals)
+    p = Primitive(name, impl=small_floats_in_float32(impl), abstract_eval=abstract,
+                  residuals=residuals)
     # The batch axis stays where it is; the scan axis shifts past it.
     p.batch = lambda vals, dims, *, axis, reverse: (
         bind(p, vals[0], axis=axis + (dims[0] <= axis), reverse=reverse), dims[0])

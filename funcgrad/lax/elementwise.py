@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ..core import Primitive, ShapedArray, bind
+from ..core.avals import dtype_kind
 from ..interpreters import ops as interpreter_ops
 from ..tree_util import tree_map
 from . import (
@@ -22,7 +23,15 @@ from . import (
     structural,  # noqa: F401  (circular: used at call time only)
 )
 from ._batching import elementwise_batch
-from ._util import astype, check_kind, dtype_of, same_dtype, shape_error, weak
+from ._util import (
+    astype,
+    check_kind,
+    dtype_of,
+    same_dtype,
+    shape_error,
+    small_floats_in_float32,
+    weak,
+)
 
 FLOAT = "fc"
 REAL_FLOAT = "f"
@@ -30,6 +39,21 @@ NUMBER = "iufc"
 INT = "iu"
 INT_OR_BOOL = "iub"
 ANY = "iufcb"
+
+# Math that ml_dtypes computes for bfloat16 one element at a time through the C library: on NumPy
+# these run in float32 (vectorized) and round back once, which is also what they compute
+# natively (arithmetic, comparisons and rounding keep ml_dtypes' own loops, which are fast;
+# NumPy's float16 loops are used as they are).
+_BFLOAT16_IN_FLOAT32 = frozenset({
+    "exp", "exp2", "log", "log1p", "expm1", "sin", "cos", "tan", "asin", "acos", "atan", "sinh",
+    "cosh", "tanh", "asinh", "acosh", "atanh", "sqrt", "rsqrt", "cbrt", "logistic", "erf",
+    "erf_inv", "pow", "atan2", "rem"})
+
+
+def _impl_for(name, impl):
+    if name in _BFLOAT16_IN_FLOAT32:
+        return small_floats_in_float32(impl, dtypes=("bfloat16",))
+    return impl
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +120,8 @@ def unary(name, impl, deriv=None, kinds=FLOAT, residuals="in", out_dtype=None, l
     cotangent by the same factor; `linear` primitives (like neg) apply themselves to the tangent.
     `scale(t, x, out) -> t * f'(x)` may give a cheaper direct formula (log: t / x).
     """
-    p = Primitive(name, impl=impl, abstract_eval=_unary_abstract(name, kinds, out_dtype),
+    p = Primitive(name, impl=_impl_for(name, impl),
+                  abstract_eval=_unary_abstract(name, kinds, out_dtype),
                   residuals="none" if linear else residuals,
                   differentiable=deriv is not None or linear)
     p.elementwise = True
@@ -224,9 +249,16 @@ conj_p = Primitive("conj", impl=lambda xp, x: xp.conj(x),
                    vjp=lambda ct, primals, out, active: (conj(ct),))
 
 
+def _no_16_bit_complex(dtype):
+    if dtype.itemsize == 2:  # no 16-bit complex type (JAX refuses them too)
+        raise TypeError(f"complex: parts of dtype {dtype} have no complex type; convert them to "
+                        "float32 first")
+
+
 def _complex_abstract(x, y):
     dt = same_dtype("complex", (x, y))
     check_kind("complex", x, REAL_FLOAT)
+    _no_16_bit_complex(dt)
     return ShapedArray(broadcast_shapes("complex", x, y), complex_dtype(dt), weak((x, y)))
 
 
@@ -356,7 +388,8 @@ def binary(name, impl, partials=None, kinds=NUMBER, residuals="in", out_dtype=No
     the JVP (sum of partial * tangent) and the VJP (cotangent * partial, summed down to a rank-0
     operand). `jvp`/`vjp` override them where a direct formula is cheaper.
     """
-    p = Primitive(name, impl=impl, abstract_eval=_binary_abstract(name, kinds, out_dtype),
+    p = Primitive(name, impl=_impl_for(name, impl),
+                  abstract_eval=_binary_abstract(name, kinds, out_dtype),
                   residuals=residuals, differentiable=partials is not None or vjp is not None)
     p.elementwise = True
     p.batch = elementwise_batch(p)
@@ -512,7 +545,7 @@ def _select_n_abstract(pred, *cases):
     dt = same_dtype("select_n", cases)
     shape = broadcast_shapes("select_n", pred, *cases)
     allowed = "iu" if len(cases) > 2 else "biu"
-    if pred.dtype.kind not in allowed:
+    if dtype_kind(pred.dtype) not in allowed:
         raise TypeError(f"select_n predicate must be bool (2 cases) or integer, got {pred.dtype}")
     return ShapedArray(shape, dt, weak(cases))
 
@@ -542,9 +575,9 @@ def _select_with_zero(pred, c0, c1):
     and several times faster than np.where in NumPy. None when the pattern does not apply."""
     if pred.dtype != np.bool_:
         return None
-    if c0.ndim == 0 and c1.shape == pred.shape and c1.dtype.kind == "f" and not c0:
+    if c0.ndim == 0 and c1.shape == pred.shape and dtype_kind(c1.dtype) == "f" and not c0:
         x, keep_where_true = c1, True
-    elif c1.ndim == 0 and c0.shape == pred.shape and c0.dtype.kind == "f" and not c1:
+    elif c1.ndim == 0 and c0.shape == pred.shape and dtype_kind(c0.dtype) == "f" and not c1:
         x, keep_where_true = c0, False
     else:
         return None
@@ -611,7 +644,7 @@ def _convert_impl(xp, x, *, new_dtype, weak_type=False):
 
 
 def _float_path(a, b):
-    return np.dtype(a).kind in "fc" and np.dtype(b).kind in "fc"
+    return dtype_kind(np.dtype(a)) in "fc" and dtype_kind(np.dtype(b)) in "fc"
 
 
 convert_element_type_p = Primitive(
@@ -629,7 +662,7 @@ convert_element_type_p.batch = elementwise_batch(convert_element_type_p)
 def _bitcast_abstract(x, *, new_dtype):
     old, new = np.dtype(x.dtype), np.dtype(new_dtype)
     for d in (old, new):
-        if d.kind not in "iufc":
+        if dtype_kind(d) not in "iufc":   # bfloat16 is a float (its NumPy kind is 'V')
             raise TypeError(f"bitcast_convert_type: cannot reinterpret the bits of {d} "
                             f"(operand {x.str_short()}, new_dtype {new}); integer, float and "
                             "complex types only")
@@ -712,6 +745,7 @@ real, imag, conj = map(_unary_fn, (real_p, imag_p, conj_p))
 
 def complex(x, y):  # noqa: A001 (lax's name)
     """x + i y elementwise, from real operands of one dtype (float32 -> complex64)."""
+    _no_16_bit_complex(dtype_of(x))
     return bind(complex_p, x, y)
 
 # The interpreters add cotangents and make zeros with these (funcgrad/interpreters/ops.py).

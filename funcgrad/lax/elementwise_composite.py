@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import Tracer
+from ..core.avals import dtype_kind
 from . import _erf
 from . import elementwise as ew
 from ._util import const_like, to_operand
@@ -90,7 +91,7 @@ def erfc(x):
     """1 - erf(x), accurate relatively in the right tail (Cody's erfc approximations, written
     with primitives: 1 - erf(x) for |x| <= 0.5, exp(-x^2) times a rational function beyond)."""
     x = to_operand(x)
-    if x.dtype.kind != "f":
+    if dtype_kind(x.dtype) != "f":
         raise TypeError(f"erfc needs a floating operand, got {x.dtype}")
     a = ew.abs(x)
     one = const_like(1, x)

@@ -23,9 +23,10 @@ import math
 import numpy as np
 
 from ..core import Primitive, ShapedArray, bind
+from ..core.avals import dtype_kind
 from . import elementwise as ew
 from ._batching import move_to_front
-from ._util import astype, dtype_of, shape_error
+from ._util import astype, dtype_of, shape_error, small_floats_in_float32
 from .structural import broadcast_in_dim, pad
 
 __all__ = ["FftType", "fft", "fft_p"]
@@ -83,7 +84,7 @@ def _fft_abstract(x, *, fft_type, fft_lengths):
                               f"must equal fft_lengths {fft_lengths}")
         return ShapedArray(x.shape, x.dtype)
     if fft_type == FftType.RFFT:
-        if x.dtype.kind != "f":
+        if dtype_kind(x.dtype) != "f":
             raise TypeError(f"fft: RFFT needs a real floating operand, got {x.str_short()}")
         if tail != fft_lengths:
             raise shape_error("fft", f"RFFT of {x.str_short()}: the trailing axes must equal "
@@ -136,8 +137,8 @@ def _irfft_transpose(ct, fft_lengths):
 
 
 def _fft_vjp(ct, primals, out, active, *, fft_type, fft_lengths):
-    if fft_type == FftType.RFFT:
-        return (_rfft_transpose(ct, fft_lengths),)
+    if fft_type == FftType.RFFT:  # (a 16-bit float operand: its cotangent rounded back)
+        return (ew.convert_element_type(_rfft_transpose(ct, fft_lengths), primals[0].dtype),)
     if fft_type == FftType.IRFFT:
         return (_irfft_transpose(ct, fft_lengths),)
     return (fft(ct, fft_type, fft_lengths),)  # the DFT matrix is symmetric
@@ -152,6 +153,7 @@ def _fft_batch(vals, dims, *, fft_type, fft_lengths):
 
 fft_p = Primitive("fft", impl=_fft_impl, abstract_eval=_fft_abstract, jvp=_fft_jvp,
                   vjp=_fft_vjp, batch=_fft_batch, residuals="none")
+fft_p.impl = small_floats_in_float32(fft_p.impl)  # 16-bit floats: pocketfft has none
 
 
 def fft(x, fft_type, fft_lengths):

@@ -15,7 +15,7 @@ import numpy as np
 from ..core import Primitive, ShapedArray, bind, to_host
 from . import elementwise as ew
 from ._batching import move_to_front
-from ._util import astype, check_kind, dtype_of, same_dtype, shape_error
+from ._util import astype, check_kind, dtype_of, same_dtype, shape_error, small_floats_in_float32
 from .structural import broadcast_in_dim, dot_general, reduce_sum, transpose
 
 __all__ = [
@@ -599,3 +599,9 @@ def eig(a, compute_eigenvectors=True):
     differentiable (distinct ones); eigenvectors are not (as in JAX)."""
     out = bind(eig_p, a, compute_eigenvectors=bool(compute_eigenvectors))
     return out if compute_eigenvectors else out[0]
+
+
+# LAPACK has no 16-bit floats: float16 and bfloat16 matrices are factored in float32 and the
+# results rounded back (on NumPy; see lax._util.small_floats_in_float32).
+for _p in (solve_p, triangular_solve_p, cholesky_p, slogdet_p, eigh_p, svd_p, qr_p, eig_p):
+    _p.impl = small_floats_in_float32(_p.impl)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import Primitive, bind
+from ..core.avals import dtype_kind
 from . import elementwise as ew
 from ._batching import at_front, batch_size
 from ._util import dtype_of, normalize_axis, shape_error, to_operand
@@ -61,7 +62,7 @@ def _sort_jvp(primals, tangents, out, *, dimension, is_stable, num_keys):
 def _sort_vjp(ct, primals, out, active, *, dimension, is_stable, num_keys):
     idx = _sort_permutation(primals, dimension, num_keys)
     return tuple(scatter_add(ew.zeros_like(p), idx, c)
-                 if act and p.dtype.kind in "fc" else None
+                 if act and dtype_kind(p.dtype) in "fc" else None
                  for p, c, act in zip(primals, ct, active))
 
 
@@ -109,7 +110,7 @@ def top_k(x, k, *, axis=-1):
     """(values, int32 indices) of the k largest entries along `axis` (the last by default, as
     JAX's), largest first; ties go to the lower index. Values are differentiable (a gather)."""
     x = x if hasattr(x, "dtype") else np.asarray(x)
-    if x.dtype.kind not in "iuf":
+    if dtype_kind(x.dtype) not in "iuf":
         raise TypeError(f"top_k needs an integer or floating operand, got {x.dtype}")
     axis = normalize_axis(axis, x.ndim)
     k = int(k)

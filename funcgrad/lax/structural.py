@@ -10,11 +10,21 @@ import math
 
 import numpy as np
 
-from ..core import Primitive, ShapedArray, bind
+from ..core import Primitive, ShapedArray, bind, is_small_float
 from ..interpreters import ops as interpreter_ops
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_to_front
-from ._util import astype, check_kind, normalize_axis, same_dtype, shape_error, to_operand, weak
+from ._util import (
+    astype,
+    check_kind,
+    dtype_of,
+    normalize_axis,
+    same_dtype,
+    shape_error,
+    small_floats_in_float32,
+    to_operand,
+    weak,
+)
 
 slice_builtin = builtins.slice  # this module defines lax.slice
 
@@ -245,7 +255,8 @@ def _keep_dims_broadcast(ct, x_shape, axes):
 
 
 reduce_sum_p = _linear(Primitive(
-    "reduce_sum", impl=lambda xp, x, *, axes: xp.sum(x, axis=axes, dtype=x.dtype),
+    "reduce_sum",
+    impl=small_floats_in_float32(lambda xp, x, *, axes: xp.sum(x, axis=axes, dtype=x.dtype)),
     abstract_eval=_reduce_abstract("reduce_sum", "iufc"),
     vjp=lambda ct, primals, out, active, *, axes: (
         _keep_dims_broadcast(ct, primals[0].shape, axes),)),
@@ -301,7 +312,8 @@ def _prod_others(x, axes):
 
 
 reduce_prod_p = Primitive(
-    "reduce_prod", impl=lambda xp, x, *, axes: xp.prod(x, axis=axes, dtype=x.dtype),
+    "reduce_prod",
+    impl=small_floats_in_float32(lambda xp, x, *, axes: xp.prod(x, axis=axes, dtype=x.dtype)),
     abstract_eval=_reduce_abstract("reduce_prod", "iufc"), residuals="in",
     jvp=lambda primals, tangents, out, *, axes: reduce_sum(
         ew.mul(tangents[0], _prod_others(primals[0], axes)), axes),
@@ -381,8 +393,9 @@ argmin_p.batch = _arg_batch(argmin_p)
 
 def _dot_abstract(lhs, rhs, *, dimension_numbers, preferred_element_type=None):
     (lc, rc), (lb, rb) = dimension_numbers
-    dt = same_dtype("dot_general", (lhs, rhs))
     check_kind("dot_general", lhs, "iufc")
+    check_kind("dot_general", rhs, "iufc")
+    dt = _dot_dtype(lhs.dtype, rhs.dtype)
     if len(lc) != len(rc) or len(lb) != len(rb):
         raise shape_error("dot_general", f"bad dimension_numbers {dimension_numbers}")
     for a, b in list(zip(lc, rc)) + list(zip(lb, rb)):
@@ -394,6 +407,14 @@ def _dot_abstract(lhs, rhs, *, dimension_numbers, preferred_element_type=None):
     lfree = tuple(s for i, s in enumerate(lhs.shape) if i not in lc and i not in lb)
     rfree = tuple(s for i, s in enumerate(rhs.shape) if i not in rc and i not in rb)
     return ShapedArray(batch + lfree + rfree, preferred_element_type or dt, weak((lhs, rhs)))
+
+
+def _dot_dtype(a, b):
+    """The result dtype of a dot_general of operands of dtypes `a` and `b` (as in JAX, they may
+    differ: a float32 activation times a bfloat16 or int8 weight is float32, and the weight is
+    never converted as a whole in the program, so no converted copy is kept for the backward
+    pass)."""
+    return a if a == b else np.promote_types(a, b)
 
 
 @functools.lru_cache(maxsize=256)
@@ -561,7 +582,56 @@ def _dot_vjp(ct, primals, out, active, *, dimension_numbers, preferred_element_t
             _dot_transpose_rhs(ct, lhs, rhs, dimension_numbers) if active[1] else None)
 
 
-dot_general_p = Primitive("dot_general", impl=_dot_impl, abstract_eval=_dot_abstract,
+def _dot_impl_any_dtypes(xp, lhs, rhs, *, dimension_numbers, preferred_element_type=None):
+    """dot_general on operands of any dtypes: both are computed in their common dtype (widened
+    to preferred_element_type, so int8 products accumulate in int32 when asked), in float32 for
+    16-bit floats on NumPy (it has no BLAS for them), and the result is rounded once to the
+    output dtype. Only the operand being widened is copied, and only here, inside the call."""
+    lt, rt = dtype_of(lhs), dtype_of(rhs)
+    out = _dot_dtype(lt, rt)
+    work = out if preferred_element_type is None else np.promote_types(out, preferred_element_type)
+    out = preferred_element_type or out
+    if xp is np and is_small_float(work):
+        work = _F32
+    lhs = lhs if lt == work else astype(xp, lhs, work)
+    if rt != work and _tiled(lhs, rhs, dimension_numbers):
+        res = _dot_widening_rhs_by_tiles(xp, lhs, rhs, dimension_numbers[0][1][0], work)
+    else:
+        rhs = rhs if rt == work else astype(xp, rhs, work)
+        res = _dot_impl(xp, lhs, rhs, dimension_numbers=dimension_numbers)
+    return res if dtype_of(res) == out else astype(xp, res, out, copy=False)
+
+
+_F32 = np.dtype(np.float32)
+# A weight to widen (a bfloat16 or int8 matrix times float32 activations) larger than this many
+# elements is widened a tile of rows at a time (1 MiB of float32), never as a whole.
+DOT_TILE_ELEMENTS = 1 << 18
+
+
+def _tiled(lhs, rhs, dimension_numbers):
+    (lc, rc), (lb, rb) = dimension_numbers
+    return (not lb and rhs.ndim == 2 and len(lc) == 1 and lc[0] == lhs.ndim - 1
+            and lhs.ndim >= 1 and rhs.size > DOT_TILE_ELEMENTS)
+
+
+def _dot_widening_rhs_by_tiles(xp, lhs, rhs, rc, work):
+    """lhs (contracted on its last axis) times a 2-D rhs (contracted on axis rc) that must be
+    widened to `work`: rows r0:r1 of rhs are widened and multiplied at a time. rc = 0 sums
+    the partial products; rc = 1 fills a slice of the output's columns per tile."""
+    lead = lhs.shape[:-1]
+    x = xp.reshape(lhs, (-1, lhs.shape[-1]))
+    rows, cols = rhs.shape
+    step = max(1, DOT_TILE_ELEMENTS // max(cols, 1))
+    if rc == 0:
+        y = xp.zeros((x.shape[0], cols), work)
+        for r0 in range(0, rows, step):
+            y += x[:, r0:r0 + step] @ astype(xp, rhs[r0:r0 + step], work)
+    else:
+        y = xp.empty((x.shape[0], rows), work)
+        for r0 in range(0, rows, step):
+            y[:, r0:r0 + step] = x @ astype(xp, rhs[r0:r0 + step], work).T
+    return xp.reshape(y, lead + (y.shape[-1],))
+dot_general_p = Primitive("dot_general", impl=_dot_impl_any_dtypes, abstract_eval=_dot_abstract,
                           jvp=_dot_jvp, vjp=_dot_vjp, residuals="cross")
 
 

@@ -11,6 +11,7 @@ import operator
 import numpy as np
 
 from ..core import Tracer
+from ..core.avals import dtype_kind
 from . import elementwise as ew
 from ._util import to_operand
 from .conv import padtype_to_pads
@@ -35,7 +36,7 @@ def _identity(kind, dtype):
         return 0
     if kind == "mul":
         return 1
-    if dtype.kind == "f":
+    if dtype_kind(dtype) == "f":
         return -np.inf if kind == "max" else np.inf
     if dtype == np.bool_:
         return kind == "min"

@@ -28,10 +28,10 @@ from .layers import (
     activation,
     attention,
     dropout,
+    embed,
     layer_norm_fn,
     linear,
     merge_heads,
-    merged,
     split_heads,
     token_ids,
 )
@@ -174,9 +174,9 @@ def apply(params, input_ids, *, config, attention_mask=None, token_type_ids=None
         position_ids = fnp.arange(t, dtype=np.int32)[None]
     if token_type_ids is None:
         token_type_ids = fnp.zeros((1, t), np.int32)
-    x = (fnp.take(merged(emb["word_embeddings"]["weight"]), input_ids, axis=0)
-         + fnp.take(merged(emb["token_type_embeddings"]["weight"]), token_type_ids, axis=0)
-         + fnp.take(merged(emb["position_embeddings"]["weight"]), position_ids, axis=0))
+    x = (embed(emb["word_embeddings"]["weight"], input_ids)
+         + embed(emb["token_type_embeddings"]["weight"], token_type_ids)
+         + embed(emb["position_embeddings"]["weight"], position_ids))
     x = layer_norm_fn(x, emb["LayerNorm"]["weight"], emb["LayerNorm"]["bias"], eps)
     x = dropout(keys[0], x, hidden_p, drop)
     mask = None

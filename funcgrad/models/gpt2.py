@@ -21,17 +21,18 @@ import numpy as np
 
 from .. import numpy as fnp
 from .. import random
+from ..transforms.checkpoint import checkpoint
 from .layers import (
     ParamMaker,
     activation,
     attention,
     causal_mask,
     dropout,
+    embed,
     kv_cache_update,
     layer_norm_fn,
     linear,
     merge_heads,
-    merged,
     split_heads,
     token_ids,
 )
@@ -130,7 +131,7 @@ def init_cache(config, batch, length, dtype=np.float32):
 
 
 def apply(params, input_ids, *, config, attention_mask=None, position_ids=None, cache=None,
-          cache_index=0, training=False, key=None):
+          cache_index=0, training=False, key=None, remat=False):
     """Logits [B, T, vocab] (`GPT2LMHeadModel`) or the last hidden state [B, T, d] (`GPT2Model`)
     for integer `input_ids` [B, T].
 
@@ -138,7 +139,9 @@ def apply(params, input_ids, *, config, attention_mask=None, position_ids=None, 
     cache); position_ids [B, T] default to cache_index + 0..T-1 (as Hugging Face, also with
     padding). With a `cache` (from `init_cache`), the new keys and values are written at
     `cache_index` and `(output, new_cache)` is returned. `training=True` with a `key` turns on
-    dropout."""
+    dropout. `remat=True` recomputes each block's activations in the backward pass instead of
+    storing them (`fg.checkpoint` per block, as transformers' `gradient_checkpointing_enable`):
+    a backward pass then holds one block's activations at a time."""
     arch = architecture(config)
     base = params if arch == "GPT2Model" else params["transformer"]
     input_ids = token_ids(input_ids, "gpt2.apply")
@@ -156,8 +159,8 @@ def apply(params, input_ids, *, config, attention_mask=None, position_ids=None, 
             raise ValueError(f"gpt2: {t} tokens (or a cache of that length) exceed the model's "
                              f"{n_pos} positions (n_positions)")
         position_ids = (fnp.arange(t, dtype=np.int32) + cache_index)[None]
-    x = fnp.take(merged(base["wte"]["weight"]), input_ids, axis=0) + \
-        fnp.take(merged(base["wpe"]["weight"]), position_ids, axis=0)
+    x = embed(base["wte"]["weight"], input_ids) + \
+        embed(base["wpe"]["weight"], position_ids)
     x = dropout(keys[0], x, rate("embd_pdrop"), drop)
 
     s = t if cache is None else cache[0]["k"].shape[2]
@@ -173,25 +176,40 @@ def apply(params, input_ids, *, config, attention_mask=None, position_ids=None, 
             else 1.0
         if _get(config, "scale_attn_by_inverse_layer_idx"):
             scale /= i + 1
-        h = layer_norm_fn(x, blk["ln_1"]["weight"], blk["ln_1"]["bias"], eps)
-        a = blk["attn"]
-        qkv = linear(h, a["c_attn"]["weight"], a["c_attn"]["bias"], layout="in_out")
-        q, k, v = (split_heads(z, n_head) for z in fnp.split(qkv, 3, axis=-1))
-        if cache is not None:
-            c = kv_cache_update(cache[i], k, v, cache_index)
-            new_cache.append(c)
-            k, v = c["k"], c["v"]
-        h = merge_heads(attention(q, k, v, mask=mask, scale=scale,
-                                  dropout_rate=rate("attn_pdrop"), key=k_attn, training=drop))
-        h = linear(h, a["c_proj"]["weight"], a["c_proj"]["bias"], layout="in_out")
-        x = x + dropout(k_res1, h, rate("resid_pdrop"), drop)
-        m = blk["mlp"]
-        h = layer_norm_fn(x, blk["ln_2"]["weight"], blk["ln_2"]["bias"], eps)
-        h = act(linear(h, m["c_fc"]["weight"], m["c_fc"]["bias"], layout="in_out"))
-        h = linear(h, m["c_proj"]["weight"], m["c_proj"]["bias"], layout="in_out")
-        x = x + dropout(k_res2, h, rate("resid_pdrop"), drop)
+
+        def block(x, blk, mask, k_attn, k_res1, k_res2, i=i, scale=scale):
+            return _block(x, blk, mask, k_attn, k_res1, k_res2, i, scale, n_head, eps, act, rate,
+                          drop, cache, cache_index, new_cache)
+
+        if remat and cache is None:
+            x = checkpoint(block)(x, blk, mask, k_attn, k_res1, k_res2)
+        else:
+            x = block(x, blk, mask, k_attn, k_res1, k_res2)
     x = layer_norm_fn(x, base["ln_f"]["weight"], base["ln_f"]["bias"], eps)
     if arch == "GPT2LMHeadModel":
         head = params["lm_head"]["weight"] if "lm_head" in params else base["wte"]["weight"]
         x = linear(x, head)
     return x if cache is None else (x, new_cache)
+
+
+def _block(x, blk, mask, k_attn, k_res1, k_res2, i, scale, n_head, eps, act, rate, drop, cache,
+           cache_index, new_cache):
+    """One pre-norm transformer block (appends its keys and values to `new_cache`)."""
+    h = layer_norm_fn(x, blk["ln_1"]["weight"], blk["ln_1"]["bias"], eps)
+    a = blk["attn"]
+    qkv = linear(h, a["c_attn"]["weight"], a["c_attn"]["bias"], layout="in_out")
+    q, k, v = (split_heads(z, n_head) for z in fnp.split(qkv, 3, axis=-1))
+    if cache is not None:
+        c = kv_cache_update(cache[i], k, v, cache_index)
+        new_cache.append(c)
+        k, v = c["k"], c["v"]
+    h = merge_heads(attention(q, k, v, mask=mask, scale=scale,
+                              dropout_rate=rate("attn_pdrop"), key=k_attn, training=drop))
+    h = linear(h, a["c_proj"]["weight"], a["c_proj"]["bias"], layout="in_out")
+    x = x + dropout(k_res1, h, rate("resid_pdrop"), drop)
+    m = blk["mlp"]
+    h = layer_norm_fn(x, blk["ln_2"]["weight"], blk["ln_2"]["bias"], eps)
+    h = act(linear(h, m["c_fc"]["weight"], m["c_fc"]["bias"], layout="in_out"))
+    h = linear(h, m["c_proj"]["weight"], m["c_proj"]["bias"], layout="in_out")
+    x = x + dropout(k_res2, h, rate("resid_pdrop"), drop)
+    return x

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import functools
 import math
+from functools import partial
 from typing import Callable, NamedTuple
 
 import numpy as np
 
 from .. import initializers as inits
-from .. import lax, nn, random
+from .. import lax, nn, quant, random
 from .. import numpy as fnp
 from ..devices import inputs_on_default_backend
 from ..lora import AdaptedWeight
+from ..transforms.checkpoint import checkpoint
 
 __all__ = [
     "Layer", "dense", "mlp", "conv2d", "max_pool", "avg_pool", "layer_norm", "rms_norm",
@@ -28,7 +30,7 @@ __all__ = [
     # pieces of the pretrained families (gpt2, bert, llama)
     "ParamMaker", "ParamSpec", "merged", "token_ids", "linear", "layer_norm_fn", "rms_norm_fn",
     "activation", "causal_mask", "attention", "split_heads", "merge_heads", "kv_cache_update",
-    "rotary_cos_sin", "apply_rotary",
+    "rotary_cos_sin", "apply_rotary", "embed", "linear_cross_entropy",
 ]
 
 
@@ -79,8 +81,9 @@ def _dense_init(key, in_dim, out_dim, *, use_bias=True, w_init=None, b_init=init
 
 
 def _dense_apply(params, x):
-    """x @ w + b over the last axis of x."""
-    y = fnp.matmul(x, params["w"])
+    """x @ w + b over the last axis of x (w may be quantized: funcgrad.quant)."""
+    w = params["w"]
+    y = quant.linear(x, w, layout="in_out") if quant.is_quantized(w) else fnp.matmul(x, w)
     return y + params["b"] if "b" in params else y
 
 
@@ -178,7 +181,7 @@ def _pool(x, window, strides, padding, init_value, combine):
 def max_pool(x, window, strides=None, padding="VALID"):
     """Max over windows of NHWC `x`; strides default to the window (non-overlapping)."""
     x = fnp.asarray(x)
-    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    fill = -np.inf if fnp.issubdtype(x.dtype, fnp.floating) else np.iinfo(x.dtype).min
     return _pool(x, window, strides, padding, fill, fnp.maximum)
 
 
@@ -431,13 +434,22 @@ def token_ids(input_ids, who):
 
 def merged(w):
     """The array a weight stands for: W itself, or W + scale * B @ A for a `lora.AdaptedWeight`
-    (used where a weight is not multiplied by `linear`, e.g. an embedding table)."""
+    (used where a weight is not multiplied by `linear`, e.g. an embedding table); a quantized
+    weight is dequantized whole (`embed` gathers rows of one without that)."""
     if not isinstance(w, AdaptedWeight):
-        return w
+        return quant.dequantize(w)
     ad = w.adapter
     dt = w.weight.dtype
     a, b = fnp.asarray(ad.a).astype(dt), fnp.asarray(ad.b).astype(dt)
-    return w.weight + ad.scale * fnp.matmul(b, a)
+    return quant.dequantize(w.weight) + ad.scale * fnp.matmul(b, a)
+
+
+def embed(table, ids):
+    """Rows `ids` of an embedding table [vocab, d]: `fnp.take`, only the gathered rows of a
+    quantized table dequantized (funcgrad.quant.take), an adapted table merged first."""
+    if isinstance(table, AdaptedWeight):
+        table = merged(table)
+    return quant.take(table, ids, axis=0)
 
 
 def linear(x, weight, bias=None, *, layout="out_in"):
@@ -459,12 +471,50 @@ def linear(x, weight, bias=None, *, layout="out_in"):
     contract = 1 if layout == "out_in" else 0
     if layout not in ("out_in", "in_out"):
         raise ValueError(f"linear: layout must be 'out_in' or 'in_out', got {layout!r}")
+    if quant.is_quantized(weight):  # dequantized tile by tile inside the matmul
+        return quant.linear(x, weight, bias, layout=layout)
     if x.shape[-1] != weight.shape[contract]:
         raise ValueError(f"linear: input of shape {tuple(x.shape)} does not fit a weight of "
                          f"shape {tuple(weight.shape)} (layout {layout!r}: "
                          f"{'[out, in]' if contract else '[in, out]'})")
     y = lax.dot_general(x, weight, (((x.ndim - 1,), (contract,)), ((), ())))
     return y if bias is None else y + bias
+
+
+def linear_cross_entropy(h, weight, labels, *, tile_rows=2048):
+    """Per-token cross-entropy `logsumexp(h W^T) - (h W^T)[label]` of an output layer W stored
+    [vocab, d] (an LM head, or a tied embedding table; plain, 16-bit or quantized), without the
+    [tokens, vocab] logits: the vocabulary is visited `tile_rows` rows of W at a time with a
+    running logsumexp, each step under `checkpoint`, so the backward pass recomputes one tile at
+    a time (and a quantized W is dequantized once per tile and pass). h [..., d], integer labels
+    [...] -> float32 losses [...]. As Liger-Kernel's fused linear cross-entropy, this takes the
+    largest activation of a language model's training step out of memory."""
+    lead = tuple(h.shape[:-1])
+    h32 = fnp.asarray(fnp.reshape(h, (-1, h.shape[-1])), np.float32)
+    labels = fnp.reshape(fnp.asarray(labels), (-1,))
+    carry = None
+    n = weight.shape[0]
+    for r0 in range(0, n, tile_rows):
+        r1 = min(n, r0 + tile_rows)
+        step = checkpoint(partial(_lce_tile, r0=r0, r1=r1, first=carry is None))
+        carry = step(h32, quant.rows(weight, r0, r1), labels, carry)
+    m, s, picked = carry
+    return fnp.reshape(m + fnp.log(s) - picked, lead)
+
+
+def _lce_tile(h32, w, labels, carry, *, r0, r1, first):
+    """One vocabulary tile: the running (max, sum of exp, label logit) updated with its logits."""
+    z = h32 @ fnp.asarray(quant.dequantize(w), np.float32).T     # [N, tile] logits
+    zmax = lax.stop_gradient(fnp.max(z, axis=1))  # a shift: the result does not depend on it
+    inside = fnp.logical_and(labels >= r0, labels < r1)
+    idx = fnp.clip(labels - r0, 0, r1 - r0 - 1)
+    hit = fnp.where(inside, fnp.take_along_axis(z, idx[:, None], axis=1)[:, 0], 0.0)
+    if first:
+        return zmax, fnp.sum(fnp.exp(z - zmax[:, None]), axis=1), hit
+    m, s, picked = carry
+    new = fnp.maximum(m, zmax)
+    s = s * fnp.exp(m - new) + fnp.sum(fnp.exp(z - new[:, None]), axis=1)
+    return new, s, picked + hit
 
 
 def layer_norm_fn(x, weight, bias, eps):

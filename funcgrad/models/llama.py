@@ -29,10 +29,10 @@ from .layers import (
     activation,
     attention,
     causal_mask,
+    embed,
     kv_cache_update,
     linear,
     merge_heads,
-    merged,
     rms_norm_fn,
     rotary_cos_sin,
     split_heads,
@@ -214,7 +214,7 @@ def apply(params, input_ids, *, config, attention_mask=None, position_ids=None, 
     keys = list(random.split(key, n_layer)) if drop else [None] * n_layer
     rate = _get(config, "attention_dropout") if drop else 0.0
 
-    x = fnp.take(merged(base["embed_tokens"]["weight"]), input_ids, axis=0)
+    x = embed(base["embed_tokens"]["weight"], input_ids)
     if position_ids is None:
         position_ids = (fnp.arange(t, dtype=np.int32) + cache_index)[None]
     cos, sin = rotary_cos_sin(position_ids, rope_inv_freq(config), x.dtype)

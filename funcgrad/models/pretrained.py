@@ -18,10 +18,16 @@ mean what they mean for the checkpoint. A tied output layer (GPT-2's `lm_head`, 
 is not duplicated in the tree.
 
 Dtypes: `dtype=None` keeps float32 and float64 tensors as stored and loads 16-bit floats
-(float16, bfloat16) as float32, because funcgrad computes bfloat16 not at all yet and float16
-only slowly on the CPU (mixed precision is issue 21's); the model remembers the stored dtype and
-`save` writes that dtype again. `dtype=np.float16` (or float32, float64) casts every float
-tensor on load.
+(float16, bfloat16) as float32, which NumPy computes fastest; the model remembers the stored
+dtype and `save` writes that dtype again. `dtype="bfloat16"` (or float16, float32, float64)
+casts every float tensor on load: 16-bit weights halve the memory, and their matmuls run in
+float32 tile by tile (see funcgrad.mixed_precision).
+
+Quantized loading (QLoRA): `load(path, quantize="nf4")` (or "int8") quantizes the weights of
+the blocks' linear layers (or those `mask` selects) one tensor at a time as it reads them, so
+a float copy of the whole model is never in memory (`funcgrad.quant`); LoRA adapters then train
+in float32 on top (`lora.init(key, model.params, mask)`), and `save` (after `lora.merge`)
+writes a float checkpoint.
 
 Families: one module each (`gpt2`, `bert`, `llama` with its Mistral and Qwen2 variants),
 holding its checkpoint names beside its math: `ARCHITECTURES` ({model_type: Hugging Face class
@@ -43,7 +49,7 @@ import re
 
 import numpy as np
 
-from .. import io, random
+from .. import io, quant, random
 from .. import numpy as fnp
 from .. import tree_util as tu
 from ..devices import default_backend, device_put
@@ -222,13 +228,17 @@ def _weight_files(folder):
     raise CheckpointError(f"{folder}: no {WEIGHTS} or {INDEX}.{hint}")
 
 
-def _read_weights(folder):
+def _read_weights(folder, lazy=False):
     files, weight_map = _weight_files(folder)
     tensors, origin = {}, {}
     for path in files:
         if not os.path.exists(path):
             raise CheckpointError(f"{path}: missing (listed in {INDEX})")
-        part = io.load_safetensors(path)
+        if lazy:
+            infos, _ = io.read_safetensors_header(path)
+            part = {name: _LazyTensor(path, name, info) for name, info in infos.items()}
+        else:
+            part = io.load_safetensors(path)
         for name, a in part.items():
             if name in tensors:
                 raise CheckpointError(f"{path}: tensor {name!r} is also in {origin[name]}")
@@ -283,8 +293,16 @@ def _check_against(tensors, expected, family, config, where, switching):
     return [n for n in expected if n not in tensors]
 
 
-def load(path, *, dtype=None, architecture=None, key=None, config_updates=None):
+def load(path, *, dtype=None, architecture=None, key=None, config_updates=None, quantize=None,
+         mask=None):
     """The model in the Hugging Face folder `path`, with its parameters.
+
+    quantize: None, "nf4" (QLoRA's 4-bit NormalFloat, blocks of 64, double quantization) or
+    "int8" (per output channel): the leaves `mask` selects become `funcgrad.quant` arrays,
+    each tensor quantized as it is read. `mask`: a bool tree (or prefix) over the parameter tree,
+    or a callable of it (it sees ShapedArray leaves); by default the linear layers' weights
+    inside the base model (embeddings, norms, biases and the output head stay in `dtype`, as
+    bitsandbytes leaves `lm_head`).
 
     dtype: None keeps float32/float64 tensors and loads float16/bfloat16 ones as float32 (see
     the module docstring; `save` writes the stored dtype back); a float dtype casts every float
@@ -321,9 +339,12 @@ def load(path, *, dtype=None, architecture=None, key=None, config_updates=None):
         raise CheckpointError(f"{os.path.join(folder, CONFIG)}: architecture {arch!r} is not "
                               f"supported for model_type {config['model_type']!r}; "
                               f"supported: {list(archs)}")
-    tensors, _ = _read_weights(folder)
+    if quantize not in (None, "nf4", "int8"):
+        raise ValueError(f"pretrained.load: quantize must be None, 'nf4' or 'int8', got "
+                         f"{quantize!r}")
+    tensors, _ = _read_weights(folder, lazy=quantize is not None)
     return _build(family, config, tensors, dtype=dtype, key=key,
-                  switching=arch != stored_arch, where=folder)
+                  switching=arch != stored_arch, where=folder, quantize=quantize, mask=mask)
 
 
 def from_tensors(config, tensors, *, dtype=None):
@@ -335,7 +356,7 @@ def from_tensors(config, tensors, *, dtype=None):
                   where="from_tensors")
 
 
-def _build(family, config, tensors, *, dtype, key, switching, where):
+def _build(family, config, tensors, *, dtype, key, switching, where, quantize=None, mask=None):
     """The Model of `config` with parameters from `tensors` (see `load`)."""
     arch = family.architecture(config)
     template = _eval_init(family, config)
@@ -348,28 +369,70 @@ def _build(family, config, tensors, *, dtype, key, switching, where):
         target = np.dtype(np.float32) if stored_dtype.itemsize < 4 else stored_dtype
     else:
         target = _as_dtype(dtype)
-        if target.name == "bfloat16":
-            raise ValueError("pretrained.load: dtype=bfloat16 is not computable by funcgrad "
-                             "yet; load with dtype=None (bfloat16 weights become float32 and "
-                             "save writes them back as bfloat16)")
     if missing and not switching:
         raise CheckpointError(
             f"{where}: tensor {missing[0]!r} (and {len(missing) - 1} more) is missing for "
             f"{arch}; the files hold {len(tensors)} tensors (e.g. {sorted(tensors)[:3]})")
     fresh = _fresh(family, config, missing, key, target) if missing else {}
+    quantized = _quantized_names(family, config, template, quantize, mask)
 
     def fill(path, spec):
         name = tu.path_to_str(path, ".")
         if name not in tensors:
-            return fresh[name]
-        a = tensors[name]
-        if _is_float(a.dtype) and a.dtype != target:
-            a = a.astype(target)
+            a = fresh[name]
+        else:
+            a = tensors[name]
+            if isinstance(a, _LazyTensor):
+                a = a.load()
+            if _is_float(a.dtype) and a.dtype != target:
+                a = a.astype(target)
+        if name in quantized:
+            layout = family.weight_layout(name)
+            a = quant.quantize_nf4(a, dtype=target) if quantize == "nf4" else \
+                quant.quantize_int8(a, axis=1 if layout == "in_out" else 0, dtype=target)
         return a
 
     params = tu.tree_map_with_path(fill, template)
     return Model(config, _placed(params),
                  save_dtype=stored_dtype if dtype is None else target)
+
+
+def _quantized_names(family, config, template, quantize, mask):
+    """The dotted names of the tensors `load(quantize=...)` quantizes (see `load`)."""
+    if quantize is None:
+        return set()
+    pairs = tu.tree_flatten_with_path(template)[0]
+    names = [tu.path_to_str(p, ".") for p, _ in pairs]
+    if mask is None:
+        prefix = family.BASE_PREFIX + "."
+        head = family.architecture(config) not in _BASE_ARCHITECTURES
+        return {n for n, (_, x) in zip(names, pairs)
+                if family.weight_layout(n) in ("in_out", "out_in") and len(x.shape) == 2
+                and (n.startswith(prefix) or not head)}
+    from .. import masks
+    on = masks.leaf_mask(mask, template, "pretrained.load(mask=...)")
+    chosen = {n for n, m in zip(names, on) if m}
+    for n, (_, x) in zip(names, pairs):
+        if n in chosen and (len(x.shape) < 1 or not _is_float(x.dtype)):
+            raise ValueError(f"pretrained.load: mask selects {n!r} of shape {x.shape}; only "
+                             "floating weights can be quantized")
+    return chosen
+
+
+_BASE_ARCHITECTURES = {"GPT2Model", "BertModel", "LlamaModel", "MistralModel", "Qwen2Model"}
+
+
+class _LazyTensor:
+    """A tensor of a safetensors file, read when `load()` is called (its shape and dtype come
+    from the header): quantized loading reads and quantizes one tensor at a time."""
+
+    def __init__(self, path, name, info):
+        self.path, self.name = path, name
+        self.shape = tuple(info.shape)
+        self.dtype = info.numpy_dtype
+
+    def load(self):
+        return io.load_safetensors(self.path, [self.name])[self.name]
 
 
 def _fresh(family, config, names, key, dtype):
@@ -417,6 +480,7 @@ def save(path, model, params, *, dtype=None, max_shard_size="5GB"):
     os.makedirs(folder, exist_ok=True)
     family, config = model._family, dict(model.config)
     expected = _expected(family, config)
+    params = quant.dequantize_tree(params)  # quantized weights are written as floats
     pairs = tu.tree_flatten_with_path(params)[0]
     names = {tu.path_to_str(p, "."): x for p, x in pairs}
     for name in names:

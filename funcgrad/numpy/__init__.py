@@ -118,3 +118,12 @@ from ._polynomial import *  # noqa: E402, F403
 from ._setops import *  # noqa: E402, F403
 from ._signal import *  # noqa: E402, F403
 from ._vectorize import *  # noqa: E402, F403
+
+
+def __getattr__(name):
+    # fnp.bfloat16 (as jnp.bfloat16): ml_dtypes' type, imported on first use (it takes most of a
+    # second to import, and most programs never need it).
+    if name == "bfloat16":
+        import ml_dtypes
+        return ml_dtypes.bfloat16
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import lax
 from ..core import user_line
-from ..core.avals import PY_SCALARS
+from ..core.avals import PY_SCALARS, dtype_kind
 from ._complex import extremum
 from ._core import (
     as_inexact,
@@ -258,10 +258,10 @@ def power(x, y, /):
             x = convert(x, np.int8)
         if x.dtype.kind in "iu" and y < 0:
             raise ValueError("Integers to negative integer powers are not allowed.")
-        if x.dtype.kind in "fciu" and (x.dtype.kind not in "iu" or y >= 0):
+        if dtype_kind(x.dtype) in "fciu" and (dtype_kind(x.dtype) not in "iu" or y >= 0):
             return lax.integer_pow(x, y)
     x, y = _int_operands(x, y)
-    if x.dtype.kind in "fc":
+    if dtype_kind(x.dtype) in "fc":
         return lax.pow(x, y)
     top = None
     if type(y) is np.ndarray:
@@ -349,7 +349,7 @@ def minimum(x1, x2, /):
 def _nan_ignoring(fn):
     def f(x1, x2, /):
         x, y = promote2(x1, x2)
-        if x.dtype.kind not in "fc":
+        if dtype_kind(x.dtype) not in "fc":
             return fn(x, y)
         x, y, _ = broadcast_pair(x, y)
         out = fn(x, y)

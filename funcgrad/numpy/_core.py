@@ -15,7 +15,7 @@ import numpy as np
 from .. import lax
 from ..core import Tracer, check_dtype, user_line
 from ..core import placement as _placement
-from ..core.avals import PY_SCALARS
+from ..core.avals import PY_SCALARS, dtype_kind
 
 _WEAK_STANDIN = {"b": False, "i": 0, "u": 0, "f": 0.0, "c": 0j}
 
@@ -29,7 +29,7 @@ def _promotion_item(x):
     if t in PY_SCALARS:
         return x
     if t is Tracer:
-        return _WEAK_STANDIN[x.dtype.kind] if x.aval.weak_type else x.dtype
+        return _WEAK_STANDIN[dtype_kind(x.dtype)] if x.aval.weak_type else x.dtype
     if t is np.ndarray or t is np.dtype:
         return x if t is np.dtype else x.dtype
     if isinstance(x, (type, str, np.dtype)):
@@ -52,7 +52,7 @@ def result_type(*args):
 def inexact_dtype(dtype):
     """The float dtype NumPy computes a float function of `dtype` in (int32 -> float64, ...)."""
     dtype = np.dtype(dtype)
-    return dtype if dtype.kind in "fc" else np.result_type(dtype, np.float16)
+    return dtype if dtype_kind(dtype) in "fc" else np.result_type(dtype, np.float16)
 
 
 def asarray(x, dtype=None):
@@ -246,7 +246,7 @@ def const_like(value, like):
 
 def as_inexact(x):
     t = type(x)
-    if (t is Tracer or t is np.ndarray) and x.dtype.kind in "fc":  # the common case, fast
+    if (t is Tracer or t is np.ndarray) and dtype_kind(x.dtype) in "fc":  # the common case, fast
         return x
     x = asarray(x)
     return convert(x, inexact_dtype(x.dtype))

@@ -37,7 +37,7 @@ dtype, generic, number, integer, signedinteger, unsignedinteger = (
     np.dtype, np.generic, np.number, np.integer, np.signedinteger, np.unsignedinteger)
 inexact, floating, complexfloating = np.inexact, np.floating, np.complexfloating
 ndarray = np.ndarray
-issubdtype, isdtype, isscalar = np.issubdtype, np.isdtype, np.isscalar
+isscalar = np.isscalar
 # Dtype aliases NumPy 2 has (object_ is left out: funcgrad arrays hold numbers only).
 bool = np.bool_  # noqa: A001 (NumPy's name)
 uint = np.uint
@@ -50,6 +50,35 @@ _CONSTANTS = ["pi", "e", "inf", "nan", "euler_gamma", "newaxis", "bool_", "int8"
               "unsignedinteger", "inexact", "floating", "complexfloating", "ndarray",
               "issubdtype", "isdtype", "isscalar", "bool", "uint", "cdouble",
               "csingle"]
+
+
+def _is_bfloat16(x):
+    """Whether `x` (a dtype, scalar type or name) is ml_dtypes' bfloat16, without importing it."""
+    if isinstance(x, str):
+        return x == "bfloat16"
+    return getattr(x, "__name__", None) == "bfloat16" or (
+        isinstance(x, np.dtype) and x.name == "bfloat16")
+
+
+_BFLOAT16_SUPERTYPES = (np.floating, np.inexact, np.number, np.generic)
+
+
+def issubdtype(arg1, arg2):
+    """np.issubdtype, with bfloat16 a floating type (as jnp.issubdtype): NumPy files ml_dtypes'
+    types under np.generic only."""
+    if _is_bfloat16(arg1):
+        return _is_bfloat16(arg2) or arg2 in _BFLOAT16_SUPERTYPES
+    if _is_bfloat16(arg2):
+        return False
+    return np.issubdtype(arg1, arg2)
+
+
+def isdtype(dtype, kind):
+    """np.isdtype, with bfloat16 a "real floating" dtype (as jnp.isdtype)."""
+    if _is_bfloat16(dtype):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        return any(k in ("real floating", "numeric") or _is_bfloat16(k) for k in kinds)
+    return np.isdtype(dtype, kind)
 
 
 def _new(x, like=None):

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import lax
 from ..core import ConcretizationError, Tracer, device_namespace, to_host, user_line
+from ..core.avals import dtype_kind
 from ._core import asarray, broadcast_shapes, broadcast_to
 
 INDEX = np.dtype(np.int64)  # NumPy's intp on 64-bit platforms
@@ -417,7 +418,7 @@ class _IndexUpdateRef:
 
     def divide(self, values, *, indices_are_sorted=False, unique_indices=False, mode=None):
         x = asarray(self.array)
-        if x.dtype.kind not in "fc":
+        if dtype_kind(x.dtype) not in "fc":
             raise TypeError(f"x.at[].divide needs a floating array, got {x.dtype}{user_line()}")
         recip = lax.div(np.ones((), x.dtype), asarray(values, x.dtype))
         return self._apply_update(recip, "mul", mode)

@@ -8,6 +8,7 @@ import operator
 
 import numpy as np
 
+from ..core.avals import dtype_kind
 from ._arithmetic import add, multiply, subtract, true_divide
 from ._core import asarray, convert
 from ._creation import zeros, zeros_like
@@ -98,7 +99,7 @@ def poly(seq_of_zeros):
     if z.ndim != 1:
         raise NotImplementedError("poly: only a 1-D sequence of roots is supported (no matrix "
                                   "argument: funcgrad.numpy.linalg has no eigvals).")
-    if z.dtype.kind not in "fc":
+    if dtype_kind(z.dtype) not in "fc":
         z = convert(z, np.float64)
     if z.shape[0] == 0:
         return 1.0

@@ -7,7 +7,8 @@ import builtins
 import numpy as np
 
 from .. import lax
-from ..core import user_line
+from ..core import Tracer, user_line
+from ..core.avals import dtype_kind
 from ._arithmetic import multiply, negative, subtract
 from ._core import (
     asarray,
@@ -25,10 +26,18 @@ def _product_operands(a, b):
     """a and b as arrays of their common dtype; booleans are multiplied as integers."""
     x, y = asarray(a), asarray(b)
     dt = x.dtype if type(x) is type(y) is np.ndarray and x.dtype == y.dtype else result_type(x, y)
+    if x.dtype != y.dtype and _mixed_floats_ok(x, y, dt):
+        # dot_general takes both as they are and widens the narrower one inside the call only
+        # (tile by tile): a float32 activation times a bfloat16 weight keeps no converted copy
+        return x, y, dt
     work = np.dtype(np.int64) if dt.kind == "b" else dt
     return convert(x, work), convert(y, work), dt
 
 
+def _mixed_floats_ok(x, y, dt):
+    weak = any(type(v) is Tracer and v.aval.weak_type for v in (x, y))
+    return (not weak and dtype_kind(x.dtype) == "f" and dtype_kind(y.dtype) == "f"
+            and dt == np.promote_types(x.dtype, y.dtype))
 def _conj(x):
     return lax.conj(x) if x.dtype.kind == "c" else x
 

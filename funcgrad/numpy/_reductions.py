@@ -14,7 +14,8 @@ import math
 import numpy as np
 
 from .. import lax
-from ..core import Tracer, to_host, user_line
+from ..core import Tracer, check_dtype, is_small_float, to_host, user_line
+from ..core.avals import dtype_kind
 from ._core import (
     asarray,
     broadcast_to,
@@ -195,12 +196,13 @@ def ptp(a, axis=None, out=None, keepdims=False):
 
 
 def _mean_dtypes(x, dtype):
-    """(dtype to accumulate in, dtype of the result) for mean/var: float16 sums in float32."""
+    """(dtype to accumulate in, dtype of the result) for mean/var: 16-bit floats sum in
+    float32."""
     if dtype is not None:
-        dt = np.dtype(dtype)
-        return (np.dtype(np.float32) if dt == np.float16 else dt), dt
+        dt = check_dtype(dtype)
+        return (np.dtype(np.float32) if is_small_float(dt) else dt), dt
     dt = np.dtype(np.float64) if x.dtype.kind in "biu" else x.dtype
-    return (np.dtype(np.float32) if dt == np.float16 else dt), dt
+    return (np.dtype(np.float32) if is_small_float(dt) else dt), dt
 
 
 def _count_where(x, axes, where, dt, keepdims=True):
@@ -342,7 +344,7 @@ def average(a, axis=None, weights=None, returned=False, *, keepdims=False):
 
 def _nan_replaced(a, fill):
     x = asarray(a)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         return x
     return lax.select_n(lax.ne(x, x), x, lax.full(x.shape, fill, x.dtype))
 
@@ -360,7 +362,7 @@ def nanprod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, wh
 def _nan_extremum(name, fn, fill):
     def f(a, axis=None, out=None, keepdims=False, initial=None, where=None):
         x = asarray(a)
-        if x.dtype.kind not in "fc":
+        if dtype_kind(x.dtype) not in "fc":
             return fn(x, axis, out, keepdims, initial, where)
         res = fn(_nan_replaced(x, fill), axis, out, keepdims, initial, where)
         # All-nan slices give nan, as NumPy (which also warns).
@@ -398,7 +400,7 @@ def _not_nan_count(x, axis, keepdims, dt):
 def nanmean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=None):
     """mean over the elements that are not nan."""
     x = asarray(a)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         return mean(x, axis, dtype, out, keepdims, where=where)
     acc, dt = _mean_dtypes(x, dtype)
     s = sum(_nan_replaced(x, 0), axis, dtype=acc, keepdims=keepdims, where=where)
@@ -416,7 +418,7 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
            mean=None, correction=None):
     """var over the elements that are not nan."""
     x = asarray(a)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         return var(x, axis, dtype, out, ddof, keepdims, where=where, correction=correction)
     if correction is not None:
         ddof = correction
@@ -445,7 +447,7 @@ def _cumulative(name, lax_name, fill=None):
     def f(a, axis=None, dtype=None, out=None):
         _no_out(out, name)
         x = asarray(a)
-        if fill is not None and x.dtype.kind in "fc":
+        if fill is not None and dtype_kind(x.dtype) in "fc":
             x = _nan_replaced(x, fill)
         if axis is None:
             x = lax.reshape(x, (x.size,))

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import lax
 from ..core import Tracer
+from ..core.avals import dtype_kind
 from ._arithmetic import clip as _clip
 from ._arithmetic import subtract
 from ._classification import isnan
@@ -73,7 +74,7 @@ def _sorted_groups(flat, equal_nan):
     if n == 0:
         return s, perm, lax.full((0,), True, np.bool_)
     neq = not_equal(s[1:], s[:-1])
-    if equal_nan and flat.dtype.kind in "fc":
+    if equal_nan and dtype_kind(flat.dtype) in "fc":
         neq = lax.bitwise_and(neq, logical_not(lax.bitwise_and(isnan(s[1:]), isnan(s[:-1]))))
     return s, perm, concatenate([np.ones((1,), np.bool_), neq])
 

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .. import lax
+from ..core.avals import dtype_kind
 from ._arithmetic import add, multiply, subtract, true_divide
 from ._arithmetic import clip as _clip
 from ._classification import isnan
@@ -43,7 +44,7 @@ __all__ = [
 def _sort_lt(x, y, inclusive):
     """x < y (or x <= y) in NumPy's sort order, where NaN is larger than every number."""
     base = lax.le(x, y) if inclusive else lax.lt(x, y)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         return base
     y_nan = lax.ne(y, y)
     x_nan = lax.ne(x, x)
@@ -168,7 +169,7 @@ def _nanquantile(a, qs, q_item, axis, out, method, keepdims, weights, name, medi
     if out is not None:
         raise TypeError(f"{name}: out= is not supported (arrays are immutable)")
     x = asarray(a)
-    if x.dtype.kind not in "fc":
+    if dtype_kind(x.dtype) not in "fc":
         return quantile(x, qs, axis, method=method, keepdims=keepdims, weights=weights)
     if weights is not None or method != "linear":
         raise NotImplementedError(f"{name} supports method='linear' without weights only.")

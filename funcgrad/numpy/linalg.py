@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import lax
-from ..core import ConcretizationError, Tracer, user_line
+from ..core import ConcretizationError, Tracer, is_small_float, user_line
 from ..lax import linalg as lax_linalg
 from ._core import asarray, broadcast_shapes, broadcast_to, inexact_dtype, result_type
 
@@ -77,7 +77,7 @@ def _float(x, what, min_ndim=2, square=False):
         raise LinAlgError(f"Last 2 dimensions of the array must be square ({what} got shape "
                           f"{tuple(x.shape)}){user_line()}")
     out_dtype = inexact_dtype(x.dtype)
-    work = np.dtype(np.float32) if out_dtype == np.float16 else out_dtype
+    work = np.dtype(np.float32) if is_small_float(out_dtype) else out_dtype
     if x.dtype != work:
         x = lax.convert_element_type(x, work)
     return x, out_dtype
@@ -152,7 +152,7 @@ def solve(a, b):
     a, dt_a = _float(a, "solve", square=True)
     b = asarray(b)
     dtype = inexact_dtype(result_type(a, b))
-    dtype = dtype if dtype != np.float16 else np.dtype(np.float32)
+    dtype = dtype if not is_small_float(dtype) else np.dtype(np.float32)
     a = lax.convert_element_type(a, dtype) if a.dtype != dtype else a
     b = lax.convert_element_type(b, dtype) if b.dtype != dtype else b
     n = a.shape[-1]

@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import lax
 from .. import numpy as fnp
+from ..core.avals import dtype_kind
 from ..lax.custom_derivatives import custom_jvp
 
 __all__ = ["gammaln", "digamma", "polygamma"]
@@ -42,7 +43,7 @@ def _float(x):
     x = fnp.asarray(x)
     if x.dtype.kind in "biu":
         x = lax.convert_element_type(x, np.float64)
-    if x.dtype.kind != "f":
+    if dtype_kind(x.dtype) != "f":
         raise TypeError(f"expected a real floating (or integer) input, got {x.dtype}")
     return x
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 from ..core import Tracer, as_value, user_line
+from ..core.avals import dtype_kind
 from ..interpreters.programs import aval_of
 
 
@@ -54,22 +55,23 @@ def check_grad_input(fun, i, leaf, path, transform, holomorphic=False, complex_o
     (reverse mode does; jacfwd only with holomorphic=True, as in JAX), and complex alone when
     `holomorphic` promises a holomorphic function."""
     dtype = aval_of(as_value(leaf)).dtype
-    if dtype.kind in "fc" and not holomorphic and (complex_ok or dtype.kind == "f"):
+    kind = dtype_kind(dtype)
+    if kind in "fc" and not holomorphic and (complex_ok or kind == "f"):
         return  # the common case, without building a message (inspect.signature is slow)
     where = f" at {path}" if path else ""
     what = f"{arg_name(fun, i)}{where} of {fun_name(fun)}"
-    if holomorphic and dtype.kind != "c":
+    if holomorphic and kind != "c":
         raise TypeError(
             f"{transform} with holomorphic=True requires inputs with complex dtype, but {what} "
             f"has dtype {dtype}{user_line()}. Convert it with x.astype(np.complex64), or drop "
             "holomorphic=True for a real-valued input.")
-    if dtype.kind == "c" and not complex_ok and not holomorphic:
+    if kind == "c" and not complex_ok and not holomorphic:
         raise TypeError(
             f"{transform} requires real-valued inputs, but {what} has dtype {dtype}"
             f"{user_line()}. For holomorphic differentiation, pass holomorphic=True. For "
             "differentiation of non-holomorphic functions involving complex inputs, use fg.jvp "
             "directly.")
-    if dtype.kind not in "fc":
+    if kind not in "fc":
         raise TypeError(
             f"{transform} requires real- or complex-valued (floating point) inputs, but "
             f"{what} has dtype {dtype}{user_line()}. "

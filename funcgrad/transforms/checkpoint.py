@@ -18,7 +18,7 @@ import functools
 import numpy as np
 
 from .. import tree_util
-from ..core import Tracer, as_value, bind, get_aval, new_trace, user_source_info
+from ..core import Tracer, as_value, bind, get_aval, is_float, new_trace, user_source_info
 from ..interpreters import programs
 from ..interpreters.reverse import GradTrace
 from ..lax.remat import checkpoint_name, remat_p  # noqa: F401
@@ -166,7 +166,7 @@ def saved_residuals(fun, *args, **kwargs):
     flat, in_tree = tree_util.tree_flatten(args)
     paths = [tree_util.keystr(p) for p, _ in tree_util.tree_flatten_with_path(args)[0]]
     with new_trace(_SourceGradTrace) as trace:
-        tracers = [trace.new_arg(x, get_aval(as_value(x)).dtype.kind in "fc") for x in flat]
+        tracers = [trace.new_arg(x, is_float(get_aval(as_value(x)).dtype)) for x in flat]
         fun(*tree_util.tree_unflatten(in_tree, tracers), **kwargs)
     arg_ids = {id(t.val): p for t, p in zip(tracers, paths)}
     sources = trace.sources

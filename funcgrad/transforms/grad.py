@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import tree_util
 from ..core import as_value, device_namespace, user_line
+from ..core.avals import dtype_kind, is_float
 from ..interpreters.programs import aval_of
 from ..interpreters.reverse import trace_vjp
 from ..lax import reshape, stop_gradient, stop_gradient_p  # noqa: F401 (re-exported)
@@ -28,7 +29,7 @@ from .vmap import vmap
 
 def _check_cotangent(ct, out, path):
     ca, oa = aval_of(as_value(ct)), aval_of(out)
-    if ca.shape != oa.shape or (ca.dtype != oa.dtype and oa.dtype.kind in "fc"):
+    if ca.shape != oa.shape or (ca.dtype != oa.dtype and dtype_kind(oa.dtype) in "fc"):
         raise ValueError(f"vjp_fn: the cotangent at {path or 'the output'} must have the output's "
                          f"shape and dtype {oa.str_short()}, got {ca.str_short()}{user_line()}.")
 
@@ -47,7 +48,7 @@ def vjp(fun, *primals, has_aux=False, holomorphic=False):
         for i, p in enumerate(primals):
             for path, leaf in tree_util.tree_flatten_with_path(p)[0]:
                 check_grad_input(fun, i, leaf, tree_util.keystr(path), "vjp", holomorphic=True)
-    active = [aval_of(as_value(x)).dtype.kind in "fc" for x in flat]
+    active = [is_float(aval_of(as_value(x)).dtype) for x in flat]
     out_vals, out_tree, aux, backward, in_tree = trace_vjp(fun, primals, active, has_aux)
     if holomorphic:
         for o in out_vals:
@@ -110,7 +111,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, holomorphic=False, allow_int=F
             for (path, leaf), on in zip(tree_util.tree_flatten_with_path(a)[0], leaf_mask):
                 if on and (not allow_int or holomorphic):
                     check_grad_input(fun, i, leaf, tree_util.keystr(path), "grad", holomorphic)
-                active.append(on and aval_of(as_value(leaf)).dtype.kind in "fc")
+                active.append(on and is_float(aval_of(as_value(leaf)).dtype))
 
         def partial_fun(*dargs):
             full = list(args)
@@ -131,7 +132,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, holomorphic=False, allow_int=F
                 f"grad requires a scalar (shape ()) output, but {fun_name(fun)} returned an array "
                 f"{oa.str_short()}{user_line()}. Reduce it to a scalar (e.g. .sum() or .mean()), "
                 "or use fg.jacrev for the full Jacobian or fg.vjp for a vector-Jacobian product.")
-        if oa.dtype.kind not in "fc":
+        if dtype_kind(oa.dtype) not in "fc":
             raise TypeError(f"grad requires a floating-point output, but {fun_name(fun)} returned "
                             f"{oa.str_short()}{user_line()}.")
         check_output_dtype(fun, oa, "grad", holomorphic)

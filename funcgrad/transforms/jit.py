@@ -25,7 +25,7 @@ from ..core import Tracer, array_namespace, eval_jaxpr, get_aval, user_line
 from ..core import errors as _errors
 from ..core import placement as _placement
 from ..core import trace as _trace
-from ..core.avals import PY_SCALARS
+from ..core.avals import PY_SCALARS, dtype_kind
 from . import stages
 from ._util import fun_name
 from .jit_cache import FunctionCache, leaf_paths
@@ -252,7 +252,7 @@ class JitFunction:
             raise
         for o in outs:
             dt = getattr(o, "dtype", None)
-            if dt is not None and dt.kind in "fc" and not bool(np.isfinite(o).all()):
+            if dt is not None and dtype_kind(dt) in "fc" and not bool(np.isfinite(o).all()):
                 optimized = compiled.lowered.jaxpr
                 try:
                     eval_jaxpr(optimized.jaxpr, optimized.consts, *keep)

@@ -12,6 +12,7 @@ import numpy as np
 from .. import numpy as fnp
 from .. import tree_util
 from ..core import Tracer, as_value, eval_jaxpr, new_trace, trace_to_jaxpr, user_line
+from ..core.avals import dtype_kind, is_float
 from ..interpreters.jvp import JvpTrace, checked_tangent
 from ..interpreters.programs import aval_of
 from ._util import check_flag, check_grad_input, check_output_dtype, fun_name, normalize_argnums
@@ -40,11 +41,11 @@ def jvp(fun, primals, tangents, has_aux=False):
         if pa.shape != ta.shape:
             raise ValueError(f"jvp: a tangent has shape {ta.shape} but its primal has shape "
                              f"{pa.shape}{user_line()}; each tangent must match its primal.")
-        if pa.dtype.kind in "fc" and ta.dtype != pa.dtype:
+        if dtype_kind(pa.dtype) in "fc" and ta.dtype != pa.dtype:
             raise TypeError(f"jvp: a tangent has dtype {ta.dtype} but its primal has dtype "
                             f"{pa.dtype}{user_line()}; tangents must have the primal's dtype.")
     with new_trace(JvpTrace) as trace:
-        tracers = [trace.new_arg(p, as_value(t) if aval_of(as_value(p)).dtype.kind in "fc"
+        tracers = [trace.new_arg(p, as_value(t) if is_float(aval_of(as_value(p)).dtype)
                                  else None) for p, t in zip(p_flat, t_flat)]
         out = fun(*tree_util.tree_unflatten(p_tree, tracers))
         aux = None
