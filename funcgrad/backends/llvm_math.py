@@ -33,15 +33,12 @@ _DECLS = ("declare float @llvm.fma.f32(float, float, float)",
           "declare float @llvm.fabs.f32(float)",
           "declare float @llvm.copysign.f32(float, float)")
 
-# exp: x = k ln2 + r, |r| <= ln2/2, ln2 = LN2_HI + LN2_LO with LN2_HI exact in 9 bits (k ln2_hi
-# is exact for |k| < 2^15); e^r = 1 + r + r^2 P(r); the result is scaled by 2^k in two steps so
-# that subnormal results round once more only there.
-_EXP = f"""define internal float @fg_expf(float %x) #1 {{
-  %c0 = call float @llvm.maxnum.f32(float %x, float {_f(-104.0)})
-  %c = call float @llvm.minnum.f32(float %c0, float {_f(89.0)})
-  %t = fmul float %c, {_f(1.44269504088896341)}
+def _exp_reduction(x):
+    """IR lines shared by exp and tanh: with k = rint(x / ln2) (`%k`, `%ki` as i32) and
+    r = x - k ln2, `%p` = e^r = 1 + r + r^2 P(r), for the float register `x`."""
+    return f"""  %t = fmul float {x}, {_f(1.44269504088896341)}
   %k = call float @llvm.rint.f32(float %t)
-  %r1 = call float @llvm.fma.f32(float %k, float {_f(-0.693359375)}, float %c)
+  %r1 = call float @llvm.fma.f32(float %k, float {_f(-0.693359375)}, float {x})
   %r = call float @llvm.fma.f32(float %k, float {_f(2.12194440e-4)}, float %r1)
   %p0 = call float @llvm.fma.f32(float {_f(1.9875691500e-4)}, float %r, float {_f(1.3981999507e-3)})
   %p1 = call float @llvm.fma.f32(float %p0, float %r, float {_f(8.3334519073e-3)})
@@ -52,7 +49,16 @@ _EXP = f"""define internal float @fg_expf(float %x) #1 {{
   %p5 = call float @llvm.fma.f32(float %p4, float %r2, float %r)
   %p = fadd float %p5, 1.0
   %ki = fptosi float %k to i32
-  %k1 = ashr i32 %ki, 1
+"""
+
+
+# exp: x = k ln2 + r, |r| <= ln2/2, ln2 = LN2_HI + LN2_LO with LN2_HI exact in 9 bits (k ln2_hi
+# is exact for |k| < 2^15); e^r = 1 + r + r^2 P(r); the result is scaled by 2^k in two steps so
+# that subnormal results round once more only there.
+_EXP = f"""define internal float @fg_expf(float %x) #1 {{
+  %c0 = call float @llvm.maxnum.f32(float %x, float {_f(-104.0)})
+  %c = call float @llvm.minnum.f32(float %c0, float {_f(89.0)})
+{_exp_reduction('%c')}  %k1 = ashr i32 %ki, 1
   %k2 = sub i32 %ki, %k1
   %e1 = add i32 %k1, 127
   %e2 = add i32 %k2, 127
@@ -134,20 +140,7 @@ _TANH = f"""define internal float @fg_tanhf(float %x) #1 {{
   %z = call float @llvm.fabs.f32(float %x)
   %a0 = fmul float %z, -2.0
   %a = call float @llvm.maxnum.f32(float %a0, float {_f(-87.0)})
-  %t = fmul float %a, {_f(1.44269504088896341)}
-  %k = call float @llvm.rint.f32(float %t)
-  %r1 = call float @llvm.fma.f32(float %k, float {_f(-0.693359375)}, float %a)
-  %r = call float @llvm.fma.f32(float %k, float {_f(2.12194440e-4)}, float %r1)
-  %p0 = call float @llvm.fma.f32(float {_f(1.9875691500e-4)}, float %r, float {_f(1.3981999507e-3)})
-  %p1 = call float @llvm.fma.f32(float %p0, float %r, float {_f(8.3334519073e-3)})
-  %p2 = call float @llvm.fma.f32(float %p1, float %r, float {_f(4.1665795894e-2)})
-  %p3 = call float @llvm.fma.f32(float %p2, float %r, float {_f(1.6666665459e-1)})
-  %p4 = call float @llvm.fma.f32(float %p3, float %r, float {_f(5.0000001201e-1)})
-  %r2 = fmul float %r, %r
-  %p5 = call float @llvm.fma.f32(float %p4, float %r2, float %r)
-  %p = fadd float %p5, 1.0
-  %ki = fptosi float %k to i32
-  %kb = shl i32 %ki, 23
+{_exp_reduction('%a')}  %kb = shl i32 %ki, 23
   %pb = bitcast float %p to i32
   %eb = add i32 %pb, %kb
   %e = bitcast i32 %eb to float
