@@ -49,6 +49,18 @@ def peak_in_subprocess(module, *args):
     return values
 
 
+def rss_mib():
+    """This process's resident set size now, in MiB (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib():
+    """This process's peak resident set size so far, in MiB (Linux: ru_maxrss in KiB)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def load_note():
     try:
         return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"

@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 
-from ._common import load_note
+from ._common import load_note, peak_rss_mib, rss_mib
 from .pretrained import BATCH, SEQ, VOCAB, D, config, gpt2_weights
 
 TAG = "@@memory "
@@ -250,16 +250,6 @@ IMPLS = {"funcgrad": funcgrad_step, "torch": torch_step}
 # Worker processes (one per implementation and variant)
 
 
-def _rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mib():
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _reset_peak():
     """Start the kernel's peak-RSS counter (VmHWM) again from the current RSS (Linux)."""
     try:
@@ -291,7 +281,7 @@ def worker(impl, variant, threads, folder):
         torch.set_num_threads(threads)
     else:
         import funcgrad  # noqa: F401
-    imports_mib = _rss_mib()
+    imports_mib = rss_mib()
     try:
         run, summarize = IMPLS[impl](folder, variant)
     except Exception as e:  # e.g. bitsandbytes without a CPU kernel for this variant
@@ -299,7 +289,7 @@ def worker(impl, variant, threads, folder):
         return 0
     import gc
     gc.collect()                 # what loading left for the collector (tracing garbage)
-    loaded_mib = _rss_mib()
+    loaded_mib = rss_mib()
     reset = _reset_peak()        # from here on VmHWM is the peak of the steps (and compiling)
     t0 = time.perf_counter()
     if hasattr(run, "compile"):
@@ -318,7 +308,7 @@ def worker(impl, variant, threads, folder):
                 times.append(time.perf_counter() - t0)
             _say({"times_s": times, "loss": summarize(out)})
         elif cmd and cmd[0] == "done":
-            _say({"loss": summarize(out), "process_peak_mib": _peak_mib(),
+            _say({"loss": summarize(out), "process_peak_mib": peak_rss_mib(),
                   "peak_mib": _hwm_mib()})
             return 0
     return 0

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from ._common import load_note
+from ._common import load_note, peak_rss_mib, rss_mib
 
 TAG = "@@pretrained "
 VOCAB, POSITIONS, D, LAYERS, HEADS = 50257, 1024, 768, 12, 12
@@ -229,16 +229,6 @@ IMPLS = {"funcgrad": funcgrad_impl, "torch": torch_impl}
 # Worker process
 
 
-def _rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mib():
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _say(obj):
     sys.stdout.write(TAG + json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -251,7 +241,7 @@ def worker(impl, task, threads):
         import torch
         torch.set_num_threads(threads)
     run, summarize = IMPLS[impl](task)
-    rss_before = _rss_mib()
+    rss_before = rss_mib()
     t0 = time.perf_counter()
     compile_s = None
     if hasattr(run, "compile"):       # trace + optimize + generate code, without running
@@ -272,7 +262,7 @@ def worker(impl, task, threads):
                 cpu.append(time.process_time() - c0)
             _say({"times_s": times, "cpu_s": cpu})
         elif cmd and cmd[0] == "done":
-            _say({"result": summarize(out), "peak_mib": _peak_mib(),
+            _say({"result": summarize(out), "peak_mib": peak_rss_mib(),
                   "rss_before_mib": rss_before})
             return 0
     return 0
