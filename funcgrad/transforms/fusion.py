@@ -90,12 +90,10 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
     # A group must not hold back a value an outside equation reads (everything read with it,
     # and everything that reader's readers keep alive, would wait): an equation joins only if
     # every value it reads from outside was made before the first outside read of the group's.
-    # Nor may it wait long for its inputs (a sum accumulated over a whole backward pass, one
-    # term at a time, would keep every term alive): its outside inputs are made at most
-    # `_REACH` equations after its first member.
+    # (Readers whose results no equation reads, such as a loss value, may wait.)
+    final = _final_readers(jaxpr)
     first_read = {}  # group id -> index of the first equation outside it reading one of its values
     last_input = {}  # group id -> index of the last equation outside it whose value it reads
-    first = {}       # group id -> index of its first member
 
     def outside_inputs(ins, groups):
         return max((producer[a] for a in ins if a in producer and not (
@@ -137,8 +135,6 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
                 latest = max(outside_inputs(ins, joined), *(last_input[h] for h in joined))
                 if latest >= min(first_read[h] for h in joined):
                     continue  # it would hold back a value read in between
-                if latest - min(first[h] for h in joined) > _REACH:
-                    continue  # it would keep its first inputs alive too long
                 if target is None:
                     target = g
                 else:
@@ -146,14 +142,12 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
                     gin[target] = gin[target] | gin[g]
                     first_read[target] = min(first_read[target], first_read[g])
                     last_input[target] = max(last_input[target], last_input[g])
-                    first[target] = min(first[target], first[g])
             if target is None:
                 target = i
                 parent[i] = i
                 gin[i] = set()
                 first_read[i] = len(jaxpr.eqns)
                 last_input[i] = -1
-                first[i] = i
             group_of[i] = target
             target = find(target)
             gin[target] = {find(h) for h in gin[target] | recorded | direct} - {target}
@@ -168,7 +162,7 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
             j = producer.get(a)
             if j is not None and j in group_of:
                 h = find(group_of[j])
-                if h != mine:
+                if h != mine and i not in final:
                     first_read[h] = min(first_read[h], i)
         for v in eqn.outvars:
             producer[v] = i
@@ -186,9 +180,6 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
         if type(v) is Var:
             readers.setdefault(v, []).append(None)
     return [_describe_group(jaxpr, m, readers) for m in groups]
-
-
-_REACH = 64   # see fusion_groups
 
 
 def _fusible(eqn, fusible, broadcast_inputs=False):
@@ -315,14 +306,15 @@ def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, re
     for u, ds in deps.items():
         for d in ds:
             users[d].append(u)
-    # Each unit is placed where the input program computes it: an equation at its index, a
-    # group at its last member, or just before the first outside equation reading one of its
-    # values if that comes first. Placed by its first member instead, a group waiting for a late
-    # input would let everything ready run ahead of it (a backward pass's weight transposes,
-    # say, all at once), and every value that work makes would stay alive until it runs.
+    # Each unit is placed where the input program could compute it: an equation at its index,
+    # a group at its first member or, if later, just after its last input is made (and before
+    # the first outside equation reading one of its values). Placed by its first member alone,
+    # a group waiting for a late input would let everything ready run ahead of it (a backward
+    # pass's weight transposes, say, all at once), and every value that work makes would stay
+    # alive until it runs. (A group without outputs emits nothing: it is released when ready.)
     spans = _read_spans(jaxpr, groups)
-    # (A group without outputs emits nothing: it is released as soon as it is ready.)
-    place = {u: (ix[0], 0) if u[0] == "e" else min((ix[-1], 0), (spans[u[1]][1], -1))
+    place = {u: (ix[0], 0) if u[0] == "e" else min(max((ix[0], 0), (spans[u[1]][0], 1)),
+                                                   (spans[u[1]][1], -1))
              if groups[u[1]].outputs else (-1, 0) for u, ix in units.items()}
     pending = {u: len(ds) for u, ds in deps.items()}
     ready = [(place[u], u) for u, n in pending.items() if n == 0]
@@ -461,6 +453,13 @@ def _merge_parallel(jaxpr, groups):
     return out
 
 
+def _final_readers(jaxpr):
+    """Indices of the equations whose results no equation reads (program outputs): delaying
+    one holds back nothing else."""
+    read = {a for eqn in jaxpr.eqns for a in eqn.invars if type(a) is Var}
+    return {i for i, eqn in enumerate(jaxpr.eqns) if not any(v in read for v in eqn.outvars)}
+
+
 def _read_spans(jaxpr, groups):
     """Per group, (the index of the last equation outside it whose value it reads, the index of
     the first equation outside it reading one of its values). Groups merged side by side run
@@ -472,12 +471,13 @@ def _read_spans(jaxpr, groups):
         for a in eqn.invars:
             if type(a) is Var:
                 readers.setdefault(a, []).append(i)
+    final = _final_readers(jaxpr)
     spans = []
     for g in groups:
         inside = set(g.eqns) | set(g.recomputed)
         last = max((producer[a] for a in g.inputs if a in producer), default=-1)
-        first = min((r for v in g.outputs for r in readers.get(v, ()) if r not in inside),
-                    default=len(jaxpr.eqns))
+        first = min((r for v in g.outputs for r in readers.get(v, ())
+                     if r not in inside and r not in final), default=len(jaxpr.eqns))
         spans.append((last, first))
     return spans
 
