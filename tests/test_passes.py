@@ -7,6 +7,7 @@ import pytest
 import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad import lax
+from funcgrad.backends import llvm_backend
 from funcgrad.core import (
     ClosedJaxpr,
     Eqn,
@@ -17,7 +18,6 @@ from funcgrad.core import (
     Var,
     eval_jaxpr,
 )
-from funcgrad.backends import llvm_backend
 from funcgrad.transforms import fusion as F
 from funcgrad.transforms import passes as P
 
