@@ -31,13 +31,13 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from . import lax as _lax
-from . import masks as _masks
-from . import numpy as fnp
-from . import tree_util as tu
-from .devices import inputs_on_default_backend
-from .transforms.jit import eval_shape
-from .transforms.jit import jit as _jit
+from .. import lax as _lax
+from .. import masks as _masks
+from .. import numpy as fnp
+from .. import tree_util as tu
+from ..devices import inputs_on_default_backend
+from ..transforms.jit import eval_shape
+from ..transforms.jit import jit as _jit
 
 __all__ = [
     "GradientTransformation", "chain", "identity", "scale", "scale_by_learning_rate",
@@ -1626,6 +1626,4 @@ _MADE_BY.update({
 
 __all__ += ["InjectHyperparamsState", "inject_hyperparams", "scale_by_trust_ratio", "lamb",
             "EmaState", "ema", "clip_by_block_rms", "scale_by_param_block_rms", "FactoredState",
-            "scale_by_factored_rms", "adafactor", "warmup_constant_schedule", "contrib"]
-
-from . import _optim_contrib as contrib  # noqa: E402  (optim.contrib.schedule_free, as Optax's)
+            "scale_by_factored_rms", "adafactor", "warmup_constant_schedule"]
