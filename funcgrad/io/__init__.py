@@ -64,10 +64,10 @@ from typing import Any
 import numpy as np
 import safetensors.numpy as st_numpy
 
-from . import lora as _lora
-from . import masks as _masks
-from . import optim as _optim
-from . import tree_util as tu
+from .. import lora as _lora
+from .. import masks as _masks
+from .. import optim as _optim
+from .. import tree_util as tu
 
 try:
     import fcntl
