@@ -122,6 +122,6 @@ def schedule_free_adamw(learning_rate=0.0025, warmup_steps=None, b1=0.9, b2=0.99
     `schedule_free`."""
     lr = _warmup(learning_rate, warmup_steps)
     opt = chain(scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True),
-                      add_decayed_weights(weight_decay),
-                      scale_by_learning_rate(lr))
+                add_decayed_weights(weight_decay),
+                scale_by_learning_rate(lr))
     return schedule_free(opt, lr, b1, weight_lr_power, state_dtype)

@@ -87,8 +87,8 @@ class EmaState(NamedTuple):
 def identity() -> GradientTransformation:
     """Pass updates through unchanged."""
     return checked_transformation(lambda params: EmptyState(),
-                           lambda updates, state, params=None: (updates, state), EmptyState,
-                           "identity")
+                                  lambda updates, state, params=None: (updates, state),
+                                  EmptyState, "identity")
 
 
 def set_to_zero() -> GradientTransformation:
@@ -253,8 +253,8 @@ def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True, bias_
             return out, ScaleByRmsWithCountState(count, nu)
         return out, ScaleByRmsState(None, nu)
 
-    return checked_transformation(init, update,
-                           ScaleByRmsWithCountState if bias_correction else ScaleByRmsState)
+    return checked_transformation(
+        init, update, ScaleByRmsWithCountState if bias_correction else ScaleByRmsState)
 
 
 def scale_by_rss(initial_accumulator_value=0.1, eps=1e-7) -> GradientTransformation:
