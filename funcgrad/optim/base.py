@@ -119,6 +119,14 @@ def tree_zeros_like(tree):
     return tu.tree_map(fnp.zeros_like, tree)
 
 
+def float_dtype_of(tree, pick=max):
+    """`pick` (max: the widest, min: the narrowest) of the float dtypes of `tree`'s leaves, by
+    size; float32 when it has none."""
+    dts = [np.dtype(x.dtype) for x in tu.tree_leaves(tree)
+           if hasattr(x, "dtype") and fnp.issubdtype(x.dtype, fnp.floating)]
+    return pick(dts, key=lambda d: d.itemsize) if dts else np.dtype(np.float32)
+
+
 # ----------------------------------------------------------------------------------------------
 # Validation shared by every transformation: trees against the params, states against the
 # transformation that made them, hyperparameters at construction. Errors name the first path

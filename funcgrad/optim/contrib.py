@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import numpy as fnp
 from .. import tree_util as tu
-from .base import checked_transformation
+from .base import checked_transformation, float_dtype_of
 from .combine import chain
 from .optimizers import sgd
 from .schedules import warmup_constant_schedule
@@ -38,12 +38,6 @@ class ScheduleFreeState(NamedTuple):
     max_lr: Any
     base_optimizer_state: Any
     z: Any
-
-
-def _lowest_float_dtype(tree):
-    dts = [np.dtype(x.dtype) for x in tu.tree_leaves(tree)
-           if hasattr(x, "dtype") and fnp.issubdtype(x.dtype, fnp.floating)]
-    return min(dts, key=lambda d: d.itemsize) if dts else np.dtype(np.float32)
 
 
 def schedule_free_eval_params(state, params):
@@ -63,7 +57,7 @@ def schedule_free(base_optimizer, learning_rate, b1=0.9, weight_lr_power=2.0, st
     and the returned update takes the params from y_t to y_{t+1}."""
 
     def init(params):
-        dtype = _lowest_float_dtype(params)
+        dtype = float_dtype_of(params, min)
         z = params if state_dtype is None else tu.tree_map(
             lambda p: fnp.asarray(p, state_dtype), params)
         z = tu.tree_map(lambda t: fnp.array(t, copy=True), z)

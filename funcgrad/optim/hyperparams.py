@@ -10,8 +10,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from .. import numpy as fnp
-from .. import tree_util as tu
-from .base import MADE_BY, checked_transformation, increment, zero_count
+from .base import MADE_BY, checked_transformation, float_dtype_of, increment, zero_count
 
 __all__ = ["InjectHyperparamsState", "inject_hyperparams"]
 
@@ -23,12 +22,6 @@ class InjectHyperparamsState(NamedTuple):
     count: Any
     hyperparams: Any
     inner_state: Any
-
-
-def _highest_float_dtype(tree):
-    dts = [np.dtype(x.dtype) for x in tu.tree_leaves(tree)
-           if hasattr(x, "dtype") and fnp.issubdtype(x.dtype, fnp.floating)]
-    return max(dts, key=lambda d: d.itemsize) if dts else np.dtype(np.float32)
 
 
 def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype=None):
@@ -68,14 +61,14 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
             return v.astype(dtype) if v.dtype.kind == "f" else v
 
         def init(params):
-            dtype = hyperparam_dtype or _highest_float_dtype(params)
+            dtype = hyperparam_dtype or float_dtype_of(params)
             count = zero_count()
             hp = {k: cast(v, dtype) for k, v in numeric.items()}
             hp.update({k: cast(f(count), dtype) for k, f in scheduled.items()})
             return InjectHyperparamsState(count, hp, inner_factory(**other, **hp).init(params))
 
         def update(updates, state, params=None):
-            dtype = hyperparam_dtype or _highest_float_dtype(updates)
+            dtype = hyperparam_dtype or float_dtype_of(updates)
             hp = {k: cast(v, dtype) for k, v in state.hyperparams.items()}
             hp.update({k: cast(f(state.count), dtype) for k, f in scheduled.items()})
             updates, inner_state = inner_factory(**other, **hp).update(
