@@ -176,14 +176,14 @@ def check_updates(who, updates, params):
                             "the updates (gradients) do not match the params")
 
 
+# State class -> the transformations that make it, for error messages; each module adds its own
+# states below their makers.
 MADE_BY = {EmptyState: "a stateless transformation (scale, clip_by_global_norm, "
                        "add_decayed_weights, set_to_zero, identity, or sgd's constant "
                        "learning rate)"}
-# state class -> the transformations that make it, for error messages: each module adds its
-# own states below their makers
+# States that many optimizers hold (a stateless part, a schedule's count): the error for a
+# chain's state names the optimizer behind its other states instead.
 SHARED_STATES = {EmptyState}
-# states that many optimizers hold (a stateless part, a schedule's count): a chain's error
-# message names the optimizer behind its other states
 
 
 def check_state(who, state, cls):
