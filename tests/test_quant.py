@@ -12,7 +12,7 @@ import pytest
 import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad import io, lora, masks, optim, quant
-from funcgrad.lax import structural
+from funcgrad.lax import products
 from funcgrad.tree_util import tree_leaves
 
 # host reference values and bfloat16 (no CuPy dtype); the primitives are written against xp
@@ -226,7 +226,7 @@ def test_no_float_copy_of_the_layer(scheme):
         lambda x: fnp.sum(quant.linear(quant.linear(x, weight), weight) ** 2)))
     peak = _peak_bytes(lambda: step(x))
     assert peak < 0.5 * w.nbytes, (scheme, peak)
-    assert structural.DOT_TILE_ELEMENTS * 4 < 0.5 * w.nbytes
+    assert products.DOT_TILE_ELEMENTS * 4 < 0.5 * w.nbytes
 
 
 # ---------------------------------------------------------------------------------------------
