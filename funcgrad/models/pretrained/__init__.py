@@ -49,14 +49,14 @@ import re
 
 import numpy as np
 
-from .. import io, quant, random
-from .. import numpy as fnp
-from .. import tree_util as tu
-from ..devices import default_backend, device_put
-from ..io import CheckpointError
-from ..transforms.jit import jit
-from . import bert, gpt2, llama
-from .layers import ParamMaker
+from ... import io, quant, random
+from ... import numpy as fnp
+from ... import tree_util as tu
+from ...devices import default_backend, device_put
+from ...io import CheckpointError
+from ...transforms.jit import jit
+from .. import bert, gpt2, llama
+from ..layers import ParamMaker
 
 __all__ = ["Model", "load", "save", "from_config", "from_tensors", "generate", "load_tokenizer",
            "Tokenizer", "CheckpointError", "supported"]
@@ -409,7 +409,7 @@ def _quantized_names(family, config, template, quantize, mask):
         return {n for n, (_, x) in zip(names, pairs)
                 if family.weight_layout(n) in ("in_out", "out_in") and len(x.shape) == 2
                 and (n.startswith(prefix) or not head)}
-    from .. import masks
+    from ... import masks
     on = masks.leaf_mask(mask, template, "pretrained.load(mask=...)")
     chosen = {n for n, m in zip(names, on) if m}
     for n, (_, x) in zip(names, pairs):
@@ -553,7 +553,7 @@ def _choose(logits, key, temperature, top_k, top_p):
     """The next token [B] from the last logits [B, V]: argmax when temperature is 0, else a
     sample from softmax(logits / temperature) restricted to the top_k tokens and to the smallest
     set whose probability reaches top_p (Hugging Face's warpers, in that order)."""
-    from .. import lax, nn
+    from ... import lax, nn
     if temperature == 0:
         return fnp.argmax(logits, axis=-1).astype(np.int32)
     logits = logits.astype(np.float32) / temperature
