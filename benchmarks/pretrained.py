@@ -116,10 +116,10 @@ def funcgrad_impl(task):
             return pretrained.generate(model, params, prompt, NEW)
 
         def compile_both():          # trace and compile the prefill and the decode step
-            prefill, step = pretrained._generate_fns(model, 0.0, None, None)
+            prefill, step = pretrained.generation.generate_fns(model, 0.0, None, None)
             p = np.zeros((1, PROMPT), np.int32)
-            length = pretrained._bucket(PROMPT + NEW)
-            cache = model._family.init_cache(model.config, 1, length)
+            length = pretrained.generation.bucket(PROMPT + NEW)
+            cache = model.family_module.init_cache(model.config, 1, length)
             mask = np.ones((1, length), np.int32)
             key = fg.random.key(0)
             prefill.lower(params, p, mask, p, cache, key)

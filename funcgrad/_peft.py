@@ -208,7 +208,7 @@ def load_peft(path, model, *, return_params=False):
             "safe_serialization=True)" if pickle else ""))
     tensors = io.load_safetensors(wfile)
     shapes = model.tensor_shapes()
-    prefix = model._family.BASE_PREFIX + "."
+    prefix = model.family_module.BASE_PREFIX + "."
 
     def weight_name(module, what):
         for name in (module + what, prefix + module + what,

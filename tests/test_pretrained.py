@@ -182,7 +182,7 @@ def test_gradients_match_torch_autograd(folders, kind):
         atol = 1e-4 * np.abs(ref[name]).max() + 1e-6 * top   # (key biases: exactly 0 + noise)
         np.testing.assert_allclose(j, g, rtol=1e-4, atol=atol, err_msg=name)
         np.testing.assert_allclose(g, ref[name], rtol=1e-3, atol=atol, err_msg=name)
-    assert set(ours) == set(ref) - set(model._family.tied(model.config))
+    assert set(ours) == set(ref) - set(model.family_module.tied(model.config))
 
 
 def test_training_mode_dropout_uses_the_key(folders):
@@ -306,7 +306,7 @@ def test_greedy_generation_matches_transformers(folders, kind):
                                  max_new_tokens=10, do_sample=False, pad_token_id=1,
                                  eos_token_id=None).numpy()
     np.testing.assert_array_equal(out, ref)
-    step = model._generate_fns[(0.0, None, None)][1]
+    step = model.generate_fns[(0.0, None, None)][1]
     assert step._cache_size() == 1          # one compiled decode step served every position
     single = pretrained.generate(model, model.params, ids[0], 10)      # 1-D in, 1-D out
     np.testing.assert_array_equal(single, ref[0])
