@@ -6,7 +6,7 @@ loops: exp 2, log 3, tanh 1; tests/test_lowering.py checks the agreement with Nu
 NumPy's values at the special points: NaN, +-inf, +-0, overflow, underflow and subnormals.
 
 Other float functions are not written here: an equation needing one runs NumPy's SIMD loop
-(llvm_codegen.can_translate leaves it out of the kernels).
+(llvm_expr.can_translate leaves it out of the kernels).
 """
 
 from __future__ import annotations

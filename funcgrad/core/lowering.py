@@ -12,7 +12,7 @@ constants. Every lowering comes from that one declaration:
   one ufunc applied to the operands in order, the generated code calls that ufunc with `out=`.
 * Array API (funcgrad/backends/array_api.py): the implementation on the standard's namespace,
   which provides the vocabulary's NumPy names.
-* CUDA and the compiled CPU backend (funcgrad/backends/cuda_source.py, llvm_codegen.py): each
+* CUDA and the compiled CPU backend (funcgrad/backends/cuda_source.py, llvm_expr.py): each
   translates the vocabulary, with NumPy's semantics per dtype (integer division by zero gives
   0, NaN wins in maximum, ...), so a fused kernel computes what the NumPy path computes.
 
