@@ -301,7 +301,7 @@ def _softmax(x, axis):
 def _softmax_jvp(axis, primals, tangents):
     (x,), (t,) = primals, tangents
     y = _softmax(x, axis)
-    t = fnp.where(y != 0, t, fnp.zeros_like(t))  # 0 where x = -inf; NaN rows stay NaN
+    t = fnp.where(y != 0, t, 0)  # 0 where x = -inf; NaN rows stay NaN
     return y, y * (t - fnp.sum(y * t, axis=axis, keepdims=True))
 
 

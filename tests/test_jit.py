@@ -470,3 +470,28 @@ def test_eval_shape_records_operations_on_constants():
         return x + c
     g(np.ones(3))
     assert seen == ["ndarray"]
+
+
+def test_outputs_that_are_constants_are_fresh_arrays():
+    # Regression: the program returned its constant itself, so a caller's write changed what
+    # every later call returned.
+    x = np.ones((3, 4), np.float32)
+    f = fg.jit(lambda x: (fnp.zeros_like(x), np.full((3, 4), 2.0, np.float32), x + 1))
+    a, b, _ = f(x)
+    a[0, 0], b[0, 0] = 5.0, 7.0
+    a2, b2, _ = f(x)
+    assert a2[0, 0] == 0.0 and b2[0, 0] == 2.0 and a2.flags.writeable
+
+
+def test_zeros_like_of_a_traced_value_is_not_a_large_constant():
+    # fnp.zeros_like/ones_like/full_like of a traced value broadcast one element, so a program
+    # (a masked optimizer update, softmax's derivative) carries no array of zeros.
+    x = np.ones((256, 256), np.float32)
+    closed = fg.make_jaxpr(lambda x: fnp.where(x > 0, x, fnp.zeros_like(x)) + fnp.ones_like(x)
+                           + fnp.full_like(x, 3.0))(x)
+    for c in closed.consts:
+        assert np.asarray(c).strides == (0, 0) or np.asarray(c).size == 1
+    np.testing.assert_array_equal(fg.jit(lambda x: fnp.where(x > 0, x, fnp.zeros_like(x)))(-x),
+                                  np.zeros_like(x))
+    eager = fnp.zeros_like(x)
+    assert eager.flags.writeable and eager.strides == (1024, 4)

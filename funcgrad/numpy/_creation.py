@@ -194,16 +194,25 @@ def _like(a, dtype, shape):
     return dt, s
 
 
+def _filled_like(a, value, dt, s):
+    """`value` in shape s: for a traced `a`, one element broadcast (a read-only view), so that
+    a program does not carry an array of zeros as a constant (a masked optimizer update, a
+    softmax rule's `where`) and its memory."""
+    if type(a) is Tracer:
+        return _new(np.broadcast_to(np.array(value, dt), s), a)
+    return _new(np.full(s, value, dt), a)
+
+
 def zeros_like(a, dtype=None, order="K", subok=True, shape=None, *, device=None):
     """Zeros with the shape and dtype of a."""
     dt, s = _like(a, dtype, shape)
-    return _new(np.zeros(s, dt), a)
+    return _filled_like(a, 0, dt, s)
 
 
 def ones_like(a, dtype=None, order="K", subok=True, shape=None, *, device=None):
     """Ones with the shape and dtype of a."""
     dt, s = _like(a, dtype, shape)
-    return _new(np.ones(s, dt), a)
+    return _filled_like(a, 1, dt, s)
 
 
 def empty_like(prototype, dtype=None, order="K", subok=True, shape=None, *, device=None):
@@ -216,7 +225,7 @@ def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, *, d
     dt, s = _like(a, dtype, shape)
     if _is_traced(fill_value):
         return broadcast_to(convert(_asarray(fill_value), dt), s)
-    return _new(np.full(s, fill_value, dt), a)
+    return _filled_like(a, fill_value, dt, s)
 
 
 def _static_number(x, what):

@@ -145,6 +145,16 @@ class Lowered:
     __repr__ = __str__
 
 
+def _copying(fn, which):
+    """fn, with copies of the outputs at indices `which` (arrays it returns on every call)."""
+    def call(*args):
+        outs = list(fn(*args))
+        for i in which:
+            outs[i] = outs[i].copy()
+        return outs
+    return call
+
+
 class Compiled:
     """Generated code for one signature: callable with the arguments it was lowered for
     (without the static ones, as JAX's), `as_text()`, `cost_analysis()`."""
@@ -161,6 +171,11 @@ class Compiled:
         self.out_tree = lowered.traced.out_tree
         self.has_scalars = lowered.traced.has_scalars
         self.unflatten = self.out_tree.unflattener()   # outputs -> the function's pytree
+        jaxpr = getattr(lowered.program, "jaxpr", lowered.program)
+        constants = set(jaxpr.constvars)
+        fixed = [i for i, v in enumerate(jaxpr.outvars) if v in constants]
+        if fixed:  # the program's own constants: each call returns copies the caller may write
+            self.fn = _copying(self.fn, fixed)
 
     def as_text(self):
         return self.executable.source
