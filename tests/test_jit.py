@@ -483,6 +483,7 @@ def test_outputs_that_are_constants_are_fresh_arrays():
     assert a2[0, 0] == 0.0 and b2[0, 0] == 2.0 and a2.flags.writeable
 
 
+@pytest.mark.cpu_only   # (on a GPU the constant is copied to the device whole)
 def test_zeros_like_of_a_traced_value_is_not_a_large_constant():
     # fnp.zeros_like/ones_like/full_like of a traced value broadcast one element, so a program
     # (a masked optimizer update, softmax's derivative) carries no array of zeros.
