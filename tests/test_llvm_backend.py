@@ -161,7 +161,8 @@ def test_two_threads_split_large_kernels_with_the_same_result():
 
 
 def _namespace(jf, *args):
-    return jf.lower(*args).compile().executable.fn.__globals__
+    fn = jf.lower(*args).compile().executable.fn
+    return getattr(fn, "__wrapped__", fn).__globals__
 
 
 def test_independent_equal_groups_are_one_kernel_call():

@@ -18,13 +18,15 @@ its equations through NumPy as part of the same function.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..core import Var
 from . import llvm_codegen, llvm_runtime, numpy_backend
 from .codegen import Executable
 
-__all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK"]
+__all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK", "PARALLEL_MATMUL"]
 
 def _worth_alone(eqn):
     """A lone equation is a kernel when NumPy would take several passes (select_n, logistic)
@@ -40,6 +42,10 @@ FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reducti
 # A kernel call is split across two threads from this much work (elements x equations) on:
 # below it, handing half to the other thread costs more than it saves.
 PARALLEL_WORK = 1 << 20
+
+# A matrix product (dot_general) is split across two threads from this many multiply-adds on
+# (about 50 µs of one thread's BLAS); the program then runs BLAS single-threaded.
+PARALLEL_MATMUL = 1 << 22
 
 # Equations that keep a C-contiguous operand C-contiguous (views of the same buffer).
 _CONTIGUITY_KEEPING = {"reshape", "squeeze", "expand_dims", "stop_gradient", "name"}
@@ -59,10 +65,16 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     contiguous = _contiguous_vars(jaxpr, kernels)
     nthreads = llvm_runtime.threads()
     by_eqn = {id(jaxpr.eqns[k]): kern for k, kern in kernels.items()}
+    split_matmuls = []
 
     def special(eqn, fn, ins, outs, namespace, reusable):
         kern = by_eqn.get(id(eqn))
         if kern is None:
+            if nthreads > 1 and _large_matmul(eqn):
+                namespace[fn] = functools.partial(eqn.primitive.impl, llvm_runtime.threaded_numpy,
+                                                  **eqn.params)
+                split_matmuls.append(eqn)
+                return [f"    {outs[0]} = {fn}({', '.join(ins)})  # on two threads"]
             if eqn.primitive.name == "fused":  # not translatable: its equations, by NumPy
                 body = eqn.params["jaxpr"]
                 namespace[fn] = _numpy_body(body)
@@ -115,10 +127,28 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     listing = "".join(f"\n; ---- kernel fused_{k} ({_describe(jaxpr.eqns[k])}) ----\n{kern.ir}"
                       for k, kern in kernels.items())
     source = executable.source + ("\n; compiled LLVM kernels" + listing if kernels else "")
-    out = Executable(executable.fn, source, executable.eqn_lines, code=executable.code,
+    run = executable.fn
+    if split_matmuls:  # the kernel threads split the products: BLAS's own threads stay idle
+        run = llvm_runtime.single_threaded_blas(run)
+    out = Executable(run, source, executable.eqn_lines, code=executable.code,
                      kernels=list(kernels.values()))
     out.times = getattr(executable, "times", None)
     return out
+
+
+def _large_matmul(eqn):
+    """A float32/float64 dot_general with at least PARALLEL_MATMUL multiply-adds."""
+    if eqn.primitive.name != "dot_general" or eqn.params.get("preferred_element_type") \
+            not in (None, eqn.outvars[0].aval.dtype):
+        return False
+    lhs, rhs = (v.aval for v in eqn.invars)
+    if not (lhs.dtype == rhs.dtype and lhs.dtype in (np.float32, np.float64)):
+        return False
+    (lc, _), _ = eqn.params["dimension_numbers"]
+    k = 1
+    for axis in lc:
+        k *= lhs.shape[axis]
+    return eqn.outvars[0].aval.size * k >= PARALLEL_MATMUL
 
 
 def _contiguous(x):

@@ -18,6 +18,7 @@ runs the two halves of a large kernel's outermost loop on two threads.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import tempfile
@@ -27,7 +28,8 @@ import numpy as np
 
 from .. import config
 
-__all__ = ["compile_kernels", "available", "threads", "Parallel", "cache_dir", "stats"]
+__all__ = ["compile_kernels", "available", "threads", "Parallel", "parallel_matmul",
+           "threaded_numpy", "single_threaded_blas", "cache_dir", "stats"]
 
 _ENV = None           # (target machine, pass builder options) once LLVM is set up
 _functions: dict = {}  # pattern -> ctypes function (this process)
@@ -184,36 +186,83 @@ def threads():
     return max(1, n)
 
 
+class _Job:
+    """Parts of one call, taken one at a time by whichever thread is free: the caller takes
+    them as well as the helper, so a helper that is slow to start (the machine's other cores
+    busy) costs a part's time at most, never a wait."""
+
+    __slots__ = ("fn", "parts", "running", "error")
+
+    def __init__(self, fn, parts):
+        self.fn = fn
+        self.parts = parts
+        self.running = threading.Lock()  # held while the helper works on this job
+        self.error = None
+
+    def work(self):
+        fn, parts = self.fn, self.parts
+        while True:
+            try:
+                args = parts.pop()  # atomic (the GIL): each part is taken once
+            except IndexError:
+                return
+            fn(*args)
+
+
 class _Helper(threading.Thread):
-    """A worker thread that runs the second half of a split kernel call."""
+    """The thread that works on split calls beside the caller (see `_split`)."""
 
     def __init__(self):
         super().__init__(daemon=True, name="funcgrad-kernel-helper")
-        self.go = threading.Lock()
-        self.go.acquire()
-        self.done = threading.Lock()
-        self.done.acquire()
+        self.wake = threading.Lock()  # released to wake the helper
+        self.wake.acquire()
         self.job = None
-        self.error = None
 
     def run(self):
         while True:
-            self.go.acquire()
-            fn, args = self.job
-            try:
-                fn(*args)
-            except BaseException as e:  # noqa: BLE001 (reported by the caller)
-                self.error = e
-            self.done.release()
+            self.wake.acquire()
+            job = self.job
+            with job.running:
+                try:
+                    job.work()
+                except BaseException as e:  # noqa: BLE001 (reported by the caller)
+                    job.error = e
 
 
 _helper = None
 _helper_lock = threading.Lock()
 
 
+def _split(fn, *parts):
+    """fn(*part) for each part, on this thread and the helper thread together; returns when
+    all are done. Parts are taken from the end. Without the helper (another thread of the
+    program is using it) all run on this thread."""
+    global _helper
+    if not _helper_lock.acquire(blocking=False):
+        for args in parts:
+            fn(*args)
+        return
+    try:
+        if _helper is None:
+            _helper = _Helper()
+            _helper.start()
+        job = _helper.job = _Job(fn, list(parts))
+        try:
+            _helper.wake.release()
+        except RuntimeError:  # still released: the helper has not woken for the last job
+            pass
+        job.work()
+        with job.running:  # the part the helper may still be working on
+            pass
+        if job.error is not None:
+            raise job.error
+    finally:
+        _helper_lock.release()
+
+
 class Parallel:
-    """Calls a kernel over [0, n) of its outermost loop, split in two across threads when
-    `split` (the work is large enough to repay the hand-off, see llvm_backend)."""
+    """Calls a kernel over [0, n) of its outermost loop in two halves, on two threads (used
+    where the work is large enough to repay the hand-off, see llvm_backend)."""
 
     __slots__ = ("fn", "n")
 
@@ -222,23 +271,105 @@ class Parallel:
         self.n = n
 
     def __call__(self, *args):
-        global _helper
         n = self.n
         mid = n // 2
-        if not _helper_lock.acquire(blocking=False):  # the helper is busy (another thread)
-            self.fn(*args, 0, n)
-            return
+        _split(self.fn, (*args, mid, n), (*args, 0, mid))
+
+
+def parallel_matmul(a, b):
+    """np.matmul(a, b) computed in two halves on two threads, each half one single-threaded
+    BLAS call into its part of the result: the halves of the leading batch axis, else of
+    the rows of `a`, else of the columns of `b` (every element is the same dot product, in
+    the same order, as in one call). Operands as np.matmul takes them (at least 2-D)."""
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    out = np.empty(shape, np.result_type(a, b))
+    if a.ndim > 2 and a.shape[0] >= 2 and a.shape[:-2] == b.shape[:-2]:
+        mid = a.shape[0] // 2
+        halves = (a[:mid], b[:mid], out[:mid]), (a[mid:], b[mid:], out[mid:])
+    elif a.shape[-2] >= 2:
+        mid = a.shape[-2] // 2
+        halves = ((a[..., :mid, :], b, out[..., :mid, :]),
+                  (a[..., mid:, :], b, out[..., mid:, :]))
+    elif b.shape[-1] >= 2:
+        mid = b.shape[-1] // 2
+        halves = ((a, b[..., :mid], out[..., :mid]), (a, b[..., mid:], out[..., mid:]))
+    else:
+        return np.matmul(a, b, out=out)
+    _split(np.matmul, *halves[::-1])
+    return out
+
+
+class _ThreadedNumPy:
+    """The NumPy namespace with `matmul` split across two threads (parallel_matmul): what the
+    llvm backend gives dot_general's implementation for large products."""
+
+    matmul = staticmethod(parallel_matmul)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+threaded_numpy = _ThreadedNumPy()
+
+
+# ---------------------------------------------------------------------------------------------
+# The BLAS library's own threads
+
+def _find_blas_threads():
+    """(get, set) of the OpenBLAS library NumPy uses, its process-wide thread count; None
+    when NumPy's BLAS is not an OpenBLAS found in this process's mappings (Linux)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {parts[-1] for parts in map(str.split, f)
+                     if len(parts) == 6 and "openblas" in os.path.basename(parts[-1]).lower()}
+    except OSError:
+        return None
+    for path in sorted(paths):
         try:
-            if _helper is None:
-                _helper = _Helper()
-                _helper.start()
-            h = _helper
-            h.job = (self.fn, (*args, mid, n))
-            h.go.release()
-            self.fn(*args, 0, mid)
-            h.done.acquire()
-            if h.error is not None:
-                e, h.error = h.error, None
-                raise e
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""),
+                               ("openblas", "64_"), ("openblas", "")):
+            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                get.restype, get.argtypes = ctypes.c_int, []
+                put.restype, put.argtypes = None, [ctypes.c_int]
+                return get, put
+    return None
+
+
+_blas = False  # not looked up yet
+
+
+def blas_threads_control():
+    """(get, set) for the BLAS library's thread count, or None where it cannot be set."""
+    global _blas
+    if _blas is False:
+        _blas = _find_blas_threads()
+    return _blas
+
+
+def single_threaded_blas(fn):
+    """fn, calling BLAS single-threaded while it runs (the thread count restored after): for
+    programs whose large matrix products the kernel threads split (parallel_matmul). BLAS's
+    own threads would otherwise run beside the kernel helper on the same cores, and OpenBLAS's
+    idle threads spin between products, so that a loaded 2-core machine ran the 2-thread
+    mlp-train step 3x slower than the 1-thread one."""
+    control = blas_threads_control()
+    if control is None:
+        return fn
+    get, put = control
+
+    @functools.wraps(fn)
+    def run(*args):
+        n = get()
+        if n == 1:
+            return fn(*args)
+        put(1)
+        try:
+            return fn(*args)
         finally:
-            _helper_lock.release()
+            put(n)
+    return run
