@@ -8,7 +8,7 @@ the group's trailing or leading axes joins the group that feeds it. Each `fused`
 program then becomes, in the generated Python code,
 
     v7 = _empty((128, 512), dt_float32)          # the group's outputs
-    fused_3(v2, c1, v7, 65536, 0, 128)           # the kernel: arrays, loop sizes, range
+    fused_3(v2, c1, v7, dims_fused_3)            # the kernel: arrays, [loop sizes, range]
 
 and everything else is generated exactly as by the "numpy" backend (numpy_backend.py), which
 stays the readable reference (`fg.config.update("cpu_backend", "numpy")`). Kernels are compiled
@@ -110,15 +110,15 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
                 lines.append(f"    {name} = _full({shape!r}, {init}, {dt})")
             else:
                 lines.append(f"    {name} = _empty({shape!r}, {dt})")
-        dims = [str(d) for d in kern.dims]
         cfn = functions[kern.name]
         n0 = kern.parts if kern.parts > 1 else (kern.dims[0] if kern.dims else 1)
         if kern.threadable and nthreads > 1 and kern.work >= PARALLEL_WORK and n0 >= 2:
-            namespace[fn] = llvm_runtime.Parallel(cfn, n0)
-            call = f"{fn}({', '.join(args + list(outs) + dims)})"
+            namespace[fn] = llvm_runtime.Parallel(cfn, kern.dims, n0)
+            call = f"{fn}({', '.join(args + list(outs))})"
         else:
             namespace[fn] = cfn
-            call = f"{fn}({', '.join(args + list(outs) + dims + ['0', str(n0)])})"
+            namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, n0)
+            call = f"{fn}({', '.join(args + list(outs) + [f'dims_{fn}'])})"
         lines.append(f"    {call}  # compiled kernel: {_describe(eqn)}")
         return lines
 
