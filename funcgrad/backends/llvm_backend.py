@@ -44,7 +44,9 @@ FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reducti
 PARALLEL_WORK = 1 << 20
 
 # A matrix product (dot_general) is split across two threads from this many multiply-adds on
-# (about 50 µs of one thread's BLAS); the program then runs BLAS single-threaded.
+# (about 50 µs of one thread's BLAS). At two threads or more, a program with products runs
+# BLAS single-threaded (llvm_runtime.single_threaded_blas): OpenBLAS threads products from
+# 2.6e5 multiply-adds on, and its idle threads spin beside the kernel helper.
 PARALLEL_MATMUL = 1 << 22
 
 # Equations that keep a C-contiguous operand C-contiguous (views of the same buffer).
@@ -65,7 +67,6 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     contiguous = _contiguous_vars(jaxpr, kernels)
     nthreads = llvm_runtime.threads()
     by_eqn = {id(jaxpr.eqns[k]): kern for k, kern in kernels.items()}
-    split_matmuls = []
 
     def special(eqn, fn, ins, outs, namespace, reusable):
         kern = by_eqn.get(id(eqn))
@@ -73,7 +74,6 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
             if nthreads > 1 and _large_matmul(eqn):
                 namespace[fn] = functools.partial(eqn.primitive.impl, llvm_runtime.threaded_numpy,
                                                   **eqn.params)
-                split_matmuls.append(eqn)
                 return [f"    {outs[0]} = {fn}({', '.join(ins)})  # on two threads"]
             if eqn.primitive.name == "fused":  # not translatable: its equations, by NumPy
                 body = eqn.params["jaxpr"]
@@ -128,7 +128,8 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
                       for k, kern in kernels.items())
     source = executable.source + ("\n; compiled LLVM kernels" + listing if kernels else "")
     run = executable.fn
-    if split_matmuls:  # the kernel threads split the products: BLAS's own threads stay idle
+    if nthreads > 1 and any(e.primitive.name == "dot_general" for e in jaxpr.eqns):
+        # the kernel threads split the large products; BLAS's own threads stay idle
         run = llvm_runtime.single_threaded_blas(run)
     out = Executable(run, source, executable.eqn_lines, code=executable.code,
                      kernels=list(kernels.values()))
