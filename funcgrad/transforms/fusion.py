@@ -87,6 +87,18 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
                 stack.extend(find(h) for h in gin[g])
         return seen
 
+    # A group must not hold back a value an outside equation reads (everything read with it,
+    # and everything that reader's readers keep alive, would wait): an equation joins only if
+    # every value it reads from outside was made before the first outside read of the group's.
+    # (Readers whose results no equation reads, such as a loss value, may wait.)
+    final = _final_readers(jaxpr)
+    first_read = {}  # group id -> index of the first equation outside it reading one of its values
+    last_input = {}  # group id -> index of the last equation outside it whose value it reads
+
+    def outside_inputs(ins, groups):
+        return max((producer[a] for a in ins if a in producer and not (
+            producer[a] in group_of and find(group_of[producer[a]]) in groups)), default=-1)
+
     last_effect = frozenset()  # what reached the last effectful equation (effects keep order)
     for i, eqn in enumerate(jaxpr.eqns):
         ins = [a for a in eqn.invars if type(a) is Var]
@@ -116,23 +128,42 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
                             and jaxpr.eqns[j].outvars[0].aval.shape == out_shape:
                         cands.append(g)
             for g in cands:
+                joined = {g} if target is None else {target, g}
+                if target is not None and (target in closure(gin[g])
+                                           or g in closure(gin[target])):
+                    continue
+                latest = max(outside_inputs(ins, joined), *(last_input[h] for h in joined))
+                if latest >= min(first_read[h] for h in joined):
+                    continue  # it would hold back a value read in between
                 if target is None:
                     target = g
-                elif target not in closure(gin[g]) and g not in closure(gin[target]):
+                else:
                     parent[g] = target
                     gin[target] = gin[target] | gin[g]
+                    first_read[target] = min(first_read[target], first_read[g])
+                    last_input[target] = max(last_input[target], last_input[g])
             if target is None:
                 target = i
                 parent[i] = i
                 gin[i] = set()
+                first_read[i] = len(jaxpr.eqns)
+                last_input[i] = -1
             group_of[i] = target
             target = find(target)
             gin[target] = {find(h) for h in gin[target] | recorded | direct} - {target}
+            last_input[target] = max(last_input[target], outside_inputs(ins, {target}))
         else:
             for v in eqn.outvars:
                 reach[v] = frozenset(recorded | direct)
             if effect:
                 last_effect = frozenset(recorded | direct)
+        mine = find(group_of[i]) if i in group_of else None
+        for a in ins:
+            j = producer.get(a)
+            if j is not None and j in group_of:
+                h = find(group_of[j])
+                if h != mine and i not in final:
+                    first_read[h] = min(first_read[h], i)
         for v in eqn.outvars:
             producer[v] = i
     members = {}
@@ -247,12 +278,19 @@ def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, re
     units = {}
     for i in range(len(jaxpr.eqns)):
         units.setdefault(unit_of.get(i, ("e", i)), []).append(i)
-    producer = {v: unit_of.get(i, ("e", i)) for i, e in enumerate(jaxpr.eqns) for v in e.outvars}
+    # (A group without outputs has its every value computed again by the groups reading it,
+    # which depend on its inputs instead (below), not on it.)
+    producer = {v: unit_of.get(i, ("e", i)) for i, e in enumerate(jaxpr.eqns) for v in e.outvars
+                if i not in unit_of or groups[unit_of[i][1]].outputs}
     deps = {u: set() for u in units}
+    again = {("g", gi): {v for i in g.recomputed for v in jaxpr.eqns[i].outvars}
+             for gi, g in enumerate(groups) if g.recomputed}
     last_effect = None
     for i, eqn in enumerate(jaxpr.eqns):
         u = unit_of.get(i, ("e", i))
-        deps[u].update(producer[a] for a in eqn.invars if type(a) is Var and a in producer)
+        own = again.get(u, ())   # values the group computes again itself
+        deps[u].update(producer[a] for a in eqn.invars
+                       if type(a) is Var and a in producer and a not in own)
         if _has_effects(eqn):
             if last_effect is not None:
                 deps[u].add(last_effect)
@@ -268,8 +306,18 @@ def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, re
     for u, ds in deps.items():
         for d in ds:
             users[d].append(u)
+    # Each unit is placed where the input program could compute it: an equation at its index,
+    # a group at its first member or, if later, just after its last input is made (and before
+    # the first outside equation reading one of its values). Placed by its first member alone,
+    # a group waiting for a late input would let everything ready run ahead of it (a backward
+    # pass's weight transposes, say, all at once), and every value that work makes would stay
+    # alive until it runs. (A group without outputs emits nothing: it is released when ready.)
+    spans = _read_spans(jaxpr, groups)
+    place = {u: (ix[0], 0) if u[0] == "e" else min(max((ix[0], 0), (spans[u[1]][0], 1)),
+                                                   (spans[u[1]][1], -1))
+             if groups[u[1]].outputs else (-1, 0) for u, ix in units.items()}
     pending = {u: len(ds) for u, ds in deps.items()}
-    ready = [(units[u][0], u) for u, n in pending.items() if n == 0]
+    ready = [(place[u], u) for u, n in pending.items() if n == 0]
     heapq.heapify(ready)
     eqns, done = [], 0
     while ready:
@@ -282,7 +330,7 @@ def fuse(program, fusible=is_elementwise, min_size=2, broadcast_inputs=False, re
         for w in users[u]:
             pending[w] -= 1
             if pending[w] == 0:
-                heapq.heappush(ready, (units[w][0], w))
+                heapq.heappush(ready, (place[w], w))
     assert done == len(units), "fusion groups form a cycle"
     return rebuild(Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns), consts)
 
@@ -354,9 +402,10 @@ def _group_ancestors(jaxpr, groups):
 def _merge_parallel(jaxpr, groups):
     """Groups of equal structure and no path between them, merged (see `fuse`)."""
     anc = _group_ancestors(jaxpr, groups)
-    buckets = {}   # structure -> [(member group ids, bit set of members)]
+    buckets = {}   # structure -> [(member group ids, bit set of members, span)]
     merged_into = {}
     outs = {v for v in jaxpr.outvars if type(v) is Var}
+    spans = _read_spans(jaxpr, groups)
     for g, grp in enumerate(groups):
         if grp.recomputed:
             continue
@@ -372,9 +421,12 @@ def _merge_parallel(jaxpr, groups):
             unit_anc = 0
             for m in members[0]:
                 unit_anc |= anc[m]
-            if not (anc[g] & mask) and not unit_anc >> g & 1:
+            last_input = max(members[2][0], spans[g][0])
+            first_read = min(members[2][1], spans[g][1])
+            if not (anc[g] & mask) and not unit_anc >> g & 1 and last_input < first_read:
                 members[0].append(g)
                 members[1] |= 1 << g
+                members[2] = (last_input, first_read)
                 merged_into[g] = members[0][0]
                 # the merged unit is reached from what reached either part, and so is all
                 # that it reaches
@@ -384,7 +436,7 @@ def _merge_parallel(jaxpr, groups):
                         anc[h] |= joined | (0 if mask >> h & 1 else mask)
                 break
         else:
-            buckets[key].append([[g], 1 << g])
+            buckets[key].append([[g], 1 << g, spans[g]])
     if not merged_into:
         return groups
     members_of = {b[0][0]: b[0] for lists in buckets.values() for b in lists if len(b[0]) > 1}
@@ -399,6 +451,35 @@ def _merge_parallel(jaxpr, groups):
         elif g not in merged_into:
             out.append(grp)
     return out
+
+
+def _final_readers(jaxpr):
+    """Indices of the equations whose results no equation reads (program outputs): delaying
+    one holds back nothing else."""
+    read = {a for eqn in jaxpr.eqns for a in eqn.invars if type(a) is Var}
+    return {i for i, eqn in enumerate(jaxpr.eqns) if not any(v in read for v in eqn.outvars)}
+
+
+def _read_spans(jaxpr, groups):
+    """Per group, (the index of the last equation outside it whose value it reads, the index of
+    the first equation outside it reading one of its values). Groups merged side by side run
+    as one unit, so a merge must keep the first below the second, or the unit would hold back
+    a value read in between (see `fusion_groups`)."""
+    producer = {v: i for i, e in enumerate(jaxpr.eqns) for v in e.outvars}
+    readers = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for a in eqn.invars:
+            if type(a) is Var:
+                readers.setdefault(a, []).append(i)
+    final = _final_readers(jaxpr)
+    spans = []
+    for g in groups:
+        inside = set(g.eqns) | set(g.recomputed)
+        last = max((producer[a] for a in g.inputs if a in producer), default=-1)
+        first = min((r for v in g.outputs for r in readers.get(v, ())
+                     if r not in inside and r not in final), default=len(jaxpr.eqns))
+        spans.append((last, first))
+    return spans
 
 
 def _structure(jaxpr, group):
@@ -436,7 +517,8 @@ def _recompute_cheap(jaxpr, groups, cheap, limit=12):
     extra = [set(grp.recomputed) for grp in groups]
     outputs = [list(grp.outputs) for grp in groups]
     changed = False
-    for g, grp in enumerate(groups):
+    for g in _producers_first(groups, group_of, producer):
+        grp = groups[g]
         owned = set(grp.eqns)
         members = owned | extra[g]   # (what it computes again itself: its cones go through)
         for v in grp.outputs:
@@ -467,6 +549,31 @@ def _recompute_cheap(jaxpr, groups, cheap, limit=12):
                     inputs.append(a)
         out.append(FusionGroup(grp.eqns, inputs, outputs[g], grp.shape, rec))
     return out
+
+
+def _producers_first(groups, group_of, producer):
+    """Group indices, each after the groups whose values it reads: a group's cones may go
+    through what it computes again of those groups, so that must be complete first."""
+    reads = [{group_of[producer[a]] for a in grp.inputs if producer.get(a) in group_of}
+             - {g} for g, grp in enumerate(groups)]
+    order, placed = [], set()
+
+    def visit(g):   # depth first (the groups form no cycle)
+        stack = [(g, iter(sorted(reads[g])))]
+        while stack:
+            h, it = stack[-1]
+            nxt = next((d for d in it if d not in placed), None)
+            if nxt is None:
+                stack.pop()
+                if h not in placed:
+                    placed.add(h)
+                    order.append(h)
+            else:
+                stack.append((nxt, iter(sorted(reads[nxt]))))
+
+    for g in range(len(groups)):
+        visit(g)
+    return order
 
 
 def _cone(jaxpr, v, members, producer, cheap, limit):
