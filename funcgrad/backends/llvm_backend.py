@@ -8,7 +8,10 @@ the group's trailing or leading axes joins the group that feeds it. Each `fused`
 program then becomes, in the generated Python code,
 
     v7 = _empty((128, 512), dt_float32)          # the group's outputs
-    fused_3(v2, c1, v7, dims_fused_3)            # the kernel: arrays, [loop sizes, range]
+    fused_3(v2, c1, v7, dims_fused_3) or fused_3(_c(v2), c1, v7, dims_fused_3)
+
+(the arrays, then the loop sizes and range; the kernel returns False without running when an
+input is not C-contiguous, and the second call passes contiguous copies of those that may not be)
 
 and everything else is generated exactly as by the "numpy" backend (numpy_backend.py), which
 stays the readable reference (`fg.config.update("cpu_backend", "numpy")`). Kernels are compiled
@@ -82,13 +85,13 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
                         f"{fn}({', '.join(ins)})"]
             return None
         lines = []
-        args = []
+        args, checked = [], []  # checked: with the inputs not known to be contiguous made so
         for a, name in zip(eqn.invars, ins):
             if a.aval.ndim == 0:
                 name = f"_asarray({name})"
-            elif not (type(a) is Var and a in contiguous):
-                name = f"_c({name})"
             args.append(name)
+            checked.append(name if a.aval.ndim == 0 or (type(a) is Var and a in contiguous)
+                           else f"_c({name})")
         taken = []
         nin = len(eqn.invars)
         for k, (name, v, (shape, dtype)) in enumerate(zip(outs, eqn.outvars, kern.outputs)):
@@ -114,11 +117,16 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
         n0 = kern.parts if kern.parts > 1 else (kern.dims[0] if kern.dims else 1)
         if kern.threadable and nthreads > 1 and kern.work >= PARALLEL_WORK and n0 >= 2:
             namespace[fn] = llvm_runtime.Parallel(cfn, kern.dims, n0)
-            call = f"{fn}({', '.join(args + list(outs))})"
+            call = f"{fn}({', '.join(checked + list(outs))})"
         else:
+            # the kernel tests the arrays' contiguity itself (False: nothing ran), so the
+            # copies (`_c`, a Python call per argument) are only made when one is not
             namespace[fn] = cfn
             namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, n0)
-            call = f"{fn}({', '.join(args + list(outs) + [f'dims_{fn}'])})"
+            tail = list(outs) + [f"dims_{fn}"]
+            call = f"{fn}({', '.join(args + tail)})"
+            if checked != args:
+                call += f" or {fn}({', '.join(checked + tail)})"
         lines.append(f"    {call}  # compiled kernel: {_describe(eqn)}")
         return lines
 
