@@ -114,32 +114,53 @@ def _call_wrapper(name, kern):
     True, or False without running when an array is not C-contiguous (the caller then passes
     contiguous copies: one flag test here instead of a Python call per argument)."""
     n = kern.inputs + len(kern.outputs)
-    nd = len(kern.dims) + 2
-    lines = [f"define ptr @{name}_py(ptr %self, ptr %args, i64 %nargs) #0 {{", "entry:"]
-    ok = "true"
-    for k in range(n + 1):
-        lines += [f"  %g{k} = getelementptr ptr, ptr %args, i64 {k}",
-                  f"  %x{k} = load ptr, ptr %g{k}"]
-        if k < n:
-            lines += [f"  %fp{k} = getelementptr i8, ptr %x{k}, i64 {_FLAGS_OFFSET}",
-                      f"  %f{k} = load i32, ptr %fp{k}",
-                      f"  %c{k} = and i32 %f{k}, {_C_CONTIGUOUS}",
-                      f"  %b{k} = icmp ne i32 %c{k}, 0",
-                      f"  %ok{k} = and i1 {ok}, %b{k}"]
-            ok = f"%ok{k}"
-    lines += [f"  br i1 {ok}, label %run, label %refuse", "refuse:",
-              "  call void @Py_IncRef(ptr @_Py_FalseStruct)", "  ret ptr @_Py_FalseStruct",
-              "run:", f"  %dp = getelementptr i8, ptr %x{n}, i64 16", "  %dd = load ptr, ptr %dp"]
-    for j in range(nd):
-        lines += [f"  %e{j} = getelementptr i64, ptr %dd, i64 {j}",
-                  f"  %d{j} = load i64, ptr %e{j}"]
-    args = [f"ptr %x{k}" for k in range(n)] + [f"i64 %d{j}" for j in range(nd)]
-    lines += ["  %ts = call ptr @PyEval_SaveThread()",
-              f"  call void @{name}({', '.join(args)})",
-              "  call void @PyEval_RestoreThread(ptr %ts)",
-              "  call void @Py_IncRef(ptr @_Py_TrueStruct)",
-              "  ret ptr @_Py_TrueStruct", "}"]
-    return "\n".join(lines) + "\n"
+    return f"""define ptr @{name}_py(ptr %self, ptr %args, i64 %nargs) #0 {{
+entry:
+  %ok = call i1 @fg_contiguous(ptr %args, i64 {n})
+  br i1 %ok, label %run, label %refuse
+refuse:
+  call void @Py_IncRef(ptr @_Py_FalseStruct)
+  ret ptr @_Py_FalseStruct
+run:
+  %g = getelementptr ptr, ptr %args, i64 {n}
+  %dims = load ptr, ptr %g
+  %dp = getelementptr i8, ptr %dims, i64 16
+  %dv = load ptr, ptr %dp
+  %ts = call ptr @PyEval_SaveThread()
+  call void @{name}(ptr %args, ptr %dv) #2
+  call void @PyEval_RestoreThread(ptr %ts)
+  call void @Py_IncRef(ptr @_Py_TrueStruct)
+  ret ptr @_Py_TrueStruct
+}}
+"""
+
+
+# Whether the first n arrays of a call's arguments are all C-contiguous (one copy per module;
+# the wrappers call it and the kernels without inlining either: compile time).
+_CONTIGUOUS_TEST = f"""define internal i1 @fg_contiguous(ptr %args, i64 %n) #2 {{
+entry:
+  br label %head
+head:
+  %i = phi i64 [0, %entry], [%i1, %next]
+  %more = icmp slt i64 %i, %n
+  br i1 %more, label %test, label %yes
+test:
+  %g = getelementptr ptr, ptr %args, i64 %i
+  %x = load ptr, ptr %g
+  %fp = getelementptr i8, ptr %x, i64 {_FLAGS_OFFSET}
+  %f = load i32, ptr %fp
+  %c = and i32 %f, {_C_CONTIGUOUS}
+  %b = icmp ne i32 %c, 0
+  %i1 = add i64 %i, 1
+  br i1 %b, label %next, label %no
+next:
+  br label %head
+yes:
+  ret i1 true
+no:
+  ret i1 false
+}}
+"""
 
 
 class _MethodDef(ctypes.Structure):
@@ -175,7 +196,7 @@ def cache_dir():
 
 
 def _module_text(kernels, names):
-    decls, helpers, bodies = set(_WRAPPER_DECLS), {}, []
+    decls, helpers, bodies = set(_WRAPPER_DECLS), {"fg_contiguous": _CONTIGUOUS_TEST}, []
     for k in kernels:
         decls |= k.decls
         helpers.update(k.helpers)
