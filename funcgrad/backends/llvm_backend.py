@@ -47,9 +47,10 @@ FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reducti
 PARALLEL_WORK = 1 << 20
 
 # A matrix product (dot_general) is split across two threads from this many multiply-adds on
-# (about 50 µs of one thread's BLAS). At two threads or more, a program with products runs
-# BLAS single-threaded (llvm_runtime.single_threaded_blas): OpenBLAS threads products from
-# 2.6e5 multiply-adds on, and its idle threads spin beside the kernel helper.
+# (about 50 µs of one thread's BLAS). At two threads or more, with an OpenBLAS of at most two
+# threads, a program with products runs BLAS single-threaded (single_threaded_blas): OpenBLAS
+# threads products from 2.6e5 multiply-adds on, and its idle threads spin beside the kernel
+# helper. With more BLAS threads (a larger machine) the products stay BLAS's.
 PARALLEL_MATMUL = 1 << 22
 
 # Equations that keep a C-contiguous operand C-contiguous (views of the same buffer).
@@ -69,12 +70,16 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     functions = llvm_runtime.compile_kernels(list(kernels.values())) if kernels else {}
     contiguous = _contiguous_vars(jaxpr, kernels)
     nthreads = llvm_runtime.threads()
+    # The products go on the kernel threads (two) only where that is not fewer threads than
+    # BLAS's own and BLAS can be told to stay single-threaded meanwhile (OpenBLAS)
+    blas = llvm_runtime.blas_threads() if nthreads > 1 else None
+    split_products = blas is not None and blas <= 2
     by_eqn = {id(jaxpr.eqns[k]): kern for k, kern in kernels.items()}
 
     def special(eqn, fn, ins, outs, namespace, reusable):
         kern = by_eqn.get(id(eqn))
         if kern is None:
-            if nthreads > 1 and _large_matmul(eqn):
+            if split_products and _large_matmul(eqn):
                 namespace[fn] = functools.partial(eqn.primitive.impl, llvm_runtime.threaded_numpy,
                                                   **eqn.params)
                 return [f"    {outs[0]} = {fn}({', '.join(ins)})  # on two threads"]
@@ -136,7 +141,7 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
                       for k, kern in kernels.items())
     source = executable.source + ("\n; compiled LLVM kernels" + listing if kernels else "")
     run = executable.fn
-    if nthreads > 1 and any(e.primitive.name == "dot_general" for e in jaxpr.eqns):
+    if split_products and any(e.primitive.name == "dot_general" for e in jaxpr.eqns):
         # the kernel threads split the large products; BLAS's own threads stay idle
         run = llvm_runtime.single_threaded_blas(run)
     out = Executable(run, source, executable.eqn_lines, code=executable.code,

@@ -34,7 +34,8 @@ import numpy as np
 from .. import config
 
 __all__ = ["compile_kernels", "available", "threads", "Parallel", "parallel_matmul",
-           "threaded_numpy", "single_threaded_blas", "dims_array", "cache_dir", "stats"]
+           "threaded_numpy", "single_threaded_blas", "blas_threads", "dims_array",
+           "cache_dir", "stats"]
 
 _ENV = None           # (target machine, pass builder options) once LLVM is set up
 _functions: dict = {}  # pattern -> ctypes function (this process)
@@ -453,6 +454,12 @@ def blas_threads_control():
     if _blas is False:
         _blas = _find_blas_threads()
     return _blas
+
+
+def blas_threads():
+    """The BLAS library's thread count now, or None where it cannot be read."""
+    control = blas_threads_control()
+    return None if control is None else control[0]()
 
 
 def single_threaded_blas(fn):
