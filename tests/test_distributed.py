@@ -559,7 +559,7 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path, monkeypat
     state = {"params": params, "opt": step.init(params), "step": 1}
     first = dist.save_checkpoint(tmp_path, state)
     assert dist.latest_checkpoint(tmp_path) == first
-    real = fg.io._write
+    real = fg.io.atomic._write
 
     def dies_in_the_manifest(f, data):  # the commit point: the last file a save writes
         header = bytes(data[8:8 + int.from_bytes(bytes(data[:8]), "little")])
@@ -568,10 +568,10 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path, monkeypat
             raise KeyboardInterrupt("killed")
         real(f, data)
 
-    monkeypatch.setattr(fg.io, "_write", dies_in_the_manifest)
+    monkeypatch.setattr(fg.io.atomic, "_write", dies_in_the_manifest)
     with pytest.raises(KeyboardInterrupt):
         dist.save_checkpoint(tmp_path, dict(state, step=2))
-    monkeypatch.setattr(fg.io, "_write", real)
+    monkeypatch.setattr(fg.io.atomic, "_write", real)
     assert dist.latest_checkpoint(tmp_path) == first  # the new folder has no manifest
     like = {"params": params, "opt": step.init(params), "step": 0}
     assert dist.load_checkpoint(tmp_path, like)["step"] == 1
@@ -666,14 +666,14 @@ WORKER = textwrap.dedent("""
     params = dist.broadcast(params)  # rank 0's start everywhere
     mask = {"mlp": True, "scale": False}
     if fail == "in_save" and dist.rank() == 1:  # killed while writing its second shard
-        real, saves = fg.io._write, []
+        real, saves = fg.io.atomic._write, []
         def write(f, data):
             saves.append(1)
             if len(saves) == 2:
                 real(f, data[:len(data) // 2])
                 os.kill(os.getpid(), signal.SIGKILL)
             real(f, data)
-        fg.io._write = write
+        fg.io.atomic._write = write
     for name, shard in [(t, s) for t in sys.argv[7].split(",") for s in shards]:
         shard = None if shard == "none" else shard
         tx = optimizers[name]

@@ -161,7 +161,7 @@ def test_failed_save_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
         fh.write(memoryview(data)[:10])
         raise OSError("disk full")
 
-    monkeypatch.setattr(io, "_write", broken)
+    monkeypatch.setattr(io.atomic, "_write", broken)
     with pytest.raises(OSError, match="disk full"):
         io.save(f, {"w": np.zeros(3, np.float32)})
     assert_same(io.load(f), old)
@@ -180,6 +180,7 @@ def test_killed_mid_save_leaves_the_old_file_intact(tmp_path):
         import sys, time
         import numpy as np
         from funcgrad import io
+        from funcgrad.io import atomic
 
         def stalled(fh, data):                    # write half the file, then hang
             fh.write(memoryview(data)[:len(data) // 2])
@@ -187,7 +188,7 @@ def test_killed_mid_save_leaves_the_old_file_intact(tmp_path):
             print("half", flush=True)
             time.sleep(120)
 
-        io._write = stalled
+        atomic._write = stalled
         io.save({str(f)!r}, {{"w": np.full(4 << 20, 2.0, np.float32),
                               "step": np.array(2, np.int32)}})
         """)
@@ -206,7 +207,7 @@ def test_killed_mid_save_leaves_the_old_file_intact(tmp_path):
     assert_same(io.load(f), old)
     io.save(f, {"w": np.zeros(2, np.float32)})                   # the next save still works
     assert io.load(f)["w"].shape == (2,)
-    if io.fcntl is not None:                                     # a later save sweeps the temp
+    if io.atomic.fcntl is not None:                              # a later save sweeps the temp
         _backdate(tmp_path / temps[0])
         io.save(f, {"w": np.zeros(2, np.float32)})
         assert os.listdir(tmp_path) == ["ckpt.safetensors"]
@@ -434,7 +435,7 @@ HOLD = textwrap.dedent("""
     """)
 
 
-@pytest.mark.skipif(io.fcntl is None, reason="no advisory locks: temporaries are not swept")
+@pytest.mark.skipif(io.atomic.fcntl is None, reason="no advisory locks: temporaries are not swept")
 def test_save_and_load_sweep_stale_temporaries_of_their_path_only(tmp_path):
     f = tmp_path / "ck.safetensors"
     io.save(f, {"w": np.ones(3, np.float32)})
@@ -550,7 +551,7 @@ def test_a_registered_class_that_changed_is_named(tmp_path, monkeypatch):
     class Config2:
         d_model: int = 8
 
-    monkeypatch.setitem(io._TYPES, "tests.io.Config", Config2)
+    monkeypatch.setitem(io.registry._TYPES, "tests.io.Config", Config2)
     with pytest.raises(io.CheckpointError, match=r"train_state.config: the stored "
                                                  r"'tests.io.Config' has fields \['act', "
                                                  r"'d_model'.*\(.*Config2\) has \['d_model'\]"):
@@ -559,7 +560,7 @@ def test_a_registered_class_that_changed_is_named(tmp_path, monkeypatch):
     _rewrite_meta(f, lambda m: m["train_state"]["config"]["fields"].update(num_heads=3))
     with pytest.raises(io.CheckpointError, match="num_heads=3 does not divide d_model=8"):
         io.load_train_state(f)
-    monkeypatch.delitem(io._TYPES, "tests.io.Config")
+    monkeypatch.delitem(io.registry._TYPES, "tests.io.Config")
     with pytest.raises(io.CheckpointError, match="'tests.io.Config', which is not a registered"):
         io.load_train_state(f)
 

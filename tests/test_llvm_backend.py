@@ -16,7 +16,7 @@ import pytest
 import funcgrad as fg
 import funcgrad.numpy as fnp
 from funcgrad.backends import llvm_runtime
-from funcgrad.lax import structural
+from funcgrad.lax import products
 
 pytestmark = [pytest.mark.cpu_only,
               pytest.mark.skipif(llvm_runtime.available() is not None,
@@ -313,9 +313,9 @@ def test_dot_general_makes_no_copies(lhs, rhs, dims):
     a, b = heads(lhs), heads(rhs)
     if len(rhs) == 4 and dims[0][1] == (2,) and rhs[2] == lhs[3]:
         b = np.swapaxes(heads(rhs[:2] + rhs[2:][::-1]), -1, -2)  # k^T: a view of k
-    structural._dot_impl(np, a, b, dimension_numbers=dims)  # warm up
+    products._dot_impl(np, a, b, dimension_numbers=dims)  # warm up
     tracemalloc.start()
-    out = structural._dot_impl(np, a, b, dimension_numbers=dims)
+    out = products._dot_impl(np, a, b, dimension_numbers=dims)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak <= out.nbytes + 4096, (peak, out.nbytes)

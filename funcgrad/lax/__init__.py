@@ -4,6 +4,8 @@ from .elementwise import *  # noqa: F403
 from .elementwise import abs, complex, max, min, pow, round  # noqa: A004 (lax names shadow builtins)
 from .structural import *  # noqa: F403
 from .structural import slice  # noqa: A004
+from .reductions import *  # noqa: F403
+from .products import *  # noqa: F403
 from .parallel import all_gather, axis_index, axis_size, pmax, pmean, pmin, psum, psum_scatter
 from .indexing import *  # noqa: F403
 from .dynamic_slicing import *  # noqa: F403

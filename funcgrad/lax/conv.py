@@ -13,15 +13,8 @@ import math
 
 import numpy as np
 
-from .structural import (
-    concatenate,
-    dot_general,
-    pad,
-    reshape,
-    rev,
-    slice,
-    transpose,
-)
+from .products import dot_general
+from .structural import concatenate, pad, reshape, rev, slice, transpose
 
 __all__ = ["conv_general_dilated", "conv_dimension_numbers", "padtype_to_pads", "conv_transpose"]
 

@@ -98,7 +98,7 @@ def unbroadcast(ct, operand_aval):
     lead = len(ct.shape) - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
                                       if s == 1 and ct.shape[lead + i] != 1)
-    summed = structural.reduce_sum(ct, axes) if axes else ct
+    summed = reductions.reduce_sum(ct, axes) if axes else ct
     return structural.reshape(summed, shape) if tuple(summed.shape) != shape else summed
 
 
@@ -780,3 +780,8 @@ def bitcast_convert_type(operand, new_dtype):
 
 def round_toward_zero(x):
     return select_n(lt(x, _scalar(0, x)), floor(x), ceil(x))
+
+
+# Reductions build on this module and on structural.py: bound once they are loaded (the
+# transposes of broadcasting operations sum with reduce_sum at call time).
+from . import reductions  # noqa: E402

@@ -18,15 +18,8 @@ from ..core import Primitive, ShapedArray, bind
 from . import elementwise as ew
 from ._batching import at_front, batch_size, move_axis, move_to_front
 from ._util import astype, check_kind, copy, dtype_of, normalize_axis, same_dtype, shape_error
-from .structural import (
-    broadcast_in_dim,
-    concatenate,
-    expand_dims,
-    iota,
-    reduce_min,
-    reshape,
-    reshape_array,
-)
+from .reductions import reduce_min
+from .structural import broadcast_in_dim, concatenate, expand_dims, iota, reshape, reshape_array
 
 __all__ = [
     "gather", "scatter", "scatter_add", "scatter_mul", "scatter_min", "scatter_max",

@@ -16,7 +16,9 @@ from ..core import Primitive, ShapedArray, bind, to_host
 from . import elementwise as ew
 from ._batching import move_to_front
 from ._util import astype, check_kind, dtype_of, same_dtype, shape_error, small_floats_in_float32
-from .structural import broadcast_in_dim, dot_general, reduce_sum, transpose
+from .products import dot_general
+from .reductions import reduce_sum
+from .structural import broadcast_in_dim, transpose
 
 __all__ = [
     "cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "eig",

@@ -22,6 +22,7 @@ from ..core import JaxprTrace, Primitive, ShapedArray, Tracer, bind, current_tra
 from ..core.trace import axis_frame, axis_group, axis_size  # axis_size: also fg.lax's
 from ..interpreters.batching import BatchTrace
 from . import elementwise as ew
+from . import reductions
 from . import structural as st
 from ._batching import move_axis, move_to_front
 from ._util import check_kind
@@ -56,18 +57,18 @@ def _collective(name, eager, reduce, jvp, vjp, residuals="none"):
 
 psum_p = _collective(
     "psum", lambda x, n: x * n,  # a Python int keeps x's dtype (NEP 50)
-    lambda x, d, n: st.reduce_sum(x, (d,)),
+    lambda x, d, n: reductions.reduce_sum(x, (d,)),
     jvp=lambda primals, tangents, out, *, axis_name: psum(tangents[0], axis_name),
     vjp=lambda ct, primals, out, active, *, axis_name: (psum(ct, axis_name),))
 pmax_p = _collective(
-    "pmax", lambda x, n: x, lambda x, d, n: st.reduce_max(x, (d,)),
+    "pmax", lambda x, n: x, lambda x, d, n: reductions.reduce_max(x, (d,)),
     jvp=lambda primals, tangents, out, *, axis_name: psum(
         ew.mul(tangents[0], _winner_weights(primals[0], out, axis_name)), axis_name),
     vjp=lambda ct, primals, out, active, *, axis_name: (
         ew.mul(psum(ct, axis_name), _winner_weights(primals[0], out, axis_name)),),
     residuals="inout")
 pmin_p = _collective(
-    "pmin", lambda x, n: x, lambda x, d, n: st.reduce_min(x, (d,)),
+    "pmin", lambda x, n: x, lambda x, d, n: reductions.reduce_min(x, (d,)),
     jvp=pmax_p.jvp, vjp=pmax_p.vjp, residuals="inout")
 
 
@@ -210,7 +211,7 @@ def _psum_scatter_batch(vals, dims, *, frame, axis_name, scatter_dimension, tile
     if frame.axis_name != axis_name:
         return bind(psum_scatter_p, move_to_front(x, b), axis_name=axis_name,
                     scatter_dimension=scatter_dimension + 1, tiled=tiled), 0
-    total = st.reduce_sum(x, (b,))  # the sum over lanes; lane i keeps block i of it
+    total = reductions.reduce_sum(x, (b,))  # the sum over lanes; lane i keeps block i of it
     n, d = frame.axis_size, scatter_dimension
     _scatter_shape(total.shape, n, d, tiled)
     if tiled:

@@ -18,6 +18,7 @@ from ..interpreters.batching import batch_jaxpr
 from ..interpreters.jvp import jvp_jaxpr
 from ..interpreters.programs import aval, is_float, trace_flat
 from . import elementwise as ew
+from . import reductions
 from . import structural as st
 from ._batching import at_front, batch_size, move_to_front
 from ._programs import (
@@ -148,7 +149,7 @@ def _while_batch(vals, dims, *, cond_jaxpr, body_jaxpr, cond_nconsts, body_ncons
 
     def any_cond(*args):
         p = eval_jaxpr(cb.jaxpr, (), *args)[0]
-        return [st.reduce_max(p, (0,))]
+        return [reductions.reduce_max(p, (0,))]
 
     def masked_body(*args):
         cargs, bargs, ks = args[:ncc], args[ncc:ncc + nbc], args[ncc + nbc:]

@@ -16,17 +16,8 @@ from . import elementwise as ew
 from ._util import to_operand
 from .conv import padtype_to_pads
 from .elementwise_composite import as_dtype
-from .structural import (
-    broadcast_in_dim,
-    concatenate,
-    expand_dims,
-    pad,
-    reduce_max,
-    reduce_min,
-    reduce_prod,
-    reduce_sum,
-    slice,
-)
+from .reductions import reduce_max, reduce_min, reduce_prod, reduce_sum
+from .structural import broadcast_in_dim, concatenate, expand_dims, pad, slice
 
 __all__ = ["reduce_window"]
 

@@ -52,6 +52,7 @@ import numpy as np
 from .. import io, quant, random
 from .. import numpy as fnp
 from .. import tree_util as tu
+from ..config import trim_host_memory
 from ..devices import default_backend, device_put
 from ..io import CheckpointError
 from ..transforms.jit import jit
@@ -343,8 +344,12 @@ def load(path, *, dtype=None, architecture=None, key=None, config_updates=None, 
         raise ValueError(f"pretrained.load: quantize must be None, 'nf4' or 'int8', got "
                          f"{quantize!r}")
     tensors, _ = _read_weights(folder, lazy=quantize is not None)
-    return _build(family, config, tensors, dtype=dtype, key=key,
-                  switching=arch != stored_arch, where=folder, quantize=quantize, mask=mask)
+    model = _build(family, config, tensors, dtype=dtype, key=key,
+                   switching=arch != stored_arch, where=folder, quantize=quantize, mask=mask)
+    if quantize is not None:  # the float32 tensors read and freed: not kept as free heap
+        del tensors
+        trim_host_memory()
+    return model
 
 
 def from_tensors(config, tensors, *, dtype=None):

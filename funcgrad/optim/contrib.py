@@ -19,9 +19,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import numpy as fnp
-from . import optim
-from . import tree_util as tu
+from .. import numpy as fnp
+from .. import tree_util as tu
+from .base import checked_transformation, float_dtype_of
+from .combine import chain
+from .optimizers import sgd
+from .schedules import warmup_constant_schedule
+from .transform import add_decayed_weights, scale_by_learning_rate, scale_by_rms
 
 __all__ = ["ScheduleFreeState", "schedule_free", "schedule_free_eval_params",
            "schedule_free_sgd", "schedule_free_adamw"]
@@ -34,12 +38,6 @@ class ScheduleFreeState(NamedTuple):
     max_lr: Any
     base_optimizer_state: Any
     z: Any
-
-
-def _lowest_float_dtype(tree):
-    dts = [np.dtype(x.dtype) for x in tu.tree_leaves(tree)
-           if hasattr(x, "dtype") and fnp.issubdtype(x.dtype, fnp.floating)]
-    return min(dts, key=lambda d: d.itemsize) if dts else np.dtype(np.float32)
 
 
 def schedule_free_eval_params(state, params):
@@ -59,7 +57,7 @@ def schedule_free(base_optimizer, learning_rate, b1=0.9, weight_lr_power=2.0, st
     and the returned update takes the params from y_t to y_{t+1}."""
 
     def init(params):
-        dtype = _lowest_float_dtype(params)
+        dtype = float_dtype_of(params, min)
         z = params if state_dtype is None else tu.tree_map(
             lambda p: fnp.asarray(p, state_dtype), params)
         z = tu.tree_map(lambda t: fnp.array(t, copy=True), z)
@@ -91,13 +89,13 @@ def schedule_free(base_optimizer, learning_rate, b1=0.9, weight_lr_power=2.0, st
                                                                         np.int32),
                                           max_lr, base_state, z)
 
-    return optim.checked_transformation(init, update)
+    return checked_transformation(init, update)
 
 
 def _warmup(learning_rate, warmup_steps):
     if warmup_steps is None:
         return learning_rate
-    return optim.warmup_constant_schedule(0.0, learning_rate, warmup_steps)
+    return warmup_constant_schedule(0.0, learning_rate, warmup_steps)
 
 
 def schedule_free_sgd(learning_rate, warmup_steps=None, b1=0.9, weight_decay=None,
@@ -105,9 +103,9 @@ def schedule_free_sgd(learning_rate, warmup_steps=None, b1=0.9, weight_decay=Non
     """Schedule-free SGD (Optax's): `schedule_free(sgd(lr))`, with an optional linear warmup and
     weight decay (multiplied by the learning rate)."""
     lr = _warmup(learning_rate, warmup_steps)
-    opt = optim.sgd(lr)
+    opt = sgd(lr)
     if weight_decay is not None:
-        opt = optim.chain(optim.add_decayed_weights(weight_decay), opt)
+        opt = chain(add_decayed_weights(weight_decay), opt)
     return schedule_free(opt, lr, b1, weight_lr_power, state_dtype)
 
 
@@ -117,7 +115,7 @@ def schedule_free_adamw(learning_rate=0.0025, warmup_steps=None, b1=0.9, b2=0.99
     with eps outside the root, decoupled weight decay on every leaf, the learning rate) inside
     `schedule_free`."""
     lr = _warmup(learning_rate, warmup_steps)
-    opt = optim.chain(optim.scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True),
-                      optim.add_decayed_weights(weight_decay),
-                      optim.scale_by_learning_rate(lr))
+    opt = chain(scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True),
+                add_decayed_weights(weight_decay),
+                scale_by_learning_rate(lr))
     return schedule_free(opt, lr, b1, weight_lr_power, state_dtype)
