@@ -160,8 +160,124 @@ def test_two_threads_split_large_kernels_with_the_same_result():
     assert fn, "no kernel split across threads"
 
 
+@pytest.mark.parametrize("a_shape,b_shape,transpose", [
+    ((128, 300), (300, 96), False),       # rows of a split
+    ((1, 300), (300, 96), False),         # one row: the columns of b split
+    ((6, 33, 40), (6, 40, 17), False),    # the batch axis split
+    ((1, 33, 40), (1, 40, 17), True),     # one batch: rows, a read transposed
+])
+def test_parallel_matmul_is_np_matmul(a_shape, b_shape, transpose):
+    a = rng.normal(size=a_shape).astype(np.float32)
+    b = rng.normal(size=b_shape).astype(np.float32)
+    if transpose:
+        a = np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
+    np.testing.assert_array_equal(llvm_runtime.parallel_matmul(a, b), np.matmul(a, b))
+
+
+def test_split_runs_every_part_once_and_reports_errors():
+    seen = []
+    llvm_runtime._split(seen.append, *[(i,) for i in range(7)])
+    assert sorted(seen) == list(range(7))
+
+    def fail(i):
+        if i == 0:
+            raise ValueError("part 0")
+    for _ in range(5):  # whichever thread runs the failing part, the caller sees the error
+        with pytest.raises(ValueError, match="part 0"):
+            llvm_runtime._split(fail, (1,), (0,))
+    llvm_runtime._split(seen.append, (8,), (9,))  # and the helper still works afterwards
+    assert sorted(seen[-2:]) == [8, 9]
+
+
+def test_two_threads_split_large_matmuls_with_blas_single_threaded():
+    """At 2 threads the large products run on the kernel threads (parallel_matmul) with the
+    same result, BLAS's own thread count is 1 during the call and restored after it."""
+    control = llvm_runtime.blas_threads_control()
+    counts = []
+
+    def spy(x):
+        if control is not None:
+            counts.append(control[0]())
+
+    def f(x, w1, w2):
+        h = fnp.maximum(x @ w1, 0.0)
+        fg.debug.callback(spy, h)
+        return fnp.sum(fnp.tanh(h @ w2) * 2.0, axis=1)
+
+    x = rng.normal(size=(256, 200)).astype(np.float32)
+    w1 = rng.normal(size=(200, 300)).astype(np.float32) / 14
+    w2 = rng.normal(size=(300, 100)).astype(np.float32) / 17
+    with fg.config.setting("cpu_threads", 1):
+        one, text1 = on("llvm", f, x, w1, w2)
+    before = control[0]() if control is not None else None
+    if control is not None:
+        control[1](2)  # as with OPENBLAS_NUM_THREADS=2
+    try:
+        with fg.config.setting("cpu_threads", 2):
+            two, text2 = on("llvm", f, x, w1, w2)
+        after = control[0]() if control is not None else None
+    finally:
+        if control is not None:
+            control[1](before)
+    assert "on two threads" not in text1
+    np.testing.assert_array_equal(one, two)
+    if control is not None:
+        assert text2.count("on two threads") == 2
+        assert counts[-1] == 1 and after == 2
+
+
+@pytest.mark.skipif(llvm_runtime.blas_threads_control() is None,
+                    reason="NumPy's BLAS is not an OpenBLAS this process can find")
+def test_a_blas_with_more_threads_keeps_the_products():
+    """With more BLAS threads than the kernels' two, products stay BLAS's, untouched."""
+    get, put = llvm_runtime.blas_threads_control()
+    before = get()
+    x = rng.normal(size=(256, 200)).astype(np.float32)
+    w = rng.normal(size=(200, 300)).astype(np.float32)
+    put(4)
+    try:
+        with fg.config.setting("cpu_threads", 2):
+            got, text = on("llvm", lambda x, w: fnp.tanh(x @ w), x, w)
+        assert get() == 4
+    finally:
+        put(before)
+    assert "on two threads" not in text
+    want, _ = on("numpy", lambda x, w: fnp.tanh(x @ w), x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_strided_inputs_are_read_through_contiguous_copies():
+    """A kernel tests its arrays' contiguity itself and refuses (False, nothing written) a
+    strided one; the generated code then passes contiguous copies: the same result as NumPy."""
+    def f(x, y):
+        return fnp.maximum(x * 2.0, 0.5) + fnp.transpose(y) * x
+
+    x = rng.normal(size=(6, 10)).astype(np.float32)[:, ::2]    # strided argument
+    y = rng.normal(size=(5, 6)).astype(np.float32)             # a transposed view inside
+    got, text = on("llvm", f, x, y)
+    want, _ = on("numpy", f, x, y)
+    np.testing.assert_array_equal(got, want)
+    assert " or fused_" in text
+    got2, _ = on("llvm", f, np.ascontiguousarray(x), y)
+    np.testing.assert_array_equal(got2, want)
+
+    from funcgrad.backends import llvm_codegen
+    from funcgrad.transforms import fusion
+    closed = fg.make_jaxpr(lambda a: fnp.maximum(a, 0.0) * 3.0)(np.ones((4, 4), np.float32))
+    group = fusion.fuse(closed, fusible=lambda e: True, min_size=1).jaxpr.eqns[0]
+    kern = llvm_codegen.kernel_source(group.params["jaxpr"], "refusing")
+    fn = llvm_runtime.compile_kernels([kern])[kern.name]
+    a = rng.normal(size=(4, 8)).astype(np.float32)
+    out = np.zeros((4, 4), np.float32)
+    dims = llvm_runtime.dims_array(kern.dims, 0, kern.dims[0])
+    assert fn(a[:, ::2], out, dims) is False and not out.any()
+    assert fn(np.ascontiguousarray(a[:, ::2]), out, dims) is True
+    np.testing.assert_array_equal(out, np.maximum(a[:, ::2], 0) * np.float32(3.0))
+
+
 def _namespace(jf, *args):
-    return jf.lower(*args).compile().executable.fn.__globals__
+    fn = jf.lower(*args).compile().executable.fn
+    return getattr(fn, "__wrapped__", fn).__globals__
 
 
 def test_independent_equal_groups_are_one_kernel_call():

@@ -162,8 +162,8 @@ def _run_kernel(prim, dts, params, operands):
     kern = llvm_codegen.kernel_source(body, "kernel_under_test")
     fn = llvm_runtime.compile_kernels([kern])[kern.name]
     outs = [np.empty(s, d) for s, d in kern.outputs]
-    fn(*[np.ascontiguousarray(o) for o in operands], *outs, *kern.dims, 0,
-       kern.dims[0] if kern.dims else 1)
+    fn(*[np.ascontiguousarray(o) for o in operands], *outs,
+       llvm_runtime.dims_array(kern.dims, 0, kern.dims[0] if kern.dims else 1))
     return outs[0]
 
 

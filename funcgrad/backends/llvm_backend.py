@@ -8,7 +8,10 @@ the group's trailing or leading axes joins the group that feeds it. Each `fused`
 program then becomes, in the generated Python code,
 
     v7 = _empty((128, 512), dt_float32)          # the group's outputs
-    fused_3(v2, c1, v7, 65536, 0, 128)           # the kernel: arrays, loop sizes, range
+    fused_3(v2, c1, v7, dims_fused_3) or fused_3(_c(v2), c1, v7, dims_fused_3)
+
+(the arrays, then the loop sizes and range; the kernel returns False without running when an
+input is not C-contiguous, and the second call passes contiguous copies of those that may not be)
 
 and everything else is generated exactly as by the "numpy" backend (numpy_backend.py), which
 stays the readable reference (`fg.config.update("cpu_backend", "numpy")`). Kernels are compiled
@@ -18,13 +21,15 @@ its equations through NumPy as part of the same function.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..core import Var
 from . import llvm_codegen, llvm_runtime, numpy_backend
 from .codegen import Executable
 
-__all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK"]
+__all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK", "PARALLEL_MATMUL"]
 
 def _worth_alone(eqn):
     """A lone equation is a kernel when NumPy would take several passes (select_n, logistic)
@@ -40,6 +45,13 @@ FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reducti
 # A kernel call is split across two threads from this much work (elements x equations) on:
 # below it, handing half to the other thread costs more than it saves.
 PARALLEL_WORK = 1 << 20
+
+# A matrix product (dot_general) is split across two threads from this many multiply-adds on
+# (about 50 µs of one thread's BLAS). At two threads or more, with an OpenBLAS of at most two
+# threads, a program with products runs BLAS single-threaded (single_threaded_blas): OpenBLAS
+# threads products from 2.6e5 multiply-adds on, and its idle threads spin beside the kernel
+# helper. With more BLAS threads (a larger machine) the products stay BLAS's.
+PARALLEL_MATMUL = 1 << 22
 
 # Equations that keep a C-contiguous operand C-contiguous (views of the same buffer).
 _CONTIGUITY_KEEPING = {"reshape", "squeeze", "expand_dims", "stop_gradient", "name"}
@@ -58,11 +70,19 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     functions = llvm_runtime.compile_kernels(list(kernels.values())) if kernels else {}
     contiguous = _contiguous_vars(jaxpr, kernels)
     nthreads = llvm_runtime.threads()
+    # The products go on the kernel threads (two) only where that is not fewer threads than
+    # BLAS's own and BLAS can be told to stay single-threaded meanwhile (OpenBLAS)
+    blas = llvm_runtime.blas_threads() if nthreads > 1 else None
+    split_products = blas is not None and blas <= 2
     by_eqn = {id(jaxpr.eqns[k]): kern for k, kern in kernels.items()}
 
     def special(eqn, fn, ins, outs, namespace, reusable):
         kern = by_eqn.get(id(eqn))
         if kern is None:
+            if split_products and _large_matmul(eqn):
+                namespace[fn] = functools.partial(eqn.primitive.impl, llvm_runtime.threaded_numpy,
+                                                  **eqn.params)
+                return [f"    {outs[0]} = {fn}({', '.join(ins)})  # on two threads"]
             if eqn.primitive.name == "fused":  # not translatable: its equations, by NumPy
                 body = eqn.params["jaxpr"]
                 namespace[fn] = _numpy_body(body)
@@ -70,13 +90,13 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
                         f"{fn}({', '.join(ins)})"]
             return None
         lines = []
-        args = []
+        args, checked = [], []  # checked: with the inputs not known to be contiguous made so
         for a, name in zip(eqn.invars, ins):
             if a.aval.ndim == 0:
                 name = f"_asarray({name})"
-            elif not (type(a) is Var and a in contiguous):
-                name = f"_c({name})"
             args.append(name)
+            checked.append(name if a.aval.ndim == 0 or (type(a) is Var and a in contiguous)
+                           else f"_c({name})")
         taken = []
         nin = len(eqn.invars)
         for k, (name, v, (shape, dtype)) in enumerate(zip(outs, eqn.outvars, kern.outputs)):
@@ -98,15 +118,20 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
                 lines.append(f"    {name} = _full({shape!r}, {init}, {dt})")
             else:
                 lines.append(f"    {name} = _empty({shape!r}, {dt})")
-        dims = [str(d) for d in kern.dims]
         cfn = functions[kern.name]
         n0 = kern.parts if kern.parts > 1 else (kern.dims[0] if kern.dims else 1)
         if kern.threadable and nthreads > 1 and kern.work >= PARALLEL_WORK and n0 >= 2:
-            namespace[fn] = llvm_runtime.Parallel(cfn, n0)
-            call = f"{fn}({', '.join(args + list(outs) + dims)})"
+            namespace[fn] = llvm_runtime.Parallel(cfn, kern.dims, n0)
+            call = f"{fn}({', '.join(checked + list(outs))})"
         else:
+            # the kernel tests the arrays' contiguity itself (False: nothing ran), so the
+            # copies (`_c`, a Python call per argument) are only made when one is not
             namespace[fn] = cfn
-            call = f"{fn}({', '.join(args + list(outs) + dims + ['0', str(n0)])})"
+            namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, n0)
+            tail = list(outs) + [f"dims_{fn}"]
+            call = f"{fn}({', '.join(args + tail)})"
+            if checked != args:
+                call += f" or {fn}({', '.join(checked + tail)})"
         lines.append(f"    {call}  # compiled kernel: {_describe(eqn)}")
         return lines
 
@@ -115,10 +140,29 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     listing = "".join(f"\n; ---- kernel fused_{k} ({_describe(jaxpr.eqns[k])}) ----\n{kern.ir}"
                       for k, kern in kernels.items())
     source = executable.source + ("\n; compiled LLVM kernels" + listing if kernels else "")
-    out = Executable(executable.fn, source, executable.eqn_lines, code=executable.code,
+    run = executable.fn
+    if split_products and any(e.primitive.name == "dot_general" for e in jaxpr.eqns):
+        # the kernel threads split the large products; BLAS's own threads stay idle
+        run = llvm_runtime.single_threaded_blas(run)
+    out = Executable(run, source, executable.eqn_lines, code=executable.code,
                      kernels=list(kernels.values()))
     out.times = getattr(executable, "times", None)
     return out
+
+
+def _large_matmul(eqn):
+    """A float32/float64 dot_general with at least PARALLEL_MATMUL multiply-adds."""
+    if eqn.primitive.name != "dot_general" or eqn.params.get("preferred_element_type") \
+            not in (None, eqn.outvars[0].aval.dtype):
+        return False
+    lhs, rhs = (v.aval for v in eqn.invars)
+    if not (lhs.dtype == rhs.dtype and lhs.dtype in (np.float32, np.float64)):
+        return False
+    (lc, _), _ = eqn.params["dimension_numbers"]
+    k = 1
+    for axis in lc:
+        k *= lhs.shape[axis]
+    return eqn.outvars[0].aval.size * k >= PARALLEL_MATMUL
 
 
 def _contiguous(x):

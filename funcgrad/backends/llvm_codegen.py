@@ -476,9 +476,10 @@ def _components(jaxpr):
 
 def kernel_source(body, name):
     """The Kernel of fusion group `body` (a `fused` equation's ClosedJaxpr without consts): the
-    loop nest of each connected part, and an entry `name(arrays..., dims..., lo, hi)` that
-    reads the arrays' data pointers and runs the loop nest over [lo, hi) of its outermost loop
-    (one part), or runs parts [lo, hi) (several parts; equal parts share one loop nest)."""
+    loop nest of each connected part, and an entry `name(argv, dv)`, argv the NumPy array
+    objects (PyObject *[]) and dv the int64 loop sizes followed by lo and hi, that reads the
+    arrays' data pointers and runs the loop nest over [lo, hi) of its outermost loop (one
+    part), or runs parts [lo, hi) (several parts; equal parts share one loop nest)."""
     jaxpr = getattr(body, "jaxpr", body)
     if getattr(body, "consts", None):
         raise UnsupportedOnCPU("a fused body with constants")
@@ -508,12 +509,14 @@ def kernel_source(body, name):
     functions = "".join(text.replace(f"@{name}.nest(", f"@{fn}(", 1)
                         for text, fn in nests.items())
     nptr = len(arrays)
-    loads = "".join(f"  %s{k} = getelementptr i8, ptr %a{k}, i64 16\n"
+    loads = "".join(f"  %g{k} = getelementptr ptr, ptr %argv, i64 {k}\n"
+                    f"  %a{k} = load ptr, ptr %g{k}\n"
+                    f"  %s{k} = getelementptr i8, ptr %a{k}, i64 16\n"
                     f"  %q{k} = load ptr, ptr %s{k}\n" for k in range(nptr))
-    head = (f"define void @{name}(" + ", ".join([f"ptr %a{k}" for k in range(nptr)]
-                                                + [f"i64 %d{j}" for j in range(len(dims))]
-                                                + ["i64 %lo", "i64 %hi"]) + ") #0 {\nentry:\n"
-            + loads)
+    sizes = [f"%d{j}" for j in range(len(dims))] + ["%lo", "%hi"]
+    loads += "".join(f"  %e{j} = getelementptr i64, ptr %dv, i64 {j}\n"
+                     f"  {v} = load i64, ptr %e{j}\n" for j, v in enumerate(sizes))
+    head = f"define void @{name}(ptr %argv, ptr %dv) #0 {{\nentry:\n" + loads
     if len(comps) == 1:
         fn, idx, d0, nd = calls[0]
         args = ([f"ptr %q{k}" for k in idx] + [f"i64 %d{d0 + j}" for j in range(nd)]
