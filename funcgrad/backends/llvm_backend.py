@@ -46,11 +46,10 @@ FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reducti
 # below it, handing half to the other thread costs more than it saves.
 PARALLEL_WORK = 1 << 20
 
-# A matrix product (dot_general) is split across two threads from this many multiply-adds on
-# (about 50 µs of one thread's BLAS). At two threads or more, with an OpenBLAS of at most two
-# threads, a program with products runs BLAS single-threaded (single_threaded_blas): OpenBLAS
-# threads products from 2.6e5 multiply-adds on, and its idle threads spin beside the kernel
-# helper. With more BLAS threads (a larger machine) the products stay BLAS's.
+# Where BLAS is single-threaded (OPENBLAS_NUM_THREADS=1) and the kernels have two threads or
+# more, a matrix product (dot_general) is split across two threads from this many
+# multiply-adds on (about 50 µs of one thread's BLAS). Otherwise products stay BLAS's, with its
+# own threads: on a quiet machine OpenBLAS's two threads beat our split (docs/jit.md).
 PARALLEL_MATMUL = 1 << 22
 
 # Equations that keep a C-contiguous operand C-contiguous (views of the same buffer).
@@ -70,10 +69,9 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     functions = llvm_runtime.compile_kernels(list(kernels.values())) if kernels else {}
     contiguous = _contiguous_vars(jaxpr, kernels)
     nthreads = llvm_runtime.threads()
-    # The products go on the kernel threads (two) only where that is not fewer threads than
-    # BLAS's own and BLAS can be told to stay single-threaded meanwhile (OpenBLAS)
+    # The products go on the kernel threads only where BLAS itself would use one thread
     blas = llvm_runtime.blas_threads() if nthreads > 1 else None
-    split_products = blas is not None and blas <= 2
+    split_products = blas == 1
     by_eqn = {id(jaxpr.eqns[k]): kern for k, kern in kernels.items()}
 
     def special(eqn, fn, ins, outs, namespace, reusable):
@@ -140,11 +138,7 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     listing = "".join(f"\n; ---- kernel fused_{k} ({_describe(jaxpr.eqns[k])}) ----\n{kern.ir}"
                       for k, kern in kernels.items())
     source = executable.source + ("\n; compiled LLVM kernels" + listing if kernels else "")
-    run = executable.fn
-    if split_products and any(e.primitive.name == "dot_general" for e in jaxpr.eqns):
-        # the kernel threads split the large products; BLAS's own threads stay idle
-        run = llvm_runtime.single_threaded_blas(run)
-    out = Executable(run, source, executable.eqn_lines, code=executable.code,
+    out = Executable(executable.fn, source, executable.eqn_lines, code=executable.code,
                      kernels=list(kernels.values()))
     out.times = getattr(executable, "times", None)
     return out

@@ -23,7 +23,6 @@ two halves of a large kernel's outermost loop on two threads.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import tempfile
@@ -34,7 +33,7 @@ import numpy as np
 from .. import config
 
 __all__ = ["compile_kernels", "available", "threads", "Parallel", "parallel_matmul",
-           "threaded_numpy", "single_threaded_blas", "blas_threads", "dims_array",
+           "threaded_numpy", "blas_threads", "dims_array",
            "cache_dir", "stats"]
 
 _ENV = None           # (target machine, pass builder options) once LLVM is set up
@@ -460,27 +459,3 @@ def blas_threads():
     """The BLAS library's thread count now, or None where it cannot be read."""
     control = blas_threads_control()
     return None if control is None else control[0]()
-
-
-def single_threaded_blas(fn):
-    """fn, calling BLAS single-threaded while it runs (the thread count restored after): for
-    programs whose large matrix products the kernel threads split (parallel_matmul). BLAS's
-    own threads would otherwise run beside the kernel helper on the same cores, and OpenBLAS's
-    idle threads spin between products, so that a loaded 2-core machine ran the 2-thread
-    mlp-train step 3x slower than the 1-thread one."""
-    control = blas_threads_control()
-    if control is None:
-        return fn
-    get, put = control
-
-    @functools.wraps(fn)
-    def run(*args):
-        n = get()
-        if n == 1:
-            return fn(*args)
-        put(1)
-        try:
-            return fn(*args)
-        finally:
-            put(n)
-    return run
