@@ -134,10 +134,11 @@ _RETAINED = 1 << 30                             # arrays below 1 GiB come from t
 _retaining = False
 
 
-def _mallopt():
-    """glibc's `mallopt`, or None (another C library: the setting then does nothing)."""
+def _libc(name):
+    """The C library's function `name` (glibc's `mallopt`, `malloc_trim`), or None (another C
+    library: what uses it then does nothing)."""
     try:
-        return getattr(ctypes.CDLL(None), "mallopt", None)
+        return getattr(ctypes.CDLL(None), name, None)
     except OSError:
         return None
 
@@ -156,7 +157,7 @@ def _retain_host_memory(on):
     global _retaining
     if bool(on) == _retaining:
         return
-    mallopt = _mallopt()
+    mallopt = _libc("mallopt")
     if mallopt is None:
         return
     size = _RETAINED if on else _GLIBC_DEFAULT
@@ -174,9 +175,6 @@ def trim_host_memory():
     heap, and a few live ones above them keep it from shrinking: loading a checkpoint that is
     quantized as it is read (`pretrained.load(quantize=...)`) leaves the float32 tensors it read
     there, 26 MiB for GPT-2 small, which the training step's peak then carries along."""
-    try:
-        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    except OSError:
-        return
+    trim = _libc("malloc_trim")
     if trim is not None:
         trim(0)

@@ -229,12 +229,8 @@ HOLO_TRANSFORMS = ["jit", "vmap", "grad", "jvp", "checkpoint", "jacfwd", "jacrev
 def wrap_holomorphic(lib, kind, f, w):
     """Transforms of a complex scalar function of complex x, with holomorphic=True."""
     L, t = lib.np, lib.t
-    if kind == "jit":
-        return t.jit(f)
-    if kind == "checkpoint":
-        return lib.checkpoint(f)
-    if kind == "vmap":
-        return lambda x: L.sum(t.vmap(f)(L.stack([x, x * 0.5 + 0.1])))
+    if kind in ("jit", "checkpoint", "vmap"):  # (as without holomorphic)
+        return wrap(lib, kind, f, w, True)
     if kind == "grad":
         return lambda x: L.sum(t.grad(f, holomorphic=True)(x) * w)
     if kind == "jvp":

@@ -37,7 +37,7 @@ __all__ = ["compile_kernels", "available", "threads", "Parallel", "parallel_matm
            "cache_dir", "stats"]
 
 _ENV = None           # (target machine, pass builder options) once LLVM is set up
-_functions: dict = {}  # pattern -> ctypes function (this process)
+_functions: dict = {}  # pattern -> the kernel's builtin function (this process)
 stats = {"modules compiled": 0, "modules loaded": 0, "kernels": 0}  # for tests and profiles
 _engines = []          # execution engines holding the compiled code (kept for the process)
 _lock = threading.Lock()

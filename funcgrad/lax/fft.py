@@ -63,10 +63,6 @@ def _complex_of(dtype):
     return np.result_type(dtype, np.complex64)
 
 
-def _real_of(dtype):
-    return np.dtype(np.finfo(dtype).dtype)
-
-
 def _fft_abstract(x, *, fft_type, fft_lengths):
     k = len(fft_lengths)
     if not 1 <= k <= 3:
@@ -96,7 +92,7 @@ def _fft_abstract(x, *, fft_type, fft_lengths):
     if tail != want:
         raise shape_error("fft", f"IRFFT of {x.str_short()} to lengths {fft_lengths}: the "
                           f"trailing axes must be {want}")
-    return ShapedArray(lead + fft_lengths, _real_of(x.dtype))
+    return ShapedArray(lead + fft_lengths, ew.real_dtype(x.dtype))
 
 
 def _fft_impl(xp, x, *, fft_type, fft_lengths):
@@ -108,7 +104,7 @@ def _fft_impl(xp, x, *, fft_type, fft_lengths):
     elif fft_type == FftType.RFFT:
         out, dtype = xp.fft.rfftn(x, axes=axes), _complex_of(dtype_of(x))
     else:
-        out, dtype = xp.fft.irfftn(x, s=fft_lengths, axes=axes), _real_of(dtype_of(x))
+        out, dtype = xp.fft.irfftn(x, s=fft_lengths, axes=axes), ew.real_dtype(dtype_of(x))
     return astype(xp, out, dtype, copy=False)  # NumPy < 2 and some backends widen float32
 
 

@@ -244,6 +244,14 @@ def const_like(value, like):
     return np.array(value, like.dtype)
 
 
+def abs_squared(x):
+    """|x|**2 elementwise, real (x * x for real x): var, std and the norms of complex arrays."""
+    if x.dtype.kind == "c":
+        re, im = lax.real(x), lax.imag(x)
+        return lax.add(lax.mul(re, re), lax.mul(im, im))
+    return lax.mul(x, x)
+
+
 def as_inexact(x):
     t = type(x)
     if (t is Tracer or t is np.ndarray) and dtype_kind(x.dtype) in "fc":  # the common case, fast

@@ -17,6 +17,7 @@ from .. import lax
 from ..core import Tracer, check_dtype, is_small_float, to_host, user_line
 from ..core.avals import dtype_kind
 from ._core import (
+    abs_squared,
     asarray,
     broadcast_to,
     canonical_axes,
@@ -243,23 +244,11 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=Non
             m = lax.expand_dims(m, axes) if m.ndim != x.ndim else m
         m = broadcast_to(m, tuple(1 if i in axes else s for i, s in enumerate(x.shape)))
     d = lax.sub(xf, broadcast_to(m, xf.shape))
-    ss = sum(_abs_squared(d), axes, keepdims=keepdims, where=where)
+    ss = sum(abs_squared(d), axes, keepdims=keepdims, where=where)
     n = _count_where(x, axes, where, ss.dtype, keepdims)
     denom = (lax.sub(n, _c(ddof, n)) if type(n) is not np.ndarray
              else np.array(n - ddof, n.dtype))
-    return convert(lax.div(ss, denom), _real_dtype(dt))
-
-
-def _abs_squared(d):
-    """d * d, or |d|**2 for complex d (a real array: NumPy's var of complex numbers is real)."""
-    if d.dtype.kind == "c":
-        re, im = lax.real(d), lax.imag(d)
-        return lax.add(lax.mul(re, re), lax.mul(im, im))
-    return lax.mul(d, d)
-
-
-def _real_dtype(dt):
-    return np.dtype(np.finfo(dt).dtype) if dt.kind == "c" else dt
+    return convert(lax.div(ss, denom), lax.real_dtype(dt))
 
 
 def _mean_kept(xf, axes, where, acc):
@@ -428,9 +417,9 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
     m = nanmean(xf, axis, keepdims=True, where=where)
     d = lax.sub(xf, broadcast_to(m, xf.shape))
     d = lax.select_n(valid, lax.full(xf.shape, 0, acc), d)
-    ss = sum(_abs_squared(d), axis, keepdims=keepdims)
+    ss = sum(abs_squared(d), axis, keepdims=keepdims)
     n = sum(valid, axis, dtype=ss.dtype, keepdims=keepdims)
-    return convert(lax.div(ss, lax.sub(n, _c(ddof, n))), _real_dtype(dt))
+    return convert(lax.div(ss, lax.sub(n, _c(ddof, n))), lax.real_dtype(dt))
 
 
 def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None,

@@ -19,7 +19,7 @@ import numpy as np
 from .. import lax
 from ..core import ConcretizationError, Tracer, is_small_float, user_line
 from ..lax import linalg as lax_linalg
-from ._core import asarray, broadcast_shapes, broadcast_to, inexact_dtype, result_type
+from ._core import abs_squared, asarray, broadcast_shapes, broadcast_to, inexact_dtype, result_type
 
 __all__ = [
     "norm", "vector_norm", "matrix_norm", "cond", "inv", "pinv", "solve", "lstsq", "det",
@@ -87,7 +87,7 @@ def _back(x, dtype):
     """x in the output dtype of a function of `dtype` inputs: a real result (eigenvalues,
     singular values, norms) of complex inputs stays real, in the matching precision."""
     if x.dtype.kind != "c" and dtype.kind == "c":
-        dtype = np.dtype(np.finfo(dtype).dtype)
+        dtype = lax.real_dtype(dtype)
     return x if x.dtype == dtype else lax.convert_element_type(x, dtype)
 
 
@@ -99,18 +99,6 @@ def _mT(x):
 def _mH(x):
     """The conjugate transpose of the last two axes (the transpose of real x)."""
     return lax.conj(_mT(x)) if x.dtype.kind == "c" else _mT(x)
-
-
-def _abs2(x):
-    """|x|**2 elementwise, real (x * x for real x)."""
-    if x.dtype.kind == "c":
-        re, im = lax.real(x), lax.imag(x)
-        return lax.add(lax.mul(re, re), lax.mul(im, im))
-    return lax.mul(x, x)
-
-
-def _real_dtype(dtype):
-    return np.dtype(np.finfo(dtype).dtype) if np.dtype(dtype).kind == "c" else np.dtype(dtype)
 
 
 def _matmul(a, b):
@@ -405,9 +393,9 @@ def lstsq(a, b, rcond=None):
     full_rank = m > n and (not known or int(rank) == n)
     if full_rank:
         r = lax.sub(b2, _matmul(a, x))
-        residuals = _sum(_abs2(r), (0,))
+        residuals = _sum(abs_squared(r), (0,))
     else:
-        residuals = np.zeros((0,), _real_dtype(a.dtype))
+        residuals = np.zeros((0,), lax.real_dtype(a.dtype))
     if vector:
         x = lax.reshape(x, (n,))
     return LstsqResult(_back(x, dtype), residuals, lax.convert_element_type(rank, np.int32), s)
@@ -452,12 +440,12 @@ def _vector_norm(x, ord, axes):
     if isinstance(ord, str):
         raise ValueError(f"Invalid norm order '{ord}' for vectors")
     if ord is None or ord == 2:
-        return lax.sqrt(_sum(_abs2(x), axes))
+        return lax.sqrt(_sum(abs_squared(x), axes))
     if ord == np.inf:
         return lax.reduce_max(_abs(x), axes)
     if ord == -np.inf:
         return lax.reduce_min(_abs(x), axes)
-    real = _real_dtype(x.dtype)
+    real = lax.real_dtype(x.dtype)
     if ord == 0:
         return _sum(lax.convert_element_type(lax.ne(x, np.zeros((), x.dtype)), real), axes)
     if ord == 1:
@@ -468,7 +456,7 @@ def _vector_norm(x, ord, axes):
 
 def _matrix_norm(x, ord, row, col):
     if ord in ("fro", None):
-        return lax.sqrt(_sum(_abs2(x), (row, col)))
+        return lax.sqrt(_sum(abs_squared(x), (row, col)))
     if ord in (2, -2, "nuc"):
         rest = [d for d in range(x.ndim) if d not in (row, col)]
         s = lax_linalg.svd(lax.transpose(x, rest + [row, col]), compute_uv=False)
@@ -497,7 +485,7 @@ def norm(x, ord=None, axis=None, keepdims=False):
     if axis is None:
         if ord is None:
             axes = tuple(range(x.ndim))
-            return _back(_keepdims(lax.sqrt(_sum(_abs2(x), axes)), shape, axes, keepdims),
+            return _back(_keepdims(lax.sqrt(_sum(abs_squared(x), axes)), shape, axes, keepdims),
                          dtype)
         if x.ndim == 1:
             axis = (0,)

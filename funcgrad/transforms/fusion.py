@@ -5,6 +5,7 @@ replaced by a `fused` equation whose body the backend's code generator turns int
 
 from __future__ import annotations
 
+import graphlib
 import heapq
 from typing import NamedTuple
 
@@ -554,26 +555,9 @@ def _recompute_cheap(jaxpr, groups, cheap, limit=12):
 def _producers_first(groups, group_of, producer):
     """Group indices, each after the groups whose values it reads: a group's cones may go
     through what it computes again of those groups, so that must be complete first."""
-    reads = [{group_of[producer[a]] for a in grp.inputs if producer.get(a) in group_of}
-             - {g} for g, grp in enumerate(groups)]
-    order, placed = [], set()
-
-    def visit(g):   # depth first (the groups form no cycle)
-        stack = [(g, iter(sorted(reads[g])))]
-        while stack:
-            h, it = stack[-1]
-            nxt = next((d for d in it if d not in placed), None)
-            if nxt is None:
-                stack.pop()
-                if h not in placed:
-                    placed.add(h)
-                    order.append(h)
-            else:
-                stack.append((nxt, iter(sorted(reads[nxt]))))
-
-    for g in range(len(groups)):
-        visit(g)
-    return order
+    reads = {g: {group_of[producer[a]] for a in grp.inputs if producer.get(a) in group_of} - {g}
+             for g, grp in enumerate(groups)}
+    return list(graphlib.TopologicalSorter(reads).static_order())
 
 
 def _cone(jaxpr, v, members, producer, cheap, limit):
