@@ -15,7 +15,7 @@ import pytest
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
-from funcgrad.backends import llvm_runtime
+from funcgrad.backends import llvm_runtime, llvm_threads
 from funcgrad.lax import products
 
 pytestmark = [pytest.mark.cpu_only,
@@ -132,8 +132,9 @@ def test_kernels_are_kept_on_disk_for_new_processes(tmp_path):
     assert runs[0][1:] == ["1", "0"] and runs[1][1:] == ["0", "1"]  # compiled, then loaded
     assert runs[0][0] == runs[1][0]
     files = list(tmp_path.rglob("*.o"))
-    assert len(files) == 1
-    files[0].write_bytes(files[0].read_bytes()[:-10])  # a damaged file is compiled again
+    assert len(files) == 1 + llvm_threads.supported()  # the kernels (and the pool)
+    for file in files:  # a damaged file is compiled again
+        file.write_bytes(file.read_bytes()[:-10])
     again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                            text=True, check=True).stdout.split()
     assert again == runs[0]
@@ -155,8 +156,10 @@ def test_two_threads_split_large_kernels_with_the_same_result():
     prog = fg.jit(f)
     with fg.config.setting("cpu_threads", 2):
         prog(x, y)
-        fn = [v for v in _namespace(prog, x, y).values()
-              if isinstance(v, llvm_runtime.Parallel)]
+        namespace = _namespace(prog, x, y)
+    # two loop ranges (the native pool's two threads), else the Python helper
+    fn = [k for k, v in namespace.items()
+          if k.startswith("dims2_") or isinstance(v, llvm_runtime.Parallel)]
     assert fn, "no kernel split across threads"
 
 
@@ -187,6 +190,113 @@ def test_split_runs_every_part_once_and_reports_errors():
             llvm_runtime._split(fail, (1,), (0,))
     llvm_runtime._split(seen.append, (8,), (9,))  # and the helper still works afterwards
     assert sorted(seen[-2:]) == [8, 9]
+
+
+needs_pool = pytest.mark.skipif(not llvm_threads.supported(),
+                                reason="the native pool runs on Linux x86-64 only")
+
+
+@needs_pool
+def test_pool_runs_every_part_once_on_either_thread():
+    """fg_pool_run: every part exactly once, whichever thread takes it, also when the parts
+    are more than the threads and when called again and again."""
+    import ctypes
+    import threading
+    assert llvm_runtime.start_pool()
+    part = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+    run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                           ctypes.c_int32)(llvm_runtime._pool["fg_pool_run"])
+    seen = []
+
+    @part
+    def record(data, k):
+        seen.append(k)
+
+    for n in (0, 1, 2, 7, 2, 2, 2, 2, 2, 2, 2, 2):
+        del seen[:]
+        run(ctypes.cast(record, ctypes.c_void_p), None, n, 0)
+        assert sorted(seen) == list(range(n))
+
+    # together: each part on a thread of its own, all at once (as OpenBLAS's parts need)
+    arrived, ids = [], set()
+    barrier = threading.Barrier(3, timeout=60)
+
+    @part
+    def meet(data, k):
+        ids.add(threading.get_ident())
+        arrived.append(k)
+        barrier.wait()
+
+    run(ctypes.cast(meet, ctypes.c_void_p), None, 3, 1)
+    assert sorted(arrived) == [0, 1, 2] and len(ids) == 3
+
+
+@needs_pool
+def test_split_kernels_from_several_threads_and_a_fork():
+    """Two Python threads calling split kernels at once (the second runs its halves itself),
+    and a fork's child (the helper did not come along): the same results as one thread."""
+    import threading
+
+    def f(x):
+        return fnp.tanh(x * 3.0 - 1.0) * x + 0.5
+
+    x = rng.normal(size=(1024, 1024)).astype(np.float32)
+    with fg.config.setting("cpu_threads", 1):
+        want = fg.jit(f)(x)
+    with fg.config.setting("cpu_threads", 2):
+        jf = fg.jit(f)
+        jf(x)
+        assert any(k.startswith("dims2_") for k in _namespace(jf, x))
+    results = []
+
+    def work():
+        for _ in range(20):
+            results.append(jf(x))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 40
+    for r in results:
+        np.testing.assert_array_equal(r, want)
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 when its results are right
+        ok = all(np.array_equal(jf(x), want) for _ in range(3))
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@needs_pool
+@pytest.mark.skipif(llvm_runtime.blas_threads_control() is None,
+                    reason="NumPy's BLAS is not an OpenBLAS this process can find")
+def test_blas_on_the_pool_gives_the_same_products(tmp_path):
+    """With two BLAS threads and two kernel threads, OpenBLAS's parts run on the native pool
+    (its threading callback): every product as with OpenBLAS's own threads."""
+    code = (
+        "import numpy as np, funcgrad as fg, funcgrad.numpy as fnp\n"
+        "from funcgrad.backends import llvm_runtime as r\n"
+        "rng = np.random.default_rng(0)\n"
+        "shapes = [((300, 200), (200, 500)), ((64, 513), (513, 130)),\n"
+        "          ((8, 97, 64), (8, 64, 120))]\n"
+        "ops = [(rng.normal(size=a).astype(t), rng.normal(size=b).astype(t))\n"
+        "       for a, b in shapes for t in (np.float32, np.float64)]\n"
+        "before = [a @ b for a, b in ops] + [ops[0][0].T @ ops[0][0]]\n"
+        "fg.config.update('cpu_threads', 2)\n"
+        "fg.jit(lambda x: fnp.tanh(x @ x.T))(ops[0][0])\n"
+        "assert r._blas_on_pool\n"
+        "after = [a @ b for a, b in ops] + [ops[0][0].T @ ops[0][0]]\n"
+        "assert all(np.array_equal(u, v) for u, v in zip(before, after))\n"
+        "print('ok')\n")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2",
+               FUNCGRAD_CPU_BACKEND="llvm", FUNCGRAD_CACHE_DIR=str(tmp_path))
+    if llvm_runtime._blas_set_callback is None:
+        pytest.skip("this OpenBLAS has no threading callback")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.split() == ["ok"], out.stderr
 
 
 @pytest.mark.skipif(llvm_runtime.blas_threads_control() is None,

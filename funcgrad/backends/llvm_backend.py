@@ -29,7 +29,8 @@ from ..core import Var
 from . import llvm_codegen, llvm_runtime, numpy_backend
 from .codegen import Executable
 
-__all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK", "PARALLEL_MATMUL"]
+__all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK", "PARALLEL_WORK_PYTHON_HELPER",
+           "PARALLEL_MATMUL"]
 
 def _worth_alone(eqn):
     """A lone equation is a kernel when NumPy would take several passes (select_n, logistic)
@@ -43,8 +44,11 @@ FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reducti
               horizontal=True, singles=_worth_alone, recompute=llvm_codegen.cheap_to_recompute)
 
 # A kernel call is split across two threads from this much work (elements x equations) on:
-# below it, handing half to the other thread costs more than it saves.
-PARALLEL_WORK = 1 << 20
+# below it, handing half to the other thread costs more than it saves. The native pool's
+# helper takes a half within a microsecond or two (llvm_threads); the Python helper thread,
+# where the pool does not run, costs tens of microseconds a call.
+PARALLEL_WORK = 1 << 16
+PARALLEL_WORK_PYTHON_HELPER = 1 << 20
 
 # Where BLAS is single-threaded (OPENBLAS_NUM_THREADS=1) and the kernels have two threads or
 # more, a matrix product (dot_general) is split across two threads from this many
@@ -72,6 +76,11 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     # The products go on the kernel threads only where BLAS itself would use one thread
     blas = llvm_runtime.blas_threads() if nthreads > 1 else None
     split_products = blas == 1
+    # two threads: the native pool's (its helper waits for work without the GIL), with BLAS's
+    # parts on it too where BLAS has two threads (llvm_threads)
+    pool = nthreads > 1 and llvm_runtime.start_pool()
+    if pool and blas == 2:
+        llvm_runtime.blas_on_pool()
     by_eqn = {id(jaxpr.eqns[k]): kern for k, kern in kernels.items()}
 
     def special(eqn, fn, ins, outs, namespace, reusable):
@@ -118,15 +127,23 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
                 lines.append(f"    {name} = _empty({shape!r}, {dt})")
         cfn = functions[kern.name]
         n0 = kern.parts if kern.parts > 1 else (kern.dims[0] if kern.dims else 1)
-        if kern.threadable and nthreads > 1 and kern.work >= PARALLEL_WORK and n0 >= 2:
+        split = kern.threadable and nthreads > 1 and n0 >= 2 and kern.work >= (
+            PARALLEL_WORK if pool else PARALLEL_WORK_PYTHON_HELPER)
+        if split and not pool:
             namespace[fn] = llvm_runtime.Parallel(cfn, kern.dims, n0)
             call = f"{fn}({', '.join(checked + list(outs))})"
         else:
             # the kernel tests the arrays' contiguity itself (False: nothing ran), so the
-            # copies (`_c`, a Python call per argument) are only made when one is not
+            # copies (`_c`, a Python call per argument) are only made when one is not; two
+            # loop ranges: the halves on the pool's two threads
             namespace[fn] = cfn
-            namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, n0)
             tail = list(outs) + [f"dims_{fn}"]
+            if split:
+                namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, n0 // 2)
+                namespace[f"dims2_{fn}"] = llvm_runtime.dims_array(kern.dims, n0 // 2, n0)
+                tail.append(f"dims2_{fn}")
+            else:
+                namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, n0)
             call = f"{fn}({', '.join(args + tail)})"
             if checked != args:
                 call += f" or {fn}({', '.join(checked + tail)})"

@@ -31,8 +31,10 @@ import threading
 import numpy as np
 
 from .. import config
+from . import llvm_threads
 
-__all__ = ["compile_kernels", "available", "threads", "Parallel", "parallel_matmul",
+__all__ = ["compile_kernels", "available", "threads", "start_pool", "blas_on_pool",
+           "Parallel", "parallel_matmul",
            "threaded_numpy", "blas_threads", "dims_array",
            "cache_dir", "stats"]
 
@@ -99,7 +101,30 @@ def _setup():
         llvm.add_symbol("_Py_TrueStruct", id(True))
         llvm.add_symbol("_Py_FalseStruct", id(False))
         _ENV = (llvm, tm, attrs, key)
+        if llvm_threads.supported():
+            _load_pool(llvm, tm)
     return _ENV
+
+
+_pool = None  # {name: address} of the native pool's functions (llvm_threads), once loaded
+
+
+def _load_pool(llvm, tm):
+    """Compile (or load from the disk cache) llvm_threads' pool and make `fg_pool_kernel`
+    known to the kernels' modules; its helper threads start with `start_pool` or the first use."""
+    global _pool
+    libc = ctypes.CDLL(None)
+    for name in llvm_threads.POOL_SYMBOLS:
+        llvm.add_symbol(name, ctypes.cast(getattr(libc, name), ctypes.c_void_p).value)
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+    code = _object_code(llvm_threads.POOL_IR, counted=False)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(code))
+    engine.finalize_object()
+    _engines.append(engine)
+    _pool = {name: engine.get_function_address(name) for name in (
+        "fg_pool_start", "fg_pool_run", "fg_pool_kernel", "fg_blas_callback",
+        "fg_pool_forget")}
+    llvm.add_symbol("fg_pool_kernel", _pool["fg_pool_kernel"])
 
 
 _PYTHON_SYMBOLS = ("PyEval_SaveThread", "PyEval_RestoreThread", "Py_IncRef")
@@ -112,8 +137,27 @@ def _call_wrapper(name, kern):
     """`PyObject *name_py(self, args, nargs)`: the METH_FASTCALL entry of kernel `name`:
     args are the kernel's arrays, then the int64 array of its loop sizes, lo and hi. Returns
     True, or False without running when an array is not C-contiguous (the caller then passes
-    contiguous copies: one flag test here instead of a Python call per argument)."""
+    contiguous copies: one flag test here instead of a Python call per argument). Where the
+    native pool is loaded, a second loop-size array after the first runs the two ranges on
+    the pool's two threads (`fg_pool_kernel`)."""
     n = kern.inputs + len(kern.outputs)
+    one = f"""  call void @{name}(ptr %args, ptr %dv) #2
+"""
+    if _pool is not None:
+        one = f"""  %two = icmp sgt i64 %nargs, {n + 1}
+  br i1 %two, label %halves, label %whole
+whole:
+  call void @{name}(ptr %args, ptr %dv) #2
+  br label %done
+halves:
+  %g2 = getelementptr ptr, ptr %args, i64 {n + 1}
+  %dims2 = load ptr, ptr %g2
+  %dp2 = getelementptr i8, ptr %dims2, i64 16
+  %dv2 = load ptr, ptr %dp2
+  call void @fg_pool_kernel(ptr @{name}, ptr %args, ptr %dv, ptr %dv2)
+  br label %done
+done:
+"""
     return f"""define ptr @{name}_py(ptr %self, ptr %args, i64 %nargs) #0 {{
 entry:
   %ok = call i1 @fg_contiguous(ptr %args, i64 {n})
@@ -127,8 +171,7 @@ run:
   %dp = getelementptr i8, ptr %dims, i64 16
   %dv = load ptr, ptr %dp
   %ts = call ptr @PyEval_SaveThread()
-  call void @{name}(ptr %args, ptr %dv) #2
-  call void @PyEval_RestoreThread(ptr %ts)
+{one}  call void @PyEval_RestoreThread(ptr %ts)
   call void @Py_IncRef(ptr @_Py_TrueStruct)
   ret ptr @_Py_TrueStruct
 }}
@@ -196,19 +239,22 @@ def cache_dir():
 
 
 def _module_text(kernels, names):
+    _, _, attrs, _ = _setup()
     decls, helpers, bodies = set(_WRAPPER_DECLS), {"fg_contiguous": _CONTIGUOUS_TEST}, []
+    if _pool is not None:
+        decls.add("declare void @fg_pool_kernel(ptr, ptr, ptr, ptr)")
     for k in kernels:
         decls |= k.decls
         helpers.update(k.helpers)
         bodies.append(k.ir.replace(f"@{k.name}", f"@{names[k.pattern]}"))
         bodies.append(_call_wrapper(names[k.pattern], k))
-    _, _, attrs, _ = _setup()
     return ("\n".join(sorted(decls)) + "\n" + "\n".join(helpers.values()) + "\n"
             + "\n".join(bodies) + attrs)
 
 
-def _object_code(text):
-    """Machine code for a module: from the disk cache, else compiled (and stored)."""
+def _object_code(text, counted=True):
+    """Machine code for a module: from the disk cache, else compiled (and stored); `stats`
+    counts it unless `counted` is False (the pool)."""
     llvm, tm, _, key = _setup()
     digest = hashlib.sha256((key + "\n" + text).encode()).hexdigest()
     d = cache_dir()
@@ -218,11 +264,11 @@ def _object_code(text):
             with open(path, "rb") as f:
                 blob = f.read()
             if hashlib.sha256(blob[32:]).digest() == blob[:32]:
-                stats["modules loaded"] += 1
+                stats["modules loaded"] += counted
                 return blob[32:]
         except OSError:
             pass
-    stats["modules compiled"] += 1
+    stats["modules compiled"] += counted
     mod = llvm.parse_assembly(text)
     mod.verify()
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
@@ -365,9 +411,46 @@ def _split(fn, *parts):
         _helper_lock.release()
 
 
+def start_pool():
+    """Load the native pool (llvm_threads) and start its helper thread; True when it runs
+    (kernels then split across two threads by being given two loop-range arrays, see
+    `_call_wrapper`)."""
+    _setup()
+    if _pool is None:
+        return False
+    ctypes.CFUNCTYPE(None)(_pool["fg_pool_start"])()
+    return True
+
+
+def _forget_pool():
+    """In a fork's child: the helper threads did not come along; the next use starts new
+    ones."""
+    if _pool is not None:
+        ctypes.CFUNCTYPE(None)(_pool["fg_pool_forget"])()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+_blas_on_pool = False
+
+
+def blas_on_pool():
+    """Give OpenBLAS's threaded parts to the native pool (its caller-managed threading
+    callback), where BLAS has two threads, as the pool has: its own idle thread would
+    otherwise spin on the second core beside the pool's helper. OpenBLAS splits each product
+    as before, so results do not change. Process-wide and kept once made; True when in
+    effect."""
+    global _blas_on_pool
+    if not _blas_on_pool and blas_threads() == 2 and _blas_set_callback is not None \
+            and start_pool():
+        _blas_set_callback(_pool["fg_blas_callback"])
+        _blas_on_pool = True
+    return _blas_on_pool
+
+
 class Parallel:
-    """Calls a kernel over [0, n) of its outermost loop in two halves, on two threads (used
-    where the work is large enough to repay the hand-off, see llvm_backend): `(*arrays)`."""
+    """Calls a kernel over [0, n) of its outermost loop in two halves, on two threads, with
+    the Python helper thread (`_split`): where the native pool does not run (used where the
+    work is large enough to repay the hand-off, see llvm_backend): `(*arrays)`."""
 
     __slots__ = ("fn", "low", "high")
 
@@ -421,7 +504,9 @@ threaded_numpy = _ThreadedNumPy()
 
 def _find_blas_threads():
     """(get, set) of the OpenBLAS library NumPy uses, its process-wide thread count; None
-    when NumPy's BLAS is not an OpenBLAS found in this process's mappings (Linux)."""
+    when NumPy's BLAS is not an OpenBLAS found in this process's mappings (Linux). Also finds
+    its threading callback setter (`_blas_set_callback`) where it has one."""
+    global _blas_set_callback
     try:
         with open("/proc/self/maps") as f:
             paths = {parts[-1] for parts in map(str.split, f)
@@ -440,11 +525,16 @@ def _find_blas_threads():
             if get is not None and put is not None:
                 get.restype, get.argtypes = ctypes.c_int, []
                 put.restype, put.argtypes = None, [ctypes.c_int]
+                setter = getattr(lib, f"{prefix}_set_threads_callback_function{suffix}", None)
+                if setter is not None:
+                    setter.restype, setter.argtypes = None, [ctypes.c_void_p]
+                    _blas_set_callback = setter
                 return get, put
     return None
 
 
 _blas = False  # not looked up yet
+_blas_set_callback = None  # OpenBLAS's openblas_set_threads_callback_function, when it has one
 
 
 def blas_threads_control():

@@ -1,0 +1,318 @@
+"""The kernels' helper thread, in native code: what splits a kernel's loop, and OpenBLAS's
+products, across two threads without the GIL and without waking a sleeping thread each time.
+
+A Python helper thread (llvm_runtime's `_split`) costs two thread wake-ups and several GIL
+hand-offs per split call; on a 2-core virtual machine that was 50-150 µs a call, so a 370 µs
+kernel ran in 260 µs on two threads rather than 190. Worse, after every matrix product
+OpenBLAS's own idle thread spins on the second core for about 0.1 s, so a kernel split right
+after a product ran slower on two threads than on one (gelu after a product: 438 against
+350 µs, 2026-12-07).
+
+This module is LLVM IR for a pool of one helper thread (`POOL_IR`), compiled once per process
+(and cached on disk) by llvm_runtime:
+
+- `fg_pool_run(fn, data, parts)` runs `fn(data, k)` for k in [0, parts), the caller and the
+  helper taking parts as they come (a helper that is slow to start costs no wait: the caller
+  takes its parts too), and returns when all are done. It is called with the GIL released.
+  A second caller while the pool is busy (another Python thread), or a process without the
+  helper (not started, or a fork's child), runs all parts itself.
+- `fg_pool_kernel(kernel, args, dims_low, dims_high)`: a kernel's two halves (the kernels'
+  call wrappers call it when given two loop-range arrays).
+- `fg_blas_callback`: OpenBLAS's caller-managed threading callback
+  (`openblas_set_threads_callback_function`): BLAS's parts run on the same two threads, so no
+  second idle thread spins beside the helper. OpenBLAS partitions each product exactly as with
+  its own threads, so results are the same.
+- `fg_pool_worker` is the helper's loop: after each job it spins (with `pause`) for
+  `SPIN_CYCLES` time-stamp cycles (about 0.4 ms) for the next one, then sleeps on a futex
+  until woken.
+
+Linux on x86-64 only (futex, pause, rdtsc); elsewhere `supported()` is False and the kernels
+use the Python helper.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+__all__ = ["supported", "POOL_IR", "POOL_SYMBOLS", "SPIN_CYCLES"]
+
+# How long the helper keeps looking for the next job before it sleeps (time-stamp counter
+# cycles; 2^20 is about 0.4 ms at 2.5 GHz): a training step's kernels and products follow each
+# other closer than that, an idle program's helper is asleep within a millisecond.
+SPIN_CYCLES = 1 << 20
+
+_SYS_FUTEX = 202          # x86-64
+_FUTEX_WAIT_PRIVATE = 128
+_FUTEX_WAKE_PRIVATE = 129
+
+
+def supported():
+    """Whether the native pool runs here (Linux, x86-64)."""
+    return sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
+
+
+# The C library functions the pool calls (their addresses are given to LLVM's linker).
+POOL_SYMBOLS = ("syscall", "sched_yield", "pthread_create", "pthread_detach")
+
+POOL_IR = f"""
+declare i64 @syscall(i64, ...)
+declare i32 @sched_yield()
+declare i32 @pthread_create(ptr, ptr, ptr, ptr)
+declare i32 @pthread_detach(i64)
+declare void @llvm.x86.sse2.pause()
+declare i64 @llvm.readcyclecounter()
+
+@fgp_seq = internal global i64 0, align 64        ; the last job posted
+@fgp_next = internal global i64 0, align 64       ; (job << 16) | the next part to take
+@fgp_done = internal global i64 0, align 64       ; parts of the job finished
+@fgp_fn = internal global ptr null, align 64
+@fgp_data = internal global ptr null
+@fgp_parts = internal global i64 0
+@fgp_sleeping = internal global i32 0, align 64   ; the futex sleeping helpers wait on
+@fgp_busy = internal global i32 0, align 64       ; a caller is using the pool
+@fgp_helpers = internal global i32 0, align 64    ; helper threads started
+
+; Take and run parts of job s until none is left.
+define internal void @fgp_take(i64 %s) nounwind {{
+entry:
+  br label %loop
+loop:
+  %w = load atomic i64, ptr @fgp_next seq_cst, align 8
+  %job = lshr i64 %w, 16
+  %k = and i64 %w, 65535
+  %same = icmp eq i64 %job, %s
+  br i1 %same, label %check, label %out
+check:
+  %n = load atomic i64, ptr @fgp_parts monotonic, align 8
+  %more = icmp ult i64 %k, %n
+  br i1 %more, label %claim, label %out
+claim:
+  %w1 = add i64 %w, 1
+  %r = cmpxchg ptr @fgp_next, i64 %w, i64 %w1 seq_cst seq_cst
+  %ok = extractvalue {{ i64, i1 }} %r, 1
+  br i1 %ok, label %run, label %loop
+run:
+  %fn = load atomic ptr, ptr @fgp_fn monotonic, align 8
+  %data = load atomic ptr, ptr @fgp_data monotonic, align 8
+  call void %fn(ptr %data, i64 %k)
+  %old = atomicrmw add ptr @fgp_done, i64 1 seq_cst
+  br label %loop
+out:
+  ret void
+}}
+
+; A helper thread's loop (never returns): it looks at once for a job in progress.
+define internal ptr @fgp_worker(ptr %arg) nounwind {{
+entry:
+  %seen = alloca i64
+  store i64 -1, ptr %seen
+  br label %spin_start
+spin_start:
+  %t0 = call i64 @llvm.readcyclecounter()
+  br label %spin
+spin:
+  %s = load atomic i64, ptr @fgp_seq seq_cst, align 8
+  %last = load i64, ptr %seen
+  %new = icmp ne i64 %s, %last
+  br i1 %new, label %work, label %idle
+work:
+  store i64 %s, ptr %seen
+  call void @fgp_take(i64 %s)
+  br label %spin_start
+idle:
+  call void @llvm.x86.sse2.pause()
+  %t = call i64 @llvm.readcyclecounter()
+  %dt = sub i64 %t, %t0
+  %long = icmp ugt i64 %dt, {SPIN_CYCLES}
+  br i1 %long, label %sleep, label %spin
+sleep:
+  store atomic i32 1, ptr @fgp_sleeping seq_cst, align 4
+  %s2 = load atomic i64, ptr @fgp_seq seq_cst, align 8
+  %last2 = load i64, ptr %seen
+  %new2 = icmp ne i64 %s2, %last2
+  br i1 %new2, label %spin_start, label %wait
+wait:
+  %rc = call i64 (i64, ...) @syscall(i64 {_SYS_FUTEX}, ptr @fgp_sleeping,
+                                     i32 {_FUTEX_WAIT_PRIVATE}, i32 1, ptr null)
+  br label %spin_start
+}}
+
+; Start helper threads until there are at least n.
+define internal void @fgp_helpers_at_least(i32 %n) nounwind {{
+entry:
+  %tid = alloca i64
+  br label %loop
+loop:
+  %h = load atomic i32, ptr @fgp_helpers seq_cst, align 4
+  %enough = icmp sge i32 %h, %n
+  br i1 %enough, label %out, label %grow
+grow:
+  %h1 = add i32 %h, 1
+  %r = cmpxchg ptr @fgp_helpers, i32 %h, i32 %h1 seq_cst seq_cst
+  %ok = extractvalue {{ i32, i1 }} %r, 1
+  br i1 %ok, label %spawn, label %loop
+spawn:
+  %e = call i32 @pthread_create(ptr %tid, ptr null, ptr @fgp_worker, ptr null)
+  %failed = icmp ne i32 %e, 0
+  br i1 %failed, label %undo, label %detach
+undo:
+  %u = atomicrmw sub ptr @fgp_helpers, i32 1 seq_cst
+  br label %out
+detach:
+  %t = load i64, ptr %tid
+  %d = call i32 @pthread_detach(i64 %t)
+  br label %loop
+out:
+  ret void
+}}
+
+; fn(data, k) for k in [0, parts) on this thread and the helpers; returns when all are done.
+; together = 0: the parts may run one after another (a kernel's halves): while another thread
+; uses the pool, this one runs them all itself. together = 1: each part must have a thread of
+; its own (OpenBLAS's parts wait for each other): helpers are started for them, and a caller
+; waits for the pool.
+define void @fg_pool_run(ptr %fn, ptr %data, i64 %parts, i32 %together) nounwind {{
+entry:
+  %several = icmp ugt i64 %parts, 1
+  br i1 %several, label %helpers, label %serial
+helpers:
+  %p32 = trunc i64 %parts to i32
+  %want = sub i32 %p32, 1
+  call void @fgp_helpers_at_least(i32 %want)
+  %h = load atomic i32, ptr @fgp_helpers seq_cst, align 4
+  %has = icmp sge i32 %h, %want
+  br i1 %has, label %lock, label %serial
+lock:
+  %b = atomicrmw xchg ptr @fgp_busy, i32 1 seq_cst
+  %free = icmp eq i32 %b, 0
+  br i1 %free, label %post, label %taken
+taken:
+  %must = icmp ne i32 %together, 0
+  br i1 %must, label %queue, label %serial
+queue:
+  call void @llvm.x86.sse2.pause()
+  %y0 = call i32 @sched_yield()
+  br label %lock
+serial:
+  %i = phi i64 [0, %entry], [0, %helpers], [0, %taken], [%i1, %serial_body]
+  %left = icmp ult i64 %i, %parts
+  br i1 %left, label %serial_body, label %serial_end
+serial_body:
+  call void %fn(ptr %data, i64 %i)
+  %i1 = add i64 %i, 1
+  br label %serial
+serial_end:
+  ret void
+post:
+  %s0 = load atomic i64, ptr @fgp_seq monotonic, align 8
+  %s = add i64 %s0, 1
+  store atomic ptr %fn, ptr @fgp_fn monotonic, align 8
+  store atomic ptr %data, ptr @fgp_data monotonic, align 8
+  store atomic i64 %parts, ptr @fgp_parts monotonic, align 8
+  store atomic i64 0, ptr @fgp_done seq_cst, align 8
+  %w = shl i64 %s, 16
+  store atomic i64 %w, ptr @fgp_next seq_cst, align 8
+  store atomic i64 %s, ptr @fgp_seq seq_cst, align 8
+  %sl = load atomic i32, ptr @fgp_sleeping seq_cst, align 4
+  %asleep = icmp ne i32 %sl, 0
+  br i1 %asleep, label %wake, label %take
+wake:
+  store atomic i32 0, ptr @fgp_sleeping seq_cst, align 4
+  %rc = call i64 (i64, ...) @syscall(i64 {_SYS_FUTEX}, ptr @fgp_sleeping,
+                                     i32 {_FUTEX_WAKE_PRIVATE}, i32 2147483647)
+  br label %take
+take:
+  call void @fgp_take(i64 %s)
+  br label %wait
+wait:
+  %tries = phi i64 [0, %take], [%tries1, %again], [%tries1, %give]
+  %d = load atomic i64, ptr @fgp_done seq_cst, align 8
+  %all = icmp uge i64 %d, %parts
+  br i1 %all, label %finish, label %again
+again:
+  call void @llvm.x86.sse2.pause()
+  %tries1 = add i64 %tries, 1
+  %often = and i64 %tries1, 4095
+  %yield = icmp eq i64 %often, 0
+  br i1 %yield, label %give, label %wait
+give:
+  %y = call i32 @sched_yield()
+  br label %wait
+finish:
+  store atomic i32 0, ptr @fgp_busy seq_cst, align 4
+  ret void
+}}
+
+; A kernel's halves: data is (kernel, args, dims of part 0, dims of part 1).
+define internal void @fgp_kernel_part(ptr %data, i64 %k) nounwind {{
+  %kernel = load ptr, ptr %data
+  %ap = getelementptr ptr, ptr %data, i64 1
+  %args = load ptr, ptr %ap
+  %i = add i64 %k, 2
+  %dp = getelementptr ptr, ptr %data, i64 %i
+  %dims = load ptr, ptr %dp
+  call void %kernel(ptr %args, ptr %dims)
+  ret void
+}}
+
+define void @fg_pool_kernel(ptr %kernel, ptr %args, ptr %dims0, ptr %dims1) nounwind {{
+  %data = alloca [4 x ptr]
+  store ptr %kernel, ptr %data
+  %p1 = getelementptr ptr, ptr %data, i64 1
+  store ptr %args, ptr %p1
+  %p2 = getelementptr ptr, ptr %data, i64 2
+  store ptr %dims0, ptr %p2
+  %p3 = getelementptr ptr, ptr %data, i64 3
+  store ptr %dims1, ptr %p3
+  call void @fg_pool_run(ptr @fgp_kernel_part, ptr %data, i64 2, i32 0)
+  ret void
+}}
+
+; OpenBLAS's parts: data is (dojob, jobdata, element size, dojob_data); part k runs
+; dojob(k, jobdata + k * size, dojob_data) (k: the thread number OpenBLAS's buffers are
+; chosen by, distinct among the parts running at once).
+define internal void @fgp_blas_part(ptr %data, i64 %k) nounwind {{
+  %dojob = load ptr, ptr %data
+  %jp = getelementptr ptr, ptr %data, i64 1
+  %jobs = load ptr, ptr %jp
+  %sp = getelementptr ptr, ptr %data, i64 2
+  %size = load i64, ptr %sp
+  %xp = getelementptr ptr, ptr %data, i64 3
+  %extra = load i32, ptr %xp
+  %off = mul i64 %k, %size
+  %job = getelementptr i8, ptr %jobs, i64 %off
+  %k32 = trunc i64 %k to i32
+  call void %dojob(i32 %k32, ptr %job, i32 %extra)
+  ret void
+}}
+
+define void @fg_blas_callback(i32 %sync, ptr %dojob, i32 %numjobs, i64 %size, ptr %jobs,
+                              i32 %extra) nounwind {{
+  %data = alloca [4 x i64]
+  store ptr %dojob, ptr %data
+  %p1 = getelementptr ptr, ptr %data, i64 1
+  store ptr %jobs, ptr %p1
+  %p2 = getelementptr ptr, ptr %data, i64 2
+  store i64 %size, ptr %p2
+  %p3 = getelementptr ptr, ptr %data, i64 3
+  store i32 %extra, ptr %p3
+  %n = sext i32 %numjobs to i64
+  call void @fg_pool_run(ptr @fgp_blas_part, ptr %data, i64 %n, i32 1)
+  ret void
+}}
+
+; Start the first helper (the pool is otherwise started by its first use).
+define void @fg_pool_start() nounwind {{
+  call void @fgp_helpers_at_least(i32 1)
+  ret void
+}}
+
+; In a fork's child the helpers are gone: the next use starts new ones.
+define void @fg_pool_forget() nounwind {{
+  store atomic i32 0, ptr @fgp_helpers seq_cst, align 4
+  store atomic i32 0, ptr @fgp_busy seq_cst, align 4
+  store atomic i32 0, ptr @fgp_sleeping seq_cst, align 4
+  ret void
+}}
+"""
