@@ -399,6 +399,34 @@ def test_independent_equal_groups_are_one_kernel_call():
         np.testing.assert_array_equal(a, b)
 
 
+def test_merged_parts_split_where_the_halves_do_equal_work():
+    """An optimizer update's leaves differ in size: the two threads get about equal work, and
+    the update is the same as on one thread."""
+    from funcgrad.backends import llvm_backend
+    assert llvm_backend._balanced_split((1, 1)) == 1
+    assert llvm_backend._balanced_split((10, 1, 1, 1)) == 1
+    assert llvm_backend._balanced_split((1, 1, 1, 10)) == 3
+    assert llvm_backend._balanced_split((3, 3, 3, 3)) == 2
+
+    def step(ps, gs):
+        return [p - 0.1 * fnp.sign(g) * fnp.abs(p) for p, g in zip(ps, gs)]
+
+    ps = [rng.normal(size=s).astype(np.float32) for s in [(512, 300), (7,), (64, 9), (300,)]]
+    gs = [rng.normal(size=p.shape).astype(np.float32) for p in ps]
+    with fg.config.setting("cpu_threads", 1):
+        want = fg.jit(step)(ps, gs)
+    with fg.config.setting("cpu_threads", 2):
+        jf = fg.jit(step)
+        got = jf(ps, gs)
+        namespace = _namespace(jf, ps, gs)
+    if llvm_threads.supported():
+        (name,) = [k[6:] for k in namespace if k.startswith("dims2_")]
+        assert namespace["dims_" + name][-2:].tolist() == [0, 1]  # the large leaf alone
+        assert namespace["dims2_" + name][-2:].tolist() == [1, 4]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("lhs,rhs,dims", [
     ((16, 4, 64, 32), (16, 4, 32, 64), (((3,), (2,)), ((0, 1), (0, 1)))),   # q @ k^T
     ((16, 4, 64, 64), (16, 4, 64, 32), (((3,), (2,)), ((0, 1), (0, 1)))),   # att @ v

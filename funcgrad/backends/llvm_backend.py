@@ -139,8 +139,9 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
             namespace[fn] = cfn
             tail = list(outs) + [f"dims_{fn}"]
             if split:
-                namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, n0 // 2)
-                namespace[f"dims2_{fn}"] = llvm_runtime.dims_array(kern.dims, n0 // 2, n0)
+                mid = _balanced_split(kern.part_work) if kern.parts > 1 else n0 // 2
+                namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, mid)
+                namespace[f"dims2_{fn}"] = llvm_runtime.dims_array(kern.dims, mid, n0)
                 tail.append(f"dims2_{fn}")
             else:
                 namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, n0)
@@ -159,6 +160,18 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
                      kernels=list(kernels.values()))
     out.times = getattr(executable, "times", None)
     return out
+
+
+def _balanced_split(work):
+    """Where to cut a merged kernel's parts (of these amounts of work) in two so that the
+    larger half is as small as it can be (an optimizer update's leaves differ in size)."""
+    total, best, left = sum(work), (None, 1), 0
+    for mid in range(1, len(work)):
+        left += work[mid - 1]
+        larger = max(left, total - left)
+        if best[0] is None or larger < best[0]:
+            best = (larger, mid)
+    return best[1]
 
 
 def _large_matmul(eqn):
