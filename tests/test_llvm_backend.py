@@ -269,6 +269,49 @@ def test_split_kernels_from_several_threads_and_a_fork():
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+@pytest.mark.skipif(not llvm_runtime.pool_products(),
+                    reason="no native pool or no OpenBLAS with 64-bit-integer cblas here")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batches_of_small_products_split_on_the_pool_as_numpy_computes_them(dtype):
+    """pool_matmul: half the batch on each thread, each product NumPy's own BLAS call, so the
+    result is np.matmul's bit for bit, whichever way each operand is laid out; other cases
+    are np.matmul's. The attention step uses it at two threads, with the same result."""
+    def heads(b, t, h, d):  # [b, t, h, d] projections seen as [b, h, t, d]
+        return rng.normal(size=(b, t, h, d)).astype(dtype).transpose(0, 2, 1, 3)
+
+    q, k, v = heads(4, 16, 3, 8), heads(4, 16, 3, 8), heads(4, 16, 3, 8)
+    att = rng.normal(size=(4, 3, 16, 16)).astype(dtype)
+    cases = [(q, k.swapaxes(-1, -2)), (att, v), (att.swapaxes(-1, -2), q),
+             (q.swapaxes(-1, -2), att),
+             (rng.normal(size=(5, 7, 9)).astype(dtype), rng.normal(size=(5, 9, 3)).astype(dtype))]
+    for a, b in cases:
+        assert llvm_runtime._gemm_plan(a, b) is not None
+        np.testing.assert_array_equal(llvm_runtime.pool_matmul(a, b), np.matmul(a, b))
+    same = np.ascontiguousarray(q)  # a @ a^T of one buffer: NumPy's (a symmetric update)
+    assert llvm_runtime._gemm_plan(same, same.swapaxes(-1, -2)) is None
+    np.testing.assert_array_equal(llvm_runtime.pool_matmul(same, same.swapaxes(-1, -2)),
+                                  np.matmul(same, same.swapaxes(-1, -2)))
+    a, b = q[..., ::2, :], k.swapaxes(-1, -2)[..., ::2]  # every other row: read in place
+    np.testing.assert_array_equal(llvm_runtime.pool_matmul(a, b), np.matmul(a, b))
+    for a, b in [(q[..., ::2], k.swapaxes(-1, -2)[..., ::2, :]),  # neither rows nor columns
+                 (q.astype(np.int64), k.swapaxes(-1, -2).astype(np.int64)),
+                 (rng.normal(size=(2, 80, 70)), rng.normal(size=(2, 70, 60)))]:  # large
+        assert llvm_runtime._gemm_plan(a, b) is None
+        np.testing.assert_array_equal(llvm_runtime.pool_matmul(a, b), np.matmul(a, b))
+
+    def attention(q, k, v):
+        return fnp.sum(fg.nn.softmax(q @ fnp.swapaxes(k, -1, -2), axis=-1) @ v)
+
+    q, k, v = heads(16, 64, 4, 32), heads(16, 64, 4, 32), heads(16, 64, 4, 32)
+    with fg.config.setting("cpu_threads", 1):
+        want, text1 = on("llvm", fg.grad(attention, argnums=(0, 1, 2)), q, k, v)
+    with fg.config.setting("cpu_threads", 2):
+        got, text2 = on("llvm", fg.grad(attention, argnums=(0, 1, 2)), q, k, v)
+    assert "batch on two threads" not in text1 and "batch on two threads" in text2
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
 @needs_pool
 @pytest.mark.skipif(llvm_runtime.blas_threads_control() is None,
                     reason="NumPy's BLAS is not an OpenBLAS this process can find")

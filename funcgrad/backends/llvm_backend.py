@@ -22,6 +22,7 @@ its equations through NumPy as part of the same function.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from . import llvm_codegen, llvm_runtime, numpy_backend
 from .codegen import Executable
 
 __all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK", "PARALLEL_WORK_PYTHON_HELPER",
-           "PARALLEL_MATMUL"]
+           "PARALLEL_MATMUL", "PARALLEL_BATCH"]
 
 def _worth_alone(eqn):
     """A lone equation is a kernel when NumPy would take several passes (select_n, logistic)
@@ -55,6 +56,11 @@ PARALLEL_WORK_PYTHON_HELPER = 1 << 20
 # multiply-adds on (about 50 µs of one thread's BLAS). Otherwise products stay BLAS's, with its
 # own threads: on a quiet machine OpenBLAS's two threads beat our split (docs/jit.md).
 PARALLEL_MATMUL = 1 << 22
+
+# A batch of small products (each at most llvm_runtime.SMALL_GEMM multiply-adds, which
+# OpenBLAS runs on the calling thread) is split across the pool's two threads from this many
+# multiply-adds in all on (pool_matmul; attention's 16 x 4 heads of 64 x 64 x 32: 8.4e6).
+PARALLEL_BATCH = 1 << 20
 
 # Equations that keep a C-contiguous operand C-contiguous (views of the same buffer).
 _CONTIGUITY_KEEPING = {"reshape", "squeeze", "expand_dims", "stop_gradient", "name"}
@@ -81,11 +87,18 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     pool = nthreads > 1 and llvm_runtime.start_pool()
     if pool and blas == 2:
         llvm_runtime.blas_on_pool()
+    # batches of small products (attention's heads), which BLAS runs on one thread each:
+    # half the batch on each of the pool's threads
+    batch_products = pool and llvm_runtime.pool_products()
     by_eqn = {id(jaxpr.eqns[k]): kern for k, kern in kernels.items()}
 
     def special(eqn, fn, ins, outs, namespace, reusable):
         kern = by_eqn.get(id(eqn))
         if kern is None:
+            if batch_products and _small_batched_matmul(eqn):
+                namespace[fn] = functools.partial(eqn.primitive.impl, llvm_runtime.pool_numpy,
+                                                  **eqn.params)
+                return [f"    {outs[0]} = {fn}({', '.join(ins)})  # batch on two threads"]
             if split_products and _large_matmul(eqn):
                 namespace[fn] = functools.partial(eqn.primitive.impl, llvm_runtime.threaded_numpy,
                                                   **eqn.params)
@@ -174,19 +187,31 @@ def _balanced_split(work):
     return best[1]
 
 
-def _large_matmul(eqn):
-    """A float32/float64 dot_general with at least PARALLEL_MATMUL multiply-adds."""
+def _float_product(eqn):
+    """(multiply-adds, batch size) of a float32/float64 dot_general, else None."""
     if eqn.primitive.name != "dot_general" or eqn.params.get("preferred_element_type") \
             not in (None, eqn.outvars[0].aval.dtype):
-        return False
+        return None
     lhs, rhs = (v.aval for v in eqn.invars)
     if not (lhs.dtype == rhs.dtype and lhs.dtype in (np.float32, np.float64)):
-        return False
-    (lc, _), _ = eqn.params["dimension_numbers"]
-    k = 1
-    for axis in lc:
-        k *= lhs.shape[axis]
-    return eqn.outvars[0].aval.size * k >= PARALLEL_MATMUL
+        return None
+    (lc, _), (lb, _) = eqn.params["dimension_numbers"]
+    k = math.prod(lhs.shape[axis] for axis in lc)
+    return eqn.outvars[0].aval.size * k, math.prod(lhs.shape[axis] for axis in lb)
+
+
+def _large_matmul(eqn):
+    """A float32/float64 dot_general with at least PARALLEL_MATMUL multiply-adds."""
+    work = _float_product(eqn)
+    return work is not None and work[0] >= PARALLEL_MATMUL
+
+
+def _small_batched_matmul(eqn):
+    """A float32/float64 dot_general over a batch of products each small enough for BLAS to
+    run on one thread, with at least PARALLEL_BATCH multiply-adds in all."""
+    work = _float_product(eqn)
+    return (work is not None and work[1] >= 2 and work[0] >= PARALLEL_BATCH
+            and work[0] // work[1] <= llvm_runtime.SMALL_GEMM)
 
 
 def _contiguous(x):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import tempfile
 import threading
@@ -34,7 +35,8 @@ from .. import config
 from . import llvm_threads
 
 __all__ = ["compile_kernels", "available", "threads", "start_pool", "blas_on_pool",
-           "Parallel", "parallel_matmul",
+           "Parallel", "parallel_matmul", "pool_matmul", "pool_numpy",
+           "pool_products",
            "threaded_numpy", "blas_threads", "dims_array",
            "cache_dir", "stats"]
 
@@ -123,7 +125,7 @@ def _load_pool(llvm, tm):
     _engines.append(engine)
     _pool = {name: engine.get_function_address(name) for name in (
         "fg_pool_start", "fg_pool_run", "fg_pool_kernel", "fg_blas_callback",
-        "fg_pool_forget")}
+        "fg_pool_forget", "fg_pool_gemm")}
     llvm.add_symbol("fg_pool_kernel", _pool["fg_pool_kernel"])
 
 
@@ -486,6 +488,106 @@ def parallel_matmul(a, b):
     return out
 
 
+def pool_products():
+    """Whether pool_matmul can split batches of products here (the pool runs, and NumPy's BLAS
+    is an OpenBLAS with 64-bit-integer cblas_sgemm/dgemm)."""
+    _setup()
+    blas_threads_control()
+    return _pool is not None and bool(_blas_gemm)
+
+
+def pool_matmul(a, b):
+    """np.matmul(a, b) of a batch of small matrices (attention's heads), half the batch on each
+    of the native pool's two threads, each product the single BLAS call NumPy's matmul makes
+    for it (`cblas_?gemm`, row-major, each operand read in place or transposed), so the result
+    is NumPy's. Anything else (other dtypes or layouts, large matrices, which BLAS threads
+    itself) is np.matmul."""
+    plan = _gemm_plan(a, b)
+    if plan is None:
+        return np.matmul(a, b)
+    offsets, head, shape = plan
+    out = np.empty(shape, a.dtype)
+    job = np.array(head + (offsets.ctypes.data, a.ctypes.data, b.ctypes.data, out.ctypes.data),
+                   np.int64)
+    _pool_gemm(job.ctypes.data)
+    return out
+
+
+_GEMM_PLANS: dict = {}
+SMALL_GEMM = 1 << 18  # multiply-adds up to which OpenBLAS runs a product on the calling thread
+
+
+def _gemm_plan(a, b):
+    """(byte offsets of each product's operands, the job's fixed fields, the result's shape)
+    for pool_matmul, or None where it is np.matmul's to do."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray:
+        return None
+    key = (a.shape, a.strides, b.shape, b.strides, a.dtype, b.dtype)
+    plan = _GEMM_PLANS.get(key, False)
+    if plan is False:
+        plan = _GEMM_PLANS[key] = _make_gemm_plan(a, b)
+    if plan is not None and a.ctypes.data == b.ctypes.data:
+        return None  # NumPy may make this a symmetric rank-k update
+    return plan
+
+
+def _make_gemm_plan(a, b):
+    gemm = _blas_gemm.get(a.dtype)
+    if (gemm is None or _pool is None or a.dtype != b.dtype or a.ndim < 3
+            or a.ndim != b.ndim or a.shape[:-2] != b.shape[:-2]):
+        return None
+    (m, k), (k2, n) = a.shape[-2:], b.shape[-2:]
+    batch = a.shape[:-2]
+    if k != k2 or min(m, n, k) < 2 or m * n * k > SMALL_GEMM or math.prod(batch) < 2:
+        return None
+    size = a.itemsize
+    layouts = [_blas_layout(x, size) for x in (a, b)]
+    if None in layouts:
+        return None
+    (ta, lda), (tb, ldb) = layouts
+    out_strides = np.empty(batch + (m, n), a.dtype).strides
+    idx = np.indices(batch).reshape(len(batch), -1).T
+    offsets = np.ascontiguousarray(np.stack(
+        [idx @ np.array(x[:len(batch)], np.int64) for x in (a.strides, b.strides, out_strides)],
+        axis=1), np.int64)
+    head = (gemm, int(a.dtype == np.float64), ta, tb, m, n, k, lda, ldb, n, len(idx))
+    return offsets, head, batch + (m, n)
+
+
+_NO_TRANS, _TRANS = 111, 112  # CBLAS_TRANSPOSE
+
+
+def _blas_layout(x, size):
+    """(transpose, leading dimension) as NumPy's matmul passes matrix x (its last two axes) to
+    BLAS: rows contiguous (not transposed), else columns contiguous (transposed); None
+    otherwise."""
+    (r, c), (sr, sc) = x.shape[-2:], x.strides[-2:]
+    if sc == size and sr % size == 0 and sr // size >= c:
+        return _NO_TRANS, sr // size
+    if sr == size and sc % size == 0 and sc // size >= r:
+        return _TRANS, sc // size
+    return None
+
+
+def _pool_gemm(job_address):
+    global _pool_gemm
+    _pool_gemm = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_pool["fg_pool_gemm"])
+    _pool_gemm(job_address)
+
+
+class _PoolNumPy:
+    """The NumPy namespace with `matmul` splitting batches of small products on the pool
+    (pool_matmul): what the llvm backend gives dot_general's implementation for them."""
+
+    matmul = staticmethod(pool_matmul)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+pool_numpy = _PoolNumPy()
+
+
 class _ThreadedNumPy:
     """The NumPy namespace with `matmul` split across two threads (parallel_matmul): what the
     llvm backend gives dot_general's implementation for large products."""
@@ -529,12 +631,18 @@ def _find_blas_threads():
                 if setter is not None:
                     setter.restype, setter.argtypes = None, [ctypes.c_void_p]
                     _blas_set_callback = setter
+                cblas = prefix.replace("openblas", "cblas")
+                gemms = [getattr(lib, f"{cblas}_{t}gemm{suffix}", None) for t in "sd"]
+                if suffix == "64_" and None not in gemms:  # 64-bit integer arguments
+                    for dtype, fn in zip((np.float32, np.float64), gemms):
+                        _blas_gemm[np.dtype(dtype)] = ctypes.cast(fn, ctypes.c_void_p).value
                 return get, put
     return None
 
 
 _blas = False  # not looked up yet
 _blas_set_callback = None  # OpenBLAS's openblas_set_threads_callback_function, when it has one
+_blas_gemm = {}  # dtype -> address of OpenBLAS's cblas_?gemm with 64-bit integers
 
 
 def blas_threads_control():

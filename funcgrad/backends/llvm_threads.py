@@ -302,6 +302,83 @@ define void @fg_blas_callback(i32 %sync, ptr %dojob, i32 %numjobs, i64 %size, pt
   ret void
 }}
 
+; A batch of small matrix products, half the batch on each thread: job is i64s (gemm, double,
+; transA, transB, M, N, K, lda, ldb, ldc, batch, offsets, A, B, C), gemm OpenBLAS's 64-bit-int
+; cblas_sgemm or cblas_dgemm (row-major), offsets the byte offsets of each product's A, B and C.
+; Each product is the single call NumPy's matmul makes for it (small enough that OpenBLAS
+; runs it on the calling thread).
+define internal void @fgp_gemm_part(ptr %job, i64 %k) nounwind {{
+entry:
+  %f = getelementptr i64, ptr %job, i64 0
+  %gemm = load ptr, ptr %f
+  %v = call i64 @fgp_at(ptr %job, i64 1)
+  %ta64 = call i64 @fgp_at(ptr %job, i64 2)
+  %tb64 = call i64 @fgp_at(ptr %job, i64 3)
+  %ta = trunc i64 %ta64 to i32
+  %tb = trunc i64 %tb64 to i32
+  %m = call i64 @fgp_at(ptr %job, i64 4)
+  %n = call i64 @fgp_at(ptr %job, i64 5)
+  %kk = call i64 @fgp_at(ptr %job, i64 6)
+  %lda = call i64 @fgp_at(ptr %job, i64 7)
+  %ldb = call i64 @fgp_at(ptr %job, i64 8)
+  %ldc = call i64 @fgp_at(ptr %job, i64 9)
+  %batch = call i64 @fgp_at(ptr %job, i64 10)
+  %op = getelementptr i64, ptr %job, i64 11
+  %offs = load ptr, ptr %op
+  %ap = getelementptr i64, ptr %job, i64 12
+  %a = load ptr, ptr %ap
+  %bp = getelementptr i64, ptr %job, i64 13
+  %b = load ptr, ptr %bp
+  %cp = getelementptr i64, ptr %job, i64 14
+  %c = load ptr, ptr %cp
+  %lo0 = mul i64 %batch, %k
+  %lo = udiv i64 %lo0, 2
+  %k1 = add i64 %k, 1
+  %hi0 = mul i64 %batch, %k1
+  %hi = udiv i64 %hi0, 2
+  %double = icmp ne i64 %v, 0
+  br label %loop
+loop:
+  %i = phi i64 [%lo, %entry], [%i1, %next]
+  %more = icmp ult i64 %i, %hi
+  br i1 %more, label %body, label %out
+body:
+  %o3 = mul i64 %i, 3
+  %oa = call i64 @fgp_at(ptr %offs, i64 %o3)
+  %o3b = add i64 %o3, 1
+  %ob = call i64 @fgp_at(ptr %offs, i64 %o3b)
+  %o3c = add i64 %o3, 2
+  %oc = call i64 @fgp_at(ptr %offs, i64 %o3c)
+  %ai = getelementptr i8, ptr %a, i64 %oa
+  %bi = getelementptr i8, ptr %b, i64 %ob
+  %ci = getelementptr i8, ptr %c, i64 %oc
+  br i1 %double, label %d, label %s
+s:
+  call void %gemm(i32 101, i32 %ta, i32 %tb, i64 %m, i64 %n, i64 %kk, float 1.0, ptr %ai,
+                  i64 %lda, ptr %bi, i64 %ldb, float 0.0, ptr %ci, i64 %ldc)
+  br label %next
+d:
+  call void %gemm(i32 101, i32 %ta, i32 %tb, i64 %m, i64 %n, i64 %kk, double 1.0, ptr %ai,
+                  i64 %lda, ptr %bi, i64 %ldb, double 0.0, ptr %ci, i64 %ldc)
+  br label %next
+next:
+  %i1 = add i64 %i, 1
+  br label %loop
+out:
+  ret void
+}}
+
+define internal i64 @fgp_at(ptr %p, i64 %i) alwaysinline nounwind {{
+  %g = getelementptr i64, ptr %p, i64 %i
+  %x = load i64, ptr %g
+  ret i64 %x
+}}
+
+define void @fg_pool_gemm(ptr %job) nounwind {{
+  call void @fg_pool_run(ptr @fgp_gemm_part, ptr %job, i64 2, i32 0)
+  ret void
+}}
+
 ; Start the first helper (the pool is otherwise started by its first use).
 define void @fg_pool_start() nounwind {{
   call void @fgp_helpers_at_least(i32 1)
