@@ -9,6 +9,12 @@ is also kept on disk, keyed by the module text, LLVM's version and the host CPU,
 off), so a new process loads it instead of compiling. Writes are atomic; a damaged file is
 compiled again.
 
+LLVM stays out of this process where it can (x86-64 Linux): LLVM (`llvm_compiler`) runs in a
+compiler process started when a module needs compiling, which exits when idle, and
+`llvm_loader` places the object files here. LLVM in the process would hold about 45 MiB for
+its lifetime, a sixth of a 4-bit LoRA step of GPT-2 small (issue 21). The `kernel_compiler`
+setting "in-process" (the only way elsewhere) compiles and loads with llvmlite here instead.
+
 Each kernel is called as a Python builtin function (METH_FASTCALL, made with
 PyCFunction_NewEx around an LLVM wrapper): `fn(*arrays, dims)`, the NumPy arrays themselves
 (the kernel reads each array's data pointer, at the fixed offset of CPython's object header,
@@ -24,19 +30,26 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.metadata
+import importlib.util
 import os
+import platform
+import struct
+import subprocess
+import sys
 import tempfile
 import threading
 
 import numpy as np
 
 from .. import config
+from . import llvm_compiler, llvm_loader
 
 __all__ = ["compile_kernels", "available", "threads", "Parallel", "parallel_matmul",
            "threaded_numpy", "blas_threads", "dims_array",
            "cache_dir", "stats"]
 
-_ENV = None           # (target machine, pass builder options) once LLVM is set up
+_ENV = None           # llvmlite's binding once set up to load objects in this process
 _functions: dict = {}  # pattern -> the kernel's builtin function (this process)
 stats = {"modules compiled": 0, "modules loaded": 0, "kernels": 0}  # for tests and profiles
 _engines = []          # execution engines holding the compiled code (kept for the process)
@@ -45,10 +58,9 @@ _lock = threading.Lock()
 
 def available():
     """None when the compiled CPU backend can run here, else the reason it cannot."""
-    try:
-        import llvmlite.binding  # noqa: F401
-    except ImportError as e:
-        return f"llvmlite is not installed ({e}); pip install llvmlite"
+    # (found, not imported: importing it would load LLVM into this process)
+    if importlib.util.find_spec("llvmlite") is None:
+        return "llvmlite is not installed; pip install llvmlite"
     if _data_offset() is None or not _flags_where_read():
         return "this Python's array objects do not have the layout the kernels read"
     return None
@@ -77,28 +89,18 @@ def _flags_where_read():
                == x.flags.c_contiguous for x in (a, a.T, a[:, 1:], a[1:], np.empty(0, np.int8)))
 
 
-def _setup():
+def _mcjit():
+    """llvmlite's binding, set up to load objects into this process with LLVM's own loader
+    (MCJIT): where `llvm_loader` cannot (see the module doc)."""
     global _ENV
     if _ENV is None:
-        import llvmlite.binding as llvm
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
-        tm = llvm.Target.from_default_triple().create_target_machine(
-            cpu=cpu, features=features, opt=3, reloc="default", codemodel="jitdefault")
-        # 512-bit vectors where the CPU has them (LLVM's default prefers 256 on x86)
-        wide = ('"prefer-vector-width"="512" "min-legal-vector-width"="512" '
-                if "+avx512f" in features else "")
-        attrs = (f'attributes #0 = {{ nounwind {wide}}}\n'
-                 f'attributes #1 = {{ nounwind alwaysinline {wide}}}\n'
-                 f'attributes #2 = {{ nounwind noinline {wide}}}\n')
-        key = f"{llvm.llvm_version_info}|{cpu}|{features}|{tm.triple}"
+        llvm, _, _ = llvm_compiler.target()
         for name in _PYTHON_SYMBOLS:  # what the call wrappers use, from this Python
             llvm.add_symbol(name, ctypes.cast(getattr(ctypes.pythonapi, name),
                                               ctypes.c_void_p).value)
         llvm.add_symbol("_Py_TrueStruct", id(True))
         llvm.add_symbol("_Py_FalseStruct", id(False))
-        _ENV = (llvm, tm, attrs, key)
+        _ENV = llvm
     return _ENV
 
 
@@ -196,21 +198,54 @@ def cache_dir():
 
 
 def _module_text(kernels, names):
+    """The LLVM module of `kernels` (named `names[pattern]`) and their call wrappers, without
+    the attribute groups (llvm_compiler adds them for the host CPU)."""
     decls, helpers, bodies = set(_WRAPPER_DECLS), {"fg_contiguous": _CONTIGUOUS_TEST}, []
     for k in kernels:
         decls |= k.decls
         helpers.update(k.helpers)
         bodies.append(k.ir.replace(f"@{k.name}", f"@{names[k.pattern]}"))
         bodies.append(_call_wrapper(names[k.pattern], k))
-    _, _, attrs, _ = _setup()
     return ("\n".join(sorted(decls)) + "\n" + "\n".join(helpers.values()) + "\n"
-            + "\n".join(bodies) + attrs)
+            + "\n".join(bodies))
+
+
+def _out_of_process():
+    """Whether LLVM runs in the compiler process and objects load through llvm_loader."""
+    where = config.read("kernel_compiler")
+    if where not in ("process", "in-process"):
+        raise ValueError(f"The kernel_compiler setting is {where!r}; use 'process' (LLVM in a "
+                         "compiler process of its own, the default) or 'in-process'.")
+    return where == "process" and llvm_loader.usable() and bool(sys.executable)
+
+
+_host = None
+
+
+def _host_key():
+    """What machine code depends on besides its module: LLVM's version (llvmlite's) and the
+    CPU, read without loading LLVM (Linux lists the CPU's model and features)."""
+    global _host
+    if _host is None:
+        cpu = ""
+        try:
+            with open("/proc/cpuinfo") as f:
+                lines = f.read().split("\n\n")[0].splitlines()
+            cpu = "|".join(line for line in lines if line.split(":")[0].strip() in (
+                "vendor_id", "cpu family", "model", "model name", "flags"))
+        except OSError:
+            pass
+        if not cpu:  # elsewhere, as LLVM sees it (LLVM is in this process there anyway)
+            llvm, tm, _ = llvm_compiler.target()
+            cpu = f"{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features().flatten()}"
+        version = importlib.metadata.version("llvmlite")
+        _host = f"llvmlite {version}|{platform.machine()}|{cpu}"
+    return _host
 
 
 def _object_code(text):
     """Machine code for a module: from the disk cache, else compiled (and stored)."""
-    llvm, tm, _, key = _setup()
-    digest = hashlib.sha256((key + "\n" + text).encode()).hexdigest()
+    digest = hashlib.sha256((_host_key() + "\n" + text).encode()).hexdigest()
     d = cache_dir()
     path = os.path.join(d, digest[:2], digest + ".o") if d else None
     if path is not None:
@@ -223,17 +258,49 @@ def _object_code(text):
         except OSError:
             pass
     stats["modules compiled"] += 1
-    mod = llvm.parse_assembly(text)
-    mod.verify()
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
-    data = tm.emit_object(mod)
+    data = _compiler.compile(text) if _out_of_process() else llvm_compiler.compile_ir(text)
     if path is not None:
         _store(path, hashlib.sha256(data).digest() + data)
     return data
+
+
+class CompilerProcess:
+    """The compiler process (llvm_compiler run as a script), started when a module needs
+    compiling; it exits by itself after `idle` seconds without one."""
+
+    def __init__(self, idle=llvm_compiler.IDLE_SECONDS):
+        self.idle = idle
+        self.process = None
+
+    def compile(self, text):
+        request = text.encode()
+        request = struct.pack("<Q", len(request)) + request
+        for _ in range(2):  # a second time: it had just left, idle, as the request came
+            if self.process is None or self.process.poll() is not None:
+                self.process = subprocess.Popen(
+                    [sys.executable, llvm_compiler.__file__, str(self.idle)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            try:
+                self.process.stdin.write(request)
+                self.process.stdin.flush()
+                head = self.process.stdout.read(8)
+            except OSError:
+                head = b""
+            if len(head) == 8:
+                answer = self.process.stdout.read(struct.unpack("<Q", head)[0])
+                if answer[:1] == b"o":
+                    return answer[1:]
+                raise RuntimeError("LLVM could not compile funcgrad's CPU kernels: "
+                                   + answer[1:].decode(errors="replace"))
+            self.process.wait()
+        raise RuntimeError(
+            f"funcgrad's kernel compiler process ({sys.executable} {llvm_compiler.__file__}) "
+            f"ended without an answer (exit status {self.process.returncode}; its messages are "
+            "above). fg.config.update('kernel_compiler', 'in-process') compiles in this process "
+            "instead; FUNCGRAD_CPU_BACKEND=numpy runs without compiled kernels.")
+
+
+_compiler = CompilerProcess()
 
 
 def _store(path, data):
@@ -245,6 +312,23 @@ def _store(path, data):
         os.replace(tmp, path)
     except OSError:  # a read-only or full disk: the kernels still run, compiled each time
         pass
+
+
+def load_object(data):
+    """Places object file `data` in this process; returns `address(symbol name)`. By
+    llvm_loader, else (another system, or the in-process setting) by LLVM's loader."""
+    if _out_of_process():
+        try:
+            return llvm_loader.load(data).__getitem__
+        except llvm_loader.Unsupported:
+            pass
+    llvm = _mcjit()
+    _, tm, _ = llvm_compiler.target()
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+    engine.finalize_object()
+    _engines.append(engine)
+    return engine.get_function_address
 
 
 def compile_kernels(kernels):
@@ -259,15 +343,10 @@ def compile_kernels(kernels):
             names[k.pattern] = f"fgk_{hashlib.sha1(k.pattern.encode()).hexdigest()[:16]}"
             new.append(k)
         if new:
-            llvm, tm, _, _ = _setup()
-            data = _object_code(_module_text(new, names))
-            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
-            engine.add_object_file(llvm.ObjectFileRef.from_data(data))
-            engine.finalize_object()
-            _engines.append(engine)
+            address = load_object(_object_code(_module_text(new, names)))
             for k in new:
-                address = engine.get_function_address(names[k.pattern] + "_py")
-                _functions[k.pattern] = _builtin(names[k.pattern], address)
+                _functions[k.pattern] = _builtin(names[k.pattern],
+                                                 address(names[k.pattern] + "_py"))
                 stats["kernels"] += 1
         return {k.name: _functions[k.pattern] for k in kernels}
 
