@@ -201,8 +201,9 @@ def test_the_loader_places_code_as_llvm_does():
         llvm_loader.load(llvm_compiler.compile_ir(writable))
     assert ctypes.CFUNCTYPE(ctypes.c_int64)(
         llvm_runtime.load_object(llvm_compiler.compile_ir(writable))("fgk_n"))() == 1
-    with pytest.raises(llvm_loader.Unsupported):
-        llvm_loader.load(b"not an object file")
+    for damaged in (b"not an object file", data[:-50], data[:100]):
+        with pytest.raises(llvm_loader.Unsupported):
+            llvm_loader.load(damaged)
 
 
 def test_two_threads_split_large_kernels_with_the_same_result():

@@ -77,7 +77,13 @@ def _name(strtab, offset):
 def load(data):
     """{name: address} of the global symbols defined by ELF object `data`, placed in this
     process (see the module doc)."""
-    data = bytes(data)
+    try:
+        return _place(bytes(data))
+    except (struct.error, IndexError, ValueError) as e:  # cut short or inconsistent
+        raise Unsupported(f"not a well-formed object file ({e})") from None
+
+
+def _place(data):
     if not usable() or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise Unsupported("not a 64-bit little-endian ELF object of this machine")
     e_type, e_machine = struct.unpack_from("<HH", data, 16)
@@ -138,11 +144,13 @@ def load(data):
     for s in sections:
         if s[1] != _SHT_RELA or s[7] not in place:
             continue
-        where = base + place[s[7]]
+        where, room = base + place[s[7]], sections[s[7]][5]
         for offset, info, addend in _RELA.iter_unpack(data[s[4]:s[4] + s[5]]):
             kind, symbol = info & 0xFFFFFFFF, info >> 32
-            if kind != _R_X86_64_64 or addresses[symbol] is None:
+            if kind != _R_X86_64_64 or symbol >= len(addresses) or addresses[symbol] is None:
                 raise Unsupported(f"relocation type {kind} is not handled")
+            if offset + 8 > room:
+                raise Unsupported("a relocation outside its section")
             ctypes.c_uint64.from_address(where + offset).value = \
                 (addresses[symbol] + addend) & 0xFFFFFFFFFFFFFFFF
 

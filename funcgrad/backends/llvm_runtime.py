@@ -271,15 +271,21 @@ class CompilerProcess:
     def __init__(self, idle=llvm_compiler.IDLE_SECONDS):
         self.idle = idle
         self.process = None
+        self.owner = None   # the process that started it (a forked child starts its own)
 
     def compile(self, text):
         request = text.encode()
         request = struct.pack("<Q", len(request)) + request
         for _ in range(2):  # a second time: it had just left, idle, as the request came
-            if self.process is None or self.process.poll() is not None:
-                self.process = subprocess.Popen(
-                    [sys.executable, llvm_compiler.__file__, str(self.idle)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            if self.process is None or self.owner != os.getpid() or \
+                    self.process.poll() is not None:
+                try:
+                    self.process = subprocess.Popen(
+                        [sys.executable, llvm_compiler.__file__, str(self.idle)],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                except OSError:  # this Python cannot start itself: LLVM compiles here
+                    return llvm_compiler.compile_ir(text)
+                self.owner = os.getpid()
             try:
                 self.process.stdin.write(request)
                 self.process.stdin.flush()
