@@ -22,6 +22,7 @@ _DEFAULTS = {
     "cpu_backend": "llvm",           # jit's CPU code generator: "llvm" (compiled) or "numpy"
     "jit_cache_size": 4096,          # compiled programs kept by all jitted functions (LRU; 0: all)
     "kernel_cache": True,            # keep compiled CPU kernels on disk (FUNCGRAD_CACHE_DIR)
+    "kernel_compiler": "process",    # where LLVM compiles them: "process" (its own) or "in-process"
     "cpu_threads": 0,                # threads for CPU kernels (0: the CPUs, OMP_NUM_THREADS)
     "retain_host_memory": False,     # glibc keeps freed memory for reuse (see below)
 }

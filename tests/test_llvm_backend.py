@@ -15,7 +15,7 @@ import pytest
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
-from funcgrad.backends import llvm_runtime, llvm_threads
+from funcgrad.backends import llvm_compiler, llvm_loader, llvm_runtime, llvm_threads
 from funcgrad.lax import products
 
 pytestmark = [pytest.mark.cpu_only,
@@ -138,6 +138,73 @@ def test_kernels_are_kept_on_disk_for_new_processes(tmp_path):
     again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                            text=True, check=True).stdout.split()
     assert again == runs[0]
+
+
+_FRESH_PROCESS = """\
+import sys, numpy as np, funcgrad as fg, funcgrad.numpy as fnp
+from funcgrad.backends import llvm_runtime as r
+f = fg.jit(lambda x: fnp.tanh(x * 3.0 - 1.0) * fnp.exp(-x) + 0.5)
+x = np.linspace(-1, 1, 1000, dtype=np.float32)
+print(f(x).tobytes().hex(), r.stats['modules compiled'], 'llvmlite' in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("where", ["process", "in-process"])
+def test_llvm_runs_in_its_own_process_unless_told(tmp_path, where):
+    # LLVM (~45 MiB resident) stays out of the process that runs the kernels: a compiler
+    # process makes the object file, llvm_loader places it (x86-64 Linux)
+    env = dict(os.environ, FUNCGRAD_CACHE_DIR=str(tmp_path), FUNCGRAD_CPU_BACKEND="llvm",
+               FUNCGRAD_KERNEL_COMPILER=where)
+    out, compiled, llvm_here = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS], env=env, capture_output=True, text=True,
+        check=True).stdout.split()
+    assert compiled == "1"
+    assert llvm_here == str(where == "in-process" or not llvm_loader.usable())
+    x = np.linspace(-1, 1, 1000, dtype=np.float32)
+    want = fg.jit(lambda x: fnp.tanh(x * 3.0 - 1.0) * fnp.exp(-x) + 0.5)(x)
+    assert bytes.fromhex(out) == want.tobytes()  # the same machine code, however placed
+
+
+def test_the_compiler_process_comes_back_after_leaving_idle():
+    compiler = llvm_runtime.CompilerProcess(idle=0.2)
+    text = ("define i64 @fgk_test(i64 %a) #0 {\n  %b = mul i64 %a, 3\n  ret i64 %b\n}\n")
+    first = compiler.compile(text)
+    old = compiler.process
+    old.wait(timeout=30)  # it leaves when idle
+    assert compiler.compile(text) == first and compiler.process is not old
+    with pytest.raises(RuntimeError, match="could not compile(.|\n)*%nothing"):
+        compiler.compile("define i64 @fgk_broken() #0 {\n  ret i64 %nothing\n}\n")
+    compiler.process.stdin.close()  # (it leaves when its input ends)
+    compiler.process.wait(timeout=30)
+
+
+@pytest.mark.skipif(not llvm_loader.usable(), reason="llvm_loader places x86-64 Linux objects")
+def test_the_loader_places_code_as_llvm_does():
+    import ctypes
+
+    text = ("@table = internal constant [4 x double] [double 1.5, double -2.0, double 0.25, "
+            "double 8.0]\n"
+            "declare double @fmod(double, double)\n"
+            "define double @fgk_pick(i64 %i, double %x) #0 {\n"
+            "  %p = getelementptr [4 x double], ptr @table, i64 0, i64 %i\n"
+            "  %t = load double, ptr %p\n"
+            "  %y = fmul double %t, %x\n"
+            "  %r = call double @fmod(double %y, double 3.0)\n"
+            "  ret double %r\n}\n")
+    data = llvm_compiler.compile_ir(text)
+    pick = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_int64, ctypes.c_double)(
+        llvm_loader.load(data)["fgk_pick"])
+    assert [pick(i, 5.0) for i in range(4)] == [np.fmod(t * 5.0, 3.0)
+                                                for t in (1.5, -2.0, 0.25, 8.0)]
+    # what it does not handle, it refuses (the runtime then loads with LLVM's loader)
+    writable = "@count = global i64 0\ndefine i64 @fgk_n() #0 {\n  ret i64 1\n}\n"
+    with pytest.raises(llvm_loader.Unsupported, match="writable"):
+        llvm_loader.load(llvm_compiler.compile_ir(writable))
+    assert ctypes.CFUNCTYPE(ctypes.c_int64)(
+        llvm_runtime.load_object(llvm_compiler.compile_ir(writable))("fgk_n"))() == 1
+    for damaged in (b"not an object file", data[:-50], data[:100]):
+        with pytest.raises(llvm_loader.Unsupported):
+            llvm_loader.load(damaged)
 
 
 def test_two_threads_split_large_kernels_with_the_same_result():

@@ -9,6 +9,12 @@ is also kept on disk, keyed by the module text, LLVM's version and the host CPU,
 off), so a new process loads it instead of compiling. Writes are atomic; a damaged file is
 compiled again.
 
+LLVM stays out of this process where it can (x86-64 Linux): LLVM (`llvm_compiler`) runs in a
+compiler process started when a module needs compiling, which exits when idle, and
+`llvm_loader` places the object files here. LLVM in the process would hold about 45 MiB for
+its lifetime, a sixth of a 4-bit LoRA step of GPT-2 small (issue 21). The `kernel_compiler`
+setting "in-process" (the only way elsewhere) compiles and loads with llvmlite here instead.
+
 Each kernel is called as a Python builtin function (METH_FASTCALL, made with
 PyCFunction_NewEx around an LLVM wrapper): `fn(*arrays, dims)`, the NumPy arrays themselves
 (the kernel reads each array's data pointer, at the fixed offset of CPython's object header,
@@ -24,23 +30,28 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.metadata
+import importlib.util
 import math
 import os
+import platform
+import struct
+import subprocess
+import sys
 import tempfile
 import threading
 
 import numpy as np
 
 from .. import config
-from . import llvm_threads
+from . import llvm_compiler, llvm_loader, llvm_threads
 
 __all__ = ["compile_kernels", "available", "threads", "start_pool", "blas_on_pool",
-           "Parallel", "parallel_matmul", "pool_matmul", "pool_numpy",
-           "pool_products",
+           "Parallel", "parallel_matmul", "pool_matmul", "pool_numpy", "pool_products",
            "threaded_numpy", "blas_threads", "dims_array",
            "cache_dir", "stats"]
 
-_ENV = None           # (target machine, pass builder options) once LLVM is set up
+_ENV = None           # llvmlite's binding once set up to load objects in this process
 _functions: dict = {}  # pattern -> the kernel's builtin function (this process)
 stats = {"modules compiled": 0, "modules loaded": 0, "kernels": 0}  # for tests and profiles
 _engines = []          # execution engines holding the compiled code (kept for the process)
@@ -49,10 +60,9 @@ _lock = threading.Lock()
 
 def available():
     """None when the compiled CPU backend can run here, else the reason it cannot."""
-    try:
-        import llvmlite.binding  # noqa: F401
-    except ImportError as e:
-        return f"llvmlite is not installed ({e}); pip install llvmlite"
+    # (found, not imported: importing it would load LLVM into this process)
+    if importlib.util.find_spec("llvmlite") is None:
+        return "llvmlite is not installed; pip install llvmlite"
     if _data_offset() is None or not _flags_where_read():
         return "this Python's array objects do not have the layout the kernels read"
     return None
@@ -81,52 +91,24 @@ def _flags_where_read():
                == x.flags.c_contiguous for x in (a, a.T, a[:, 1:], a[1:], np.empty(0, np.int8)))
 
 
-def _setup():
+def _mcjit():
+    """llvmlite's binding, set up to load objects into this process with LLVM's own loader
+    (MCJIT): where `llvm_loader` cannot (see the module doc)."""
     global _ENV
     if _ENV is None:
-        import llvmlite.binding as llvm
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
-        tm = llvm.Target.from_default_triple().create_target_machine(
-            cpu=cpu, features=features, opt=3, reloc="default", codemodel="jitdefault")
-        # 512-bit vectors where the CPU has them (LLVM's default prefers 256 on x86)
-        wide = ('"prefer-vector-width"="512" "min-legal-vector-width"="512" '
-                if "+avx512f" in features else "")
-        attrs = (f'attributes #0 = {{ nounwind {wide}}}\n'
-                 f'attributes #1 = {{ nounwind alwaysinline {wide}}}\n'
-                 f'attributes #2 = {{ nounwind noinline {wide}}}\n')
-        key = f"{llvm.llvm_version_info}|{cpu}|{features}|{tm.triple}"
+        llvm, _, _ = llvm_compiler.target()
         for name in _PYTHON_SYMBOLS:  # what the call wrappers use, from this Python
             llvm.add_symbol(name, ctypes.cast(getattr(ctypes.pythonapi, name),
                                               ctypes.c_void_p).value)
         llvm.add_symbol("_Py_TrueStruct", id(True))
         llvm.add_symbol("_Py_FalseStruct", id(False))
-        _ENV = (llvm, tm, attrs, key)
-        if llvm_threads.supported():
-            _load_pool(llvm, tm)
+        _ENV = llvm
+    for name, address in _symbols.items():  # the pool's (added as they become known)
+        _ENV.add_symbol(name, address)
     return _ENV
 
 
-_pool = None  # {name: address} of the native pool's functions (llvm_threads), once loaded
-
-
-def _load_pool(llvm, tm):
-    """Compile (or load from the disk cache) llvm_threads' pool and make `fg_pool_kernel`
-    known to the kernels' modules; its helper threads start with `start_pool` or the first use."""
-    global _pool
-    libc = ctypes.CDLL(None)
-    for name in llvm_threads.POOL_SYMBOLS:
-        llvm.add_symbol(name, ctypes.cast(getattr(libc, name), ctypes.c_void_p).value)
-    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
-    code = _object_code(llvm_threads.POOL_IR, counted=False)
-    engine.add_object_file(llvm.ObjectFileRef.from_data(code))
-    engine.finalize_object()
-    _engines.append(engine)
-    _pool = {name: engine.get_function_address(name) for name in (
-        "fg_pool_start", "fg_pool_run", "fg_pool_kernel", "fg_blas_callback",
-        "fg_pool_forget", "fg_pool_gemm")}
-    llvm.add_symbol("fg_pool_kernel", _pool["fg_pool_kernel"])
+_symbols: dict = {}  # symbols of this process the objects may use: the native pool's
 
 
 _PYTHON_SYMBOLS = ("PyEval_SaveThread", "PyEval_RestoreThread", "Py_IncRef")
@@ -241,7 +223,8 @@ def cache_dir():
 
 
 def _module_text(kernels, names):
-    _, _, attrs, _ = _setup()
+    """The LLVM module of `kernels` (named `names[pattern]`) and their call wrappers, without
+    the attribute groups (llvm_compiler adds them for the host CPU)."""
     decls, helpers, bodies = set(_WRAPPER_DECLS), {"fg_contiguous": _CONTIGUOUS_TEST}, []
     if _pool is not None:
         decls.add("declare void @fg_pool_kernel(ptr, ptr, ptr, ptr)")
@@ -251,14 +234,46 @@ def _module_text(kernels, names):
         bodies.append(k.ir.replace(f"@{k.name}", f"@{names[k.pattern]}"))
         bodies.append(_call_wrapper(names[k.pattern], k))
     return ("\n".join(sorted(decls)) + "\n" + "\n".join(helpers.values()) + "\n"
-            + "\n".join(bodies) + attrs)
+            + "\n".join(bodies))
+
+
+def _out_of_process():
+    """Whether LLVM runs in the compiler process and objects load through llvm_loader."""
+    where = config.read("kernel_compiler")
+    if where not in ("process", "in-process"):
+        raise ValueError(f"The kernel_compiler setting is {where!r}; use 'process' (LLVM in a "
+                         "compiler process of its own, the default) or 'in-process'.")
+    return where == "process" and llvm_loader.usable() and bool(sys.executable)
+
+
+_host = None
+
+
+def _host_key():
+    """What machine code depends on besides its module: LLVM's version (llvmlite's) and the
+    CPU, read without loading LLVM (Linux lists the CPU's model and features)."""
+    global _host
+    if _host is None:
+        cpu = ""
+        try:
+            with open("/proc/cpuinfo") as f:
+                lines = f.read().split("\n\n")[0].splitlines()
+            cpu = "|".join(line for line in lines if line.split(":")[0].strip() in (
+                "vendor_id", "cpu family", "model", "model name", "flags"))
+        except OSError:
+            pass
+        if not cpu:  # elsewhere, as LLVM sees it (LLVM is in this process there anyway)
+            llvm, tm, _ = llvm_compiler.target()
+            cpu = f"{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features().flatten()}"
+        version = importlib.metadata.version("llvmlite")
+        _host = f"llvmlite {version}|{platform.machine()}|{cpu}"
+    return _host
 
 
 def _object_code(text, counted=True):
     """Machine code for a module: from the disk cache, else compiled (and stored); `stats`
     counts it unless `counted` is False (the pool)."""
-    llvm, tm, _, key = _setup()
-    digest = hashlib.sha256((key + "\n" + text).encode()).hexdigest()
+    digest = hashlib.sha256((_host_key() + "\n" + text).encode()).hexdigest()
     d = cache_dir()
     path = os.path.join(d, digest[:2], digest + ".o") if d else None
     if path is not None:
@@ -271,17 +286,55 @@ def _object_code(text, counted=True):
         except OSError:
             pass
     stats["modules compiled"] += counted
-    mod = llvm.parse_assembly(text)
-    mod.verify()
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
-    data = tm.emit_object(mod)
+    data = _compiler.compile(text) if _out_of_process() else llvm_compiler.compile_ir(text)
     if path is not None:
         _store(path, hashlib.sha256(data).digest() + data)
     return data
+
+
+class CompilerProcess:
+    """The compiler process (llvm_compiler run as a script), started when a module needs
+    compiling; it exits by itself after `idle` seconds without one."""
+
+    def __init__(self, idle=llvm_compiler.IDLE_SECONDS):
+        self.idle = idle
+        self.process = None
+        self.owner = None   # the process that started it (a forked child starts its own)
+
+    def compile(self, text):
+        request = text.encode()
+        request = struct.pack("<Q", len(request)) + request
+        for _ in range(2):  # a second time: it had just left, idle, as the request came
+            if self.process is None or self.owner != os.getpid() or \
+                    self.process.poll() is not None:
+                try:
+                    self.process = subprocess.Popen(
+                        [sys.executable, llvm_compiler.__file__, str(self.idle)],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                except OSError:  # this Python cannot start itself: LLVM compiles here
+                    return llvm_compiler.compile_ir(text)
+                self.owner = os.getpid()
+            try:
+                self.process.stdin.write(request)
+                self.process.stdin.flush()
+                head = self.process.stdout.read(8)
+            except OSError:
+                head = b""
+            if len(head) == 8:
+                answer = self.process.stdout.read(struct.unpack("<Q", head)[0])
+                if answer[:1] == b"o":
+                    return answer[1:]
+                raise RuntimeError("LLVM could not compile funcgrad's CPU kernels: "
+                                   + answer[1:].decode(errors="replace"))
+            self.process.wait()
+        raise RuntimeError(
+            f"funcgrad's kernel compiler process ({sys.executable} {llvm_compiler.__file__}) "
+            f"ended without an answer (exit status {self.process.returncode}; its messages are "
+            "above). fg.config.update('kernel_compiler', 'in-process') compiles in this process "
+            "instead; FUNCGRAD_CPU_BACKEND=numpy runs without compiled kernels.")
+
+
+_compiler = CompilerProcess()
 
 
 def _store(path, data):
@@ -293,6 +346,23 @@ def _store(path, data):
         os.replace(tmp, path)
     except OSError:  # a read-only or full disk: the kernels still run, compiled each time
         pass
+
+
+def load_object(data):
+    """Places object file `data` in this process; returns `address(symbol name)`. By
+    llvm_loader, else (another system, or the in-process setting) by LLVM's loader."""
+    if _out_of_process():
+        try:
+            return llvm_loader.load(data, _symbols).__getitem__
+        except llvm_loader.Unsupported:
+            pass
+    llvm = _mcjit()
+    _, tm, _ = llvm_compiler.target()
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+    engine.finalize_object()
+    _engines.append(engine)
+    return engine.get_function_address
 
 
 def compile_kernels(kernels):
@@ -307,15 +377,11 @@ def compile_kernels(kernels):
             names[k.pattern] = f"fgk_{hashlib.sha1(k.pattern.encode()).hexdigest()[:16]}"
             new.append(k)
         if new:
-            llvm, tm, _, _ = _setup()
-            data = _object_code(_module_text(new, names))
-            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
-            engine.add_object_file(llvm.ObjectFileRef.from_data(data))
-            engine.finalize_object()
-            _engines.append(engine)
+            _load_pool()
+            address = load_object(_object_code(_module_text(new, names)))
             for k in new:
-                address = engine.get_function_address(names[k.pattern] + "_py")
-                _functions[k.pattern] = _builtin(names[k.pattern], address)
+                _functions[k.pattern] = _builtin(names[k.pattern],
+                                                 address(names[k.pattern] + "_py"))
                 stats["kernels"] += 1
         return {k.name: _functions[k.pattern] for k in kernels}
 
@@ -413,11 +479,33 @@ def _split(fn, *parts):
         _helper_lock.release()
 
 
+_pool = None  # {name: address} of the native pool's functions (llvm_threads), once loaded
+# The pool's state (llvm_threads.POOL_FIELDS), in memory of this process's own: the loader
+# keeps objects' pages read-only, and the objects find it as the symbol `fg_pool_state`.
+_pool_state = np.zeros(llvm_threads.POOL_STATE_BYTES // 8, np.int64)
+
+
+def _load_pool():
+    """Load the native pool (llvm_threads; compiled once, then kept on disk like the kernels)
+    where it runs, and make `fg_pool_kernel` known to the kernels' modules."""
+    global _pool
+    if _pool is not None or not llvm_threads.supported():
+        return
+    _symbols["fg_pool_state"] = _pool_state.ctypes.data
+    address = load_object(_object_code(llvm_threads.POOL_IR, counted=False))
+    _pool = {name: address(name) for name in (
+        "fg_pool_start", "fg_pool_run", "fg_pool_kernel", "fg_blas_callback", "fg_pool_gemm")}
+    _symbols["fg_pool_kernel"] = _pool["fg_pool_kernel"]
+    if _ENV is not None:  # LLVM's loader in use: it learns the new symbols
+        _mcjit()
+
+
 def start_pool():
     """Load the native pool (llvm_threads) and start its helper thread; True when it runs
     (kernels then split across two threads by being given two loop-range arrays, see
     `_call_wrapper`)."""
-    _setup()
+    with _lock:
+        _load_pool()
     if _pool is None:
         return False
     ctypes.CFUNCTYPE(None)(_pool["fg_pool_start"])()
@@ -427,8 +515,9 @@ def start_pool():
 def _forget_pool():
     """In a fork's child: the helper threads did not come along; the next use starts new
     ones."""
-    if _pool is not None:
-        ctypes.CFUNCTYPE(None)(_pool["fg_pool_forget"])()
+    words = _pool_state.view(np.int32)
+    for field in ("helpers", "busy", "sleeping"):
+        words[llvm_threads.POOL_FIELDS[field] // 4] = 0
 
 
 os.register_at_fork(after_in_child=_forget_pool)
@@ -491,7 +580,8 @@ def parallel_matmul(a, b):
 def pool_products():
     """Whether pool_matmul can split batches of products here (the pool runs, and NumPy's BLAS
     is an OpenBLAS with 64-bit-integer cblas_sgemm/dgemm)."""
-    _setup()
+    with _lock:
+        _load_pool()
     blas_threads_control()
     return _pool is not None and bool(_blas_gemm)
 

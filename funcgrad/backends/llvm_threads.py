@@ -8,23 +8,26 @@ OpenBLAS's own idle thread spins on the second core for about 0.1 s, so a kernel
 after a product ran slower on two threads than on one (gelu after a product: 438 against
 350 µs, 2026-12-07).
 
-This module is LLVM IR for a pool of one helper thread (`POOL_IR`), compiled once per process
-(and cached on disk) by llvm_runtime:
+This module is LLVM IR for a pool of helper threads (`POOL_IR`), compiled once (and kept on
+disk) and loaded like the kernels by llvm_runtime. Its state lives in memory of the process's
+own (`POOL_FIELDS`, the symbol `fg_pool_state`), since loaded objects are read-only:
 
-- `fg_pool_run(fn, data, parts)` runs `fn(data, k)` for k in [0, parts), the caller and the
-  helper taking parts as they come (a helper that is slow to start costs no wait: the caller
-  takes its parts too), and returns when all are done. It is called with the GIL released.
-  A second caller while the pool is busy (another Python thread), or a process without the
-  helper (not started, or a fork's child), runs all parts itself.
+- `fg_pool_run(fn, data, parts, together)` runs `fn(data, k)` for k in [0, parts), the caller
+  and the helpers taking parts as they come (a helper that is slow to start costs no wait: the
+  caller takes its parts too), and returns when all are done. It is called with the GIL
+  released. A second caller while the pool is busy (another Python thread) runs all parts
+  itself, or with `together` (parts that wait for each other) waits for the pool.
 - `fg_pool_kernel(kernel, args, dims_low, dims_high)`: a kernel's two halves (the kernels'
   call wrappers call it when given two loop-range arrays).
+- `fg_pool_gemm(job)`: a batch of small matrix products, half the batch on each thread.
 - `fg_blas_callback`: OpenBLAS's caller-managed threading callback
-  (`openblas_set_threads_callback_function`): BLAS's parts run on the same two threads, so no
+  (`openblas_set_threads_callback_function`): BLAS's parts run on the same threads, so no
   second idle thread spins beside the helper. OpenBLAS partitions each product exactly as with
-  its own threads, so results are the same.
-- `fg_pool_worker` is the helper's loop: after each job it spins (with `pause`) for
-  `SPIN_CYCLES` time-stamp cycles (about 0.4 ms) for the next one, then sleeps on a futex
-  until woken.
+  its own threads, so results are the same. Its parts wait for each other, so each gets a
+  thread of its own (helpers are started for them).
+- The helpers (started by `fg_pool_start` or the first use, with pthread_create; a fork's
+  child starts its own) spin (with `pause`) for `SPIN_CYCLES` time-stamp cycles (about
+  0.4 ms) after each job for the next one, then sleep on a futex until woken.
 
 Linux on x86-64 only (futex, pause, rdtsc); elsewhere `supported()` is False and the kernels
 use the Python helper.
@@ -35,7 +38,8 @@ from __future__ import annotations
 import platform
 import sys
 
-__all__ = ["supported", "POOL_IR", "POOL_SYMBOLS", "SPIN_CYCLES"]
+__all__ = ["supported", "POOL_IR", "POOL_SYMBOLS", "POOL_FIELDS", "POOL_STATE_BYTES",
+           "SPIN_CYCLES"]
 
 # How long the helper keeps looking for the next job before it sleeps (time-stamp counter
 # cycles; 2^20 is about 0.4 ms at 2.5 GHz): a training step's kernels and products follow each
@@ -55,7 +59,7 @@ def supported():
 # The C library functions the pool calls (their addresses are given to LLVM's linker).
 POOL_SYMBOLS = ("syscall", "sched_yield", "pthread_create", "pthread_detach")
 
-POOL_IR = f"""
+_POOL_IR = f"""
 declare i64 @syscall(i64, ...)
 declare i32 @sched_yield()
 declare i32 @pthread_create(ptr, ptr, ptr, ptr)
@@ -63,15 +67,7 @@ declare i32 @pthread_detach(i64)
 declare void @llvm.x86.sse2.pause()
 declare i64 @llvm.readcyclecounter()
 
-@fgp_seq = internal global i64 0, align 64        ; the last job posted
-@fgp_next = internal global i64 0, align 64       ; (job << 16) | the next part to take
-@fgp_done = internal global i64 0, align 64       ; parts of the job finished
-@fgp_fn = internal global ptr null, align 64
-@fgp_data = internal global ptr null
-@fgp_parts = internal global i64 0
-@fgp_sleeping = internal global i32 0, align 64   ; the futex sleeping helpers wait on
-@fgp_busy = internal global i32 0, align 64       ; a caller is using the pool
-@fgp_helpers = internal global i32 0, align 64    ; helper threads started
+@fg_pool_state = external global i8   ; POOL_FIELDS, in memory the process owns
 
 ; Take and run parts of job s until none is left.
 define internal void @fgp_take(i64 %s) nounwind {{
@@ -385,11 +381,23 @@ define void @fg_pool_start() nounwind {{
   ret void
 }}
 
-; In a fork's child the helpers are gone: the next use starts new ones.
-define void @fg_pool_forget() nounwind {{
-  store atomic i32 0, ptr @fgp_helpers seq_cst, align 4
-  store atomic i32 0, ptr @fgp_busy seq_cst, align 4
-  store atomic i32 0, ptr @fgp_sleeping seq_cst, align 4
-  ret void
-}}
 """
+
+# The pool's state: byte offsets of its fields in `fg_pool_state` (each on a cache line of its
+# own where threads write it): the last job posted, (job << 16) | the next part to take, parts
+# of the job finished, the job (function, data, parts), the futex sleeping helpers wait on
+# (int32), whether a caller is using the pool (int32), helper threads started (int32).
+POOL_FIELDS = {"seq": 0, "next": 64, "done": 128, "fn": 192, "data": 200, "parts": 208,
+               "sleeping": 256, "busy": 320, "helpers": 384}
+POOL_STATE_BYTES = 448
+
+
+def _with_fields(ir):
+    """The IR with each `@fgp_<field>` an address inside `fg_pool_state`."""
+    for name, offset in sorted(POOL_FIELDS.items(), key=lambda kv: -len(kv[0])):
+        ir = ir.replace(f"@fgp_{name} ", f"getelementptr (i8, ptr @fg_pool_state, i64 {offset}) ")
+        ir = ir.replace(f"@fgp_{name},", f"getelementptr (i8, ptr @fg_pool_state, i64 {offset}),")
+    return ir
+
+
+POOL_IR = _with_fields(_POOL_IR)

@@ -9,6 +9,8 @@ import graphlib
 import heapq
 from typing import NamedTuple
 
+import numpy as np
+
 from ..core import ClosedJaxpr, Eqn, Jaxpr, Primitive, Var, eval_jaxpr
 from .jaxpr_util import (
     Unhashable as _Unhashable,
@@ -96,9 +98,27 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
     first_read = {}  # group id -> index of the first equation outside it reading one of its values
     last_input = {}  # group id -> index of the last equation outside it whose value it reads
 
+    def outside(a, groups):
+        return a in producer and not (
+            producer[a] in group_of and find(group_of[producer[a]]) in groups)
+
     def outside_inputs(ins, groups):
-        return max((producer[a] for a in ins if a in producer and not (
-            producer[a] in group_of and find(group_of[producer[a]]) in groups)), default=-1)
+        return max((producer[a] for a in ins if outside(a, groups)), default=-1)
+
+    # Nor may a group keep many values alive that the program would have freed: a group that
+    # comes to wait for a value made later keeps the inputs it reads that were made after its
+    # first equation and that no one reads after, until then (a sum of terms made one after
+    # another, in one group, keeps every term until the last is made). A join may keep at most
+    # HOLD_LIMIT bytes so. (Values made before the group's first equation were alive then.)
+    last_read = _last_reads(jaxpr)
+    inputs = {}  # group id -> values made outside it (by equations) that it reads
+    first_member = {}  # group id -> index of its first equation
+
+    def held_bytes(groups, until):
+        opened = min(first_member[h] for h in groups)
+        held = {a for h in groups for a in inputs[h]
+                if opened < producer[a] and last_read[a] < until and outside(a, groups)}
+        return sum(map(_nbytes, held))
 
     last_effect = frozenset()  # what reached the last effectful equation (effects keep order)
     for i, eqn in enumerate(jaxpr.eqns):
@@ -133,9 +153,12 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
                 if target is not None and (target in closure(gin[g])
                                            or g in closure(gin[target])):
                     continue
-                latest = max(outside_inputs(ins, joined), *(last_input[h] for h in joined))
+                waited = max(last_input[h] for h in joined)
+                latest = max(outside_inputs(ins, joined), waited)
                 if latest >= min(first_read[h] for h in joined):
                     continue  # it would hold back a value read in between
+                if latest > waited and held_bytes(joined, latest) > HOLD_LIMIT:
+                    continue  # it would keep too much alive
                 if target is None:
                     target = g
                 else:
@@ -143,16 +166,21 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
                     gin[target] = gin[target] | gin[g]
                     first_read[target] = min(first_read[target], first_read[g])
                     last_input[target] = max(last_input[target], last_input[g])
+                    inputs[target] = inputs[target] | inputs.pop(g)
+                    first_member[target] = min(first_member[target], first_member.pop(g))
             if target is None:
                 target = i
                 parent[i] = i
                 gin[i] = set()
                 first_read[i] = len(jaxpr.eqns)
                 last_input[i] = -1
+                inputs[i] = set()
+                first_member[i] = i
             group_of[i] = target
             target = find(target)
             gin[target] = {find(h) for h in gin[target] | recorded | direct} - {target}
             last_input[target] = max(last_input[target], outside_inputs(ins, {target}))
+            inputs[target] |= {a for a in ins if outside(a, {target})}
         else:
             for v in eqn.outvars:
                 reach[v] = frozenset(recorded | direct)
@@ -454,6 +482,31 @@ def _merge_parallel(jaxpr, groups):
     return out
 
 
+# What a group may keep alive beyond the program's order: values it reads that the program
+# would have freed before the group can run (fusion_groups), or, computing another group's
+# value again, what that value is computed from, less the value (_recompute_cheap). Below it,
+# fusing saves passes over memory for little memory; above it, the memory counts for more (one
+# group summing 24 vocabulary tiles' terms kept 34 MiB alive in a 66 MiB training step).
+HOLD_LIMIT = 16 << 20
+
+
+def _nbytes(v):
+    return v.aval.size * np.dtype(v.aval.dtype).itemsize
+
+
+def _last_reads(jaxpr):
+    """{var: index of the last equation reading it} (program outputs: past the end)."""
+    last = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for a in eqn.invars:
+            if type(a) is Var:
+                last[a] = i
+    for v in jaxpr.outvars:
+        if type(v) is Var:
+            last[v] = len(jaxpr.eqns)
+    return last
+
+
 def _final_readers(jaxpr):
     """Indices of the equations whose results no equation reads (program outputs): delaying
     one holds back nothing else."""
@@ -529,8 +582,9 @@ def _recompute_cheap(jaxpr, groups, cheap, limit=12):
                     for r in outside):
                 continue
             cone, stored = _cone(jaxpr, v, members, producer, cheap, limit)
-            if cone is None:
-                continue
+            if cone is None or _kept_for(jaxpr, cone, readers, producer, program_outs,
+                                         max(outside)) > _nbytes(v) + HOLD_LIMIT:
+                continue  # (it would keep much more alive than the value it saves storing)
             for r in outside:
                 extra[group_of[r]] |= cone
             outputs[g].remove(v)
@@ -550,6 +604,15 @@ def _recompute_cheap(jaxpr, groups, cheap, limit=12):
                     inputs.append(a)
         out.append(FusionGroup(grp.eqns, inputs, outputs[g], grp.shape, rec))
     return out
+
+
+def _kept_for(jaxpr, cone, readers, producer, program_outs, until):
+    """Bytes of the values `cone` reads that would be kept alive for it: computing it again
+    at equation `until` keeps what it reads until then, where no one else reads it that late."""
+    made = {v for i in cone for v in jaxpr.eqns[i].outvars}
+    read = {a for i in cone for a in jaxpr.eqns[i].invars if type(a) is Var and a not in made}
+    return sum(_nbytes(a) for a in read if a in producer and a not in program_outs
+               and max(readers[a] - cone, default=-1) < until)
 
 
 def _producers_first(groups, group_of, producer):
