@@ -297,6 +297,19 @@ def test_pool_runs_every_part_once_on_either_thread():
     run(ctypes.cast(meet, ctypes.c_void_p), None, 3, 1)
     assert sorted(arrived) == [0, 1, 2] and len(ids) == 3
 
+    # ... also inside a part of another job (OpenBLAS called while the pool is in use): on
+    # threads started for them, never waiting for the pool
+    del arrived[:]
+    ids.clear()
+
+    @part
+    def outer(data, k):
+        if k == 0:
+            run(ctypes.cast(meet, ctypes.c_void_p), None, 3, 1)
+
+    run(ctypes.cast(outer, ctypes.c_void_p), None, 2, 0)
+    assert sorted(arrived) == [0, 1, 2] and len(ids) == 3
+
 
 @needs_pool
 def test_split_kernels_from_several_threads_and_a_fork():

@@ -16,7 +16,9 @@ own (`POOL_FIELDS`, the symbol `fg_pool_state`), since loaded objects are read-o
   and the helpers taking parts as they come (a helper that is slow to start costs no wait: the
   caller takes its parts too), and returns when all are done. It is called with the GIL
   released. A second caller while the pool is busy (another Python thread) runs all parts
-  itself, or with `together` (parts that wait for each other) waits for the pool.
+  itself, or with `together` (parts that wait for each other: OpenBLAS's) runs them on
+  threads started for them (also when OpenBLAS is called inside a part, so it never waits
+  for itself).
 - `fg_pool_kernel(kernel, args, dims_low, dims_high)`: a kernel's two halves (the kernels'
   call wrappers call it when given two loop-range arrays).
 - `fg_pool_gemm(job)`: a batch of small matrix products, half the batch on each thread.
@@ -57,13 +59,14 @@ def supported():
 
 
 # The C library functions the pool calls (their addresses are given to LLVM's linker).
-POOL_SYMBOLS = ("syscall", "sched_yield", "pthread_create", "pthread_detach")
+POOL_SYMBOLS = ("syscall", "sched_yield", "pthread_create", "pthread_detach", "pthread_join")
 
 _POOL_IR = f"""
 declare i64 @syscall(i64, ...)
 declare i32 @sched_yield()
 declare i32 @pthread_create(ptr, ptr, ptr, ptr)
 declare i32 @pthread_detach(i64)
+declare i32 @pthread_join(i64, ptr)
 declare void @llvm.x86.sse2.pause()
 declare i64 @llvm.readcyclecounter()
 
@@ -164,10 +167,11 @@ out:
 }}
 
 ; fn(data, k) for k in [0, parts) on this thread and the helpers; returns when all are done.
-; together = 0: the parts may run one after another (a kernel's halves): while another thread
-; uses the pool, this one runs them all itself. together = 1: each part must have a thread of
-; its own (OpenBLAS's parts wait for each other): helpers are started for them, and a caller
-; waits for the pool.
+; together = 0: the parts may run one after another (a kernel's halves): while the pool is in
+; use, this thread runs them all itself. together = 1: each part must have a thread of its own
+; (OpenBLAS's parts wait for each other): helpers are started for them, and while the pool is
+; in use (another thread's job, or OpenBLAS called inside a part of this one) threads of their
+; own (fgp_own_threads).
 define void @fg_pool_run(ptr %fn, ptr %data, i64 %parts, i32 %together) nounwind {{
 entry:
   %several = icmp ugt i64 %parts, 1
@@ -178,20 +182,19 @@ helpers:
   call void @fgp_helpers_at_least(i32 %want)
   %h = load atomic i32, ptr @fgp_helpers seq_cst, align 4
   %has = icmp sge i32 %h, %want
-  br i1 %has, label %lock, label %serial
+  br i1 %has, label %lock, label %taken
 lock:
   %b = atomicrmw xchg ptr @fgp_busy, i32 1 seq_cst
   %free = icmp eq i32 %b, 0
   br i1 %free, label %post, label %taken
 taken:
   %must = icmp ne i32 %together, 0
-  br i1 %must, label %queue, label %serial
-queue:
-  call void @llvm.x86.sse2.pause()
-  %y0 = call i32 @sched_yield()
-  br label %lock
+  br i1 %must, label %own, label %serial
+own:
+  call void @fgp_own_threads(ptr %fn, ptr %data, i64 %parts)
+  ret void
 serial:
-  %i = phi i64 [0, %entry], [0, %helpers], [0, %taken], [%i1, %serial_body]
+  %i = phi i64 [0, %entry], [0, %taken], [%i1, %serial_body]
   %left = icmp ult i64 %i, %parts
   br i1 %left, label %serial_body, label %serial_end
 serial_body:
@@ -237,6 +240,67 @@ give:
   br label %wait
 finish:
   store atomic i32 0, ptr @fgp_busy seq_cst, align 4
+  ret void
+}}
+
+; Parts that wait for each other while the pool is in use or has no helpers: parts 1.. on
+; threads started for them (and joined), part 0 here.
+define internal ptr @fgp_own_thread(ptr %arg) nounwind {{
+  %fn = load ptr, ptr %arg
+  %dp = getelementptr ptr, ptr %arg, i64 1
+  %data = load ptr, ptr %dp
+  %kp = getelementptr ptr, ptr %arg, i64 2
+  %k = load i64, ptr %kp
+  call void %fn(ptr %data, i64 %k)
+  ret ptr null
+}}
+
+define internal void @fgp_own_threads(ptr %fn, ptr %data, i64 %parts) nounwind {{
+entry:
+  %tids = alloca i64, i64 %parts
+  %args = alloca [3 x i64], i64 %parts
+  br label %start
+start:
+  %k = phi i64 [1, %entry], [%k1, %started]
+  %more = icmp ult i64 %k, %parts
+  br i1 %more, label %spawn, label %mine
+spawn:
+  %a = getelementptr [3 x i64], ptr %args, i64 %k
+  store ptr %fn, ptr %a
+  %a1 = getelementptr ptr, ptr %a, i64 1
+  store ptr %data, ptr %a1
+  %a2 = getelementptr ptr, ptr %a, i64 2
+  store i64 %k, ptr %a2
+  %t = getelementptr i64, ptr %tids, i64 %k
+  %e = call i32 @pthread_create(ptr %t, ptr null, ptr @fgp_own_thread, ptr %a)
+  %failed = icmp ne i32 %e, 0
+  br i1 %failed, label %inline, label %started
+inline:
+  store i64 0, ptr %t
+  call void %fn(ptr %data, i64 %k)
+  br label %started
+started:
+  %k1 = add i64 %k, 1
+  br label %start
+mine:
+  call void %fn(ptr %data, i64 0)
+  br label %join
+join:
+  %j = phi i64 [1, %mine], [%j1, %joined]
+  %left = icmp ult i64 %j, %parts
+  br i1 %left, label %one, label %out
+one:
+  %tj = getelementptr i64, ptr %tids, i64 %j
+  %tid = load i64, ptr %tj
+  %real = icmp ne i64 %tid, 0
+  br i1 %real, label %wait, label %joined
+wait:
+  %r = call i32 @pthread_join(i64 %tid, ptr null)
+  br label %joined
+joined:
+  %j1 = add i64 %j, 1
+  br label %join
+out:
   ret void
 }}
 
