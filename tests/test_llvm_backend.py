@@ -15,7 +15,7 @@ import pytest
 
 import funcgrad as fg
 import funcgrad.numpy as fnp
-from funcgrad.backends import llvm_compiler, llvm_loader, llvm_runtime
+from funcgrad.backends import llvm_compiler, llvm_loader, llvm_runtime, llvm_threads
 from funcgrad.lax import products
 
 pytestmark = [pytest.mark.cpu_only,
@@ -132,8 +132,9 @@ def test_kernels_are_kept_on_disk_for_new_processes(tmp_path):
     assert runs[0][1:] == ["1", "0"] and runs[1][1:] == ["0", "1"]  # compiled, then loaded
     assert runs[0][0] == runs[1][0]
     files = list(tmp_path.rglob("*.o"))
-    assert len(files) == 1
-    files[0].write_bytes(files[0].read_bytes()[:-10])  # a damaged file is compiled again
+    assert len(files) == 1 + llvm_threads.supported()  # the kernels (and the pool)
+    for file in files:  # a damaged file is compiled again
+        file.write_bytes(file.read_bytes()[:-10])
     again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                            text=True, check=True).stdout.split()
     assert again == runs[0]
@@ -222,8 +223,10 @@ def test_two_threads_split_large_kernels_with_the_same_result():
     prog = fg.jit(f)
     with fg.config.setting("cpu_threads", 2):
         prog(x, y)
-        fn = [v for v in _namespace(prog, x, y).values()
-              if isinstance(v, llvm_runtime.Parallel)]
+        namespace = _namespace(prog, x, y)
+    # two loop ranges (the native pool's two threads), else the Python helper
+    fn = [k for k, v in namespace.items()
+          if k.startswith("dims2_") or isinstance(v, llvm_runtime.Parallel)]
     assert fn, "no kernel split across threads"
 
 
@@ -254,6 +257,169 @@ def test_split_runs_every_part_once_and_reports_errors():
             llvm_runtime._split(fail, (1,), (0,))
     llvm_runtime._split(seen.append, (8,), (9,))  # and the helper still works afterwards
     assert sorted(seen[-2:]) == [8, 9]
+
+
+needs_pool = pytest.mark.skipif(not llvm_threads.supported(),
+                                reason="the native pool runs on Linux x86-64 only")
+
+
+@needs_pool
+def test_pool_runs_every_part_once_on_either_thread():
+    """fg_pool_run: every part exactly once, whichever thread takes it, also when the parts
+    are more than the threads and when called again and again."""
+    import ctypes
+    import threading
+    assert llvm_runtime.start_pool()
+    part = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+    run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                           ctypes.c_int32)(llvm_runtime._pool["fg_pool_run"])
+    seen = []
+
+    @part
+    def record(data, k):
+        seen.append(k)
+
+    for n in (0, 1, 2, 7, 2, 2, 2, 2, 2, 2, 2, 2):
+        del seen[:]
+        run(ctypes.cast(record, ctypes.c_void_p), None, n, 0)
+        assert sorted(seen) == list(range(n))
+
+    # together: each part on a thread of its own, all at once (as OpenBLAS's parts need)
+    arrived, ids = [], set()
+    barrier = threading.Barrier(3, timeout=60)
+
+    @part
+    def meet(data, k):
+        ids.add(threading.get_ident())
+        arrived.append(k)
+        barrier.wait()
+
+    run(ctypes.cast(meet, ctypes.c_void_p), None, 3, 1)
+    assert sorted(arrived) == [0, 1, 2] and len(ids) == 3
+
+    # ... also inside a part of another job (OpenBLAS called while the pool is in use): on
+    # threads started for them, never waiting for the pool
+    del arrived[:]
+    ids.clear()
+
+    @part
+    def outer(data, k):
+        if k == 0:
+            run(ctypes.cast(meet, ctypes.c_void_p), None, 3, 1)
+
+    run(ctypes.cast(outer, ctypes.c_void_p), None, 2, 0)
+    assert sorted(arrived) == [0, 1, 2] and len(ids) == 3
+
+
+@needs_pool
+def test_split_kernels_from_several_threads_and_a_fork():
+    """Two Python threads calling split kernels at once (the second runs its halves itself),
+    and a fork's child (the helper did not come along): the same results as one thread."""
+    import threading
+
+    def f(x):
+        return fnp.tanh(x * 3.0 - 1.0) * x + 0.5
+
+    x = rng.normal(size=(1024, 1024)).astype(np.float32)
+    with fg.config.setting("cpu_threads", 1):
+        want = fg.jit(f)(x)
+    with fg.config.setting("cpu_threads", 2):
+        jf = fg.jit(f)
+        jf(x)
+        assert any(k.startswith("dims2_") for k in _namespace(jf, x))
+    results = []
+
+    def work():
+        for _ in range(20):
+            results.append(jf(x))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 40
+    for r in results:
+        np.testing.assert_array_equal(r, want)
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 when its results are right
+        ok = all(np.array_equal(jf(x), want) for _ in range(3))
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(not llvm_runtime.pool_products(),
+                    reason="no native pool or no OpenBLAS with 64-bit-integer cblas here")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batches_of_small_products_split_on_the_pool_as_numpy_computes_them(dtype):
+    """pool_matmul: half the batch on each thread, each product NumPy's own BLAS call, so the
+    result is np.matmul's bit for bit, whichever way each operand is laid out; other cases
+    are np.matmul's. The attention step uses it at two threads, with the same result."""
+    def heads(b, t, h, d):  # [b, t, h, d] projections seen as [b, h, t, d]
+        return rng.normal(size=(b, t, h, d)).astype(dtype).transpose(0, 2, 1, 3)
+
+    q, k, v = heads(4, 16, 3, 8), heads(4, 16, 3, 8), heads(4, 16, 3, 8)
+    att = rng.normal(size=(4, 3, 16, 16)).astype(dtype)
+    cases = [(q, k.swapaxes(-1, -2)), (att, v), (att.swapaxes(-1, -2), q),
+             (q.swapaxes(-1, -2), att),
+             (rng.normal(size=(5, 7, 9)).astype(dtype), rng.normal(size=(5, 9, 3)).astype(dtype))]
+    for a, b in cases:
+        assert llvm_runtime._gemm_plan(a, b) is not None
+        np.testing.assert_array_equal(llvm_runtime.pool_matmul(a, b), np.matmul(a, b))
+    same = np.ascontiguousarray(q)  # a @ a^T of one buffer: NumPy's (a symmetric update)
+    assert llvm_runtime._gemm_plan(same, same.swapaxes(-1, -2)) is None
+    np.testing.assert_array_equal(llvm_runtime.pool_matmul(same, same.swapaxes(-1, -2)),
+                                  np.matmul(same, same.swapaxes(-1, -2)))
+    a, b = q[..., ::2, :], k.swapaxes(-1, -2)[..., ::2]  # every other row: read in place
+    np.testing.assert_array_equal(llvm_runtime.pool_matmul(a, b), np.matmul(a, b))
+    for a, b in [(q[..., ::2], k.swapaxes(-1, -2)[..., ::2, :]),  # neither rows nor columns
+                 (q.astype(np.int64), k.swapaxes(-1, -2).astype(np.int64)),
+                 (rng.normal(size=(2, 80, 70)), rng.normal(size=(2, 70, 60)))]:  # large
+        assert llvm_runtime._gemm_plan(a, b) is None
+        np.testing.assert_array_equal(llvm_runtime.pool_matmul(a, b), np.matmul(a, b))
+
+    def attention(q, k, v):
+        return fnp.sum(fg.nn.softmax(q @ fnp.swapaxes(k, -1, -2), axis=-1) @ v)
+
+    q, k, v = heads(16, 64, 4, 32), heads(16, 64, 4, 32), heads(16, 64, 4, 32)
+    with fg.config.setting("cpu_threads", 1):
+        want, text1 = on("llvm", fg.grad(attention, argnums=(0, 1, 2)), q, k, v)
+    with fg.config.setting("cpu_threads", 2):
+        got, text2 = on("llvm", fg.grad(attention, argnums=(0, 1, 2)), q, k, v)
+    assert "batch on two threads" not in text1 and "batch on two threads" in text2
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_pool
+@pytest.mark.skipif(llvm_runtime.blas_threads_control() is None,
+                    reason="NumPy's BLAS is not an OpenBLAS this process can find")
+def test_blas_on_the_pool_gives_the_same_products(tmp_path):
+    """With two BLAS threads and two kernel threads, OpenBLAS's parts run on the native pool
+    (its threading callback): every product as with OpenBLAS's own threads."""
+    code = (
+        "import numpy as np, funcgrad as fg, funcgrad.numpy as fnp\n"
+        "from funcgrad.backends import llvm_runtime as r\n"
+        "rng = np.random.default_rng(0)\n"
+        "shapes = [((300, 200), (200, 500)), ((64, 513), (513, 130)),\n"
+        "          ((8, 97, 64), (8, 64, 120))]\n"
+        "ops = [(rng.normal(size=a).astype(t), rng.normal(size=b).astype(t))\n"
+        "       for a, b in shapes for t in (np.float32, np.float64)]\n"
+        "before = [a @ b for a, b in ops] + [ops[0][0].T @ ops[0][0]]\n"
+        "fg.config.update('cpu_threads', 2)\n"
+        "fg.jit(lambda x: fnp.tanh(x @ x.T))(ops[0][0])\n"
+        "assert r._blas_on_pool\n"
+        "after = [a @ b for a, b in ops] + [ops[0][0].T @ ops[0][0]]\n"
+        "assert all(np.array_equal(u, v) for u, v in zip(before, after))\n"
+        "print('ok')\n")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2",
+               FUNCGRAD_CPU_BACKEND="llvm", FUNCGRAD_CACHE_DIR=str(tmp_path))
+    if llvm_runtime._blas_set_callback is None:
+        pytest.skip("this OpenBLAS has no threading callback")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.split() == ["ok"], out.stderr
 
 
 @pytest.mark.skipif(llvm_runtime.blas_threads_control() is None,
@@ -352,6 +518,34 @@ def test_independent_equal_groups_are_one_kernel_call():
     got = fg.jit(step)(ps, gs)
     with fg.disable_jit():
         want = step(ps, gs)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_merged_parts_split_where_the_halves_do_equal_work():
+    """An optimizer update's leaves differ in size: the two threads get about equal work, and
+    the update is the same as on one thread."""
+    from funcgrad.backends import llvm_backend
+    assert llvm_backend._balanced_split((1, 1)) == 1
+    assert llvm_backend._balanced_split((10, 1, 1, 1)) == 1
+    assert llvm_backend._balanced_split((1, 1, 1, 10)) == 3
+    assert llvm_backend._balanced_split((3, 3, 3, 3)) == 2
+
+    def step(ps, gs):
+        return [p - 0.1 * fnp.sign(g) * fnp.abs(p) for p, g in zip(ps, gs)]
+
+    ps = [rng.normal(size=s).astype(np.float32) for s in [(512, 300), (7,), (64, 9), (300,)]]
+    gs = [rng.normal(size=p.shape).astype(np.float32) for p in ps]
+    with fg.config.setting("cpu_threads", 1):
+        want = fg.jit(step)(ps, gs)
+    with fg.config.setting("cpu_threads", 2):
+        jf = fg.jit(step)
+        got = jf(ps, gs)
+        namespace = _namespace(jf, ps, gs)
+    if llvm_threads.supported():
+        (name,) = [k[6:] for k in namespace if k.startswith("dims2_")]
+        assert namespace["dims_" + name][-2:].tolist() == [0, 1]  # the large leaf alone
+        assert namespace["dims2_" + name][-2:].tolist() == [1, 4]
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
 

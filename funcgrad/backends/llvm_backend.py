@@ -22,6 +22,7 @@ its equations through NumPy as part of the same function.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -29,7 +30,8 @@ from ..core import Var
 from . import llvm_codegen, llvm_runtime, numpy_backend
 from .codegen import Executable
 
-__all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK", "PARALLEL_MATMUL"]
+__all__ = ["FUSION", "compile_jaxpr", "PARALLEL_WORK", "PARALLEL_WORK_PYTHON_HELPER",
+           "PARALLEL_MATMUL", "PARALLEL_BATCH"]
 
 def _worth_alone(eqn):
     """A lone equation is a kernel when NumPy would take several passes (select_n, logistic)
@@ -43,14 +45,22 @@ FUSION = dict(fusible=llvm_codegen.can_translate, broadcast_inputs=True, reducti
               horizontal=True, singles=_worth_alone, recompute=llvm_codegen.cheap_to_recompute)
 
 # A kernel call is split across two threads from this much work (elements x equations) on:
-# below it, handing half to the other thread costs more than it saves.
-PARALLEL_WORK = 1 << 20
+# below it, handing half to the other thread costs more than it saves. The native pool's
+# helper takes a half within a microsecond or two (llvm_threads); the Python helper thread,
+# where the pool does not run, costs tens of microseconds a call.
+PARALLEL_WORK = 1 << 16
+PARALLEL_WORK_PYTHON_HELPER = 1 << 20
 
 # Where BLAS is single-threaded (OPENBLAS_NUM_THREADS=1) and the kernels have two threads or
 # more, a matrix product (dot_general) is split across two threads from this many
 # multiply-adds on (about 50 µs of one thread's BLAS). Otherwise products stay BLAS's, with its
 # own threads: on a quiet machine OpenBLAS's two threads beat our split (docs/jit.md).
 PARALLEL_MATMUL = 1 << 22
+
+# A batch of small products (each at most llvm_runtime.SMALL_GEMM multiply-adds, which
+# OpenBLAS runs on the calling thread) is split across the pool's two threads from this many
+# multiply-adds in all on (pool_matmul; attention's 16 x 4 heads of 64 x 64 x 32: 8.4e6).
+PARALLEL_BATCH = 1 << 20
 
 # Equations that keep a C-contiguous operand C-contiguous (views of the same buffer).
 _CONTIGUITY_KEEPING = {"reshape", "squeeze", "expand_dims", "stop_gradient", "name"}
@@ -72,11 +82,23 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     # The products go on the kernel threads only where BLAS itself would use one thread
     blas = llvm_runtime.blas_threads() if nthreads > 1 else None
     split_products = blas == 1
+    # two threads: the native pool's (its helper waits for work without the GIL), with BLAS's
+    # parts on it too where BLAS has two threads (llvm_threads)
+    pool = nthreads > 1 and llvm_runtime.start_pool()
+    if pool and blas == 2:
+        llvm_runtime.blas_on_pool()
+    # batches of small products (attention's heads), which BLAS runs on one thread each:
+    # half the batch on each of the pool's threads
+    batch_products = pool and llvm_runtime.pool_products()
     by_eqn = {id(jaxpr.eqns[k]): kern for k, kern in kernels.items()}
 
     def special(eqn, fn, ins, outs, namespace, reusable):
         kern = by_eqn.get(id(eqn))
         if kern is None:
+            if batch_products and _small_batched_matmul(eqn):
+                namespace[fn] = functools.partial(eqn.primitive.impl, llvm_runtime.pool_numpy,
+                                                  **eqn.params)
+                return [f"    {outs[0]} = {fn}({', '.join(ins)})  # batch on two threads"]
             if split_products and _large_matmul(eqn):
                 namespace[fn] = functools.partial(eqn.primitive.impl, llvm_runtime.threaded_numpy,
                                                   **eqn.params)
@@ -118,15 +140,24 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
                 lines.append(f"    {name} = _empty({shape!r}, {dt})")
         cfn = functions[kern.name]
         n0 = kern.parts if kern.parts > 1 else (kern.dims[0] if kern.dims else 1)
-        if kern.threadable and nthreads > 1 and kern.work >= PARALLEL_WORK and n0 >= 2:
+        split = kern.threadable and nthreads > 1 and n0 >= 2 and kern.work >= (
+            PARALLEL_WORK if pool else PARALLEL_WORK_PYTHON_HELPER)
+        if split and not pool:
             namespace[fn] = llvm_runtime.Parallel(cfn, kern.dims, n0)
             call = f"{fn}({', '.join(checked + list(outs))})"
         else:
             # the kernel tests the arrays' contiguity itself (False: nothing ran), so the
-            # copies (`_c`, a Python call per argument) are only made when one is not
+            # copies (`_c`, a Python call per argument) are only made when one is not; two
+            # loop ranges: the halves on the pool's two threads
             namespace[fn] = cfn
-            namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, n0)
             tail = list(outs) + [f"dims_{fn}"]
+            if split:
+                mid = _balanced_split(kern.part_work) if kern.parts > 1 else n0 // 2
+                namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, mid)
+                namespace[f"dims2_{fn}"] = llvm_runtime.dims_array(kern.dims, mid, n0)
+                tail.append(f"dims2_{fn}")
+            else:
+                namespace[f"dims_{fn}"] = llvm_runtime.dims_array(kern.dims, 0, n0)
             call = f"{fn}({', '.join(args + tail)})"
             if checked != args:
                 call += f" or {fn}({', '.join(checked + tail)})"
@@ -144,19 +175,43 @@ def compile_jaxpr(program, xp=np, donated=(), compile_body=None, profile=False, 
     return out
 
 
-def _large_matmul(eqn):
-    """A float32/float64 dot_general with at least PARALLEL_MATMUL multiply-adds."""
+def _balanced_split(work):
+    """Where to cut a merged kernel's parts (of these amounts of work) in two so that the
+    larger half is as small as it can be (an optimizer update's leaves differ in size)."""
+    total, best, left = sum(work), (None, 1), 0
+    for mid in range(1, len(work)):
+        left += work[mid - 1]
+        larger = max(left, total - left)
+        if best[0] is None or larger < best[0]:
+            best = (larger, mid)
+    return best[1]
+
+
+def _float_product(eqn):
+    """(multiply-adds, batch size) of a float32/float64 dot_general, else None."""
     if eqn.primitive.name != "dot_general" or eqn.params.get("preferred_element_type") \
             not in (None, eqn.outvars[0].aval.dtype):
-        return False
+        return None
     lhs, rhs = (v.aval for v in eqn.invars)
     if not (lhs.dtype == rhs.dtype and lhs.dtype in (np.float32, np.float64)):
-        return False
-    (lc, _), _ = eqn.params["dimension_numbers"]
-    k = 1
-    for axis in lc:
-        k *= lhs.shape[axis]
-    return eqn.outvars[0].aval.size * k >= PARALLEL_MATMUL
+        return None
+    (lc, _), (lb, _) = eqn.params["dimension_numbers"]
+    k = math.prod(lhs.shape[axis] for axis in lc)
+    return eqn.outvars[0].aval.size * k, math.prod(lhs.shape[axis] for axis in lb)
+
+
+def _large_matmul(eqn):
+    """A float32/float64 dot_general with at least PARALLEL_MATMUL multiply-adds."""
+    work = _float_product(eqn)
+    return work is not None and work[0] >= PARALLEL_MATMUL
+
+
+def _small_batched_matmul(eqn):
+    """A float32/float64 dot_general over a batch of products each small enough for BLAS to
+    run on one thread, with at least PARALLEL_BATCH multiply-adds in all."""
+    work = _float_product(eqn)
+    return (work is not None and work[1] >= 2 and work[0] >= PARALLEL_BATCH
+            and work[0] // work[1] <= llvm_runtime.SMALL_GEMM)
 
 
 def _contiguous(x):

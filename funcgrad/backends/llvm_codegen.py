@@ -71,6 +71,7 @@ the array objects) and how the driver calls it.
     helpers: dict      # helper functions they call (vector math), by name
     elementwise: bool = True  # no reduction: an output may take over a same-shape input's buffer
     parts: int = 1     # merged independent groups: [lo, hi) ranges over them
+    part_work: tuple = ()  # the work of each part (where the driver splits them in two)
     part_of: list = dataclasses.field(default_factory=list)  # per array: the parts using it
     # per output: the inputs read after it is written (a deep chain computed in blocks writes
     # an output at its equation's stage): its buffer must not be one of those
@@ -487,6 +488,7 @@ def kernel_source(body, name):
     comps = _components(jaxpr)
     arrays = list(jaxpr.invars) + list(jaxpr.outvars)
     nests, calls, out_specs, dims, work, lay0, init = {}, [], [], [], 0, None, None
+    part_work = []
     position = {v: k for k, v in enumerate(arrays)}
     part_of = [set() for _ in arrays]
     late = {}
@@ -504,6 +506,7 @@ def kernel_source(body, name):
         dims += lay.dims
         out_specs += specs
         work += w
+        part_work.append(w)
     if len(comps) > 1 and (init is not None or any(s[0] == () for s in out_specs)):
         raise UnsupportedOnCPU("merged groups with reductions")
     functions = "".join(text.replace(f"@{name}.nest(", f"@{fn}(", 1)
@@ -540,6 +543,7 @@ def kernel_source(body, name):
         lay0.kind == "map" or (lay0.kind == "row" and not lay0.reduced[0]))))
     return Kernel(name, ir, len(jaxpr.invars), out_specs, tuple(dims), init, threadable, work,
                   module.decls, module.helpers, lay0.kind == "map", parts=len(comps),
+                  part_work=tuple(part_work),
                   part_of=[frozenset(p) for p in part_of], pattern=ir.replace(f"@{name}", "@K"),
                   late_reads=[late.get(v, frozenset()) for v in jaxpr.outvars])
 

@@ -50,10 +50,13 @@ _libc = None
 _keep = []  # the pages of every loaded object (kept for the process: the kernels live in them)
 
 
-def _outside_symbol(name):
-    """The address of a symbol the object uses but does not define: CPython's objects and
-    functions, else whatever this process has loaded (the C library, libm)."""
+def _outside_symbol(name, symbols):
+    """The address of a symbol the object uses but does not define: one of `symbols` (the
+    caller's: the native pool's), CPython's objects and functions, else whatever this process
+    has loaded (the C library, libm)."""
     global _libc
+    if name in symbols:
+        return symbols[name]
     objects = {"_Py_TrueStruct": True, "_Py_FalseStruct": False, "_Py_NoneStruct": None}
     if name in objects:
         return id(objects[name])
@@ -74,16 +77,16 @@ def _name(strtab, offset):
     return strtab[offset:strtab.index(b"\0", offset)].decode()
 
 
-def load(data):
+def load(data, symbols=None):
     """{name: address} of the global symbols defined by ELF object `data`, placed in this
-    process (see the module doc)."""
+    process (see the module doc); `symbols` {name: address} adds to those it may use."""
     try:
-        return _place(bytes(data))
+        return _place(bytes(data), symbols or {})
     except (struct.error, IndexError, ValueError) as e:  # cut short or inconsistent
         raise Unsupported(f"not a well-formed object file ({e})") from None
 
 
-def _place(data):
+def _place(data, symbols):
     if not usable() or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise Unsupported("not a 64-bit little-endian ELF object of this machine")
     e_type, e_machine = struct.unpack_from("<HH", data, 16)
@@ -127,7 +130,7 @@ def _place(data):
         name_at, info, _, shndx, value, _ = _SYMBOL.unpack_from(data, symtab[4] + k * _SYMBOL.size)
         name = _name(strtab, name_at)
         if shndx == _SHN_UNDEF:
-            addresses.append(_outside_symbol(name) if name else 0)
+            addresses.append(_outside_symbol(name, symbols) if name else 0)
         elif shndx == _SHN_ABS:
             addresses.append(value)
         elif shndx in place:

@@ -32,6 +32,7 @@ import ctypes
 import hashlib
 import importlib.metadata
 import importlib.util
+import math
 import os
 import platform
 import struct
@@ -43,9 +44,10 @@ import threading
 import numpy as np
 
 from .. import config
-from . import llvm_compiler, llvm_loader
+from . import llvm_compiler, llvm_loader, llvm_threads
 
-__all__ = ["compile_kernels", "available", "threads", "Parallel", "parallel_matmul",
+__all__ = ["compile_kernels", "available", "threads", "start_pool", "blas_on_pool",
+           "Parallel", "parallel_matmul", "pool_matmul", "pool_numpy", "pool_products",
            "threaded_numpy", "blas_threads", "dims_array",
            "cache_dir", "stats"]
 
@@ -101,7 +103,12 @@ def _mcjit():
         llvm.add_symbol("_Py_TrueStruct", id(True))
         llvm.add_symbol("_Py_FalseStruct", id(False))
         _ENV = llvm
+    for name, address in _symbols.items():  # the pool's (added as they become known)
+        _ENV.add_symbol(name, address)
     return _ENV
+
+
+_symbols: dict = {}  # symbols of this process the objects may use: the native pool's
 
 
 _PYTHON_SYMBOLS = ("PyEval_SaveThread", "PyEval_RestoreThread", "Py_IncRef")
@@ -114,8 +121,27 @@ def _call_wrapper(name, kern):
     """`PyObject *name_py(self, args, nargs)`: the METH_FASTCALL entry of kernel `name`:
     args are the kernel's arrays, then the int64 array of its loop sizes, lo and hi. Returns
     True, or False without running when an array is not C-contiguous (the caller then passes
-    contiguous copies: one flag test here instead of a Python call per argument)."""
+    contiguous copies: one flag test here instead of a Python call per argument). Where the
+    native pool is loaded, a second loop-size array after the first runs the two ranges on
+    the pool's two threads (`fg_pool_kernel`)."""
     n = kern.inputs + len(kern.outputs)
+    one = f"""  call void @{name}(ptr %args, ptr %dv) #2
+"""
+    if _pool is not None:
+        one = f"""  %two = icmp sgt i64 %nargs, {n + 1}
+  br i1 %two, label %halves, label %whole
+whole:
+  call void @{name}(ptr %args, ptr %dv) #2
+  br label %done
+halves:
+  %g2 = getelementptr ptr, ptr %args, i64 {n + 1}
+  %dims2 = load ptr, ptr %g2
+  %dp2 = getelementptr i8, ptr %dims2, i64 16
+  %dv2 = load ptr, ptr %dp2
+  call void @fg_pool_kernel(ptr @{name}, ptr %args, ptr %dv, ptr %dv2)
+  br label %done
+done:
+"""
     return f"""define ptr @{name}_py(ptr %self, ptr %args, i64 %nargs) #0 {{
 entry:
   %ok = call i1 @fg_contiguous(ptr %args, i64 {n})
@@ -129,8 +155,7 @@ run:
   %dp = getelementptr i8, ptr %dims, i64 16
   %dv = load ptr, ptr %dp
   %ts = call ptr @PyEval_SaveThread()
-  call void @{name}(ptr %args, ptr %dv) #2
-  call void @PyEval_RestoreThread(ptr %ts)
+{one}  call void @PyEval_RestoreThread(ptr %ts)
   call void @Py_IncRef(ptr @_Py_TrueStruct)
   ret ptr @_Py_TrueStruct
 }}
@@ -201,6 +226,8 @@ def _module_text(kernels, names):
     """The LLVM module of `kernels` (named `names[pattern]`) and their call wrappers, without
     the attribute groups (llvm_compiler adds them for the host CPU)."""
     decls, helpers, bodies = set(_WRAPPER_DECLS), {"fg_contiguous": _CONTIGUOUS_TEST}, []
+    if _pool is not None:
+        decls.add("declare void @fg_pool_kernel(ptr, ptr, ptr, ptr)")
     for k in kernels:
         decls |= k.decls
         helpers.update(k.helpers)
@@ -243,8 +270,9 @@ def _host_key():
     return _host
 
 
-def _object_code(text):
-    """Machine code for a module: from the disk cache, else compiled (and stored)."""
+def _object_code(text, counted=True):
+    """Machine code for a module: from the disk cache, else compiled (and stored); `stats`
+    counts it unless `counted` is False (the pool)."""
     digest = hashlib.sha256((_host_key() + "\n" + text).encode()).hexdigest()
     d = cache_dir()
     path = os.path.join(d, digest[:2], digest + ".o") if d else None
@@ -253,11 +281,11 @@ def _object_code(text):
             with open(path, "rb") as f:
                 blob = f.read()
             if hashlib.sha256(blob[32:]).digest() == blob[:32]:
-                stats["modules loaded"] += 1
+                stats["modules loaded"] += counted
                 return blob[32:]
         except OSError:
             pass
-    stats["modules compiled"] += 1
+    stats["modules compiled"] += counted
     data = _compiler.compile(text) if _out_of_process() else llvm_compiler.compile_ir(text)
     if path is not None:
         _store(path, hashlib.sha256(data).digest() + data)
@@ -325,7 +353,7 @@ def load_object(data):
     llvm_loader, else (another system, or the in-process setting) by LLVM's loader."""
     if _out_of_process():
         try:
-            return llvm_loader.load(data).__getitem__
+            return llvm_loader.load(data, _symbols).__getitem__
         except llvm_loader.Unsupported:
             pass
     llvm = _mcjit()
@@ -349,6 +377,7 @@ def compile_kernels(kernels):
             names[k.pattern] = f"fgk_{hashlib.sha1(k.pattern.encode()).hexdigest()[:16]}"
             new.append(k)
         if new:
+            _load_pool()
             address = load_object(_object_code(_module_text(new, names)))
             for k in new:
                 _functions[k.pattern] = _builtin(names[k.pattern],
@@ -450,9 +479,69 @@ def _split(fn, *parts):
         _helper_lock.release()
 
 
+_pool = None  # {name: address} of the native pool's functions (llvm_threads), once loaded
+# The pool's state (llvm_threads.POOL_FIELDS), in memory of this process's own: the loader
+# keeps objects' pages read-only, and the objects find it as the symbol `fg_pool_state`.
+_pool_state = np.zeros(llvm_threads.POOL_STATE_BYTES // 8, np.int64)
+
+
+def _load_pool():
+    """Load the native pool (llvm_threads; compiled once, then kept on disk like the kernels)
+    where it runs, and make `fg_pool_kernel` known to the kernels' modules."""
+    global _pool
+    if _pool is not None or not llvm_threads.supported():
+        return
+    _symbols["fg_pool_state"] = _pool_state.ctypes.data
+    address = load_object(_object_code(llvm_threads.POOL_IR, counted=False))
+    _pool = {name: address(name) for name in (
+        "fg_pool_start", "fg_pool_run", "fg_pool_kernel", "fg_blas_callback", "fg_pool_gemm")}
+    _symbols["fg_pool_kernel"] = _pool["fg_pool_kernel"]
+    if _ENV is not None:  # LLVM's loader in use: it learns the new symbols
+        _mcjit()
+
+
+def start_pool():
+    """Load the native pool (llvm_threads) and start its helper thread; True when it runs
+    (kernels then split across two threads by being given two loop-range arrays, see
+    `_call_wrapper`)."""
+    with _lock:
+        _load_pool()
+    if _pool is None:
+        return False
+    ctypes.CFUNCTYPE(None)(_pool["fg_pool_start"])()
+    return True
+
+
+def _forget_pool():
+    """In a fork's child: the helper threads did not come along; the next use starts new
+    ones."""
+    words = _pool_state.view(np.int32)
+    for field in ("helpers", "busy", "sleeping"):
+        words[llvm_threads.POOL_FIELDS[field] // 4] = 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+_blas_on_pool = False
+
+
+def blas_on_pool():
+    """Give OpenBLAS's threaded parts to the native pool (its caller-managed threading
+    callback), where BLAS has two threads, as the pool has: its own idle thread would
+    otherwise spin on the second core beside the pool's helper. OpenBLAS splits each product
+    as before, so results do not change. Process-wide and kept once made; True when in
+    effect."""
+    global _blas_on_pool
+    if not _blas_on_pool and blas_threads() == 2 and _blas_set_callback is not None \
+            and start_pool():
+        _blas_set_callback(_pool["fg_blas_callback"])
+        _blas_on_pool = True
+    return _blas_on_pool
+
+
 class Parallel:
-    """Calls a kernel over [0, n) of its outermost loop in two halves, on two threads (used
-    where the work is large enough to repay the hand-off, see llvm_backend): `(*arrays)`."""
+    """Calls a kernel over [0, n) of its outermost loop in two halves, on two threads, with
+    the Python helper thread (`_split`): where the native pool does not run (used where the
+    work is large enough to repay the hand-off, see llvm_backend): `(*arrays)`."""
 
     __slots__ = ("fn", "low", "high")
 
@@ -488,6 +577,107 @@ def parallel_matmul(a, b):
     return out
 
 
+def pool_products():
+    """Whether pool_matmul can split batches of products here (the pool runs, and NumPy's BLAS
+    is an OpenBLAS with 64-bit-integer cblas_sgemm/dgemm)."""
+    with _lock:
+        _load_pool()
+    blas_threads_control()
+    return _pool is not None and bool(_blas_gemm)
+
+
+def pool_matmul(a, b):
+    """np.matmul(a, b) of a batch of small matrices (attention's heads), half the batch on each
+    of the native pool's two threads, each product the single BLAS call NumPy's matmul makes
+    for it (`cblas_?gemm`, row-major, each operand read in place or transposed), so the result
+    is NumPy's. Anything else (other dtypes or layouts, large matrices, which BLAS threads
+    itself) is np.matmul."""
+    plan = _gemm_plan(a, b)
+    if plan is None:
+        return np.matmul(a, b)
+    offsets, head, shape = plan
+    out = np.empty(shape, a.dtype)
+    job = np.array(head + (offsets.ctypes.data, a.ctypes.data, b.ctypes.data, out.ctypes.data),
+                   np.int64)
+    _pool_gemm(job.ctypes.data)
+    return out
+
+
+_GEMM_PLANS: dict = {}
+SMALL_GEMM = 1 << 18  # multiply-adds up to which OpenBLAS runs a product on the calling thread
+
+
+def _gemm_plan(a, b):
+    """(byte offsets of each product's operands, the job's fixed fields, the result's shape)
+    for pool_matmul, or None where it is np.matmul's to do."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray:
+        return None
+    key = (a.shape, a.strides, b.shape, b.strides, a.dtype, b.dtype)
+    plan = _GEMM_PLANS.get(key, False)
+    if plan is False:
+        plan = _GEMM_PLANS[key] = _make_gemm_plan(a, b)
+    if plan is not None and a.ctypes.data == b.ctypes.data:
+        return None  # NumPy may make this a symmetric rank-k update
+    return plan
+
+
+def _make_gemm_plan(a, b):
+    gemm = _blas_gemm.get(a.dtype)
+    if (gemm is None or _pool is None or a.dtype != b.dtype or a.ndim < 3
+            or a.ndim != b.ndim or a.shape[:-2] != b.shape[:-2]):
+        return None
+    (m, k), (k2, n) = a.shape[-2:], b.shape[-2:]
+    batch = a.shape[:-2]
+    if k != k2 or min(m, n, k) < 2 or m * n * k > SMALL_GEMM or math.prod(batch) < 2:
+        return None
+    size = a.itemsize
+    layouts = [_blas_layout(x, size) for x in (a, b)]
+    if None in layouts:
+        return None
+    (ta, lda), (tb, ldb) = layouts
+    out_strides = np.empty(batch + (m, n), a.dtype).strides
+    idx = np.indices(batch).reshape(len(batch), -1).T
+    offsets = np.ascontiguousarray(np.stack(
+        [idx @ np.array(x[:len(batch)], np.int64) for x in (a.strides, b.strides, out_strides)],
+        axis=1), np.int64)
+    head = (gemm, int(a.dtype == np.float64), ta, tb, m, n, k, lda, ldb, n, len(idx))
+    return offsets, head, batch + (m, n)
+
+
+_NO_TRANS, _TRANS = 111, 112  # CBLAS_TRANSPOSE
+
+
+def _blas_layout(x, size):
+    """(transpose, leading dimension) as NumPy's matmul passes matrix x (its last two axes) to
+    BLAS: rows contiguous (not transposed), else columns contiguous (transposed); None
+    otherwise."""
+    (r, c), (sr, sc) = x.shape[-2:], x.strides[-2:]
+    if sc == size and sr % size == 0 and sr // size >= c:
+        return _NO_TRANS, sr // size
+    if sr == size and sc % size == 0 and sc // size >= r:
+        return _TRANS, sc // size
+    return None
+
+
+def _pool_gemm(job_address):
+    global _pool_gemm
+    _pool_gemm = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_pool["fg_pool_gemm"])
+    _pool_gemm(job_address)
+
+
+class _PoolNumPy:
+    """The NumPy namespace with `matmul` splitting batches of small products on the pool
+    (pool_matmul): what the llvm backend gives dot_general's implementation for them."""
+
+    matmul = staticmethod(pool_matmul)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+pool_numpy = _PoolNumPy()
+
+
 class _ThreadedNumPy:
     """The NumPy namespace with `matmul` split across two threads (parallel_matmul): what the
     llvm backend gives dot_general's implementation for large products."""
@@ -506,7 +696,9 @@ threaded_numpy = _ThreadedNumPy()
 
 def _find_blas_threads():
     """(get, set) of the OpenBLAS library NumPy uses, its process-wide thread count; None
-    when NumPy's BLAS is not an OpenBLAS found in this process's mappings (Linux)."""
+    when NumPy's BLAS is not an OpenBLAS found in this process's mappings (Linux). Also finds
+    its threading callback setter (`_blas_set_callback`) where it has one."""
+    global _blas_set_callback
     try:
         with open("/proc/self/maps") as f:
             paths = {parts[-1] for parts in map(str.split, f)
@@ -525,11 +717,22 @@ def _find_blas_threads():
             if get is not None and put is not None:
                 get.restype, get.argtypes = ctypes.c_int, []
                 put.restype, put.argtypes = None, [ctypes.c_int]
+                setter = getattr(lib, f"{prefix}_set_threads_callback_function{suffix}", None)
+                if setter is not None:
+                    setter.restype, setter.argtypes = None, [ctypes.c_void_p]
+                    _blas_set_callback = setter
+                cblas = prefix.replace("openblas", "cblas")
+                gemms = [getattr(lib, f"{cblas}_{t}gemm{suffix}", None) for t in "sd"]
+                if suffix == "64_" and None not in gemms:  # 64-bit integer arguments
+                    for dtype, fn in zip((np.float32, np.float64), gemms):
+                        _blas_gemm[np.dtype(dtype)] = ctypes.cast(fn, ctypes.c_void_p).value
                 return get, put
     return None
 
 
 _blas = False  # not looked up yet
+_blas_set_callback = None  # OpenBLAS's openblas_set_threads_callback_function, when it has one
+_blas_gemm = {}  # dtype -> address of OpenBLAS's cblas_?gemm with 64-bit integers
 
 
 def blas_threads_control():
