@@ -7,7 +7,8 @@ model, they hold code and constants and refer to other code through 64-bit absol
 only (R_X86_64_64), to a handful of outside functions (memset, memcpy, fmod, CPython's
 PyEval_SaveThread, ...). So this module places them itself: it lays their sections out in fresh
 pages, resolves their symbols in this process, writes the relocations, and makes the code pages
-executable (read-only) and the constants read-only.
+executable (read-only) and the constants read-only. The pages stay for the life of the process
+(`pages`).
 
 `load(data)` returns {symbol name: address} for the object's defined functions. It raises
 `Unsupported` for anything it does not handle (another architecture or relocation, writable
@@ -47,14 +48,36 @@ _RELA = struct.Struct("<QQq")            # offset info addend
 _PROT_READ, _PROT_EXEC = 0x1, 0x4
 
 _libc = None
-_keep = []  # the pages of every loaded object (kept for the process: the kernels live in them)
+_PROT_WRITE = 0x2
+_MAP_PRIVATE, _MAP_ANONYMOUS = 0x02, 0x20
+
+
+def _c():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None)
+    return _libc
+
+
+def pages(size):
+    """The address of `size` bytes of fresh zeroed, writable pages, which stay for the whole
+    life of the process: never unmapped, not even by Python's teardown at exit, since native
+    threads (the kernels' helper pool, OpenBLAS's parts on it) may still run code in them or
+    read them then."""
+    mmap = _c().mmap
+    mmap.restype = ctypes.c_void_p
+    mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                     ctypes.c_int, ctypes.c_long]
+    address = mmap(None, size, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
+    if address in (None, ctypes.c_void_p(-1).value):
+        raise Unsupported(f"no memory for {size} bytes of pages")
+    return address
 
 
 def _outside_symbol(name, symbols):
     """The address of a symbol the object uses but does not define: one of `symbols` (the
     caller's: the native pool's), CPython's objects and functions, else whatever this process
     has loaded (the C library, libm)."""
-    global _libc
     if name in symbols:
         return symbols[name]
     objects = {"_Py_TrueStruct": True, "_Py_FalseStruct": False, "_Py_NoneStruct": None}
@@ -64,10 +87,8 @@ def _outside_symbol(name, symbols):
         return ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value
     except AttributeError:
         pass
-    if _libc is None:
-        _libc = ctypes.CDLL(None)
     try:
-        return ctypes.cast(getattr(_libc, name), ctypes.c_void_p).value
+        return ctypes.cast(getattr(_c(), name), ctypes.c_void_p).value
     except AttributeError:
         raise Unsupported(f"the kernels need {name!r}, which this process does not have") \
             from None
@@ -114,11 +135,12 @@ def _place(data, symbols):
             end += sections[i][5]
     code_end = -(-max([place[i] + sections[i][5] for i in code], default=0) // page) * page
     size = max(-(-end // page) * page, page)
-    memory = mmap.mmap(-1, size, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    if any(sections[i][4] + sections[i][5] > len(data) for i in place):
+        raise ValueError("a section beyond the end of the file")
+    base = pages(size)
     for i, offset in place.items():
         start = sections[i][4]
-        memory[offset:offset + sections[i][5]] = data[start:start + sections[i][5]]
+        ctypes.memmove(base + offset, data[start:start + sections[i][5]], sections[i][5])
 
     # Symbols: where each one is, in this process
     symtab = next((s for s in sections if s[1] == _SHT_SYMTAB), None)
@@ -161,17 +183,13 @@ def _place(data, symbols):
     if not _protect(base, code_end, _PROT_READ | _PROT_EXEC) or \
             not _protect(base + code_end, size - code_end, _PROT_READ):
         raise Unsupported("this system does not allow executable pages made at run time")
-    _keep.append(memory)
     return defined
 
 
 def _protect(address, length, prot):
-    global _libc
     if length == 0:
         return True
-    if _libc is None:
-        _libc = ctypes.CDLL(None)
-    mprotect = _libc.mprotect
+    mprotect = _c().mprotect
     mprotect.restype, mprotect.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t,
                                                          ctypes.c_int]
     return mprotect(address, length, prot) == 0

@@ -362,6 +362,8 @@ def load_object(data):
     engine.add_object_file(llvm.ObjectFileRef.from_data(data))
     engine.finalize_object()
     _engines.append(engine)
+    # never freed, not even by Python's teardown: native threads may still run its code then
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(engine))
     return engine.get_function_address
 
 
@@ -482,7 +484,8 @@ def _split(fn, *parts):
 _pool = None  # {name: address} of the native pool's functions (llvm_threads), once loaded
 # The pool's state (llvm_threads.POOL_FIELDS), in memory of this process's own: the loader
 # keeps objects' pages read-only, and the objects find it as the symbol `fg_pool_state`.
-_pool_state = np.zeros(llvm_threads.POOL_STATE_BYTES // 8, np.int64)
+# (Pages of their own that outlive Python's teardown: the pool's threads may still read them.)
+_pool_state = None
 
 
 def _load_pool():
@@ -491,6 +494,11 @@ def _load_pool():
     global _pool
     if _pool is not None or not llvm_threads.supported():
         return
+    global _pool_state
+    if _pool_state is None:
+        _pool_state = np.ctypeslib.as_array(
+            (ctypes.c_int64 * (llvm_threads.POOL_STATE_BYTES // 8)).from_address(
+                llvm_loader.pages(llvm_threads.POOL_STATE_BYTES)))
     _symbols["fg_pool_state"] = _pool_state.ctypes.data
     address = load_object(_object_code(llvm_threads.POOL_IR, counted=False))
     _pool = {name: address(name) for name in (
@@ -515,6 +523,8 @@ def start_pool():
 def _forget_pool():
     """In a fork's child: the helper threads did not come along; the next use starts new
     ones."""
+    if _pool_state is None:
+        return
     words = _pool_state.view(np.int32)
     for field in ("helpers", "busy", "sleeping"):
         words[llvm_threads.POOL_FIELDS[field] // 4] = 0
