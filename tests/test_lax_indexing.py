@@ -226,6 +226,28 @@ def test_scatter_set_duplicates_last_wins_and_losers_get_no_cotangent():
     np.testing.assert_array_equal(ct_u, [0.0, 2.0, 0.0])  # loser and dropped update: zero
 
 
+@pytest.mark.parametrize("vocab", [256, 8, 1])
+def test_scatter_add_of_many_rows_is_np_add_at(vocab):
+    # NumPy's fast paths for >= 256 updates (an embedding gradient): distinct indices, a few
+    # repeats each (one indexed add per repeat: np.add.at's order, so its result bit for bit),
+    # many repeats (each index's rows summed first: the same sum to rounding)
+    rng = np.random.default_rng(vocab)
+    table = rng.normal(size=(256, 16)).astype(np.float32)
+    idx = rng.integers(0, vocab, (300, 1))
+    upd = rng.normal(size=(300, 16)).astype(np.float32)
+    want = table.copy()
+    np.add.at(want, idx[:, 0], upd)
+    got = np.asarray(ix.scatter_add(table, idx, upd))
+    if vocab == 256:  # at most a few repeats
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    distinct = rng.permutation(256)[:, None]
+    want = table.copy()
+    want[distinct[:, 0]] += upd[:256]
+    np.testing.assert_array_equal(np.asarray(ix.scatter_add(table, distinct, upd[:256])), want)
+
+
 @cases
 @given(unique_gather_case(), st.data())
 def test_scatter_mul_rules_unique_indices(case, data):

@@ -180,6 +180,12 @@ def _scatter_abstract(name):
     return rule
 
 
+# Up to this many updates of one index, a scatter-add of rows runs as that many indexed adds
+# (about 15 µs each for 100 rows of 128) rather than summing each index's rows first
+# (np.add.reduceat along the rows: 230-370 µs for 1024 rows of 128, whatever the repeats).
+_SCATTER_ROUNDS = 16
+
+
 def _scatter_numpy(mode, out, idx, upd, lead):
     """NumPy's fast path: one flat index (np.ravel_multi_index checks the range in C) into
     the fresh copy `out`; None when some index is out of range (the caller filters those)."""
@@ -192,16 +198,25 @@ def _scatter_numpy(mode, out, idx, upd, lead):
         view[flat] = upd  # the last duplicate wins
     elif mode == "add" and len(flat) >= 256:
         # ufunc.at goes element by element and is several times slower: with distinct indices
-        # (the cotangent of a gather of distinct positions) one indexed add is the same sum;
-        # with repeats, each index's updates are summed first (whole rows: embedding gradients)
+        # (the cotangent of a gather of distinct positions) one indexed add is the same sum.
+        # With repeats of whole rows (embedding gradients): where no index repeats often, one
+        # indexed add per round, round r adding each index's r-th update (distinct indices):
+        # np.add.at's order, so its result bit for bit; else each index's updates summed first
         order = np.argsort(flat, kind="stable")
         ordered = flat[order]
         new = np.concatenate(([True], ordered[1:] != ordered[:-1]))
         if new.all():
             view[flat] += upd
-        elif upd.ndim > 1 and len(flat) >= 32:
+        elif upd.ndim > 1:
             starts = np.flatnonzero(new)
-            view[ordered[starts]] += np.add.reduceat(upd[order], starts, axis=0)
+            repeats = np.diff(starts, append=len(flat))
+            if repeats.max() <= _SCATTER_ROUNDS:
+                rank = np.arange(len(flat)) - np.repeat(starts, repeats)
+                for r in range(int(repeats.max())):
+                    taken = order[rank == r]
+                    view[flat[taken]] += upd[taken]
+            else:
+                view[ordered[starts]] += np.add.reduceat(upd[order], starts, axis=0)
         else:
             np.add.at(view, flat, upd)
     else:
