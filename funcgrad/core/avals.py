@@ -64,6 +64,11 @@ class ShapedArray:
     def size(self):
         return math.prod(self.shape)
 
+    @property
+    def nbytes(self):
+        """The bytes of an array of this type (NumPy's `ndarray.nbytes`)."""
+        return self.size * self.dtype.itemsize
+
     def update(self, shape=None, dtype=None, weak_type=None):
         return ShapedArray(self.shape if shape is None else shape,
                            self.dtype if dtype is None else dtype,

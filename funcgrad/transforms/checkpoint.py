@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
-
 from .. import tree_util
 from ..core import Tracer, as_value, bind, get_aval, is_float, new_trace, user_source_info
 from ..interpreters import programs
@@ -204,7 +202,6 @@ def print_saved_residuals(fun, *args, **kwargs):
     res = saved_residuals(fun, *args, **kwargs)
     total = 0
     for aval, what in res:
-        nbytes = int(np.prod(aval.shape, dtype=np.int64)) * aval.dtype.itemsize
-        total += nbytes
+        total += aval.nbytes
         print(f"{aval.str_short():<20} {what}")
     print(f"total: {len(res)} arrays, {total / 2**20:.2f} MiB")

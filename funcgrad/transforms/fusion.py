@@ -9,8 +9,6 @@ import graphlib
 import heapq
 from typing import NamedTuple
 
-import numpy as np
-
 from ..core import ClosedJaxpr, Eqn, Jaxpr, Primitive, Var, eval_jaxpr
 from .jaxpr_util import (
     Unhashable as _Unhashable,
@@ -110,15 +108,16 @@ def fusion_groups(program, fusible=is_elementwise, min_size=2, broadcast_inputs=
     # first equation and that no one reads after, until then (a sum of terms made one after
     # another, in one group, keeps every term until the last is made). A join may keep at most
     # HOLD_LIMIT bytes so. (Values made before the group's first equation were alive then.)
-    last_read = _last_reads(jaxpr)
+    last_read = {v: i for i, dead in enumerate(jaxpr.frees()) for v in dead}  # (not outputs)
     inputs = {}  # group id -> values made outside it (by equations) that it reads
     first_member = {}  # group id -> index of its first equation
 
     def held_bytes(groups, until):
         opened = min(first_member[h] for h in groups)
         held = {a for h in groups for a in inputs[h]
-                if opened < producer[a] and last_read[a] < until and outside(a, groups)}
-        return sum(map(_nbytes, held))
+                if opened < producer[a] and last_read.get(a, until) < until
+                and outside(a, groups)}
+        return sum(a.aval.nbytes for a in held)
 
     last_effect = frozenset()  # what reached the last effectful equation (effects keep order)
     for i, eqn in enumerate(jaxpr.eqns):
@@ -490,23 +489,6 @@ def _merge_parallel(jaxpr, groups):
 HOLD_LIMIT = 16 << 20
 
 
-def _nbytes(v):
-    return v.aval.size * np.dtype(v.aval.dtype).itemsize
-
-
-def _last_reads(jaxpr):
-    """{var: index of the last equation reading it} (program outputs: past the end)."""
-    last = {}
-    for i, eqn in enumerate(jaxpr.eqns):
-        for a in eqn.invars:
-            if type(a) is Var:
-                last[a] = i
-    for v in jaxpr.outvars:
-        if type(v) is Var:
-            last[v] = len(jaxpr.eqns)
-    return last
-
-
 def _final_readers(jaxpr):
     """Indices of the equations whose results no equation reads (program outputs): delaying
     one holds back nothing else."""
@@ -583,7 +565,7 @@ def _recompute_cheap(jaxpr, groups, cheap, limit=12):
                 continue
             cone, stored = _cone(jaxpr, v, members, producer, cheap, limit)
             if cone is None or _kept_for(jaxpr, cone, readers, producer, program_outs,
-                                         max(outside)) > _nbytes(v) + HOLD_LIMIT:
+                                         max(outside)) > v.aval.nbytes + HOLD_LIMIT:
                 continue  # (it would keep much more alive than the value it saves storing)
             for r in outside:
                 extra[group_of[r]] |= cone
@@ -611,7 +593,7 @@ def _kept_for(jaxpr, cone, readers, producer, program_outs, until):
     at equation `until` keeps what it reads until then, where no one else reads it that late."""
     made = {v for i in cone for v in jaxpr.eqns[i].outvars}
     read = {a for i in cone for a in jaxpr.eqns[i].invars if type(a) is Var and a not in made}
-    return sum(_nbytes(a) for a in read if a in producer and a not in program_outs
+    return sum(a.aval.nbytes for a in read if a in producer and a not in program_outs
                and max(readers[a] - cone, default=-1) < until)
 
 

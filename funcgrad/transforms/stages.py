@@ -241,7 +241,7 @@ _FREE = frozenset({"reshape", "squeeze", "expand_dims", "broadcast_in_dim", "tra
 
 
 def _nbytes(a):
-    return a.aval.size * np.dtype(a.aval.dtype).itemsize if type(a) is not Literal else 0
+    return a.aval.nbytes if type(a) is not Literal else 0
 
 
 def _eqn_cost(eqn, total, count_bytes=True):
